@@ -1,0 +1,33 @@
+"""Connections: types, YAML, environment overrides and encrypted storage."""
+
+from flowport.connections.crypto import Cipher, load_or_create_key
+from flowport.connections.service import ConnectionNotFound, ConnectionService
+from flowport.connections.spec import apply_env_overrides, apply_set, connection_from_spec
+from flowport.connections.types import (
+    SCRUBBED,
+    AzureOpenAIConnection,
+    Connection,
+    ConnectionSpecError,
+    CustomConnection,
+    OpenAIConnection,
+    ServerlessConnection,
+    build_connection,
+)
+
+__all__ = [
+    "SCRUBBED",
+    "AzureOpenAIConnection",
+    "Cipher",
+    "Connection",
+    "ConnectionNotFound",
+    "ConnectionService",
+    "ConnectionSpecError",
+    "CustomConnection",
+    "OpenAIConnection",
+    "ServerlessConnection",
+    "apply_env_overrides",
+    "apply_set",
+    "build_connection",
+    "connection_from_spec",
+    "load_or_create_key",
+]

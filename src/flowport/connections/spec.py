@@ -1,0 +1,127 @@
+"""Connection YAML in prompt flow's shape, ``${env:VAR}`` references and ``--set`` overrides."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from flowport.connections.types import (
+    Connection,
+    ConnectionSpecError,
+    CustomConnection,
+    build_connection,
+    connection_class,
+)
+
+_ENV_REF = re.compile(r"^\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}$")
+_IGNORED_KEYS = {"$schema", "name", "type", "module", "configs", "secrets"}
+
+
+def resolve_env(value: Any, environ: Mapping[str, str] | None = None) -> Any:
+    """Replace a ``${env:VAR}`` string by the variable's value (error when it is unset)."""
+    if not isinstance(value, str):
+        return value
+    match = _ENV_REF.match(value.strip())
+    if not match:
+        return value
+    env = os.environ if environ is None else environ
+    var = match.group(1)
+    if var not in env:
+        raise ConnectionSpecError(f"environment variable {var!r} is not set (referenced as {value!r})")
+    return env[var]
+
+
+def apply_set(spec: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
+    """Apply ``key=value`` (or ``configs.key=value``) assignments to a connection spec."""
+    spec = {**spec}
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConnectionSpecError(f"--set expects key=value, got {item!r}")
+        section, dot, field = key.partition(".")
+        if dot and section in ("configs", "secrets"):
+            spec[section] = {**(spec.get(section) or {}), field: value}
+        else:
+            spec[key] = value
+    return spec
+
+
+def connection_from_spec(spec: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Connection:
+    """Build a connection from its YAML mapping; errors name the field at fault."""
+    name = spec.get("name")
+    if not name or not isinstance(name, str):
+        raise ConnectionSpecError("a connection needs a 'name'")
+    if "type" not in spec:
+        raise ConnectionSpecError(f"connection {name!r} needs a 'type'")
+    cls = connection_class(str(spec["type"]))
+    module = spec.get("module")
+    if cls is CustomConnection:
+        configs = {k: resolve_env(v, environ) for k, v in (spec.get("configs") or {}).items()}
+        secrets = {k: resolve_env(v, environ) for k, v in (spec.get("secrets") or {}).items()}
+        return build_connection(name, cls.type, configs, secrets, module)
+    values = {k: resolve_env(v, environ) for k, v in spec.items() if k not in _IGNORED_KEYS}
+    conn = cls(name=name, module=module, **values)
+    missing = conn.missing_fields()
+    if missing:
+        raise ConnectionSpecError(f"{cls.type} connection {name!r} is missing {', '.join(missing)}")
+    return conn
+
+
+def env_override_name(connection: str, field: str) -> str:
+    """``my conn`` + ``api_key`` -> ``MY_CONN_API_KEY``."""
+    return f"{connection}_{field}".upper().replace(" ", "_").replace("-", "_")
+
+
+def apply_env_overrides(
+    name: str,
+    connection: Connection | None,
+    lookup: Mapping[str, Connection],
+    environ: Mapping[str, str] | None = None,
+) -> Connection | None:
+    """Apply deployment-time overrides from the environment to one connection.
+
+    ``<name>=<other connection>`` swaps in another stored connection, ``<name>={json}``
+    replaces it with an inline definition, and ``<NAME>_<FIELD>=value`` overrides one field.
+    """
+    env = os.environ if environ is None else environ
+    swap = env.get(name)
+    if swap:
+        swap = swap.strip()
+        if swap.startswith("{"):
+            try:
+                spec = json.loads(swap)
+            except ValueError as exc:
+                raise ConnectionSpecError(f"environment variable {name!r} is not valid JSON: {exc}") from None
+            spec.setdefault("name", name)
+            if "type" not in spec and connection is not None:
+                spec["type"] = connection.type
+            connection = connection_from_spec(spec, env)
+        elif swap in lookup:
+            connection = lookup[swap]
+        else:
+            raise ConnectionSpecError(
+                f"environment variable {name!r} names connection {swap!r}, which does not exist"
+            )
+    if connection is None:
+        return None
+    overrides = {}
+    fields = (
+        [*connection.configs, *connection.secrets]
+        if isinstance(connection, CustomConnection)
+        else list(connection.fields)
+    )
+    for field in fields:
+        value = env.get(env_override_name(name, field))
+        if value is not None:
+            overrides[field] = value
+    if not overrides:
+        return connection
+    if isinstance(connection, CustomConnection):
+        configs = {k: overrides.get(k, v) for k, v in connection.configs.items()}
+        secrets = {k: overrides.get(k, v) for k, v in connection.secrets.items()}
+        return build_connection(connection.name or name, connection.type, configs, secrets, connection.module)
+    merged = {**connection.configs, **connection.secrets, **overrides}
+    return build_connection(connection.name or name, connection.type, {}, merged, connection.module)

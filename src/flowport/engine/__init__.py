@@ -1,0 +1,17 @@
+"""Executing flows: one line, a single node, or a bulk run over JSONL."""
+
+from flowport.engine.errors import ExecutionError
+from flowport.engine.executor import FlowExecutor, LineResult
+from flowport.engine.records import LineRun, NodeRun, Status
+from flowport.engine.streams import NodeStream, is_stream
+
+__all__ = [
+    "ExecutionError",
+    "FlowExecutor",
+    "LineResult",
+    "LineRun",
+    "NodeRun",
+    "NodeStream",
+    "Status",
+    "is_stream",
+]

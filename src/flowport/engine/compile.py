@@ -1,0 +1,233 @@
+"""Compile a plan once: import tools, compile templates, convert literals, bind connections.
+
+After this, running a line does no parsing, importing or lookups by name.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flowport.connections import Connection
+from flowport.connections.types import CONNECTION_TYPES
+from flowport.engine.errors import ExecutionError, system_error, user_error
+from flowport.flow import FlowDef, NodePlan, Plan
+from flowport.flow.reference import InputRef, Literal, NodeRef
+from flowport.tools.callable import CallMode, Param, ToolCallable
+from flowport.tools.chat_parser import ChatFormatError
+from flowport.tools.llm import ClientPool, LLMTool
+from flowport.tools.python_tool import ToolLoadError, find_tool_function, import_module_from_file
+from flowport.tools.templates import TemplateError, compile_template, render
+
+_CONNECTION_NAMES = {cls.__name__ for cls in CONNECTION_TYPES.values()}
+_ENV_REF = re.compile(r"^\$\{env:([^}]+)\}$")
+_CONN_REF = re.compile(r"^\$\{([^.}]+)\.([^}]+)\}$")
+
+
+@dataclass(frozen=True)
+class CompiledNode:
+    plan: NodePlan
+    tool: ToolCallable
+    literals: dict[str, Any]
+    """Literal inputs, converted once to the tool's parameter types."""
+    refs: tuple[tuple[str, InputRef | NodeRef], ...]
+    """Inputs read from flow inputs or other nodes at run time."""
+    defaults: dict[str, Any]
+    """Python defaults of parameters: used when the node feeding them was bypassed."""
+
+    @property
+    def name(self) -> str:
+        return self.plan.node.name
+
+
+def _is_connection_type(annotation: Any) -> bool:
+    if isinstance(annotation, str):
+        return annotation.rsplit(".", 1)[-1] in _CONNECTION_NAMES
+    if inspect.isclass(annotation) and issubclass(annotation, Connection):
+        return True
+    args = getattr(annotation, "__args__", None) or ()
+    return any(_is_connection_type(a) for a in args)
+
+
+def _annotation_name(annotation: Any) -> str | None:
+    if isinstance(annotation, str):
+        return annotation
+    return getattr(annotation, "__name__", None)
+
+
+def convert_literal(value: Any, param: Param | None) -> Any:
+    """Convert a YAML literal to the parameter's annotated type, as prompt flow does."""
+    if param is None or param.annotation is inspect.Parameter.empty:
+        return value
+    kind = _annotation_name(param.annotation)
+    try:
+        if kind == "int" and isinstance(value, str | float) and not isinstance(value, bool):
+            return int(value)
+        if kind == "float" and isinstance(value, str | int) and not isinstance(value, bool):
+            return float(value)
+        if kind == "bool" and isinstance(value, str):
+            if value.lower() in ("true", "false"):
+                return value.lower() == "true"
+            raise ValueError(value)
+        if kind in ("list", "dict") and isinstance(value, str):
+            parsed = json.loads(value)
+            if isinstance(parsed, list if kind == "list" else dict):
+                return parsed
+            raise ValueError(value)
+        if kind == "str" and value is not None and not isinstance(value, str):
+            return str(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"value {value!r} is not of type {kind}") from None
+    return value
+
+
+def resolve_environment_variables(
+    flow: FlowDef, connections: Mapping[str, Connection], environ: Mapping[str, str]
+) -> dict[str, str]:
+    """The flow's ``environment_variables`` with ``${env:X}`` and ``${conn.field}`` resolved."""
+    resolved: dict[str, str] = {}
+    for key, value in flow.environment_variables.items():
+        text = "" if value is None else str(value)
+        if match := _ENV_REF.match(text):
+            text = environ.get(match.group(1), "")
+        elif (match := _CONN_REF.match(text)) and match.group(1) in connections:
+            conn = connections[match.group(1)]
+            field = match.group(2)
+            text = str(getattr(conn, field, "") or "")
+        resolved[str(key)] = text
+    return resolved
+
+
+class FlowCompiler:
+    """Builds CompiledNodes for every node of a plan."""
+
+    def __init__(self, plan: Plan, connections: Mapping[str, Connection], pool: ClientPool) -> None:
+        self.plan = plan
+        self.flow = plan.flow
+        self.connections = connections
+        self.pool = pool
+
+    def compile(self) -> dict[str, CompiledNode]:
+        nodes = {}
+        for node_plan in (*self.plan.line_nodes, *self.plan.aggregation_nodes):
+            nodes[node_plan.node.name] = self.compile_node(node_plan)
+        return nodes
+
+    def _error(self, node: NodePlan, message: str, code: str, key: str | None = None) -> ExecutionError:
+        line = node.node.input_lines.get(key, node.node.line) if key else node.node.line
+        where = f"{self.flow.file}:{line}: " if line else ""
+        return user_error(f"{where}{message}", code, node=node.node.name)
+
+    def _source(self, node: NodePlan) -> Path:
+        return self.flow.path / str(node.node.source_path)
+
+    def compile_node(self, node: NodePlan) -> CompiledNode:
+        kind = node.node.type
+        if kind == "python":
+            tool = self._python_tool(node)
+        elif kind == "prompt":
+            tool = self._prompt_tool(node)
+        elif kind == "llm":
+            tool = self._llm_tool(node)
+        else:  # pragma: no cover - the loader rejects other types
+            raise system_error(f"node type {kind!r} has no compiler")
+        literals: dict[str, Any] = {}
+        refs: list[tuple[str, InputRef | NodeRef]] = []
+        for key, binding in node.node.inputs.items():
+            if not tool.accepts_any and key not in tool.params:
+                continue
+            if isinstance(binding, Literal):
+                literals[key] = self._literal(node, tool, key, binding)
+            else:
+                refs.append((key, binding))
+        missing = [
+            p.name
+            for p in tool.params.values()
+            if not p.has_default and p.name not in node.node.inputs and p.name != "stream"
+        ]
+        if missing and kind == "python":
+            raise self._error(
+                node,
+                f"node {node.node.name!r} does not set required input(s) {', '.join(missing)} "
+                f"of its tool {tool.func.__name__}()",
+                "InputNotFound",
+            )
+        defaults = {name: p.default for name, p in tool.params.items() if p.has_default}
+        return CompiledNode(node, tool, literals, tuple(refs), defaults)
+
+    def _literal(self, node: NodePlan, tool: ToolCallable, key: str, binding: Literal) -> Any:
+        param = tool.params.get(key)
+        if param is not None and _is_connection_type(param.annotation):
+            return self._connection(node, binding.value, key)
+        try:
+            return convert_literal(binding.value, param)
+        except ValueError as exc:
+            raise self._error(
+                node, f"input {key!r} of node {node.node.name!r}: {exc}", "InvalidInputValue", key
+            ) from None
+
+    def _connection(self, node: NodePlan, name: Any, key: str | None = None) -> Connection:
+        if not name:
+            raise self._error(node, f"node {node.node.name!r} needs a connection", "ConnectionNotFound", key)
+        try:
+            return self.connections[str(name)]
+        except KeyError:
+            raise self._error(
+                node,
+                f"node {node.node.name!r} uses connection {name!r}, which does not exist; "
+                f"create it with 'flowport connection create --file <yaml>'",
+                "ConnectionNotFound",
+                key,
+            ) from None
+
+    def _python_tool(self, node: NodePlan) -> ToolCallable:
+        path = self._source(node)
+        try:
+            module = import_module_from_file(path)
+            func = find_tool_function(module, path, node.node.source_tool)
+        except ToolLoadError as exc:
+            raise self._error(node, f"node {node.node.name!r}: {exc}", "ToolLoadError") from None
+        return ToolCallable.from_function(func)
+
+    def _read_template(self, node: NodePlan) -> Any:
+        path = self._source(node)
+        try:
+            return compile_template(path.read_text(encoding="utf-8"), path.name)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise self._error(node, f"cannot read template {path}: {exc}", "TemplateNotReadable") from None
+        except TemplateError as exc:
+            raise self._error(node, str(exc), "InvalidTemplate") from None
+
+    def _prompt_tool(self, node: NodePlan) -> ToolCallable:
+        template = self._read_template(node)
+
+        def render_prompt(**variables: Any) -> str:
+            return render(template, variables)
+
+        return ToolCallable(func=render_prompt, mode=CallMode.INLINE, accepts_any=True)
+
+    def _llm_tool(self, node: NodePlan) -> ToolCallable:
+        api = node.node.api or "chat"
+        if api not in ("chat", "completion"):
+            raise self._error(
+                node, f"llm node {node.node.name!r} has api {api!r}; use chat or completion", "InvalidApi"
+            )
+        template = self._read_template(node)
+        connection = self._connection(node, node.node.connection)
+        llm = LLMTool(template, api, connection, self.pool)
+        return ToolCallable(func=llm, mode=CallMode.ASYNC, accepts_any=True, streams=True)
+
+
+def chat_format_error(node: str, exc: ChatFormatError) -> ExecutionError:
+    return user_error(f"Execution failure in '{node}': {exc}", "ChatAPIInvalidFormat", node=node)
+
+
+def apply_environment(variables: Mapping[str, str]) -> None:
+    """Set the flow's environment variables in this process, before tools run."""
+    os.environ.update(variables)

@@ -1,0 +1,411 @@
+"""The executor: runs a compiled flow one line at a time, on asyncio.
+
+Every node whose dependencies are done runs at once; async tools are awaited, sync tools
+go to a bounded thread pool, template rendering runs inline. A failing or timed-out line
+cancels its running nodes. Bypass, defaults and streaming follow prompt flow's rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import os
+import uuid
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import openai
+
+from flowport.connections import Connection
+from flowport.engine.compile import (
+    CompiledNode,
+    FlowCompiler,
+    apply_environment,
+    chat_format_error,
+    resolve_environment_variables,
+)
+from flowport.engine.errors import ExecutionError, system_error, tool_error, user_error
+from flowport.engine.inputs import prepare_inputs
+from flowport.engine.records import LineRun, NodeRun, Status, now
+from flowport.engine.streams import NodeStream, join_async, join_sync
+from flowport.flow import FlowDef, Plan, build_plan, load_flow
+from flowport.flow.reference import InputRef, Literal, NodeRef, resolve_path
+from flowport.tools.callable import CallMode
+from flowport.tools.chat_parser import ChatFormatError
+from flowport.tools.compat import install_promptflow_shim
+from flowport.tools.llm import ClientPool, LLMParamError
+from flowport.tools.metrics import collect_metrics, stop_collecting
+from flowport.tools.usage import current_usage
+
+LINE_TIMEOUT_ENV = "PF_LINE_TIMEOUT_SEC"
+WORKER_THREADS_ENV = "PROMPTFLOW_WORKER_THREADS"
+DEFAULT_LINE_TIMEOUT = 600.0
+DEFAULT_WORKER_THREADS = 16
+
+
+@dataclass
+class LineResult:
+    outputs: dict[str, Any]
+    run: LineRun
+    error: ExecutionError | None = None
+    node_outputs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class _Line:
+    inputs: dict[str, Any]
+    run: LineRun
+    stream: bool
+    record_io: bool
+    outputs: dict[str, Any] = field(default_factory=dict)
+    bypassed: set[str] = field(default_factory=set)
+    tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+class FlowExecutor:
+    """A flow loaded once and ready to run many lines."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        nodes: dict[str, CompiledNode],
+        *,
+        worker_threads: int | None = None,
+        line_timeout: float | None = None,
+    ) -> None:
+        self.plan = plan
+        self.flow: FlowDef = plan.flow
+        self.nodes = nodes
+        self.line_nodes = [nodes[p.node.name] for p in plan.line_nodes]
+        self.aggregation_nodes = [nodes[p.node.name] for p in plan.aggregation_nodes]
+        threads = worker_threads or int(_env_float(WORKER_THREADS_ENV, DEFAULT_WORKER_THREADS))
+        self.pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="flowport-tool")
+        self.line_timeout = line_timeout or _env_float(LINE_TIMEOUT_ENV, DEFAULT_LINE_TIMEOUT)
+        self.stream_nodes = self._streamable_nodes()
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        variant: str | None = None,
+        connections: Mapping[str, Connection] | None = None,
+        environ: Mapping[str, str] | None = None,
+        worker_threads: int | None = None,
+        line_timeout: float | None = None,
+        includes_dir: Path | None = None,
+    ) -> FlowExecutor:
+        """Load, validate and compile a flow folder; set its environment variables."""
+        install_promptflow_shim()
+        flow = load_flow(path, variant=variant, includes_dir=includes_dir)
+        connections = connections or {}
+        apply_environment(resolve_environment_variables(flow, connections, environ or os.environ))
+        plan = build_plan(flow)
+        nodes = FlowCompiler(plan, connections, ClientPool()).compile()
+        return cls(plan, nodes, worker_threads=worker_threads, line_timeout=line_timeout)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def _streamable_nodes(self) -> frozenset[str]:
+        """Nodes whose whole output is one flow output and nothing else: they may stream."""
+        counts: dict[str, int] = {}
+        for output in self.flow.outputs.values():
+            ref = output.reference
+            if isinstance(ref, NodeRef):
+                counts[ref.node] = counts.get(ref.node, 0) + (1 if not ref.path else 2)
+        return frozenset(
+            p.node.name for p in self.plan.line_nodes if p.feeds_only_outputs and counts.get(p.node.name) == 1
+        )
+
+    # -- one line -------------------------------------------------------------
+
+    async def run_line(
+        self,
+        inputs: Mapping[str, Any],
+        *,
+        stream: bool = False,
+        line_number: int | None = None,
+        run_id: str | None = None,
+        record_io: bool = False,
+    ) -> LineResult:
+        """Run the flow on one set of inputs. Errors come back in the result, never raised."""
+        run = LineRun(run_id or str(uuid.uuid4()), line_number, dict(inputs))
+        try:
+            values = prepare_inputs(self.flow, inputs, line_number)
+        except ExecutionError as exc:
+            return self._failed(run, exc)
+        line = _Line(values, run, stream, record_io)
+        for node in self.line_nodes:
+            line.tasks[node.name] = asyncio.create_task(self._run_node(node, line))
+        try:
+            async with asyncio.timeout(self.line_timeout):
+                await asyncio.gather(*line.tasks.values())
+        except ExecutionError as exc:
+            return self._failed(run, exc, line)
+        except TimeoutError:
+            exc = user_error(
+                f"Line {line_number or 0} execution timeout for exceeding {self.line_timeout:g} seconds",
+                "LineExecutionTimeoutError",
+            )
+            return self._failed(run, exc, line)
+        except Exception as exc:  # an engine bug: report it, never crash the caller
+            return self._failed(run, system_error(f"({type(exc).__name__}) {exc}"), line)
+        outputs = {name: self._output_value(o.reference, line) for name, o in self.flow.outputs.items()}
+        run.status = Status.COMPLETED
+        run.end_time = now()
+        return LineResult(outputs, run, None, line.outputs)
+
+    def _failed(self, run: LineRun, exc: ExecutionError, line: _Line | None = None) -> LineResult:
+        if line is not None:
+            for name, task in line.tasks.items():
+                if not task.done():
+                    task.cancel()
+                    node_run = run.node_runs.get(name)
+                    if node_run is not None and node_run.status is Status.RUNNING:
+                        node_run.status = Status.CANCELED
+                        node_run.end_time = now()
+        run.status = Status.FAILED
+        run.end_time = now()
+        run.error = exc.to_dict()
+        return LineResult({}, run, exc)
+
+    def _output_value(self, ref: Any, line: _Line) -> Any:
+        if isinstance(ref, InputRef):
+            return line.inputs.get(ref.name)
+        if isinstance(ref, NodeRef):
+            if ref.node in line.bypassed:
+                return None
+            return self._follow(ref, line.outputs[ref.node], "flow output")
+        return ref.value if isinstance(ref, Literal) else None
+
+    @staticmethod
+    def _follow(ref: NodeRef, value: Any, where: str) -> Any:
+        if not ref.path:
+            return value
+        try:
+            return resolve_path(value, ref.path)
+        except (KeyError, IndexError, AttributeError, TypeError):
+            raise user_error(
+                f"Invalid property {ref.property!r} for the node {ref.node!r} in {where} "
+                f"{ref.describe()}: the node's output has no such field",
+                "NodeReferenceError",
+                node=ref.node,
+            ) from None
+
+    def _is_bypassed(self, node: CompiledNode, line: _Line) -> bool:
+        plan = node.plan
+        activate = plan.node.activate
+        deps = set(plan.input_deps)
+        if activate is not None and isinstance(activate.when, NodeRef):
+            if activate.when.node in line.bypassed:
+                return True
+            deps.add(activate.when.node)
+        if deps and deps <= line.bypassed:
+            return True
+        if activate is None:
+            return False
+        when = activate.when
+        if isinstance(when, InputRef):
+            value = line.inputs.get(when.name)
+        elif isinstance(when, NodeRef):
+            value = self._follow(when, line.outputs[when.node], f"activate condition of {plan.node.name!r}")
+        else:
+            value = when.value
+        return value != activate.is_
+
+    def _node_inputs(self, node: CompiledNode, line: _Line) -> dict[str, Any]:
+        kwargs = dict(node.literals)
+        for key, ref in node.refs:
+            if isinstance(ref, InputRef):
+                kwargs[key] = line.inputs.get(ref.name)
+            elif ref.node in line.bypassed:
+                kwargs[key] = node.defaults.get(key)
+            else:
+                kwargs[key] = self._follow(
+                    ref, line.outputs[ref.node], f"input {key!r} of node {node.name!r}"
+                )
+        return kwargs
+
+    async def _run_node(self, node: CompiledNode, line: _Line) -> None:
+        for dep in node.plan.deps:
+            task = line.tasks[dep]
+            if not task.done():
+                await task
+            elif task.exception() is not None:
+                return
+        name = node.name
+        node_run = NodeRun(name, start_time=now())
+        line.run.node_runs[name] = node_run
+        if self._is_bypassed(node, line):
+            line.bypassed.add(name)
+            node_run.status = Status.BYPASSED
+            node_run.end_time = node_run.start_time
+            return
+        kwargs = self._node_inputs(node, line)
+        if line.record_io:
+            node_run.inputs = kwargs
+        streaming = line.stream and name in self.stream_nodes
+        try:
+            result = await self._invoke(node, kwargs, streaming, node_run)
+        except ExecutionError as exc:
+            self._node_failed(node_run, exc)
+            raise
+        except asyncio.CancelledError:
+            node_run.status = Status.CANCELED
+            node_run.end_time = now()
+            raise
+        except Exception as exc:
+            error = self._tool_exception(name, exc)
+            self._node_failed(node_run, error)
+            raise error from exc
+        if isinstance(result, NodeStream):
+            line.outputs[name] = result
+            return
+        line.outputs[name] = result
+        node_run.status = Status.COMPLETED
+        node_run.end_time = now()
+        if line.record_io:
+            node_run.output = result
+
+    @staticmethod
+    def _node_failed(node_run: NodeRun, exc: ExecutionError) -> None:
+        node_run.status = Status.FAILED
+        node_run.end_time = now()
+        node_run.error = exc.to_dict()
+
+    @staticmethod
+    def _tool_exception(node: str, exc: Exception) -> ExecutionError:
+        if isinstance(exc, ChatFormatError):
+            return chat_format_error(node, exc)
+        if isinstance(exc, LLMParamError):
+            return user_error(f"Execution failure in '{node}': {exc}", "InvalidLLMParameter", node=node)
+        if isinstance(exc, openai.APIError):
+            return user_error(
+                f"Execution failure in '{node}': OpenAI API hits {type(exc).__name__}: {exc}",
+                "OpenAIAPIError",
+                node=node,
+            )
+        return tool_error(node, exc)
+
+    async def _invoke(
+        self, node: CompiledNode, kwargs: dict[str, Any], streaming: bool, node_run: NodeRun
+    ) -> Any:
+        """Call the node's tool the way its kind needs; a stream is wrapped or joined."""
+        tool = node.tool
+        token = current_usage.set(node_run.usage)
+        try:
+            if tool.mode is CallMode.INLINE:
+                return tool.func(**kwargs)
+            if tool.mode is CallMode.ASYNC:
+                if tool.streams:
+                    kwargs["stream"] = streaming
+                result = tool.func(**kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
+            else:
+                loop = asyncio.get_running_loop()
+                call = _call_sync if streaming else _call_sync_joined
+                ctx = contextvars.copy_context()
+                result = await loop.run_in_executor(self.pool, ctx.run, call, tool.func, kwargs)
+        finally:
+            current_usage.reset(token)
+        if streaming and (inspect.isgenerator(result) or hasattr(result, "__anext__")):
+            return NodeStream(result, node_run, self.pool)
+        return await join_async(result)
+
+    # -- a single node, for `flow test --node` ---------------------------------
+
+    async def run_single_node(self, name: str, inputs: Mapping[str, Any]) -> Any:
+        """Run one node with its inputs given directly (``inputs.x``, ``node.output`` or the param name)."""
+        if name not in self.nodes:
+            raise user_error(f"node {name!r} does not exist (nodes: {', '.join(self.nodes)})", "NodeNotFound")
+        node = self.nodes[name]
+        kwargs = dict(node.literals)
+        for key, ref in node.refs:
+            candidates = (
+                [key, ref.name] if isinstance(ref, InputRef) else [key, f"{ref.node}.output", ref.node]
+            )
+            found = next((c for c in candidates if c in inputs), None)
+            if found is None:
+                raise user_error(
+                    f"input {key!r} of node {name!r} ({ref.describe()}) is not given; "
+                    f"pass --inputs {key}=...",
+                    "InputNotFound",
+                )
+            value = inputs[found]
+            if isinstance(ref, NodeRef) and found != key:
+                value = self._follow(ref, value, f"input {key!r} of node {name!r}")
+            kwargs[key] = value
+        node_run = NodeRun(name, start_time=now())
+        try:
+            return await self._invoke(node, kwargs, False, node_run)
+        except ExecutionError:
+            raise
+        except Exception as exc:
+            raise self._tool_exception(name, exc) from exc
+
+    # -- aggregation ---------------------------------------------------------
+
+    async def run_aggregation(
+        self, lines: list[tuple[dict[str, Any], dict[str, Any]]]
+    ) -> tuple[dict[str, float], dict[str, NodeRun], ExecutionError | None]:
+        """Run aggregation nodes once over completed lines, given as (inputs, node outputs).
+
+        Each reference to a flow input or a per-line node becomes the list of its values
+        across lines. Returns the metrics logged, the node runs and the first error.
+        """
+        metrics: dict[str, float] = {}
+        runs: dict[str, NodeRun] = {}
+        results: dict[str, Any] = {}
+        token = collect_metrics(metrics)
+        try:
+            for node in self.aggregation_nodes:
+                kwargs = dict(node.literals)
+                for key, ref in node.refs:
+                    if isinstance(ref, InputRef):
+                        kwargs[key] = [inputs.get(ref.name) for inputs, _ in lines]
+                    elif ref.node in results:
+                        kwargs[key] = self._follow(ref, results[ref.node], f"input {key!r}")
+                    else:
+                        kwargs[key] = [
+                            self._follow(ref, outs[ref.node], f"input {key!r}") if ref.node in outs else None
+                            for _, outs in lines
+                        ]
+                node_run = NodeRun(node.name, start_time=now(), inputs=kwargs)
+                runs[node.name] = node_run
+                try:
+                    results[node.name] = await self._invoke(node, kwargs, False, node_run)
+                except Exception as exc:
+                    error = exc if isinstance(exc, ExecutionError) else self._tool_exception(node.name, exc)
+                    self._node_failed(node_run, error)
+                    return metrics, runs, error
+                node_run.status = Status.COMPLETED
+                node_run.end_time = now()
+                node_run.output = results[node.name]
+        finally:
+            stop_collecting(token)
+        return metrics, runs, None
+
+
+def _call_sync(func: Any, kwargs: dict[str, Any]) -> Any:
+    return func(**kwargs)
+
+
+def _call_sync_joined(func: Any, kwargs: dict[str, Any]) -> Any:
+    return join_sync(func(**kwargs))

@@ -1,0 +1,92 @@
+"""Streamed node outputs: recorded as they pass, joined when nobody streams them."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import Executor
+from typing import Any
+
+from flowport.engine.records import NodeRun, Status, now
+from flowport.tools.usage import current_usage
+
+_DONE = object()
+
+
+def is_stream(value: Any) -> bool:
+    return inspect.isgenerator(value) or inspect.isasyncgen(value) or isinstance(value, NodeStream)
+
+
+def join_sync(value: Any) -> Any:
+    """Join a generator's items into one string; other values pass unchanged."""
+    if inspect.isgenerator(value):
+        return "".join(str(item) for item in value)
+    return value
+
+
+async def join_async(value: Any) -> Any:
+    if inspect.isasyncgen(value) or isinstance(value, NodeStream):
+        return "".join([str(item) async for item in value])
+    return value
+
+
+def _next_or_done(iterator: Iterator[Any]) -> Any:
+    return next(iterator, _DONE)
+
+
+class NodeStream:
+    """An async iterator over a node's output chunks that completes the node's record.
+
+    Sync generators are advanced in the thread pool so that a slow generator never
+    blocks the event loop. Token usage seen while streaming is added to the node.
+    """
+
+    def __init__(self, source: Any, node_run: NodeRun, pool: Executor) -> None:
+        self._source = source
+        self._node_run = node_run
+        self._pool = pool
+        self._chunks: list[str] = []
+        self._finished = False
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[str]:
+        try:
+            if inspect.isasyncgen(self._source) or hasattr(self._source, "__anext__"):
+                iterator = self._source.__aiter__()
+                while True:
+                    token = current_usage.set(self._node_run.usage)
+                    try:
+                        item = await iterator.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    finally:
+                        current_usage.reset(token)
+                    yield self._keep(item)
+            else:
+                loop = asyncio.get_running_loop()
+                iterator = iter(self._source)
+                while (item := await loop.run_in_executor(self._pool, _next_or_done, iterator)) is not _DONE:
+                    yield self._keep(item)
+        except BaseException as exc:
+            self._finish(Status.FAILED, exc)
+            raise
+        self._finish(Status.COMPLETED)
+
+    def _keep(self, item: Any) -> str:
+        text = str(item)
+        self._chunks.append(text)
+        return text
+
+    def _finish(self, status: Status, exc: BaseException | None = None) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        run = self._node_run
+        run.status = status
+        run.end_time = now()
+        run.output = "".join(self._chunks)
+        if exc is not None:
+            run.error = {"code": "StreamError", "message": f"({type(exc).__name__}) {exc}"}

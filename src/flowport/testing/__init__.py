@@ -1,0 +1,1 @@
+"""Test helpers: an offline OpenAI-compatible LLM server (:mod:`flowport.testing.llm_server`)."""

@@ -1,0 +1,508 @@
+"""Offline, deterministic OpenAI-compatible LLM server for tests, the demo and benchmarks.
+
+Behaviour (all deterministic):
+
+* Chat replies ``"Echo: " + <text of the last user message>`` (list contents join the ``text``
+  of their ``type: text`` parts with a space); completions reply ``"Echo: " + prompt`` (a list
+  prompt uses its first element). With ``response_format={"type": "json_object"}`` the reply
+  is ``json.dumps({"echo": <user text or prompt>})``.
+* Tokens are whitespace-separated words. ``prompt_tokens`` counts the words of all message
+  contents (or of the prompt), ``completion_tokens`` the words of the reply; a tool call
+  counts as one token.
+* ``stop`` cuts the reply before the first occurrence of any stop string; ``max_tokens`` (or
+  ``max_completion_tokens``) keeps the first N words, with ``finish_reason="length"`` when
+  that cut anything. ``n``, ``seed``, ``temperature`` and the like are accepted and ignored.
+* Streams send one chunk per word, keeping its trailing whitespace
+  (``"Echo: "``, ``"hello "``, ``"world"``).
+* Triggers in the last user text (or the prompt): ``[[status:NNN]]`` (400-599) answers that
+  status with an OpenAI-shaped error (429 adds ``retry-after: 0``); ``[[call:NAME]]`` answers
+  with a call to the function NAME (arguments ``"{}"``) when the request has ``tools``.
+* Headers ``x-test-latency-ms`` and ``x-test-chunk-delay-ms`` override the delays per request.
+* ``GET /_requests`` lists the last 100 model requests as ``{"path", "headers", "body"}``
+  (lowercased headers, credential values redacted); ``DELETE /_requests`` clears the list.
+
+Run it with ``python -m flowport.testing.llm_server --port 8000 --latency-ms 50``, or in
+tests with ``with LLMServer() as server: OpenAI(base_url=server.base_url, api_key="x")``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import re
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Self
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+__all__ = ["DEFAULT_MODEL", "LLMServer", "create_app", "serve"]
+
+Json = dict[str, Any]
+
+DEFAULT_MODEL = "test-model"
+MAX_RECORDS = 100
+SYSTEM_FINGERPRINT = "fp_flowport_test"
+
+_SECRET_HEADERS = frozenset({"authorization", "api-key"})
+_REDACTED = "<redacted>"
+_STATUS_RE = re.compile(r"\[\[status:([45]\d\d)\]\]")
+_CALL_RE = re.compile(r"\[\[call:([A-Za-z0-9_.-]+)\]\]")
+_WORD_RE = re.compile(r"\s*\S+\s*")
+_DONE = b"data: [DONE]\n\n"
+_INVALID = object()
+
+
+class _BadRequest(Exception):
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+def _json(data: Any, status_code: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(data), status_code, headers, "application/json")
+
+
+def _error(
+    status_code: int,
+    message: str,
+    *,
+    type_: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    error = {"message": message, "type": type_, "param": param, "code": code}
+    return _json({"error": error}, status_code, headers)
+
+
+def _triggered_error(status_code: int) -> Response:
+    message = f"triggered error {status_code}"
+    if status_code == 429:
+        return _error(
+            429, message, type_="requests", code="rate_limit_exceeded", headers={"retry-after": "0"}
+        )
+    type_ = "server_error" if status_code >= 500 else "invalid_request_error"
+    return _error(status_code, message, type_=type_)
+
+
+def _sse(data: Json) -> bytes:
+    return b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            part["text"]
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text" and "text" in part
+        )
+    return ""
+
+
+def _delay_ms(request: Request, header: str, default: float) -> float:
+    value = request.headers.get(header)
+    if value is None:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise _BadRequest(f"Invalid {header} header: {value!r}") from None
+
+
+def _auth_error(request: Request, api_key: str | None) -> Response | None:
+    authorization = request.headers.get("authorization", "")
+    if authorization[:7].lower() == "bearer ":
+        key = authorization[7:].strip()
+    else:
+        key = request.headers.get("api-key", "")
+    if not key:
+        message = "You didn't provide an API key (Authorization: Bearer <key> or api-key: <key>)."
+    elif api_key is not None and key != api_key:
+        message = "Incorrect API key provided."
+    else:
+        return None
+    return _error(401, message, code="invalid_api_key")
+
+
+def _reply(user_text: str, body: Json) -> tuple[str, list[str], str]:
+    """Build the reply text, its word pieces and the finish reason."""
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") == "json_object":
+        text = json.dumps({"echo": user_text})
+    else:
+        text = "Echo: " + user_text
+    stop = body.get("stop")
+    if stop:
+        stops = [stop] if isinstance(stop, str) else [s for s in stop if isinstance(s, str) and s]
+        cut = min((i for s in stops if (i := text.find(s)) >= 0), default=-1)
+        if cut >= 0:
+            text = text[:cut]
+    pieces = _WORD_RE.findall(text)
+    limit = body.get("max_tokens")
+    if limit is None:
+        limit = body.get("max_completion_tokens")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise _BadRequest("max_tokens must be a positive integer.", "max_tokens")
+    if limit is not None and limit < len(pieces):
+        pieces = pieces[:limit]
+        pieces[-1] = pieces[-1].rstrip()
+        return "".join(pieces), pieces, "length"
+    return text, pieces, "stop"
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> Json:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def _include_usage(body: Json) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and bool(options.get("include_usage"))
+
+
+def _stream(frames: list[bytes], delay_ms: float) -> StreamingResponse:
+    async def content() -> AsyncIterator[bytes]:
+        for i, frame in enumerate(frames):
+            if i and delay_ms > 0:
+                await asyncio.sleep(delay_ms / 1000)
+            yield frame
+
+    headers = {"cache-control": "no-cache"}
+    return StreamingResponse(content(), headers=headers, media_type="text/event-stream")
+
+
+class _Upstream:
+    """Request handlers sharing one configuration, id counter and request log."""
+
+    def __init__(self, latency_ms: float, chunk_delay_ms: float, api_key: str | None) -> None:
+        self.latency_ms = latency_ms
+        self.chunk_delay_ms = chunk_delay_ms
+        self.api_key = api_key
+        self.records: deque[Json] = deque(maxlen=MAX_RECORDS)
+        self._ids = itertools.count(1)
+
+    async def chat(self, request: Request) -> Response:
+        return await self._handle(request, chat=True, model=None)
+
+    async def completions(self, request: Request) -> Response:
+        return await self._handle(request, chat=False, model=None)
+
+    async def azure_chat(self, request: Request) -> Response:
+        return await self._handle(request, chat=True, model=request.path_params["deployment"])
+
+    async def azure_completions(self, request: Request) -> Response:
+        return await self._handle(request, chat=False, model=request.path_params["deployment"])
+
+    async def models(self, request: Request) -> Response:
+        error = _auth_error(request, self.api_key)
+        if error is not None:
+            return error
+        model = {"id": DEFAULT_MODEL, "object": "model", "created": 0, "owned_by": "flowport"}
+        return _json({"object": "list", "data": [model]})
+
+    async def health(self, request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def list_requests(self, request: Request) -> Response:
+        return _json(list(self.records))
+
+    async def clear_requests(self, request: Request) -> Response:
+        self.records.clear()
+        return Response(status_code=204)
+
+    async def _handle(self, request: Request, *, chat: bool, model: str | None) -> Response:
+        raw = await request.body()
+        try:
+            body: Any = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = _INVALID
+        headers = {k: _REDACTED if k in _SECRET_HEADERS else v for k, v in request.headers.items()}
+        recorded = raw.decode("utf-8", "replace") if body is _INVALID else body
+        self.records.append({"path": request.url.path, "headers": headers, "body": recorded})
+        try:
+            latency_ms = _delay_ms(request, "x-test-latency-ms", self.latency_ms)
+            chunk_delay_ms = _delay_ms(request, "x-test-chunk-delay-ms", self.chunk_delay_ms)
+            if latency_ms > 0:
+                await asyncio.sleep(latency_ms / 1000)
+            error = _auth_error(request, self.api_key)
+            if error is not None:
+                return error
+            if not isinstance(body, dict):
+                raise _BadRequest("We could not parse the JSON body of your request.")
+            model = model or body.get("model") or DEFAULT_MODEL
+            if chat:
+                return self._chat(body, model, chunk_delay_ms)
+            return self._completion(body, model, chunk_delay_ms)
+        except _BadRequest as exc:
+            return _error(400, exc.message, param=exc.param)
+
+    def _chat(self, body: Json, model: str, chunk_delay_ms: float) -> Response:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise _BadRequest("'messages' must be a non-empty array.", "messages")
+        prompt_tokens = 0
+        user_text = ""
+        for item in messages:
+            if not isinstance(item, dict):
+                raise _BadRequest("Each message must be an object.", "messages")
+            content = _content_text(item.get("content"))
+            prompt_tokens += len(content.split())
+            if item.get("role") == "user":
+                user_text = content
+
+        status = _STATUS_RE.search(user_text) if "[[" in user_text else None
+        if status is not None:
+            return _triggered_error(int(status.group(1)))
+        call = None
+        if body.get("tools") and body.get("tool_choice") != "none" and "[[" in user_text:
+            call = _CALL_RE.search(user_text)
+
+        n = next(self._ids)
+        base = {
+            "id": f"chatcmpl-{n}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+        }
+        tool_call: Json | None = None
+        text: str | None
+        if call is None:
+            text, pieces, finish_reason = _reply(user_text, body)
+            usage = _usage(prompt_tokens, len(pieces))
+        else:
+            function = {"name": call.group(1), "arguments": "{}"}
+            tool_call = {"id": f"call_{n}", "type": "function", "function": function}
+            text, pieces, finish_reason = None, [], "tool_calls"
+            usage = _usage(prompt_tokens, 1)
+
+        if not body.get("stream"):
+            message: Json = {"role": "assistant", "content": text}
+            if tool_call is not None:
+                message["tool_calls"] = [tool_call]
+            choice = {
+                "index": 0,
+                "message": message,
+                "finish_reason": finish_reason,
+                "logprobs": None,
+            }
+            return _json({**base, "choices": [choice], "usage": usage})
+
+        include_usage = _include_usage(body)
+        base["object"] = "chat.completion.chunk"
+
+        def chunk(delta: Json, finish: str | None = None) -> bytes:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            data = {**base, "choices": [choice]}
+            if include_usage:
+                data["usage"] = None
+            return _sse(data)
+
+        if tool_call is not None:
+            head = {**tool_call, "index": 0, "function": {**tool_call["function"], "arguments": ""}}
+            frames = [
+                chunk({"role": "assistant", "content": None, "tool_calls": [head]}),
+                chunk({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}),
+            ]
+        else:
+            frames = [chunk({"role": "assistant", "content": ""})]
+            frames += [chunk({"content": piece}) for piece in pieces]
+        frames.append(chunk({}, finish_reason))
+        if include_usage:
+            frames.append(_sse({**base, "choices": [], "usage": usage}))
+        frames.append(_DONE)
+        return _stream(frames, chunk_delay_ms)
+
+    def _completion(self, body: Json, model: str, chunk_delay_ms: float) -> Response:
+        prompt = body.get("prompt")
+        if isinstance(prompt, list) and prompt:
+            prompt = prompt[0]
+        if not isinstance(prompt, str):
+            raise _BadRequest("'prompt' must be a string or an array of strings.", "prompt")
+
+        status = _STATUS_RE.search(prompt) if "[[" in prompt else None
+        if status is not None:
+            return _triggered_error(int(status.group(1)))
+
+        text, pieces, finish_reason = _reply(prompt, body)
+        usage = _usage(len(prompt.split()), len(pieces))
+        base = {
+            "id": f"cmpl-{next(self._ids)}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+        }
+        if not body.get("stream"):
+            choice = {"text": text, "index": 0, "finish_reason": finish_reason, "logprobs": None}
+            return _json({**base, "choices": [choice], "usage": usage})
+
+        include_usage = _include_usage(body)
+
+        def chunk(piece: str, finish: str | None = None) -> bytes:
+            choice = {"text": piece, "index": 0, "logprobs": None, "finish_reason": finish}
+            data = {**base, "choices": [choice]}
+            if include_usage:
+                data["usage"] = None
+            return _sse(data)
+
+        frames = [chunk(piece) for piece in pieces]
+        frames.append(chunk("", finish_reason))
+        if include_usage:
+            frames.append(_sse({**base, "choices": [], "usage": usage}))
+        frames.append(_DONE)
+        return _stream(frames, chunk_delay_ms)
+
+
+def create_app(latency_ms: float = 0.0, chunk_delay_ms: float = 0.0, api_key: str | None = None) -> Starlette:
+    """Create the test LLM server app; ``api_key=None`` accepts any non-empty key."""
+    upstream = _Upstream(latency_ms, chunk_delay_ms, api_key)
+    post = ["POST"]
+    routes = [
+        Route("/v1/chat/completions", upstream.chat, methods=post),
+        Route("/v1/completions", upstream.completions, methods=post),
+        Route("/openai/deployments/{deployment}/chat/completions", upstream.azure_chat, methods=post),
+        Route(
+            "/openai/deployments/{deployment}/completions",
+            upstream.azure_completions,
+            methods=post,
+        ),
+        Route("/v1/models", upstream.models, methods=["GET"]),
+        Route("/health", upstream.health, methods=["GET"]),
+        Route("/_requests", upstream.list_requests, methods=["GET"]),
+        Route("/_requests", upstream.clear_requests, methods=["DELETE"]),
+    ]
+    return Starlette(routes=routes)
+
+
+class LLMServer:
+    """Serve the test LLM server from a background thread on a free port.
+
+    ``with LLMServer() as server: OpenAI(base_url=server.base_url, api_key="x")``.
+    The instance can be started again after it has been stopped.
+    """
+
+    def __init__(
+        self,
+        latency_ms: float = 0.0,
+        chunk_delay_ms: float = 0.0,
+        api_key: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.app = create_app(latency_ms, chunk_delay_ms, api_key)
+        self.host = host
+        self.port = port
+        self._requested_port = port
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._socket: socket.socket | None = None
+
+    @property
+    def url(self) -> str:
+        """Root URL, e.g. ``http://127.0.0.1:PORT`` (also the Azure endpoint)."""
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """OpenAI base URL: ``url + "/v1"``."""
+        return self.url + "/v1"
+
+    def start(self, timeout: float = 10.0) -> Self:
+        """Start serving and wait until the server accepts requests."""
+        if self._thread is not None:
+            raise RuntimeError("LLMServer is already running")
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self._requested_port))
+        except OSError:
+            sock.close()
+            raise
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app,
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name=f"llm-server:{self.port}"
+        )
+        thread.daemon = True
+        self._server, self._thread, self._socket = server, thread, sock
+        thread.start()
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"LLMServer failed to start on {self.url}")
+            time.sleep(0.005)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop serving and join the server thread."""
+        server, thread, sock = self._server, self._thread, self._socket
+        self._server = self._thread = self._socket = None
+        if server is None or thread is None:
+            return
+        server.should_exit = True
+        thread.join(timeout)
+        if thread.is_alive():
+            server.force_exit = True
+            thread.join(timeout)
+        if sock is not None:
+            sock.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def serve(
+    host: str,
+    port: int,
+    latency_ms: float,
+    chunk_delay_ms: float = 0.0,
+    api_key: str | None = None,
+) -> None:
+    """Run the test LLM server in the foreground until interrupted."""
+    app = create_app(latency_ms, chunk_delay_ms, api_key)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Offline OpenAI-compatible test LLM server.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--chunk-delay-ms", type=float, default=0.0)
+    parser.add_argument("--api-key", default=None)
+    args = parser.parse_args()
+    serve(args.host, args.port, args.latency_ms, args.chunk_delay_ms, args.api_key)

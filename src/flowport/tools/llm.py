@@ -1,0 +1,203 @@
+"""LLM nodes: render the prompt, call an OpenAI-compatible API, return text or a stream.
+
+One async client per connection and event loop, with a large connection pool, built
+lazily and reused across lines. Parameters named in the node pass through to the API;
+every other node input is a template variable, as in prompt flow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import weakref
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from openai import AsyncAzureOpenAI, AsyncOpenAI
+
+from flowport.connections import AzureOpenAIConnection, Connection, CustomConnection
+from flowport.tools.chat_parser import parse_chat
+from flowport.tools.templates import render
+from flowport.tools.usage import record_usage
+
+_FLOAT = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+_INT = ("max_tokens", "n", "seed", "best_of", "logprobs")
+_JSON = ("response_format", "tools", "tool_choice", "logit_bias", "functions", "function_call", "stop")
+_STR = ("user", "suffix")
+_BOOL = ("echo",)
+API_PARAMS = frozenset(("model", "deployment_name", *_FLOAT, *_INT, *_JSON, *_STR, *_BOOL))
+_COMPLETION_ONLY = frozenset(("suffix", "echo", "best_of", "logprobs"))
+_CHAT_ONLY = frozenset(("response_format", "tools", "tool_choice", "functions", "function_call"))
+
+
+class LLMParamError(ValueError):
+    """A node input meant for the API has a value the API cannot take."""
+
+
+def _convert(name: str, value: Any) -> Any:
+    if value is None or value == "":
+        return None
+    try:
+        if name in _FLOAT:
+            return float(value)
+        if name in _INT:
+            return None if str(value).lower() == "inf" else int(value)
+        if name in _BOOL:
+            return value if isinstance(value, bool) else str(value).lower() == "true"
+    except (TypeError, ValueError):
+        raise LLMParamError(f"parameter {name!r} must be a number, got {value!r}") from None
+    if name in _JSON and isinstance(value, str):
+        text = value.strip()
+        if name == "response_format" and text in ("text", "json_object"):
+            return {"type": text}
+        if text[:1] in "[{":
+            try:
+                return json.loads(text)
+            except ValueError:
+                raise LLMParamError(f"parameter {name!r} is not valid JSON: {value!r}") from None
+        if name == "stop":
+            return [value]
+    if name == "stop" and not value:
+        return None
+    return value
+
+
+def split_inputs(api: str, inputs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Separate API parameters from template variables, converting the parameters."""
+    excluded = _CHAT_ONLY if api == "completion" else _COMPLETION_ONLY
+    params: dict[str, Any] = {}
+    variables: dict[str, Any] = {}
+    for key, value in inputs.items():
+        if key in API_PARAMS and key not in excluded:
+            converted = _convert(key, value)
+            if converted is not None:
+                params[key] = converted
+        else:
+            variables[key] = value
+    return params, variables
+
+
+class ClientPool:
+    """Async OpenAI clients, one per connection per event loop."""
+
+    def __init__(self, max_connections: int = 1000) -> None:
+        self.max_connections = max_connections
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, Any]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def get(self, connection: Connection) -> AsyncOpenAI:
+        loop = asyncio.get_running_loop()
+        clients = self._clients.setdefault(loop, {})
+        key = id(connection)
+        if key not in clients:
+            clients[key] = self._build(connection)
+        return clients[key]
+
+    def _build(self, connection: Connection) -> AsyncOpenAI:
+        limits = httpx.Limits(
+            max_connections=self.max_connections, max_keepalive_connections=self.max_connections
+        )
+        http_client = httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(600.0, connect=10.0))
+        if isinstance(connection, AzureOpenAIConnection):
+            return AsyncAzureOpenAI(
+                api_key=connection.api_key,
+                azure_endpoint=connection.api_base,
+                api_version=connection.api_version or "2024-02-01",
+                http_client=http_client,
+            )
+        if isinstance(connection, CustomConnection):
+            return AsyncOpenAI(
+                api_key=connection.get("api_key"),
+                base_url=connection.get("api_base") or connection.get("base_url"),
+                http_client=http_client,
+            )
+        base_url = getattr(connection, "base_url", None) or getattr(connection, "api_base", None)
+        return AsyncOpenAI(
+            api_key=connection.api_key,
+            organization=getattr(connection, "organization", None) or None,
+            base_url=base_url or None,
+            http_client=http_client,
+        )
+
+
+class LLMTool:
+    """The callable of one llm node."""
+
+    def __init__(self, template: Any, api: str, connection: Connection, pool: ClientPool) -> None:
+        self.template = template
+        self.api = api
+        self.connection = connection
+        self.pool = pool
+
+    async def __call__(self, stream: bool = False, **inputs: Any) -> Any:
+        params, variables = split_inputs(self.api, inputs)
+        model = params.pop("model", None) or params.pop("deployment_name", None)
+        params.pop("deployment_name", None)
+        if not model:
+            raise LLMParamError(
+                "an llm node needs 'model' (OpenAI) or 'deployment_name' (Azure) in its inputs"
+            )
+        prompt = render(self.template, variables)
+        client = self.pool.get(self.connection)
+        if self.api == "completion":
+            return await self._complete(client, model, prompt, params, stream)
+        return await self._chat(client, model, parse_chat(prompt), params, stream)
+
+    def _stream_options(self) -> dict[str, Any]:
+        if isinstance(self.connection, AzureOpenAIConnection):
+            return {}
+        return {"stream_options": {"include_usage": True}}
+
+    async def _chat(
+        self,
+        client: AsyncOpenAI,
+        model: str,
+        messages: list[dict[str, Any]],
+        params: dict[str, Any],
+        stream: bool,
+    ) -> Any:
+        if stream:
+            response = await client.chat.completions.create(
+                model=model, messages=messages, stream=True, **self._stream_options(), **params
+            )
+            return _chat_chunks(response)
+        completion = await client.chat.completions.create(model=model, messages=messages, **params)
+        if completion.usage:
+            record_usage(completion.usage.prompt_tokens, completion.usage.completion_tokens)
+        message = completion.choices[0].message
+        if "tools" in params or "functions" in params:
+            return message.model_dump(exclude_none=True)
+        return message.content
+
+    async def _complete(
+        self, client: AsyncOpenAI, model: str, prompt: str, params: dict[str, Any], stream: bool
+    ) -> Any:
+        if stream:
+            response = await client.completions.create(
+                model=model, prompt=prompt, stream=True, **self._stream_options(), **params
+            )
+            return _completion_chunks(response)
+        completion = await client.completions.create(model=model, prompt=prompt, **params)
+        if completion.usage:
+            record_usage(completion.usage.prompt_tokens, completion.usage.completion_tokens)
+        return completion.choices[0].text
+
+
+async def _chat_chunks(response: Any) -> AsyncIterator[str]:
+    async with response:
+        async for chunk in response:
+            if chunk.usage:
+                record_usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+            if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
+                yield chunk.choices[0].delta.content
+
+
+async def _completion_chunks(response: Any) -> AsyncIterator[str]:
+    async with response:
+        async for chunk in response:
+            if chunk.usage:
+                record_usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+            if chunk.choices and chunk.choices[0].text:
+                yield chunk.choices[0].text

@@ -1,0 +1,25 @@
+"""Jinja2 rendering with prompt flow's options, in a sandbox."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jinja2 import TemplateSyntaxError
+from jinja2.sandbox import SandboxedEnvironment
+
+_env = SandboxedEnvironment(trim_blocks=True, keep_trailing_newline=True, autoescape=False)
+
+
+class TemplateError(ValueError):
+    """A template does not compile."""
+
+
+def compile_template(source: str, name: str) -> Any:
+    try:
+        return _env.from_string(source)
+    except TemplateSyntaxError as exc:
+        raise TemplateError(f"{name}:{exc.lineno}: template syntax error: {exc.message}") from None
+
+
+def render(template: Any, variables: dict[str, Any]) -> str:
+    return template.render(**variables)

@@ -1,0 +1,6 @@
+from promptflow.core import tool
+
+
+@tool
+def branch(label: str, mode: str) -> str:
+    return f"{label}:{mode}"

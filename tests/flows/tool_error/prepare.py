@@ -1,0 +1,6 @@
+from promptflow import tool
+
+
+@tool
+def prepare(text: str) -> str:
+    return text.strip()
