@@ -127,9 +127,7 @@ def test_usage_counts(client: OpenAI) -> None:
 
 def test_stream_matches_non_stream(client: OpenAI) -> None:
     expected = client.chat.completions.create(model="m", messages=user("hello world"))
-    chunks = list(
-        client.chat.completions.create(model="m", messages=user("hello world"), stream=True)
-    )
+    chunks = list(client.chat.completions.create(model="m", messages=user("hello world"), stream=True))
     assert all(c.object == "chat.completion.chunk" for c in chunks)
     assert len({c.id for c in chunks}) == 1
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -181,9 +179,7 @@ async def test_async_completion_stream(server: LLMServer) -> None:
 
 
 def test_max_tokens_truncates(client: OpenAI) -> None:
-    result = client.chat.completions.create(
-        model="m", messages=user("one two three four"), max_tokens=2
-    )
+    result = client.chat.completions.create(model="m", messages=user("one two three four"), max_tokens=2)
     assert result.choices[0].message.content == "Echo: one"
     assert result.choices[0].finish_reason == "length"
     assert result.usage is not None

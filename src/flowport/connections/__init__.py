@@ -1,7 +1,7 @@
 """Connections: types, YAML, environment overrides and encrypted storage."""
 
 from flowport.connections.crypto import Cipher, load_or_create_key
-from flowport.connections.service import ConnectionNotFound, ConnectionService
+from flowport.connections.service import ConnectionNotFound, ConnectionResolver, ConnectionService
 from flowport.connections.spec import apply_env_overrides, apply_set, connection_from_spec
 from flowport.connections.types import (
     SCRUBBED,
@@ -20,6 +20,7 @@ __all__ = [
     "Cipher",
     "Connection",
     "ConnectionNotFound",
+    "ConnectionResolver",
     "ConnectionService",
     "ConnectionSpecError",
     "CustomConnection",

@@ -7,10 +7,11 @@ package provides one over SQLAlchemy); this module only maps and encrypts.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 from flowport.connections.crypto import Cipher
+from flowport.connections.spec import apply_env_overrides
 from flowport.connections.types import Connection, ConnectionSpecError, build_connection
 
 
@@ -75,3 +76,61 @@ class ConnectionService:
 
     def as_mapping(self) -> dict[str, Connection]:
         return {c.name: c for c in self.list() if c.name}
+
+
+class ConnectionResolver(Mapping[str, Connection]):
+    """Connections by name, read from the store on first use, with environment overrides.
+
+    Only the connections a flow actually uses are read and decrypted.
+    """
+
+    def __init__(self, service: ConnectionService | None, environ: Mapping[str, str] | None = None) -> None:
+        self.service = service
+        self.environ = environ
+        self._cache: dict[str, Connection] = {}
+
+    def _stored(self, name: str) -> Connection | None:
+        if self.service is None:
+            return None
+        try:
+            return self.service.get(name)
+        except ConnectionNotFound:
+            return None
+
+    def __getitem__(self, name: str) -> Connection:
+        if name not in self._cache:
+            lookup = _LazyLookup(self)
+            conn = apply_env_overrides(name, self._stored(name), lookup, self.environ)
+            if conn is None:
+                raise KeyError(name)
+            self._cache[name] = conn
+        return self._cache[name]
+
+    def __iter__(self) -> Iterator[str]:
+        names = [c.name for c in self.service.list()] if self.service else []
+        return iter(n for n in names if n)
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
+
+
+class _LazyLookup(Mapping[str, Connection]):
+    """Stored connections by name, for ``<conn>=<other name>`` overrides."""
+
+    def __init__(self, resolver: ConnectionResolver) -> None:
+        self.resolver = resolver
+
+    def __getitem__(self, name: str) -> Connection:
+        conn = self.resolver._stored(name)
+        if conn is None:
+            raise KeyError(name)
+        return conn
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.resolver._stored(name) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.resolver)
+
+    def __len__(self) -> int:
+        return len(self.resolver)

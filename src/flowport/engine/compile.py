@@ -17,7 +17,7 @@ from typing import Any
 from flowport.connections import Connection
 from flowport.connections.types import CONNECTION_TYPES
 from flowport.engine.errors import ExecutionError, system_error, user_error
-from flowport.flow import FlowDef, NodePlan, Plan
+from flowport.flow import FlowDef, FlowError, NodePlan, Plan
 from flowport.flow.reference import InputRef, Literal, NodeRef
 from flowport.tools.callable import CallMode, Param, ToolCallable
 from flowport.tools.chat_parser import ChatFormatError
@@ -62,28 +62,36 @@ def _annotation_name(annotation: Any) -> str | None:
 
 
 def convert_literal(value: Any, param: Param | None) -> Any:
-    """Convert a YAML literal to the parameter's annotated type, as prompt flow does."""
-    if param is None or param.annotation is inspect.Parameter.empty:
+    """Convert a YAML literal to its parameter's type, as prompt flow does.
+
+    An unannotated parameter counts as ``object``: a string holding JSON is parsed, any
+    other string stays as it is. Raises ValueError when the value cannot be the type.
+    """
+    if param is None:
         return value
-    kind = _annotation_name(param.annotation)
-    try:
-        if kind == "int" and isinstance(value, str | float) and not isinstance(value, bool):
-            return int(value)
-        if kind == "float" and isinstance(value, str | int) and not isinstance(value, bool):
-            return float(value)
-        if kind == "bool" and isinstance(value, str):
-            if value.lower() in ("true", "false"):
-                return value.lower() == "true"
+    kind = "object" if param.annotation is inspect.Parameter.empty else _annotation_name(param.annotation)
+    if kind == "int" and not isinstance(value, bool):
+        return int(value)
+    if kind == "float" and not isinstance(value, bool):
+        return float(value)
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ValueError(value)
+    if kind == "list":
+        parsed = json.loads(value) if isinstance(value, str) else value
+        if not isinstance(parsed, list):
             raise ValueError(value)
-        if kind in ("list", "dict") and isinstance(value, str):
-            parsed = json.loads(value)
-            if isinstance(parsed, list if kind == "list" else dict):
-                return parsed
-            raise ValueError(value)
-        if kind == "str" and value is not None and not isinstance(value, str):
-            return str(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"value {value!r} is not of type {kind}") from None
+        return parsed
+    if kind == "str":
+        return value if isinstance(value, str) else str(value)
+    if kind in ("object", "dict") and isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
     return value
 
 
@@ -95,7 +103,7 @@ def resolve_environment_variables(
     for key, value in flow.environment_variables.items():
         text = "" if value is None else str(value)
         if match := _ENV_REF.match(text):
-            text = environ.get(match.group(1), "")
+            text = environ.get(match.group(1), text)
         elif (match := _CONN_REF.match(text)) and match.group(1) in connections:
             conn = connections[match.group(1)]
             field = match.group(2)
@@ -119,10 +127,9 @@ class FlowCompiler:
             nodes[node_plan.node.name] = self.compile_node(node_plan)
         return nodes
 
-    def _error(self, node: NodePlan, message: str, code: str, key: str | None = None) -> ExecutionError:
+    def _error(self, node: NodePlan, message: str, code: str, key: str | None = None) -> FlowError:
         line = node.node.input_lines.get(key, node.node.line) if key else node.node.line
-        where = f"{self.flow.file}:{line}: " if line else ""
-        return user_error(f"{where}{message}", code, node=node.node.name)
+        return FlowError.single(code, message, str(self.flow.file), line)
 
     def _source(self, node: NodePlan) -> Path:
         return self.flow.path / str(node.node.source_path)
@@ -140,24 +147,11 @@ class FlowCompiler:
         literals: dict[str, Any] = {}
         refs: list[tuple[str, InputRef | NodeRef]] = []
         for key, binding in node.node.inputs.items():
-            if not tool.accepts_any and key not in tool.params:
-                continue
-            if isinstance(binding, Literal):
-                literals[key] = self._literal(node, tool, key, binding)
-            else:
+            if not isinstance(binding, Literal):
                 refs.append((key, binding))
-        missing = [
-            p.name
-            for p in tool.params.values()
-            if not p.has_default and p.name not in node.node.inputs and p.name != "stream"
-        ]
-        if missing and kind == "python":
-            raise self._error(
-                node,
-                f"node {node.node.name!r} does not set required input(s) {', '.join(missing)} "
-                f"of its tool {tool.func.__name__}()",
-                "InputNotFound",
-            )
+            elif binding.value is not None and binding.value != "":
+                # prompt flow leaves out empty literals: the Python default applies.
+                literals[key] = self._literal(node, tool, key, binding)
         defaults = {name: p.default for name, p in tool.params.items() if p.has_default}
         return CompiledNode(node, tool, literals, tuple(refs), defaults)
 
@@ -167,9 +161,13 @@ class FlowCompiler:
             return self._connection(node, binding.value, key)
         try:
             return convert_literal(binding.value, param)
-        except ValueError as exc:
+        except (TypeError, ValueError):
+            kind = _annotation_name(param.annotation) if param else "object"
             raise self._error(
-                node, f"input {key!r} of node {node.node.name!r}: {exc}", "InvalidInputValue", key
+                node,
+                f"Input {key!r} for node {node.node.name!r} of value {binding.value!r} is not type {kind}.",
+                "NodeInputValidationError",
+                key,
             ) from None
 
     def _connection(self, node: NodePlan, name: Any, key: str | None = None) -> Connection:
@@ -192,7 +190,7 @@ class FlowCompiler:
             module = import_module_from_file(path)
             func = find_tool_function(module, path, node.node.source_tool)
         except ToolLoadError as exc:
-            raise self._error(node, f"node {node.node.name!r}: {exc}", "ToolLoadError") from None
+            raise self._error(node, f"node {node.node.name!r}: {exc}", exc.code) from None
         return ToolCallable.from_function(func)
 
     def _read_template(self, node: NodePlan) -> Any:

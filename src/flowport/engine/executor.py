@@ -31,7 +31,7 @@ from flowport.engine.compile import (
 from flowport.engine.errors import ExecutionError, system_error, tool_error, user_error
 from flowport.engine.inputs import prepare_inputs
 from flowport.engine.records import LineRun, NodeRun, Status, now
-from flowport.engine.streams import NodeStream, join_async, join_sync
+from flowport.engine.streams import NodeStream, SharedGenerator, join_async, join_sync
 from flowport.flow import FlowDef, Plan, build_plan, load_flow
 from flowport.flow.reference import InputRef, Literal, NodeRef, resolve_path
 from flowport.tools.callable import CallMode
@@ -53,6 +53,8 @@ class LineResult:
     run: LineRun
     error: ExecutionError | None = None
     node_outputs: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)
+    """The flow inputs as the line ran them: defaults filled in, types converted."""
 
     @property
     def ok(self) -> bool:
@@ -109,12 +111,18 @@ class FlowExecutor:
         worker_threads: int | None = None,
         line_timeout: float | None = None,
         includes_dir: Path | None = None,
+        environment_variables: Mapping[str, str] | None = None,
     ) -> FlowExecutor:
-        """Load, validate and compile a flow folder; set its environment variables."""
+        """Load, validate and compile a flow folder; set its environment variables.
+
+        The flow's ``environment_variables`` override the process environment, and
+        ``environment_variables`` given here override both.
+        """
         install_promptflow_shim()
         flow = load_flow(path, variant=variant, includes_dir=includes_dir)
         connections = connections or {}
-        apply_environment(resolve_environment_variables(flow, connections, environ or os.environ))
+        variables = resolve_environment_variables(flow, connections, environ or os.environ)
+        apply_environment({**variables, **(environment_variables or {})})
         plan = build_plan(flow)
         nodes = FlowCompiler(plan, connections, ClientPool()).compile()
         return cls(plan, nodes, worker_threads=worker_threads, line_timeout=line_timeout)
@@ -169,7 +177,7 @@ class FlowExecutor:
         outputs = {name: self._output_value(o.reference, line) for name, o in self.flow.outputs.items()}
         run.status = Status.COMPLETED
         run.end_time = now()
-        return LineResult(outputs, run, None, line.outputs)
+        return LineResult(outputs, run, None, line.outputs, line.inputs)
 
     def _failed(self, run: LineRun, exc: ExecutionError, line: _Line | None = None) -> LineResult:
         if line is not None:
@@ -189,9 +197,8 @@ class FlowExecutor:
         if isinstance(ref, InputRef):
             return line.inputs.get(ref.name)
         if isinstance(ref, NodeRef):
-            if ref.node in line.bypassed:
-                return None
-            return self._follow(ref, line.outputs[ref.node], "flow output")
+            value = None if ref.node in line.bypassed else line.outputs[ref.node]
+            return self._follow(ref, join_sync(value), "flow output")
         return ref.value if isinstance(ref, Literal) else None
 
     @staticmethod
@@ -202,9 +209,9 @@ class FlowExecutor:
             return resolve_path(value, ref.path)
         except (KeyError, IndexError, AttributeError, TypeError):
             raise user_error(
-                f"Invalid property {ref.property!r} for the node {ref.node!r} in {where} "
-                f"{ref.describe()}: the node's output has no such field",
-                "NodeReferenceError",
+                f"Flow execution failed. Invalid property '{ref.property}' when accessing the node "
+                f"'{ref.node}'. Please check the property and try again.",
+                "InvalidReferenceProperty",
                 node=ref.node,
             ) from None
 
@@ -237,9 +244,10 @@ class FlowExecutor:
             elif ref.node in line.bypassed:
                 kwargs[key] = node.defaults.get(key)
             else:
-                kwargs[key] = self._follow(
-                    ref, line.outputs[ref.node], f"input {key!r} of node {node.name!r}"
-                )
+                value = line.outputs[ref.node]
+                if isinstance(value, SharedGenerator):
+                    value = value.reader() if not ref.path else join_sync(value)
+                kwargs[key] = self._follow(ref, value, f"input {key!r} of node {node.name!r}")
         return kwargs
 
     async def _run_node(self, node: CompiledNode, line: _Line) -> None:
@@ -320,13 +328,15 @@ class FlowExecutor:
                     result = await result
             else:
                 loop = asyncio.get_running_loop()
-                call = _call_sync if streaming else _call_sync_joined
+                call = _call_sync if streaming or node.plan.has_readers else _call_sync_joined
                 ctx = contextvars.copy_context()
                 result = await loop.run_in_executor(self.pool, ctx.run, call, tool.func, kwargs)
         finally:
             current_usage.reset(token)
         if streaming and (inspect.isgenerator(result) or hasattr(result, "__anext__")):
             return NodeStream(result, node_run, self.pool)
+        if node.plan.has_readers and inspect.isgenerator(result):
+            return SharedGenerator(result)
         return await join_async(result)
 
     # -- a single node, for `flow test --node` ---------------------------------

@@ -11,30 +11,36 @@ from flowport.flow.values import InputValueError, convert, type_name
 
 
 def prepare_inputs(flow: FlowDef, given: Mapping[str, Any], line_number: int | None = None) -> dict[str, Any]:
-    """Return the line's inputs, or raise a UserError naming the input at fault."""
-    line = f" in line {line_number}" if line_number is not None else ""
+    """Return the line's inputs, or raise a UserError naming the input at fault.
+
+    Messages are prompt flow's, word for word: clients match on them.
+    """
+    missing = [name for name, spec in flow.inputs.items() if spec.required and name not in given]
+    if missing:
+        raise user_error(f'Required input(s) {missing} are missing for "flow".', "InputNotFound")
+    line = line_number or 0
     values: dict[str, Any] = {}
     for name, spec in flow.inputs.items():
-        if name in given:
-            value = given[name]
-        elif not spec.required:
+        if name not in given:
             values[name] = spec.default
             continue
-        else:
-            raise user_error(
-                f"The value for flow input '{name}' is not provided{line}. "
-                f"Add it to the inputs (declared at {flow.file.name}:{spec.line}).",
-                "InputNotFound",
-            )
-        if value is None:
-            values[name] = None
-            continue
+        value = given[name]
         try:
             values[name] = convert(value, spec.type)
-        except InputValueError:
+        except InputValueError as exc:
+            kind = type_name(spec.type)
+            if exc.parse_error:
+                raise user_error(
+                    f"Failed to parse the flow input. The value for flow input '{name}' in line {line} "
+                    f"of input data was interpreted as JSON string since its type is '{kind}'. However, "
+                    f"the value '{value}' is invalid for JSON parsing. Error details: {exc.parse_error}. "
+                    "Please make sure your inputs are properly formatted.",
+                    "InputParseError",
+                ) from None
             raise user_error(
-                f"Input '{name}'{line} for flow '{flow.name}' of value {value!r} "
-                f"is not type {type_name(spec.type)}.",
+                f"The input for flow is incorrect. The value for flow input '{name}' in line {line} "
+                f"of input data does not match the expected type '{kind}'. Please change flow input "
+                "type or adjust the input value in your input data.",
                 "InputTypeError",
             ) from None
     return values

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor
 from typing import Any
@@ -18,8 +19,40 @@ def is_stream(value: Any) -> bool:
     return inspect.isgenerator(value) or inspect.isasyncgen(value) or isinstance(value, NodeStream)
 
 
+class SharedGenerator:
+    """A generator output read by other nodes: each reader gets a generator of all its items.
+
+    prompt flow hands the generator itself to the nodes that read it; sharing it through
+    a cache lets several readers (and the flow output) each see every item.
+    """
+
+    def __init__(self, source: Any) -> None:
+        self._source = iter(source)
+        self._items: list[Any] = []
+        self._done = False
+        self._lock = threading.Lock()
+
+    def reader(self) -> Iterator[Any]:
+        index = 0
+        while True:
+            with self._lock:
+                if index == len(self._items):
+                    if self._done:
+                        return
+                    item = next(self._source, _DONE)
+                    if item is _DONE:
+                        self._done = True
+                        return
+                    self._items.append(item)
+                item = self._items[index]
+            index += 1
+            yield item
+
+
 def join_sync(value: Any) -> Any:
     """Join a generator's items into one string; other values pass unchanged."""
+    if isinstance(value, SharedGenerator):
+        value = value.reader()
     if inspect.isgenerator(value):
         return "".join(str(item) for item in value)
     return value
@@ -28,7 +61,7 @@ def join_sync(value: Any) -> Any:
 async def join_async(value: Any) -> Any:
     if inspect.isasyncgen(value) or isinstance(value, NodeStream):
         return "".join([str(item) async for item in value])
-    return value
+    return join_sync(value)
 
 
 def _next_or_done(iterator: Iterator[Any]) -> Any:

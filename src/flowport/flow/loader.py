@@ -22,9 +22,9 @@ from flowport.flow.model import (
     OutputDef,
     ValueType,
 )
-from flowport.flow.reference import InputRef, Literal, NodeRef, parse_binding
+from flowport.flow.reference import InputRef, NodeRef, parse_binding
 from flowport.flow.values import InputValueError, convert
-from flowport.flow.yaml import YamlMap, load_yaml_file
+from flowport.flow.yaml import YamlMap, load_yaml_file, to_plain
 
 FLOW_FILE = "flow.dag.yaml"
 _VARIANT = re.compile(r"^\$\{([^.}]+)\.([^.}]+)\}$")
@@ -87,6 +87,8 @@ class _Reader:
         self.variant = variant
         self.includes = includes
         self.problems: list[Problem] = []
+        self.broken_nodes: set[str] = set()
+        """Nodes named in the flow but not readable: references to them are not errors twice."""
 
     def problem(self, code: str, message: str, line: int | None) -> None:
         self.problems.append(Problem(code, message, self.fname, line))
@@ -115,11 +117,11 @@ class _Reader:
             inputs=inputs,
             outputs=outputs,
             nodes=nodes,
-            environment=dict(raw.get("environment") or {}),
-            environment_variables=dict(env_vars),
+            environment=to_plain(raw.get("environment") or {}),
+            environment_variables=to_plain(env_vars),
             additional_includes=self.includes,
             variants=variants,
-            raw=raw,
+            raw=to_plain(raw),
         )
         self.check_references(flow)
         self.check_cycles(flow)
@@ -145,7 +147,7 @@ class _Reader:
                     line,
                 )
                 continue
-            default = spec.get("default", MISSING)
+            default = to_plain(spec.get("default", MISSING))
             if default is not MISSING and default is not None:
                 try:
                     default = convert(default, value_type)
@@ -181,7 +183,7 @@ class _Reader:
                 value_type = ValueType.STRING
             outputs[name] = OutputDef(
                 name=name,
-                reference=parse_binding(spec.get("reference")),
+                reference=parse_binding(to_plain(spec.get("reference"))),
                 type=value_type,
                 description=spec.get("description"),
                 is_chat_output=bool(spec.get("is_chat_output", False)),
@@ -214,13 +216,17 @@ class _Reader:
                 self.problem("DuplicateNodeName", f"node name {name!r} is used more than once", line)
                 continue
             variant_id = None
+            node = None
             if raw_node.get("use_variants"):
                 resolved = self.resolve_variant(name, node_variants, line)
-                if resolved is None:
-                    continue
-                variant_id, raw_node = resolved
-            node = self.read_node(name, raw_node, line, variant_id)
-            if node is not None:
+                if resolved is not None:
+                    variant_id, raw_node = resolved
+                    node = self.read_node(name, raw_node, line, variant_id)
+            else:
+                node = self.read_node(name, raw_node, line, variant_id)
+            if node is None:
+                self.broken_nodes.add(name)
+            else:
                 nodes[name] = node
         return nodes, variants
 
@@ -284,7 +290,7 @@ class _Reader:
             target = (self.flow_dir / str(source_path)).resolve()
             if not target.is_file():
                 self.problem(
-                    "SourceNotFound",
+                    "InvalidSource",
                     f"source file {source_path!r} of node {name!r} does not exist in {self.flow_dir}",
                     source_line,
                 )
@@ -292,14 +298,16 @@ class _Reader:
         activate = None
         raw_activate = raw.get("activate")
         if isinstance(raw_activate, dict) and raw_activate:
-            activate = Activate(parse_binding(raw_activate.get("when")), raw_activate.get("is"))
+            activate = Activate(
+                parse_binding(to_plain(raw_activate.get("when"))), to_plain(raw_activate.get("is"))
+            )
         return NodeDef(
             name=name,
             type=node_type,
             source_type=source_type,
             source_path=str(source_path) if source_path else None,
             source_tool=source_tool,
-            inputs={k: parse_binding(v) for k, v in raw_inputs.items()},
+            inputs={k: parse_binding(to_plain(v)) for k, v in raw_inputs.items()},
             connection=raw.get("connection"),
             api=raw.get("api"),
             provider=raw.get("provider"),
@@ -314,39 +322,38 @@ class _Reader:
 
     # -- graph checks -------------------------------------------------------
 
-    def check_binding(self, flow: FlowDef, binding: Any, where: str, line: int | None) -> None:
+    def check_binding(
+        self, flow: FlowDef, binding: Any, where: str, line: int | None, *, output: bool = False
+    ) -> None:
         if isinstance(binding, InputRef) and binding.name not in flow.inputs:
             self.problem(
-                "InputNotFound",
+                "InputReferenceNotFound",
                 f"{where} references flow input {binding.name!r}, which is not defined "
                 f"(inputs: {', '.join(flow.inputs) or 'none'})",
                 line,
             )
-        elif isinstance(binding, NodeRef):
+        elif isinstance(binding, NodeRef) and binding.node not in self.broken_nodes:
             if binding.node not in flow.nodes:
                 self.problem(
-                    "NodeNotFound",
+                    "OutputReferenceNotFound" if output else "NodeReferenceNotFound",
                     f"{where} references node {binding.node!r}, which does not exist "
                     f"(nodes: {', '.join(flow.nodes) or 'none'})",
                     line,
                 )
-            elif binding.section != "output":
+            elif binding.section != "output" and not output:
                 self.problem(
-                    "InvalidReference",
-                    f"{where} references '{binding.node}.{binding.section}'; "
-                    f"a node reference must be '${{{binding.node}.output...}}'",
+                    "UnsupportedReference",
+                    f"{where}: the section {binding.section!r} of reference "
+                    f"'${{{binding.node}.{binding.section}}}' is unsupported; "
+                    f"write '${{{binding.node}.output.<property>}}'",
                     line,
                 )
 
     def check_references(self, flow: FlowDef) -> None:
         for node in flow.nodes.values():
             for key, binding in node.inputs.items():
-                self.check_binding(
-                    flow,
-                    binding,
-                    f"input {key!r} of node {node.name!r}",
-                    node.input_lines.get(key, node.line),
-                )
+                line = node.input_lines.get(key, node.line)
+                self.check_binding(flow, binding, f"input {key!r} of node {node.name!r}", line)
                 if (
                     isinstance(binding, NodeRef)
                     and binding.node in flow.nodes
@@ -356,22 +363,14 @@ class _Reader:
                     self.problem(
                         "AggregationReference",
                         f"node {node.name!r} runs per line but references aggregation node {binding.node!r}",
-                        node.input_lines.get(key, node.line),
+                        line,
                     )
             if node.activate:
-                self.check_binding(
-                    flow, node.activate.when, f"activate condition of node {node.name!r}", node.line
-                )
+                where = f"activate condition of node {node.name!r}"
+                self.check_binding(flow, node.activate.when, where, node.line)
         for output in flow.outputs.values():
             ref = output.reference
-            if isinstance(ref, Literal):
-                self.problem(
-                    "InvalidOutputReference",
-                    f"output {output.name!r} must reference a node or an input, got {ref.value!r}",
-                    output.line,
-                )
-                continue
-            self.check_binding(flow, ref, f"output {output.name!r}", output.line)
+            self.check_binding(flow, ref, f"output {output.name!r}", output.line, output=True)
             if isinstance(ref, NodeRef) and ref.node in flow.nodes and flow.nodes[ref.node].aggregation:
                 self.problem(
                     "AggregationReference",
@@ -390,7 +389,7 @@ class _Reader:
                 if state.get(dep) == 1:
                     cycle = [*trail[trail.index(dep) :], dep] if dep in trail else [name, dep]
                     self.problem(
-                        "CycleInFlow",
+                        "NodeCircularDependency",
                         f"nodes form a cycle: {' -> '.join(cycle)}",
                         flow.nodes[name].line,
                     )

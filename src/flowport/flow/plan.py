@@ -18,6 +18,8 @@ class NodePlan:
     """Nodes referenced by its inputs only: bypass propagates when all of these were bypassed."""
     feeds_only_outputs: bool
     """Its output is read by flow outputs and by no other node: it may stay a stream."""
+    has_readers: bool
+    """Other nodes read its output: a generator output is handed to them as a generator."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ def build_plan(flow: FlowDef) -> Plan:
                 deps=tuple(sorted(node_dependencies(node))),
                 input_deps=tuple(sorted({b.node for b in node.inputs.values() if isinstance(b, NodeRef)})),
                 feeds_only_outputs=name in output_nodes and not readers[name],
+                has_readers=bool(readers[name]),
             )
         )
     return Plan(

@@ -19,14 +19,18 @@ _TYPE_NAMES = {
 
 
 class InputValueError(ValueError):
-    """A value cannot be read as the declared type."""
+    """A value cannot be read as the declared type; ``parse_error`` when JSON did not parse."""
+
+    def __init__(self, parse_error: str | None = None) -> None:
+        super().__init__(parse_error or "type mismatch")
+        self.parse_error = parse_error
 
 
 def _parse_json(value: str, expected: type) -> Any:
     try:
         parsed = json.loads(value)
-    except ValueError:
-        raise InputValueError from None
+    except ValueError as exc:
+        raise InputValueError(f"({type(exc).__name__}) {exc}") from None
     if not isinstance(parsed, expected):
         raise InputValueError
     return parsed
@@ -36,6 +40,8 @@ def convert(value: Any, value_type: ValueType) -> Any:
     """Convert one value as prompt flow does; raise InputValueError when it does not fit."""
     if value_type is ValueType.STRING:
         return value if isinstance(value, str) else str(value)
+    if value is None and value_type is not ValueType.OBJECT:
+        raise InputValueError
     if value_type is ValueType.INT:
         if isinstance(value, bool):
             raise InputValueError

@@ -116,3 +116,12 @@ def load_yaml_file(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise FlowError.single("FileNotReadable", f"cannot read {path}: {exc}", str(path)) from None
     return parse_yaml(text, str(path))
+
+
+def to_plain(value: Any) -> Any:
+    """Deep-copy YAML containers into plain dicts and lists (tools see ordinary types)."""
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_plain(v) for v in value]
+    return value

@@ -17,6 +17,10 @@ from flowport.tools.decorator import is_tool
 class ToolLoadError(Exception):
     """A tool's module cannot be imported or holds no usable function."""
 
+    def __init__(self, message: str, code: str = "ToolLoadError") -> None:
+        super().__init__(message)
+        self.code = code
+
 
 def _module_name(path: Path) -> str:
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
@@ -59,7 +63,12 @@ def find_tool_function(module: ModuleType, path: Path, name: str | None = None) 
         return tools[0]
     if len(tools) > 1:
         names = ", ".join(f.__name__ for f in tools)
-        raise ToolLoadError(f"{path.name} has more than one @tool function ({names}); keep one per file")
+        raise ToolLoadError(
+            f"{path.name} has more than one @tool function ({names}); keep one per file",
+            "MultipleToolsDefined",
+        )
     if len(own) == 1:
         return own[0]
-    raise ToolLoadError(f"{path.name} has no @tool function: decorate the node's function with @tool")
+    raise ToolLoadError(
+        f"{path.name} has no @tool function: decorate the node's function with @tool", "NoToolDefined"
+    )

@@ -10,6 +10,10 @@ from jinja2.sandbox import SandboxedEnvironment
 _env = SandboxedEnvironment(trim_blocks=True, keep_trailing_newline=True, autoescape=False)
 
 
+class PromptResult(str):
+    """A rendered prompt: a string, of the type prompt flow gives prompt nodes' outputs."""
+
+
 class TemplateError(ValueError):
     """A template does not compile."""
 
@@ -21,5 +25,5 @@ def compile_template(source: str, name: str) -> Any:
         raise TemplateError(f"{name}:{exc.lineno}: template syntax error: {exc.message}") from None
 
 
-def render(template: Any, variables: dict[str, Any]) -> str:
-    return template.render(**variables)
+def render(template: Any, variables: dict[str, Any]) -> PromptResult:
+    return PromptResult(template.render(**variables))

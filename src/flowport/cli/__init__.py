@@ -1,0 +1,1 @@
+"""The flowport command line."""

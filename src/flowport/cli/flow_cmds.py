@@ -1,0 +1,92 @@
+"""``flowport flow``: test and validate a flow folder locally."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from flowport.cli.common import (
+    connection_resolver,
+    fail,
+    guarded,
+    parse_pairs,
+    print_json,
+    read_json_file,
+)
+from flowport.engine import FlowExecutor, NodeStream
+
+app = typer.Typer(help="Test and validate prompt flow folders.", no_args_is_help=True)
+
+
+def _gather_inputs(inputs: list[str] | None, extra: list[str], inputs_file: Path | None) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if inputs_file is not None:
+        data = read_json_file(inputs_file)
+        if not isinstance(data, dict):
+            fail(f"{inputs_file} must hold a JSON object of input names to values")
+        values.update(data)
+    values.update(parse_pairs([*(inputs or []), *extra], "--inputs"))
+    return values
+
+
+async def _run(executor: FlowExecutor, values: dict[str, Any], node: str | None) -> Any:
+    if node:
+        return await executor.run_single_node(node, values)
+    result = await executor.run_line(values, stream=True)
+    if result.error is not None:
+        raise result.error
+    outputs = {}
+    for key, value in result.outputs.items():
+        if isinstance(value, NodeStream):
+            parts = []
+            async for chunk in value:
+                parts.append(chunk)
+                sys.stderr.write(chunk)
+                sys.stderr.flush()
+            sys.stderr.write("\n")
+            value = "".join(parts)
+        outputs[key] = value
+    return outputs
+
+
+@app.command("test", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@guarded
+def test(
+    ctx: typer.Context,
+    flow: Path = typer.Option(..., "--flow", help="The flow folder (or its flow.dag.yaml)."),
+    inputs: list[str] | None = typer.Option(None, "--inputs", help="Inputs as key=value (repeatable)."),
+    inputs_file: Path | None = typer.Option(None, "--inputs-file", help="A JSON file of inputs."),
+    variant: str | None = typer.Option(None, "--variant", help="Variant to use, as '${node.variant_1}'."),
+    node: str | None = typer.Option(None, "--node", help="Run this node only, with its inputs given."),
+) -> None:
+    """Run the flow once and print its outputs as JSON (streamed outputs shown as they come)."""
+    values = _gather_inputs(inputs, list(ctx.args), inputs_file)
+    executor = FlowExecutor.load(flow, variant=variant, connections=connection_resolver())
+    try:
+        print_json(asyncio.run(_run(executor, values, node)))
+    finally:
+        executor.close()
+
+
+@app.command("validate")
+@guarded
+def validate(
+    flow: Path = typer.Option(..., "--flow", help="The flow folder (or its flow.dag.yaml)."),
+) -> None:
+    """Check the YAML, references, sources, graph, tools, templates and connections."""
+    executor = FlowExecutor.load(flow, connections=connection_resolver())
+    executor.close()
+    definition = executor.flow
+    print_json(
+        {
+            "flow": str(definition.file),
+            "valid": True,
+            "inputs": list(definition.inputs),
+            "outputs": list(definition.outputs),
+            "nodes": list(definition.nodes),
+        }
+    )

@@ -1,0 +1,3 @@
+from .suffix import add_suffix
+
+__all__ = ["add_suffix"]

@@ -1,0 +1,2 @@
+def add_suffix(text: str) -> str:
+    return text + " (from shared_pkg)"

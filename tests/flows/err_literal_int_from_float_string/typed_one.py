@@ -1,0 +1,6 @@
+from promptflow.core import tool
+
+
+@tool
+def typed_one(value: int):
+    return {"type": type(value).__name__, "repr": repr(value)}

@@ -1,0 +1,467 @@
+"""The executor's behaviour: concurrency, bypass, streaming, timeouts, records and errors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from flowport.connections import CustomConnection
+from flowport.engine import FlowExecutor, NodeStream, Status
+from flowport.flow import FlowError
+from tests.test_flow_definition import write_flow
+
+
+def load(folder: Path, **kwargs: object) -> FlowExecutor:
+    return FlowExecutor.load(folder, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_independent_async_nodes_run_at_the_same_time(tmp_path: Path) -> None:
+    # Each node waits for the other's event: run one after the other, the line would time out.
+    folder = write_flow(
+        tmp_path / "f",
+        """\
+        outputs:
+          a: {reference: "${a.output}"}
+          b: {reference: "${b.output}"}
+        nodes:
+        - name: a
+          type: python
+          source: {type: code, path: a.py}
+        - name: b
+          type: python
+          source: {type: code, path: b.py}
+        """,
+        {
+            "sync.py": """\
+                import asyncio
+                EVENTS = {}
+                def event(name):
+                    return EVENTS.setdefault(name, asyncio.Event())
+                """,
+            "a.py": """\
+                from flowport import tool
+                from sync import event
+                @tool
+                async def a():
+                    event("a").set()
+                    await event("b").wait()
+                    return "a done"
+                """,
+            "b.py": """\
+                from flowport import tool
+                from sync import event
+                @tool
+                async def b():
+                    event("b").set()
+                    await event("a").wait()
+                    return "b done"
+                """,
+        },
+    )
+    result = await load(folder, line_timeout=5).run_line({})
+    assert result.error is None
+    assert result.outputs == {"a": "a done", "b": "b done"}
+
+
+async def test_sync_tools_run_in_the_bounded_thread_pool(tmp_path: Path) -> None:
+    folder = write_flow(
+        tmp_path / "f",
+        """\
+        outputs:
+          thread: {reference: "${where.output}"}
+        nodes:
+        - name: where
+          type: python
+          source: {type: code, path: where.py}
+        """,
+        {"where.py": "import threading\ndef where():\n    return threading.current_thread().name\n"},
+    )
+    executor = load(folder, worker_threads=2)
+    assert executor.pool._max_workers == 2
+    result = await executor.run_line({})
+    assert result.outputs["thread"].startswith("flowport-tool")
+
+
+BYPASS_FLOW = """\
+inputs:
+  go: {type: bool, default: false}
+outputs:
+  first: {reference: "${first.output}"}
+  second: {reference: "${second.output}"}
+  joined: {reference: "${joined.output}"}
+  only_bypassed: {reference: "${only_bypassed.output}"}
+nodes:
+- name: first
+  type: python
+  source: {type: code, path: echo.py}
+  inputs: {text: first}
+  activate: {when: "${inputs.go}", is: true}
+- name: second
+  type: python
+  source: {type: code, path: echo.py}
+  inputs: {text: "${first.output}"}
+- name: other
+  type: python
+  source: {type: code, path: echo.py}
+  inputs: {text: "${inputs.go}"}
+- name: joined
+  type: python
+  source: {type: code, path: join.py}
+  inputs: {a: "${first.output}", b: "${other.output}"}
+- name: only_bypassed
+  type: python
+  source: {type: code, path: join.py}
+  inputs: {a: "${first.output}", b: "${inputs.go}"}
+"""
+
+
+async def test_bypass_propagates_and_defaults_fill_in(tmp_path: Path) -> None:
+    folder = write_flow(
+        tmp_path / "f",
+        BYPASS_FLOW,
+        {
+            "echo.py": "def echo(text: str):\n    return text\n",
+            "join.py": "def join(b: bool, a: str = 'default-a'):\n    return f'{a}/{b}'\n",
+        },
+    )
+    executor = load(folder)
+    off = await executor.run_line({"go": False})
+    # joined reads a bypassed node and a live one: it runs, with the Python default for `a`.
+    # only_bypassed reads flow inputs and one node, which was bypassed: it is bypassed too.
+    assert off.outputs == {
+        "first": None,
+        "second": None,
+        "joined": "default-a/False",
+        "only_bypassed": None,
+    }
+    statuses = {name: run.status for name, run in off.run.node_runs.items()}
+    assert statuses["second"] is Status.BYPASSED
+    assert statuses["joined"] is Status.COMPLETED
+    assert statuses["only_bypassed"] is Status.BYPASSED
+    on = await executor.run_line({"go": True})
+    assert on.outputs == {
+        "first": "first",
+        "second": "first",
+        "joined": "first/True",
+        "only_bypassed": "first/True",
+    }
+
+
+STREAM_FLOW = """\
+inputs:
+  text: {type: string, default: "a b c"}
+outputs:
+  words: {reference: "${words.output}"}
+  size: {reference: "${size.output}"}
+nodes:
+- name: words
+  type: python
+  source: {type: code, path: words.py}
+  inputs: {text: "${inputs.text}"}
+- name: spelled
+  type: python
+  source: {type: code, path: words.py}
+  inputs: {text: "${inputs.text}"}
+- name: size
+  type: python
+  source: {type: code, path: size.py}
+  inputs: {value: "${spelled.output}"}
+"""
+
+
+async def test_generator_feeding_only_an_output_streams_and_a_reader_gets_a_generator(tmp_path: Path) -> None:
+    folder = write_flow(
+        tmp_path / "f",
+        STREAM_FLOW,
+        {
+            "words.py": "def words(text: str):\n    for w in text.split():\n        yield w + ' '\n",
+            "size.py": "def size(value):\n    return f'{type(value).__name__}:{\"\".join(value)!r}'\n",
+        },
+    )
+    executor = load(folder)
+    streamed = await executor.run_line({}, stream=True)
+    stream = streamed.outputs["words"]
+    assert isinstance(stream, NodeStream)
+    assert [chunk async for chunk in stream] == ["a ", "b ", "c "]
+    assert streamed.outputs["size"] == "generator:'a b c '"
+    assert streamed.run.node_runs["words"].status is Status.COMPLETED
+    assert streamed.run.node_runs["words"].output == "a b c "
+    joined = await executor.run_line({})
+    assert joined.outputs == {"words": "a b c ", "size": "generator:'a b c '"}
+
+
+async def test_line_timeout_cancels_running_nodes(tmp_path: Path) -> None:
+    folder = write_flow(
+        tmp_path / "f",
+        """\
+        outputs:
+          out: {reference: "${slow.output}"}
+        nodes:
+        - name: slow
+          type: python
+          source: {type: code, path: slow.py}
+        """,
+        {
+            "slow.py": """\
+                import asyncio
+                CANCELLED = []
+                async def slow():
+                    try:
+                        await asyncio.sleep(30)
+                    except asyncio.CancelledError:
+                        CANCELLED.append(True)
+                        raise
+                """
+        },
+    )
+    executor = load(folder, line_timeout=0.2)
+    result = await executor.run_line({}, line_number=3)
+    assert result.error is not None
+    assert result.error.to_dict()["innerError"]["code"] == "LineExecutionTimeoutError"
+    assert "Line 3 execution timeout" in result.error.message
+    assert result.run.status is Status.FAILED
+    import sys
+
+    slow_module = next(m for n, m in sys.modules.items() if n.endswith("_slow"))
+    assert slow_module.CANCELLED == [True]
+
+
+async def test_pf_line_timeout_env_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = write_flow(tmp_path / "f", "nodes: []\n")
+    monkeypatch.setenv("PF_LINE_TIMEOUT_SEC", "7")
+    assert load(folder).line_timeout == 7.0
+
+
+async def test_a_failing_node_cancels_its_sibling_and_reports_prompt_flow_error(tmp_path: Path) -> None:
+    folder = write_flow(
+        tmp_path / "f",
+        """\
+        outputs:
+          a: {reference: "${boom.output}"}
+          b: {reference: "${wait.output}"}
+        nodes:
+        - name: boom
+          type: python
+          source: {type: code, path: boom.py}
+        - name: wait
+          type: python
+          source: {type: code, path: wait.py}
+        """,
+        {
+            "boom.py": "import asyncio\n"
+            "async def boom():\n    await asyncio.sleep(0.01)\n    raise ValueError('bad value')\n",
+            "wait.py": "import asyncio\nasync def wait():\n    await asyncio.sleep(30)\n",
+        },
+    )
+    result = await load(folder, line_timeout=10).run_line({})
+    assert result.error is not None
+    assert result.error.response() == {
+        "error": {
+            "code": "UserError",
+            "message": "Execution failure in 'boom': (ValueError) bad value",
+            "innerError": {"code": "ToolExecutionError", "innerError": None},
+        }
+    }
+    assert result.run.node_runs["boom"].status is Status.FAILED
+    assert result.run.node_runs["wait"].status is Status.CANCELED
+
+
+async def test_run_record_holds_inputs_outputs_and_times(tmp_path: Path) -> None:
+    folder = write_flow(
+        tmp_path / "f",
+        """\
+        inputs:
+          text: {type: string}
+        outputs:
+          out: {reference: "${echo.output}"}
+        nodes:
+        - name: echo
+          type: python
+          source: {type: code, path: echo.py}
+          inputs: {text: "${inputs.text}"}
+        """,
+    )
+    result = await load(folder).run_line({"text": "hi"}, record_io=True, run_id="r1", line_number=0)
+    record = result.run.to_dict()
+    assert record["run_id"] == "r1"
+    assert record["status"] == "Completed"
+    node = record["node_runs"]["echo"]
+    assert node["inputs"] == {"text": "hi"}
+    assert node["output"] == "hi"
+    assert node["duration"] >= 0
+
+
+async def test_missing_and_mistyped_inputs_are_user_errors(tmp_path: Path) -> None:
+    folder = write_flow(
+        tmp_path / "f",
+        """\
+        inputs:
+          n: {type: int}
+        outputs:
+          out: {reference: "${inputs.n}"}
+        nodes: []
+        """,
+    )
+    executor = load(folder)
+    missing = await executor.run_line({})
+    assert missing.error is not None and missing.error.inner_code == "InputNotFound"
+    wrong = await executor.run_line({"n": "seven"})
+    assert wrong.error is not None and wrong.error.inner_code == "InputTypeError"
+    assert (await executor.run_line({"n": "7"})).outputs == {"out": 7}
+
+
+async def test_environment_variables_are_set_before_tools_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FP_TEST_SOURCE", "from-env")
+    folder = write_flow(
+        tmp_path / "f",
+        """\
+        environment_variables:
+          FP_TEST_LITERAL: literal
+          FP_TEST_FROM_ENV: ${env:FP_TEST_SOURCE}
+          FP_TEST_FROM_CONN: ${my_conn.token}
+        outputs:
+          out: {reference: "${read.output}"}
+        nodes:
+        - name: read
+          type: python
+          source: {type: code, path: read.py}
+        """,
+        {
+            "read.py": """\
+                import os
+                def read():
+                    names = ("FP_TEST_LITERAL", "FP_TEST_FROM_ENV", "FP_TEST_FROM_CONN")
+                    return [os.environ[k] for k in names]
+                """
+        },
+    )
+    conn = CustomConnection(secrets={"token": "t0k"}, name="my_conn")
+    try:
+        result = await load(folder, connections={"my_conn": conn}).run_line({})
+        assert result.outputs["out"] == ["literal", "from-env", "t0k"]
+    finally:
+        for key in ("FP_TEST_LITERAL", "FP_TEST_FROM_ENV", "FP_TEST_FROM_CONN"):
+            os.environ.pop(key, None)
+
+
+async def test_connection_typed_parameters_receive_connection_objects(tmp_path: Path) -> None:
+    folder = write_flow(
+        tmp_path / "f",
+        """\
+        outputs:
+          out: {reference: "${use.output}"}
+        nodes:
+        - name: use
+          type: python
+          source: {type: code, path: use.py}
+          inputs: {conn: my_conn}
+        """,
+        {
+            "use.py": """\
+                from promptflow.connections import CustomConnection
+                from promptflow.core import tool
+                @tool
+                def use(conn: CustomConnection) -> str:
+                    return f"{type(conn).__name__}:{conn.endpoint}:{conn['key']}"
+                """
+        },
+    )
+    conn = CustomConnection(configs={"endpoint": "http://e"}, secrets={"key": "k"}, name="my_conn")
+    result = await load(folder, connections={"my_conn": conn}).run_line({})
+    assert result.outputs["out"] == "CustomConnection:http://e:k"
+    with pytest.raises(FlowError) as info:
+        load(folder, connections={})
+    assert info.value.code == "ConnectionNotFound"
+    assert "my_conn" in info.value.message
+
+
+async def test_aggregation_runs_once_over_lines_and_logs_metrics(tmp_path: Path) -> None:
+    folder = write_flow(
+        tmp_path / "f",
+        """\
+        inputs:
+          x: {type: int}
+        outputs:
+          double: {reference: "${double.output}"}
+        nodes:
+        - name: double
+          type: python
+          source: {type: code, path: double.py}
+          inputs: {x: "${inputs.x}"}
+        - name: total
+          type: python
+          source: {type: code, path: total.py}
+          inputs: {values: "${double.output}", xs: "${inputs.x}"}
+          aggregation: true
+        """,
+        {
+            "double.py": "def double(x: int):\n    return x * 2\n",
+            "total.py": """\
+                from promptflow import log_metric, tool
+                @tool
+                def total(values: list, xs: list):
+                    log_metric("sum", sum(values))
+                    log_metric("count", len(xs))
+                    return sum(values)
+                """,
+        },
+    )
+    executor = load(folder)
+    lines = [await executor.run_line({"x": x}) for x in (1, 2, 3)]
+    metrics, runs, error = await executor.run_aggregation([(r.inputs, r.node_outputs) for r in lines])
+    assert error is None
+    assert metrics == {"sum": 12.0, "count": 3.0}
+    assert runs["total"].output == 12
+
+
+async def test_single_node_takes_its_inputs_directly(tmp_path: Path) -> None:
+    folder = write_flow(
+        tmp_path / "f",
+        """\
+        inputs:
+          text: {type: string}
+        outputs:
+          out: {reference: "${second.output}"}
+        nodes:
+        - name: first
+          type: python
+          source: {type: code, path: echo.py}
+          inputs: {text: "${inputs.text}"}
+        - name: second
+          type: python
+          source: {type: code, path: echo.py}
+          inputs: {text: "${first.output}"}
+        """,
+    )
+    executor = load(folder)
+    assert await executor.run_single_node("second", {"text": "direct"}) == "direct"
+    assert await executor.run_single_node("second", {"first.output": "by ref"}) == "by ref"
+    with pytest.raises(Exception) as info:
+        await executor.run_single_node("second", {})
+    assert info.value.inner_code == "InputNotFound"
+
+
+async def test_concurrent_lines_share_one_executor(tmp_path: Path) -> None:
+    folder = write_flow(
+        tmp_path / "f",
+        """\
+        inputs:
+          n: {type: int}
+        outputs:
+          out: {reference: "${sq.output}"}
+        nodes:
+        - name: sq
+          type: python
+          source: {type: code, path: sq.py}
+          inputs: {n: "${inputs.n}"}
+        """,
+        {"sq.py": "import asyncio\nasync def sq(n: int):\n    await asyncio.sleep(0)\n    return n * n\n"},
+    )
+    executor = load(folder)
+    results = await asyncio.gather(*(executor.run_line({"n": n}) for n in range(50)))
+    assert [r.outputs["out"] for r in results] == [n * n for n in range(50)]

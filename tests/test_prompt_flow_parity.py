@@ -1,0 +1,96 @@
+"""Flows in prompt flow's format give the outputs prompt flow 1.18.5 gives.
+
+Every case under tests/flows/*/cases.json was recorded once by running prompt flow
+1.18.5 itself (``pf flow test`` / ``pf run create``, in a separate virtualenv, against
+this project's test LLM server for LLM nodes); each case names the command in
+``pf_command`` and its origin in ``source``. Here the same flow runs in flowport,
+without prompt flow installed, and must give the same outputs or the same error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowport.connections import ConnectionResolver, ConnectionService
+from flowport.engine import ExecutionError, FlowExecutor
+from flowport.engine.bulk import BulkRunner, read_jsonl
+from flowport.flow import FlowError
+from tests.conftest import FLOWS
+
+
+def _cases() -> list[Any]:
+    params = []
+    for cases_file in sorted(FLOWS.glob("*/cases.json")):
+        for case in json.loads(cases_file.read_text()):
+            if "expected" in case or "expected_error" in case or case.get("kind") == "bulk":
+                params.append(
+                    pytest.param(cases_file.parent, case, id=f"{cases_file.parent.name}-{case['id']}")
+                )
+    return params
+
+
+async def _run_case(flow: Path, case: dict[str, Any], resolver: ConnectionResolver) -> Any:
+    executor = FlowExecutor.load(
+        flow,
+        variant=case.get("variant"),
+        connections=resolver,
+        environment_variables=case.get("environment_variables"),
+    )
+    try:
+        if case.get("node"):
+            return await executor.run_single_node(case["node"], case["inputs"])
+        result = await executor.run_line(case["inputs"])
+        if result.error is not None:
+            raise result.error
+        return result.outputs
+    finally:
+        executor.close()
+
+
+@pytest.mark.parametrize(("flow", "case"), _cases())
+async def test_same_outputs_as_prompt_flow(
+    flow: Path,
+    case: dict[str, Any],
+    openai_connection: ConnectionService,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for key, value in (case.get("env") or {}).items():
+        monkeypatch.setenv(key, value)
+    resolver = ConnectionResolver(openai_connection)
+    if "flowport" in case:  # a documented, deliberate difference: the case says why
+        override = case["flowport"]
+        case = {**case, **override}
+        if "expected" in override:
+            case.pop("expected_error", None)
+    if "expected_error" in case:
+        expected = case["expected_error"]
+        with pytest.raises((FlowError, ExecutionError)) as info:
+            await _run_case(flow, case, resolver)
+        error = info.value
+        if isinstance(error, ExecutionError):
+            # Errors raised while running a line carry prompt flow's code and message.
+            assert error.code == expected["code"]
+            assert error.message == expected["message"]
+        else:
+            # Errors found before running carry prompt flow's code, and a message with file and line.
+            pf_codes = {expected.get("inner_code"), *expected.get("inner_codes", [])}
+            assert {p.code for p in error.problems} & pf_codes, (error.problems, pf_codes)
+        return
+    if case.get("kind") == "bulk":
+        executor = FlowExecutor.load(flow, variant=case.get("variant"), connections=resolver)
+        try:
+            summary = await BulkRunner(executor, concurrency=4).run(
+                read_jsonl(flow / case["data"]), tmp_path / "run"
+            )
+        finally:
+            executor.close()
+        lines = [json.loads(x) for x in (tmp_path / "run" / "outputs.jsonl").read_text().splitlines()]
+        assert sorted(lines, key=lambda x: x["line_number"]) == case["expected_outputs"]
+        assert summary.metrics == case["expected_metrics"]
+        return
+    assert await _run_case(flow, case, resolver) == case["expected"]
