@@ -46,6 +46,10 @@ async def _run_case(flow: Path, case: dict[str, Any], resolver: ConnectionResolv
         result = await executor.run_line(case["inputs"])
         if result.error is not None:
             raise result.error
+        if "expected_metrics" in case:
+            metrics, _, error = await executor.run_aggregation([(result.inputs, result.node_outputs)])
+            assert error is None
+            assert metrics == case["expected_metrics"]
         return result.outputs
     finally:
         executor.close()

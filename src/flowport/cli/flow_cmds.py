@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,11 @@ async def _run(executor: FlowExecutor, values: dict[str, Any], node: str | None)
     result = await executor.run_line(values, stream=True)
     if result.error is not None:
         raise result.error
+    if executor.aggregation_nodes:
+        metrics, _, error = await executor.run_aggregation([(result.inputs, result.node_outputs)])
+        if error is not None:
+            raise error
+        sys.stderr.write(f"metrics: {json.dumps(metrics)}\n")
     outputs = {}
     for key, value in result.outputs.items():
         if isinstance(value, NodeStream):

@@ -99,6 +99,13 @@ class FlowExecutor:
         self.pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="flowport-tool")
         self.line_timeout = line_timeout or _env_float(LINE_TIMEOUT_ENV, DEFAULT_LINE_TIMEOUT)
         self.stream_nodes = self._streamable_nodes()
+        aggregation = {p.node.name for p in plan.aggregation_nodes}
+        self.line_outputs = {
+            name: output
+            for name, output in self.flow.outputs.items()
+            if not (isinstance(output.reference, NodeRef) and output.reference.node in aggregation)
+        }
+        """Outputs of one line: those that read aggregation nodes are left out, as in prompt flow."""
 
     @classmethod
     def load(
@@ -174,7 +181,7 @@ class FlowExecutor:
             return self._failed(run, exc, line)
         except Exception as exc:  # an engine bug: report it, never crash the caller
             return self._failed(run, system_error(f"({type(exc).__name__}) {exc}"), line)
-        outputs = {name: self._output_value(o.reference, line) for name, o in self.flow.outputs.items()}
+        outputs = {name: self._output_value(o.reference, line) for name, o in self.line_outputs.items()}
         run.status = Status.COMPLETED
         run.end_time = now()
         return LineResult(outputs, run, None, line.outputs, line.inputs)

@@ -371,13 +371,6 @@ class _Reader:
         for output in flow.outputs.values():
             ref = output.reference
             self.check_binding(flow, ref, f"output {output.name!r}", output.line, output=True)
-            if isinstance(ref, NodeRef) and ref.node in flow.nodes and flow.nodes[ref.node].aggregation:
-                self.problem(
-                    "AggregationReference",
-                    f"output {output.name!r} references aggregation node {ref.node!r}; "
-                    "aggregation results are metrics, not outputs",
-                    output.line,
-                )
 
     def check_cycles(self, flow: FlowDef) -> None:
         deps = {name: node_dependencies(node) & flow.nodes.keys() for name, node in flow.nodes.items()}

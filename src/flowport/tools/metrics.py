@@ -13,10 +13,12 @@ def log_metric(key: str, value: float, variant_id: str | None = None) -> None:
     sink = _sink.get()
     if sink is None:
         return
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"metric {key!r} must be a number, got {value!r}") from None
+    number: float = value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"metric {key!r} must be a number, got {value!r}") from None
     sink[key if variant_id is None else f"{key}.{variant_id}"] = number
 
 
