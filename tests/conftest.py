@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from flowport.connections import Cipher, ConnectionService, connection_from_spec, load_or_create_key
 from flowport.store import ConnectionRows, open_database
@@ -64,3 +66,25 @@ def openai_connection(connections: ConnectionService, llm_server: LLMServer) -> 
 
 def postgres_url() -> str | None:
     return os.environ.get(POSTGRES_ENV)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: SQLite in a temp folder, or a new PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    base = postgres_url()
+    if not base:
+        pytest.skip(f"set {POSTGRES_ENV} to run the PostgreSQL variant")
+    schema = f"fp_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
