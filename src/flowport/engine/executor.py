@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import openai
-
 from flowport.connections import Connection
 from flowport.engine.compile import (
     CompiledNode,
@@ -37,7 +35,7 @@ from flowport.flow.reference import InputRef, Literal, NodeRef, resolve_path
 from flowport.tools.callable import CallMode
 from flowport.tools.chat_parser import ChatFormatError
 from flowport.tools.compat import install_promptflow_shim
-from flowport.tools.llm import ClientPool, LLMParamError
+from flowport.tools.llm import ClientPool, LLMCallError, LLMParamError
 from flowport.tools.metrics import collect_metrics, stop_collecting
 from flowport.tools.usage import current_usage
 
@@ -310,9 +308,9 @@ class FlowExecutor:
             return chat_format_error(node, exc)
         if isinstance(exc, LLMParamError):
             return user_error(f"Execution failure in '{node}': {exc}", "InvalidLLMParameter", node=node)
-        if isinstance(exc, openai.APIError):
+        if isinstance(exc, LLMCallError):
             return user_error(
-                f"Execution failure in '{node}': OpenAI API hits {type(exc).__name__}: {exc}",
+                f"Execution failure in '{node}': {exc}",
                 "OpenAIAPIError",
                 node=node,
             )

@@ -13,9 +13,6 @@ import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
-from openai import AsyncAzureOpenAI, AsyncOpenAI
-
 from flowport.connections import AzureOpenAIConnection, Connection, CustomConnection
 from flowport.tools.chat_parser import parse_chat
 from flowport.tools.templates import render
@@ -33,6 +30,10 @@ _CHAT_ONLY = frozenset(("response_format", "tools", "tool_choice", "functions", 
 
 class LLMParamError(ValueError):
     """A node input meant for the API has a value the API cannot take."""
+
+
+class LLMCallError(Exception):
+    """The API answered an error (or could not be reached)."""
 
 
 def _convert(name: str, value: Any) -> Any:
@@ -87,7 +88,7 @@ class ClientPool:
             weakref.WeakKeyDictionary()
         )
 
-    def get(self, connection: Connection) -> AsyncOpenAI:
+    def get(self, connection: Connection) -> Any:
         loop = asyncio.get_running_loop()
         clients = self._clients.setdefault(loop, {})
         key = id(connection)
@@ -95,7 +96,10 @@ class ClientPool:
             clients[key] = self._build(connection)
         return clients[key]
 
-    def _build(self, connection: Connection) -> AsyncOpenAI:
+    def _build(self, connection: Connection) -> Any:
+        import httpx
+        from openai import AsyncAzureOpenAI, AsyncOpenAI
+
         limits = httpx.Limits(
             max_connections=self.max_connections, max_keepalive_connections=self.max_connections
         )
@@ -141,9 +145,14 @@ class LLMTool:
             )
         prompt = render(self.template, variables)
         client = self.pool.get(self.connection)
-        if self.api == "completion":
-            return await self._complete(client, model, prompt, params, stream)
-        return await self._chat(client, model, parse_chat(prompt), params, stream)
+        import openai
+
+        try:
+            if self.api == "completion":
+                return await self._complete(client, model, prompt, params, stream)
+            return await self._chat(client, model, parse_chat(prompt), params, stream)
+        except openai.APIError as exc:
+            raise LLMCallError(f"OpenAI API hits {type(exc).__name__}: {exc}") from exc
 
     def _stream_options(self) -> dict[str, Any]:
         if isinstance(self.connection, AzureOpenAIConnection):
@@ -152,7 +161,7 @@ class LLMTool:
 
     async def _chat(
         self,
-        client: AsyncOpenAI,
+        client: Any,
         model: str,
         messages: list[dict[str, Any]],
         params: dict[str, Any],
@@ -172,7 +181,7 @@ class LLMTool:
         return message.content
 
     async def _complete(
-        self, client: AsyncOpenAI, model: str, prompt: str, params: dict[str, Any], stream: bool
+        self, client: Any, model: str, prompt: str, params: dict[str, Any], stream: bool
     ) -> Any:
         if stream:
             response = await client.completions.create(

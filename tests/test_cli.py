@@ -1,0 +1,228 @@
+"""The ``flowport`` command, run as a real subprocess with its own FLOWPORT_HOME."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flowport.testing.llm_server import LLMServer
+from tests.conftest import FLOWS
+
+
+def flowport(*args: str, home: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "FLOWPORT_HOME": str(home), **(env or {})}
+    full_env.pop("FLOWPORT_SECRET_KEY", None)
+    full_env.pop("FLOWPORT_DATABASE_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "flowport.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=120,
+    )
+
+
+def test_flow_test_prints_outputs_as_json(tmp_path: Path) -> None:
+    done = flowport(
+        "flow", "test", "--flow", str(FLOWS / "three_node_python"), "--inputs", "text=a b", home=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"result": "A B (2 words)"}
+
+
+def test_flow_test_inputs_file_variant_and_node(tmp_path: Path) -> None:
+    inputs = tmp_path / "inputs.json"
+    inputs.write_text(json.dumps({"text": "x y z"}))
+    node = flowport(
+        "flow",
+        "test",
+        "--flow",
+        str(FLOWS / "three_node_python"),
+        "--inputs-file",
+        str(inputs),
+        "--node",
+        "count_words",
+        home=tmp_path,
+    )
+    assert node.returncode == 0, node.stderr
+    assert json.loads(node.stdout) == 3
+    cases = {c["id"]: c for c in json.loads((FLOWS / "variants" / "cases.json").read_text())}
+    case = next(c for c in cases.values() if c.get("variant") and "expected" in c)
+    args = [f"{k}={v}" for k, v in case["inputs"].items()]
+    variant = flowport(
+        "flow",
+        "test",
+        "--flow",
+        str(FLOWS / "variants"),
+        "--variant",
+        case["variant"],
+        "--inputs",
+        *args,
+        home=tmp_path,
+    )
+    assert variant.returncode == 0, variant.stderr
+    assert json.loads(variant.stdout) == case["expected"]
+
+
+def test_streamed_output_is_shown_as_it_comes_and_joined_in_json(tmp_path: Path) -> None:
+    done = flowport("flow", "test", "--flow", str(FLOWS / "streaming"), home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["streamed"] == "one two three"
+    assert "one two three" in done.stderr
+
+
+def test_failures_exit_non_zero_with_a_clear_message(tmp_path: Path) -> None:
+    tool_error = flowport(
+        "flow", "test", "--flow", str(FLOWS / "tool_error"), "--inputs", "text=bad", home=tmp_path
+    )
+    assert tool_error.returncode == 1
+    assert (
+        json.loads(tool_error.stderr)["error"]["message"]
+        == "Execution failure in 'check': (ValueError) bad value"
+    )
+    invalid = flowport("flow", "validate", "--flow", str(FLOWS / "err_cycle"), home=tmp_path)
+    assert invalid.returncode == 1
+    assert "flow.dag.yaml:" in invalid.stderr and "[NodeCircularDependency]" in invalid.stderr
+    assert "Traceback" not in invalid.stderr
+    missing = flowport("flow", "test", "--flow", str(tmp_path / "nowhere"), home=tmp_path)
+    assert missing.returncode == 1 and "FlowNotFound" in missing.stderr
+
+
+def test_validate_reports_the_flow(tmp_path: Path) -> None:
+    done = flowport("flow", "validate", "--flow", str(FLOWS / "three_node_python"), home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["valid"] is True
+    assert report["nodes"] == ["to_upper", "count_words", "format_result"]
+
+
+def test_connection_verbs_and_an_llm_flow(tmp_path: Path, llm_server: LLMServer) -> None:
+    spec = tmp_path / "conn.yaml"
+    spec.write_text(
+        f"name: open_ai_connection\ntype: open_ai\napi_key: placeholder\nbase_url: {llm_server.base_url}\n"
+    )
+    created = flowport(
+        "connection", "create", "--file", str(spec), "--set", "api_key=sk-cli-secret", home=tmp_path
+    )
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["api_key"] == "******"
+    listed = json.loads(flowport("connection", "list", home=tmp_path).stdout)
+    assert [c["name"] for c in listed] == ["open_ai_connection"]
+    assert "sk-cli-secret" not in json.dumps(listed)
+    shown = flowport("connection", "show", "-n", "open_ai_connection", "--show-secrets", home=tmp_path)
+    assert json.loads(shown.stdout)["api_key"] == "sk-cli-secret"
+    assert b"sk-cli-secret" not in (tmp_path / "flowport.db").read_bytes()
+
+    flow = tmp_path / "chat"
+    flow.mkdir()
+    (flow / "chat.jinja2").write_text("# user:\n{{ question }}\n")
+    (flow / "flow.dag.yaml").write_text(
+        "inputs:\n  question: {type: string, is_chat_input: true}\n"
+        "outputs:\n  answer: {type: string, reference: '${chat.output}', is_chat_output: true}\n"
+        "nodes:\n- name: chat\n  type: llm\n  source: {type: code, path: chat.jinja2}\n"
+        "  connection: open_ai_connection\n  api: chat\n  inputs: {model: m, question: '${inputs.question}'}\n"
+    )
+    answered = flowport(
+        "flow", "test", "--flow", str(flow), "--inputs", "question=hello there", home=tmp_path
+    )
+    assert answered.returncode == 0, answered.stderr
+    assert json.loads(answered.stdout) == {"answer": "Echo: hello there"}
+
+    deleted = flowport("connection", "delete", "-n", "open_ai_connection", home=tmp_path)
+    assert deleted.returncode == 0
+    gone = flowport("connection", "show", "-n", "open_ai_connection", home=tmp_path)
+    assert gone.returncode == 1 and "does not exist" in gone.stderr
+
+
+def test_bad_connection_file_is_reported(tmp_path: Path) -> None:
+    spec = tmp_path / "conn.yaml"
+    spec.write_text("name: c\ntype: open_ai\n")
+    done = flowport("connection", "create", "--file", str(spec), home=tmp_path)
+    assert done.returncode == 1
+    assert "missing api_key" in done.stderr
+
+
+def test_bulk_run_records_lines_failures_and_metrics(tmp_path: Path) -> None:
+    data = tmp_path / "data.jsonl"
+    rows = [
+        {"a": " Paris", "exp": "paris"},
+        {"a": "Rome", "exp": "paris"},
+        {"a": "boom", "exp": "x"},
+        {"a": "Lima", "exp": "lima"},
+    ]
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    created = flowport(
+        "run",
+        "create",
+        "--flow",
+        str(FLOWS / "aggregation"),
+        "--data",
+        str(data),
+        "--column-mapping",
+        "answer=${data.a}",
+        "--column-mapping",
+        "expected=${data.exp}",
+        "--name",
+        "first",
+        home=tmp_path,
+    )
+    assert created.returncode == 0, created.stderr
+    summary = json.loads(created.stdout)
+    assert (summary["total"], summary["completed"], summary["failed"]) == (4, 3, 1)
+    assert summary["metrics"] == {"accuracy": pytest.approx(0.6667), "count": 3, "weighted_total": 2.0}
+    metrics = json.loads(flowport("run", "show-metrics", "-n", "first", home=tmp_path).stdout)
+    assert metrics["count"] == 3
+    details = json.loads(flowport("run", "show-details", "-n", "first", "-o", "json", home=tmp_path).stdout)
+    assert [d["status"] for d in details] == ["Completed", "Completed", "Failed", "Completed"]
+    assert details[1]["outputs"] == {"score": 0.0, "normalized": "rome"}
+    assert "cannot normalize boom" in details[2]["error"]
+    outputs = (tmp_path / "runs" / "first" / "outputs.jsonl").read_text().splitlines()
+    assert [json.loads(line)["line_number"] for line in outputs] == [0, 1, 3]
+    listed = json.loads(flowport("run", "list", home=tmp_path).stdout)
+    assert [r["name"] for r in listed] == ["first"]
+
+    follow = flowport(
+        "run",
+        "create",
+        "--flow",
+        str(FLOWS / "three_node_python"),
+        "--data",
+        str(data),
+        "--run",
+        "first",
+        "--column-mapping",
+        "text=${run.outputs.normalized}",
+        "--name",
+        "second",
+        home=tmp_path,
+    )
+    assert follow.returncode == 0, follow.stderr
+    lines = [json.loads(x) for x in (tmp_path / "runs" / "second" / "outputs.jsonl").read_text().splitlines()]
+    assert lines[0] == {"line_number": 0, "result": "PARIS (1 words)"}
+    again = flowport(
+        "run",
+        "create",
+        "--flow",
+        str(FLOWS / "three_node_python"),
+        "--data",
+        str(data),
+        "--name",
+        "first",
+        home=tmp_path,
+    )
+    assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_bad_data_file_names_the_line(tmp_path: Path) -> None:
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"text": "ok"}\nnot json\n')
+    done = flowport(
+        "run", "create", "--flow", str(FLOWS / "three_node_python"), "--data", str(data), home=tmp_path
+    )
+    assert done.returncode == 1
+    assert "data.jsonl:2" in done.stderr
