@@ -125,7 +125,8 @@ def test_connection_verbs_and_an_llm_flow(tmp_path: Path, llm_server: LLMServer)
         "inputs:\n  question: {type: string, is_chat_input: true}\n"
         "outputs:\n  answer: {type: string, reference: '${chat.output}', is_chat_output: true}\n"
         "nodes:\n- name: chat\n  type: llm\n  source: {type: code, path: chat.jinja2}\n"
-        "  connection: open_ai_connection\n  api: chat\n  inputs: {model: m, question: '${inputs.question}'}\n"
+        "  connection: open_ai_connection\n  api: chat\n"
+        "  inputs: {model: m, question: '${inputs.question}'}\n"
     )
     answered = flowport(
         "flow", "test", "--flow", str(flow), "--inputs", "question=hello there", home=tmp_path

@@ -89,12 +89,23 @@ async def test_same_outputs_as_prompt_flow(
         executor = FlowExecutor.load(flow, variant=case.get("variant"), connections=resolver)
         try:
             summary = await BulkRunner(executor, concurrency=4).run(
-                read_jsonl(flow / case["data"]), tmp_path / "run"
+                read_jsonl(flow / case["data"]), tmp_path / "run", column_mapping=case.get("column_mapping")
             )
         finally:
             executor.close()
         lines = [json.loads(x) for x in (tmp_path / "run" / "outputs.jsonl").read_text().splitlines()]
         assert sorted(lines, key=lambda x: x["line_number"]) == case["expected_outputs"]
         assert summary.metrics == case["expected_metrics"]
+        details = [json.loads(x) for x in (tmp_path / "run" / "details.jsonl").read_text().splitlines()]
+        statuses = [
+            {
+                "line_number": d["line_number"],
+                "status": d["status"],
+                "error_code": (d["error"] or {}).get("code"),
+                "error_message": (d["error"] or {}).get("message"),
+            }
+            for d in sorted(details, key=lambda d: d["line_number"])
+        ]
+        assert statuses == case["expected_line_status"]
         return
     assert await _run_case(flow, case, resolver) == case["expected"]

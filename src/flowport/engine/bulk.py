@@ -80,9 +80,14 @@ def map_line(
     mapping: Mapping[str, str],
     row: dict[str, Any],
     base: dict[str, Any] | None,
-    flow_inputs: list[str],
+    required_inputs: list[str],
 ) -> dict[str, Any]:
-    """The flow inputs of one line: mapped columns first, then same-named data columns."""
+    """The flow inputs of one line, as prompt flow maps them.
+
+    Mapped inputs take their column (left out when the line lacks it, so the default
+    applies); an unmapped input *without* a default reads the data column of its name;
+    an unmapped input with a default keeps the default.
+    """
     sources = {
         "data": row,
         "run.outputs": (base or {}).get("outputs", {}),
@@ -97,8 +102,8 @@ def map_line(
         source = sources[match.group(1)]
         if match.group(2) in source:
             inputs[name] = source[match.group(2)]
-    for name in flow_inputs:
-        if name not in inputs and name in row:
+    for name in required_inputs:
+        if name not in mapping and name in row:
             inputs[name] = row[name]
     return inputs
 
@@ -136,13 +141,13 @@ class BulkRunner:
         name = name or f"run_{datetime.now(UTC):%Y%m%d_%H%M%S}_{uuid.uuid4().hex[:6]}"
         mapping = dict(column_mapping or {})
         started = datetime.now(UTC)
-        flow_inputs = list(self.executor.flow.inputs)
+        required = [name for name, spec in self.executor.flow.inputs.items() if spec.required]
         results: list[LineResult | None] = [None] * len(rows)
         semaphore = asyncio.Semaphore(self.concurrency)
 
         async def one(index: int) -> None:
             base = base_lines[index] if base_lines and index < len(base_lines) else None
-            inputs = map_line(mapping, rows[index], base, flow_inputs)
+            inputs = map_line(mapping, rows[index], base, required)
             async with semaphore:
                 result = await self.executor.run_line(inputs, line_number=index, run_id=f"{name}_{index}")
             results[index] = result
