@@ -125,7 +125,7 @@ class FlowExecutor:
         """
         install_promptflow_shim()
         flow = load_flow(path, variant=variant, includes_dir=includes_dir)
-        connections = connections or {}
+        connections = {} if connections is None else connections
         variables = resolve_environment_variables(flow, connections, environ or os.environ)
         apply_environment({**variables, **(environment_variables or {})})
         plan = build_plan(flow)
