@@ -68,10 +68,18 @@ def test(
     inputs_file: Path | None = typer.Option(None, "--inputs-file", help="A JSON file of inputs."),
     variant: str | None = typer.Option(None, "--variant", help="Variant to use, as '${node.variant_1}'."),
     node: str | None = typer.Option(None, "--node", help="Run this node only, with its inputs given."),
+    environment_variables: list[str] | None = typer.Option(
+        None, "--environment-variables", help="KEY=value set for the run, over the flow's own."
+    ),
 ) -> None:
     """Run the flow once and print its outputs as JSON (streamed outputs shown as they come)."""
     values = _gather_inputs(inputs, list(ctx.args), inputs_file)
-    executor = FlowExecutor.load(flow, variant=variant, connections=connection_resolver())
+    executor = FlowExecutor.load(
+        flow,
+        variant=variant,
+        connections=connection_resolver(),
+        environment_variables=parse_pairs(environment_variables or [], "--environment-variables"),
+    )
     try:
         print_json(asyncio.run(_run(executor, values, node)))
     finally:
