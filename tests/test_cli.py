@@ -227,3 +227,17 @@ def test_bad_data_file_names_the_line(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert "data.jsonl:2" in done.stderr
+
+
+def test_tools_run_from_the_flow_folder(tmp_path: Path) -> None:
+    flow = tmp_path / "reads_file"
+    flow.mkdir()
+    (flow / "greeting.txt").write_text("hello from a file")
+    (flow / "read.py").write_text("def read():\n    return open('greeting.txt').read()\n")
+    (flow / "flow.dag.yaml").write_text(
+        "outputs:\n  text: {reference: '${read.output}'}\n"
+        "nodes:\n- name: read\n  type: python\n  source: {type: code, path: read.py}\n"
+    )
+    done = flowport("flow", "test", "--flow", str(flow), home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"text": "hello from a file"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -66,6 +67,19 @@ def read_json_file(path: Path) -> Any:
         fail(f"cannot read {path}: {exc}")
     except ValueError as exc:
         fail(f"{path} is not valid JSON: {exc}")
+
+
+def enter_flow_dir(flow: Path) -> Path:
+    """Run from the flow's folder, as prompt flow does, so tools can open relative files.
+
+    Returns the flow path made absolute (paths given on the command line must be resolved
+    before calling this).
+    """
+    flow = flow.expanduser().resolve()
+    folder = flow if flow.is_dir() else flow.parent
+    if folder.is_dir():
+        os.chdir(folder)
+    return flow
 
 
 def connection_service() -> ConnectionService:

@@ -12,6 +12,7 @@ import typer
 
 from flowport.cli.common import (
     connection_resolver,
+    enter_flow_dir,
     fail,
     guarded,
     parse_pairs,
@@ -75,7 +76,7 @@ def test(
     """Run the flow once and print its outputs as JSON (streamed outputs shown as they come)."""
     values = _gather_inputs(inputs, list(ctx.args), inputs_file)
     executor = FlowExecutor.load(
-        flow,
+        enter_flow_dir(flow),
         variant=variant,
         connections=connection_resolver(),
         environment_variables=parse_pairs(environment_variables or [], "--environment-variables"),

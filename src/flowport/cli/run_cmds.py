@@ -13,7 +13,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from flowport.cli.common import connection_resolver, fail, guarded, parse_pairs, print_json
+from flowport.cli.common import (
+    connection_resolver,
+    enter_flow_dir,
+    fail,
+    guarded,
+    parse_pairs,
+    print_json,
+)
 from flowport.engine import FlowExecutor, LineResult
 from flowport.engine.bulk import BulkRunner, load_run_lines, read_jsonl
 from flowport.settings import runs_dir
@@ -49,9 +56,10 @@ def create(
     concurrency: int = typer.Option(16, "--concurrency", min=1, help="Lines in flight at once."),
 ) -> None:
     """Run the flow over every line, then its aggregation nodes; print the run summary."""
+    data = data.resolve()
     rows = read_jsonl(data)
     base_lines = load_run_lines(_existing_run(run)) if run else None
-    executor = FlowExecutor.load(flow, variant=variant, connections=connection_resolver())
+    executor = FlowExecutor.load(enter_flow_dir(flow), variant=variant, connections=connection_resolver())
     mapping = parse_pairs(column_mapping or [], "--column-mapping")
     run_name = name or f"{executor.flow.name}_{_stamp()}"
     target = _run_dir(run_name)
@@ -84,7 +92,7 @@ def create(
                     target,
                     name=run_name,
                     flow=str(executor.flow.path),
-                    data=str(data.resolve()),
+                    data=str(data),
                     column_mapping=mapping,
                     base_lines=base_lines,
                     base_run=run,
