@@ -137,9 +137,10 @@ async def test_llm_errors_are_user_errors_naming_the_node(chat_flow) -> None:
     assert result.error is not None
     error = result.error.to_dict()
     assert error["code"] == "UserError"
-    assert error["innerError"]["code"] == "OpenAIAPIError"
-    assert "Execution failure in 'chat'" in error["message"]
-    assert "triggered error 400" in error["message"]
+    assert error["innerError"]["code"] == "OpenAIError"
+    assert error["message"].startswith(
+        "OpenAI API hits BadRequestError: Error code: 400 - triggered error 400"
+    )
 
 
 async def test_template_without_roles_is_a_clear_error(tmp_path, llm_server: LLMServer) -> None:

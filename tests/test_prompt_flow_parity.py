@@ -13,12 +13,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from flowport.connections import ConnectionResolver, ConnectionService
 from flowport.engine import ExecutionError, FlowExecutor
 from flowport.engine.bulk import BulkRunner, read_jsonl
 from flowport.flow import FlowError
+from flowport.testing.llm_server import LLMServer
 from tests.conftest import FLOWS
 
 
@@ -60,6 +62,7 @@ async def test_same_outputs_as_prompt_flow(
     flow: Path,
     case: dict[str, Any],
     openai_connection: ConnectionService,
+    llm_server: LLMServer,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -108,4 +111,11 @@ async def test_same_outputs_as_prompt_flow(
         ]
         assert statuses == case["expected_line_status"]
         return
+    httpx.delete(f"{llm_server.url}/_requests")
     assert await _run_case(flow, case, resolver) == case["expected"]
+    if isinstance(case.get("llm_requests"), list):
+        # The requests prompt flow sent to the LLM server, compared field by field.
+        sent = [
+            {"path": r["path"], "body": r["body"]} for r in httpx.get(f"{llm_server.url}/_requests").json()
+        ]
+        assert sent == [{"path": r["path"], "body": r["body"]} for r in case["llm_requests"]]

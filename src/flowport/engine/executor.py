@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import json
 import os
 import uuid
 from collections.abc import Mapping
@@ -17,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from flowport.connections import Connection
 from flowport.engine.compile import (
@@ -179,7 +182,13 @@ class FlowExecutor:
             return self._failed(run, exc, line)
         except Exception as exc:  # an engine bug: report it, never crash the caller
             return self._failed(run, system_error(f"({type(exc).__name__}) {exc}"), line)
-        outputs = {name: self._output_value(o.reference, line) for name, o in self.line_outputs.items()}
+        try:
+            outputs = {
+                name: json_ready(name, self._output_value(o.reference, line))
+                for name, o in self.line_outputs.items()
+            }
+        except ExecutionError as exc:
+            return self._failed(run, exc, line)
         run.status = Status.COMPLETED
         run.end_time = now()
         return LineResult(outputs, run, None, line.outputs, line.inputs)
@@ -309,11 +318,7 @@ class FlowExecutor:
         if isinstance(exc, LLMParamError):
             return user_error(f"Execution failure in '{node}': {exc}", "InvalidLLMParameter", node=node)
         if isinstance(exc, LLMCallError):
-            return user_error(
-                f"Execution failure in '{node}': {exc}",
-                "OpenAIAPIError",
-                node=node,
-            )
+            return user_error(str(exc), "OpenAIError", node=node)
         return tool_error(node, exc)
 
     async def _invoke(
@@ -416,6 +421,30 @@ class FlowExecutor:
         finally:
             stop_collecting(token)
         return metrics, runs, None
+
+
+_PASS_THROUGH = (str, int, float, bool, type(None), NodeStream)
+
+
+def json_ready(name: str, value: Any) -> Any:
+    """A flow output as JSON will carry it (tuples become lists, keys strings), as prompt flow
+    gives it; a value JSON cannot hold is a UserError naming the output. Streams pass as they are.
+    """
+    if isinstance(value, _PASS_THROUGH):
+        return value
+    try:
+        return orjson.loads(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS))
+    except TypeError:
+        pass  # orjson refuses more than json does (big ints, ...): let json decide and explain
+    try:
+        return json.loads(json.dumps(value, ensure_ascii=False))
+    except (TypeError, ValueError) as exc:
+        raise user_error(
+            f"The output '{name}' for flow is incorrect. The output value is not JSON serializable. "
+            f"JSON dump failed: ({type(exc).__name__}) {exc}. Please verify your flow output and make "
+            "sure the value serializable.",
+            "FlowOutputUnserializable",
+        ) from None
 
 
 def _call_sync(func: Any, kwargs: dict[str, Any]) -> Any:

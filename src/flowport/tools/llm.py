@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import uuid
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
 from flowport.connections import AzureOpenAIConnection, Connection, CustomConnection
-from flowport.tools.chat_parser import parse_chat
+from flowport.tools.chat_parser import ROLES, parse_chat
 from flowport.tools.templates import render
 from flowport.tools.usage import record_usage
 
@@ -34,6 +36,28 @@ class LLMParamError(ValueError):
 
 class LLMCallError(Exception):
     """The API answered an error (or could not be reached)."""
+
+
+# What prompt flow's LLM tool sends when the node does not say: the wire requests match.
+CHAT_DEFAULTS: dict[str, Any] = {"temperature": 1.0, "top_p": 1.0}
+COMPLETION_DEFAULTS: dict[str, Any] = {
+    "best_of": 1,
+    "echo": False,
+    "frequency_penalty": None,
+    "logit_bias": {},
+    "logprobs": None,
+    "max_tokens": 16,
+    "n": 1,
+    "presence_penalty": None,
+    "stop": None,
+    "suffix": None,
+    "temperature": 1.0,
+    "top_p": 1.0,
+    "user": "",
+}
+MAX_TRIES = 100
+"""Attempts for a retryable answer (429, 422, 5xx, timeouts), as prompt flow makes."""
+ERROR_REFERENCE = "[Error reference: https://platform.openai.com/docs/guides/error-codes/api-errors]"
 
 
 def _convert(name: str, value: Any) -> Any:
@@ -110,12 +134,14 @@ class ClientPool:
                 azure_endpoint=connection.api_base,
                 api_version=connection.api_version or "2024-02-01",
                 http_client=http_client,
+                max_retries=0,
             )
         if isinstance(connection, CustomConnection):
             return AsyncOpenAI(
                 api_key=connection.get("api_key"),
                 base_url=connection.get("api_base") or connection.get("base_url"),
                 http_client=http_client,
+                max_retries=0,
             )
         base_url = getattr(connection, "base_url", None) or getattr(connection, "api_base", None)
         return AsyncOpenAI(
@@ -123,6 +149,7 @@ class ClientPool:
             organization=getattr(connection, "organization", None) or None,
             base_url=base_url or None,
             http_client=http_client,
+            max_retries=0,
         )
 
 
@@ -143,16 +170,37 @@ class LLMTool:
             raise LLMParamError(
                 "an llm node needs 'model' (OpenAI) or 'deployment_name' (Azure) in its inputs"
             )
-        prompt = render(self.template, variables)
+        defaults = COMPLETION_DEFAULTS if self.api == "completion" else CHAT_DEFAULTS
+        params = {**defaults, **params}
         client = self.pool.get(self.connection)
+        if self.api == "completion":
+            prompt = render(self.template, variables)
+            return await self._with_retries(self._complete, client, model, prompt, params, stream)
+        escaped, markers = escape_roles(variables)
+        messages = unescape_roles(parse_chat(render(self.template, escaped)), markers)
+        return await self._with_retries(self._chat, client, model, messages, params, stream)
+
+    async def _with_retries(self, call: Any, *args: Any) -> Any:
+        """Retry what the API says may pass later, honouring Retry-After; then give up."""
         import openai
 
-        try:
-            if self.api == "completion":
-                return await self._complete(client, model, prompt, params, stream)
-            return await self._chat(client, model, parse_chat(prompt), params, stream)
-        except openai.APIError as exc:
-            raise LLMCallError(f"OpenAI API hits {type(exc).__name__}: {exc}") from exc
+        retryable = (
+            openai.RateLimitError,
+            openai.InternalServerError,
+            openai.UnprocessableEntityError,
+            openai.APITimeoutError,
+            openai.APIConnectionError,
+        )
+        for attempt in range(MAX_TRIES + 1):
+            try:
+                return await call(*args)
+            except retryable as exc:
+                if attempt == MAX_TRIES:
+                    raise LLMCallError(f"Exceed max retry times. {_describe(exc)}") from exc
+                await asyncio.sleep(_retry_delay(exc, attempt))
+            except openai.APIError as exc:
+                raise LLMCallError(_describe(exc)) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _stream_options(self) -> dict[str, Any]:
         if isinstance(self.connection, AzureOpenAIConnection):
@@ -172,7 +220,9 @@ class LLMTool:
                 model=model, messages=messages, stream=True, **self._stream_options(), **params
             )
             return _chat_chunks(response)
-        completion = await client.chat.completions.create(model=model, messages=messages, **params)
+        completion = await client.chat.completions.create(
+            model=model, messages=messages, stream=False, **params
+        )
         if completion.usage:
             record_usage(completion.usage.prompt_tokens, completion.usage.completion_tokens)
         message = completion.choices[0].message
@@ -188,10 +238,63 @@ class LLMTool:
                 model=model, prompt=prompt, stream=True, **self._stream_options(), **params
             )
             return _completion_chunks(response)
-        completion = await client.completions.create(model=model, prompt=prompt, **params)
+        completion = await client.completions.create(model=model, prompt=prompt, stream=False, **params)
         if completion.usage:
             record_usage(completion.usage.prompt_tokens, completion.usage.completion_tokens)
         return completion.choices[0].text
+
+
+def _describe(exc: Exception) -> str:
+    return f"OpenAI API hits {type(exc).__name__}: {exc} {ERROR_REFERENCE}"
+
+
+def _retry_delay(exc: Exception, attempt: int) -> float:
+    response = getattr(exc, "response", None)
+    header = response.headers.get("retry-after") if response is not None else None
+    try:
+        return max(0.0, float(header)) if header is not None else min(60.0, 2.0**attempt)
+    except ValueError:
+        return min(60.0, 2.0**attempt)
+
+
+_ROLE_LINE = re.compile(r"(?im)^(\s*#?\s*)(" + "|".join(ROLES) + r")(\s*:\s*)$")
+
+
+def escape_roles(variables: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Hide role markers inside input values so a user cannot inject a system message.
+
+    Each role word on a marker line becomes a unique token; ``unescape_roles`` puts the
+    words back into the parsed messages.
+    """
+    markers: dict[str, str] = {}
+
+    def hide(match: re.Match[str]) -> str:
+        token = f"fp-role-{uuid.uuid4().hex}"
+        markers[token] = match.group(2)
+        return f"{match.group(1)}{token}{match.group(3)}"
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            return _ROLE_LINE.sub(hide, value) if ":" in value else value
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return value
+
+    return {k: walk(v) for k, v in variables.items()}, markers
+
+
+def unescape_roles(messages: list[dict[str, Any]], markers: dict[str, str]) -> list[dict[str, Any]]:
+    if not markers:
+        return messages
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str) and "fp-role-" in content:
+            for token, word in markers.items():
+                content = content.replace(token, word)
+            message["content"] = content
+    return messages
 
 
 async def _chat_chunks(response: Any) -> AsyncIterator[str]:
