@@ -1,0 +1,6 @@
+from promptflow.core import tool
+
+
+@tool
+def make_number(x: int) -> int:
+    return x * 21
