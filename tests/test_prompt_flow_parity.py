@@ -110,6 +110,8 @@ async def test_same_outputs_as_prompt_flow(
             for d in sorted(details, key=lambda d: d["line_number"])
         ]
         assert statuses == case["expected_line_status"]
+        expected_error = case.get("expected_run_error")
+        assert (summary.error or {}).get("message") == (expected_error or {}).get("message")
         return
     httpx.delete(f"{llm_server.url}/_requests")
     assert await _run_case(flow, case, resolver) == case["expected"]

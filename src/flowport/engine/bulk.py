@@ -108,6 +108,20 @@ def map_line(
     return inputs
 
 
+def _failed_lines_error(results: list[LineResult]) -> dict[str, Any] | None:
+    """The run's error when lines failed (the run itself still completes), as prompt flow says it."""
+    failed = [r for r in results if not r.ok]
+    if not failed:
+        return None
+    first = failed[0].error
+    return {
+        "code": "UserError",
+        "message": f"Failed to run {len(failed)}/{len(results)} lines. "
+        f"First error message is: {first.message if first else ''}",
+        "innerError": {"code": "BulkRunException", "innerError": None},
+    }
+
+
 def _json_default(value: Any) -> Any:
     return str(value)
 
@@ -175,7 +189,7 @@ class BulkRunner:
             run_dir=str(run_dir),
             base_run=base_run,
             column_mapping=mapping,
-            error=agg_error.to_dict() if agg_error else None,
+            error=agg_error.to_dict() if agg_error else _failed_lines_error(done),
         )
         await write_run(run_dir, summary, done, agg_runs)
         return summary

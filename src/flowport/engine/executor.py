@@ -33,7 +33,7 @@ from flowport.engine.errors import ExecutionError, system_error, tool_error, use
 from flowport.engine.inputs import prepare_inputs
 from flowport.engine.records import LineRun, NodeRun, Status, now
 from flowport.engine.streams import NodeStream, SharedGenerator, join_async, join_sync
-from flowport.flow import FlowDef, Plan, build_plan, load_flow
+from flowport.flow import MISSING, FlowDef, Plan, build_plan, load_flow
 from flowport.flow.reference import InputRef, Literal, NodeRef, resolve_path
 from flowport.tools.callable import CallMode
 from flowport.tools.chat_parser import ChatFormatError
@@ -359,9 +359,15 @@ class FlowExecutor:
         kwargs = dict(node.literals)
         for key, ref in node.refs:
             candidates = (
-                [key, ref.name] if isinstance(ref, InputRef) else [key, f"{ref.node}.output", ref.node]
+                [key, ref.name, f"inputs.{ref.name}", f"flow.{ref.name}"]
+                if isinstance(ref, InputRef)
+                else [key, f"{ref.node}.output", ref.node]
             )
             found = next((c for c in candidates if c in inputs), None)
+            default = self.flow.inputs[ref.name].default if isinstance(ref, InputRef) else MISSING
+            if found is None and default is not MISSING:
+                kwargs[key] = default
+                continue
             if found is None:
                 raise user_error(
                     f"input {key!r} of node {name!r} ({ref.describe()}) is not given; "

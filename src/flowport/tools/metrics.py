@@ -8,18 +8,14 @@ from typing import Any
 _sink: ContextVar[dict[str, Any] | None] = ContextVar("flowport_metrics", default=None)
 
 
-def log_metric(key: str, value: float, variant_id: str | None = None) -> None:
-    """Record a metric of the current run; outside a run it is ignored, as in prompt flow."""
+def log_metric(key: str, value: Any, variant_id: str | None = None) -> None:
+    """Record a metric of the current run (the last value for a key wins).
+
+    Only aggregation nodes log metrics; elsewhere the call is ignored, as in prompt flow.
+    """
     sink = _sink.get()
-    if sink is None:
-        return
-    number: float = value
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"metric {key!r} must be a number, got {value!r}") from None
-    sink[key if variant_id is None else f"{key}.{variant_id}"] = number
+    if sink is not None:
+        sink[key if variant_id is None else f"{key}.{variant_id}"] = value
 
 
 def collect_metrics(sink: dict[str, Any]) -> Any:
