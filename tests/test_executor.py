@@ -465,3 +465,83 @@ async def test_concurrent_lines_share_one_executor(tmp_path: Path) -> None:
     executor = load(folder)
     results = await asyncio.gather(*(executor.run_line({"n": n}) for n in range(50)))
     assert [r.outputs["out"] for r in results] == [n * n for n in range(50)]
+
+
+async def test_a_chain_of_sync_nodes_runs_in_one_thread_hop_per_line(tmp_path: Path) -> None:
+    chain = write_flow(
+        tmp_path / "chain",
+        """\
+        outputs:
+          threads: {reference: "${c.output}"}
+        nodes:
+        - name: a
+          type: python
+          source: {type: code, path: tid.py}
+        - name: b
+          type: python
+          source: {type: code, path: tid.py}
+          inputs: {seen: "${a.output}"}
+        - name: c
+          type: python
+          source: {type: code, path: tid.py}
+          inputs: {seen: "${b.output}"}
+        """,
+        {"tid.py": "import threading\ndef tid(seen=()):\n    return [*seen, threading.get_ident()]\n"},
+    )
+    executor = load(chain, worker_threads=4)
+    assert executor.sync_chain
+    for _ in range(5):
+        threads = (await executor.run_line({})).outputs["threads"]
+        assert len(threads) == 3 and len(set(threads)) == 1
+    wide = write_flow(
+        tmp_path / "wide",
+        """\
+        outputs:
+          a: {reference: "${a.output}"}
+          b: {reference: "${b.output}"}
+        nodes:
+        - name: a
+          type: python
+          source: {type: code, path: tid.py}
+        - name: b
+          type: python
+          source: {type: code, path: tid.py}
+        """,
+        {"tid.py": "import threading\ndef tid(seen=()):\n    return [threading.get_ident()]\n"},
+    )
+    assert not load(wide).sync_chain
+
+
+async def test_chain_errors_and_streams_behave_as_the_node_path(tmp_path: Path) -> None:
+    folder = write_flow(
+        tmp_path / "f",
+        """\
+        inputs:
+          text: {type: string}
+        outputs:
+          words: {reference: "${words.output}"}
+        nodes:
+        - name: check
+          type: python
+          source: {type: code, path: check.py}
+          inputs: {text: "${inputs.text}"}
+        - name: words
+          type: python
+          source: {type: code, path: words.py}
+          inputs: {text: "${check.output}"}
+        """,
+        {
+            "check.py": "def check(text: str):\n"
+            "    if text == 'bad':\n        raise ValueError('bad value')\n    return text\n",
+            "words.py": "def words(text: str):\n    for w in text.split():\n        yield w + ' '\n",
+        },
+    )
+    executor = load(folder)
+    assert executor.sync_chain
+    failed = await executor.run_line({"text": "bad"})
+    assert failed.error is not None
+    assert failed.error.message == "Execution failure in 'check': (ValueError) bad value"
+    assert failed.run.node_runs["check"].status is Status.FAILED
+    streamed = await executor.run_line({"text": "x y"}, stream=True)
+    assert [c async for c in streamed.outputs["words"]] == ["x ", "y "]
+    assert (await executor.run_line({"text": "x y"})).outputs == {"words": "x y "}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import itertools
 import json
 import os
 import uuid
@@ -100,6 +101,11 @@ class FlowExecutor:
         self.pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="flowport-tool")
         self.line_timeout = line_timeout or _env_float(LINE_TIMEOUT_ENV, DEFAULT_LINE_TIMEOUT)
         self.stream_nodes = self._streamable_nodes()
+        chain = self.line_nodes
+        self.sync_chain = all(n.tool.mode is not CallMode.ASYNC for n in chain) and all(
+            before.name in after.plan.deps for before, after in itertools.pairwise(chain)
+        )
+        """Every node is sync and each reads the one before: run each line in one thread hop."""
         aggregation = {p.node.name for p in plan.aggregation_nodes}
         self.line_outputs = {
             name: output
@@ -167,11 +173,16 @@ class FlowExecutor:
         except ExecutionError as exc:
             return self._failed(run, exc)
         line = _Line(values, run, stream, record_io)
-        for node in self.line_nodes:
-            line.tasks[node.name] = asyncio.create_task(self._run_node(node, line))
         try:
             async with asyncio.timeout(self.line_timeout):
-                await asyncio.gather(*line.tasks.values())
+                if self.sync_chain:
+                    ctx = contextvars.copy_context()
+                    loop = asyncio.get_running_loop()
+                    await loop.run_in_executor(self.pool, ctx.run, self._run_chain, line)
+                else:
+                    for node in self.line_nodes:
+                        line.tasks[node.name] = asyncio.create_task(self._run_node(node, line))
+                    await asyncio.gather(*line.tasks.values())
         except ExecutionError as exc:
             return self._failed(run, exc, line)
         except TimeoutError:
@@ -195,13 +206,12 @@ class FlowExecutor:
 
     def _failed(self, run: LineRun, exc: ExecutionError, line: _Line | None = None) -> LineResult:
         if line is not None:
-            for name, task in line.tasks.items():
-                if not task.done():
-                    task.cancel()
-                    node_run = run.node_runs.get(name)
-                    if node_run is not None and node_run.status is Status.RUNNING:
-                        node_run.status = Status.CANCELED
-                        node_run.end_time = now()
+            for task in line.tasks.values():
+                task.cancel()
+        for node_run in list(run.node_runs.values()):
+            if node_run.status is Status.RUNNING:
+                node_run.status = Status.CANCELED
+                node_run.end_time = now()
         run.status = Status.FAILED
         run.end_time = now()
         run.error = exc.to_dict()
@@ -264,6 +274,35 @@ class FlowExecutor:
                 kwargs[key] = self._follow(ref, value, f"input {key!r} of node {node.name!r}")
         return kwargs
 
+    def _start_node(self, node: CompiledNode, line: _Line) -> tuple[NodeRun, dict[str, Any] | None]:
+        """Record the node as started; its inputs, or None when it is bypassed."""
+        node_run = NodeRun(node.name, start_time=now())
+        line.run.node_runs[node.name] = node_run
+        if self._is_bypassed(node, line):
+            line.bypassed.add(node.name)
+            node_run.status = Status.BYPASSED
+            node_run.end_time = node_run.start_time
+            return node_run, None
+        kwargs = self._node_inputs(node, line)
+        if line.record_io:
+            node_run.inputs = kwargs
+        return node_run, kwargs
+
+    @staticmethod
+    def _finish_node(node: CompiledNode, line: _Line, node_run: NodeRun, result: Any) -> None:
+        line.outputs[node.name] = result
+        if isinstance(result, NodeStream):
+            return  # the stream completes the record when it is drained
+        node_run.status = Status.COMPLETED
+        node_run.end_time = now()
+        if line.record_io:
+            node_run.output = result
+
+    def _node_error(self, node: CompiledNode, node_run: NodeRun, exc: Exception) -> ExecutionError:
+        error = exc if isinstance(exc, ExecutionError) else self._tool_exception(node.name, exc)
+        self._node_failed(node_run, error)
+        return error
+
     async def _run_node(self, node: CompiledNode, line: _Line) -> None:
         for dep in node.plan.deps:
             task = line.tasks[dep]
@@ -271,39 +310,45 @@ class FlowExecutor:
                 await task
             elif task.exception() is not None:
                 return
-        name = node.name
-        node_run = NodeRun(name, start_time=now())
-        line.run.node_runs[name] = node_run
-        if self._is_bypassed(node, line):
-            line.bypassed.add(name)
-            node_run.status = Status.BYPASSED
-            node_run.end_time = node_run.start_time
+        node_run, kwargs = self._start_node(node, line)
+        if kwargs is None:
             return
-        kwargs = self._node_inputs(node, line)
-        if line.record_io:
-            node_run.inputs = kwargs
-        streaming = line.stream and name in self.stream_nodes
+        streaming = line.stream and node.name in self.stream_nodes
         try:
             result = await self._invoke(node, kwargs, streaming, node_run)
-        except ExecutionError as exc:
-            self._node_failed(node_run, exc)
-            raise
         except asyncio.CancelledError:
             node_run.status = Status.CANCELED
             node_run.end_time = now()
             raise
         except Exception as exc:
-            error = self._tool_exception(name, exc)
-            self._node_failed(node_run, error)
-            raise error from exc
-        if isinstance(result, NodeStream):
-            line.outputs[name] = result
-            return
-        line.outputs[name] = result
-        node_run.status = Status.COMPLETED
-        node_run.end_time = now()
-        if line.record_io:
-            node_run.output = result
+            error = self._node_error(node, node_run, exc)
+            raise error from (None if error is exc else exc)
+        self._finish_node(node, line, node_run, result)
+
+    def _run_chain(self, line: _Line) -> None:
+        """Run a flow whose nodes form one chain of sync tools, in one worker thread.
+
+        The nodes could not overlap anyway, so one hop to the pool per line replaces one
+        per node; it is the engine's hot path for plain Python flows.
+        """
+        for node in self.line_nodes:
+            node_run, kwargs = self._start_node(node, line)
+            if kwargs is None:
+                continue
+            streaming = line.stream and node.name in self.stream_nodes
+            token = current_usage.set(node_run.usage)
+            try:
+                result = node.tool.func(**kwargs)
+                if inspect.isgenerator(result) and not streaming:
+                    result = SharedGenerator(result) if node.plan.has_readers else join_sync(result)
+            except Exception as exc:
+                error = self._node_error(node, node_run, exc)
+                raise error from (None if error is exc else exc)
+            finally:
+                current_usage.reset(token)
+            if inspect.isgenerator(result):
+                result = NodeStream(result, node_run, self.pool)
+            self._finish_node(node, line, node_run, result)
 
     @staticmethod
     def _node_failed(node_run: NodeRun, exc: ExecutionError) -> None:
