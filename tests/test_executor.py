@@ -10,6 +10,7 @@ import pytest
 
 from flowport.connections import CustomConnection
 from flowport.engine import FlowExecutor, NodeStream, Status
+from flowport.engine.inline import InlinePolicy
 from flowport.flow import FlowError
 from tests.test_flow_definition import write_flow
 
@@ -545,3 +546,86 @@ async def test_chain_errors_and_streams_behave_as_the_node_path(tmp_path: Path) 
     streamed = await executor.run_line({"text": "x y"}, stream=True)
     assert [c async for c in streamed.outputs["words"]] == ["x ", "y "]
     assert (await executor.run_line({"text": "x y"})).outputs == {"words": "x y "}
+
+
+def test_inline_policy_promotes_after_proof_and_demotes_for_good() -> None:
+    policy = InlinePolicy(True, fast_seconds=0.001, proof_runs=3, demote_seconds=0.01)
+    for _ in range(2):
+        policy.record(0.0001)
+    policy.record(0.5)  # one slow run resets the proof
+    for _ in range(2):
+        policy.record(0.0001)
+    assert not policy.inline
+    policy.record(0.0001)
+    assert policy.inline
+    policy.record(0.05)
+    assert not policy.inline and policy.demoted
+    for _ in range(10):
+        policy.record(0.0001)
+    assert not policy.inline
+    assert InlinePolicy(False).demoted
+
+
+async def test_fast_chains_go_inline_and_slow_ones_stay_in_threads(tmp_path: Path) -> None:
+    folder = write_flow(
+        tmp_path / "f",
+        """\
+        inputs:
+          delay: {type: double, default: 0}
+        outputs:
+          where: {reference: "${b.output}"}
+        nodes:
+        - name: a
+          type: python
+          source: {type: code, path: a.py}
+          inputs: {delay: "${inputs.delay}"}
+        - name: b
+          type: python
+          source: {type: code, path: b.py}
+          inputs: {x: "${a.output}"}
+        """,
+        {
+            "a.py": "import time\ndef a(delay: float):\n    time.sleep(delay)\n    return delay\n",
+            "b.py": "import threading\ndef b(x):\n    return threading.current_thread().name\n",
+        },
+    )
+    executor = load(folder)
+    executor.inline_policy = InlinePolicy(True, fast_seconds=0.005, proof_runs=3, demote_seconds=0.005)
+    seen = [(await executor.run_line({})).outputs["where"] for _ in range(5)]
+    assert seen[0].startswith("flowport-tool")
+    assert seen[-1] == "MainThread"
+    slow = await executor.run_line({"delay": 0.02})
+    assert slow.ok and slow.outputs["where"] == "MainThread"  # ran inline once, then demoted
+    assert executor.inline_policy.demoted
+    assert (await executor.run_line({})).outputs["where"].startswith("flowport-tool")
+
+
+async def test_a_tool_that_starts_its_own_event_loop_leaves_inline_mode(tmp_path: Path) -> None:
+    folder = write_flow(
+        tmp_path / "f",
+        """\
+        inputs:
+          nested: {type: bool, default: false}
+        outputs:
+          out: {reference: "${run.output}"}
+        nodes:
+        - name: run
+          type: python
+          source: {type: code, path: run.py}
+          inputs: {nested: "${inputs.nested}"}
+        """,
+        {
+            "run.py": "import asyncio\nfrom flowport import tool\n"
+            "async def inner():\n    return 'nested ok'\n"
+            "@tool\ndef run(nested: bool):\n    return asyncio.run(inner()) if nested else 'plain'\n"
+        },
+    )
+    executor = load(folder)
+    executor.inline_policy = InlinePolicy(True, fast_seconds=1.0, proof_runs=2)
+    for _ in range(2):
+        assert (await executor.run_line({})).outputs == {"out": "plain"}
+    assert executor.inline_policy.inline
+    failed = await executor.run_line({"nested": True})
+    assert failed.error is not None and "event loop" in failed.error.message
+    assert executor.inline_policy.demoted
+    assert (await executor.run_line({"nested": True})).outputs == {"out": "nested ok"}

@@ -230,3 +230,10 @@ def test_flow_not_found_is_clear(tmp_path: Path) -> None:
     with pytest.raises(FlowError) as info:
         load_flow(tmp_path / "nothing")
     assert info.value.code == "FlowNotFound"
+
+
+def test_chat_markers_are_read() -> None:
+    flow = load_flow(Path(__file__).parent / "flows" / "chat_llm")
+    assert flow.is_chat
+    assert (flow.chat_input, flow.chat_history, flow.chat_output) == ("question", "chat_history", "answer")
+    assert not load_flow(Path(__file__).parent / "flows" / "three_node_python").is_chat

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -95,7 +95,6 @@ def connection_resolver() -> ConnectionResolver:
 
 def guarded(func: Callable[..., Any]) -> Callable[..., Any]:
     """Decorator form of ``user_errors`` for command functions."""
-    import functools
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -103,7 +102,3 @@ def guarded(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
 
     return wrapper
-
-
-def stderr_is_tty() -> bool:
-    return sys.stderr.isatty()

@@ -13,6 +13,7 @@ import inspect
 import itertools
 import json
 import os
+import time
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,7 @@ from flowport.engine.compile import (
     resolve_environment_variables,
 )
 from flowport.engine.errors import ExecutionError, system_error, tool_error, user_error
+from flowport.engine.inline import InlinePolicy
 from flowport.engine.inputs import prepare_inputs
 from flowport.engine.records import LineRun, NodeRun, Status, now
 from flowport.engine.streams import NodeStream, SharedGenerator, join_async, join_sync
@@ -106,6 +108,10 @@ class FlowExecutor:
             before.name in after.plan.deps for before, after in itertools.pairwise(chain)
         )
         """Every node is sync and each reads the one before: run each line in one thread hop."""
+        self.inline_policy = InlinePolicy()
+        self._run_prefix = uuid.uuid4().hex
+        self._run_numbers = itertools.count()
+        """Whether such a chain has proven fast enough to run on the event loop itself."""
         aggregation = {p.node.name for p in plan.aggregation_nodes}
         self.line_outputs = {
             name: output
@@ -167,7 +173,7 @@ class FlowExecutor:
         record_io: bool = False,
     ) -> LineResult:
         """Run the flow on one set of inputs. Errors come back in the result, never raised."""
-        run = LineRun(run_id or str(uuid.uuid4()), line_number, dict(inputs))
+        run = LineRun(run_id or f"{self._run_prefix}_{next(self._run_numbers)}", line_number, dict(inputs))
         try:
             values = prepare_inputs(self.flow, inputs, line_number)
         except ExecutionError as exc:
@@ -175,10 +181,12 @@ class FlowExecutor:
         line = _Line(values, run, stream, record_io)
         try:
             async with asyncio.timeout(self.line_timeout):
-                if self.sync_chain:
+                if self.sync_chain and self.inline_policy.inline:
+                    self._timed_chain(line)
+                elif self.sync_chain:
                     ctx = contextvars.copy_context()
                     loop = asyncio.get_running_loop()
-                    await loop.run_in_executor(self.pool, ctx.run, self._run_chain, line)
+                    await loop.run_in_executor(self.pool, ctx.run, self._timed_chain, line)
                 else:
                     for node in self.line_nodes:
                         line.tasks[node.name] = asyncio.create_task(self._run_node(node, line))
@@ -324,6 +332,15 @@ class FlowExecutor:
             error = self._node_error(node, node_run, exc)
             raise error from (None if error is exc else exc)
         self._finish_node(node, line, node_run, result)
+
+    def _timed_chain(self, line: _Line) -> None:
+        started = time.perf_counter()
+        try:
+            self._run_chain(line)
+        except BaseException:
+            self.inline_policy.failed()
+            raise
+        self.inline_policy.record(time.perf_counter() - started)
 
     def _run_chain(self, line: _Line) -> None:
         """Run a flow whose nodes form one chain of sync tools, in one worker thread.

@@ -42,18 +42,11 @@ def convert(value: Any, value_type: ValueType) -> Any:
         return value if isinstance(value, str) else str(value)
     if value is None and value_type is not ValueType.OBJECT:
         raise InputValueError
-    if value_type is ValueType.INT:
+    if value_type in (ValueType.INT, ValueType.DOUBLE):
         if isinstance(value, bool):
             raise InputValueError
         try:
-            return int(value)
-        except (TypeError, ValueError):
-            raise InputValueError from None
-    if value_type is ValueType.DOUBLE:
-        if isinstance(value, bool):
-            raise InputValueError
-        try:
-            return float(value)
+            return int(value) if value_type is ValueType.INT else float(value)
         except (TypeError, ValueError):
             raise InputValueError from None
     if value_type is ValueType.BOOL:
