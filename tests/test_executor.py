@@ -617,7 +617,11 @@ async def test_a_tool_that_starts_its_own_event_loop_leaves_inline_mode(tmp_path
         {
             "run.py": "import asyncio\nfrom flowport import tool\n"
             "async def inner():\n    return 'nested ok'\n"
-            "@tool\ndef run(nested: bool):\n    return asyncio.run(inner()) if nested else 'plain'\n"
+            "@tool\ndef run(nested: bool):\n"
+            "    if not nested:\n        return 'plain'\n"
+            "    coro = inner()\n"
+            "    try:\n        return asyncio.run(coro)\n"
+            "    except RuntimeError:\n        coro.close()\n        raise\n"
         },
     )
     executor = load(folder)
