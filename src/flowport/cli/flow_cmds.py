@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 
+from flowport.cli import serve_cmd
 from flowport.cli.common import (
     connection_resolver,
     enter_flow_dir,
@@ -21,7 +22,8 @@ from flowport.cli.common import (
 )
 from flowport.engine import FlowExecutor, NodeStream
 
-app = typer.Typer(help="Test and validate prompt flow folders.", no_args_is_help=True)
+app = typer.Typer(help="Test, validate and serve prompt flow folders.", no_args_is_help=True)
+app.command("serve")(serve_cmd.serve)
 
 
 def _gather_inputs(inputs: list[str] | None, extra: list[str], inputs_file: Path | None) -> dict[str, Any]:

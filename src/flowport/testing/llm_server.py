@@ -32,12 +32,10 @@ import asyncio
 import itertools
 import json
 import re
-import socket
-import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Self
+from typing import Any
 
 import orjson
 import uvicorn
@@ -45,6 +43,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+
+from flowport.testing.threaded_server import ThreadedServer
 
 __all__ = ["DEFAULT_MODEL", "LLMServer", "create_app", "serve"]
 
@@ -392,11 +392,10 @@ def create_app(latency_ms: float = 0.0, chunk_delay_ms: float = 0.0, api_key: st
     return Starlette(routes=routes)
 
 
-class LLMServer:
+class LLMServer(ThreadedServer):
     """Serve the test LLM server from a background thread on a free port.
 
     ``with LLMServer() as server: OpenAI(base_url=server.base_url, api_key="x")``.
-    The instance can be started again after it has been stopped.
     """
 
     def __init__(
@@ -407,82 +406,12 @@ class LLMServer:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        self.app = create_app(latency_ms, chunk_delay_ms, api_key)
-        self.host = host
-        self.port = port
-        self._requested_port = port
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._socket: socket.socket | None = None
-
-    @property
-    def url(self) -> str:
-        """Root URL, e.g. ``http://127.0.0.1:PORT`` (also the Azure endpoint)."""
-        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        super().__init__(create_app(latency_ms, chunk_delay_ms, api_key), host, port)
 
     @property
     def base_url(self) -> str:
         """OpenAI base URL: ``url + "/v1"``."""
         return self.url + "/v1"
-
-    def start(self, timeout: float = 10.0) -> Self:
-        """Start serving and wait until the server accepts requests."""
-        if self._thread is not None:
-            raise RuntimeError("LLMServer is already running")
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self._requested_port))
-        except OSError:
-            sock.close()
-            raise
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            log_config=None,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=2,
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name=f"llm-server:{self.port}"
-        )
-        thread.daemon = True
-        self._server, self._thread, self._socket = server, thread, sock
-        thread.start()
-        deadline = time.monotonic() + timeout
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"LLMServer failed to start on {self.url}")
-            time.sleep(0.005)
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop serving and join the server thread."""
-        server, thread, sock = self._server, self._thread, self._socket
-        self._server = self._thread = self._socket = None
-        if server is None or thread is None:
-            return
-        server.should_exit = True
-        thread.join(timeout)
-        if thread.is_alive():
-            server.force_exit = True
-            thread.join(timeout)
-        if sock is not None:
-            sock.close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
 
 def serve(

@@ -1,0 +1,38 @@
+"""Structured JSON logs of an instance: one line per request, to stdout. No inputs, no secrets."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import orjson
+
+
+class AccessLog:
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stdout
+
+    def _write(self, record: dict[str, Any]) -> None:
+        record["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        try:
+            self.stream.write(orjson.dumps(record).decode() + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed or full stdout never fails a request
+
+    def request(self, route: str, status: int, seconds: float, request_id: str, tokens: int) -> None:
+        self._write(
+            {
+                "level": "INFO" if status < 500 else "ERROR",
+                "event": "request",
+                "route": route,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 3),
+                "request_id": request_id,
+                "tokens": tokens,
+            }
+        )
+
+    def feedback(self, request_id: str, feedback: Any) -> None:
+        self._write({"level": "INFO", "event": "feedback", "request_id": request_id, "feedback": feedback})

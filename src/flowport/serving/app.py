@@ -1,0 +1,269 @@
+"""The scoring app of one instance: ``/score`` and its companions, as prompt flow serves them.
+
+One flow, loaded once. Every request is parsed once, run under the instance's concurrency
+limit and timeout, and answered in JSON or server-sent events. Errors are answers: nothing a
+client sends reaches the process as an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from flowport import __version__
+from flowport.engine import ExecutionError, FlowExecutor, LineResult, NodeStream
+from flowport.engine.errors import user_error
+from flowport.engine.streams import join_async
+from flowport.flow.reference import Literal
+from flowport.serving.access_log import AccessLog
+from flowport.serving.body import BodyTooLarge, read_body
+from flowport.serving.limits import ConcurrencyLimit, Overloaded
+from flowport.serving.metrics import CONTENT_TYPE, InstanceMetrics
+from flowport.serving.negotiation import (
+    Reply,
+    client_request_id,
+    negotiate,
+    not_acceptable,
+    parse_inputs,
+)
+from flowport.serving.openai_chat import OpenAIChatRoute
+from flowport.serving.settings import ServeSettings
+from flowport.serving.sse import frame
+from flowport.serving.swagger import build_swagger
+
+
+def _status_for(error: ExecutionError) -> int:
+    if error.inner_code == "LineExecutionTimeoutError":
+        return 408
+    return 400 if error.code == "UserError" else 500
+
+
+def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(payload), status, headers, media_type="application/json")
+
+
+def _error_body(error: ExecutionError) -> dict[str, Any]:
+    return {"error": {"code": error.code, "message": error.message}}
+
+
+class ScoringApp:
+    """An ASGI app serving one loaded flow."""
+
+    def __init__(self, executor: FlowExecutor, settings: ServeSettings | None = None) -> None:
+        self.executor = executor
+        self.flow = executor.flow
+        self.settings = settings or ServeSettings()
+        included = self.settings.response_included_fields
+        self.outputs = [
+            name
+            for name, spec in executor.line_outputs.items()
+            if not spec.evaluation_only and (included is None or name in included)
+        ]
+        self.limit = ConcurrencyLimit(
+            self.settings.max_concurrent_requests, self.settings.max_queue_wait_ms / 1000
+        )
+        self.timeout = self.settings.request_timeout_ms / 1000
+        self.metrics = InstanceMetrics(self._llm_labels())
+        self.log = AccessLog()
+        self.draining = False
+        self.swagger = orjson.dumps(build_swagger(self.flow, self.outputs))
+        self.chat = OpenAIChatRoute(self) if self.flow.is_chat else None
+        routes = [
+            Route("/score", self.score, methods=["POST"]),
+            Route("/health", self.health, methods=["GET"]),
+            Route("/ready", self.ready, methods=["GET"]),
+            Route("/version", self.version, methods=["GET"]),
+            Route("/swagger.json", self.swagger_json, methods=["GET"]),
+            Route("/metrics", self.metrics_text, methods=["GET"]),
+            Route("/feedback", self.feedback, methods=["POST"]),
+        ]
+        if self.chat is not None:
+            routes.append(Route("/v1/chat/completions", self.chat.handle, methods=["POST"]))
+        self.app = Starlette(routes=routes, lifespan=self._lifespan)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+    def _llm_labels(self) -> dict[str, tuple[str, str]]:
+        labels = {}
+        for name, node in self.executor.nodes.items():
+            if node.plan.node.type == "llm":
+                model = node.plan.node.inputs.get("model") or node.plan.node.inputs.get("deployment_name")
+                model_name = str(model.value) if isinstance(model, Literal) else "dynamic"
+                labels[name] = (node.plan.node.connection or "", model_name)
+        return labels
+
+    def start_draining(self) -> None:
+        self.draining = True
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        yield
+        self.start_draining()
+        self.executor.close()
+
+    # -- plumbing shared by /score and the OpenAI route ------------------------------
+
+    async def read_body(self, request: Request) -> bytes:
+        return await read_body(request, self.settings.max_body_bytes)
+
+    def request_headers(self, request: Request) -> dict[str, str]:
+        headers = {"x-request-id": request.headers.get("x-request-id") or str(uuid.uuid4())}
+        client_id = client_request_id(request.headers.get("x-ms-client-request-id"))
+        if client_id:
+            headers["x-ms-client-request-id"] = client_id
+        return headers
+
+    async def run(self, inputs: dict[str, Any], stream: bool, request_id: str) -> LineResult:
+        """Run one line under the concurrency limit's slot already held by the caller."""
+        async with asyncio.timeout(self.timeout):
+            return await self.executor.run_line(inputs, stream=stream, run_id=request_id)
+
+    def filtered(self, result: LineResult) -> dict[str, Any]:
+        return {name: result.outputs[name] for name in self.outputs if name in result.outputs}
+
+    def too_large(self) -> ExecutionError:
+        return user_error(
+            f"The request body is larger than {self.settings.max_body_bytes} bytes.", "RequestTooLarge"
+        )
+
+    def overloaded(self) -> ExecutionError:
+        return user_error(
+            f"Too many requests: {self.settings.max_concurrent_requests} are in flight and none finished "
+            f"within {self.settings.max_queue_wait_ms} ms. Retry later.",
+            "TooManyRequests",
+        )
+
+    def timed_out(self) -> ExecutionError:
+        return user_error(
+            f"The flow did not finish within the request timeout of {self.settings.request_timeout_ms} ms.",
+            "RequestTimeout",
+        )
+
+    # -- routes ---------------------------------------------------------------------
+
+    async def score(self, request: Request) -> Response:
+        started = time.perf_counter()
+        headers = self.request_headers(request)
+        request_id = headers["x-request-id"]
+        status = 200
+        result: LineResult | None = None
+        streaming = False  # a streamed answer logs itself when the stream ends
+        try:
+            accept = request.headers.get("accept")
+            reply = negotiate(accept)
+            if reply is None:
+                status = 406
+                return _json(_error_body(not_acceptable(accept or "")), 406, headers)
+            try:
+                inputs = parse_inputs(await self.read_body(request), self.flow)
+            except BodyTooLarge:
+                status = 413
+                return _json(_error_body(self.too_large()), 413, headers)
+            except ExecutionError as exc:
+                status = 400
+                return _json(_error_body(exc), 400, headers)
+            try:
+                await self.limit.__aenter__()
+            except Overloaded:
+                status = 429
+                return _json(_error_body(self.overloaded()), 429, {**headers, "retry-after": "1"})
+            try:
+                result = await self.run(inputs, reply is Reply.EVENTS, request_id)
+            except TimeoutError:
+                await self.limit.__aexit__()
+                status = 408
+                return _json(_error_body(self.timed_out()), 408, headers)
+            except BaseException:
+                await self.limit.__aexit__()
+                raise
+            if result.error is not None:
+                await self.limit.__aexit__()
+                status = _status_for(result.error)
+                self.metrics.errors.labels(result.error.inner_code or result.error.code).inc()
+                return _json(_error_body(result.error), status, headers)
+            if reply is Reply.EVENTS:
+                streaming = True
+                return StreamingResponse(
+                    self._events(result, started, request_id),
+                    media_type="text/event-stream",
+                    headers=headers,
+                )
+            try:
+                outputs = {k: await join_async(v) for k, v in self.filtered(result).items()}
+            finally:
+                await self.limit.__aexit__()
+            self.metrics.observe_run(result.run)
+            return _json(outputs, 200, headers)
+        finally:
+            if not streaming:
+                self.finish_request("score", status, started, request_id, result)
+
+    async def _events(self, result: LineResult, started: float, request_id: str) -> AsyncIterator[bytes]:
+        """First the outputs that do not stream, then one frame per chunk of each stream."""
+        status = 200
+        try:
+            outputs = self.filtered(result)
+            yield frame({k: v for k, v in outputs.items() if not isinstance(v, NodeStream)})
+            self.metrics.latency.labels("score", "first").observe(time.perf_counter() - started)
+            for key, value in outputs.items():
+                if isinstance(value, NodeStream):
+                    async for chunk in value:
+                        yield frame({key: chunk})
+            self.metrics.observe_run(result.run)
+        except Exception as exc:  # a stream failing midway: tell the client in-band
+            status = 500
+            yield frame({"error": {"code": "SystemError", "message": f"({type(exc).__name__}) {exc}"}})
+        finally:
+            await self.limit.__aexit__()
+            self.finish_request("score", status, started, request_id, result)
+
+    def finish_request(
+        self, route: str, status: int, started: float, request_id: str, result: LineResult | None
+    ) -> None:
+        elapsed = time.perf_counter() - started
+        self.metrics.requests.labels(route, str(status)).inc()
+        self.metrics.latency.labels(route, "last").observe(elapsed)
+        tokens = result.run.usage.total_tokens if result is not None else 0
+        self.log.request(route, status, elapsed, request_id, tokens)
+
+    async def health(self, request: Request) -> Response:
+        return _json({"status": "Healthy", "version": __version__})
+
+    async def ready(self, request: Request) -> Response:
+        if self.draining:
+            return _json({"status": "Draining"}, 503)
+        return _json({"status": "Ready", "in_flight": self.limit.in_flight})
+
+    async def version(self, request: Request) -> Response:
+        return _json({"version": __version__, "flow": self.flow.name})
+
+    async def swagger_json(self, request: Request) -> Response:
+        return Response(self.swagger, media_type="application/json")
+
+    async def metrics_text(self, request: Request) -> Response:
+        self.metrics.in_flight.set(self.limit.in_flight)
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+
+    async def feedback(self, request: Request) -> Response:
+        headers = self.request_headers(request)
+        try:
+            body = await self.read_body(request)
+        except BodyTooLarge:
+            return _json(_error_body(self.too_large()), 413, headers)
+        try:
+            feedback: Any = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            feedback = body.decode("utf-8", "replace")
+        self.log.feedback(headers["x-request-id"], feedback)
+        return JSONResponse({"status": "Feedback received."}, headers=headers)

@@ -1,0 +1,68 @@
+"""Reading a request: the Accept header, the body, the request ids."""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from typing import Any
+
+import orjson
+
+from flowport.engine.errors import ExecutionError, user_error
+from flowport.flow import FlowDef
+
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+SUPPORTED = "application/json"
+
+
+class Reply(Enum):
+    JSON = "json"
+    EVENTS = "events"
+
+
+def negotiate(accept: str | None) -> Reply | None:
+    """JSON unless the client asks for server-sent events; None when nothing offered fits."""
+    if not accept or not accept.strip():
+        return Reply.JSON
+    types = [part.split(";", 1)[0].strip().lower() for part in accept.split(",")]
+    if "text/event-stream" in types:
+        return Reply.EVENTS
+    if any(t in ("application/json", "*/*", "application/*") for t in types):
+        return Reply.JSON
+    return None
+
+
+def not_acceptable(accept: str) -> ExecutionError:
+    types = ", ".join(part.split(";", 1)[0].strip() for part in accept.split(",") if part.strip())
+    return user_error(
+        f"Media type {types} in Accept header is not acceptable. Supported media type(s) - {SUPPORTED}",
+        "NotAcceptable",
+    )
+
+
+def parse_inputs(body: bytes, flow: FlowDef) -> dict[str, Any]:
+    """The flow inputs a request body carries; a non-JSON body feeds a flow's only input."""
+    try:
+        data = orjson.loads(body) if body else {}
+    except orjson.JSONDecodeError:
+        if len(flow.inputs) == 1:
+            try:
+                return {next(iter(flow.inputs)): body.decode("utf-8")}
+            except UnicodeDecodeError:
+                raise user_error("The request body is not valid UTF-8 text.", "InvalidRequest") from None
+        raise user_error(
+            "Promptflow executor received non json data, but there's more than 1 input fields, "
+            "please use json request data instead.",
+            "InvalidRequest",
+        ) from None
+    if not isinstance(data, dict):
+        raise user_error(
+            f"The request body must be a JSON object of input names to values, got {type(data).__name__}.",
+            "InvalidRequest",
+        )
+    return data
+
+
+def client_request_id(value: str | None) -> str | None:
+    """``x-ms-client-request-id`` as Azure accepts it: 1-40 letters, digits, '-' or '_'."""
+    return value if value and _CLIENT_REQUEST_ID.match(value) else None

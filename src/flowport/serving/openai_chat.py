@@ -1,0 +1,172 @@
+"""``POST /v1/chat/completions``: a chat flow behind the OpenAI chat API.
+
+Messages map to the flow's chat history (user/assistant pairs) and chat input (the last
+user message); the chat output is the assistant's answer. ``stream: true`` answers with
+OpenAI's chunk events, so any OpenAI client can talk to a deployed chat flow.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from flowport.engine import LineResult, NodeStream
+from flowport.engine.streams import join_async
+from flowport.serving.body import BodyTooLarge
+from flowport.serving.limits import Overloaded
+
+if TYPE_CHECKING:
+    from flowport.serving.app import ScoringApp
+
+
+class ChatRequestError(ValueError):
+    pass
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return "" if content is None else str(content)
+
+
+def _error(message: str, status: int, code: str, error_type: str = "invalid_request_error") -> Response:
+    body = {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+    return Response(orjson.dumps(body), status, media_type="application/json")
+
+
+class OpenAIChatRoute:
+    def __init__(self, scoring: ScoringApp) -> None:
+        self.scoring = scoring
+        flow = scoring.flow
+        self.chat_input = flow.chat_input or ""
+        self.chat_history = flow.chat_history
+        self.chat_output = flow.chat_output or next(iter(flow.outputs), "")
+        self.other_inputs = set(flow.inputs) - {self.chat_input, self.chat_history}
+
+    def to_inputs(self, body: Any) -> dict[str, Any]:
+        """The flow inputs an OpenAI chat request stands for."""
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
+            raise ChatRequestError("'messages' must be a non-empty list of chat messages")
+        turns = [
+            m for m in body["messages"] if isinstance(m, dict) and m.get("role") in ("user", "assistant")
+        ]
+        if not turns or turns[-1].get("role") != "user":
+            raise ChatRequestError("the last message must come from the user")
+        history = []
+        pending: str | None = None
+        for message in turns[:-1]:
+            if message["role"] == "user":
+                pending = _text(message.get("content"))
+            elif pending is not None:
+                history.append(
+                    {
+                        "inputs": {self.chat_input: pending},
+                        "outputs": {self.chat_output: _text(message.get("content"))},
+                    }
+                )
+                pending = None
+        inputs: dict[str, Any] = {self.chat_input: _text(turns[-1].get("content"))}
+        if self.chat_history:
+            inputs[self.chat_history] = history
+        for key in self.other_inputs & body.keys():
+            inputs[key] = body[key]
+        return inputs
+
+    async def handle(self, request: Request) -> Response:
+        scoring = self.scoring
+        started = time.perf_counter()
+        headers = scoring.request_headers(request)
+        request_id = headers["x-request-id"]
+        try:
+            body = orjson.loads(await scoring.read_body(request))
+            inputs = self.to_inputs(body)
+        except orjson.JSONDecodeError:
+            return _error("the request body is not valid JSON", 400, "invalid_json")
+        except ChatRequestError as exc:
+            return _error(str(exc), 400, "invalid_messages")
+        except BodyTooLarge:
+            return _error(scoring.too_large().message, 413, "request_too_large")
+        model = str(body.get("model") or scoring.flow.name)
+        stream = bool(body.get("stream"))
+        try:
+            await scoring.limit.__aenter__()
+        except Overloaded:
+            return _error(scoring.overloaded().message, 429, "rate_limit_exceeded", "requests")
+        try:
+            result = await scoring.run(inputs, stream, request_id)
+        except TimeoutError:
+            await scoring.limit.__aexit__()
+            return _error(scoring.timed_out().message, 408, "timeout")
+        except BaseException:
+            await scoring.limit.__aexit__()
+            raise
+        if result.error is not None:
+            await scoring.limit.__aexit__()
+            status = 400 if result.error.code == "UserError" else 500
+            return _error(result.error.message, status, result.error.inner_code or result.error.code)
+        answer = result.outputs.get(self.chat_output)
+        if stream:
+            return StreamingResponse(
+                self._chunks(answer, result, model, request_id, started),
+                media_type="text/event-stream",
+                headers=headers,
+            )
+        try:
+            text = await join_async(answer)
+        finally:
+            await scoring.limit.__aexit__()
+        scoring.metrics.observe_run(result.run)
+        scoring.finish_request("chat", 200, started, request_id, result)
+        usage = result.run.usage
+        payload = {
+            "id": f"chatcmpl-{request_id}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "" if text is None else str(text)},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
+            ],
+            "usage": usage.to_dict(),
+        }
+        return Response(orjson.dumps(payload), 200, headers, media_type="application/json")
+
+    async def _chunks(
+        self, answer: Any, result: LineResult, model: str, request_id: str, started: float
+    ) -> AsyncIterator[bytes]:
+        created = int(time.time())
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            payload = {
+                "id": f"chatcmpl-{request_id}",
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+            }
+            return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+        try:
+            yield chunk({"role": "assistant", "content": ""})
+            if isinstance(answer, NodeStream):
+                async for piece in answer:
+                    yield chunk({"content": piece})
+            elif answer is not None:
+                yield chunk({"content": str(answer)})
+            yield chunk({}, "stop")
+            yield b"data: [DONE]\n\n"
+            self.scoring.metrics.observe_run(result.run)
+        finally:
+            await self.scoring.limit.__aexit__()
+            self.scoring.finish_request("chat", 200, started, request_id, result)

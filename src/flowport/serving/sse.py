@@ -1,0 +1,10 @@
+"""Server-sent events as prompt flow frames them: ``data: <json>\\n\\n``, Python's separators."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def frame(payload: Any) -> bytes:
+    return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
