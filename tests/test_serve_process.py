@@ -1,0 +1,100 @@
+"""``flowport flow serve`` as a real process: start, serve, drain on SIGTERM, several workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import FLOWS
+
+SLOW = Path(__file__).parent / "serving_flows" / "slow"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(flow: Path, home: Path, **env: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "flowport.cli.main",
+            "flow",
+            "serve",
+            "--source",
+            str(flow),
+            "--port",
+            str(port),
+        ],
+        env={**os.environ, "FLOWPORT_HOME": str(home), **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.05)
+        if process.poll() is not None:
+            break
+    process.kill()
+    raise AssertionError(f"server did not start: {process.communicate()[1].decode()[-2000:]}")
+
+
+def test_sigterm_finishes_in_flight_requests_then_exits(tmp_path: Path) -> None:
+    process, url = start(SLOW, tmp_path, FLOWPORT_REQUEST_TIMEOUT_MS="10000")
+    results: list[httpx.Response] = []
+    worker = threading.Thread(
+        target=lambda: results.append(httpx.post(f"{url}/score", json={"seconds": 1.5}, timeout=10))
+    )
+    worker.start()
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    worker.join(15)
+    assert results and results[0].status_code == 200
+    assert results[0].json() == {"slept": 1.5}
+    # uvicorn re-raises the signal once drained, so the exit status says SIGTERM ended it.
+    assert process.wait(15) in (0, -signal.SIGTERM)
+    try:
+        httpx.get(f"{url}/health", timeout=1)
+        raise AssertionError("the server still answers after it exited")
+    except httpx.TransportError:
+        pass
+
+
+def test_several_workers_share_the_port(tmp_path: Path) -> None:
+    process, url = start(FLOWS / "three_node_python", tmp_path, PROMPTFLOW_WORKER_NUM="2")
+    try:
+        for n in range(20):
+            response = httpx.post(f"{url}/score", json={"text": f"w {n}"})
+            assert response.json() == {"result": f"W {n} (2 words)"}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+
+
+def test_bad_settings_fail_at_start_with_a_clear_message(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "flowport.cli.main", "flow", "serve", "--source", str(SLOW), "--port", "1"],
+        env={**os.environ, "FLOWPORT_HOME": str(tmp_path), "FLOWPORT_REQUEST_TIMEOUT_MS": "never"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "FLOWPORT_REQUEST_TIMEOUT_MS must be a whole number" in done.stderr
