@@ -93,7 +93,7 @@ async def test_chat_node_streams_when_its_output_is_streamed(chat_flow) -> None:
     stream = result.outputs["answer"]
     assert isinstance(stream, NodeStream)
     chunks = [chunk async for chunk in stream]
-    assert chunks == ["Echo: ", "one ", "two ", "three"]
+    assert chunks == ["", "Echo: ", "one ", "two ", "three", ""]  # empty first and last, as prompt flow
     node = result.run.node_runs["chat"]
     assert node.output == "Echo: one two three"
     assert node.usage.completion_tokens == 4

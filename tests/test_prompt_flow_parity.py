@@ -45,7 +45,7 @@ async def _run_case(flow: Path, case: dict[str, Any], resolver: ConnectionResolv
     try:
         if case.get("node"):
             return await executor.run_single_node(case["node"], case["inputs"])
-        result = await executor.run_line(case["inputs"])
+        result = await executor.run_line(case["inputs"], line_number=0)
         if result.error is not None:
             raise result.error
         if "expected_metrics" in case:

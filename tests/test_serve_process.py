@@ -24,20 +24,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start(flow: Path, home: Path, **env: str) -> tuple[subprocess.Popen[bytes], str]:
+def start(flow: Path, home: Path, *args: str, **env: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
+    command = ["flow", "serve", "--source", str(flow), "--port", str(port), *args]
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "flowport.cli.main",
-            "flow",
-            "serve",
-            "--source",
-            str(flow),
-            "--port",
-            str(port),
-        ],
+        [sys.executable, "-m", "flowport.cli.main", *command],
         env={**os.environ, "FLOWPORT_HOME": str(home), **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -98,3 +89,22 @@ def test_bad_settings_fail_at_start_with_a_clear_message(tmp_path: Path) -> None
     )
     assert done.returncode == 1
     assert "FLOWPORT_REQUEST_TIMEOUT_MS must be a whole number" in done.stderr
+
+
+def test_process_environment_wins_over_the_flow_and_flags_win_over_both(tmp_path: Path) -> None:
+    process, url = start(
+        FLOWS / "env_vars",
+        tmp_path,
+        "--environment-variables",
+        "FLOWPORT_LITERAL=from-flag",
+        FLOWPORT_OVERRIDDEN="from-process",
+        FLOWPORT_LITERAL="from-process",
+    )
+    try:
+        env = httpx.post(f"{url}/score", json={}).json()["env"]
+        assert env["FLOWPORT_OVERRIDDEN"] == "from-process"  # flow.dag.yaml says from-yaml
+        assert env["FLOWPORT_LITERAL"] == "from-flag"
+        assert env["FLOWPORT_NUMBER"] == "42"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(20)

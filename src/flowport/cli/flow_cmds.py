@@ -40,7 +40,7 @@ def _gather_inputs(inputs: list[str] | None, extra: list[str], inputs_file: Path
 async def _run(executor: FlowExecutor, values: dict[str, Any], node: str | None) -> Any:
     if node:
         return await executor.run_single_node(node, values)
-    result = await executor.run_line(values, stream=True)
+    result = await executor.run_line(values, stream=True, line_number=0)
     if result.error is not None:
         raise result.error
     if executor.aggregation_nodes:

@@ -132,16 +132,21 @@ class FlowExecutor:
         line_timeout: float | None = None,
         includes_dir: Path | None = None,
         environment_variables: Mapping[str, str] | None = None,
+        process_environment_wins: bool = False,
     ) -> FlowExecutor:
         """Load, validate and compile a flow folder; set its environment variables.
 
-        The flow's ``environment_variables`` override the process environment, and
+        The flow's ``environment_variables`` override the process environment (as ``pf flow
+        test`` does) unless ``process_environment_wins`` (as prompt flow's server does);
         ``environment_variables`` given here override both.
         """
         install_promptflow_shim()
         flow = load_flow(path, variant=variant, includes_dir=includes_dir)
         connections = {} if connections is None else connections
-        variables = resolve_environment_variables(flow, connections, environ or os.environ)
+        process = environ or os.environ
+        variables = resolve_environment_variables(flow, connections, process)
+        if process_environment_wins:
+            variables = {k: v for k, v in variables.items() if k not in process}
         apply_environment({**variables, **(environment_variables or {})})
         plan = build_plan(flow)
         nodes = FlowCompiler(plan, connections, ClientPool()).compile()
@@ -195,7 +200,7 @@ class FlowExecutor:
             return self._failed(run, exc, line)
         except TimeoutError:
             exc = user_error(
-                f"Line {line_number or 0} execution timeout for exceeding {self.line_timeout:g} seconds",
+                f"Line {line_number} execution timeout for exceeding {self.line_timeout:g} seconds",
                 "LineExecutionTimeoutError",
             )
             return self._failed(run, exc, line)

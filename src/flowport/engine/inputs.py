@@ -13,12 +13,13 @@ from flowport.flow.values import InputValueError, convert, type_name
 def prepare_inputs(flow: FlowDef, given: Mapping[str, Any], line_number: int | None = None) -> dict[str, Any]:
     """Return the line's inputs, or raise a UserError naming the input at fault.
 
-    Messages are prompt flow's, word for word: clients match on them.
+    Messages are prompt flow's, word for word: clients match on them. Without a line number
+    (one request, not a bulk line) the message names no line, as prompt flow's server does.
     """
     missing = [name for name, spec in flow.inputs.items() if spec.required and name not in given]
     if missing:
         raise user_error(f'Required input(s) {missing} are missing for "flow".', "InputNotFound")
-    line = line_number or 0
+    where = "" if line_number is None else f" in line {line_number} of input data"
     values: dict[str, Any] = {}
     for name, spec in flow.inputs.items():
         if name not in given:
@@ -31,15 +32,15 @@ def prepare_inputs(flow: FlowDef, given: Mapping[str, Any], line_number: int | N
             kind = type_name(spec.type)
             if exc.parse_error:
                 raise user_error(
-                    f"Failed to parse the flow input. The value for flow input '{name}' in line {line} "
-                    f"of input data was interpreted as JSON string since its type is '{kind}'. However, "
+                    f"Failed to parse the flow input. The value for flow input '{name}'{where} "
+                    f"was interpreted as JSON string since its type is '{kind}'. However, "
                     f"the value '{value}' is invalid for JSON parsing. Error details: {exc.parse_error}. "
                     "Please make sure your inputs are properly formatted.",
                     "InputParseError",
                 ) from None
             raise user_error(
-                f"The input for flow is incorrect. The value for flow input '{name}' in line {line} "
-                f"of input data does not match the expected type '{kind}'. Please change flow input "
+                f"The input for flow is incorrect. The value for flow input '{name}'{where} "
+                f"does not match the expected type '{kind}'. Please change flow input "
                 "type or adjust the input value in your input data.",
                 "InputTypeError",
             ) from None

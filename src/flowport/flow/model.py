@@ -26,6 +26,9 @@ class Missing:
     def __repr__(self) -> str:
         return "MISSING"
 
+    def __bool__(self) -> bool:
+        return False
+
 
 MISSING: Any = Missing()
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,6 +18,8 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -31,6 +35,7 @@ from flowport.serving.limits import ConcurrencyLimit, Overloaded
 from flowport.serving.metrics import CONTENT_TYPE, InstanceMetrics
 from flowport.serving.negotiation import (
     Reply,
+    check_required,
     client_request_id,
     negotiate,
     not_acceptable,
@@ -43,13 +48,31 @@ from flowport.serving.swagger import build_swagger
 
 
 def _status_for(error: ExecutionError) -> int:
-    if error.inner_code == "LineExecutionTimeoutError":
-        return 408
     return 400 if error.code == "UserError" else 500
 
 
+def _encode(payload: Any) -> bytes:
+    try:
+        return orjson.dumps(payload)
+    except TypeError:  # what orjson refuses (integers past 64 bits): the standard library writes it
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(payload), status, headers, media_type="application/json")
+    return Response(_encode(payload), status, headers, media_type="application/json")
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    message = (
+        f"The requested api {request.url} with {request.method} is not supported by current app, "
+        "if you entered the URL manually please check your spelling and try again."
+    )
+    return Response(message, 404, media_type="text/html")
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    headers = getattr(exc, "headers", None) or {}
+    return Response(b'{"detail":"Method Not Allowed"}', 405, headers, media_type="application/json")
 
 
 def _error_body(error: ExecutionError) -> dict[str, Any]:
@@ -67,8 +90,9 @@ class ScoringApp:
         self.outputs = [
             name
             for name, spec in executor.line_outputs.items()
-            if not spec.evaluation_only and (included is None or name in included)
+            if (name in included if included is not None else not spec.evaluation_only)
         ]
+        """What /score answers: PROMPTFLOW_RESPONSE_INCLUDED_FIELDS, else all but evaluation_only."""
         self.limit = ConcurrencyLimit(
             self.settings.max_concurrent_requests, self.settings.max_queue_wait_ms / 1000
         )
@@ -76,7 +100,7 @@ class ScoringApp:
         self.metrics = InstanceMetrics(self._llm_labels())
         self.log = AccessLog()
         self.draining = False
-        self.swagger = orjson.dumps(build_swagger(self.flow, self.outputs))
+        self.swagger = orjson.dumps(build_swagger(self.flow, included))
         self.chat = OpenAIChatRoute(self) if self.flow.is_chat else None
         routes = [
             Route("/score", self.score, methods=["POST"]),
@@ -89,7 +113,14 @@ class ScoringApp:
         ]
         if self.chat is not None:
             routes.append(Route("/v1/chat/completions", self.chat.handle, methods=["POST"]))
-        self.app = Starlette(routes=routes, lifespan=self._lifespan)
+        self.app = Starlette(
+            routes=routes,
+            lifespan=self._lifespan,
+            exception_handlers={404: _not_found, 405: _method_not_allowed},
+            middleware=[
+                Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"])
+            ],
+        )
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self.app(scope, receive, send)
@@ -167,6 +198,7 @@ class ScoringApp:
                 return _json(_error_body(not_acceptable(accept or "")), 406, headers)
             try:
                 inputs = parse_inputs(await self.read_body(request), self.flow)
+                check_required(inputs, self.flow)
             except BodyTooLarge:
                 status = 413
                 return _json(_error_body(self.too_large()), 413, headers)
@@ -193,6 +225,11 @@ class ScoringApp:
                 self.metrics.errors.labels(result.error.inner_code or result.error.code).inc()
                 return _json(_error_body(result.error), status, headers)
             if reply is Reply.EVENTS:
+                refusal = self._stream_refusal(result, accept or "")
+                if refusal is not None:
+                    await self.limit.__aexit__()
+                    status = refusal[0]
+                    return _json(_error_body(refusal[1]), status, headers)
                 streaming = True
                 return StreamingResponse(
                     self._events(result, started, request_id),
@@ -209,21 +246,31 @@ class ScoringApp:
             if not streaming:
                 self.finish_request("score", status, started, request_id, result)
 
+    def _stream_refusal(self, result: LineResult, accept: str) -> tuple[int, ExecutionError] | None:
+        """Events need exactly one streamed output, as prompt flow's server requires."""
+        streams = [k for k, v in self.filtered(result).items() if isinstance(v, NodeStream)]
+        if not streams:
+            return 406, not_acceptable(accept)
+        if len(streams) > 1:
+            return 400, user_error("Multiple stream output fields not supported.", "InvalidRequest")
+        return None
+
     async def _events(self, result: LineResult, started: float, request_id: str) -> AsyncIterator[bytes]:
-        """First the outputs that do not stream, then one frame per chunk of each stream."""
+        """First the outputs that do not stream (if any), then one frame per chunk of the stream."""
         status = 200
         try:
             outputs = self.filtered(result)
-            yield frame({k: v for k, v in outputs.items() if not isinstance(v, NodeStream)})
+            plain = {k: v for k, v in outputs.items() if not isinstance(v, NodeStream)}
+            if plain:
+                yield frame(plain)
             self.metrics.latency.labels("score", "first").observe(time.perf_counter() - started)
             for key, value in outputs.items():
                 if isinstance(value, NodeStream):
                     async for chunk in value:
                         yield frame({key: chunk})
             self.metrics.observe_run(result.run)
-        except Exception as exc:  # a stream failing midway: tell the client in-band
+        except Exception:  # a stream failing midway ends the answer, as in prompt flow; logged as 500
             status = 500
-            yield frame({"error": {"code": "SystemError", "message": f"({type(exc).__name__}) {exc}"}})
         finally:
             await self.limit.__aexit__()
             self.finish_request("score", status, started, request_id, result)
@@ -246,7 +293,9 @@ class ScoringApp:
         return _json({"status": "Ready", "in_flight": self.limit.in_flight})
 
     async def version(self, request: Request) -> Response:
-        return _json({"version": __version__, "flow": self.flow.name})
+        return _json(
+            {"status": "Healthy", "build_info": os.environ.get("BUILD_INFO", ""), "version": __version__}
+        )
 
     async def swagger_json(self, request: Request) -> Response:
         return Response(self.swagger, media_type="application/json")

@@ -42,8 +42,10 @@ def not_acceptable(accept: str) -> ExecutionError:
 
 def parse_inputs(body: bytes, flow: FlowDef) -> dict[str, Any]:
     """The flow inputs a request body carries; a non-JSON body feeds a flow's only input."""
+    if not flow.inputs:
+        return {}
     try:
-        data = orjson.loads(body) if body else {}
+        data = orjson.loads(body.removeprefix(b"\xef\xbb\xbf"))
     except orjson.JSONDecodeError:
         if len(flow.inputs) == 1:
             try:
@@ -55,12 +57,23 @@ def parse_inputs(body: bytes, flow: FlowDef) -> dict[str, Any]:
             "please use json request data instead.",
             "InvalidRequest",
         ) from None
+    if data is None and not any(spec.required for spec in flow.inputs.values()):
+        return {}
     if not isinstance(data, dict):
         raise user_error(
             f"The request body must be a JSON object of input names to values, got {type(data).__name__}.",
             "InvalidRequest",
         )
     return data
+
+
+def check_required(inputs: dict[str, Any], flow: FlowDef) -> None:
+    """Every input without a default must be given: prompt flow's server says it this way."""
+    missing = [name for name, spec in flow.inputs.items() if spec.required and name not in inputs]
+    if missing:
+        raise user_error(
+            f"Required input fields {missing} are missing in request data {inputs!r}", "InputNotFound"
+        )
 
 
 def client_request_id(value: str | None) -> str | None:

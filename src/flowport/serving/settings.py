@@ -32,7 +32,7 @@ class ServeSettings:
     max_queue_wait_ms: int = 500
     request_timeout_ms: int = 5000
     """A line running longer is cancelled and answered 408 (Azure allows up to 300000)."""
-    max_body_bytes: int = 10 * 1024 * 1024
+    max_body_bytes: int = 32 * 1024 * 1024
     response_included_fields: tuple[str, ...] | None = None
     """PROMPTFLOW_RESPONSE_INCLUDED_FIELDS: only these outputs are returned."""
     worker_threads: int | None = None
@@ -57,7 +57,7 @@ class ServeSettings:
             max_concurrent_requests=_int(env, "FLOWPORT_MAX_CONCURRENT_REQUESTS", 10, 1, 100_000),
             max_queue_wait_ms=_int(env, "FLOWPORT_MAX_QUEUE_WAIT_MS", 500, 0, 300_000),
             request_timeout_ms=_int(env, "FLOWPORT_REQUEST_TIMEOUT_MS", 5000, 1, 300_000),
-            max_body_bytes=_int(env, "FLOWPORT_MAX_BODY_BYTES", 10 * 1024 * 1024, 1, 1 << 31),
+            max_body_bytes=_int(env, "FLOWPORT_MAX_BODY_BYTES", 32 * 1024 * 1024, 1, 1 << 31),
             response_included_fields=included,
             worker_threads=_int(env, "PROMPTFLOW_WORKER_THREADS", 16, 1, 1024) if threads else None,
         )

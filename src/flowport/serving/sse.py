@@ -7,4 +7,4 @@ from typing import Any
 
 
 def frame(payload: Any) -> bytes:
-    return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"

@@ -1,52 +1,68 @@
-"""The OpenAPI document of a flow's scoring route, as prompt flow's serving app describes it."""
+"""The OpenAPI document of a flow, shaped as prompt flow's serving app writes it.
+
+Clients and tools already read that document, so its shape is kept: every input listed as
+required, a ``default`` only when it is truthy, the first of ``samples.json`` as the example,
+the chat markers in ``info``, and the ``/feedback`` route.
+"""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from flowport.flow import MISSING, FlowDef, ValueType
+from flowport.flow import FlowDef, ValueType
 
-_SCHEMA_TYPES = {
-    ValueType.INT: {"type": "integer", "format": "int64"},
-    ValueType.DOUBLE: {"type": "number", "format": "double"},
+_OBJECT = {"type": "object", "additionalProperties": {}}
+_SCHEMA_TYPES: dict[ValueType, dict[str, Any]] = {
+    ValueType.INT: {"type": "integer"},
+    ValueType.DOUBLE: {"type": "number"},
     ValueType.BOOL: {"type": "boolean"},
     ValueType.STRING: {"type": "string"},
-    ValueType.LIST: {"type": "array", "items": {}},
-    ValueType.OBJECT: {"type": "object", "additionalProperties": {}},
+    ValueType.LIST: {"type": "array", "items": _OBJECT},
+    ValueType.OBJECT: _OBJECT,
     ValueType.IMAGE: {"type": "string"},
 }
+_ERRORS = {"400": {"description": "Invalid input"}, "default": {"description": "unexpected error"}}
 
 
-def _samples(flow: FlowDef) -> Any:
-    path = flow.path / "samples.json"
-    if not path.is_file():
-        return None
+def _schema(value_type: ValueType, description: str | None, default: Any = None) -> dict[str, Any]:
+    base = _SCHEMA_TYPES[value_type]
+    schema: dict[str, Any] = {"type": base["type"]}
+    if description:
+        schema["description"] = description
+    if default:
+        schema["default"] = default
+    schema.update({k: v for k, v in base.items() if k != "type"})
+    return schema
+
+
+def _example(flow: FlowDef) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        samples = json.loads((flow.path / "samples.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
+        return {}
+    if isinstance(samples, list):
+        return samples[0] if samples else {}
+    return samples if isinstance(samples, dict) else {}
 
 
-def build_swagger(flow: FlowDef, outputs: list[str]) -> dict[str, Any]:
-    """OpenAPI 3.0 for ``POST /score`` with the flow's inputs, the given outputs and chat markers."""
-    properties: dict[str, Any] = {}
-    for name, spec in flow.inputs.items():
-        schema = dict(_SCHEMA_TYPES[spec.type])
-        if spec.default is not MISSING:
-            schema["default"] = spec.default
-        if spec.description:
-            schema["description"] = spec.description
-        if spec.enum:
-            schema["enum"] = list(spec.enum)
-        properties[name] = schema
-    required = [name for name, spec in flow.inputs.items() if spec.required]
-    request_schema: dict[str, Any] = {"type": "object", "properties": properties}
-    if required:
-        request_schema["required"] = required
-    output_props = {
-        name: dict(_SCHEMA_TYPES[flow.outputs[name].type]) for name in outputs if name in flow.outputs
-    }
+def _json_content(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def build_swagger(flow: FlowDef, included: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """OpenAPI 3.0 for ``POST /score`` and ``POST /feedback``.
+
+    The outputs listed are the flow's, less ``evaluation_only`` ones and, when given, those
+    not in ``included`` (PROMPTFLOW_RESPONSE_INCLUDED_FIELDS).
+    """
+    outputs = [
+        name
+        for name, spec in flow.outputs.items()
+        if not spec.evaluation_only and (included is None or name in included)
+    ]
+    inputs = {name: _schema(spec.type, spec.description, spec.default) for name, spec in flow.inputs.items()}
+    answers = {name: _schema(flow.outputs[name].type, flow.outputs[name].description) for name in outputs}
     info: dict[str, Any] = {
         "title": f"Promptflow[{flow.name}] API",
         "version": "1.0.0",
@@ -55,20 +71,17 @@ def build_swagger(flow: FlowDef, outputs: list[str]) -> dict[str, Any]:
     if flow.is_chat:
         info.update(
             {
-                "x-flow-type": "chat",
-                "x-chat-input": flow.chat_input,
                 "x-chat-history": flow.chat_history,
+                "x-chat-input": flow.chat_input,
+                "x-flow-type": "chat",
                 "x-chat-output": flow.chat_output,
             }
         )
-    request_body: dict[str, Any] = {
-        "description": "The flow's inputs; any input with a default may be left out.",
-        "required": True,
-        "content": {"application/json": {"schema": request_schema}},
-    }
-    example = _samples(flow)
-    if example is not None:
-        request_body["content"]["application/json"]["example"] = example
+    request_schema: dict[str, Any] = {"type": "object"}
+    if inputs:
+        request_schema.update({"properties": inputs, "required": list(flow.inputs)})
+    score_body = _json_content(request_schema)
+    score_body["application/json"]["example"] = _example(flow)
     return {
         "openapi": "3.0.0",
         "info": info,
@@ -77,23 +90,43 @@ def build_swagger(flow: FlowDef, outputs: list[str]) -> dict[str, Any]:
         "paths": {
             "/score": {
                 "post": {
-                    "summary": f"Run the {flow.name} flow",
-                    "requestBody": request_body,
+                    "summary": f"run promptflow: {flow.name} with an given input",
+                    "requestBody": {
+                        "description": "promptflow input data",
+                        "required": bool(inputs),
+                        "content": score_body,
+                    },
                     "responses": {
                         "200": {
-                            "description": "The flow's outputs",
-                            "content": {
-                                "application/json": {"schema": {"type": "object", "properties": output_props}}
-                            },
+                            "description": "successful operation",
+                            "content": _json_content({"type": "object", "properties": answers}),
                         },
-                        "400": {"description": "Invalid input or an error in a tool"},
-                        "406": {"description": "The Accept header names no supported media type"},
-                        "408": {"description": "The flow ran past the request timeout"},
-                        "413": {"description": "The body is larger than allowed"},
-                        "429": {"description": "Too many requests in flight; retry after Retry-After"},
-                        "500": {"description": "An error in flowport itself"},
+                        **_ERRORS,
                     },
                 }
-            }
+            },
+            "/feedback": {
+                "post": {
+                    "summary": "collect promptflow feedback",
+                    "requestBody": {
+                        "description": "promptflow feedback data",
+                        "required": True,
+                        "content": _json_content(_OBJECT),
+                    },
+                    "responses": {
+                        "200": {"description": "successful operation", "content": _json_content(_OBJECT)},
+                        **_ERRORS,
+                    },
+                },
+                "parameters": [
+                    {
+                        "name": "flatten",
+                        "in": "query",
+                        "description": "flatten the feedback data into traced data",
+                        "required": False,
+                        "schema": {"type": "boolean"},
+                    }
+                ],
+            },
         },
     }

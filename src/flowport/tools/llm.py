@@ -309,8 +309,9 @@ async def _chat_chunks(response: Any) -> AsyncIterator[str]:
         async for chunk in response:
             if chunk.usage:
                 record_usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-            if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
-                yield chunk.choices[0].delta.content
+            if chunk.choices:  # prompt flow passes the empty first and last deltas on too
+                delta = chunk.choices[0].delta
+                yield (delta.content if delta else None) or ""
 
 
 async def _completion_chunks(response: Any) -> AsyncIterator[str]:
