@@ -273,14 +273,23 @@ class ScoringApp:
             status = 500
         finally:
             await self.limit.__aexit__()
-            self.finish_request("score", status, started, request_id, result)
+            self.finish_request("score", status, started, request_id, result, streamed=True)
 
     def finish_request(
-        self, route: str, status: int, started: float, request_id: str, result: LineResult | None
+        self,
+        route: str,
+        status: int,
+        started: float,
+        request_id: str,
+        result: LineResult | None,
+        streamed: bool = False,
     ) -> None:
+        """Count and log a finished request; a whole answer's first byte is its last."""
         elapsed = time.perf_counter() - started
         self.metrics.requests.labels(route, str(status)).inc()
         self.metrics.latency.labels(route, "last").observe(elapsed)
+        if not streamed:
+            self.metrics.latency.labels(route, "first").observe(elapsed)
         tokens = result.run.usage.total_tokens if result is not None else 0
         self.log.request(route, status, elapsed, request_id, tokens)
 

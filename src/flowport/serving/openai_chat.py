@@ -159,6 +159,7 @@ class OpenAIChatRoute:
 
         try:
             yield chunk({"role": "assistant", "content": ""})
+            self.scoring.metrics.latency.labels("chat", "first").observe(time.perf_counter() - started)
             if isinstance(answer, NodeStream):
                 async for piece in answer:
                     yield chunk({"content": piece})
@@ -169,4 +170,4 @@ class OpenAIChatRoute:
             self.scoring.metrics.observe_run(result.run)
         finally:
             await self.scoring.limit.__aexit__()
-            self.scoring.finish_request("chat", 200, started, request_id, result)
+            self.scoring.finish_request("chat", 200, started, request_id, result, streamed=True)
