@@ -6,12 +6,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from openai import OpenAI
 
 from flowport.testing.llm_server import LLMServer
-from tests.conftest import FLOWS
+from tests.conftest import FLOWS, free_port
 
 
 def flowport(*args: str, home: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -241,3 +243,29 @@ def test_tools_run_from_the_flow_folder(tmp_path: Path) -> None:
     done = flowport("flow", "test", "--flow", str(flow), home=tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"text": "hello from a file"}
+
+
+def test_dev_llm_server_serves_the_openai_api(tmp_path: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flowport.cli.main", "dev", "llm-server", "--port", str(port)],
+        env={**os.environ, "FLOWPORT_HOME": str(tmp_path)},
+        stderr=subprocess.PIPE,
+    )
+    try:
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=5)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                reply = client.chat.completions.create(
+                    model="m", messages=[{"role": "user", "content": "ping"}]
+                )
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert reply.choices[0].message.content == "Echo: ping"
+    finally:
+        process.terminate()
+        process.wait(10)

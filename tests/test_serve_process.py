@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -13,15 +12,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import FLOWS
+from tests.conftest import FLOWS, free_port
 
 SLOW = Path(__file__).parent / "serving_flows" / "slow"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start(flow: Path, home: Path, *args: str, **env: str) -> tuple[subprocess.Popen[bytes], str]:
