@@ -90,7 +90,8 @@ def connection_service() -> ConnectionService:
 
 
 def connection_resolver() -> ConnectionResolver:
-    return ConnectionResolver(connection_service())
+    """The local store's connections; the store is opened only if a flow uses one."""
+    return ConnectionResolver(connection_service)
 
 
 def guarded(func: Callable[..., Any]) -> Callable[..., Any]:

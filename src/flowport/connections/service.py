@@ -7,7 +7,7 @@ package provides one over SQLAlchemy); this module only maps and encrypts.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 from flowport.connections.crypto import Cipher
@@ -81,13 +81,24 @@ class ConnectionService:
 class ConnectionResolver(Mapping[str, Connection]):
     """Connections by name, read from the store on first use, with environment overrides.
 
-    Only the connections a flow actually uses are read and decrypted.
+    Only the connections a flow actually uses are read and decrypted, and the store itself
+    is opened (given as a factory) only when a flow uses a connection at all.
     """
 
-    def __init__(self, service: ConnectionService | None, environ: Mapping[str, str] | None = None) -> None:
-        self.service = service
+    def __init__(
+        self,
+        service: ConnectionService | Callable[[], ConnectionService] | None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self._service = service
         self.environ = environ
         self._cache: dict[str, Connection] = {}
+
+    @property
+    def service(self) -> ConnectionService | None:
+        if self._service is not None and not isinstance(self._service, ConnectionService):
+            self._service = self._service()
+        return self._service
 
     def _stored(self, name: str) -> Connection | None:
         if self.service is None:
