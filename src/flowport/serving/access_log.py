@@ -13,8 +13,17 @@ class AccessLog:
     def __init__(self, stream: Any = None) -> None:
         self.stream = stream or sys.stdout
 
+    _second = -1
+    _stamp = ""
+
+    def _now(self) -> str:
+        second = int(time.time())
+        if second != self._second:  # formatted once a second, not once a request
+            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
+        return self._stamp
+
     def _write(self, record: dict[str, Any]) -> None:
-        record["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        record["time"] = self._now()
         try:
             self.stream.write(orjson.dumps(record).decode() + "\n")
             self.stream.flush()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -42,16 +44,25 @@ class InstanceMetrics:
             registry=self.registry,
         )
         self.errors = Counter("flowport_errors", "Errors by code", ["code"], registry=self.registry)
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """A labelled child, looked up once: ``labels()`` costs microseconds on the hot path."""
+        key = (metric._name, *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def observe_run(self, run: LineRun) -> None:
         for node_run in run.node_runs.values():
             if node_run.duration is not None:
-                self.node_latency.labels(node_run.node).observe(node_run.duration)
+                self.child(self.node_latency, node_run.node).observe(node_run.duration)
             labels = self.node_labels.get(node_run.node)
             usage = node_run.usage
             if labels and usage.total_tokens:
-                self.tokens.labels(*labels, "prompt").inc(usage.prompt_tokens)
-                self.tokens.labels(*labels, "completion").inc(usage.completion_tokens)
+                self.child(self.tokens, *labels, "prompt").inc(usage.prompt_tokens)
+                self.child(self.tokens, *labels, "completion").inc(usage.completion_tokens)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
