@@ -180,8 +180,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def llm_server_process(latency_ms: float, python: str = sys.executable) -> Iterator[str]:
-    """``python -m flowport.testing.llm_server`` in a child process (its own GIL); yields its base URL."""
+def llm_server_process(
+    latency_ms: float, python: str = sys.executable, chunk_delay_ms: float | None = None
+) -> Iterator[str]:
+    """``python -m flowport.testing.llm_server`` in a child process (its own GIL); yields its base URL.
+
+    ``chunk_delay_ms`` is the pause between streamed chunks (the server's own default when None).
+    """
     port = free_port()
     command = [
         python,
@@ -192,6 +197,8 @@ def llm_server_process(latency_ms: float, python: str = sys.executable) -> Itera
         "--latency-ms",
         str(latency_ms),
     ]
+    if chunk_delay_ms is not None:
+        command += ["--chunk-delay-ms", str(chunk_delay_ms)]
     with (
         tempfile.TemporaryFile() as log,
         subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log) as process,
