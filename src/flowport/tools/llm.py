@@ -16,8 +16,9 @@ import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
-from flowport.connections import AzureOpenAIConnection, Connection, CustomConnection
+from flowport.connections import AzureOpenAIConnection, Connection
 from flowport.tools.chat_parser import ROLES, parse_chat
+from flowport.tools.openai_http import APIError, OpenAIHTTP
 from flowport.tools.templates import render
 from flowport.tools.usage import record_usage
 
@@ -119,7 +120,7 @@ class ClientPool:
             asyncio.AbstractEventLoop, dict[int, tuple[list[Any], itertools.cycle[Any]]]
         ] = weakref.WeakKeyDictionary()
 
-    def get(self, connection: Connection) -> Any:
+    def get(self, connection: Connection) -> OpenAIHTTP:
         loop = asyncio.get_running_loop()
         clients = self._clients.setdefault(loop, {})
         key = id(connection)
@@ -128,36 +129,8 @@ class ClientPool:
             clients[key] = (built, itertools.cycle(built))
         return next(clients[key][1])
 
-    def _build(self, connection: Connection) -> Any:
-        import httpx
-        from openai import AsyncAzureOpenAI, AsyncOpenAI
-
-        size = self.connections_per_client
-        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-        http_client = httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(600.0, connect=10.0))
-        if isinstance(connection, AzureOpenAIConnection):
-            return AsyncAzureOpenAI(
-                api_key=connection.api_key,
-                azure_endpoint=connection.api_base,
-                api_version=connection.api_version or "2024-02-01",
-                http_client=http_client,
-                max_retries=0,
-            )
-        if isinstance(connection, CustomConnection):
-            return AsyncOpenAI(
-                api_key=connection.get("api_key"),
-                base_url=connection.get("api_base") or connection.get("base_url"),
-                http_client=http_client,
-                max_retries=0,
-            )
-        base_url = getattr(connection, "base_url", None) or getattr(connection, "api_base", None)
-        return AsyncOpenAI(
-            api_key=connection.api_key,
-            organization=getattr(connection, "organization", None) or None,
-            base_url=base_url or None,
-            http_client=http_client,
-            max_retries=0,
-        )
+    def _build(self, connection: Connection) -> OpenAIHTTP:
+        return OpenAIHTTP(connection, self.connections_per_client)
 
 
 class LLMTool:
@@ -189,24 +162,16 @@ class LLMTool:
 
     async def _with_retries(self, call: Any, *args: Any) -> Any:
         """Retry what the API says may pass later, honouring Retry-After; then give up."""
-        import openai
-
-        retryable = (
-            openai.RateLimitError,
-            openai.InternalServerError,
-            openai.UnprocessableEntityError,
-            openai.APITimeoutError,
-            openai.APIConnectionError,
-        )
         for attempt in range(MAX_TRIES + 1):
             try:
                 return await call(*args)
-            except retryable as exc:
+            except APIError as exc:
+                if not exc.retryable:
+                    raise LLMCallError(_describe(exc)) from exc
                 if attempt == MAX_TRIES:
                     raise LLMCallError(f"Exceed max retry times. {_describe(exc)}") from exc
-                await asyncio.sleep(_retry_delay(exc, attempt))
-            except openai.APIError as exc:
-                raise LLMCallError(_describe(exc)) from exc
+                delay = exc.retry_after if exc.retry_after is not None else min(60.0, 2.0**attempt)
+                await asyncio.sleep(max(0.0, delay))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _stream_options(self) -> dict[str, Any]:
@@ -216,52 +181,40 @@ class LLMTool:
 
     async def _chat(
         self,
-        client: Any,
+        client: OpenAIHTTP,
         model: str,
         messages: list[dict[str, Any]],
         params: dict[str, Any],
         stream: bool,
     ) -> Any:
+        body = {"model": model, "messages": messages, "stream": stream, **params}
         if stream:
-            response = await client.chat.completions.create(
-                model=model, messages=messages, stream=True, **self._stream_options(), **params
-            )
-            return _chat_chunks(response)
-        completion = await client.chat.completions.create(
-            model=model, messages=messages, stream=False, **params
-        )
-        if completion.usage:
-            record_usage(completion.usage.prompt_tokens, completion.usage.completion_tokens)
-        message = completion.choices[0].message
+            return _chat_chunks(await client.stream("chat/completions", {**body, **self._stream_options()}))
+        completion = await client.create("chat/completions", body)
+        _record(completion.get("usage"))
+        message = completion["choices"][0]["message"]
         if "tools" in params or "functions" in params:
-            return message.model_dump(exclude_none=True)
-        return message.content
+            return {k: v for k, v in message.items() if v is not None}
+        return message.get("content")
 
     async def _complete(
-        self, client: Any, model: str, prompt: str, params: dict[str, Any], stream: bool
+        self, client: OpenAIHTTP, model: str, prompt: str, params: dict[str, Any], stream: bool
     ) -> Any:
+        body = {"model": model, "prompt": prompt, "stream": stream, **params}
         if stream:
-            response = await client.completions.create(
-                model=model, prompt=prompt, stream=True, **self._stream_options(), **params
-            )
-            return _completion_chunks(response)
-        completion = await client.completions.create(model=model, prompt=prompt, stream=False, **params)
-        if completion.usage:
-            record_usage(completion.usage.prompt_tokens, completion.usage.completion_tokens)
-        return completion.choices[0].text
+            return _completion_chunks(await client.stream("completions", {**body, **self._stream_options()}))
+        completion = await client.create("completions", body)
+        _record(completion.get("usage"))
+        return completion["choices"][0]["text"]
 
 
-def _describe(exc: Exception) -> str:
-    return f"OpenAI API hits {type(exc).__name__}: {exc} {ERROR_REFERENCE}"
+def _record(usage: dict[str, Any] | None) -> None:
+    if usage:
+        record_usage(usage.get("prompt_tokens"), usage.get("completion_tokens"))
 
 
-def _retry_delay(exc: Exception, attempt: int) -> float:
-    response = getattr(exc, "response", None)
-    header = response.headers.get("retry-after") if response is not None else None
-    try:
-        return max(0.0, float(header)) if header is not None else min(60.0, 2.0**attempt)
-    except ValueError:
-        return min(60.0, 2.0**attempt)
+def _describe(exc: APIError) -> str:
+    return f"OpenAI API hits {exc.name}: {exc} {ERROR_REFERENCE}"
 
 
 _ROLE_LINE = re.compile(r"(?im)^(\s*#?\s*)(" + "|".join(ROLES) + r")(\s*:\s*)$")
@@ -304,20 +257,17 @@ def unescape_roles(messages: list[dict[str, Any]], markers: dict[str, str]) -> l
     return messages
 
 
-async def _chat_chunks(response: Any) -> AsyncIterator[str]:
-    async with response:
-        async for chunk in response:
-            if chunk.usage:
-                record_usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-            if chunk.choices:  # prompt flow passes the empty first and last deltas on too
-                delta = chunk.choices[0].delta
-                yield (delta.content if delta else None) or ""
+async def _chat_chunks(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
+    async for chunk in events:
+        _record(chunk.get("usage"))
+        choices = chunk.get("choices")
+        if choices:  # prompt flow passes the empty first and last deltas on too
+            yield (choices[0].get("delta") or {}).get("content") or ""
 
 
-async def _completion_chunks(response: Any) -> AsyncIterator[str]:
-    async with response:
-        async for chunk in response:
-            if chunk.usage:
-                record_usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-            if chunk.choices and chunk.choices[0].text:
-                yield chunk.choices[0].text
+async def _completion_chunks(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
+    async for chunk in events:
+        _record(chunk.get("usage"))
+        choices = chunk.get("choices")
+        if choices and choices[0].get("text"):
+            yield choices[0]["text"]
