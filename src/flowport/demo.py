@@ -75,7 +75,31 @@ def main() -> None:
             asyncio.run(_run(executor, home))
         finally:
             executor.close()
+        _serve(connection)
     print("\nNext: `flowport flow test --flow <your flow>`; see README.md for every command.")
+
+
+def _serve(connection: OpenAIConnection) -> None:
+    """Serve the flow over HTTP for a moment, as `flowport flow serve` does, and call it."""
+    import httpx
+
+    from flowport.serving import ScoringApp
+    from flowport.testing.threaded_server import ThreadedServer
+
+    executor = FlowExecutor.load(EXAMPLE, connections={"open_ai_connection": connection})
+    with ThreadedServer(ScoringApp(executor), lifespan="on") as server:
+        body = {"question": "Can I stream answers?"}
+        print(f"\n$ flowport flow serve --source {EXAMPLE} --port {server.port}")
+        print(f"$ curl -s {server.url}/score -H 'content-type: application/json' -d '{json.dumps(body)}'")
+        response = httpx.post(f"{server.url}/score", json=body, timeout=30)
+        print(f"{response.status_code} {response.text}")
+        print(f"$ curl -sN {server.url}/score -H 'accept: text/event-stream' -d '{json.dumps(body)}'")
+        with httpx.stream(
+            "POST", f"{server.url}/score", json=body, headers={"accept": "text/event-stream"}, timeout=30
+        ) as stream:
+            for line in stream.iter_lines():
+                if line:
+                    print(line)
 
 
 if __name__ == "__main__":
