@@ -143,3 +143,18 @@ def test_resolver_reads_only_what_is_asked_and_applies_overrides(
     assert list(resolver) == ["svc"]
     with pytest.raises(KeyError):
         resolver["missing"]
+
+
+def test_head_revision_constant_matches_the_migration_scripts(database_url: str) -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from flowport.store.database import _MIGRATIONS, HEAD_REVISION
+
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION
+    db = Database(database_url)
+    assert db.revision() is None
+    db.migrate()
+    assert db.revision() == HEAD_REVISION

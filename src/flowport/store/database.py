@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import DBAPIError
 
 DATABASE_URL_ENV = "FLOWPORT_DATABASE_URL"
 _MIGRATIONS = Path(__file__).parent / "migrations"
+HEAD_REVISION = "0001"
+"""The newest migration; a test keeps it equal to the scripts' head."""
 
 
 def default_url(home: Path) -> str:
@@ -38,7 +39,18 @@ class Database:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
 
+    def revision(self) -> str | None:
+        """The schema revision the database is at (None for an empty database)."""
+        try:
+            with self.engine.connect() as connection:
+                return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except DBAPIError:
+            return None
+
     def migrate(self) -> None:
+        from alembic import command
+        from alembic.config import Config
+
         config = Config()
         config.set_main_option("script_location", str(_MIGRATIONS))
         with self.engine.begin() as connection:
@@ -50,7 +62,12 @@ class Database:
 
 
 def open_database(home: Path, url: str | None = None) -> Database:
-    """Open the store for ``home`` (or ``url``) and migrate it."""
+    """Open the store for ``home`` (or ``url``), migrating it unless it is current.
+
+    Checking the revision first keeps Alembic (11 MiB of imports) out of processes, such as
+    serving instances, that only read a store someone else already migrated.
+    """
     db = Database(url or default_url(home))
-    db.migrate()
+    if db.revision() != HEAD_REVISION:
+        db.migrate()
     return db

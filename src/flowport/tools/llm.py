@@ -18,7 +18,7 @@ from typing import Any
 
 from flowport.connections import AzureOpenAIConnection, Connection
 from flowport.tools.chat_parser import ROLES, parse_chat
-from flowport.tools.openai_http import APIError, OpenAIHTTP
+from flowport.tools.openai_http import APIError, OpenAIHTTP, create_ssl_context
 from flowport.tools.templates import render
 from flowport.tools.usage import record_usage
 
@@ -125,12 +125,13 @@ class ClientPool:
         clients = self._clients.setdefault(loop, {})
         key = id(connection)
         if key not in clients:
-            built = [self._build(connection) for _ in range(self.clients_per_connection)]
+            tls = create_ssl_context()
+            built = [
+                OpenAIHTTP(connection, self.connections_per_client, tls)
+                for _ in range(self.clients_per_connection)
+            ]
             clients[key] = (built, itertools.cycle(built))
         return next(clients[key][1])
-
-    def _build(self, connection: Connection) -> OpenAIHTTP:
-        return OpenAIHTTP(connection, self.connections_per_client)
 
 
 class LLMTool:

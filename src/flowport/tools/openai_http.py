@@ -9,6 +9,7 @@ error messages stay prompt flow's.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -68,10 +69,18 @@ def _status_error(response: httpx.Response) -> APIError:
     return APIError(name, f"Error code: {status} - {detail}", retry_after)
 
 
+def create_ssl_context() -> ssl.SSLContext:
+    return httpx.create_ssl_context()
+
+
 class OpenAIHTTP:
     """One connection's endpoint, with its own keep-alive pool."""
 
-    def __init__(self, connection: Connection, max_connections: int) -> None:
+    def __init__(
+        self, connection: Connection, max_connections: int, tls: ssl.SSLContext | None = None
+    ) -> None:
+        """``tls``: one verified context shared by a pool's clients (each would load the CA
+        bundle again: about 1 MiB apiece)."""
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         headers = {"content-type": "application/json"}
         self.azure_version: str | None = None
@@ -93,7 +102,10 @@ class OpenAIHTTP:
             self.base = str(base or "https://api.openai.com/v1").rstrip("/")
             headers["authorization"] = f"Bearer {key}"
         self.client = httpx.AsyncClient(
-            limits=limits, timeout=httpx.Timeout(600.0, connect=10.0), headers=headers
+            limits=limits,
+            timeout=httpx.Timeout(600.0, connect=10.0),
+            headers=headers,
+            verify=tls or httpx.create_ssl_context(),
         )
 
     def _url(self, model: str, path: str) -> str:
