@@ -3,7 +3,7 @@
 from flowport.engine.errors import ExecutionError
 from flowport.engine.executor import FlowExecutor, LineResult
 from flowport.engine.records import LineRun, NodeRun, Status
-from flowport.engine.streams import NodeStream, is_stream
+from flowport.engine.streams import NodeStream
 
 __all__ = [
     "ExecutionError",
@@ -13,5 +13,4 @@ __all__ = [
     "NodeRun",
     "NodeStream",
     "Status",
-    "is_stream",
 ]

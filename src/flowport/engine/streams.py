@@ -15,10 +15,6 @@ from flowport.tools.usage import current_usage
 _DONE = object()
 
 
-def is_stream(value: Any) -> bool:
-    return inspect.isgenerator(value) or inspect.isasyncgen(value) or isinstance(value, NodeStream)
-
-
 class SharedGenerator:
     """A generator output read by other nodes: each reader gets a generator of all its items.
 
