@@ -312,7 +312,7 @@ class FlowExecutor:
             node_run.output = result
 
     def _node_error(self, node: CompiledNode, node_run: NodeRun, exc: Exception) -> ExecutionError:
-        error = exc if isinstance(exc, ExecutionError) else self._tool_exception(node.name, exc)
+        error = self._as_error(node.name, exc)
         self._node_failed(node_run, error)
         return error
 
@@ -360,9 +360,7 @@ class FlowExecutor:
             streaming = line.stream and node.name in self.stream_nodes
             token = current_usage.set(node_run.usage)
             try:
-                result = node.tool.func(**kwargs)
-                if inspect.isgenerator(result) and not streaming:
-                    result = SharedGenerator(result) if node.plan.has_readers else join_sync(result)
+                result = _call_sync(node, kwargs, streaming)
             except Exception as exc:
                 error = self._node_error(node, node_run, exc)
                 raise error from (None if error is exc else exc)
@@ -379,7 +377,10 @@ class FlowExecutor:
         node_run.error = exc.to_dict()
 
     @staticmethod
-    def _tool_exception(node: str, exc: Exception) -> ExecutionError:
+    def _as_error(node: str, exc: Exception) -> ExecutionError:
+        """The ExecutionError a node's failure is reported as."""
+        if isinstance(exc, ExecutionError):
+            return exc
         if isinstance(exc, ChatFormatError):
             return chat_format_error(node, exc)
         if isinstance(exc, LLMParamError):
@@ -405,15 +406,14 @@ class FlowExecutor:
                     result = await result
             else:
                 loop = asyncio.get_running_loop()
-                call = _call_sync if streaming or node.plan.has_readers else _call_sync_joined
                 ctx = contextvars.copy_context()
-                result = await loop.run_in_executor(self.pool, ctx.run, call, tool.func, kwargs)
+                result = await loop.run_in_executor(self.pool, ctx.run, _call_sync, node, kwargs, streaming)
         finally:
             current_usage.reset(token)
         if streaming and (inspect.isgenerator(result) or hasattr(result, "__anext__")):
             return NodeStream(result, node_run, self.pool)
-        if node.plan.has_readers and inspect.isgenerator(result):
-            return SharedGenerator(result)
+        if isinstance(result, SharedGenerator):
+            return result
         return await join_async(result)
 
     # -- a single node, for `flow test --node` ---------------------------------
@@ -448,10 +448,9 @@ class FlowExecutor:
         node_run = NodeRun(name, start_time=now())
         try:
             return await self._invoke(node, kwargs, False, node_run)
-        except ExecutionError:
-            raise
         except Exception as exc:
-            raise self._tool_exception(name, exc) from exc
+            error = self._as_error(name, exc)
+            raise error from (None if error is exc else exc)
 
     # -- aggregation ---------------------------------------------------------
 
@@ -485,9 +484,7 @@ class FlowExecutor:
                 try:
                     results[node.name] = await self._invoke(node, kwargs, False, node_run)
                 except Exception as exc:
-                    error = exc if isinstance(exc, ExecutionError) else self._tool_exception(node.name, exc)
-                    self._node_failed(node_run, error)
-                    return metrics, runs, error
+                    return metrics, runs, self._node_error(node, node_run, exc)
                 node_run.status = Status.COMPLETED
                 node_run.end_time = now()
                 node_run.output = results[node.name]
@@ -520,9 +517,11 @@ def json_ready(name: str, value: Any) -> Any:
         ) from None
 
 
-def _call_sync(func: Any, kwargs: dict[str, Any]) -> Any:
-    return func(**kwargs)
-
-
-def _call_sync_joined(func: Any, kwargs: dict[str, Any]) -> Any:
-    return join_sync(func(**kwargs))
+def _call_sync(node: CompiledNode, kwargs: dict[str, Any], streaming: bool) -> Any:
+    """Call a sync tool. A generator stays one when it streams, is shared when other nodes
+    read it (they get a generator, as in prompt flow), and is joined here otherwise, so that
+    iterating it never blocks the event loop."""
+    result = node.tool.func(**kwargs)
+    if not inspect.isgenerator(result) or streaming:
+        return result
+    return SharedGenerator(result) if node.plan.has_readers else join_sync(result)
