@@ -43,6 +43,7 @@ from flowport.serving.negotiation import (
     parse_inputs,
 )
 from flowport.serving.openai_chat import OpenAIChatRoute
+from flowport.serving.refused import Refused
 from flowport.serving.settings import ServeSettings
 from flowport.serving.sse import frame
 from flowport.serving.swagger import build_swagger
@@ -161,10 +162,31 @@ class ScoringApp:
             headers["x-ms-client-request-id"] = client_id
         return headers
 
-    async def run(self, inputs: dict[str, Any], stream: bool, request_id: str) -> LineResult:
-        """Run one line under the concurrency limit's slot already held by the caller."""
-        async with asyncio.timeout(self.timeout):
-            return await self.executor.run_line(inputs, stream=stream, run_id=request_id)
+    async def execute(self, inputs: dict[str, Any], stream: bool, request_id: str) -> LineResult:
+        """Run one line in a concurrency slot, under the request timeout.
+
+        A result without error comes back with the slot still held: the caller releases it
+        (``self.limit.__aexit__()``) once the answer is sent. Anything else releases the slot
+        and raises Refused with the status to answer.
+        """
+        try:
+            await self.limit.__aenter__()
+        except Overloaded:
+            raise Refused(429, self.overloaded(), {"retry-after": "1"}) from None
+        try:
+            async with asyncio.timeout(self.timeout):
+                result = await self.executor.run_line(inputs, stream=stream, run_id=request_id)
+        except TimeoutError:
+            await self.limit.__aexit__()
+            raise Refused(408, self.timed_out()) from None
+        except BaseException:
+            await self.limit.__aexit__()
+            raise
+        if result.error is not None:
+            await self.limit.__aexit__()
+            self.metrics.child(self.metrics.errors, result.error.inner_code or result.error.code).inc()
+            raise Refused(_status_for(result.error), result.error, result=result)
+        return result
 
     def filtered(self, result: LineResult) -> dict[str, Any]:
         return {name: result.outputs[name] for name in self.outputs if name in result.outputs}
@@ -212,24 +234,10 @@ class ScoringApp:
                 status = 400
                 return _json(_error_body(exc), 400, headers)
             try:
-                await self.limit.__aenter__()
-            except Overloaded:
-                status = 429
-                return _json(_error_body(self.overloaded()), 429, {**headers, "retry-after": "1"})
-            try:
-                result = await self.run(inputs, reply is Reply.EVENTS, request_id)
-            except TimeoutError:
-                await self.limit.__aexit__()
-                status = 408
-                return _json(_error_body(self.timed_out()), 408, headers)
-            except BaseException:
-                await self.limit.__aexit__()
-                raise
-            if result.error is not None:
-                await self.limit.__aexit__()
-                status = _status_for(result.error)
-                self.metrics.errors.labels(result.error.inner_code or result.error.code).inc()
-                return _json(_error_body(result.error), status, headers)
+                result = await self.execute(inputs, reply is Reply.EVENTS, request_id)
+            except Refused as refused:
+                status, result = refused.status, refused.result
+                return _json(_error_body(refused.error), status, {**headers, **refused.headers})
             if reply is Reply.EVENTS:
                 refusal = self._stream_refusal(result, accept or "")
                 if refusal is not None:

@@ -18,7 +18,7 @@ from starlette.responses import Response, StreamingResponse
 from flowport.engine import LineResult, NodeStream
 from flowport.engine.streams import join_async
 from flowport.serving.body import BodyTooLarge
-from flowport.serving.limits import Overloaded
+from flowport.serving.refused import Refused
 
 if TYPE_CHECKING:
     from flowport.serving.app import ScoringApp
@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 class ChatRequestError(ValueError):
     pass
+
+
+_REFUSALS = {429: ("rate_limit_exceeded", "requests"), 408: ("timeout", "invalid_request_error")}
+"""OpenAI's error code and type for the statuses that are not the flow's own errors."""
 
 
 def _text(content: Any) -> str:
@@ -96,21 +100,11 @@ class OpenAIChatRoute:
         model = str(body.get("model") or scoring.flow.name)
         stream = bool(body.get("stream"))
         try:
-            await scoring.limit.__aenter__()
-        except Overloaded:
-            return _error(scoring.overloaded().message, 429, "rate_limit_exceeded", "requests")
-        try:
-            result = await scoring.run(inputs, stream, request_id)
-        except TimeoutError:
-            await scoring.limit.__aexit__()
-            return _error(scoring.timed_out().message, 408, "timeout")
-        except BaseException:
-            await scoring.limit.__aexit__()
-            raise
-        if result.error is not None:
-            await scoring.limit.__aexit__()
-            status = 400 if result.error.code == "UserError" else 500
-            return _error(result.error.message, status, result.error.inner_code or result.error.code)
+            result = await scoring.execute(inputs, stream, request_id)
+        except Refused as refused:
+            code, error_type = _REFUSALS.get(refused.status, (None, "invalid_request_error"))
+            error = refused.error
+            return _error(error.message, refused.status, code or error.inner_code or error.code, error_type)
         answer = result.outputs.get(self.chat_output)
         if stream:
             return StreamingResponse(
