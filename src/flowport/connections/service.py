@@ -78,6 +78,52 @@ class ConnectionService:
         return {c.name: c for c in self.list() if c.name}
 
 
+class ConnectionSource(Protocol):
+    """What a resolver reads connections from: the store's service, or a fixed set."""
+
+    def get(self, name: str) -> Connection: ...
+    def list(self) -> list[Connection]: ...
+
+
+class StaticConnections:
+    """Connections handed over whole (a deployment instance gets its own from the runtime)."""
+
+    def __init__(self, connections: Mapping[str, Connection]) -> None:
+        self.connections = dict(connections)
+
+    @classmethod
+    def from_rows(cls, rows: Mapping[str, Mapping[str, Any]]) -> StaticConnections:
+        """From ``{name: {"type", "module", "configs", "secrets"}}`` with secrets in clear."""
+        return cls(
+            {
+                name: build_connection(
+                    name, row["type"], dict(row.get("configs") or {}), dict(row.get("secrets") or {}),
+                    row.get("module"),
+                )
+                for name, row in rows.items()
+            }
+        )
+
+    def get(self, name: str) -> Connection:
+        try:
+            return self.connections[name]
+        except KeyError:
+            raise ConnectionNotFound(name) from None
+
+    def list(self) -> list[Connection]:
+        return list(self.connections.values())
+
+
+def connection_row(connection: Connection) -> dict[str, Any]:
+    """The clear-text form ``StaticConnections.from_rows`` reads."""
+    return {
+        "type": connection.type,
+        "module": connection.module,
+        "configs": connection.configs,
+        "secrets": connection.secrets,
+    }
+
+
 class ConnectionResolver(Mapping[str, Connection]):
     """Connections by name, read from the store on first use, with environment overrides.
 
@@ -87,7 +133,7 @@ class ConnectionResolver(Mapping[str, Connection]):
 
     def __init__(
         self,
-        service: ConnectionService | Callable[[], ConnectionService] | None,
+        service: ConnectionSource | Callable[[], ConnectionSource] | None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self._service = service
@@ -95,8 +141,8 @@ class ConnectionResolver(Mapping[str, Connection]):
         self._cache: dict[str, Connection] = {}
 
     @property
-    def service(self) -> ConnectionService | None:
-        if self._service is not None and not isinstance(self._service, ConnectionService):
+    def service(self) -> ConnectionSource | None:
+        if callable(self._service):
             self._service = self._service()
         return self._service
 

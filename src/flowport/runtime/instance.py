@@ -1,0 +1,62 @@
+"""One deployment instance: ``python -m flowport.runtime.instance --uds PATH`` (or ``--port``).
+
+The runtime writes the ``InstanceConfig`` as JSON to the process's stdin and closes it.
+Connections arrive whole, secrets in clear over the pipe, so an instance never opens the
+store (no database driver, no key file, less memory). With ``PROMPTFLOW_WORKER_NUM`` > 1
+the config travels to the worker processes in an environment variable of this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from flowport.connections import ConnectionResolver, StaticConnections
+from flowport.engine import FlowExecutor
+from flowport.runtime.base import InstanceConfig
+from flowport.serving import ScoringApp, ServeSettings
+from flowport.serving.server import run
+
+CONFIG_ENV = "FLOWPORT_INSTANCE_CONFIG"
+
+
+def apply_environment(config: InstanceConfig) -> None:
+    """The deployment's variables and request settings, as the serving settings read them."""
+    os.environ.update({k: str(v) for k, v in config.environment_variables.items()})
+    os.environ["FLOWPORT_MAX_CONCURRENT_REQUESTS"] = str(config.max_concurrent_requests)
+    os.environ["FLOWPORT_REQUEST_TIMEOUT_MS"] = str(config.request_timeout_ms)
+
+
+def create_app() -> ScoringApp:
+    """Build the scoring app from the config in the environment (the uvicorn factory)."""
+    config = InstanceConfig.from_json(json.loads(os.environ[CONFIG_ENV]))
+    os.chdir(config.source)
+    settings = ServeSettings.from_env()
+    executor = FlowExecutor.load(
+        config.source,
+        connections=ConnectionResolver(StaticConnections.from_rows(config.connections)),
+        worker_threads=settings.worker_threads,
+    )
+    return ScoringApp(executor, settings)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m flowport.runtime.instance")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--uds", help="Unix socket to listen on")
+    where.add_argument("--port", type=int, help="loopback port to listen on")
+    args = parser.parse_args(argv)
+    config = InstanceConfig.from_json(json.loads(sys.stdin.read()))
+    apply_environment(config)
+    os.environ[CONFIG_ENV] = json.dumps(config.to_json())
+    workers = int(os.environ.get("PROMPTFLOW_WORKER_NUM") or 1)
+    app = create_app()
+    print(f"instance ready to serve {app.flow.name} ({workers} worker(s))", file=sys.stderr, flush=True)
+    target = "flowport.runtime.instance:create_app" if workers > 1 else app
+    run(target, host="127.0.0.1", port=args.port or 0, uds=args.uds, workers=workers)
+
+
+if __name__ == "__main__":
+    main()
