@@ -25,6 +25,7 @@ from flowport.connections import (
 )
 from flowport.connections.crypto import SecretKeyError
 from flowport.store import ConnectionRows, Database
+from flowport.store.database import HEAD_REVISION
 
 
 @pytest.fixture
@@ -101,7 +102,7 @@ def test_migrations_are_idempotent(database_url: str) -> None:
     db.migrate()
     db.migrate()
     with db.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION
 
 
 def test_key_file_is_created_private_and_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

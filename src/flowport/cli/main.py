@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from flowport.cli import connection_cmds, dev_cmds, flow_cmds, run_cmds
+from flowport.cli import (
+    connection_cmds,
+    deployment_cmds,
+    dev_cmds,
+    endpoint_cmds,
+    flow_cmds,
+    model_cmds,
+    run_cmds,
+    server_cmd,
+)
 
 app = typer.Typer(
     name="flowport",
@@ -16,6 +25,12 @@ app.add_typer(flow_cmds.app, name="flow")
 app.add_typer(connection_cmds.app, name="connection")
 app.add_typer(run_cmds.app, name="run")
 app.add_typer(dev_cmds.app, name="dev")
+app.add_typer(model_cmds.app, name="model")
+app.add_typer(endpoint_cmds.app, name="online-endpoint")
+app.add_typer(endpoint_cmds.app, name="endpoint", help="Alias of online-endpoint.")
+app.add_typer(deployment_cmds.app, name="online-deployment")
+app.add_typer(deployment_cmds.app, name="deployment", help="Alias of online-deployment.")
+app.command("server")(server_cmd.server)
 
 
 def main() -> None:

@@ -1,0 +1,234 @@
+"""``flowport online-endpoint ...`` (alias ``endpoint``): ``az ml online-endpoint``'s verbs and flags."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import typer
+
+from flowport.cli.api_client import ApiClient, print_notes
+from flowport.cli.common import fail
+from flowport.cli.output import Output, OutputOption, emit
+from flowport.control.specs import SpecError, parse_traffic_flag
+
+app = typer.Typer(help="Online endpoints: a stable scoring URL with keys or tokens.", no_args_is_help=True)
+
+ENDPOINT_COLUMNS = ["name", "auth_mode", "provisioning_state", "traffic", "scoring_uri"]
+
+FileOption = typer.Option(None, "--file", "-f", help="Azure endpoint YAML.")
+NameOption = typer.Option(None, "--name", "-n", help="Endpoint name (overrides the file's).")
+SetOption = typer.Option(None, "--set", help="path=value to change a field, e.g. --set description=new.")
+NoWaitOption = typer.Option(False, "--no-wait", help="Do not wait for the operation to finish.")
+# az's workspace flags, accepted so copied commands run unchanged
+GroupOption = typer.Option(None, "--resource-group", "-g", hidden=True)
+WorkspaceOption = typer.Option(None, "--workspace-name", "-w", hidden=True)
+
+
+def spec_body(file: Path | None, assignments: list[str] | None) -> dict[str, Any]:
+    """The API body for a YAML file: its text, its path (for errors) and --set assignments."""
+    body: dict[str, Any] = {"set": list(assignments or [])}
+    if file is not None:
+        path = file.expanduser().resolve()
+        try:
+            body["yaml"] = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            fail(f"cannot read {file}: {exc}")
+        body["file"] = str(path)
+        body["base_dir"] = str(path.parent)
+    return body
+
+
+def traffic_flag(text: str | None, flag: str) -> dict[str, int] | None:
+    if text is None:
+        return None
+    try:
+        return parse_traffic_flag(text, flag)
+    except SpecError as exc:
+        fail(str(exc.problems[0].message))
+
+
+def require_name(name: str | None, file: Path | None) -> None:
+    if not name and file is None:
+        fail("give the endpoint with --name/-n or a YAML file with --file/-f")
+
+
+@app.command()
+def create(
+    file: Path | None = FileOption,
+    name: str | None = NameOption,
+    auth_mode: str | None = typer.Option(None, "--auth-mode", help="key (default) or aml_token."),
+    set_: list[str] | None = SetOption,
+    no_wait: bool = NoWaitOption,
+    output: Output = OutputOption,
+    resource_group: str | None = GroupOption,
+    workspace_name: str | None = WorkspaceOption,
+) -> None:
+    """Create an endpoint from Azure's endpoint YAML."""
+    require_name(name, file)
+    body = spec_body(file, set_)
+    if auth_mode:
+        body["set"].append(f"auth_mode={auth_mode}")
+    client = ApiClient.discover()
+    result = client.call("POST", "/endpoints", json=body, params={"name": name} if name else None)
+    print_notes(result["notes"])
+    emit(result["endpoint"], output)
+
+
+@app.command()
+def update(
+    name: str | None = NameOption,
+    file: Path | None = FileOption,
+    traffic: str | None = typer.Option(
+        None, "--traffic", "-t", help='Traffic split, e.g. "blue=90 green=10".'
+    ),
+    mirror_traffic: str | None = typer.Option(
+        None, "--mirror-traffic", help='Mirrored share, e.g. "green=10".'
+    ),
+    set_: list[str] | None = SetOption,
+    no_wait: bool = NoWaitOption,
+    output: Output = OutputOption,
+    resource_group: str | None = GroupOption,
+    workspace_name: str | None = WorkspaceOption,
+) -> None:
+    """Change an endpoint: description, tags, auth mode, traffic, mirror traffic."""
+    require_name(name, file)
+    split, mirror = traffic_flag(traffic, "--traffic"), traffic_flag(mirror_traffic, "--mirror-traffic")
+    client = ApiClient.discover()
+    body = spec_body(file, set_)
+    name = name or _name_in_file(body)
+    if file is None and not set_ and (split is not None or mirror is not None):
+        shares = {"traffic": split, "mirror_traffic": mirror}
+        emit(client.call("PUT", f"/endpoints/{name}/traffic", json=shares)["endpoint"], output)
+        return
+    body["set"] += [f"traffic.{k}={v}" for k, v in (split or {}).items()]
+    body["set"] += [f"mirror_traffic.{k}={v}" for k, v in (mirror or {}).items()]
+    result = client.call("PATCH", f"/endpoints/{name}", json=body)
+    print_notes(result["notes"])
+    emit(result["endpoint"], output)
+
+
+def _name_in_file(body: dict[str, Any]) -> str:
+    from flowport.control.specs import read_yaml
+
+    try:
+        raw = read_yaml(body.get("yaml") or "", body.get("file") or "<file>")
+    except SpecError as exc:
+        fail(str(exc))
+    if not isinstance(raw, dict) or not raw.get("name"):
+        fail(f"{body.get('file')} has no name; give one with --name/-n")
+    return str(raw["name"])
+
+
+@app.command()
+def show(
+    name: str = typer.Option(..., "--name", "-n"),
+    output: Output = OutputOption,
+    resource_group: str | None = GroupOption,
+    workspace_name: str | None = WorkspaceOption,
+) -> None:
+    """Show an endpoint with its scoring_uri and openapi_uri."""
+    emit(ApiClient.discover().call("GET", f"/endpoints/{name}"), output)
+
+
+@app.command("list")
+def list_(
+    output: Output = OutputOption,
+    resource_group: str | None = GroupOption,
+    workspace_name: str | None = WorkspaceOption,
+) -> None:
+    """List endpoints."""
+    emit(ApiClient.discover().call("GET", "/endpoints"), output, ENDPOINT_COLUMNS)
+
+
+@app.command()
+def delete(
+    name: str = typer.Option(..., "--name", "-n"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    no_wait: bool = NoWaitOption,
+    resource_group: str | None = GroupOption,
+    workspace_name: str | None = WorkspaceOption,
+) -> None:
+    """Delete an endpoint and all its deployments."""
+    confirm(yes, f"Delete endpoint {name!r} and all its deployments?")
+    client = ApiClient.discover()
+    operation = client.call("DELETE", f"/endpoints/{name}")["operation"]
+    if no_wait:
+        emit(operation, Output.json)
+        return
+    client.wait(operation, f"Deleting endpoint {name}")
+
+
+def confirm(yes: bool, question: str) -> None:
+    if yes:
+        return
+    if not typer.get_text_stream("stdin").isatty():
+        fail(f"{question} Pass --yes to confirm when not running interactively.")
+    if not typer.confirm(question):
+        raise typer.Exit(1)
+
+
+@app.command()
+def invoke(
+    name: str = typer.Option(..., "--name", "-n"),
+    request_file: Path = typer.Option(..., "--request-file", "-r", help="JSON file with the flow's inputs."),
+    deployment_name: str | None = typer.Option(
+        None, "--deployment-name", "-d", help="Send to this deployment."
+    ),
+    resource_group: str | None = GroupOption,
+    workspace_name: str | None = WorkspaceOption,
+) -> None:
+    """Call the endpoint's scoring URI with its key or token; prints the response body."""
+    try:
+        payload = request_file.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read {request_file}: {exc}")
+    client = ApiClient.discover()
+    endpoint = client.call("GET", f"/endpoints/{name}")
+    credentials = client.call("POST", f"/endpoints/{name}/credentials")
+    secret = credentials.get("accessToken") or credentials["primaryKey"]
+    headers = {"authorization": f"Bearer {secret}", "content-type": "application/json"}
+    if deployment_name:
+        headers["azureml-model-deployment"] = deployment_name
+    try:
+        response = httpx.post(endpoint["scoring_uri"], content=payload, headers=headers, timeout=310)
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach {endpoint['scoring_uri']}: {exc}")
+    if response.status_code != 200:
+        typer.echo(response.text, err=True)
+        deployment = response.headers.get("azureml-model-deployment", "-")
+        fail(f"the endpoint answered {response.status_code} (deployment {deployment})")
+    try:
+        typer.echo(json.dumps(response.json(), indent=2, ensure_ascii=False))
+    except ValueError:
+        typer.echo(response.text)
+
+
+@app.command("get-credentials")
+def get_credentials(
+    name: str = typer.Option(..., "--name", "-n"),
+    output: Output = OutputOption,
+    resource_group: str | None = GroupOption,
+    workspace_name: str | None = WorkspaceOption,
+) -> None:
+    """Print the endpoint's keys (primaryKey, secondaryKey) or a fresh token (accessToken, expiryTimeUtc)."""
+    emit(ApiClient.discover().call("POST", f"/endpoints/{name}/credentials"), output)
+
+
+@app.command("regenerate-keys")
+def regenerate_keys(
+    name: str = typer.Option(..., "--name", "-n"),
+    key_type: str = typer.Option(
+        "primary", "--key-type", help="primary or secondary: the other keeps working."
+    ),
+    key_value: str | None = typer.Option(None, "--key-value", help="Use this value instead of a random one."),
+    no_wait: bool = NoWaitOption,
+    resource_group: str | None = GroupOption,
+    workspace_name: str | None = WorkspaceOption,
+) -> None:
+    """Replace one of the endpoint's keys."""
+    body = {"key_type": key_type, "key_value": key_value}
+    ApiClient.discover().call("POST", f"/endpoints/{name}/regenerate-keys", json=body)
+    typer.echo(f"regenerated the {key_type} key of {name}", err=True)

@@ -1,0 +1,77 @@
+"""``flowport model ...``: register flow folders as versioned models (Azure's model YAML)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from flowport.cli.api_client import ApiClient, print_notes
+from flowport.cli.endpoint_cmds import FileOption, GroupOption, SetOption, WorkspaceOption, spec_body
+from flowport.cli.output import Output, OutputOption, emit
+
+app = typer.Typer(help="Models: flow folders registered as immutable versions.", no_args_is_help=True)
+
+MODEL_COLUMNS = ["name", "version", "flow_type", "content_hash", "created_at"]
+
+
+@app.command()
+def create(
+    file: Path | None = FileOption,
+    name: str | None = typer.Option(None, "--name", "-n"),
+    version: str | None = typer.Option(None, "--version", "-v", help="Default: the next number."),
+    path: Path | None = typer.Option(None, "--path", "-p", help="The flow folder (overrides the file's)."),
+    set_: list[str] | None = SetOption,
+    output: Output = OutputOption,
+    resource_group: str | None = GroupOption,
+    workspace_name: str | None = WorkspaceOption,
+) -> None:
+    """Validate a flow folder and register a snapshot of it as a model version."""
+    body = spec_body(file, set_)
+    for key, value in (("name", name), ("version", version)):
+        if value:
+            body["set"].append(f"{key}={value}")
+    if path is not None:
+        body["set"].append(f"path={path.expanduser().resolve()}")
+    result = ApiClient.discover().call("POST", "/models", json=body)
+    print_notes(result.pop("notes", []))
+    emit(result, output)
+
+
+@app.command("list")
+def list_(
+    name: str | None = typer.Option(None, "--name", "-n"),
+    archived: bool = typer.Option(False, "--include-archived", help="Also list archived versions."),
+    output: Output = OutputOption,
+    resource_group: str | None = GroupOption,
+    workspace_name: str | None = WorkspaceOption,
+) -> None:
+    """List model versions."""
+    params = {"archived": str(archived).lower(), **({"name": name} if name else {})}
+    emit(ApiClient.discover().call("GET", "/models", params=params), output, MODEL_COLUMNS)
+
+
+@app.command()
+def show(
+    name: str = typer.Option(..., "--name", "-n"),
+    version: str | None = typer.Option(None, "--version", "-v", help="Default: the newest."),
+    output: Output = OutputOption,
+    resource_group: str | None = GroupOption,
+    workspace_name: str | None = WorkspaceOption,
+) -> None:
+    """Show a model version."""
+    params = {"version": version} if version else None
+    emit(ApiClient.discover().call("GET", f"/models/{name}", params=params), output)
+
+
+@app.command()
+def archive(
+    name: str = typer.Option(..., "--name", "-n"),
+    version: str | None = typer.Option(None, "--version", "-v", help="Default: every version."),
+    output: Output = OutputOption,
+    resource_group: str | None = GroupOption,
+    workspace_name: str | None = WorkspaceOption,
+) -> None:
+    """Archive a model version (or all): hidden from list, still usable by existing deployments."""
+    params = {"version": version} if version else None
+    emit(ApiClient.discover().call("POST", f"/models/{name}/archive", params=params), output)

@@ -1,0 +1,314 @@
+"""The REST API under ``/api/v1``: what the CLI and the studio call. OpenAPI at ``/openapi.json``.
+
+Every route but ``/health`` requires the admin token (``Authorization: Bearer ...``).
+Changes to endpoints and deployments return an operation; ``GET /operations/{id}`` follows it.
+"""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from flowport.connections import SCRUBBED, ConnectionNotFound, ConnectionSpecError, connection_from_spec
+from flowport.control.data import read_records
+from flowport.control.endpoints import ControlPlane
+from flowport.control.errors import ApiError
+from flowport.control.specs import (
+    SpecError,
+    apply_set,
+    parse_deployment,
+    parse_endpoint,
+    parse_model,
+    read_yaml,
+)
+
+
+class SpecBody(BaseModel):
+    """An Azure YAML document, as its text (``yaml``) or as JSON fields (``spec``)."""
+
+    yaml: str | None = Field(None, description="The YAML file's text.")
+    file: str | None = Field(None, description="The file's path, named in error messages.")
+    base_dir: str | None = Field(
+        None, description="Where relative paths resolve (default: the file's folder)."
+    )
+    spec: dict[str, Any] | None = Field(None, description="The fields as JSON, instead of yaml.")
+    set: list[str] = Field(default_factory=list, description="az's --set path=value assignments.")
+
+    def document(self, base: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+        raw: Any = dict(base or {})
+        if self.yaml is not None:
+            raw = read_yaml(self.yaml, self.file or "<request>")
+        elif self.spec is not None:
+            raw = dict(self.spec)
+        if not isinstance(raw, dict):
+            raise ApiError(
+                400, "InvalidSpec", f"{self.file or 'the document'} must be a YAML mapping of fields"
+            )
+        for key, value in overrides.items():
+            if value is not None:
+                raw[key] = value
+        return apply_set(raw, self.set) if self.set else raw
+
+    @property
+    def directory(self) -> Path | None:
+        if self.base_dir:
+            return Path(self.base_dir)
+        return Path(self.file).parent if self.file else None
+
+
+class KeyBody(BaseModel):
+    key_type: str = "primary"
+    key_value: str | None = None
+
+
+class TrafficBody(BaseModel):
+    traffic: dict[str, int] | None = None
+    mirror_traffic: dict[str, int] | None = None
+
+
+def _error(status: int, body: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(body, status_code=status)
+
+
+def build_api(control: ControlPlane, admin_token: str, data_dir: Path) -> FastAPI:
+    expected = admin_token.encode()
+
+    def admin(request: Request) -> None:
+        scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+            raise ApiError(
+                401,
+                "Unauthorized",
+                "the admin API needs 'Authorization: Bearer <admin token>' (see ~/.flowport/admin_token)",
+            )
+
+    api = FastAPI(
+        title="flowport",
+        version="1",
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+        dependencies=[],
+    )
+
+    @api.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.body())
+
+    @api.exception_handler(SpecError)
+    async def spec_error(request: Request, exc: SpecError) -> JSONResponse:
+        error = ApiError(400, "InvalidSpec", str(exc), problems=exc.problems)
+        return _error(400, error.body())
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return _error(400, {"error": {"code": "InvalidRequest", "message": details}})
+
+    @api.get("/health", tags=["server"])
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    secured = [Depends(admin)]
+
+    # -- models ---------------------------------------------------------------------------
+
+    @api.post("/models", status_code=201, dependencies=secured, tags=["models"])
+    async def create_model(body: SpecBody) -> dict[str, Any]:
+        spec = parse_model(body.document(), body.file, body.directory)
+        return {**control.models.register(spec), "notes": list(spec.notes)}
+
+    @api.get("/models", dependencies=secured, tags=["models"])
+    async def list_models(name: str | None = None, archived: bool = False) -> list[dict[str, Any]]:
+        return control.models.list(name, archived)
+
+    @api.get("/models/{name}", dependencies=secured, tags=["models"])
+    async def show_model(name: str, version: str | None = None) -> dict[str, Any]:
+        return control.models.get(name, version)
+
+    @api.post("/models/{name}/archive", dependencies=secured, tags=["models"])
+    async def archive_model(name: str, version: str | None = None) -> list[dict[str, Any]]:
+        return control.models.archive(name, version)
+
+    # -- endpoints ------------------------------------------------------------------------
+
+    @api.post("/endpoints", status_code=201, dependencies=secured, tags=["endpoints"])
+    async def create_endpoint(body: SpecBody, name: str | None = None) -> dict[str, Any]:
+        spec = parse_endpoint(body.document(name=name), body.file)
+        operation = await control.create_endpoint(spec)
+        return {
+            "operation": operation,
+            "endpoint": control.show_endpoint(spec.name),
+            "notes": list(spec.notes),
+        }
+
+    @api.get("/endpoints", dependencies=secured, tags=["endpoints"])
+    async def list_endpoints() -> list[dict[str, Any]]:
+        return control.list_endpoints()
+
+    @api.get("/endpoints/{name}", dependencies=secured, tags=["endpoints"])
+    async def show_endpoint(name: str) -> dict[str, Any]:
+        return control.show_endpoint(name)
+
+    @api.patch("/endpoints/{name}", dependencies=secured, tags=["endpoints"])
+    async def update_endpoint(name: str, body: SpecBody) -> dict[str, Any]:
+        current = control.show_endpoint(name)
+        raw = body.document(name=name)
+        spec = parse_endpoint({"auth_mode": current["auth_mode"], **raw}, body.file)
+        operation = await control.update_endpoint(spec, set(raw))
+        return {"operation": operation, "endpoint": control.show_endpoint(name), "notes": list(spec.notes)}
+
+    @api.put("/endpoints/{name}/traffic", dependencies=secured, tags=["endpoints"])
+    async def set_traffic(name: str, body: TrafficBody) -> dict[str, Any]:
+        operation = await control.set_traffic(name, body.traffic, body.mirror_traffic)
+        return {"operation": operation, "endpoint": control.show_endpoint(name)}
+
+    @api.delete("/endpoints/{name}", status_code=202, dependencies=secured, tags=["endpoints"])
+    async def delete_endpoint(name: str) -> dict[str, Any]:
+        return {"operation": await control.delete_endpoint(name)}
+
+    @api.post("/endpoints/{name}/credentials", dependencies=secured, tags=["endpoints"])
+    async def credentials(name: str) -> dict[str, Any]:
+        return control.credentials(name)
+
+    @api.post("/endpoints/{name}/regenerate-keys", dependencies=secured, tags=["endpoints"])
+    async def regenerate_keys(name: str, body: KeyBody) -> dict[str, Any]:
+        return control.regenerate_key(name, body.key_type, body.key_value)
+
+    @api.get("/endpoints/{name}/operations", dependencies=secured, tags=["operations"])
+    async def endpoint_operations(name: str) -> list[dict[str, Any]]:
+        control.show_endpoint(name)
+        return control.operations.list(name)
+
+    @api.get("/endpoints/{name}/stats", dependencies=secured, tags=["endpoints"])
+    async def endpoint_stats(name: str) -> dict[str, Any]:
+        control.show_endpoint(name)
+        return control.gateway.stats(name)
+
+    # -- deployments ----------------------------------------------------------------------
+
+    @api.post(
+        "/endpoints/{endpoint}/deployments", status_code=202, dependencies=secured, tags=["deployments"]
+    )
+    async def create_deployment(
+        endpoint: str, body: SpecBody, name: str | None = None, all_traffic: bool = False
+    ) -> dict[str, Any]:
+        raw = body.document(name=name)
+        _same_endpoint(raw, endpoint)
+        spec = parse_deployment({**raw, "endpoint_name": endpoint}, body.file, body.directory)
+        operation = await control.create_deployment(spec, all_traffic)
+        return {"operation": operation, "notes": list(spec.notes)}
+
+    @api.patch(
+        "/endpoints/{endpoint}/deployments/{name}",
+        status_code=202,
+        dependencies=secured,
+        tags=["deployments"],
+    )
+    async def update_deployment(
+        endpoint: str, name: str, body: SpecBody, all_traffic: bool = False
+    ) -> dict[str, Any]:
+        raw = body.document(control.deployment_document(endpoint, name), name=name)
+        _same_endpoint(raw, endpoint)
+        spec = parse_deployment({**raw, "endpoint_name": endpoint}, body.file, body.directory)
+        operation = await control.update_deployment(spec, all_traffic)
+        return {"operation": operation, "notes": list(spec.notes)}
+
+    @api.get("/endpoints/{endpoint}/deployments", dependencies=secured, tags=["deployments"])
+    async def list_deployments(endpoint: str) -> list[dict[str, Any]]:
+        return control.list_deployments(endpoint)
+
+    @api.get("/endpoints/{endpoint}/deployments/{name}", dependencies=secured, tags=["deployments"])
+    async def show_deployment(endpoint: str, name: str) -> dict[str, Any]:
+        return control.show_deployment(endpoint, name)
+
+    @api.delete(
+        "/endpoints/{endpoint}/deployments/{name}",
+        status_code=202,
+        dependencies=secured,
+        tags=["deployments"],
+    )
+    async def delete_deployment(endpoint: str, name: str) -> dict[str, Any]:
+        return {"operation": await control.delete_deployment(endpoint, name)}
+
+    @api.get("/endpoints/{endpoint}/deployments/{name}/logs", dependencies=secured, tags=["deployments"])
+    async def deployment_logs(
+        endpoint: str, name: str, lines: int = Query(100, ge=1, le=100_000)
+    ) -> dict[str, Any]:
+        return {"lines": control.logs(endpoint, name, lines)}
+
+    @api.get("/endpoints/{endpoint}/deployments/{name}/data", dependencies=secured, tags=["deployments"])
+    async def deployment_data(endpoint: str, name: str, since: str | None = None) -> Response:
+        control.show_deployment(endpoint, name)
+        body = b"".join(read_records(data_dir / endpoint / name, since))
+        return Response(body, media_type="application/x-ndjson")
+
+    # -- operations -----------------------------------------------------------------------
+
+    @api.get("/operations/{op_id}", dependencies=secured, tags=["operations"])
+    async def show_operation(op_id: str) -> dict[str, Any]:
+        return control.operations.get(op_id)
+
+    # -- connections ----------------------------------------------------------------------
+
+    @api.get("/connections", dependencies=secured, tags=["connections"])
+    async def list_connections() -> list[dict[str, Any]]:
+        return [c.to_dict() for c in control.connections.list()]
+
+    @api.get("/connections/{name}", dependencies=secured, tags=["connections"])
+    async def show_connection(name: str) -> dict[str, Any]:
+        try:
+            return control.connections.get(name).to_dict()
+        except ConnectionNotFound as exc:
+            raise ApiError(404, "ConnectionNotFound", str(exc)) from None
+
+    @api.put("/connections/{name}", dependencies=secured, tags=["connections"])
+    async def save_connection(name: str, body: dict[str, Any]) -> dict[str, Any]:
+        spec = {**body, "name": name}
+        try:
+            existing = control.connections.get(name)
+        except ConnectionNotFound:
+            existing = None
+        if existing is not None:
+            spec = _keep_secrets(spec, existing.secrets)
+        try:
+            connection = control.connections.save(connection_from_spec(spec, environ={}))
+        except ConnectionSpecError as exc:
+            raise ApiError(400, "InvalidConnection", str(exc)) from None
+        return connection.to_dict()
+
+    @api.delete("/connections/{name}", dependencies=secured, tags=["connections"])
+    async def delete_connection(name: str) -> dict[str, Any]:
+        try:
+            control.connections.delete(name)
+        except ConnectionNotFound as exc:
+            raise ApiError(404, "ConnectionNotFound", str(exc)) from None
+        return {"deleted": name}
+
+    return api
+
+
+def _same_endpoint(raw: dict[str, Any], endpoint: str) -> None:
+    named = raw.get("endpoint_name")
+    if named and named != endpoint:
+        raise ApiError(
+            400,
+            "EndpointMismatch",
+            f"endpoint_name: the file names endpoint {named!r} but the request is for {endpoint!r}",
+        )
+
+
+def _keep_secrets(spec: dict[str, Any], stored: dict[str, Any]) -> dict[str, Any]:
+    """A secret sent back scrubbed (or left out) keeps its stored value: editing never needs it shown."""
+    nested = isinstance(spec.get("secrets"), dict)
+    target = dict(spec["secrets"]) if nested else spec
+    for field, value in stored.items():
+        if target.get(field) in (None, SCRUBBED):
+            target[field] = value
+    return {**spec, "secrets": target} if nested else target

@@ -1,0 +1,572 @@
+"""Endpoints and their deployments: the state, the rules, and turning them into running parts.
+
+The control plane is the only writer of the store. After every change it pushes the
+endpoint's route to the gateway and hands deployments to the runtime as plans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flowport.connections import Cipher, ConnectionService, connection_row
+from flowport.control.errors import ApiError
+from flowport.control.models import ModelRegistry
+from flowport.control.operations import Operations
+from flowport.control.specs import DeploymentSpec, EndpointSpec, ModelSpec, check_mirror_shape
+from flowport.flow import FlowDef, FlowError, load_flow
+from flowport.flow.reference import Literal
+from flowport.gateway import DataCollection, DeploymentRoute, EndpointRoute, Gateway, TokenSigner, key_digest
+from flowport.runtime.base import (
+    DeploymentFailed,
+    DeploymentKey,
+    DeploymentPlan,
+    InstanceConfig,
+    Probe,
+    Runtime,
+)
+from flowport.store import Documents
+
+SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL|CONNECTION_STRING", re.IGNORECASE)
+SCRUBBED = "***"
+
+
+def new_key() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class ControlPlane:
+    def __init__(
+        self,
+        *,
+        endpoints: Documents,
+        deployments: Documents,
+        operations: Operations,
+        models: ModelRegistry,
+        connections: ConnectionService,
+        cipher: Cipher,
+        tokens: TokenSigner,
+        gateway: Gateway,
+        runtime: Runtime,
+        base_url: str,
+    ) -> None:
+        self.endpoints = endpoints
+        self.deployments = deployments
+        self.operations = operations
+        self.models = models
+        self.connections = connections
+        self.cipher = cipher
+        self.tokens = tokens
+        self.gateway = gateway
+        self.runtime = runtime
+        self.base_url = base_url.rstrip("/")
+        runtime.set_listener(
+            lambda key, addresses: gateway.set_instances(key.endpoint, key.deployment, addresses)
+        )
+
+    # -- endpoints --------------------------------------------------------------------------
+
+    def _endpoint_row(self, name: str) -> dict[str, Any]:
+        row = self.endpoints.get(name=name)
+        if row is None:
+            raise ApiError(
+                404, "EndpointNotFound", f"endpoint {name!r} does not exist (flowport online-endpoint list)"
+            )
+        return row
+
+    def show_endpoint(self, name: str) -> dict[str, Any]:
+        return self._endpoint_view(self._endpoint_row(name))
+
+    def list_endpoints(self) -> list[dict[str, Any]]:
+        return [self._endpoint_view(row) for row in self.endpoints.list()]
+
+    def _endpoint_view(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        name = row["name"]
+        view = {
+            "name": name,
+            "auth_mode": row["auth_mode"],
+            "description": row.get("description", ""),
+            "tags": row.get("tags", {}),
+            "traffic": row.get("traffic", {}),
+            "mirror_traffic": row.get("mirror_traffic", {}),
+            "provisioning_state": row.get("provisioning_state", "Succeeded"),
+            "scoring_uri": f"{self.base_url}/endpoints/{name}/score",
+            "openapi_uri": f"{self.base_url}/endpoints/{name}/swagger.json",
+            "kind": "Managed",
+            "created_at": row["created_at"],
+            "updated_at": row["updated_at"],
+            **row.get("extras", {}),
+        }
+        if row.get("notes"):
+            view["notes"] = row["notes"]
+        return view
+
+    def _save_endpoint(self, document: dict[str, Any], keys: dict[str, str] | None = None) -> None:
+        columns = {"secrets": self.cipher.encrypt(json.dumps(keys))} if keys is not None else {}
+        fields = {
+            k: v for k, v in document.items() if k not in ("name", "secrets", "created_at", "updated_at")
+        }
+        self.endpoints.put({"name": document["name"]}, fields, **columns)
+
+    def _keys(self, row: Mapping[str, Any]) -> dict[str, str]:
+        return json.loads(self.cipher.decrypt(row["secrets"]))
+
+    async def create_endpoint(self, spec: EndpointSpec) -> dict[str, Any]:
+        if self.endpoints.get(name=spec.name) is not None:
+            raise ApiError(
+                409,
+                "EndpointExists",
+                f"endpoint {spec.name!r} already exists; change it with flowport online-endpoint update",
+            )
+        traffic, mirror = spec.traffic or {}, spec.mirror_traffic or {}
+        self._check_traffic(spec.name, traffic, mirror, deployments=set())
+        operation = self.operations.claim(spec.name, "CreateEndpoint", spec.name)
+        document = {
+            "name": spec.name,
+            "auth_mode": spec.auth_mode,
+            "description": spec.description,
+            "tags": spec.tags,
+            "traffic": traffic,
+            "mirror_traffic": mirror,
+            "extras": spec.extras,
+            "notes": list(spec.notes),
+            "provisioning_state": "Succeeded",
+        }
+
+        async def work() -> None:
+            self._save_endpoint(document, {"primary": new_key(), "secondary": new_key()})
+            self.publish(spec.name)
+
+        return await self.operations.run_now(operation, work)
+
+    async def update_endpoint(self, spec: EndpointSpec, fields: set[str]) -> dict[str, Any]:
+        """Change the fields given (``fields``: the keys present in the request)."""
+        row = self._endpoint_row(spec.name)
+        document = dict(row)
+        for key in ("auth_mode", "description", "tags"):
+            if key in fields:
+                document[key] = getattr(spec, key)
+        if spec.traffic is not None:
+            document["traffic"] = spec.traffic
+        if spec.mirror_traffic is not None:
+            document["mirror_traffic"] = spec.mirror_traffic
+        if spec.extras:
+            document["extras"] = {**row.get("extras", {}), **spec.extras}
+        document["notes"] = list(spec.notes)
+        self._check_traffic(spec.name, document["traffic"], document["mirror_traffic"])
+        operation = self.operations.claim(spec.name, "UpdateEndpoint", spec.name)
+
+        async def work() -> None:
+            self._save_endpoint(document)
+            self.publish(spec.name)
+
+        return await self.operations.run_now(operation, work)
+
+    async def set_traffic(
+        self, name: str, traffic: dict[str, int] | None, mirror: dict[str, int] | None
+    ) -> dict[str, Any]:
+        row = self._endpoint_row(name)
+        spec = EndpointSpec(name=name, auth_mode=row["auth_mode"], traffic=traffic, mirror_traffic=mirror)
+        return await self.update_endpoint(spec, set())
+
+    def _check_traffic(
+        self,
+        endpoint: str,
+        traffic: Mapping[str, int],
+        mirror: Mapping[str, int],
+        deployments: set[str] | None = None,
+    ) -> None:
+        if deployments is None:
+            deployments = {d["name"] for d in self.deployments.list(endpoint=endpoint)}
+        problems = []
+        unknown = sorted(set(traffic) - deployments) + sorted(set(mirror) - deployments)
+        if unknown:
+            known = ", ".join(sorted(deployments)) or "none yet"
+            problems.append(
+                f"traffic names deployments that do not exist: {', '.join(unknown)} (it has {known})"
+            )
+        total = sum(traffic.values())
+        if total not in (0, 100):
+            problems.append(f"traffic percentages must add up to 0 or 100, they add up to {total}")
+        mirror_errors: list[str] = []
+        check_mirror_shape(mirror, lambda path, message: mirror_errors.append(f"{path}: {message}"))
+        problems += mirror_errors
+        both = sorted(name for name, value in mirror.items() if value and traffic.get(name))
+        if both:
+            problems.append(
+                f"mirror_traffic: {', '.join(both)} already receives live traffic and cannot be mirrored to"
+            )
+        if problems:
+            raise ApiError(400, "InvalidTraffic", "; ".join(problems))
+
+    async def delete_endpoint(self, name: str) -> dict[str, Any]:
+        self._endpoint_row(name)
+        operation = self.operations.claim(name, "DeleteEndpoint", name)
+        row = self._endpoint_row(name)
+        self._save_endpoint({**row, "provisioning_state": "Deleting"})
+
+        async def work() -> None:
+            for deployment in self.deployments.list(endpoint=name):
+                await self.runtime.remove(DeploymentKey(name, deployment["name"]))
+                self.deployments.delete(endpoint=name, name=deployment["name"])
+            self.endpoints.delete(name=name)
+            self.gateway.withdraw(name)
+
+        self.operations.start(operation, work)
+        return operation
+
+    def credentials(self, name: str) -> dict[str, Any]:
+        row = self._endpoint_row(name)
+        if row["auth_mode"] == "aml_token":
+            return self.tokens.issue(name).as_credentials()
+        keys = self._keys(row)
+        return {"primaryKey": keys["primary"], "secondaryKey": keys["secondary"]}
+
+    def regenerate_key(self, name: str, key_type: str, key_value: str | None = None) -> dict[str, Any]:
+        row = self._endpoint_row(name)
+        if row["auth_mode"] != "key":
+            raise ApiError(
+                400, "NotKeyAuth", f"endpoint {name!r} uses {row['auth_mode']}; only key endpoints have keys"
+            )
+        if key_type not in ("primary", "secondary"):
+            raise ApiError(400, "InvalidKeyType", f"key type must be primary or secondary, got {key_type!r}")
+        if key_value is not None and len(key_value) < 16:
+            raise ApiError(400, "InvalidKey", "a key must be at least 16 characters long")
+        keys = self._keys(row)
+        keys[key_type] = key_value or new_key()
+        self._save_endpoint(row, keys)
+        self.publish(name)
+        return {"regenerated": key_type}
+
+    # -- deployments ------------------------------------------------------------------------
+
+    def _deployment_row(self, endpoint: str, name: str) -> dict[str, Any]:
+        self._endpoint_row(endpoint)
+        row = self.deployments.get(endpoint=endpoint, name=name)
+        if row is None:
+            raise ApiError(
+                404,
+                "DeploymentNotFound",
+                f"deployment {name!r} does not exist on endpoint {endpoint!r} "
+                f"(flowport online-deployment list -e {endpoint})",
+            )
+        return row
+
+    def show_deployment(self, endpoint: str, name: str) -> dict[str, Any]:
+        return self._deployment_view(self._deployment_row(endpoint, name))
+
+    def list_deployments(self, endpoint: str) -> list[dict[str, Any]]:
+        self._endpoint_row(endpoint)
+        return [self._deployment_view(row) for row in self.deployments.list(endpoint=endpoint)]
+
+    def _deployment_view(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        spec = row["spec"]
+        key = DeploymentKey(row["endpoint"], row["name"])
+        variables = self._variables(spec)
+        view = {
+            "name": row["name"],
+            "endpoint_name": row["endpoint"],
+            "model": spec["model"],
+            "description": spec.get("description", ""),
+            "tags": spec.get("tags", {}),
+            "instance_type": spec.get("instance_type"),
+            "instance_count": spec["instance_count"],
+            "environment_variables": {
+                k: SCRUBBED if SECRET_NAME.search(k) else v for k, v in variables.items()
+            },
+            "request_settings": spec["request_settings"],
+            "liveness_probe": spec["liveness_probe"],
+            "readiness_probe": spec["readiness_probe"],
+            "provisioning_state": row.get("provisioning_state", "Succeeded"),
+            "instances": [
+                {"id": i.id, "ready": i.ready, "pid": i.pid, "restarts": i.restarts}
+                for i in self.runtime.instances(key)
+            ],
+            "created_at": row["created_at"],
+            "updated_at": row["updated_at"],
+            **spec.get("extras", {}),
+        }
+        if spec.get("data_collector") is not None:
+            view["data_collector"] = spec["data_collector"]
+        if row.get("error"):
+            view["error"] = row["error"]
+        if row.get("notes"):
+            view["notes"] = row["notes"]
+        return view
+
+    def deployment_document(self, endpoint: str, name: str) -> dict[str, Any]:
+        """The deployment as Azure YAML fields (secrets in clear): the base ``update --set`` edits."""
+        spec = self._deployment_row(endpoint, name)["spec"]
+        document = {
+            "name": name,
+            "endpoint_name": endpoint,
+            "model": spec["model"],
+            "description": spec.get("description", ""),
+            "tags": spec.get("tags", {}),
+            "instance_count": spec["instance_count"],
+            "environment_variables": self._variables(spec),
+            "request_settings": spec["request_settings"],
+            "liveness_probe": spec["liveness_probe"],
+            "readiness_probe": spec["readiness_probe"],
+            **spec.get("extras", {}),
+        }
+        if spec.get("instance_type"):
+            document["instance_type"] = spec["instance_type"]
+        collector = spec.get("data_collector")
+        if collector:
+            document["data_collector"] = {
+                "sampling_rate": collector["sampling_rate"],
+                "rolling_rate": collector["rolling_rate"],
+                "collections": {k: {"enabled": collector[k]} for k in ("request", "response")},
+            }
+        return document
+
+    def _variables(self, spec: Mapping[str, Any]) -> dict[str, str]:
+        sealed = spec.get("environment_variables_sealed")
+        return json.loads(self.cipher.decrypt(sealed)) if sealed else {}
+
+    def _resolve_model(self, spec: DeploymentSpec) -> dict[str, Any]:
+        if spec.model_path is not None:
+            anonymous = ModelSpec(
+                name=f"{spec.endpoint_name}-{spec.name}-model",
+                version=None,
+                path=spec.model_path,
+                properties=spec.model_properties,
+                description=f"registered for deployment {spec.name} of endpoint {spec.endpoint_name}",
+            )
+            return self.models.register(anonymous)
+        assert spec.model_ref is not None
+        name, _, version = spec.model_ref.partition(":")
+        return self.models.get(name, version or None)
+
+    def _stored_spec(self, spec: DeploymentSpec, model: Mapping[str, Any]) -> dict[str, Any]:
+        collector = spec.data_collector
+        return {
+            "model": model["id"],
+            "model_path": model["path"],
+            "description": spec.description,
+            "tags": spec.tags,
+            "instance_type": spec.instance_type,
+            "instance_count": spec.instance_count,
+            "environment_variables_sealed": self.cipher.encrypt(json.dumps(spec.environment_variables)),
+            "request_settings": {
+                "request_timeout_ms": spec.request_timeout_ms,
+                "max_concurrent_requests_per_instance": spec.max_concurrent_requests_per_instance,
+            },
+            "liveness_probe": spec.liveness_probe.__dict__,
+            "readiness_probe": spec.readiness_probe.__dict__,
+            "data_collector": collector.__dict__ if collector else None,
+            "extras": spec.extras,
+        }
+
+    async def create_deployment(self, spec: DeploymentSpec, all_traffic: bool = False) -> dict[str, Any]:
+        endpoint = spec.endpoint_name or ""
+        self._endpoint_row(endpoint)
+        if self.deployments.get(endpoint=endpoint, name=spec.name) is not None:
+            raise ApiError(
+                409,
+                "DeploymentExists",
+                f"deployment {spec.name!r} already exists on endpoint {endpoint!r}; "
+                "change it with flowport online-deployment update",
+            )
+        if len(self.deployments.list(endpoint=endpoint)) >= 20:
+            raise ApiError(400, "TooManyDeployments", f"endpoint {endpoint!r} already has 20 deployments")
+        operation = self.operations.claim(endpoint, "CreateDeployment", spec.name)
+        try:
+            stored = self._stored_spec(spec, self._resolve_model(spec))
+            plan = self._plan(endpoint, spec.name, stored)
+        except BaseException:
+            self.operations.busy.pop(endpoint, None)
+            self.operations.finish(operation, "Failed", None)
+            raise
+        row = {"spec": stored, "provisioning_state": "Creating", "notes": list(spec.notes)}
+        self.deployments.put({"endpoint": endpoint, "name": spec.name}, row)
+
+        async def work() -> None:
+            try:
+                await self.runtime.apply(plan)
+            except DeploymentFailed as exc:
+                self._fail_deployment(endpoint, spec.name, row, exc)
+                raise ApiError(424, "DeploymentFailed", str(exc)) from None
+            self.deployments.put(
+                {"endpoint": endpoint, "name": spec.name}, {**row, "provisioning_state": "Succeeded"}
+            )
+            if all_traffic:
+                self._save_endpoint({**self._endpoint_row(endpoint), "traffic": {spec.name: 100}})
+            self.publish(endpoint)
+
+        self.operations.start(operation, work)
+        return operation
+
+    async def update_deployment(self, spec: DeploymentSpec, all_traffic: bool = False) -> dict[str, Any]:
+        endpoint = spec.endpoint_name or ""
+        previous = self._deployment_row(endpoint, spec.name)
+        operation = self.operations.claim(endpoint, "UpdateDeployment", spec.name)
+        try:
+            stored = self._stored_spec(spec, self._resolve_model(spec))
+            plan = self._plan(endpoint, spec.name, stored)
+        except BaseException:
+            self.operations.busy.pop(endpoint, None)
+            self.operations.finish(operation, "Failed", None)
+            raise
+        key = {"endpoint": endpoint, "name": spec.name}
+        row = {"spec": stored, "provisioning_state": "Updating", "notes": list(spec.notes)}
+        self.deployments.put(key, {**_document(previous), "provisioning_state": "Updating"})
+
+        async def work() -> None:
+            try:
+                await self.runtime.apply(plan)
+            except DeploymentFailed as exc:
+                self._fail_deployment(endpoint, spec.name, _document(previous), exc)
+                raise ApiError(424, "DeploymentFailed", str(exc)) from None
+            self.deployments.put(key, {**row, "provisioning_state": "Succeeded"})
+            if all_traffic:
+                self._save_endpoint({**self._endpoint_row(endpoint), "traffic": {spec.name: 100}})
+            self.publish(endpoint)
+
+        self.operations.start(operation, work)
+        return operation
+
+    def _fail_deployment(self, endpoint: str, name: str, row: dict[str, Any], exc: DeploymentFailed) -> None:
+        error = {"reason": exc.reason, "log_tail": exc.log_tail}
+        self.deployments.put(
+            {"endpoint": endpoint, "name": name}, {**row, "provisioning_state": "Failed", "error": error}
+        )
+
+    async def delete_deployment(self, endpoint: str, name: str) -> dict[str, Any]:
+        row = self._deployment_row(endpoint, name)
+        endpoint_row = self._endpoint_row(endpoint)
+        if endpoint_row["traffic"].get(name) or endpoint_row["mirror_traffic"].get(name):
+            raise ApiError(
+                409,
+                "DeploymentHasTraffic",
+                f"deployment {name!r} receives traffic; set its traffic to 0 first "
+                f'(flowport online-endpoint update -n {endpoint} --traffic "{name}=0 ...")',
+            )
+        operation = self.operations.claim(endpoint, "DeleteDeployment", name)
+        self.deployments.put(
+            {"endpoint": endpoint, "name": name}, {**_document(row), "provisioning_state": "Deleting"}
+        )
+
+        async def work() -> None:
+            await self.runtime.remove(DeploymentKey(endpoint, name))
+            self.deployments.delete(endpoint=endpoint, name=name)
+            self.publish(endpoint)
+
+        self.operations.start(operation, work)
+        return operation
+
+    def logs(self, endpoint: str, name: str, lines: int) -> list[str]:
+        self._deployment_row(endpoint, name)
+        return self.runtime.logs(DeploymentKey(endpoint, name), lines)
+
+    # -- plans and routes -------------------------------------------------------------------
+
+    def _plan(self, endpoint: str, name: str, stored: Mapping[str, Any]) -> DeploymentPlan:
+        source = Path(stored["model_path"])
+        try:
+            flow = load_flow(source)
+        except FlowError as exc:
+            raise ApiError(400, "InvalidFlow", str(exc), problems=exc.problems) from None
+        variables = self._variables(stored)
+        settings = stored["request_settings"]
+        config = InstanceConfig(
+            source=str(source),
+            environment_variables=variables,
+            connections=self._connections_for(flow, variables),
+            max_concurrent_requests=settings["max_concurrent_requests_per_instance"],
+            request_timeout_ms=settings["request_timeout_ms"],
+        )
+        liveness, readiness = Probe(**stored["liveness_probe"]), Probe(**stored["readiness_probe"])
+        requirements = _requirements(flow)
+        fingerprint = json.dumps(
+            [config.to_json(), liveness.__dict__, readiness.__dict__, str(requirements)], sort_keys=True
+        )
+        return DeploymentPlan(
+            key=DeploymentKey(endpoint, name),
+            revision=hashlib.sha256(fingerprint.encode()).hexdigest()[:16],
+            instance_count=stored["instance_count"],
+            config=config,
+            liveness=liveness,
+            readiness=readiness,
+            requirements=requirements,
+        )
+
+    def _connections_for(self, flow: FlowDef, variables: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+        """The stored connections the flow may use: named by a node, a literal input, or a variable."""
+        names = set(variables.values())
+        for node in flow.nodes.values():
+            if node.connection:
+                names.add(node.connection)
+            names.update(
+                b.value for b in node.inputs.values() if isinstance(b, Literal) and isinstance(b.value, str)
+            )
+        stored = self.connections.as_mapping()
+        return {name: connection_row(stored[name]) for name in sorted(names & set(stored))}
+
+    def route(self, name: str) -> EndpointRoute:
+        row = self._endpoint_row(name)
+        keys = self._keys(row)
+        deployments = {}
+        for deployment in self.deployments.list(endpoint=name):
+            spec = deployment["spec"]
+            collector = spec.get("data_collector")
+            deployments[deployment["name"]] = DeploymentRoute(
+                name=deployment["name"],
+                max_concurrent_requests_per_instance=spec["request_settings"][
+                    "max_concurrent_requests_per_instance"
+                ],
+                instance_count=spec["instance_count"],
+                request_timeout_ms=spec["request_settings"]["request_timeout_ms"],
+                data_collection=DataCollection(**collector) if collector else None,
+            )
+        return EndpointRoute(
+            name=name,
+            auth_mode=row["auth_mode"],
+            key_digests=(key_digest(keys["primary"]), key_digest(keys["secondary"])),
+            traffic=dict(row["traffic"]),
+            mirror_traffic=dict(row["mirror_traffic"]),
+            deployments=deployments,
+        )
+
+    def publish(self, name: str) -> None:
+        self.gateway.publish(self.route(name))
+
+    async def recover(self) -> None:
+        """After a restart: routes back in the gateway, every deployment's instances started again."""
+        for operation in self.operations.rows.list():
+            if operation["status"] == "Running":
+                error = {"code": "ServerRestarted", "message": "the server stopped while this operation ran"}
+                self.operations.finish(operation, "Failed", error)
+        for endpoint in self.endpoints.list():
+            self.publish(endpoint["name"])
+        rows = self.deployments.list()
+        for row in rows:
+            if row.get("provisioning_state") == "Deleting":
+                self.deployments.delete(endpoint=row["endpoint"], name=row["name"])
+        await asyncio.gather(
+            *(self._restart(row) for row in rows if row.get("provisioning_state") != "Deleting")
+        )
+
+    async def _restart(self, row: dict[str, Any]) -> None:
+        try:
+            await self.runtime.apply(self._plan(row["endpoint"], row["name"], row["spec"]))
+        except (DeploymentFailed, ApiError) as exc:
+            failed = DeploymentFailed(str(exc)) if isinstance(exc, ApiError) else exc
+            self._fail_deployment(row["endpoint"], row["name"], _document(row), failed)
+
+
+def _document(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k not in ("endpoint", "name", "created_at", "updated_at")}
+
+
+def _requirements(flow: FlowDef) -> Path | None:
+    declared = (flow.environment or {}).get("python_requirements_txt")
+    candidate = flow.path / (declared or "requirements.txt")
+    return candidate if candidate.is_file() else None

@@ -1,0 +1,149 @@
+"""Registered models: a flow folder validated, snapshotted immutably, and versioned.
+
+A snapshot is a copy of the folder with its ``additional_includes`` resolved, stored under
+``<home>/models/<content hash>``; registering the same content twice shares one snapshot.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flowport.control.errors import ApiError
+from flowport.control.specs import ModelSpec
+from flowport.flow import FlowDef, FlowError, load_flow
+from flowport.flow.includes import content_hash
+from flowport.flow.loader import find_flow_file
+from flowport.flow.yaml import load_yaml_file, to_plain
+from flowport.store import Documents
+from flowport.store.tables import utcnow
+
+
+def snapshot_flow(source: Path, models_dir: Path) -> tuple[Path, str, FlowDef]:
+    """Validate the flow at ``source`` and return (snapshot folder, content hash, flow)."""
+    if not source.exists():
+        raise ApiError(400, "ModelPathNotFound", f"path {str(source)!r} does not exist on the server")
+    try:
+        flow = load_flow(source)
+        file = find_flow_file(source)
+    except FlowError as exc:
+        raise ApiError(
+            400, "InvalidFlow", f"the model's flow is not valid:\n{exc}", problems=exc.problems
+        ) from None
+    digest = content_hash([(".", flow.path)])
+    target = models_dir / digest[:24]
+    if not target.is_dir():
+        models_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=models_dir, prefix=".staging-"))
+        try:
+            shutil.copytree(
+                flow.path, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+            )
+            if flow.additional_includes:
+                _drop_includes(staging / file.name)
+            staging.rename(target)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+            if not target.is_dir():
+                raise
+    return target, digest, load_flow(target)
+
+
+def _drop_includes(flow_file: Path) -> None:
+    """The snapshot holds the included files already; its flow file must not look for them."""
+    raw = to_plain(load_yaml_file(flow_file))
+    raw.pop("additional_includes", None)
+    flow_file.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+class ModelRegistry:
+    def __init__(self, rows: Documents, models_dir: Path) -> None:
+        self.rows = rows
+        self.models_dir = models_dir
+
+    def register(self, spec: ModelSpec) -> dict[str, Any]:
+        snapshot, digest, flow = snapshot_flow(spec.path, self.models_dir)
+        version = spec.version or self._next_version(spec.name)
+        if self.rows.get(name=spec.name, version=version) is not None:
+            raise ApiError(
+                409,
+                "ModelVersionExists",
+                f"model {spec.name}:{version} already exists; versions are immutable. "
+                "Leave out version to get the next one.",
+            )
+        properties = dict(spec.properties)
+        if flow.is_chat:
+            properties.setdefault("azureml.promptflow.mode", "chat")
+            properties.setdefault("azureml.promptflow.chat_input", flow.chat_input or "")
+            properties.setdefault("azureml.promptflow.chat_output", _chat_output(flow) or "")
+        document = {
+            "description": spec.description,
+            "tags": spec.tags,
+            "properties": properties,
+            "path": str(snapshot),
+            "source_path": str(spec.path),
+            "content_hash": digest,
+            "flow_name": flow.name,
+            "flow_type": "chat" if flow.is_chat else "standard",
+        }
+        self.rows.put({"name": spec.name, "version": version}, document, archived=False, created_at=utcnow())
+        return self.get(spec.name, version)
+
+    def _next_version(self, name: str) -> str:
+        numbers = [int(m["version"]) for m in self.rows.list(name=name) if str(m["version"]).isdigit()]
+        return str(max(numbers, default=0) + 1)
+
+    def get(self, name: str, version: str | None = None) -> dict[str, Any]:
+        """One version, or the newest version that is not archived."""
+        if version is None:
+            live = [m for m in self.rows.list(name=name) if not m["archived"]]
+            if not live:
+                raise ApiError(404, "ModelNotFound", f"model {name!r} has no versions that are not archived")
+            return _shown(max(live, key=_version_order))
+        row = self.rows.get(name=name, version=version)
+        if row is None:
+            raise ApiError(404, "ModelNotFound", f"model {name}:{version} does not exist")
+        return _shown(row)
+
+    def list(self, name: str | None = None, archived: bool = False) -> list[dict[str, Any]]:
+        rows = self.rows.list(name=name) if name else self.rows.list()
+        return [_shown(r) for r in rows if archived or not r["archived"]]
+
+    def archive(self, name: str, version: str | None) -> list[dict[str, Any]]:
+        rows = [self.rows.get(name=name, version=version)] if version else self.rows.list(name=name)
+        found = [r for r in rows if r is not None]
+        if not found:
+            raise ApiError(
+                404, "ModelNotFound", f"model {name}{':' + version if version else ''} does not exist"
+            )
+        for row in found:
+            document = {
+                k: v for k, v in row.items() if k not in ("name", "version", "archived", "created_at")
+            }
+            self.rows.put({"name": name, "version": row["version"]}, document, archived=True)
+        return [self.get(name, r["version"]) for r in found]
+
+
+def _chat_output(flow: FlowDef) -> str | None:
+    return next((o.name for o in flow.outputs.values() if o.is_chat_output), None)
+
+
+def _version_order(row: dict[str, Any]) -> tuple[int, str]:
+    version = str(row["version"])
+    return (int(version) if version.isdigit() else -1, version)
+
+
+def _shown(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": row["name"],
+        "version": str(row["version"]),
+        "id": f"azureml:{row['name']}:{row['version']}",
+        "type": "custom_model",
+        "archived": bool(row["archived"]),
+        "created_at": row["created_at"],
+        **{k: v for k, v in row.items() if k not in ("name", "version", "archived", "created_at")},
+    }

@@ -1,0 +1,117 @@
+"""``flowport server``: the control plane, the gateway and the local runtime in one ASGI app.
+
+``/api/v1`` is the REST API, ``/endpoints/{name}/...`` the gateway's scoring routes,
+``/metrics`` the gateway's Prometheus text (admin token). On start the store is migrated,
+routes are pushed to the gateway and every deployment's instances start again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+
+from flowport.connections import Cipher, ConnectionService, load_or_create_key
+from flowport.control.api import build_api
+from flowport.control.endpoints import ControlPlane
+from flowport.control.models import ModelRegistry
+from flowport.control.operations import Operations
+from flowport.gateway import Gateway, TokenSigner
+from flowport.gateway.tokens import DEFAULT_TTL_SECONDS, signing_key
+from flowport.runtime.base import Runtime
+from flowport.runtime.local import LocalRuntime
+from flowport.store import ConnectionRows, Documents, open_database
+from flowport.store.tables import deployments, endpoints, models, operations
+
+log = logging.getLogger("flowport.server")
+
+ADMIN_TOKEN_FILE = "admin_token"
+SERVER_FILE = "server.json"
+TOKEN_TTL_ENV = "FLOWPORT_TOKEN_TTL_SECONDS"
+
+
+def admin_token(home: Path) -> str:
+    """The admin token, created on first start in a file only its owner can read."""
+    env = os.environ.get("FLOWPORT_ADMIN_TOKEN")
+    if env:
+        return env
+    path = home / ADMIN_TOKEN_FILE
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+@dataclass
+class Server:
+    app: Starlette
+    control: ControlPlane
+    gateway: Gateway
+    runtime: Runtime
+    token: str
+
+
+def build_server(home: Path, base_url: str, runtime: Runtime | None = None) -> Server:
+    home.mkdir(parents=True, exist_ok=True)
+    db = open_database(home)
+    secret = load_or_create_key(home)
+    cipher = Cipher(secret)
+    tokens = TokenSigner(signing_key(secret), int(os.environ.get(TOKEN_TTL_ENV) or DEFAULT_TTL_SECONDS))
+    gateway = Gateway(tokens, data_dir=home / "data")
+    runtime = runtime or LocalRuntime(home / "runtime")
+    control = ControlPlane(
+        endpoints=Documents(db, endpoints),
+        deployments=Documents(db, deployments),
+        operations=Operations(Documents(db, operations)),
+        models=ModelRegistry(Documents(db, models), home / "models"),
+        connections=ConnectionService(ConnectionRows(db), cipher),
+        cipher=cipher,
+        tokens=tokens,
+        gateway=gateway,
+        runtime=runtime,
+        base_url=base_url,
+    )
+    token = admin_token(home)
+    expected = token.encode()
+
+    async def metrics(request: Request) -> Response:
+        scheme, _, presented = (request.headers.get("authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), expected):
+            body = {"error": {"code": "Unauthorized", "message": "/metrics needs the admin token"}}
+            return JSONResponse(body, status_code=401)
+        return Response(gateway.render_metrics(), media_type="text/plain; version=0.0.4")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        recovery = asyncio.create_task(control.recover())
+        (home / SERVER_FILE).write_text(json.dumps({"url": base_url, "pid": os.getpid()}))
+        try:
+            yield
+        finally:
+            recovery.cancel()
+            await runtime.close()
+            await gateway.close()
+            db.dispose()
+            with contextlib.suppress(FileNotFoundError):
+                (home / SERVER_FILE).unlink()
+
+    api = build_api(control, token, home / "data")
+    app = Starlette(
+        routes=[Mount("/api/v1", app=api), Route("/metrics", metrics), *gateway.routes],
+        lifespan=lifespan,
+    )
+    return Server(app, control, gateway, runtime, token)

@@ -1,0 +1,135 @@
+"""Azure's model, endpoint and deployment YAML as flowport reads it: values, notes, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flowport.control.specs import (
+    SpecError,
+    apply_set,
+    parse_deployment,
+    parse_endpoint,
+    parse_model,
+    parse_model_reference,
+    parse_traffic_flag,
+    read_yaml,
+)
+
+AZURE = Path(__file__).parents[1] / "src" / "flowport" / "examples" / "azure"
+
+
+def _read(name: str) -> object:
+    return read_yaml((AZURE / name).read_text(), str(AZURE / name))
+
+
+def test_the_azure_guide_endpoint_is_read_with_azure_only_fields_kept_and_noted() -> None:
+    spec = parse_endpoint(_read("endpoint.yml"), "endpoint.yml")
+    assert spec.name == "basic-chat-endpoint"
+    assert spec.auth_mode == "key"
+    assert spec.extras == {"properties": {"enforce_access_to_default_secret_stores": "enabled"}}
+    assert [n.split(":")[0] for n in spec.notes] == ["properties"]
+    assert spec.traffic is None
+
+
+def test_the_azure_guide_deployment_is_read() -> None:
+    spec = parse_deployment(_read("blue-deployment.yml"), "blue-deployment.yml", AZURE)
+    assert (spec.name, spec.endpoint_name, spec.model_ref) == (
+        "blue",
+        "basic-chat-endpoint",
+        "blue-chat-model:1",
+    )
+    assert spec.request_timeout_ms == 300000
+    assert spec.max_concurrent_requests_per_instance == 10
+    assert spec.instance_count == 1
+    assert spec.environment_variables["PROMPTFLOW_RESPONSE_INCLUDED_FIELDS"] == '["answer"]'
+    assert spec.extras["environment"]["image"].startswith("mcr.microsoft.com/")
+    noted = {n.split(":")[0] for n in spec.notes}
+    assert noted == {"environment", "instance_type"}
+
+
+def test_inline_model_path_probes_and_data_collector() -> None:
+    spec = parse_deployment(_read("green-deployment.yml"), "green-deployment.yml", AZURE)
+    assert spec.model_ref is None
+    assert spec.model_path == (AZURE.parent / "chat_basic").resolve()
+    assert spec.readiness_probe.period == 5
+    assert spec.liveness_probe.failure_threshold == 5
+    assert spec.liveness_probe.timeout == 2  # Azure's default
+    assert spec.data_collector is not None
+    assert (spec.data_collector.request, spec.data_collector.response) == (True, True)
+    assert spec.data_collector.rolling_rate == "Hour"
+
+
+def test_the_azure_guide_model_resolves_its_path_against_the_file() -> None:
+    spec = parse_model(_read("model.yaml"), "model.yaml", AZURE)
+    assert spec.name == "blue-chat-model"
+    assert spec.version is None
+    assert spec.path == (AZURE.parent / "chat_basic").resolve()
+    assert spec.properties["azureml.promptflow.mode"] == "chat"
+
+
+@pytest.mark.parametrize("name", ["ab", "1abc", "a--b", "abc-", "a_b", "x" * 33])
+def test_invalid_names_are_errors_naming_the_rule(name: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_endpoint({"name": name})
+    assert "3-32 characters" in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["abc", "my-endpoint-1", "A" + "b" * 31])
+def test_valid_names(name: str) -> None:
+    assert parse_endpoint({"name": name}).name == name
+
+
+def test_invalid_values_name_the_field_file_and_line() -> None:
+    text = "name: blue\nmodel: m:1\ninstance_count: many\nrequest_settings:\n  request_timeout_ms: 900000\n"
+    with pytest.raises(SpecError) as caught:
+        parse_deployment(read_yaml(text, "d.yml"), "d.yml")
+    problems = {p.message.split(":")[0]: p for p in caught.value.problems}
+    assert problems["instance_count"].line == 3
+    assert problems["instance_count"].file == "d.yml"
+    assert "whole number" in problems["instance_count"].message
+    assert problems["request_settings.request_timeout_ms"].line == 5
+    assert "between 1 and 300000" in problems["request_settings.request_timeout_ms"].message
+
+
+def test_unknown_fields_are_notes_not_errors() -> None:
+    spec = parse_deployment({"name": "blue", "model": "m:1", "colour": "blue"})
+    assert spec.notes == ("colour: is not a field flowport knows; kept and ignored",)
+
+
+def test_aad_token_is_refused_with_the_alternatives() -> None:
+    with pytest.raises(SpecError, match="supports key and aml_token"):
+        parse_endpoint({"name": "abc", "auth_mode": "aad_token"})
+
+
+def test_mirror_traffic_shape() -> None:
+    with pytest.raises(SpecError, match="at most 50 percent"):
+        parse_endpoint({"name": "abc", "mirror_traffic": {"green": 60}})
+    with pytest.raises(SpecError, match="one deployment only"):
+        parse_endpoint({"name": "abc", "mirror_traffic": {"green": 10, "red": 10}})
+
+
+def test_model_references() -> None:
+    assert parse_model_reference("azureml:chat:3") == ("chat", "3")
+    assert parse_model_reference("chat:3") == ("chat", "3")
+    assert parse_model_reference("azureml:chat@latest") == ("chat", None)
+    with pytest.raises(SpecError):
+        parse_model_reference("azureml://registries/x/models/y")
+
+
+def test_set_assignments_read_yaml_scalars_and_make_paths() -> None:
+    raw = apply_set(
+        {"name": "blue", "instance_count": 1},
+        ["instance_count=3", "request_settings.request_timeout_ms=9000"],
+    )
+    assert raw["instance_count"] == 3
+    assert raw["request_settings"] == {"request_timeout_ms": 9000}
+    with pytest.raises(SpecError, match="path=value"):
+        apply_set({}, ["nothing"])
+
+
+def test_traffic_flag() -> None:
+    assert parse_traffic_flag("blue=90 green=10", "--traffic") == {"blue": 90, "green": 10}
+    with pytest.raises(SpecError, match="name=percent"):
+        parse_traffic_flag("blue:90", "--traffic")
