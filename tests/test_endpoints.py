@@ -1,0 +1,220 @@
+"""Online endpoints end to end: the server, real instance processes, the gateway, the CLI.
+
+Runs against SQLite and, with FLOWPORT_TEST_DATABASE_URL, PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flowport.testing.llm_server import LLMServer
+from tests.endpoint_harness import AZURE, FLOWS, Flowport
+
+
+@pytest.fixture
+def flowport(home: Path, database_url: str) -> Iterator[Flowport]:
+    with Flowport(home, database_url) as server:
+        yield server
+
+
+@pytest.fixture
+def sqlite_flowport(home: Path) -> Iterator[Flowport]:
+    with Flowport(home) as server:
+        yield server
+
+
+def test_the_azure_guide_end_to_end_with_the_cli_and_a_restart(
+    flowport: Flowport, llm_server: LLMServer, tmp_path: Path
+) -> None:
+    """The guide's three YAML files, unchanged: model, endpoint, blue deployment, invoke."""
+    flowport.ok(
+        "PUT",
+        "/connections/open_ai_connection",
+        json={"type": "open_ai", "api_key": "sk-test", "base_url": llm_server.base_url},
+    )
+    model = json.loads(flowport.cli("model", "create", "--file", str(AZURE / "model.yaml")).stdout)
+    assert (model["name"], model["version"]) == ("blue-chat-model", "1")
+    assert model["properties"]["azureml.promptflow.mode"] == "chat"
+
+    created = flowport.cli("online-endpoint", "create", "--file", str(AZURE / "endpoint.yml"))
+    endpoint = json.loads(created.stdout)
+    assert endpoint["scoring_uri"] == f"{flowport.url}/endpoints/basic-chat-endpoint/score"
+    assert "note: properties" in created.stderr
+
+    deployed = flowport.cli(
+        "online-deployment", "create", "--file", str(AZURE / "blue-deployment.yml"), "--all-traffic"
+    )
+    deployment = json.loads(deployed.stdout)
+    assert deployment["provisioning_state"] == "Succeeded"
+    assert deployment["model"] == "azureml:blue-chat-model:1"
+    assert "note: instance_type" in deployed.stderr
+    shown = json.loads(flowport.cli("endpoint", "show", "-n", "basic-chat-endpoint").stdout)
+    assert shown["traffic"] == {"blue": 100}
+    assert "primaryKey" not in json.dumps(shown)
+
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"question": "What is flowport?", "chat_history": []}))
+    answer = json.loads(
+        flowport.cli(
+            "online-endpoint", "invoke", "-n", "basic-chat-endpoint", "--request-file", str(request)
+        ).stdout
+    )
+    # PROMPTFLOW_RESPONSE_INCLUDED_FIELDS in the deployment keeps only the answer
+    assert answer == {"answer": "Echo: What is flowport?"}
+
+    keys = json.loads(flowport.cli("online-endpoint", "get-credentials", "-n", "basic-chat-endpoint").stdout)
+    flowport.restart()
+    # nothing is lost: the endpoint, its keys, the deployment and its instances come back
+    deadline_response = _until_ok(
+        lambda: flowport.score("basic-chat-endpoint", {"question": "again?"}, key=keys["secondaryKey"])
+    )
+    assert deadline_response.json() == {"answer": "Echo: again?"}
+    assert deadline_response.headers["azureml-model-deployment"] == "blue"
+
+
+def _until_ok(call: Callable[[], httpx.Response], attempts: int = 300) -> httpx.Response:
+    response = call()
+    for _ in range(attempts):
+        if response.status_code == 200:
+            return response
+        time.sleep(0.05)
+        response = call()
+    return response
+
+
+def test_keys_authenticate_and_regenerate_one_at_a_time(sqlite_flowport: Flowport) -> None:
+    fp = sqlite_flowport
+    fp.endpoint("keyed")
+    fp.deploy("keyed", "blue")
+    assert fp.traffic("keyed", blue=100).status_code == 200
+    old = fp.ok("POST", "/endpoints/keyed/credentials")
+    assert fp.score("keyed", {"text": "a"}, key=old["primaryKey"]).json() == {"echoed": "a", "color": ""}
+    assert fp.score("keyed", {"text": "a"}, key="").status_code == 401
+    assert fp.score("keyed", {"text": "a"}, key="not-the-key").status_code == 401
+
+    fp.cli("online-endpoint", "regenerate-keys", "-n", "keyed", "--key-type", "primary")
+    new = fp.ok("POST", "/endpoints/keyed/credentials")
+    assert new["primaryKey"] != old["primaryKey"]
+    assert new["secondaryKey"] == old["secondaryKey"]
+    assert fp.score("keyed", {"text": "b"}, key=old["primaryKey"]).status_code == 401
+    assert fp.score("keyed", {"text": "b"}, key=old["secondaryKey"]).status_code == 200
+    assert fp.score("keyed", {"text": "b"}, key=new["primaryKey"]).status_code == 200
+
+
+def test_token_auth_issues_expiring_tokens(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOWPORT_TOKEN_TTL_SECONDS", "2")
+    with Flowport(home) as fp:
+        fp.endpoint("tokened", auth_mode="aml_token")
+        fp.deploy("tokened", "blue")
+        fp.traffic("tokened", blue=100)
+        credentials = fp.ok("POST", "/endpoints/tokened/credentials")
+        assert set(credentials) >= {"accessToken", "expiryTimeUtc", "refreshAfterTimeUtc"}
+        token = credentials["accessToken"]
+        assert fp.score("tokened", {"text": "t"}, key=token).status_code == 200
+        other = fp.ok("POST", "/endpoints", json={"spec": {"name": "other", "auth_mode": "aml_token"}})
+        assert other["endpoint"]["auth_mode"] == "aml_token"
+        time.sleep(3)
+        expired = fp.score("tokened", {"text": "t"}, key=token)
+        assert expired.status_code == 401
+
+
+def test_traffic_rules_and_status_codes(sqlite_flowport: Flowport) -> None:
+    fp = sqlite_flowport
+    fp.endpoint("rules")
+    fp.deploy(
+        "rules",
+        "blue",
+        environment_variables={"COLOR": "blue"},
+        request_settings={"request_timeout_ms": 1000},
+    )
+    fp.deploy("rules", "green", environment_variables={"COLOR": "green"})
+
+    # no deployment has traffic yet: 404, unless a deployment is pinned
+    assert fp.score("rules", {"text": "x"}).status_code == 404
+    pinned = fp.score("rules", {"text": "x"}, **{"azureml-model-deployment": "green"})
+    assert pinned.json()["color"] == "green"
+
+    assert fp.traffic("rules", blue=90, green=5).json()["error"]["code"] == "InvalidTraffic"
+    assert "red" in fp.traffic("rules", red=100).json()["error"]["message"]
+    assert fp.traffic("rules", blue=100).status_code == 200
+    mirror_live = fp.api("PUT", "/endpoints/rules/traffic", json={"mirror_traffic": {"blue": 10}})
+    assert mirror_live.status_code == 400
+    assert "live traffic" in mirror_live.json()["error"]["message"]
+    assert (
+        fp.api("PUT", "/endpoints/rules/traffic", json={"mirror_traffic": {"green": 60}}).status_code == 400
+    )
+
+    # a deployment with traffic cannot be deleted
+    refused = fp.api("DELETE", "/endpoints/rules/deployments/blue")
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "DeploymentHasTraffic"
+
+    ok = fp.score("rules", {"text": "x"})
+    assert (ok.status_code, ok.headers["azureml-model-deployment"]) == (200, "blue")
+    assert ok.headers["x-request-id"]
+    failed = fp.score("rules", {"text": "x", "fail": True})
+    assert failed.status_code == 424
+    assert failed.headers["ms-azureml-model-error-statuscode"] == "400"
+    assert "asked to fail" in failed.text
+    timed_out = fp.score("rules", {"text": "x", "seconds": 3})
+    assert timed_out.status_code == 408
+
+
+def test_a_flow_that_fails_to_load_fails_the_deployment_with_the_reason(
+    sqlite_flowport: Flowport, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "flow.dag.yaml").write_text((FLOWS / "probe" / "flow.dag.yaml").read_text())
+    (broken / "answer.py").write_text("import no_such_module_here\n")
+    fp = sqlite_flowport
+    fp.endpoint("broken")
+    body = fp.ok(
+        "POST",
+        "/endpoints/broken/deployments",
+        params={"name": "blue"},
+        json={"spec": {"model": {"path": str(broken)}}},
+    )
+    operation = fp.wait(body["operation"])
+    assert operation["status"] == "Failed"
+    shown = fp.ok("GET", "/endpoints/broken/deployments/blue")
+    assert shown["provisioning_state"] == "Failed"
+    assert "no_such_module_here" in json.dumps(shown["error"])
+
+
+def test_scale_logs_and_operations_in_progress(sqlite_flowport: Flowport) -> None:
+    fp = sqlite_flowport
+    fp.endpoint("scaled")
+    fp.deploy("scaled", "blue")
+    fp.traffic("scaled", blue=100)
+    body = fp.ok("PATCH", "/endpoints/scaled/deployments/blue", json={"set": ["instance_count=2"]})
+    busy = fp.api("PATCH", "/endpoints/scaled/deployments/blue", json={"set": ["instance_count=3"]})
+    assert busy.status_code == 409
+    assert busy.json()["error"]["code"] == "OperationInProgress"
+    assert fp.wait(body["operation"])["status"] == "Succeeded"
+    shown = fp.ok("GET", "/endpoints/scaled/deployments/blue")
+    assert shown["instance_count"] == 2
+    assert [i["ready"] for i in shown["instances"]] == [True, True]
+    for _ in range(4):
+        assert fp.score("scaled", {"text": "s"}).status_code == 200
+    logs = fp.cli("online-deployment", "get-logs", "-n", "blue", "-e", "scaled", "--lines", "50").stdout
+    assert logs.strip()
+
+
+def test_bad_input_is_an_error_naming_the_field(sqlite_flowport: Flowport) -> None:
+    fp = sqlite_flowport
+    bad = fp.api("POST", "/endpoints", json={"yaml": "name: ok-name\nauth_mode: magic\n", "file": "e.yml"})
+    assert bad.status_code == 400
+    detail = bad.json()["error"]["details"][0]
+    assert (detail["file"], detail["line"]) == ("e.yml", 2)
+    assert "auth_mode" in detail["message"]
+    assert fp.api("GET", "/endpoints", headers={"authorization": "Bearer wrong"}).status_code == 401
+    missing = fp.cli("online-endpoint", "show", "-n", "nope", check=False)
+    assert missing.returncode == 1
+    assert "does not exist" in missing.stderr
