@@ -9,7 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import shutil
+import socket
+import subprocess
+import sys
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -18,6 +22,8 @@ from flowport.engine import FlowExecutor, NodeStream
 from flowport.engine.bulk import BulkRunner, read_jsonl
 
 EXAMPLE = Path(__file__).parent / "examples" / "chat_basic"
+AZURE = Path(__file__).parent / "examples" / "azure"
+ENDPOINT = "basic-chat-endpoint"
 
 
 def _connection(stack: ExitStack) -> OpenAIConnection:
@@ -75,31 +81,69 @@ def main() -> None:
             asyncio.run(_run(executor, home))
         finally:
             executor.close()
-        _serve(connection)
-    print("\nNext: `flowport flow test --flow <your flow>`; see README.md for every command.")
+        _endpoint_guide(home, connection)
+    print("\nNext: see README.md for every command.")
 
 
-def _serve(connection: OpenAIConnection) -> None:
-    """Serve the flow over HTTP for a moment, as `flowport flow serve` does, and call it."""
-    import httpx
+def _flowport(*args: str, show: bool = True) -> str:
+    """Run one CLI command as a user would, echoing it; returns its stdout."""
+    print(f"\n$ flowport {' '.join(shlex.quote(a) for a in args)}", flush=True)
+    done = subprocess.run([sys.executable, "-m", "flowport.cli.main", *args], capture_output=True, text=True)
+    if done.stderr.strip():
+        print(done.stderr.rstrip(), flush=True)
+    if done.returncode != 0:
+        raise SystemExit(f"demo step failed: flowport {' '.join(args)}")
+    if show and done.stdout.strip():
+        print(done.stdout.rstrip(), flush=True)
+    return done.stdout
 
-    from flowport.serving import ScoringApp
-    from flowport.testing.threaded_server import ThreadedServer
 
-    executor = FlowExecutor.load(EXAMPLE, connections={"open_ai_connection": connection})
-    with ThreadedServer(ScoringApp(executor), lifespan="on") as server:
-        body = {"question": "Can I stream answers?"}
-        print(f"\n$ flowport flow serve --source {EXAMPLE} --port {server.port}")
-        print(f"$ curl -s {server.url}/score -H 'content-type: application/json' -d '{json.dumps(body)}'")
-        response = httpx.post(f"{server.url}/score", json=body, timeout=30)
-        print(f"{response.status_code} {response.text}")
-        print(f"$ curl -sN {server.url}/score -H 'accept: text/event-stream' -d '{json.dumps(body)}'")
-        with httpx.stream(
-            "POST", f"{server.url}/score", json=body, headers={"accept": "text/event-stream"}, timeout=30
-        ) as stream:
-            for line in stream.iter_lines():
-                if line:
-                    print(line)
+def _port() -> int:
+    wanted = int(os.environ.get("FLOWPORT_DEMO_PORT") or 8080)
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", wanted))
+            return wanted
+        except OSError:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+
+
+def _endpoint_guide(home: Path, connection: OpenAIConnection) -> None:
+    """Azure ML's "deploy a flow to an online endpoint" guide, with flowport where it says az ml."""
+    print("\n== The Azure ML online endpoint guide, on this machine ==")
+    port = _port()
+    _flowport("server", "--detach", "--port", str(port))
+    try:
+        existing = json.loads(_flowport("online-endpoint", "list", show=False))
+        if any(e["name"] == ENDPOINT for e in existing):
+            _flowport("online-endpoint", "delete", "-n", ENDPOINT, "--yes")
+        spec = home / "open_ai_connection.yaml"
+        spec.write_text(f"name: open_ai_connection\ntype: open_ai\napi_key: {connection.api_key}\n")
+        base_url = ["--set", f"base_url={connection.base_url}"] if connection.base_url else []
+        _flowport("connection", "create", "--file", str(spec), *base_url, show=False)
+        spec.unlink()
+        _flowport("model", "create", "--file", str(AZURE / "model.yaml"), show=False)
+        _flowport("online-endpoint", "create", "--file", str(AZURE / "endpoint.yml"), show=False)
+        _flowport("online-deployment", "create", "--file", str(AZURE / "blue-deployment.yml"), show=False)
+        _flowport("online-endpoint", "update", "-n", ENDPOINT, "--traffic", "blue=100", "-o", "table")
+        request = home / "request.json"
+        request.write_text(json.dumps({"question": "What is flowport?", "chat_history": []}))
+        _flowport("online-endpoint", "invoke", "-n", ENDPOINT, "--request-file", str(request))
+        endpoint = json.loads(_flowport("online-endpoint", "show", "-n", ENDPOINT, show=False))
+        key = json.loads(_flowport("online-endpoint", "get-credentials", "-n", ENDPOINT, show=False))[
+            "primaryKey"
+        ]
+        print(f"\nscoring URI: {endpoint['scoring_uri']}")
+        print(
+            f"curl: curl -s {endpoint['scoring_uri']} -H 'authorization: Bearer {key}' "
+            f"-H 'content-type: application/json' -d @{request}"
+        )
+        print(f"studio: {endpoint['scoring_uri'].split('/endpoints/')[0]}/ (the web studio is served there)")
+        if os.environ.get("FLOWPORT_DEMO_KEEP"):
+            input("\nThe server is running; press Enter to stop it. ")
+    finally:
+        _flowport("server", "--stop")
 
 
 if __name__ == "__main__":

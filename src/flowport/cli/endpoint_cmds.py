@@ -74,7 +74,7 @@ def create(
     client = ApiClient.discover()
     result = client.call("POST", "/endpoints", json=body, params={"name": name} if name else None)
     print_notes(result["notes"])
-    emit(result["endpoint"], output)
+    emit(result["endpoint"], output, ENDPOINT_COLUMNS)
 
 
 @app.command()
@@ -101,13 +101,17 @@ def update(
     name = name or _name_in_file(body)
     if file is None and not set_ and (split is not None or mirror is not None):
         shares = {"traffic": split, "mirror_traffic": mirror}
-        emit(client.call("PUT", f"/endpoints/{name}/traffic", json=shares)["endpoint"], output)
+        emit(
+            client.call("PUT", f"/endpoints/{name}/traffic", json=shares)["endpoint"],
+            output,
+            ENDPOINT_COLUMNS,
+        )
         return
     body["set"] += [f"traffic.{k}={v}" for k, v in (split or {}).items()]
     body["set"] += [f"mirror_traffic.{k}={v}" for k, v in (mirror or {}).items()]
     result = client.call("PATCH", f"/endpoints/{name}", json=body)
     print_notes(result["notes"])
-    emit(result["endpoint"], output)
+    emit(result["endpoint"], output, ENDPOINT_COLUMNS)
 
 
 def _name_in_file(body: dict[str, Any]) -> str:
@@ -130,7 +134,7 @@ def show(
     workspace_name: str | None = WorkspaceOption,
 ) -> None:
     """Show an endpoint with its scoring_uri and openapi_uri."""
-    emit(ApiClient.discover().call("GET", f"/endpoints/{name}"), output)
+    emit(ApiClient.discover().call("GET", f"/endpoints/{name}"), output, ENDPOINT_COLUMNS)
 
 
 @app.command("list")
