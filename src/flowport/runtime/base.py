@@ -92,7 +92,10 @@ class InstanceState:
 
 
 class DeploymentFailed(Exception):
-    """A deployment could not become ready; ``reason`` says why, ``log_tail`` shows the instance's last lines."""
+    """A deployment could not become ready.
+
+    ``reason`` says why, ``log_tail`` shows the instance's last lines.
+    """
 
     def __init__(self, reason: str, log_tail: list[str] | None = None) -> None:
         super().__init__(reason)

@@ -15,6 +15,7 @@ import sys
 
 from flowport.connections import ConnectionResolver, StaticConnections
 from flowport.engine import FlowExecutor
+from flowport.flow import FlowError
 from flowport.runtime.base import InstanceConfig
 from flowport.serving import ScoringApp, ServeSettings
 from flowport.serving.server import run
@@ -52,7 +53,11 @@ def main(argv: list[str] | None = None) -> None:
     apply_environment(config)
     os.environ[CONFIG_ENV] = json.dumps(config.to_json())
     workers = int(os.environ.get("PROMPTFLOW_WORKER_NUM") or 1)
-    app = create_app()
+    try:
+        app = create_app()
+    except FlowError as exc:  # the runtime shows the log's tail: the problem, not a traceback
+        print(f"the flow failed to load:\n{exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
     print(f"instance ready to serve {app.flow.name} ({workers} worker(s))", file=sys.stderr, flush=True)
     target = "flowport.runtime.instance:create_app" if workers > 1 else app
     run(target, host="127.0.0.1", port=args.port or 0, uds=args.uds, workers=workers)

@@ -1,0 +1,1 @@
+"""Runtimes: what turns a deployment plan into running instances (see ``base``)."""

@@ -1,0 +1,89 @@
+"""Starting and stopping one instance process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from flowport.runtime.base import InstanceConfig
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has Linux send SIGTERM to the child when the server dies (even by -9)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)  # resolved before fork: the child only makes the call
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the server died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
+async def spawn(
+    python: str, socket: str, config: InstanceConfig, log_path: Path
+) -> asyncio.subprocess.Process:
+    """Start ``python -m flowport.runtime.instance --uds socket``, its config on stdin, output to the log.
+
+    The process gets its own session, so a Ctrl-C at the server's terminal reaches only the
+    server, which then drains its instances itself.
+    """
+    with open(log_path, "ab") as log:
+        process = await asyncio.create_subprocess_exec(
+            python,
+            "-m",
+            "flowport.runtime.instance",
+            "--uds",
+            socket,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,
+            preexec_fn=_die_with_parent(),
+        )
+    assert process.stdin is not None
+    try:
+        process.stdin.write(json.dumps(config.to_json()).encode())
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # it died: the caller sees the exit
+            await process.stdin.drain()
+        process.stdin.close()
+    except BaseException:
+        kill(process)
+        await process.wait()
+        raise
+    return process
+
+
+def kill(process: asyncio.subprocess.Process) -> None:
+    """SIGKILL the process and anything it started (its process group)."""
+    if process.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        process.kill()
+
+
+async def stop(process: asyncio.subprocess.Process, drain_seconds: float) -> None:
+    """SIGTERM (the instance stops accepting and finishes in-flight requests), SIGKILL after the deadline."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), drain_seconds)
+        except TimeoutError:
+            kill(process)
+    await process.wait()

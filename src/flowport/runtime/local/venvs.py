@@ -1,0 +1,116 @@
+"""Virtualenvs for flows with a ``requirements.txt``, built once per distinct file content."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from flowport.runtime.base import DeploymentFailed
+
+READY_MARK = ".flowport-ready"
+PARENT_PTH = "_flowport_parent.pth"
+TAIL_LINES = 30
+
+_INSPECT = (
+    "import importlib.util, json, site, sys; print(json.dumps({"
+    "'site': site.getsitepackages(), 'pip': importlib.util.find_spec('pip') is not None}))"
+)
+_PURELIB = "import sysconfig; print(sysconfig.get_path('purelib'))"
+
+
+async def _run(*args: str, cwd: Path | None = None) -> tuple[int, str]:
+    """Run a command; its exit code and its output (stdout and stderr together)."""
+    process = await asyncio.create_subprocess_exec(
+        *args,
+        cwd=cwd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "PIP_NO_INPUT": "1", "PYTHONUNBUFFERED": "1"},
+    )
+    output, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, output.decode("utf-8", "replace")
+
+
+def _tail(output: str) -> list[str]:
+    return output.splitlines()[-TAIL_LINES:]
+
+
+class VenvCache:
+    """``<root>/<first 16 hex of sha256(requirements)>``: a venv on top of the server's packages.
+
+    The venv sees the server's own environment (so ``flowport`` imports) through
+    ``--system-site-packages`` and, since the server usually runs in a venv itself (whose
+    packages ``--system-site-packages`` does not reach), a ``.pth`` file that adds the
+    server's site-packages after the venv's own.
+    """
+
+    def __init__(self, root: Path, python: str) -> None:
+        self.root = root
+        self.python = python
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def python_for(self, requirements: Path) -> str:
+        """The interpreter of the venv for ``requirements``, built (pip install) unless cached."""
+        try:
+            content = requirements.read_bytes()
+        except OSError as exc:
+            raise DeploymentFailed(f"cannot read {requirements}: {exc.strerror}") from None
+        digest = hashlib.sha256(content).hexdigest()[:16]
+        venv = self.root / digest
+        python = str(venv / "bin" / "python")
+        async with self._locks.setdefault(digest, asyncio.Lock()):
+            if not (venv / READY_MARK).exists():
+                await self._build(venv, requirements)
+                (venv / READY_MARK).write_bytes(content)
+        return python
+
+    async def _build(self, venv: Path, requirements: Path) -> None:
+        shutil.rmtree(venv, ignore_errors=True)  # a build that was interrupted
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            await self._create(venv)
+            python = str(venv / "bin" / "python")
+            code, output = await _run(
+                python,
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+                "-r",
+                str(requirements.resolve()),
+                cwd=requirements.resolve().parent,
+            )
+            (self.root / f"{venv.name}.log").write_text(output, encoding="utf-8")
+            if code != 0:
+                raise DeploymentFailed(
+                    f"installing requirements.txt failed (pip exited with code {code})", _tail(output)
+                )
+        except BaseException:
+            shutil.rmtree(venv, ignore_errors=True)
+            raise
+
+    async def _create(self, venv: Path) -> None:
+        code, output = await _run(self.python, "-c", _INSPECT)
+        if code != 0:
+            raise DeploymentFailed(f"cannot run {self.python}", _tail(output))
+        parent = json.loads(output.strip().splitlines()[-1])
+        # With pip among the server's packages the venv borrows it: no ensurepip, seconds saved.
+        without_pip = ["--without-pip"] if parent["pip"] else []
+        code, output = await _run(
+            self.python, "-m", "venv", "--system-site-packages", *without_pip, str(venv)
+        )
+        if code != 0:
+            raise DeploymentFailed("creating the virtualenv for requirements.txt failed", _tail(output))
+        code, output = await _run(str(venv / "bin" / "python"), "-c", _PURELIB)
+        if code != 0:
+            raise DeploymentFailed("the new virtualenv does not run", _tail(output))
+        site_packages = Path(output.strip().splitlines()[-1])
+        lines = [f"import site; site.addsitedir({path!r})" for path in parent["site"]]
+        (site_packages / PARENT_PTH).write_text("\n".join(lines) + "\n", encoding="utf-8")
