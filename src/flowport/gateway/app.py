@@ -1,0 +1,382 @@
+"""The gateway: the endpoint router in front of every deployment's instances.
+
+Per request: find the endpoint, check the key or token, pick a deployment (pin header or
+traffic split, mirroring a copy), admit it under the deployment's in-flight limit, forward
+the body to the least busy ready instance and relay the answer. The routing table lives in
+memory; the control plane and the runtime push changes with ``publish``, ``withdraw`` and
+``set_instances``, which may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
+
+from flowport.gateway import errors
+from flowport.gateway.auth import authorize
+from flowport.gateway.collector import DataCollector, Record
+from flowport.gateway.errors import Refusal, error_response
+from flowport.gateway.headers import (
+    PIN_HEADERS,
+    client_request_id,
+    downstream_headers,
+    new_request_id,
+    upstream_headers,
+)
+from flowport.gateway.metrics import GatewayMetrics
+from flowport.gateway.mirror import Mirror
+from flowport.gateway.proxy import PASSED_THROUGH, StreamedResponse, failed_dependency, open_upstream
+from flowport.gateway.routes import DataCollection, DeploymentRoute, EndpointRoute
+from flowport.gateway.stats import MINUTES
+from flowport.gateway.table import DeploymentState, EndpointTable
+from flowport.gateway.tokens import TokenSigner
+from flowport.gateway.transport import UpstreamResponse
+from flowport.gateway.upstream import Upstream
+
+MAX_BODY_BYTES = 32 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One admitted request, from the moment an instance was chosen to its last byte."""
+
+    state: DeploymentState
+    upstream: Upstream
+    request_id: str
+    started: float
+    body: bytes | None
+    collect: DataCollection | None
+    events: bool = False
+
+
+class Gateway:
+    """The endpoint router: ``routes`` to include in a bigger app, or an ASGI app by itself."""
+
+    def __init__(
+        self,
+        tokens: TokenSigner,
+        *,
+        data_dir: Path | None = None,
+        timeout_grace_seconds: float = 5.0,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        mirror_limit: int = 64,
+    ) -> None:
+        self.tokens = tokens
+        self.timeout_grace_seconds = timeout_grace_seconds
+        """The gateway gives an instance request_timeout_ms plus this before answering 408."""
+        self.max_body_bytes = max_body_bytes
+        self.metrics = GatewayMetrics()
+        self.mirror = Mirror(self.metrics, mirror_limit, timeout_grace_seconds)
+        self.collector = (
+            DataCollector(
+                Path(data_dir),
+                on_drop=lambda reason: self.metrics.child(self.metrics.collection_dropped, reason).inc(),
+                on_written=self.metrics.collection_written.inc,
+            )
+            if data_dir is not None
+            else None
+        )
+        self._tables: dict[str, EndpointTable] = {}
+        self._states: dict[tuple[str, str], DeploymentState] = {}
+        self._upstreams: set[Upstream] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.routes: list[BaseRoute] = [
+            Route("/endpoints/{endpoint}/score", self.score, methods=["POST"]),
+            Route("/endpoints/{endpoint}/swagger.json", self.swagger, methods=["GET"]),
+            Route("/endpoints/{endpoint}/v1/chat/completions", self.chat, methods=["POST"]),
+        ]
+        self.app = Starlette(routes=self.routes, lifespan=self._lifespan)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        self._loop = asyncio.get_running_loop()
+        yield
+        await self.close()
+
+    # -- the routing table ----------------------------------------------------------
+
+    def publish(self, route: EndpointRoute) -> None:
+        """Add or replace an endpoint's route: keys, traffic, mirror and deployments."""
+        with self._lock:
+            states = {name: self._state(route.name, name) for name in EndpointTable.names(route)}
+            for name, state in states.items():
+                state.settings = route.deployments.get(name) or DeploymentRoute(name)
+            self._tables[route.name] = EndpointTable(route, states)
+
+    def withdraw(self, endpoint: str) -> None:
+        """The endpoint was deleted: stop serving it and close its instances' connections."""
+        with self._lock:
+            self._tables.pop(endpoint, None)
+            for key in [key for key in self._states if key[0] == endpoint]:
+                self._states.pop(key).pool.retire_all()
+        self.metrics.forget(endpoint)
+
+    def set_instances(self, endpoint: str, deployment: str, addresses: list[str]) -> None:
+        """The ready instances of a deployment (``unix:/path.sock`` or ``http://host:port``).
+
+        A removed address is never picked again; its connections close once its requests finish.
+        """
+        with self._lock:
+            if not addresses and (endpoint, deployment) not in self._states:
+                return
+            self._state(endpoint, deployment).pool.update(addresses)
+
+    def _state(self, endpoint: str, deployment: str) -> DeploymentState:
+        state = self._states.get((endpoint, deployment))
+        if state is None:
+            state = DeploymentState(endpoint, deployment, self._on_idle, self._new_upstream)
+            self._states[(endpoint, deployment)] = state
+        return state
+
+    def _new_upstream(self, address: str) -> Upstream:
+        upstream = Upstream(address)
+        self._upstreams.add(upstream)
+        return upstream
+
+    def _on_idle(self, upstream: Upstream) -> None:
+        """A withdrawn instance has nothing outstanding: close its connections on the gateway's loop."""
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        loop = self._loop or running
+        if loop is None or loop.is_closed():
+            # Never used on a loop, so nothing is open.
+            self._upstreams.discard(upstream)
+            upstream.closed = True
+        elif loop is running:
+            self._spawn(self._close_idle(upstream))
+        else:
+            loop.call_soon_threadsafe(self._spawn, self._close_idle(upstream))
+
+    async def _close_idle(self, upstream: Upstream) -> None:
+        if upstream.closed or upstream.outstanding:  # a request picked it just before it was withdrawn
+            return
+        upstream.closed = True
+        self._upstreams.discard(upstream)
+        await upstream.transport.aclose()
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- routes -------------------------------------------------------------------
+
+    async def score(self, request: Request) -> Response:
+        return await self._handle(request, "/score", scoring=True)
+
+    async def chat(self, request: Request) -> Response:
+        return await self._handle(request, "/v1/chat/completions", scoring=True)
+
+    async def swagger(self, request: Request) -> Response:
+        return await self._handle(request, "/swagger.json", scoring=False)
+
+    async def _handle(self, request: Request, path: str, scoring: bool) -> Response:
+        started = time.perf_counter()
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        endpoint = request.path_params["endpoint"]
+        headers = request.headers
+        request_id = headers.get("x-request-id") or new_request_id()
+        reply = {"x-request-id": request_id}
+        client_id = client_request_id(headers.get("x-ms-client-request-id"))
+        if client_id:
+            reply["x-ms-client-request-id"] = client_id
+
+        table = self._tables.get(endpoint)
+        if table is None:
+            return self._refuse(endpoint, None, errors.endpoint_not_found(endpoint), reply, started)
+        refusal = authorize(table.route, headers.get("authorization"), self.tokens)
+        if refusal is not None:
+            return self._refuse(endpoint, None, refusal, reply, started)
+        pinned = headers.get(PIN_HEADERS[0]) or headers.get(PIN_HEADERS[1])
+        state = self._choose(table, pinned)
+        if isinstance(state, Refusal):
+            return self._refuse(endpoint, None, state, reply, started)
+        reply["azureml-model-deployment"] = state.name
+
+        settings = state.settings
+        if state.in_flight >= settings.max_in_flight:
+            refusal = errors.too_many_requests(state.name, settings.max_in_flight)
+            return self._refuse(endpoint, state, refusal, reply, started)
+        state.in_flight += 1
+        try:
+            body = await self._read_body(request) if scoring else None
+            forwarded = upstream_headers(request.scope["headers"], request_id)
+            if body is not None and not pinned and table.mirrors:
+                for target in table.mirror_targets():
+                    self.mirror.copy(target, path, forwarded, body)
+            timeout = settings.request_timeout_ms / 1000 + self.timeout_grace_seconds
+            response, upstream = await open_upstream(
+                state, request.method, path.encode(), forwarded, body, timeout, self._count_retry
+            )
+        except Refusal as refused:
+            state.in_flight -= 1
+            return self._refuse(endpoint, state, refused, reply, started)
+        except BaseException:
+            state.in_flight -= 1
+            raise
+
+        collect = self._sampled(settings.data_collection) if scoring else None
+        exchange = Exchange(state, upstream, request_id, started, body, collect)
+        return await self._answer(exchange, response, reply)
+
+    @staticmethod
+    def _choose(table: EndpointTable, pinned: str | None) -> DeploymentState | Refusal:
+        """The pinned deployment (traffic or not), else one drawn by the traffic split."""
+        if pinned:
+            state = table.deployments.get(pinned)
+            if state is None:
+                return errors.deployment_not_found(table.route.name, pinned, list(table.deployments))
+            return state
+        return table.pick() or errors.no_traffic(table.route.name)
+
+    async def _answer(
+        self, exchange: Exchange, response: UpstreamResponse, reply: dict[str, str]
+    ) -> Response:
+        """Relay 2xx, 408 and 429 as they stream; turn any other status into Azure's 424."""
+        state, collect = exchange.state, exchange.collect
+        done = partial(self._finish, exchange)
+        returned = downstream_headers(response.headers, exchange.request_id, state.name)
+        status = response.status_code
+        if 200 <= status < 300 or status in PASSED_THROUGH:
+            exchange.events = (response.header(b"content-type") or b"").startswith(b"text/event-stream")
+            capture = collect is not None and collect.response
+            return StreamedResponse(response, returned, done, capture, watch=exchange.events)
+        try:
+            error_body = await response.aread()
+        except BaseException as exc:
+            done(502, None, False)
+            if isinstance(exc, httpx.TransportError):
+                return error_response(errors.bad_gateway(state.name), reply)
+            raise
+        finally:
+            await response.aclose()
+        done(424, error_body, False)
+        return failed_dependency(status, error_body, returned)
+
+    async def _read_body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise errors.body_too_large(self.max_body_bytes)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise errors.body_too_large(self.max_body_bytes)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _sampled(self, collection: DataCollection | None) -> DataCollection | None:
+        if (
+            self.collector is None
+            or collection is None
+            or not (collection.request or collection.response)
+            or random.random() >= collection.sampling_rate
+        ):
+            return None
+        return collection
+
+    # -- bookkeeping --------------------------------------------------------------
+
+    def _refuse(
+        self,
+        endpoint: str,
+        state: DeploymentState | None,
+        refusal: Refusal,
+        reply: dict[str, str],
+        started: float,
+    ) -> Response:
+        self._count(endpoint, state, refusal.status, time.perf_counter() - started)
+        return error_response(refusal, reply)
+
+    def _count(self, endpoint: str, state: DeploymentState | None, status: int, elapsed: float) -> None:
+        metrics = self.metrics
+        deployment = state.name if state is not None else ""
+        metrics.child(metrics.requests, endpoint, deployment, str(status)).inc()
+        metrics.child(metrics.latency, endpoint, deployment).observe(elapsed)
+        if state is not None:
+            state.stats.record(status, elapsed)
+
+    def _count_retry(self, state: DeploymentState) -> None:
+        self.metrics.child(self.metrics.retries, state.endpoint, state.name).inc()
+
+    def _finish(self, exchange: Exchange, status: int, captured: bytes | None, truncated: bool) -> None:
+        """The answer is over (sent, failed or abandoned): release, count, maybe collect."""
+        state = exchange.state
+        state.in_flight -= 1
+        state.pool.release(exchange.upstream)
+        elapsed = time.perf_counter() - exchange.started
+        self._count(state.endpoint, state, status, elapsed)
+        collect = exchange.collect
+        if collect is not None and self.collector is not None:
+            self.collector.submit(
+                Record(
+                    request_id=exchange.request_id,
+                    endpoint=state.endpoint,
+                    deployment=state.name,
+                    time=time.time() - elapsed,
+                    status=status,
+                    latency_ms=elapsed * 1000,
+                    rolling_rate=collect.rolling_rate,
+                    request=exchange.body if collect.request else None,
+                    response=(captured if captured is not None else b"") if collect.response else None,
+                    response_is_events=exchange.events,
+                    response_truncated=truncated,
+                )
+            )
+
+    # -- what the server shows ----------------------------------------------------
+
+    def render_metrics(self) -> bytes:
+        """Prometheus text of the gateway's own registry."""
+        metrics = self.metrics
+        for state in list(self._states.values()):
+            metrics.child(metrics.in_flight, state.endpoint, state.name).set(state.in_flight)
+        return metrics.render()
+
+    def stats(self, endpoint: str) -> dict[str, Any]:
+        """The last 60 minutes of each deployment of ``endpoint``, one entry per minute."""
+        now = time.time()
+        table = self._tables.get(endpoint)
+        names = list(table.deployments) if table is not None else []
+        names += [name for (ep, name) in list(self._states) if ep == endpoint and name not in names]
+        deployments = {}
+        for name in names:
+            state = self._states.get((endpoint, name))
+            if state is not None:
+                deployments[name] = state.stats.series(now)
+        return {"endpoint": endpoint, "minutes": MINUTES, "deployments": deployments}
+
+    async def close(self) -> None:
+        """Stop mirroring, close every instance connection and write what data collection queued."""
+        await self.mirror.close()
+        for upstream in list(self._upstreams):
+            if not upstream.closed:
+                upstream.closed = True
+                await upstream.transport.aclose()
+        self._upstreams.clear()
+        if self.collector is not None:
+            await asyncio.to_thread(self.collector.close)

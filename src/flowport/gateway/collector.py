@@ -1,0 +1,193 @@
+"""Data collection: sampled requests and responses written as JSON lines, off the request path.
+
+The request path only puts raw bytes on a bounded queue; one background thread parses them
+and appends to ``<data_dir>/<endpoint>/<deployment>/<partition>.jsonl``. When the queue is
+full or a write fails, the record is dropped and counted: collection never fails or slows a
+request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+MAX_BODY_BYTES = 1024 * 1024
+"""Of a response (and a request), at most this much is kept."""
+QUEUE_SIZE = 10_000
+
+_PARTITIONS = {
+    "minute": "%Y/%m/%d/%H/%M",
+    "hour": "%Y/%m/%d/%H",
+    "day": "%Y/%m/%d",
+    "month": "%Y/%m",
+    "year": "%Y",
+}
+
+
+def partition(rolling_rate: str, when: datetime) -> str:
+    """The file a record goes to, by Azure's rolling_rate: ``Hour`` -> ``2026/11/21/14``."""
+    return when.strftime(_PARTITIONS.get(rolling_rate.lower(), _PARTITIONS["hour"]))
+
+
+@dataclass
+class Record:
+    """One sampled exchange, as the request path leaves it: nothing parsed yet."""
+
+    request_id: str
+    endpoint: str
+    deployment: str
+    time: float
+    status: int
+    latency_ms: float
+    rolling_rate: str
+    request: bytes | None = None
+    response: bytes | None = None
+    response_is_events: bool = False
+    response_truncated: bool = False
+
+
+def _parse_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body.decode("utf-8", "replace")
+
+
+def _parse_events(body: bytes) -> list[Any]:
+    """The JSON payloads of ``data:`` lines of server-sent events (``[DONE]`` left out)."""
+    frames = []
+    for line in body.splitlines():
+        if not line.startswith(b"data:"):
+            continue
+        data = line[5:].strip()
+        if data and data != b"[DONE]":
+            frames.append(_parse_json(data))
+    return frames
+
+
+def to_line(record: Record) -> tuple[str, bytes]:
+    """The relative file path and the JSON line of ``record``."""
+    when = datetime.fromtimestamp(record.time, UTC)
+    line: dict[str, Any] = {
+        "request_id": record.request_id,
+        "endpoint": record.endpoint,
+        "deployment": record.deployment,
+        "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "status": record.status,
+        "latency_ms": round(record.latency_ms, 3),
+    }
+    if record.request is not None:
+        if len(record.request) > MAX_BODY_BYTES:
+            line["request"] = None
+            line["request_truncated"] = True
+        else:
+            line["request"] = _parse_json(record.request) if record.request else None
+    if record.response is not None:
+        if record.response_is_events:
+            line["response"] = _parse_events(record.response)
+        elif record.response_truncated:
+            line["response"] = None
+        else:
+            line["response"] = _parse_json(record.response) if record.response else None
+        if record.response_truncated:
+            line["response_truncated"] = True
+    path = f"{record.endpoint}/{record.deployment}/{partition(record.rolling_rate, when)}.jsonl"
+    return path, orjson.dumps(line) + b"\n"
+
+
+class DataCollector:
+    """A bounded queue drained by one daemon thread, started with the first record."""
+
+    def __init__(
+        self,
+        root: Path,
+        on_drop: Callable[[str], None] = lambda reason: None,
+        on_written: Callable[[int], None] = lambda count: None,
+        queue_size: int = QUEUE_SIZE,
+    ) -> None:
+        self.root = root
+        self.on_drop = on_drop
+        self.on_written = on_written
+        self._queue: queue.Queue[Record | None] = queue.Queue(queue_size)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, record: Record) -> None:
+        """Queue a record, or drop (and count) it when the queue is full. Never blocks."""
+        if self._thread is None:
+            self._start()
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            self.on_drop("queue_full")
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                thread = threading.Thread(target=self._drain, name="flowport-data-collector", daemon=True)
+                thread.start()
+                self._thread = thread
+
+    def _drain(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < 512:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            records = [r for r in batch if r is not None]
+            if records:
+                self._write(records)
+            for _ in batch:
+                self._queue.task_done()
+            if len(records) < len(batch):
+                return
+
+    def _write(self, records: list[Record]) -> None:
+        files: dict[str, list[bytes]] = {}
+        for record in records:
+            try:
+                path, line = to_line(record)
+            except Exception:  # a record that cannot be encoded is dropped like a failed write
+                self.on_drop("write_error")
+                continue
+            files.setdefault(path, []).append(line)
+        for path, lines in files.items():
+            target = self.root / path
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with target.open("ab") as handle:
+                    handle.write(b"".join(lines))
+            except OSError:
+                for _ in lines:
+                    self.on_drop("write_error")
+                continue
+            self.on_written(len(lines))
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every queued record is written or dropped; False on timeout."""
+        if self._thread is None:
+            return True
+        done = threading.Event()
+        waiter = threading.Thread(target=lambda: (self._queue.join(), done.set()), daemon=True)
+        waiter.start()
+        return done.wait(timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued, then stop the thread."""
+        thread = self._thread
+        if thread is None:
+            return
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=timeout)
+        thread.join(timeout)
+        self._thread = None

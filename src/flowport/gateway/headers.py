@@ -1,0 +1,75 @@
+"""Which headers cross the gateway: end-to-end ones do; hop-by-hop ones, host and credentials don't."""
+
+from __future__ import annotations
+
+import random
+import re
+import uuid
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+_NOT_FORWARDED = HOP_BY_HOP | {b"host", b"authorization", b"content-length", b"expect"}
+_NOT_RETURNED = HOP_BY_HOP | {b"date", b"server", b"x-request-id", b"azureml-model-deployment"}
+"""The gateway's server writes its own date and server; request id and deployment are the gateway's."""
+
+PIN_HEADERS = ("azureml-model-deployment", "flowport-model-deployment")
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
+
+Headers = list[tuple[bytes, bytes]]
+
+
+def new_request_id() -> str:
+    """A random version-4 UUID (an id, not a secret: no system call per request)."""
+    return str(uuid.UUID(int=random.getrandbits(128), version=4))
+
+
+def _connection_tokens(headers: Headers) -> set[bytes]:
+    """Headers named in ``Connection`` are hop-by-hop too."""
+    named: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            named.update(token.strip().lower() for token in value.split(b","))
+    return named
+
+
+def upstream_headers(raw: Headers, request_id: str) -> Headers:
+    """The request headers an instance gets, with ``x-request-id`` set to ``request_id``."""
+    extra = _connection_tokens(raw)
+    out = [
+        (name, value)
+        for name, value in raw
+        if (lower := name.lower()) not in _NOT_FORWARDED and lower != b"x-request-id" and lower not in extra
+    ]
+    out.append((b"x-request-id", request_id.encode("latin-1")))
+    return out
+
+
+def downstream_headers(raw: Headers, request_id: str, deployment: str) -> Headers:
+    """The instance's response headers the client gets, plus the request id and the deployment."""
+    extra = _connection_tokens(raw)
+    out = [
+        (name, value)
+        for name, value in raw
+        if (lower := name.lower()) not in _NOT_RETURNED and lower not in extra
+    ]
+    out.append((b"x-request-id", request_id.encode("latin-1")))
+    out.append((b"azureml-model-deployment", deployment.encode("latin-1")))
+    return out
+
+
+def client_request_id(value: str | None) -> str | None:
+    """``x-ms-client-request-id`` as Azure echoes it: up to 40 letters, digits, dashes, underscores."""
+    if value and _CLIENT_REQUEST_ID.fullmatch(value):
+        return value
+    return None
