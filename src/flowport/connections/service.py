@@ -97,7 +97,10 @@ class StaticConnections:
         return cls(
             {
                 name: build_connection(
-                    name, row["type"], dict(row.get("configs") or {}), dict(row.get("secrets") or {}),
+                    name,
+                    row["type"],
+                    dict(row.get("configs") or {}),
+                    dict(row.get("secrets") or {}),
                     row.get("module"),
                 )
                 for name, row in rows.items()
