@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 PF_VERSION = "1.18.5"
-PACKAGES = (f"promptflow=={PF_VERSION}", "promptflow-tools", "keyrings.alt")
+PACKAGES = (f"promptflow=={PF_VERSION}", "promptflow-tools", "keyrings.alt", "uvicorn")
+"""uvicorn: ``pf flow serve --engine fastapi`` needs it and prompt flow does not install it."""
 VENV_ENV = "FLOWPORT_BENCH_PF_VENV"
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_VENV = BENCH_DIR / ".venv-promptflow"
@@ -43,10 +44,10 @@ def venv_pf() -> Path:
 
 
 def installed_version(python: Path) -> str | None:
-    """The promptflow version installed for ``python``, or None."""
+    """The promptflow version installed for ``python`` (None if it or uvicorn is missing)."""
     if not python.is_file():
         return None
-    code = "import importlib.metadata as m; print(m.version('promptflow'))"
+    code = "import uvicorn, importlib.metadata as m; print(m.version('promptflow'))"
     done = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=False)
     return done.stdout.strip() if done.returncode == 0 else None
 

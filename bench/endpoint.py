@@ -15,8 +15,7 @@ Reported: req/s of 200 answers, p50/p99, errors, and the CPU used meanwhile by t
 processes, by the server's process tree and by everything else on the machine (other
 processes share the two cores), plus the tree's peak RSS. Target: (a) >= 15x (c).
 ``--chat`` adds the chat flow against the test LLM server (200 ms, its own process, whose CPU
-counts under "other"), 64 connections, the same three ways (no target). The prompt flow venv
-gets ``uvicorn`` if it lacks it (``--engine fastapi`` needs it; prompt flow does not install it).
+counts under "other"), 64 connections, the same three ways (no target).
 Exits 1 when a way could not be measured.
 
 Also, on the flowport server (a):
@@ -50,7 +49,6 @@ import os
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -465,15 +463,6 @@ def alone_way(ctx: Context, spec: ServerSpec, way: str, label: str, workload: Wo
         return measure(way, label, workload, target, server.process.pid, server.startup_s, sizes)
 
 
-def ensure_pf_uvicorn(python: Path) -> None:
-    """``pf flow serve --engine fastapi`` needs uvicorn, which prompt flow 1.18.5 does not install."""
-    probe = subprocess.run([str(python), "-c", "import uvicorn"], capture_output=True, check=False)
-    if probe.returncode != 0:
-        log(f"installing uvicorn into {python.parent.parent} (pf flow serve --engine fastapi needs it)")
-        pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "uvicorn"]
-        subprocess.run(pip, check=True)
-
-
 def create_connections(ctx: Context, base_url: str, with_pf: bool) -> None:
     """``open_ai_connection`` pointing at the test LLM server, in the scratch stores."""
     spec = ctx.scratch / "connection.yaml"
@@ -627,7 +616,6 @@ def main(argv: list[str] | None = None) -> int:
     open_files = raise_open_files()
     if not skip_pf:
         pf_python = ensure_venv()
-        ensure_pf_uvicorn(pf_python)
         log(f"prompt flow venv: {pf_python.parent.parent}")
     scratch = Path(tempfile.mkdtemp(prefix="flowport-endpoint-"))
     ctx = Context(scratch, scratch / "flowport-home", scratch / "pf-home", use_wrk=False)

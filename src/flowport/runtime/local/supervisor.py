@@ -21,9 +21,10 @@ GATE_POLL = 0.05
 MIN_STARTUP = 60.0
 MIN_PERIOD = 0.05
 BACKOFF_START = 0.5
+"""The wait before the second restart in a row; the first one is immediate."""
 BACKOFF_MAX = 30.0
 BACKOFF_RESET = 60.0
-"""An instance that stayed up this long restarts after ``BACKOFF_START`` again."""
+"""An instance that stayed up this long restarts at once again."""
 TAIL_LINES = 30
 
 
@@ -166,7 +167,7 @@ class ManagedInstance:
     async def _supervise(self) -> None:
         """Watch the running process; restart it when it exits or fails its liveness probe."""
         loop = asyncio.get_running_loop()
-        backoff = BACKOFF_START
+        backoff = 0.0
         while True:
             ready_since = loop.time()
             cause = await self._watch()
@@ -174,11 +175,11 @@ class ManagedInstance:
             log.warning("instance %s %s", self.id, cause)
             await self._discard()
             if loop.time() - ready_since >= BACKOFF_RESET:
-                backoff = BACKOFF_START
+                backoff = 0.0
             while True:
                 note(self.log_path, f"{cause}; restarting in {backoff:g} s")
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                backoff = min(max(backoff * 2, BACKOFF_START), BACKOFF_MAX)
                 self.restarts += 1
                 try:
                     await self._spawn_ready()
