@@ -94,7 +94,8 @@ def test_keys_authenticate_and_regenerate_one_at_a_time(sqlite_flowport: Flowpor
     fp.deploy("keyed", "blue")
     assert fp.traffic("keyed", blue=100).status_code == 200
     old = fp.ok("POST", "/endpoints/keyed/credentials")
-    assert fp.score("keyed", {"text": "a"}, key=old["primaryKey"]).json() == {"echoed": "a", "color": ""}
+    answer = fp.score("keyed", {"text": "a"}, key=old["primaryKey"]).json()
+    assert answer == {"echoed": "a", "color": "flow-default"}  # the flow's own variable
     assert fp.score("keyed", {"text": "a"}, key="").status_code == 401
     assert fp.score("keyed", {"text": "a"}, key="not-the-key").status_code == 401
 
@@ -218,3 +219,33 @@ def test_bad_input_is_an_error_naming_the_field(sqlite_flowport: Flowport) -> No
     missing = fp.cli("online-endpoint", "show", "-n", "nope", check=False)
     assert missing.returncode == 1
     assert "does not exist" in missing.stderr
+
+
+def test_collected_requests_and_responses_come_back_with_get_data(sqlite_flowport: Flowport) -> None:
+    fp = sqlite_flowport
+    fp.endpoint("collected")
+    collector = {
+        "collections": {"request": {"enabled": "True"}, "response": {"enabled": True}},
+        "rolling_rate": "Day",
+    }
+    fp.deploy("collected", "blue", data_collector=collector)
+    fp.traffic("collected", blue=100)
+    answer = fp.score("collected", {"text": "remember me"}, **{"x-request-id": "req-42"})
+    assert answer.status_code == 200
+    records: list[dict] = []
+    for _ in range(200):  # written off the request path: give the writer a moment
+        text = fp.cli("online-deployment", "get-data", "-n", "blue", "-e", "collected").stdout
+        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        if records:
+            break
+        time.sleep(0.05)
+    assert len(records) == 1
+    record = records[0]
+    assert record["request_id"] == "req-42"
+    assert record["request"] == {"text": "remember me"}
+    assert record["response"] == {"echoed": "remember me", "color": "flow-default"}
+    assert (record["deployment"], record["status"]) == ("blue", 200)
+    later = fp.cli(
+        "online-deployment", "get-data", "-n", "blue", "-e", "collected", "--since", "2999-01-01T00:00Z"
+    )
+    assert later.stdout.strip() == ""

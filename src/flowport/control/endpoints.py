@@ -377,14 +377,10 @@ class ControlPlane:
             )
         if len(self.deployments.list(endpoint=endpoint)) >= 20:
             raise ApiError(400, "TooManyDeployments", f"endpoint {endpoint!r} already has 20 deployments")
+        self.operations.ensure_free(endpoint)
+        stored = self._stored_spec(spec, self._resolve_model(spec))
+        plan = self._plan(endpoint, spec.name, stored)
         operation = self.operations.claim(endpoint, "CreateDeployment", spec.name)
-        try:
-            stored = self._stored_spec(spec, self._resolve_model(spec))
-            plan = self._plan(endpoint, spec.name, stored)
-        except BaseException:
-            self.operations.busy.pop(endpoint, None)
-            self.operations.finish(operation, "Failed", None)
-            raise
         row = {"spec": stored, "provisioning_state": "Creating", "notes": list(spec.notes)}
         self.deployments.put({"endpoint": endpoint, "name": spec.name}, row)
 
@@ -407,14 +403,10 @@ class ControlPlane:
     async def update_deployment(self, spec: DeploymentSpec, all_traffic: bool = False) -> dict[str, Any]:
         endpoint = spec.endpoint_name or ""
         previous = self._deployment_row(endpoint, spec.name)
+        self.operations.ensure_free(endpoint)
+        stored = self._stored_spec(spec, self._resolve_model(spec))
+        plan = self._plan(endpoint, spec.name, stored)
         operation = self.operations.claim(endpoint, "UpdateDeployment", spec.name)
-        try:
-            stored = self._stored_spec(spec, self._resolve_model(spec))
-            plan = self._plan(endpoint, spec.name, stored)
-        except BaseException:
-            self.operations.busy.pop(endpoint, None)
-            self.operations.finish(operation, "Failed", None)
-            raise
         key = {"endpoint": endpoint, "name": spec.name}
         row = {"spec": stored, "provisioning_state": "Updating", "notes": list(spec.notes)}
         self.deployments.put(key, {**_document(previous), "provisioning_state": "Updating"})

@@ -26,8 +26,8 @@ class Operations:
         """endpoint -> id of the operation running on it."""
         self.tasks: set[asyncio.Task[None]] = set()
 
-    def claim(self, endpoint: str, kind: str, target: str) -> dict[str, Any]:
-        """Record a new operation on ``endpoint``; 409 while another one runs there."""
+    def ensure_free(self, endpoint: str) -> None:
+        """409 while another operation runs on ``endpoint``."""
         running = self.busy.get(endpoint)
         if running is not None:
             current = self.get(running)
@@ -35,8 +35,12 @@ class Operations:
                 409,
                 "OperationInProgress",
                 f"endpoint {endpoint!r} has an operation in progress ({current['kind']} {current['target']}, "
-                f"id {running}); wait for it to finish (flowport operation show {running}) and try again",
+                f"id {running}); wait for it to finish (GET /api/v1/operations/{running}) and try again",
             )
+
+    def claim(self, endpoint: str, kind: str, target: str) -> dict[str, Any]:
+        """Record a new operation on ``endpoint``; 409 while another one runs there."""
+        self.ensure_free(endpoint)
         op_id = uuid.uuid4().hex
         self.busy[endpoint] = op_id
         document = {"kind": kind, "target": target, "status": "Running", "error": None}

@@ -39,6 +39,8 @@ def create_app() -> ScoringApp:
         config.source,
         connections=ConnectionResolver(StaticConnections.from_rows(config.connections)),
         worker_threads=settings.worker_threads,
+        environment_variables=config.environment_variables,
+        process_environment_wins=True,
     )
     return ScoringApp(executor, settings)
 

@@ -4,6 +4,7 @@ and operations. The store only keeps them; what a document means is the control 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Table, delete, insert, select, update
@@ -20,7 +21,7 @@ class Documents:
         return [self.table.c[name] == value for name, value in key.items()]
 
     def _row(self, row: Any) -> dict[str, Any]:
-        data = dict(row)
+        data = {k: _utc_text(v) if isinstance(v, datetime) else v for k, v in dict(row).items()}
         document = json.loads(data.pop("document"))
         return {**document, **data}
 
@@ -47,3 +48,9 @@ class Documents:
     def delete(self, **key: Any) -> bool:
         with self.db.engine.begin() as conn:
             return conn.execute(delete(self.table).where(*self._where(key))).rowcount > 0
+
+
+def _utc_text(value: datetime) -> str:
+    """ISO time in UTC with a Z, whatever the database kept (SQLite drops the zone)."""
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
