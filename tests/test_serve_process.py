@@ -101,3 +101,20 @@ def test_process_environment_wins_over_the_flow_and_flags_win_over_both(tmp_path
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(20)
+
+
+def test_a_flow_with_connections_is_served_without_the_store_in_the_process(
+    home: Path, openai_connection: object
+) -> None:
+    """The CLI reads the connections, then execs an instance that is handed them on stdin."""
+    chat = Path(__file__).parents[1] / "src" / "flowport" / "examples" / "chat_basic"
+    process, url = start(chat, home, OPEN_AI_CONNECTION_API_KEY="overridden-key")
+    try:
+        answer = httpx.post(f"{url}/score", json={"question": "who holds the key?"}, timeout=10)
+        assert answer.json()["answer"] == "Echo: who holds the key?"
+        assert b"flowport.runtime.instance" in Path(f"/proc/{process.pid}/cmdline").read_bytes()
+        mapped = Path(f"/proc/{process.pid}/maps").read_text()
+        assert "sqlalchemy" not in mapped and "cryptography" not in mapped
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) in (0, -signal.SIGTERM)

@@ -21,7 +21,6 @@ from flowport.connections import (
     load_or_create_key,
 )
 from flowport.connections.crypto import SecretKeyError
-from flowport.engine import ExecutionError
 from flowport.flow import FlowError
 from flowport.settings import flowport_home
 
@@ -38,6 +37,8 @@ def fail(message: str, code: int = 1) -> NoReturn:
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn every expected failure into a one-paragraph message and exit code 1."""
+    from flowport.engine import ExecutionError
+
     try:
         yield
     except FlowError as exc:

@@ -12,7 +12,6 @@ import typer
 from flowport.cli.api_client import ApiClient, print_notes
 from flowport.cli.common import fail
 from flowport.cli.output import Output, OutputOption, emit
-from flowport.control.specs import SpecError, parse_traffic_flag
 
 app = typer.Typer(help="Online endpoints: a stable scoring URL with keys or tokens.", no_args_is_help=True)
 
@@ -44,6 +43,8 @@ def spec_body(file: Path | None, assignments: list[str] | None) -> dict[str, Any
 def traffic_flag(text: str | None, flag: str) -> dict[str, int] | None:
     if text is None:
         return None
+    from flowport.control.specs import SpecError, parse_traffic_flag  # the CLI starts faster without it
+
     try:
         return parse_traffic_flag(text, flag)
     except SpecError as exc:
@@ -115,7 +116,7 @@ def update(
 
 
 def _name_in_file(body: dict[str, Any]) -> str:
-    from flowport.control.specs import read_yaml
+    from flowport.control.specs import SpecError, read_yaml
 
     try:
         raw = read_yaml(body.get("yaml") or "", body.get("file") or "<file>")

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 
-from flowport.cli.common import connection_resolver, enter_flow_dir, fail, guarded, parse_pairs
-from flowport.engine import FlowExecutor
-from flowport.serving import ScoringApp, ServeSettings, SettingsError
-from flowport.serving.server import run
+from flowport.cli.common import (
+    connection_resolver,
+    connection_service,
+    enter_flow_dir,
+    fail,
+    guarded,
+    parse_pairs,
+)
+from flowport.flow import FlowDef, load_flow
+from flowport.serving.settings import ServeSettings, SettingsError
+
+if TYPE_CHECKING:
+    from flowport.serving import ScoringApp
 
 SOURCE_ENV = "FLOWPORT_SERVE_SOURCE"
 VARIABLES_ENV = "FLOWPORT_SERVE_ENVIRONMENT_VARIABLES"
@@ -24,6 +35,9 @@ def create_app() -> ScoringApp:
     As prompt flow's server does, variables already set in the process win over the flow's
     ``environment_variables``; ``--environment-variables`` win over both.
     """
+    from flowport.engine import FlowExecutor
+    from flowport.serving import ScoringApp
+
     source = enter_flow_dir(Path(os.environ[SOURCE_ENV]))
     settings = ServeSettings.from_env()
     executor = FlowExecutor.load(
@@ -58,16 +72,70 @@ def serve(
         workers = workers or int(os.environ.get(WORKERS_ENV) or 1)
     except ValueError:
         fail(f"{WORKERS_ENV} must be a whole number")
-    os.environ[SOURCE_ENV] = str(source.expanduser().resolve())
+    source = source.expanduser().resolve()
+    os.environ[SOURCE_ENV] = str(source)
     variables = parse_pairs(environment_variables or [], "--environment-variables")
     os.environ[VARIABLES_ENV] = json.dumps(variables)
+    where = f"unix:{uds}" if uds else f"http://{host}:{port}"
     try:
-        app = create_app()
+        settings = ServeSettings.from_env()
     except SettingsError as exc:
         fail(str(exc))
-    where = f"unix:{uds}" if uds else f"http://{host}:{port}"
+    flow = load_flow(source)
+    if flow.connection_candidates():
+        typer.echo(f"serving {flow.name} at {where} ({workers} worker(s)); POST /score", err=True)
+        exec_instance(source, flow, variables, settings, host=host, port=port, uds=uds, workers=workers)
+    from flowport.serving.server import run
+
+    app = create_app()
     typer.echo(f"serving {app.flow.name} at {where} ({workers} worker(s)); POST /score", err=True)
     if workers > 1:
         run("flowport.cli.serve_cmd:create_app", host=host, port=port, uds=uds, workers=workers)
     else:
         run(app, host=host, port=port, uds=uds)
+
+
+def exec_instance(
+    source: Path,
+    flow: FlowDef,
+    variables: dict[str, str],
+    settings: ServeSettings,
+    *,
+    host: str,
+    port: int,
+    uds: str | None,
+    workers: int,
+) -> NoReturn:
+    """Become an instance process that is handed its connections, as deployments run.
+
+    The stored connections the flow may use are read here, then this process execs the
+    instance entry point with them on stdin (an anonymous in-memory file): the serving process
+    never imports the store's database layer or reads the key file (25 MiB less per worker).
+    """
+    from flowport.connections import connection_row
+    from flowport.runtime.base import InstanceConfig
+
+    stored = connection_service().as_mapping()
+    names = flow.connection_candidates() | set(os.environ.values()) | set(variables.values())
+    config = InstanceConfig(
+        source=str(source),
+        environment_variables=variables,
+        connections={name: connection_row(stored[name]) for name in sorted(names & set(stored))},
+        max_concurrent_requests=settings.max_concurrent_requests,
+        request_timeout_ms=settings.request_timeout_ms,
+    )
+    handle = os.memfd_create("flowport-instance") if hasattr(os, "memfd_create") else _anonymous_file()
+    os.write(handle, json.dumps(config.to_json()).encode())
+    os.lseek(handle, 0, os.SEEK_SET)
+    os.dup2(handle, 0)
+    os.environ[WORKERS_ENV] = str(workers)
+    where = ["--uds", uds] if uds else ["--host", host, "--port", str(port)]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "flowport.runtime.instance", *where])
+
+
+def _anonymous_file() -> int:
+    import tempfile
+
+    return os.dup(tempfile.TemporaryFile().fileno())

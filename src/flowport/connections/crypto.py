@@ -1,4 +1,8 @@
-"""Secret encryption at rest: Fernet, keyed by FLOWPORT_SECRET_KEY or a 0600 key file."""
+"""Secret encryption at rest: Fernet, keyed by FLOWPORT_SECRET_KEY or a 0600 key file.
+
+``cryptography`` (9 MiB) is imported only when something is encrypted or decrypted: serving
+processes that are handed their connections never load it.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,6 @@ import base64
 import hashlib
 import os
 from pathlib import Path
-
-from cryptography.fernet import Fernet, InvalidToken
 
 KEY_ENV = "FLOWPORT_SECRET_KEY"
 KEY_FILE = "secret.key"
@@ -40,7 +42,7 @@ def load_or_create_key(home: Path) -> bytes:
     except FileExistsError:
         return _fernet_key(path.read_text())
     with os.fdopen(fd, "w") as fh:
-        fh.write(Fernet.generate_key().decode())
+        fh.write(base64.urlsafe_b64encode(os.urandom(32)).decode())
     return _fernet_key(path.read_text())
 
 
@@ -48,12 +50,16 @@ class Cipher:
     """Encrypts and decrypts small secrets."""
 
     def __init__(self, key: bytes) -> None:
+        from cryptography.fernet import Fernet
+
         self._fernet = Fernet(key)
 
     def encrypt(self, plaintext: str) -> str:
         return self._fernet.encrypt(plaintext.encode()).decode()
 
     def decrypt(self, token: str) -> str:
+        from cryptography.fernet import InvalidToken
+
         try:
             return self._fernet.decrypt(token.encode()).decode()
         except InvalidToken:

@@ -21,7 +21,6 @@ from flowport.control.models import ModelRegistry
 from flowport.control.operations import Operations
 from flowport.control.specs import DeploymentSpec, EndpointSpec, ModelSpec, check_mirror_shape
 from flowport.flow import FlowDef, FlowError, load_flow
-from flowport.flow.reference import Literal
 from flowport.gateway import DataCollection, DeploymentRoute, EndpointRoute, Gateway, TokenSigner, key_digest
 from flowport.runtime.base import (
     DeploymentFailed,
@@ -492,13 +491,7 @@ class ControlPlane:
 
     def _connections_for(self, flow: FlowDef, variables: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         """The stored connections the flow may use: named by a node, a literal input, or a variable."""
-        names = set(variables.values())
-        for node in flow.nodes.values():
-            if node.connection:
-                names.add(node.connection)
-            names.update(
-                b.value for b in node.inputs.values() if isinstance(b, Literal) and isinstance(b.value, str)
-            )
+        names = flow.connection_candidates() | set(variables.values())
         stored = self.connections.as_mapping()
         return {name: connection_row(stored[name]) for name in sorted(names & set(stored))}
 

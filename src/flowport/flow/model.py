@@ -7,7 +7,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from flowport.flow.reference import Binding
+from flowport.flow.reference import Binding, Literal
 
 
 class ValueType(StrEnum):
@@ -122,3 +122,15 @@ class FlowDef:
     @property
     def chat_output(self) -> str | None:
         return next((o.name for o in self.outputs.values() if o.is_chat_output), None)
+
+    def connection_candidates(self) -> set[str]:
+        """Every name that may be a connection: node ``connection`` fields and literal string
+        inputs (a Python tool's connection parameter is a literal name) and the flow's variables."""
+        names = {str(v) for v in self.environment_variables.values() if isinstance(v, str)}
+        for node in self.nodes.values():
+            if node.connection:
+                names.add(node.connection)
+            names.update(
+                b.value for b in node.inputs.values() if isinstance(b, Literal) and isinstance(b.value, str)
+            )
+        return names

@@ -1,4 +1,6 @@
-"""One deployment instance: ``python -m flowport.runtime.instance --uds PATH`` (or ``--port``).
+"""One serving process: ``python -m flowport.runtime.instance --uds PATH`` (or ``--port``).
+
+Deployment instances run it, and so does ``flowport flow serve`` for a flow with connections.
 
 The runtime writes the ``InstanceConfig`` as JSON to the process's stdin and closes it.
 Connections arrive whole, secrets in clear over the pipe, so an instance never opens the
@@ -49,7 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m flowport.runtime.instance")
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--uds", help="Unix socket to listen on")
-    where.add_argument("--port", type=int, help="loopback port to listen on")
+    where.add_argument("--port", type=int, help="port to listen on")
+    parser.add_argument("--host", default="127.0.0.1", help="address for --port (default 127.0.0.1)")
     args = parser.parse_args(argv)
     config = InstanceConfig.from_json(json.loads(sys.stdin.read()))
     apply_environment(config)
@@ -62,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     print(f"instance ready to serve {app.flow.name} ({workers} worker(s))", file=sys.stderr, flush=True)
     target = "flowport.runtime.instance:create_app" if workers > 1 else app
-    run(target, host="127.0.0.1", port=args.port or 0, uds=args.uds, workers=workers)
+    run(target, host=args.host, port=args.port or 0, uds=args.uds, workers=workers)
 
 
 if __name__ == "__main__":
