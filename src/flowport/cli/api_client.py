@@ -62,6 +62,14 @@ class ApiClient:
             return response.json()
         return response.text
 
+    def delete(self, path: str, what: str, no_wait: bool) -> None:
+        """DELETE a resource, then follow its operation (or print it with ``--no-wait``)."""
+        operation = self.call("DELETE", path)["operation"]
+        if no_wait:
+            typer.echo(json.dumps(operation, indent=2))
+            return
+        self.wait(operation, what)
+
     def wait(self, operation: dict[str, Any], what: str) -> dict[str, Any]:
         """Follow an operation to its end, with a progress line on stderr; a failure exits 1."""
         started = time.monotonic()

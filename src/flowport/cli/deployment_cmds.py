@@ -142,12 +142,9 @@ def delete(
 ) -> None:
     """Delete a deployment (it must have no traffic)."""
     confirm(yes, f"Delete deployment {name!r} of endpoint {endpoint_name!r}?")
-    client = ApiClient.discover()
-    operation = client.call("DELETE", f"/endpoints/{endpoint_name}/deployments/{name}")["operation"]
-    if no_wait:
-        emit(operation, Output.json)
-        return
-    client.wait(operation, f"Deleting deployment {name}")
+    ApiClient.discover().delete(
+        f"/endpoints/{endpoint_name}/deployments/{name}", f"Deleting deployment {name}", no_wait
+    )
 
 
 @app.command("get-logs")

@@ -158,12 +158,7 @@ def delete(
 ) -> None:
     """Delete an endpoint and all its deployments."""
     confirm(yes, f"Delete endpoint {name!r} and all its deployments?")
-    client = ApiClient.discover()
-    operation = client.call("DELETE", f"/endpoints/{name}")["operation"]
-    if no_wait:
-        emit(operation, Output.json)
-        return
-    client.wait(operation, f"Deleting endpoint {name}")
+    ApiClient.discover().delete(f"/endpoints/{name}", f"Deleting endpoint {name}", no_wait)
 
 
 def confirm(yes: bool, question: str) -> None:
