@@ -36,6 +36,7 @@ class Flowport:
             os.environ["FLOWPORT_DATABASE_URL"] = self.database_url
         built = build_server(self.home, self.url)
         self.token = built.token
+        self.sessions = built.sessions
         self.control = built.control
         self.server = ThreadedServer(built.app, port=self.port, lifespan="on").start()
         return self

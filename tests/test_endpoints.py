@@ -249,3 +249,29 @@ def test_collected_requests_and_responses_come_back_with_get_data(sqlite_flowpor
         "online-deployment", "get-data", "-n", "blue", "-e", "collected", "--since", "2999-01-01T00:00Z"
     )
     assert later.stdout.strip() == ""
+
+
+def test_a_deployment_swaps_a_connection_by_name(sqlite_flowport: Flowport, llm_server: LLMServer) -> None:
+    """``open_ai_connection: working`` in environment_variables, as Azure's guide shows."""
+    fp = sqlite_flowport
+    dead = "http://127.0.0.1:9/v1"  # nothing listens on the discard port
+    fp.ok(
+        "PUT", "/connections/open_ai_connection", json={"type": "open_ai", "api_key": "k", "base_url": dead}
+    )
+    fp.ok(
+        "PUT",
+        "/connections/working",
+        json={"type": "open_ai", "api_key": "k", "base_url": llm_server.base_url},
+    )
+    fp.endpoint("swapped")
+    chat = AZURE.parent / "chat_basic"
+    spec = {"model": {"path": str(chat)}, "environment_variables": {"open_ai_connection": "working"}}
+    body = fp.ok("POST", "/endpoints/swapped/deployments", params={"name": "blue"}, json={"spec": spec})
+    assert fp.wait(body["operation"])["status"] == "Succeeded"
+    fp.traffic("swapped", blue=100)
+    answer = fp.score("swapped", {"question": "which connection?"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["answer"] == "Echo: which connection?"
+    metrics = fp.http.get(f"{fp.url}/metrics", headers={"authorization": f"Bearer {fp.token}"})
+    assert 'endpoint="swapped"' in metrics.text
+    assert fp.http.get(f"{fp.url}/metrics").status_code == 401

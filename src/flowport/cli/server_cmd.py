@@ -45,6 +45,9 @@ def server(
     typer.echo(f"  REST API   {base_url}/api/v1 (OpenAPI: {base_url}/api/v1/openapi.json)", err=True)
     typer.echo(f"  scoring    {base_url}/endpoints/<endpoint>/score", err=True)
     typer.echo(f"  admin token in {home / ADMIN_TOKEN_FILE}", err=True)
+    typer.echo(f"  studio     {base_url}/", err=True)
+    link = f"{base_url}/api/v1/sessions/redeem?code={built.sessions.login_code()}"
+    typer.echo(f"  sign in to the studio with this one-time link (10 minutes):\n    {link}", err=True)
     uvicorn.run(
         built.app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=30
     )

@@ -6,19 +6,19 @@ Changes to endpoints and deployments return an operation; ``GET /operations/{id}
 
 from __future__ import annotations
 
-import hmac
 from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
 from flowport.connections import SCRUBBED, ConnectionNotFound, ConnectionSpecError, connection_from_spec
 from flowport.control.data import read_records
 from flowport.control.endpoints import ControlPlane
 from flowport.control.errors import ApiError
+from flowport.control.sessions import COOKIE, CSRF_HEADER, SESSION_SECONDS, Sessions
 from flowport.control.specs import (
     SpecError,
     apply_set,
@@ -27,6 +27,7 @@ from flowport.control.specs import (
     parse_model,
     read_yaml,
 )
+from flowport.control.usage import deployment_tokens
 
 
 class SpecBody(BaseModel):
@@ -76,17 +77,31 @@ def _error(status: int, body: dict[str, Any]) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
-def build_api(control: ControlPlane, admin_token: str, data_dir: Path) -> FastAPI:
-    expected = admin_token.encode()
+class LoginBody(BaseModel):
+    token: str
 
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path) -> FastAPI:
     def admin(request: Request) -> None:
+        """The admin token as a bearer, or a studio session (with its CSRF token to change state)."""
         scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+        if scheme.lower() == "bearer" and sessions.token_matches(token):
+            return
+        session = sessions.get(request.cookies.get(COOKIE))
+        if session is not None:
+            if request.method in SAFE_METHODS or sessions.csrf_ok(session, request.headers.get(CSRF_HEADER)):
+                return
             raise ApiError(
-                401,
-                "Unauthorized",
-                "the admin API needs 'Authorization: Bearer <admin token>' (see ~/.flowport/admin_token)",
+                403, "CsrfTokenMissing", f"a studio session must send its CSRF token in {CSRF_HEADER}"
             )
+        raise ApiError(
+            401,
+            "Unauthorized",
+            "the admin API needs 'Authorization: Bearer <admin token>' (see ~/.flowport/admin_token)",
+        )
 
     api = FastAPI(
         title="flowport",
@@ -116,6 +131,51 @@ def build_api(control: ControlPlane, admin_token: str, data_dir: Path) -> FastAP
         return {"status": "ok"}
 
     secured = [Depends(admin)]
+
+    # -- studio sessions ------------------------------------------------------------------
+
+    def set_session_cookie(response: Response, request: Request) -> str:
+        sid, session = sessions.open()
+        response.set_cookie(
+            COOKIE,
+            sid,
+            max_age=SESSION_SECONDS,
+            path="/",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return session.csrf
+
+    @api.post("/sessions", tags=["sessions"])
+    async def sign_in(body: LoginBody, request: Request, response: Response) -> dict[str, str]:
+        if not sessions.token_matches(body.token):
+            raise ApiError(401, "Unauthorized", "that is not the admin token (see ~/.flowport/admin_token)")
+        return {"csrf": set_session_cookie(response, request)}
+
+    @api.get("/sessions/redeem", tags=["sessions"])
+    async def redeem(code: str, request: Request) -> Response:
+        """The one-time login link ``flowport server`` prints."""
+        if not sessions.redeem(code):
+            raise ApiError(
+                401, "LoginLinkExpired", "this login link was used or has expired; sign in with the token"
+            )
+        response = RedirectResponse("/", status_code=303)
+        set_session_cookie(response, request)
+        return response
+
+    @api.get("/sessions/current", tags=["sessions"])
+    async def current(request: Request) -> dict[str, str]:
+        session = sessions.get(request.cookies.get(COOKIE))
+        if session is None:
+            raise ApiError(401, "Unauthorized", "not signed in")
+        return {"csrf": session.csrf}
+
+    @api.delete("/sessions/current", tags=["sessions"])
+    async def sign_out(request: Request, response: Response) -> dict[str, bool]:
+        sessions.close(request.cookies.get(COOKIE))
+        response.delete_cookie(COOKIE, path="/")
+        return {"signed_out": True}
 
     # -- models ---------------------------------------------------------------------------
 
@@ -242,6 +302,12 @@ def build_api(control: ControlPlane, admin_token: str, data_dir: Path) -> FastAP
         endpoint: str, name: str, lines: int = Query(100, ge=1, le=100_000)
     ) -> dict[str, Any]:
         return {"lines": control.logs(endpoint, name, lines)}
+
+    @api.get("/endpoints/{endpoint}/deployments/{name}/usage", dependencies=secured, tags=["deployments"])
+    async def deployment_usage(endpoint: str, name: str) -> dict[str, Any]:
+        """LLM tokens since the deployment's ready instances started (prompt, completion)."""
+        addresses = control.ready_addresses(endpoint, name)
+        return {"instances": len(addresses), "tokens": await deployment_tokens(addresses)}
 
     @api.get("/endpoints/{endpoint}/deployments/{name}/data", dependencies=secured, tags=["deployments"])
     async def deployment_data(endpoint: str, name: str, since: str | None = None) -> Response:

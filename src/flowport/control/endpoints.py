@@ -453,6 +453,10 @@ class ControlPlane:
         self.operations.start(operation, work)
         return operation
 
+    def ready_addresses(self, endpoint: str, name: str) -> list[str]:
+        self._deployment_row(endpoint, name)
+        return [i.address for i in self.runtime.instances(DeploymentKey(endpoint, name)) if i.ready]
+
     def logs(self, endpoint: str, name: str, lines: int) -> list[str]:
         self._deployment_row(endpoint, name)
         return self.runtime.logs(DeploymentKey(endpoint, name), lines)

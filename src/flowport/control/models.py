@@ -15,7 +15,7 @@ import yaml
 
 from flowport.control.errors import ApiError
 from flowport.control.specs import ModelSpec
-from flowport.flow import FlowDef, FlowError, load_flow
+from flowport.flow import MISSING, FlowDef, FlowError, load_flow
 from flowport.flow.includes import content_hash
 from flowport.flow.loader import find_flow_file
 from flowport.flow.yaml import load_yaml_file, to_plain
@@ -79,7 +79,7 @@ class ModelRegistry:
         if flow.is_chat:
             properties.setdefault("azureml.promptflow.mode", "chat")
             properties.setdefault("azureml.promptflow.chat_input", flow.chat_input or "")
-            properties.setdefault("azureml.promptflow.chat_output", _chat_output(flow) or "")
+            properties.setdefault("azureml.promptflow.chat_output", flow.chat_output or "")
         document = {
             "description": spec.description,
             "tags": spec.tags,
@@ -89,6 +89,7 @@ class ModelRegistry:
             "content_hash": digest,
             "flow_name": flow.name,
             "flow_type": "chat" if flow.is_chat else "standard",
+            "flow": flow_interface(flow),
         }
         self.rows.put({"name": spec.name, "version": version}, document, archived=False, created_at=utcnow())
         return self.get(spec.name, version)
@@ -128,8 +129,26 @@ class ModelRegistry:
         return [self.get(name, r["version"]) for r in found]
 
 
-def _chat_output(flow: FlowDef) -> str | None:
-    return next((o.name for o in flow.outputs.values() if o.is_chat_output), None)
+def flow_interface(flow: FlowDef) -> dict[str, Any]:
+    """What a client needs to call the flow and deploy it: inputs, outputs, connections."""
+    return {
+        "inputs": {
+            name: {
+                "type": str(spec.type),
+                **({"default": spec.default} if spec.default is not MISSING else {}),
+                **({"enum": list(spec.enum)} if spec.enum else {}),
+                **({"description": spec.description} if spec.description else {}),
+                "is_chat_input": spec.is_chat_input,
+                "is_chat_history": spec.is_chat_history,
+            }
+            for name, spec in flow.inputs.items()
+        },
+        "outputs": {
+            name: {"is_chat_output": spec.is_chat_output, "evaluation_only": spec.evaluation_only}
+            for name, spec in flow.outputs.items()
+        },
+        "connections": sorted({n.connection for n in flow.nodes.values() if n.connection}),
+    }
 
 
 def _version_order(row: dict[str, Any]) -> tuple[int, str]:

@@ -1,15 +1,15 @@
-"""``flowport server``: the control plane, the gateway and the local runtime in one ASGI app.
+"""``flowport server``: the control plane, the gateway, the local runtime and the studio in one app.
 
 ``/api/v1`` is the REST API, ``/endpoints/{name}/...`` the gateway's scoring routes,
-``/metrics`` the gateway's Prometheus text (admin token). On start the store is migrated,
-routes are pushed to the gateway and every deployment's instances start again.
+``/metrics`` the gateway's Prometheus text (admin token), ``/`` and ``/studio/...`` the studio.
+On start the store is migrated, routes are pushed to the gateway and every deployment's
+instances start again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import os
@@ -28,12 +28,14 @@ from flowport.control.api import build_api
 from flowport.control.endpoints import ControlPlane
 from flowport.control.models import ModelRegistry
 from flowport.control.operations import Operations
+from flowport.control.sessions import COOKIE, Sessions
 from flowport.gateway import Gateway, TokenSigner
 from flowport.gateway.tokens import DEFAULT_TTL_SECONDS, signing_key
 from flowport.runtime.base import Runtime
 from flowport.runtime.local import LocalRuntime
 from flowport.store import ConnectionRows, Documents, open_database
 from flowport.store.tables import deployments, endpoints, models, operations
+from flowport.studio import build_studio
 
 log = logging.getLogger("flowport.server")
 
@@ -63,6 +65,7 @@ class Server:
     gateway: Gateway
     runtime: Runtime
     token: str
+    sessions: Sessions
 
 
 def build_server(home: Path, base_url: str, runtime: Runtime | None = None) -> Server:
@@ -86,11 +89,11 @@ def build_server(home: Path, base_url: str, runtime: Runtime | None = None) -> S
         base_url=base_url,
     )
     token = admin_token(home)
-    expected = token.encode()
+    sessions = Sessions(token)
 
     async def metrics(request: Request) -> Response:
         scheme, _, presented = (request.headers.get("authorization") or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), expected):
+        if scheme.lower() != "bearer" or not sessions.token_matches(presented):
             body = {"error": {"code": "Unauthorized", "message": "/metrics needs the admin token"}}
             return JSONResponse(body, status_code=401)
         return Response(gateway.render_metrics(), media_type="text/plain; version=0.0.4")
@@ -109,9 +112,10 @@ def build_server(home: Path, base_url: str, runtime: Runtime | None = None) -> S
             with contextlib.suppress(FileNotFoundError):
                 (home / SERVER_FILE).unlink()
 
-    api = build_api(control, token, home / "data")
+    api = build_api(control, sessions, home / "data")
+    studio = build_studio(lambda request: sessions.get(request.cookies.get(COOKIE)) is not None)
     app = Starlette(
-        routes=[Mount("/api/v1", app=api), Route("/metrics", metrics), *gateway.routes],
+        routes=[Mount("/api/v1", app=api), Route("/metrics", metrics), *gateway.routes, *studio],
         lifespan=lifespan,
     )
-    return Server(app, control, gateway, runtime, token)
+    return Server(app, control, gateway, runtime, token, sessions)

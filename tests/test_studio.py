@@ -1,0 +1,62 @@
+"""The studio in headless Chromium: sign-in, the endpoints list, sessions and CSRF."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from tests.endpoint_harness import Flowport
+from tests.studio_harness import screenshot
+
+
+def test_sign_in_and_see_endpoints(studio: tuple[Flowport, object]) -> None:
+    server, page = studio
+    server.endpoint("first-endpoint")
+    server.deploy("first-endpoint", "blue")
+    server.traffic("first-endpoint", blue=100)
+    page.reload()  # type: ignore[attr-defined]
+    row = page.get_by_role("row").filter(has_text="first-endpoint")  # type: ignore[attr-defined]
+    row.get_by_text("blue: Succeeded").wait_for()
+    assert "blue 100%" in row.inner_text()
+    screenshot(page, "endpoints")
+
+
+def test_a_wrong_token_is_refused_with_a_message(home: Path, browser: object) -> None:
+    with Flowport(home) as server:
+        page = browser.new_page()  # type: ignore[attr-defined]
+        page.goto(f"{server.url}/studio/endpoints")
+        assert "/studio/login" in page.url  # pages need a session
+        page.get_by_label("Admin token").fill("not-the-token")
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_role("alert").filter(has_text="not the admin token").wait_for()
+        screenshot(page, "sign-in")
+        page.close()
+
+
+def test_sessions_need_the_csrf_token_to_change_anything(home: Path) -> None:
+    with Flowport(home) as server, httpx.Client(base_url=server.url) as client:
+        signed = client.post("/api/v1/sessions", json={"token": server.token})
+        cookie = signed.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        csrf = signed.json()["csrf"]
+        assert client.get("/api/v1/endpoints").status_code == 200  # reading needs the cookie only
+        refused = client.post("/api/v1/endpoints", json={"spec": {"name": "via-cookie"}})
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "CsrfTokenMissing"
+        created = client.post(
+            "/api/v1/endpoints", json={"spec": {"name": "via-cookie"}}, headers={"x-csrf-token": csrf}
+        )
+        assert created.status_code == 201
+        client.delete("/api/v1/sessions/current")
+        assert client.get("/api/v1/endpoints").status_code == 401
+
+
+def test_the_one_time_login_link_works_once(home: Path) -> None:
+    with Flowport(home) as server, httpx.Client(base_url=server.url) as client:
+        code = server.sessions.login_code()
+        first = client.get(f"/api/v1/sessions/redeem?code={code}")
+        assert (first.status_code, first.headers["location"]) == (303, "/")
+        assert client.get("/api/v1/endpoints").status_code == 200
+        with httpx.Client(base_url=server.url) as other:
+            assert other.get(f"/api/v1/sessions/redeem?code={code}").status_code == 401
