@@ -590,11 +590,12 @@ async def test_fast_chains_go_inline_and_slow_ones_stay_in_threads(tmp_path: Pat
         },
     )
     executor = load(folder)
-    executor.inline_policy = InlinePolicy(True, fast_seconds=0.005, proof_runs=3, demote_seconds=0.005)
+    # generous thresholds: the test is about the policy, not the machine's speed under load
+    executor.inline_policy = InlinePolicy(True, fast_seconds=1.0, proof_runs=3, demote_seconds=0.15)
     seen = [(await executor.run_line({})).outputs["where"] for _ in range(5)]
     assert seen[0].startswith("flowport-tool")
     assert seen[-1] == "MainThread"
-    slow = await executor.run_line({"delay": 0.02})
+    slow = await executor.run_line({"delay": 0.3})
     assert slow.ok and slow.outputs["where"] == "MainThread"  # ran inline once, then demoted
     assert executor.inline_policy.demoted
     assert (await executor.run_line({})).outputs["where"].startswith("flowport-tool")
