@@ -60,3 +60,20 @@ def test_the_one_time_login_link_works_once(home: Path) -> None:
         assert client.get("/api/v1/endpoints").status_code == 200
         with httpx.Client(base_url=server.url) as other:
             assert other.get(f"/api/v1/sessions/redeem?code={code}").status_code == 401
+
+
+def test_pages_fit_a_narrow_window(studio: tuple[Flowport, object]) -> None:
+    server, page = studio
+    server.endpoint("narrow-endpoint")
+    page.set_viewport_size({"width": 400, "height": 800})  # type: ignore[attr-defined]
+    for path in (
+        "/studio/endpoints",
+        "/studio/endpoints/narrow-endpoint",
+        "/studio/deploy",
+        "/studio/models",
+    ):
+        page.goto(f"{server.url}{path}")  # type: ignore[attr-defined]
+        page.wait_for_load_state("networkidle")  # type: ignore[attr-defined]
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")  # type: ignore[attr-defined]
+        assert overflow <= 0, f"{path} scrolls sideways by {overflow}px at 400px wide"
+    screenshot(page, "narrow-window")
