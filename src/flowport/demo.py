@@ -139,7 +139,8 @@ def _endpoint_guide(home: Path, connection: OpenAIConnection) -> None:
             f"curl: curl -s {endpoint['scoring_uri']} -H 'authorization: Bearer {key}' "
             f"-H 'content-type: application/json' -d @{request}"
         )
-        print(f"studio: {endpoint['scoring_uri'].split('/endpoints/')[0]}/ (the web studio is served there)")
+        studio = endpoint["scoring_uri"].split("/endpoints/")[0] + "/"
+        print(f"studio: {studio} (sign in with the token in {home / 'admin_token'} or server.log's link)")
         if os.environ.get("FLOWPORT_DEMO_KEEP"):
             input("\nThe server is running; press Enter to stop it. ")
     finally:
