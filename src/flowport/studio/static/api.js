@@ -92,5 +92,44 @@ const flowport = (() => {
     });
   });
 
-  return { call, follow, el, toast, trafficText, ApiError };
+  // The registered model a deployment runs ("azureml:name:version"), fetched once per page.
+  const models = new Map();
+  async function modelOf(deployment) {
+    const reference = String(deployment.model || "");
+    if (!models.has(reference)) {
+      const [name, version] = reference.replace(/^azureml:/, "").split(":");
+      const query = version ? `?version=${encodeURIComponent(version)}` : "";
+      models.set(reference, call("GET", `/models/${encodeURIComponent(name)}${query}`));
+    }
+    return models.get(reference);
+  }
+
+  return { call, follow, el, toast, trafficText, modelOf, ApiError };
 })();
+
+// A read-only value with a Copy button (shared by the endpoint tabs).
+flowport.copyField = (label, value, id) => {
+  const { el } = flowport;
+  const input = el("input", { id, type: "text", readonly: true, value, class: "copy-value" });
+  return el("div", { class: "copy-field" },
+    el("label", { for: id }, label),
+    el("div", { class: "copy-row" }, input,
+      el("button", { type: "button", "aria-label": `Copy ${label}`,
+        onclick: () => flowport.copyText(value, `${label} copied`) }, "Copy")));
+};
+
+// Copies text to the clipboard; falls back to a hidden textarea where the Clipboard API is missing.
+flowport.copyText = async (text, message) => {
+  try {
+    await navigator.clipboard.writeText(text);
+  } catch {
+    const area = flowport.el("textarea", { class: "sr-only", "aria-hidden": "true" });
+    area.value = text;
+    document.body.append(area);
+    area.select();
+    document.execCommand("copy");
+    area.remove();
+  }
+  flowport.toast(message || "Copied");
+};
+

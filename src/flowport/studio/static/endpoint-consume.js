@@ -5,8 +5,7 @@ flowport.tabs["consume"] = async (panel, page) => {
   const { call, el, toast } = flowport;
   const MASK = "••••••••••••••••";
 
-  const copy = (text, message) => (flowport.copyText ? flowport.copyText(text, message)
-    : navigator.clipboard.writeText(text).then(() => toast(message || "Copied")));
+  const copy = flowport.copyText;
 
   // The flow's inputs from the model of the deployment with the most traffic (or the first one).
   async function flowOf() {
@@ -14,11 +13,8 @@ flowport.tabs["consume"] = async (panel, page) => {
     const sorted = [...page.deployments].sort((a, b) => (traffic[b.name] || 0) - (traffic[a.name] || 0));
     const deployment = sorted.find((d) => typeof d.model === "string");
     if (!deployment) return null;
-    const match = /^(?:azureml:)?([^:@]+)(?::([^:@]+))?/.exec(deployment.model);
-    if (!match) return null;
-    const query = match[2] ? `?version=${encodeURIComponent(match[2])}` : "";
     try {
-      return await call("GET", `/models/${encodeURIComponent(match[1])}${query}`);
+      return await flowport.modelOf(deployment);
     } catch {
       return null;
     }
@@ -196,7 +192,7 @@ flowport.tabs["consume"] = async (panel, page) => {
     panel.replaceChildren(
       el("section", { class: "card", "aria-labelledby": "consume-rest" },
         el("h2", { id: "consume-rest" }, "REST endpoint"),
-        flowport.copyField ? flowport.copyField("Scoring URL", url, "consume-url") : el("code", {}, url),
+        flowport.copyField("Scoring URL", url, "consume-url"),
         chatBase ? el("p", { class: "hint" }, "OpenAI-compatible base URL: ", el("code", {}, chatBase)) : null),
       auth,
       el("section", { class: "card", "aria-labelledby": "consume-samples" },

@@ -1,32 +1,6 @@
 // Details tab: URIs, deployments, the editable traffic split and the provisioning history.
 "use strict";
 
-// A read-only value with a Copy button (shared by the endpoint tabs).
-flowport.copyField = (label, value, id) => {
-  const { el } = flowport;
-  const input = el("input", { id, type: "text", readonly: true, value, class: "copy-value" });
-  return el("div", { class: "copy-field" },
-    el("label", { for: id }, label),
-    el("div", { class: "copy-row" }, input,
-      el("button", { type: "button", "aria-label": `Copy ${label}`,
-        onclick: () => flowport.copyText(value, `${label} copied`) }, "Copy")));
-};
-
-// Copies text to the clipboard; falls back to a hidden textarea where the Clipboard API is missing.
-flowport.copyText = async (text, message) => {
-  try {
-    await navigator.clipboard.writeText(text);
-  } catch {
-    const area = flowport.el("textarea", { class: "sr-only", "aria-hidden": "true" });
-    area.value = text;
-    document.body.append(area);
-    area.select();
-    document.execCommand("copy");
-    area.remove();
-  }
-  flowport.toast(message || "Copied");
-};
-
 flowport.tabs["details"] = async (panel, page) => {
   const { call, el, toast } = flowport;
 

@@ -2,7 +2,6 @@
 "use strict";
 flowport.tabs["test"] = async (panel, page) => {
   const { call, el } = flowport;
-  const models = new Map();
   let serial = 0;
 
   if (!page.deployments.length) {
@@ -21,16 +20,7 @@ flowport.tabs["test"] = async (panel, page) => {
     body,
   );
 
-  async function modelOf(deployment) {
-    const reference = String(deployment.model || "");
-    if (!models.has(reference)) {
-      const parts = reference.replace(/^azureml:/, "").split(":");
-      const [name, version] = [parts[0], parts[1]];
-      const query = version ? `?version=${encodeURIComponent(version)}` : "";
-      models.set(reference, await call("GET", `/models/${encodeURIComponent(name)}${query}`));
-    }
-    return models.get(reference);
-  }
+  const modelOf = flowport.modelOf;
 
   // The secret for the gateway: a key, or a fresh token for aml_token endpoints.
   async function secret() {
