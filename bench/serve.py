@@ -65,6 +65,7 @@ from _common import (
     PYTHON_FLOW,
     REPO,
     chat_output_ok,
+    descendants,
     free_port,
     llm_server_process,
     machine,
@@ -219,26 +220,6 @@ def raise_open_files() -> int:
 # -- memory of a server's process tree, from /proc ------------------------------------
 
 
-def process_tree(root: int) -> list[int]:
-    """``root`` and all its descendants that are alive now."""
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            stat = Path("/proc", name, "stat").read_text()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(parent, []).append(int(name))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, []))
-    return tree
-
-
 def status_kib(pid: int) -> dict[str, int]:
     """``VmRSS`` and ``VmHWM`` (peak RSS) of a process in KiB; empty once it has gone."""
     try:
@@ -301,7 +282,7 @@ class RssSampler:
 
     def sample(self) -> None:
         total = 0
-        for pid in process_tree(self.root):
+        for pid in descendants(self.root):
             figures = status_kib(pid)
             if not figures:
                 continue
