@@ -112,15 +112,13 @@ def exec_instance(
     instance entry point with them on stdin (an anonymous in-memory file): the serving process
     never imports the store's database layer or reads the key file (25 MiB less per worker).
     """
-    from flowport.connections import connection_row
     from flowport.runtime.base import InstanceConfig
 
-    stored = connection_service().as_mapping()
     names = flow.connection_candidates() | set(os.environ.values()) | set(variables.values())
     config = InstanceConfig(
         source=str(source),
         environment_variables=variables,
-        connections={name: connection_row(stored[name]) for name in sorted(names & set(stored))},
+        connections=connection_service().handover(names),
         max_concurrent_requests=settings.max_concurrent_requests,
         request_timeout_ms=settings.request_timeout_ms,
     )

@@ -7,7 +7,7 @@ package provides one over SQLAlchemy); this module only maps and encrypts.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 from flowport.connections.crypto import Cipher
@@ -74,8 +74,13 @@ class ConnectionService:
         if not self.rows.delete(name):
             raise ConnectionNotFound(name)
 
-    def as_mapping(self) -> dict[str, Connection]:
-        return {c.name: c for c in self.list() if c.name}
+    def handover(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The stored connections among ``names``, in the clear form a serving process is handed.
+
+        Only those are decrypted; ``names`` may hold any strings (see ``FlowDef.connection_candidates``).
+        """
+        stored = {row["name"] for row in self.rows.list()}
+        return {name: connection_row(self.get(name)) for name in sorted(set(names) & stored)}
 
 
 class ConnectionSource(Protocol):

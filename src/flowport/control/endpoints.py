@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flowport.connections import Cipher, ConnectionService, connection_row
+from flowport.connections import Cipher, ConnectionService
 from flowport.control.errors import ApiError
 from flowport.control.models import ModelRegistry
 from flowport.control.operations import Operations
@@ -376,45 +376,35 @@ class ControlPlane:
             )
         if len(self.deployments.list(endpoint=endpoint)) >= 20:
             raise ApiError(400, "TooManyDeployments", f"endpoint {endpoint!r} already has 20 deployments")
-        self.operations.ensure_free(endpoint)
-        stored = self._stored_spec(spec, self._resolve_model(spec))
-        plan = self._plan(endpoint, spec.name, stored)
-        operation = self.operations.claim(endpoint, "CreateDeployment", spec.name)
-        row = {"spec": stored, "provisioning_state": "Creating", "notes": list(spec.notes)}
-        self.deployments.put({"endpoint": endpoint, "name": spec.name}, row)
-
-        async def work() -> None:
-            try:
-                await self.runtime.apply(plan)
-            except DeploymentFailed as exc:
-                self._fail_deployment(endpoint, spec.name, row, exc)
-                raise ApiError(424, "DeploymentFailed", str(exc)) from None
-            self.deployments.put(
-                {"endpoint": endpoint, "name": spec.name}, {**row, "provisioning_state": "Succeeded"}
-            )
-            if all_traffic:
-                self._save_endpoint({**self._endpoint_row(endpoint), "traffic": {spec.name: 100}})
-            self.publish(endpoint)
-
-        self.operations.start(operation, work)
-        return operation
+        return self._roll_out(spec, "CreateDeployment", "Creating", None, all_traffic)
 
     async def update_deployment(self, spec: DeploymentSpec, all_traffic: bool = False) -> dict[str, Any]:
+        previous = self._deployment_row(spec.endpoint_name or "", spec.name)
+        return self._roll_out(spec, "UpdateDeployment", "Updating", _document(previous), all_traffic)
+
+    def _roll_out(
+        self, spec: DeploymentSpec, kind: str, state: str, previous: dict[str, Any] | None, all_traffic: bool
+    ) -> dict[str, Any]:
+        """Record the change, then apply it in the background as an operation.
+
+        While it runs the deployment shows ``state``; on failure it keeps ``previous`` (the
+        last spec that worked, or the new one for a deployment that never ran) as ``Failed``.
+        """
         endpoint = spec.endpoint_name or ""
-        previous = self._deployment_row(endpoint, spec.name)
         self.operations.ensure_free(endpoint)
         stored = self._stored_spec(spec, self._resolve_model(spec))
         plan = self._plan(endpoint, spec.name, stored)
-        operation = self.operations.claim(endpoint, "UpdateDeployment", spec.name)
+        operation = self.operations.claim(endpoint, kind, spec.name)
         key = {"endpoint": endpoint, "name": spec.name}
-        row = {"spec": stored, "provisioning_state": "Updating", "notes": list(spec.notes)}
-        self.deployments.put(key, {**_document(previous), "provisioning_state": "Updating"})
+        row = {"spec": stored, "provisioning_state": state, "notes": list(spec.notes)}
+        kept = previous if previous is not None else row
+        self.deployments.put(key, {**kept, "provisioning_state": state})
 
         async def work() -> None:
             try:
                 await self.runtime.apply(plan)
             except DeploymentFailed as exc:
-                self._fail_deployment(endpoint, spec.name, _document(previous), exc)
+                self._fail_deployment(endpoint, spec.name, kept, exc)
                 raise ApiError(424, "DeploymentFailed", str(exc)) from None
             self.deployments.put(key, {**row, "provisioning_state": "Succeeded"})
             if all_traffic:
@@ -496,8 +486,7 @@ class ControlPlane:
     def _connections_for(self, flow: FlowDef, variables: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         """The stored connections the flow may use: named by a node, a literal input, or a variable."""
         names = flow.connection_candidates() | set(variables.values())
-        stored = self.connections.as_mapping()
-        return {name: connection_row(stored[name]) for name in sorted(names & set(stored))}
+        return self.connections.handover(names)
 
     def route(self, name: str) -> EndpointRoute:
         row = self._endpoint_row(name)
