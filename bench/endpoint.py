@@ -8,9 +8,13 @@ measured three ways, one after the other, each a fresh process on 127.0.0.1:
     (b) direct    flowport flow serve --source <flow> (1 worker), as bench/serve.py runs it
     (c) pf        pf flow serve --source <flow> --engine fastapi (prompt flow 1.18.5, its own venv)
 
-Load: ``--connections`` (32) kept-alive connections split over ``--client-processes`` (2) load
-processes (bench/_common.LoadPool: raw HTTP/1.1 on asyncio with uvloop; every answer's body is
-compared with the first one), ``--warmup`` seconds (3) not counted, then ``--seconds`` (10).
+Load: ``--connections`` (32) kept-alive connections from ``wrk`` when it is on the PATH (one
+thread, bench/serve.py's script: the first answer of each way is checked, then every non-2xx
+answer and socket error counts as an error), else, or with ``--python-client``, split over
+``--client-processes`` (2) load processes (bench/_common.LoadPool: raw HTTP/1.1 on asyncio with
+uvloop; every answer's body is compared with the first one); ``--warmup`` seconds (3) not
+counted, then ``--seconds`` (10). wrk costs far less CPU than the Python client, and the load
+shares the two cores with what it measures.
 Reported: req/s of 200 answers, p50/p99, errors, and the CPU used meanwhile by the load
 processes, by the server's process tree and by everything else on the machine (other
 processes share the two cores), plus the tree's peak RSS. Target: (a) >= 15x (c).
@@ -46,6 +50,7 @@ import contextlib
 import importlib.metadata
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -91,6 +96,8 @@ from serve import (
     run_quiet,
     serving,
     src_fingerprint,
+    wrk,
+    wrk_version,
 )
 
 FLOWPORT = Path(sys.executable).with_name("flowport")
@@ -150,6 +157,7 @@ class Row:
     server: str
     workload: str
     connections: int
+    client: str
     client_processes: int
     seconds: float
     requests: int
@@ -189,6 +197,7 @@ def flow_copy(scratch: Path, flow: Path) -> Path:
 
 
 def measure(
+    ctx: Context,
     way: str,
     label: str,
     workload: Workload,
@@ -198,49 +207,105 @@ def measure(
     sizes: Sizes,
 ) -> Row:
     """Warm up, then one timed run; CPU of the load, the server tree and the rest of the machine."""
+    client = "wrk, 1 thread" if ctx.use_wrk else f"{sizes.client_processes} Python load process(es)"
     log(
-        f"{workload.name}: {label}: {workload.connections} connections in {sizes.client_processes}"
-        f" load process(es), warm-up {sizes.warmup:g} s, {sizes.seconds:g} s measured"
+        f"{workload.name}: {label}: {workload.connections} connections from {client},"
+        f" warm-up {sizes.warmup:g} s, {sizes.seconds:g} s measured"
     )
-    with LoadPool(target, workload.connections, sizes.client_processes) as pool:
-        pool.run(sizes.warmup)
-        with RssSampler(root) as memory:
-            machine_before, server_before = machine_cpu_seconds(), tree_cpu_seconds(root)
-            record = pool.run(sizes.seconds)
-            machine_after, server_after = machine_cpu_seconds(), tree_cpu_seconds(root)
-    seconds = record.seconds
+    run = _wrk_run if ctx.use_wrk else _python_run
+    with run(ctx, target, workload, sizes) as load, RssSampler(root) as memory:
+        machine_before, server_before = machine_cpu_seconds(), tree_cpu_seconds(root)
+        figures = load()
+        machine_after, server_after = machine_cpu_seconds(), tree_cpu_seconds(root)
+    seconds = figures["seconds"]
     server_cpu = (server_after - server_before) / seconds
-    other = (machine_after - machine_before) / seconds - server_cpu - record.client_cpu
-    latencies = record.ok_latencies()
+    other = (machine_after - machine_before) / seconds - server_cpu - figures["client_cpu"]
     row = Row(
         way=way,
         server=label,
         workload=workload.name,
         connections=workload.connections,
-        client_processes=record.processes,
-        seconds=seconds,
-        requests=record.requests,
-        ok=record.ok,
-        errors=record.failed,
-        req_per_s=record.rate,
-        p50_ms=percentile(latencies, 50) * 1000,
-        p99_ms=percentile(latencies, 99) * 1000,
-        client_cpu=record.client_cpu,
         server_cpu=server_cpu,
         other_cpu=max(0.0, other),
         startup_s=startup_s,
         tree_peak_mib=memory.tree_peak_kib * 1024 / MIB,
-        failures=record.failure_kinds(),
+        **{k: v for k, v in figures.items() if k != "first_failure"},
     )
     log(
         f"  {row.req_per_s:,.0f} req/s, p50 {row.p50_ms:.1f} ms, p99 {row.p99_ms:.1f} ms,"
         f" {row.errors} errors;"
         f" CPU cores: load {row.client_cpu:.2f}, server {row.server_cpu:.2f}, others {row.other_cpu:.2f}"
     )
-    if record.failed:
-        first = next(iter(record.errors.values()), "")
-        log(f"  failures {row.failures}; first: {first[:300]}")
+    if row.errors:
+        log(f"  failures {row.failures}; first: {figures['first_failure'][:300]}")
     return row
+
+
+Timed = Callable[[], dict[str, Any]]
+"""Runs the measured load and returns its figures (Row's fields, plus ``first_failure``)."""
+
+
+@contextlib.contextmanager
+def _python_run(ctx: Context, target: Target, workload: Workload, sizes: Sizes) -> Iterator[Timed]:
+    """The bench's own asyncio client in load processes; every answer's body is checked."""
+    with LoadPool(target, workload.connections, sizes.client_processes) as pool:
+        pool.run(sizes.warmup)
+
+        def timed() -> dict[str, Any]:
+            record = pool.run(sizes.seconds)
+            latencies = record.ok_latencies()
+            return {
+                "client": "python",
+                "client_processes": record.processes,
+                "seconds": record.seconds,
+                "requests": record.requests,
+                "ok": record.ok,
+                "errors": record.failed,
+                "req_per_s": record.rate,
+                "p50_ms": percentile(latencies, 50) * 1000,
+                "p99_ms": percentile(latencies, 99) * 1000,
+                "client_cpu": record.client_cpu,
+                "failures": record.failure_kinds(),
+                "first_failure": next(iter(record.errors.values()), ""),
+            }
+
+        yield timed
+
+
+@contextlib.contextmanager
+def _wrk_run(ctx: Context, target: Target, workload: Workload, sizes: Sizes) -> Iterator[Timed]:
+    """wrk with one thread (bench/serve.py's script); the first answer was checked, then non-2xx count."""
+    url = f"http://{target.host}:{target.port}{target.path}"
+    wrk(ctx, url, workload.body, workload.connections, sizes.warmup, target.headers)
+
+    def timed() -> dict[str, Any]:
+        before = _children_cpu()
+        figures = wrk(ctx, url, workload.body, workload.connections, sizes.seconds, target.headers)
+        seconds = figures["duration_us"] / 1e6
+        sockets = {k: int(figures[k]) for k in ("connect", "read", "write", "timeout") if figures[k]}
+        failures = {**({"non-2xx": figures["non2xx"]} if figures["non2xx"] else {}), **sockets}
+        errors = sum(failures.values())
+        return {
+            "client": "wrk",
+            "client_processes": 1,
+            "seconds": seconds,
+            "requests": figures["requests"],
+            "ok": figures["requests"] - figures["non2xx"],
+            "errors": errors,
+            "req_per_s": (figures["requests"] - figures["non2xx"]) / seconds,
+            "p50_ms": figures["p50_us"] / 1000,
+            "p99_ms": figures["p99_us"] / 1000,
+            "client_cpu": (_children_cpu() - before) / seconds,
+            "failures": failures,
+            "first_failure": json.dumps(failures),
+        }
+
+    yield timed
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
@@ -428,8 +493,9 @@ def failure_samples(record: LoadRecord, began: float, limit: int = 20) -> list[d
 
 
 def gateway_way(
-    scratch: Path, workloads: list[Workload], sizes: Sizes, llm_url: str | None, extras: bool
+    ctx: Context, workloads: list[Workload], sizes: Sizes, llm_url: str | None, extras: bool
 ) -> tuple[list[Row], dict[str, Any]]:
+    scratch = ctx.scratch
     rows: list[Row] = []
     found: dict[str, Any] = {}
     with FlowportServer(scratch / "server-home", FLOWPORT) as fp:
@@ -442,7 +508,7 @@ def gateway_way(
             with endpoint_with(fp, f"bench-{workload.name}", flow, 1, workload) as target:
                 assert fp.process is not None
                 label = "flowport server (gateway)"
-                rows.append(measure("a", label, workload, target, fp.process.pid, fp.startup_s, sizes))
+                rows.append(measure(ctx, "a", label, workload, target, fp.process.pid, fp.startup_s, sizes))
         if extras:
             flow = flow_copy(scratch, PYTHON.flow)
             log(f"deploy -> first 200 through the gateway, {sizes.startup_repeats} times")
@@ -460,7 +526,7 @@ def alone_way(ctx: Context, spec: ServerSpec, way: str, label: str, workload: Wo
         body = json.dumps(workload.body).encode()
         expected = checked(workload, *post(server.url, body), label)
         target = Target(port=server.port, path="/score", body=body, expected=expected)
-        return measure(way, label, workload, target, server.process.pid, server.startup_s, sizes)
+        return measure(ctx, way, label, workload, target, server.process.pid, server.startup_s, sizes)
 
 
 def create_connections(ctx: Context, base_url: str, with_pf: bool) -> None:
@@ -595,6 +661,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client-processes", type=int, help="load processes (2)")
     parser.add_argument("--startup-repeats", type=int, help="deploy -> first 200 repeats (3)")
     parser.add_argument("--kills", type=int, help="instances killed in the failover test (2)")
+    parser.add_argument(
+        "--python-client", action="store_true", help="load with the Python client even when wrk is present"
+    )
     parser.add_argument("--only-gateway", action="store_true", help="measure (a) and its extras only")
     parser.add_argument(
         "--keep", action="store_true", help="keep the scratch folder (server and instance logs)"
@@ -618,7 +687,9 @@ def main(argv: list[str] | None = None) -> int:
         pf_python = ensure_venv()
         log(f"prompt flow venv: {pf_python.parent.parent}")
     scratch = Path(tempfile.mkdtemp(prefix="flowport-endpoint-"))
-    ctx = Context(scratch, scratch / "flowport-home", scratch / "pf-home", use_wrk=False)
+    use_wrk = shutil.which("wrk") is not None and not args.python_client
+    log(f"load generator: {'wrk' if use_wrk else 'Python asyncio client'} (the failover test: Python client)")
+    ctx = Context(scratch, scratch / "flowport-home", scratch / "pf-home", use_wrk)
     source_before = src_fingerprint()
     load_before = os.getloadavg()
     rows: list[Row] = []
@@ -628,7 +699,7 @@ def main(argv: list[str] | None = None) -> int:
             llm_url = stack.enter_context(llm_server_process(LLM_LATENCY_MS)) if args.chat else None
             if llm_url is not None:
                 create_connections(ctx, llm_url, with_pf=not skip_pf)
-            gateway_rows, found = gateway_way(scratch, workloads, sizes, llm_url, extras=True)
+            gateway_rows, found = gateway_way(ctx, workloads, sizes, llm_url, extras=True)
             rows += gateway_rows
             for workload in workloads:
                 ways = [] if args.only_gateway else [(FP1, "b", "flowport flow serve")]
@@ -661,6 +732,8 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": asdict(sizes),
         "request_settings": REQUEST_SETTINGS,
         "skip_pf": skip_pf,
+        "load_generator": "wrk" if ctx.use_wrk else "python",
+        "wrk": wrk_version() if ctx.use_wrk else None,
         "src_changed_during_run": source_changed,
         "rows": [asdict(r) for r in rows],
         "ratios": figures,

@@ -417,6 +417,7 @@ wrk.method = "POST"
 wrk.body = [==[%(body)s]==]
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Accept"] = "%(accept)s"
+%(headers)s
 
 local threads = {}
 
@@ -449,10 +450,18 @@ end
 """
 
 
-def wrk(ctx: Context, url: str, body: dict[str, Any], connections: int, seconds: float) -> dict[str, Any]:
+def wrk(
+    ctx: Context,
+    url: str,
+    body: dict[str, Any],
+    connections: int,
+    seconds: float,
+    headers: tuple[tuple[str, str], ...] = (),
+) -> dict[str, Any]:
     """One wrk run (one thread, ``connections`` keep-alive connections); its ``done()`` figures."""
     script = ctx.scratch / "wrk-post.lua"
-    script.write_text(WRK_SCRIPT % {"body": json.dumps(body), "accept": JSON_ACCEPT})
+    extra = "\n".join(f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}" for name, value in headers)
+    script.write_text(WRK_SCRIPT % {"body": json.dumps(body), "accept": JSON_ACCEPT, "headers": extra})
     command = [
         "wrk",
         "-t1",

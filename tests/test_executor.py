@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -564,6 +565,34 @@ def test_inline_policy_promotes_after_proof_and_demotes_for_good() -> None:
         policy.record(0.0001)
     assert not policy.inline
     assert InlinePolicy(False).demoted
+
+
+def test_inline_policy_excuses_slow_runs_that_neither_waited_nor_worked() -> None:
+    policy = InlinePolicy(True, fast_seconds=0.001, proof_runs=3, demote_seconds=0.01)
+    policy.record(0.0001)
+    policy.record(0.5, cpu=0.0001, waited=False)  # the core was taken away: the proof goes on
+    policy.record(0.0001)
+    assert not policy.inline
+    policy.record(0.5, cpu=0.0001, waited=True)  # it blocked: the proof starts over
+    for _ in range(2):
+        policy.record(0.0001)
+    assert not policy.inline
+    policy.record(0.0001)
+    assert policy.inline
+    policy.record(0.05, cpu=0.0002, waited=False)
+    assert policy.inline
+    policy.record(0.05, cpu=0.03, waited=False)  # the tool itself is heavy
+    assert policy.demoted and not policy.inline
+
+
+def test_inline_policy_sees_a_sleeping_run_as_waiting() -> None:
+    policy = InlinePolicy(True, fast_seconds=0.001, proof_runs=1, demote_seconds=0.005)
+    policy.finish(policy.start())
+    assert policy.inline
+    mark = policy.start()
+    time.sleep(0.02)
+    policy.finish(mark)
+    assert policy.demoted
 
 
 async def test_fast_chains_go_inline_and_slow_ones_stay_in_threads(tmp_path: Path) -> None:

@@ -732,7 +732,8 @@ def test_metrics_text(gateway: Gateway, instances: dict[str, Instance], client: 
     assert 'flowport_gateway_requests_total{deployment="",endpoint="ep-metrics",status="401"} 1.0' in text
     assert 'flowport_gateway_request_seconds_count{deployment="blue",endpoint="ep-metrics"} 4.0' in text
     assert 'flowport_gateway_in_flight{deployment="blue",endpoint="ep-metrics"} 0.0' in text
-    assert "/metrics" not in [getattr(route, "path", "") for route in gateway.routes]
+    hidden = client.get("/metrics")  # the server serves it, to the admin only
+    assert hidden.status_code == 404 and hidden.json()["error"]["code"] == "NotFound"
 
 
 def test_stats_last_hour_by_minute(
@@ -909,3 +910,16 @@ async def test_instance_transport_under_an_httpx_client(instances: dict[str, Ins
         assert (await client.get("/health")).json()["status"] == "Healthy"
     with pytest.raises(httpx.ConnectError):
         await InstanceTransport(dead_tcp()).request("GET", b"/health", [])
+
+
+def test_unknown_routes_are_404_and_wrong_methods_405(client: httpx.Client) -> None:
+    for path in ("/endpoints/ep/nothing", "/endpoints//score", "/endpoints/ep"):
+        missing = client.post(path, json={})
+        assert missing.status_code == 404, path
+        assert (
+            missing.json()["error"]["code"] == "NotFound" and "/score" in missing.json()["error"]["message"]
+        )
+    wrong = client.get("/endpoints/ep/score")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+    assert wrong.json()["error"]["code"] == "MethodNotAllowed"
+    assert client.delete("/endpoints/ep/swagger.json").headers["allow"] == "GET"

@@ -61,6 +61,23 @@ def test_score_answers_outputs_as_json_with_request_ids(serve: Serve) -> None:
     assert "x-ms-client-request-id" not in invalid.headers
 
 
+def test_browser_requests_get_cors_headers_and_the_same_answer(serve: Serve) -> None:
+    server = serve(FLOWS / "three_node_python")
+    plain = httpx.post(f"{server.url}/score", json={"text": "a b"})
+    assert "access-control-allow-origin" not in plain.headers
+    browser = httpx.post(
+        f"{server.url}/score", json={"text": "a b"}, headers={"origin": "http://studio.test"}
+    )
+    assert browser.headers["access-control-allow-origin"] == "*"
+    assert browser.json() == plain.json() == {"result": "A B (2 words)"}
+    preflight = httpx.options(
+        f"{server.url}/score",
+        headers={"origin": "http://studio.test", "access-control-request-method": "POST"},
+    )
+    assert preflight.status_code == 200 and "POST" in preflight.headers["access-control-allow-methods"]
+    assert httpx.get(f"{server.url}/score").status_code == 405
+
+
 def test_non_json_bodies(serve: Serve) -> None:
     one_input = serve(SERVING_FLOWS / "echo_one")
     text = httpx.post(f"{one_input.url}/score", content="just text", headers={"content-type": "text/plain"})

@@ -22,6 +22,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from flowport.connections import Cipher, ConnectionService, load_or_create_key
 from flowport.control.api import build_api
@@ -30,6 +31,7 @@ from flowport.control.models import ModelRegistry
 from flowport.control.operations import Operations
 from flowport.control.sessions import COOKIE, Sessions
 from flowport.gateway import Gateway, TokenSigner
+from flowport.gateway.app import PREFIX
 from flowport.gateway.tokens import DEFAULT_TTL_SECONDS, signing_key
 from flowport.runtime.base import Runtime
 from flowport.runtime.local import LocalRuntime
@@ -60,7 +62,7 @@ def admin_token(home: Path) -> str:
 
 @dataclass
 class Server:
-    app: Starlette
+    app: ASGIApp
     control: ControlPlane
     gateway: Gateway
     runtime: Runtime
@@ -114,8 +116,15 @@ def build_server(home: Path, base_url: str, runtime: Runtime | None = None) -> S
 
     api = build_api(control, sessions, home / "data")
     studio = build_studio(lambda request: sessions.get(request.cookies.get(COOKIE)) is not None)
-    app = Starlette(
-        routes=[Mount("/api/v1", app=api), Route("/metrics", metrics), *gateway.routes, *studio],
-        lifespan=lifespan,
+    admin = Starlette(
+        routes=[Mount("/api/v1", app=api), Route("/metrics", metrics), *studio], lifespan=lifespan
     )
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        """Scoring requests go straight to the gateway; the rest through Starlette's router."""
+        if scope["type"] == "http" and scope["path"].startswith(PREFIX):
+            await gateway(scope, receive, send)
+        else:
+            await admin(scope, receive, send)
+
     return Server(app, control, gateway, runtime, token, sessions)

@@ -13,7 +13,6 @@ import inspect
 import itertools
 import json
 import os
-import time
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -339,13 +338,14 @@ class FlowExecutor:
         self._finish_node(node, line, node_run, result)
 
     def _timed_chain(self, line: _Line) -> None:
-        started = time.perf_counter()
+        policy = self.inline_policy
+        mark = policy.start()
         try:
             self._run_chain(line)
         except BaseException:
-            self.inline_policy.failed()
+            policy.failed()
             raise
-        self.inline_policy.record(time.perf_counter() - started)
+        policy.finish(mark)
 
     def _run_chain(self, line: _Line) -> None:
         """Run a flow whose nodes form one chain of sync tools, in one worker thread.

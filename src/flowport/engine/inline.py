@@ -5,13 +5,39 @@ most of the line's cost. Blocking the loop is worse, though: a tool that waits o
 must never run there, nor one that starts its own event loop (``asyncio.run``). So a flow
 earns the inline mode by proof — many consecutive runs, all fast — and loses it for good the
 first time an inline run is slow or fails.
+
+Wall time alone misjudges a busy machine: a 50 µs run that the OS preempts for a few
+milliseconds looks slow although it neither waited nor worked. So a slow run is looked at
+twice more: the thread's CPU time (``time.thread_time``) tells a heavy tool, and on Linux its
+voluntary context switches (``getrusage(RUSAGE_THREAD)``) tell a run that waited (I/O, sleep,
+a lock). A slow run that did neither only lost the core: it neither breaks the proof nor ends
+the inline mode.
 """
 
 from __future__ import annotations
 
 import os
+import time
+from typing import NamedTuple
+
+try:
+    from resource import RUSAGE_THREAD, getrusage
+except ImportError:  # not Linux: every slow run counts as one that waited
+    RUSAGE_THREAD = None
 
 INLINE_ENV = "FLOWPORT_INLINE_FAST_TOOLS"
+
+
+class Mark(NamedTuple):
+    """Where a run started: wall clock, the thread's CPU clock and its voluntary switches."""
+
+    started: float
+    cpu: float
+    voluntary: int
+
+
+def _voluntary_switches() -> int:
+    return getrusage(RUSAGE_THREAD).ru_nvcsw if RUSAGE_THREAD is not None else 0
 
 
 class InlinePolicy:
@@ -35,19 +61,39 @@ class InlinePolicy:
         self.demoted = not enabled
         self._fast_runs = 0
 
-    def record(self, seconds: float) -> None:
-        """Account one run of the chain (called from worker threads too: races only delay)."""
+    @staticmethod
+    def start() -> Mark:
+        """Call in the thread about to run the chain; pass the mark to ``finish``."""
+        return Mark(time.perf_counter(), time.thread_time(), _voluntary_switches())
+
+    def finish(self, mark: Mark) -> None:
+        """Account the run that started at ``mark`` (same thread)."""
+        seconds = time.perf_counter() - mark.started
+        if seconds <= self.fast_seconds or self.demoted:
+            self.record(seconds)
+            return
+        cpu = time.thread_time() - mark.cpu
+        waited = RUSAGE_THREAD is None or _voluntary_switches() > mark.voluntary
+        self.record(seconds, cpu=cpu, waited=waited)
+
+    def record(self, seconds: float, *, cpu: float | None = None, waited: bool = True) -> None:
+        """Account one run (called from worker threads too: races only delay).
+
+        ``cpu``: the thread's CPU seconds in the run (unknown: as slow as the wall time);
+        ``waited``: the thread blocked during the run.
+        """
         if self.demoted:
             return
+        cpu = seconds if cpu is None else cpu
         if self.inline:
-            if seconds > self.demote_seconds:
+            if seconds > self.demote_seconds and (waited or cpu > self.demote_seconds):
                 self.inline = False
                 self.demoted = True
         elif seconds <= self.fast_seconds:
             self._fast_runs += 1
             if self._fast_runs >= self.proof_runs:
                 self.inline = True
-        else:
+        elif waited or cpu > self.fast_seconds:
             self._fast_runs = 0
 
     def failed(self) -> None:

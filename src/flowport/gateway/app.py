@@ -22,9 +22,7 @@ from typing import Any
 
 import httpx
 from starlette.applications import Starlette
-from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from flowport.gateway import errors
@@ -49,6 +47,38 @@ from flowport.gateway.transport import UpstreamResponse
 from flowport.gateway.upstream import Upstream
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
+PREFIX = "/endpoints/"
+"""Every gateway path starts so: ``/endpoints/{endpoint}/{route}``."""
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayRoute:
+    """A route of every endpoint: the instance path it forwards to."""
+
+    path: str
+    method: str
+    scoring: bool
+    """Carries a body to forward (and maybe mirror and collect)."""
+
+
+ROUTES = {
+    "score": GatewayRoute("/score", "POST", scoring=True),
+    "swagger.json": GatewayRoute("/swagger.json", "GET", scoring=False),
+    "v1/chat/completions": GatewayRoute("/v1/chat/completions", "POST", scoring=True),
+}
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived."""
+
+
+def first_values(raw: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """ASGI's header pairs (names already lower case) as a dict of each name's first value."""
+    found: dict[bytes, bytes] = {}
+    for name, value in raw:
+        if name not in found:
+            found[name] = value
+    return found
 
 
 @dataclass(slots=True)
@@ -65,7 +95,7 @@ class Exchange:
 
 
 class Gateway:
-    """The endpoint router: ``routes`` to include in a bigger app, or an ASGI app by itself."""
+    """The endpoint router, an ASGI app for the paths under ``/endpoints/``."""
 
     def __init__(
         self,
@@ -97,15 +127,19 @@ class Gateway:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.routes: list[BaseRoute] = [
-            Route("/endpoints/{endpoint}/score", self.score, methods=["POST"]),
-            Route("/endpoints/{endpoint}/swagger.json", self.swagger, methods=["GET"]),
-            Route("/endpoints/{endpoint}/v1/chat/completions", self.chat, methods=["POST"]),
-        ]
-        self.app = Starlette(routes=self.routes, lifespan=self._lifespan)
+        self.lifespan_app = Starlette(lifespan=self._lifespan)
+        """Starts and stops the gateway when it is served on its own (the server has its own lifespan)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
+        """Raw ASGI: the data plane skips routers and middleware, it is the hot path."""
+        if scope["type"] != "http":
+            await self.lifespan_app(scope, receive, send)
+            return
+        try:
+            response = await self.handle(scope, receive)
+        except ClientGone:
+            return
+        await response(scope, receive, send)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -181,36 +215,38 @@ class Gateway:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # -- routes -------------------------------------------------------------------
+    # -- requests -----------------------------------------------------------------
 
-    async def score(self, request: Request) -> Response:
-        return await self._handle(request, "/score", scoring=True)
-
-    async def chat(self, request: Request) -> Response:
-        return await self._handle(request, "/v1/chat/completions", scoring=True)
-
-    async def swagger(self, request: Request) -> Response:
-        return await self._handle(request, "/swagger.json", scoring=False)
-
-    async def _handle(self, request: Request, path: str, scoring: bool) -> Response:
+    async def handle(self, scope: Scope, receive: Receive) -> Response:
+        """The answer to one request (raises ClientGone if the client left mid-body)."""
         started = time.perf_counter()
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        endpoint = request.path_params["endpoint"]
-        headers = request.headers
-        request_id = headers.get("x-request-id") or new_request_id()
+        headers = first_values(scope["headers"])
+        request_id = (headers.get(b"x-request-id") or b"").decode("latin-1") or new_request_id()
         reply = {"x-request-id": request_id}
-        client_id = client_request_id(headers.get("x-ms-client-request-id"))
+        client_id = client_request_id((headers.get(b"x-ms-client-request-id") or b"").decode("latin-1"))
         if client_id:
             reply["x-ms-client-request-id"] = client_id
+
+        path: str = scope["path"]
+        endpoint, _, tail = path.removeprefix(PREFIX).partition("/")
+        route = ROUTES.get(tail) if path.startswith(PREFIX) and endpoint else None
+        if route is None:
+            return error_response(errors.route_not_found(path), reply)
+        if scope["method"] != route.method:
+            return error_response(errors.method_not_allowed(scope["method"], route.method), reply)
 
         table = self._tables.get(endpoint)
         if table is None:
             return self._refuse(endpoint, None, errors.endpoint_not_found(endpoint), reply, started)
-        refusal = authorize(table.route, headers.get("authorization"), self.tokens)
+        authorization = headers.get(b"authorization")
+        credential = authorization.decode("latin-1") if authorization is not None else None
+        refusal = authorize(table.route, credential, self.tokens)
         if refusal is not None:
             return self._refuse(endpoint, None, refusal, reply, started)
-        pinned = headers.get(PIN_HEADERS[0]) or headers.get(PIN_HEADERS[1])
+        pin = headers.get(PIN_HEADERS[0]) or headers.get(PIN_HEADERS[1])
+        pinned = pin.decode("latin-1") if pin else None
         state = self._choose(table, pinned)
         if isinstance(state, Refusal):
             return self._refuse(endpoint, None, state, reply, started)
@@ -222,14 +258,14 @@ class Gateway:
             return self._refuse(endpoint, state, refusal, reply, started)
         state.in_flight += 1
         try:
-            body = await self._read_body(request) if scoring else None
-            forwarded = upstream_headers(request.scope["headers"], request_id)
+            body = await self._read_body(receive, headers.get(b"content-length")) if route.scoring else None
+            forwarded = upstream_headers(scope["headers"], request_id)
             if body is not None and not pinned and table.mirrors:
                 for target in table.mirror_targets():
-                    self.mirror.copy(target, path, forwarded, body)
+                    self.mirror.copy(target, route.path, forwarded, body)
             timeout = settings.request_timeout_ms / 1000 + self.timeout_grace_seconds
             response, upstream = await open_upstream(
-                state, request.method, path.encode(), forwarded, body, timeout, self._count_retry
+                state, route.method, route.path.encode(), forwarded, body, timeout, self._count_retry
             )
         except Refusal as refused:
             state.in_flight -= 1
@@ -238,7 +274,7 @@ class Gateway:
             state.in_flight -= 1
             raise
 
-        collect = self._sampled(settings.data_collection) if scoring else None
+        collect = self._sampled(settings.data_collection) if route.scoring else None
         exchange = Exchange(state, upstream, request_id, started, body, collect)
         return await self._answer(exchange, response, reply)
 
@@ -276,18 +312,23 @@ class Gateway:
         done(424, error_body, False)
         return failed_dependency(status, error_body, returned)
 
-    async def _read_body(self, request: Request) -> bytes:
-        declared = request.headers.get("content-length")
+    async def _read_body(self, receive: Receive, declared: bytes | None) -> bytes:
         if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
             raise errors.body_too_large(self.max_body_bytes)
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise errors.body_too_large(self.max_body_bytes)
-            chunks.append(chunk)
-        return b"".join(chunks)
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    raise errors.body_too_large(self.max_body_bytes)
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _sampled(self, collection: DataCollection | None) -> DataCollection | None:
         if (

@@ -42,6 +42,21 @@ def endpoint_not_found(endpoint: str) -> Refusal:
     )
 
 
+def route_not_found(path: str) -> Refusal:
+    return Refusal(
+        404,
+        "NotFound",
+        f"No gateway route {path!r}. An endpoint serves POST /endpoints/<name>/score, "
+        "GET /endpoints/<name>/swagger.json and, for chat flows, POST /endpoints/<name>/v1/chat/completions.",
+    )
+
+
+def method_not_allowed(method: str, allowed: str) -> Refusal:
+    return Refusal(
+        405, "MethodNotAllowed", f"{method} is not supported here; use {allowed}.", {"allow": allowed}
+    )
+
+
 def unauthorized(message: str) -> Refusal:
     return Refusal(401, "Unauthorized", message, {"www-authenticate": "Bearer"})
 

@@ -23,7 +23,7 @@ _NOT_FORWARDED = HOP_BY_HOP | {b"host", b"authorization", b"content-length", b"e
 _NOT_RETURNED = HOP_BY_HOP | {b"date", b"server", b"x-request-id", b"azureml-model-deployment"}
 """The gateway's server writes its own date and server; request id and deployment are the gateway's."""
 
-PIN_HEADERS = ("azureml-model-deployment", "flowport-model-deployment")
+PIN_HEADERS = (b"azureml-model-deployment", b"flowport-model-deployment")
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
 
 Headers = list[tuple[bytes, bytes]]

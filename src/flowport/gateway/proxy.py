@@ -153,8 +153,7 @@ class StreamedResponse(Response):
             if not self._ended:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            with anyio.CancelScope(shield=True):
-                await self.upstream.aclose()
+            self.upstream.close()
             captured = b"".join(self._captured) if self.capture else None
             self.done(self.status_code, captured, self._truncated)
 

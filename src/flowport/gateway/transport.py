@@ -146,12 +146,19 @@ class _Connection(asyncio.Protocol):
                 raise httpx.WriteTimeout("the instance did not take the request in time") from None
 
     async def read_head(self, read_timeout: float | None) -> tuple[int, list[tuple[bytes, bytes]]]:
+        if read_timeout is None:
+            return await self.head
+        # A bare timer: asyncio.timeout() costs several times more on every request.
+        timer = asyncio.get_running_loop().call_later(read_timeout, self._head_timed_out)
         try:
-            async with asyncio.timeout(read_timeout):
-                return await self.head
-        except TimeoutError:
+            return await self.head
+        finally:
+            timer.cancel()
+
+    def _head_timed_out(self) -> None:
+        if not self.head.done():
+            self._fail(httpx.ReadTimeout("the instance did not answer in time"))
             self._close()
-            raise httpx.ReadTimeout("the instance did not answer in time") from None
 
     async def body(self, read_timeout: float | None) -> AsyncIterator[bytes]:
         while True:
@@ -220,10 +227,14 @@ class UpstreamResponse:
     async def aread(self) -> bytes:
         return b"".join([chunk async for chunk in self.aiter_raw()])
 
-    async def aclose(self) -> None:
+    def close(self) -> None:
+        """Give the connection back (body read to the end) or close it; never waits."""
         if not self._done:
             self._done = True
             self._owner.release(self._connection)
+
+    async def aclose(self) -> None:
+        self.close()
 
 
 class _HttpxBody(httpx.AsyncByteStream):
