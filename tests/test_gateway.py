@@ -898,10 +898,10 @@ def test_the_gateway_refuses_bodies_over_its_limit(instances: dict[str, Instance
         assert_error(chunked, 413, "RequestTooLarge")
 
 
-async def test_instance_transport_under_an_httpx_client(instances: dict[str, Instance]) -> None:
-    from flowport.gateway.transport import InstanceTransport
+async def test_the_transport_under_an_httpx_client(instances: dict[str, Instance]) -> None:
+    from flowport.transport import HTTP11Transport
 
-    transport = InstanceTransport(instances["blue"].address)
+    transport = HTTP11Transport(instances["blue"].address)
     async with httpx.AsyncClient(transport=transport, base_url="http://instance") as client:
         for n in range(3):  # the same kept-alive connection each time
             response = await client.post("/score", json={"text": f"t{n}"})
@@ -909,7 +909,7 @@ async def test_instance_transport_under_an_httpx_client(instances: dict[str, Ins
         assert len(transport._open) == 1
         assert (await client.get("/health")).json()["status"] == "Healthy"
     with pytest.raises(httpx.ConnectError):
-        await InstanceTransport(dead_tcp()).request("GET", b"/health", [])
+        await HTTP11Transport(dead_tcp()).request("GET", b"/health", [])
 
 
 def test_unknown_routes_are_404_and_wrong_methods_405(client: httpx.Client) -> None:

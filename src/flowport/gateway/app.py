@@ -43,8 +43,8 @@ from flowport.gateway.routes import DataCollection, DeploymentRoute, EndpointRou
 from flowport.gateway.stats import MINUTES
 from flowport.gateway.table import DeploymentState, EndpointTable
 from flowport.gateway.tokens import TokenSigner
-from flowport.gateway.transport import UpstreamResponse
 from flowport.gateway.upstream import Upstream
+from flowport.transport import UpstreamResponse
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 PREFIX = "/endpoints/"

@@ -20,8 +20,8 @@ from starlette.types import Receive, Scope, Send
 from flowport.gateway import errors
 from flowport.gateway.headers import Headers
 from flowport.gateway.table import DeploymentState
-from flowport.gateway.transport import UpstreamResponse
 from flowport.gateway.upstream import Upstream
+from flowport.transport import UpstreamResponse
 
 RETRYABLE = (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ConnectTimeout)
 """Failures before the instance sent a byte: safe to try another instance."""

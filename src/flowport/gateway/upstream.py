@@ -11,7 +11,7 @@ import random
 import time
 from collections.abc import Callable, Iterable
 
-from flowport.gateway.transport import InstanceTransport
+from flowport.transport import HTTP11Transport
 
 FAILURE_PENALTY_SECONDS = 1.0
 """After a failed connect an instance is avoided this long, unless it is the only one."""
@@ -24,7 +24,7 @@ class Upstream:
 
     def __init__(self, address: str) -> None:
         self.address = address
-        self.transport = InstanceTransport(address)
+        self.transport = HTTP11Transport(address)
         self.outstanding = 0
         self.retired = False
         self.closed = False

@@ -405,8 +405,9 @@ class LLMServer(ThreadedServer):
         api_key: str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        tls: tuple[str, str] | None = None,
     ) -> None:
-        super().__init__(create_app(latency_ms, chunk_delay_ms, api_key), host, port)
+        super().__init__(create_app(latency_ms, chunk_delay_ms, api_key), host, port, tls=tls)
 
     @property
     def base_url(self) -> str:

@@ -16,11 +16,20 @@ class ThreadedServer:
     The instance can be started again after it has been stopped.
     """
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, lifespan: str = "off") -> None:
+    def __init__(
+        self,
+        app: Any,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        lifespan: str = "off",
+        tls: tuple[str, str] | None = None,
+    ) -> None:
+        """``tls``: (certificate file, key file) to serve HTTPS."""
         self.app = app
         self.host = host
         self.port = port
         self.lifespan = lifespan
+        self.tls = tls
         self._requested_port = port
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -32,7 +41,7 @@ class ThreadedServer:
         host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> Self:
         """Start serving and wait until the server accepts requests."""
@@ -54,6 +63,8 @@ class ThreadedServer:
             access_log=False,
             lifespan=self.lifespan,
             timeout_graceful_shutdown=2,
+            ssl_certfile=self.tls[0] if self.tls else None,
+            ssl_keyfile=self.tls[1] if self.tls else None,
         )
         server = uvicorn.Server(config)
         thread = threading.Thread(

@@ -8,9 +8,9 @@ every other node input is a template variable, as in prompt flow.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import re
+import ssl
 import uuid
 import weakref
 from collections.abc import AsyncIterator
@@ -106,32 +106,22 @@ def split_inputs(api: str, inputs: dict[str, Any]) -> tuple[dict[str, Any], dict
 
 
 class ClientPool:
-    """Async OpenAI clients per connection and event loop, used in turn.
+    """One API client per connection and event loop, built on first use and kept."""
 
-    Several clients, not one: httpcore's pool scans all its connections on every request
-    and release, so one pool with many requests in flight spends its time there
-    (measured: 61 -> 241 lines/s at 64 in flight with 8 clients; docs/performance.md).
-    """
-
-    def __init__(self, max_connections: int = 1024, clients_per_connection: int = 8) -> None:
-        self.clients_per_connection = clients_per_connection
-        self.connections_per_client = max(1, max_connections // clients_per_connection)
-        self._clients: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[int, tuple[list[Any], itertools.cycle[Any]]]
-        ] = weakref.WeakKeyDictionary()
+    def __init__(self) -> None:
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, OpenAIHTTP]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._tls: ssl.SSLContext | None = None
 
     def get(self, connection: Connection) -> OpenAIHTTP:
-        loop = asyncio.get_running_loop()
-        clients = self._clients.setdefault(loop, {})
-        key = id(connection)
-        if key not in clients:
-            tls = create_ssl_context()
-            built = [
-                OpenAIHTTP(connection, self.connections_per_client, tls)
-                for _ in range(self.clients_per_connection)
-            ]
-            clients[key] = (built, itertools.cycle(built))
-        return next(clients[key][1])
+        clients = self._clients.setdefault(asyncio.get_running_loop(), {})
+        client = clients.get(id(connection))
+        if client is None:
+            if self._tls is None:
+                self._tls = create_ssl_context()
+            client = clients[id(connection)] = OpenAIHTTP(connection, self._tls)
+        return client
 
 
 class LLMTool:

@@ -5,18 +5,29 @@ instance's CPU building request models and parsing responses into pydantic objec
 its import costs 23 MiB per process (docs/performance.md). This client sends the same JSON
 bodies and reads the same JSON answers with orjson, and names errors as the SDK does, so
 error messages stay prompt flow's.
+
+Requests go over flowport's lean keep-alive transport (``flowport.transport``); httpx cost
+two thirds of a chat instance's CPU. When an ``HTTP(S)_PROXY`` / ``ALL_PROXY`` environment
+variable applies to the API's host (``NO_PROXY`` honoured), an httpx client, which speaks
+to proxies, is used instead.
 """
 
 from __future__ import annotations
 
 import ssl
+import urllib.request
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import orjson
 
 from flowport.connections import AzureOpenAIConnection, Connection, CustomConnection
+from flowport.transport import HTTP11Transport
+
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 600.0
+KEEP_ALIVE_SECONDS = 5.0
 
 _STATUS_ERRORS = {
     400: "BadRequestError",
@@ -51,17 +62,51 @@ class APIError(Exception):
         return self.name in RETRYABLE
 
 
-def _status_error(response: httpx.Response) -> APIError:
-    status = response.status_code
+class Answer(Protocol):
+    """An answer whose headers arrived: ``flowport.transport.UpstreamResponse`` or ``_HttpxAnswer``."""
+
+    status_code: int
+
+    def header(self, name: bytes) -> bytes | None: ...
+    async def aread(self) -> bytes: ...
+    def aiter_lines(self) -> AsyncIterator[bytes]: ...
+    async def aclose(self) -> None: ...
+
+
+class _HttpxAnswer:
+    """An httpx response (the proxy path) seen as an ``Answer``."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.status_code = response.status_code
+
+    def header(self, name: bytes) -> bytes | None:
+        value = self.response.headers.get(name.decode("latin-1"))
+        return value.encode("latin-1") if value is not None else None
+
+    async def aread(self) -> bytes:
+        return await self.response.aread()
+
+    async def aiter_lines(self) -> AsyncIterator[bytes]:
+        async for line in self.response.aiter_lines():
+            yield line.encode()
+
+    async def aclose(self) -> None:
+        await self.response.aclose()
+
+
+async def _status_error(answer: Answer) -> APIError:
+    status = answer.status_code
     name = _STATUS_ERRORS.get(status, "InternalServerError" if status >= 500 else "APIStatusError")
-    detail: Any = response.text.strip()
+    content = await answer.aread()
+    detail: Any = content.decode(errors="replace").strip()
     try:
-        body = orjson.loads(response.content)
+        body = orjson.loads(content)
         error = body.get("error", body) if isinstance(body, dict) else body
         detail = error.get("message", error) if isinstance(error, dict) else error
     except orjson.JSONDecodeError:
         pass
-    header = response.headers.get("retry-after")
+    header = answer.header(b"retry-after")
     try:
         retry_after = float(header) if header is not None else None
     except ValueError:
@@ -70,22 +115,29 @@ def _status_error(response: httpx.Response) -> APIError:
 
 
 def create_ssl_context() -> ssl.SSLContext:
+    """Verified TLS as httpx sets it up (certifi's CAs, or SSL_CERT_FILE / SSL_CERT_DIR)."""
     return httpx.create_ssl_context()
 
 
-class OpenAIHTTP:
-    """One connection's endpoint, with its own keep-alive pool."""
+def proxy_for(url: httpx.URL) -> str | None:
+    """The proxy the environment names for ``url``, unless NO_PROXY exempts its host."""
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass(url.host):
+        return None
+    return proxy
 
-    def __init__(
-        self, connection: Connection, max_connections: int, tls: ssl.SSLContext | None = None
-    ) -> None:
-        """``tls``: one verified context shared by a pool's clients (each would load the CA
+
+class OpenAIHTTP:
+    """One connection's API endpoint, with its own keep-alive connections."""
+
+    def __init__(self, connection: Connection, tls: ssl.SSLContext | None = None) -> None:
+        """``tls``: one verified context for every client of a process (each would load the CA
         bundle again: about 1 MiB apiece)."""
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        headers = {"content-type": "application/json"}
+        headers = {"content-type": "application/json", "accept": "application/json"}
         self.azure_version: str | None = None
         if isinstance(connection, AzureOpenAIConnection):
-            self.base = f"{str(connection.api_base).rstrip('/')}/openai/deployments"
+            base = f"{str(connection.api_base).rstrip('/')}/openai/deployments"
             self.azure_version = connection.api_version or "2024-02-01"
             headers["api-key"] = str(connection.api_key)
         else:
@@ -99,57 +151,76 @@ class OpenAIHTTP:
                 base = getattr(connection, "base_url", None) or getattr(connection, "api_base", None)
                 if getattr(connection, "organization", None):
                     headers["openai-organization"] = connection.organization
-            self.base = str(base or "https://api.openai.com/v1").rstrip("/")
+            base = str(base or "https://api.openai.com/v1")
             headers["authorization"] = f"Bearer {key}"
-        self.client = httpx.AsyncClient(
-            limits=limits,
-            timeout=httpx.Timeout(600.0, connect=10.0),
-            headers=headers,
-            verify=tls or httpx.create_ssl_context(),
-        )
+        url = httpx.URL(base.rstrip("/"))
+        self.origin = f"{url.scheme}://{url.netloc.decode('ascii')}"
+        self.prefix = url.raw_path.decode("ascii").rstrip("/")
+        """The base URL's path, which every request's path starts with."""
+        tls = tls or create_ssl_context()
+        self.transport: HTTP11Transport | None = None
+        self.proxied: httpx.AsyncClient | None = None
+        if proxy_for(url) is None:
+            self.transport = HTTP11Transport(self.origin, idle_seconds=KEEP_ALIVE_SECONDS, tls=tls)
+            self.headers = [(k.encode(), v.encode("latin-1")) for k, v in headers.items()]
+        else:
+            timeout = httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT)
+            self.proxied = httpx.AsyncClient(timeout=timeout, headers=headers, verify=tls, trust_env=True)
 
-    def _url(self, model: str, path: str) -> str:
+    def _target(self, model: str, path: str) -> str:
         if self.azure_version is None:
-            return f"{self.base}/{path}"
-        return f"{self.base}/{model}/{path}?api-version={self.azure_version}"
+            return f"{self.prefix}/{path}"
+        return f"{self.prefix}/{model}/{path}?api-version={self.azure_version}"
 
-    async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _post(self, path: str, body: dict[str, Any]) -> Answer:
+        """POST ``body`` to the API's ``path``; the answer once its headers arrived."""
+        target = self._target(body["model"], path)
+        content = orjson.dumps(body)
         try:
-            response = await self.client.post(self._url(body["model"], path), content=orjson.dumps(body))
+            if self.transport is not None:
+                return await self.transport.request(
+                    "POST", target.encode(), self.headers, content, READ_TIMEOUT, CONNECT_TIMEOUT
+                )
+            assert self.proxied is not None
+            request = self.proxied.build_request("POST", self.origin + target, content=content)
+            return _HttpxAnswer(await self.proxied.send(request, stream=True))
         except httpx.TimeoutException:
             raise APIError("APITimeoutError", "Request timed out.") from None
         except httpx.TransportError:
             raise APIError("APIConnectionError", "Connection error.") from None
-        if response.status_code >= 400:
-            raise _status_error(response)
-        return orjson.loads(response.content)
+
+    async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        answer = await self._post(path, body)
+        try:
+            if answer.status_code >= 400:
+                raise await _status_error(answer)
+            return orjson.loads(await answer.aread())
+        except httpx.TimeoutException:
+            raise APIError("APITimeoutError", "Request timed out.") from None
+        except httpx.TransportError:
+            raise APIError("APIConnectionError", "Connection error.") from None
+        finally:
+            await answer.aclose()
 
     async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """The server-sent chunks of a streamed answer. Errors before the first chunk raise."""
-        request = self.client.build_request(
-            "POST", self._url(body["model"], path), content=orjson.dumps(body)
-        )
-        try:
-            response = await self.client.send(request, stream=True)
-        except httpx.TimeoutException:
-            raise APIError("APITimeoutError", "Request timed out.") from None
-        except httpx.TransportError:
-            raise APIError("APIConnectionError", "Connection error.") from None
-        if response.status_code >= 400:
-            await response.aread()
-            await response.aclose()
-            raise _status_error(response)
-        return _events(response)
+        answer = await self._post(path, body)
+        if answer.status_code >= 400:
+            try:
+                raise await _status_error(answer)
+            finally:
+                await answer.aclose()
+        return _events(answer)
 
 
-async def _events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+async def _events(answer: Answer) -> AsyncIterator[dict[str, Any]]:
     try:
-        async for line in response.aiter_lines():
-            if not line.startswith("data:"):
+        async for line in answer.aiter_lines():
+            if not line.startswith(b"data:"):
                 continue
             data = line[5:].strip()
-            if data == "[DONE]":
+            if data == b"[DONE]":
                 break
             yield orjson.loads(data)
     finally:
-        await response.aclose()
+        await answer.aclose()
