@@ -26,8 +26,10 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
+    """Headless Chromium for one test module: Playwright's sync API keeps an event loop running in
+    the main thread while it is open, which async tests in later modules could not share."""
     if not Path(CHROMIUM).exists():
         pytest.skip("Chromium is not installed (make test installs Debian's chromium package)")
     playwright_api = pytest.importorskip("playwright.sync_api")

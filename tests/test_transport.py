@@ -174,3 +174,36 @@ def test_a_base_url_path_prefixes_every_request() -> None:
     client = OpenAIHTTP(OpenAIConnection(name="x", api_key="k", base_url="https://models.example/openai/v1/"))
     assert (client.origin, client.prefix) == ("https://models.example", "/openai/v1")
     assert client._target("m", "chat/completions") == "/openai/v1/chat/completions"
+
+
+async def test_a_kept_alive_connection_dropped_by_the_server_is_retried_on_a_new_one() -> None:
+    body = b'{"choices": [{"message": {"content": "ok"}}]}'
+    answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
+        len(body),
+        body,
+    )
+    requests: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection = len({n for n in requests}) + 1
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            requests.append(connection)
+            if requests.count(connection) == 2:  # the second request on a connection: drop it unanswered
+                writer.close()
+                return
+            writer.write(answer)
+            await writer.drain()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        client = OpenAIHTTP(OpenAIConnection(name="x", api_key="k", base_url=f"http://127.0.0.1:{port}/v1"))
+        for _ in range(2):
+            completion = await client.create("chat/completions", CHAT)
+            assert completion["choices"][0]["message"]["content"] == "ok"
+        assert client.transport is not None
+        await client.transport.aclose()
+    assert requests == [1, 1, 2]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ssl
 import urllib.request
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any, Protocol
 
 import httpx
@@ -178,9 +179,21 @@ class OpenAIHTTP:
         content = orjson.dumps(body)
         try:
             if self.transport is not None:
-                return await self.transport.request(
-                    "POST", target.encode(), self.headers, content, READ_TIMEOUT, CONNECT_TIMEOUT
+                send = partial(
+                    self.transport.request,
+                    "POST",
+                    target.encode(),
+                    self.headers,
+                    content,
+                    READ_TIMEOUT,
+                    CONNECT_TIMEOUT,
                 )
+                try:
+                    return await send()
+                except httpx.RemoteProtocolError:
+                    # Closed before any byte: the server dropped a kept-alive connection just as
+                    # it was reused. Once more, on another connection.
+                    return await send()
             assert self.proxied is not None
             request = self.proxied.build_request("POST", self.origin + target, content=content)
             return _HttpxAnswer(await self.proxied.send(request, stream=True))
