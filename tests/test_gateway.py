@@ -898,18 +898,22 @@ def test_the_gateway_refuses_bodies_over_its_limit(instances: dict[str, Instance
         assert_error(chunked, 413, "RequestTooLarge")
 
 
-async def test_the_transport_under_an_httpx_client(instances: dict[str, Instance]) -> None:
-    from flowport.transport import HTTP11Transport
+async def test_the_transport_keeps_one_connection_alive(instances: dict[str, Instance]) -> None:
+    from flowport import transport
 
-    transport = HTTP11Transport(instances["blue"].address)
-    async with httpx.AsyncClient(transport=transport, base_url="http://instance") as client:
-        for n in range(3):  # the same kept-alive connection each time
-            response = await client.post("/score", json={"text": f"t{n}"})
-            assert response.status_code == 200 and response.json() == {"echoed": f"t{n}"}
-        assert len(transport._open) == 1
-        assert (await client.get("/health")).json()["status"] == "Healthy"
-    with pytest.raises(httpx.ConnectError):
-        await HTTP11Transport(dead_tcp()).request("GET", b"/health", [])
+    upstream = transport.HTTP11Transport(instances["blue"].address)
+    for n in range(3):  # the same kept-alive connection each time
+        body = f'{{"text": "t{n}"}}'.encode()
+        response = await upstream.request("POST", b"/score", [(b"content-type", b"application/json")], body)
+        assert response.status_code == 200 and await response.aread() == f'{{"echoed":"t{n}"}}'.encode()
+        await response.aclose()
+    assert len(upstream._open) == 1
+    health = await upstream.request("GET", b"/health", [])
+    assert b'"Healthy"' in await health.aread()
+    await health.aclose()
+    await upstream.aclose()
+    with pytest.raises(transport.ConnectError):
+        await transport.HTTP11Transport(dead_tcp()).request("GET", b"/health", [])
 
 
 def test_unknown_routes_are_404_and_wrong_methods_405(client: httpx.Client) -> None:

@@ -11,10 +11,11 @@ connection the server closes leaves the list as soon as the event loop sees it g
 ``request()`` is the interface: raw header pairs in, an ``UpstreamResponse`` out. Addresses
 are ``unix:/path.sock``, ``http://host[:port]`` or ``https://host[:port]`` (TLS with the
 given ``ssl.SSLContext``, else the default one). No proxies, no redirects, no compression.
-``HTTP11Transport`` also works as an httpx transport (``httpx.AsyncClient(transport=...)``).
-Failures raise httpx's exceptions, as httpx's own transport would: ``ConnectError`` and
+Failures raise the ``TransportError`` family below, named after httpx's: ``ConnectError`` and
 ``ConnectTimeout``; ``RemoteProtocolError`` when the server closes before any response byte;
-``ReadError`` when it breaks off an answer; ``ReadTimeout`` and ``WriteTimeout``.
+``ReadError`` when it breaks off an answer; ``ReadTimeout`` and ``WriteTimeout``. The module
+does not import httpx: serving processes that load it stay small (httpx pulls in rich, click
+and pygments for its command line).
 """
 
 from __future__ import annotations
@@ -24,16 +25,55 @@ import collections
 import ssl
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from urllib.parse import urlsplit
 
 import httptools
-import httpx
 
 IDLE_SECONDS = 4.0
 """Idle connections are dropped before uvicorn's 5 s keep-alive timeout closes them from the other end."""
 MAX_IDLE = 256
 HIGH_WATER = 256 * 1024
 """Bytes of an answer buffered before reading from the server pauses."""
+
+
+class TransportError(Exception):
+    """The exchange with the server failed."""
+
+
+class NetworkError(TransportError):
+    """The connection could not be made or broke."""
+
+
+class ConnectError(NetworkError):
+    pass
+
+
+class ReadError(NetworkError):
+    pass
+
+
+class RemoteProtocolError(TransportError):
+    """The server broke HTTP: a malformed answer, or the connection closed before any byte."""
+
+
+class LocalProtocolError(TransportError):
+    """The request cannot be sent as given (a header with a line break)."""
+
+
+class TimeoutException(TransportError):
+    pass
+
+
+class ConnectTimeout(TimeoutException):
+    pass
+
+
+class ReadTimeout(TimeoutException):
+    pass
+
+
+class WriteTimeout(TimeoutException):
+    pass
 
 
 _SET_HERE = frozenset({b"host", b"content-length", b"transfer-encoding"})
@@ -74,7 +114,7 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(httpx.RemoteProtocolError(f"the server sent a malformed answer: {exc}"))
+            self._fail(RemoteProtocolError(f"the server sent a malformed answer: {exc}"))
             self._close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -82,11 +122,11 @@ class _Connection(asyncio.Protocol):
         self.owner.forget(self)
         if not self.head.done():
             if self.received_any:
-                self._fail(httpx.ReadError("the server closed the connection in the middle of its answer"))
+                self._fail(ReadError("the server closed the connection in the middle of its answer"))
             else:
-                self._fail(httpx.RemoteProtocolError("the server closed the connection before answering"))
+                self._fail(RemoteProtocolError("the server closed the connection before answering"))
         elif not self.complete:
-            self._fail(httpx.ReadError("the server closed the connection in the middle of its answer"))
+            self._fail(ReadError("the server closed the connection in the middle of its answer"))
         if self._write_ready is not None and not self._write_ready.done():
             self._write_ready.set_result(None)
 
@@ -147,7 +187,7 @@ class _Connection(asyncio.Protocol):
                     await self._write_ready
             except TimeoutError:
                 self._close()
-                raise httpx.WriteTimeout("the server did not take the request in time") from None
+                raise WriteTimeout("the server did not take the request in time") from None
 
     async def read_head(self, read_timeout: float | None) -> tuple[int, list[tuple[bytes, bytes]]]:
         if read_timeout is None:
@@ -161,7 +201,7 @@ class _Connection(asyncio.Protocol):
 
     def _head_timed_out(self) -> None:
         if not self.head.done():
-            self._fail(httpx.ReadTimeout("the server did not answer in time"))
+            self._fail(ReadTimeout("the server did not answer in time"))
             self._close()
 
     async def body(self, read_timeout: float | None) -> AsyncIterator[bytes]:
@@ -183,7 +223,7 @@ class _Connection(asyncio.Protocol):
                     await self.waiter
             except TimeoutError:
                 self._close()
-                raise httpx.ReadTimeout("the server stopped sending its answer") from None
+                raise ReadTimeout("the server stopped sending its answer") from None
             finally:
                 self.waiter = None
 
@@ -253,19 +293,7 @@ class UpstreamResponse:
         self.close()
 
 
-class _HttpxBody(httpx.AsyncByteStream):
-    def __init__(self, response: UpstreamResponse) -> None:
-        self.response = response
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self.response.aiter_raw():
-            yield chunk
-
-    async def aclose(self) -> None:
-        await self.response.aclose()
-
-
-class HTTP11Transport(httpx.AsyncBaseTransport):
+class HTTP11Transport:
     """Keep-alive HTTP/1.1 to one address: ``unix:/path.sock``, ``http://host[:port]`` or ``https://...``."""
 
     def __init__(
@@ -282,11 +310,11 @@ class HTTP11Transport(httpx.AsyncBaseTransport):
             self.host, self.port = "", 0
             self.authority = b"localhost"
         else:
-            url = httpx.URL(address)
-            if url.scheme not in ("http", "https"):
+            url = urlsplit(address)
+            if url.scheme not in ("http", "https") or not url.hostname:
                 raise ValueError(f"not an http(s) address: {address!r}")
             self.path = None
-            self.host = url.host
+            self.host = url.hostname
             default_port = 443 if url.scheme == "https" else 80
             self.port = url.port or default_port
             if url.scheme == "https":
@@ -314,7 +342,7 @@ class HTTP11Transport(httpx.AsyncBaseTransport):
         its body. A ``host`` header is added; ``content-length`` is computed.
         """
         if self._closed:
-            raise httpx.ConnectError(f"the transport to {self.address} is closed")
+            raise ConnectError(f"the transport to {self.address} is closed")
         data = self._encode(method, target, headers, body)
         connection = self._take_idle()
         if connection is None:
@@ -334,7 +362,7 @@ class HTTP11Transport(httpx.AsyncBaseTransport):
         parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\nhost: ", self.authority, b"\r\n"]
         for name, value in headers:
             if b"\r" in value or b"\n" in value or b"\r" in name or b"\n" in name:
-                raise httpx.LocalProtocolError(f"header {name!r} holds a line break")
+                raise LocalProtocolError(f"header {name!r} holds a line break")
             if name.lower() in _SET_HERE:
                 continue
             parts += (name, b": ", value, b"\r\n")
@@ -342,28 +370,6 @@ class HTTP11Transport(httpx.AsyncBaseTransport):
             parts += (b"content-length: ", str(len(body or b"")).encode(), b"\r\n")
         parts += (b"\r\n", body or b"")
         return b"".join(parts)
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """The httpx transport interface, on top of ``request()``."""
-        try:
-            content = request.content
-        except httpx.RequestNotRead:
-            content = b"".join([chunk async for chunk in request.stream])  # type: ignore[union-attr]
-        timeouts: dict[str, Any] = request.extensions.get("timeout", {})
-        response = await self.request(
-            request.method,
-            request.url.raw_path,
-            request.headers.raw,
-            content,
-            timeouts.get("read"),
-            timeouts.get("connect"),
-        )
-        return httpx.Response(
-            response.status_code,
-            headers=response.headers,
-            stream=_HttpxBody(response),
-            extensions={"http_version": b"HTTP/1.1"},
-        )
 
     def _take_idle(self) -> _Connection | None:
         idle = self._idle
@@ -394,9 +400,9 @@ class HTTP11Transport(httpx.AsyncBaseTransport):
                         server_hostname=self.host if self.tls is not None else None,
                     )
         except TimeoutError:
-            raise httpx.ConnectTimeout(f"connecting to {self.address} timed out") from None
+            raise ConnectTimeout(f"connecting to {self.address} timed out") from None
         except OSError as exc:
-            raise httpx.ConnectError(f"cannot connect to {self.address}: {exc}") from None
+            raise ConnectError(f"cannot connect to {self.address}: {exc}") from None
         self._open.add(connection)
         return connection
 

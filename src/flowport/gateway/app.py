@@ -20,7 +20,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import httpx
 from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -44,7 +43,7 @@ from flowport.gateway.stats import MINUTES
 from flowport.gateway.table import DeploymentState, EndpointTable
 from flowport.gateway.tokens import TokenSigner
 from flowport.gateway.upstream import Upstream
-from flowport.transport import UpstreamResponse
+from flowport.transport import TransportError, UpstreamResponse
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 PREFIX = "/endpoints/"
@@ -304,7 +303,7 @@ class Gateway:
             error_body = await response.aread()
         except BaseException as exc:
             done(502, None, False)
-            if isinstance(exc, httpx.TransportError):
+            if isinstance(exc, TransportError):
                 return error_response(errors.bad_gateway(state.name), reply)
             raise
         finally:

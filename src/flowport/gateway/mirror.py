@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import httpx
-
 from flowport.gateway.headers import Headers
 from flowport.gateway.metrics import GatewayMetrics
 from flowport.gateway.table import DeploymentState
+from flowport.transport import TransportError
 
 DEFAULT_LIMIT = 64
 
@@ -57,7 +56,7 @@ class Mirror:
                 await answer.aclose()
             if answer.status_code < 400:
                 outcome = "ok"
-        except httpx.HTTPError:
+        except TransportError:
             pass
         finally:
             state.pool.release(upstream)

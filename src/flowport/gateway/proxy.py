@@ -9,23 +9,24 @@ other status becomes 424 with the instance's body and its status and reason in h
 from __future__ import annotations
 
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 import anyio
-import httpx
 import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from flowport import transport
 from flowport.gateway import errors
 from flowport.gateway.headers import Headers
 from flowport.gateway.table import DeploymentState
 from flowport.gateway.upstream import Upstream
 from flowport.transport import UpstreamResponse
 
-RETRYABLE = (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ConnectTimeout)
+RETRYABLE = (transport.NetworkError, transport.RemoteProtocolError, transport.ConnectTimeout)
 """Failures before the instance sent a byte: safe to try another instance."""
-CONNECT_FAILED = (httpx.ConnectError, httpx.ConnectTimeout)
+CONNECT_FAILED = (transport.ConnectError, transport.ConnectTimeout)
 PASSED_THROUGH = frozenset({408, 429})
 CAPTURE_LIMIT = 1024 * 1024
 
@@ -55,8 +56,9 @@ async def open_upstream(
     for attempt in range(2):
         pool.acquire(upstream)
         try:
-            transport = upstream.transport
-            response = await transport.request(method, target, headers, body, timeout, connect_timeout)
+            response = await upstream.transport.request(
+                method, target, headers, body, timeout, connect_timeout
+            )
             return response, upstream
         except RETRYABLE as exc:
             pool.release(upstream)
@@ -68,10 +70,10 @@ async def open_upstream(
             if on_retry is not None:
                 on_retry(state)
             upstream = retry
-        except httpx.TimeoutException:
+        except transport.TimeoutException:
             pool.release(upstream)
             raise errors.timed_out(state.name, timeout) from None
-        except httpx.TransportError:
+        except transport.TransportError:
             pool.release(upstream)
             raise errors.bad_gateway(state.name) from None
         except BaseException:
@@ -90,7 +92,10 @@ def model_error_reason(status: int, body: bytes) -> str:
         code = payload["error"].get("code")
         if isinstance(code, str) and code:
             return code
-    return httpx.codes.get_reason_phrase(status) or "Error"
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 class RawResponse(Response):
@@ -166,7 +171,7 @@ class StreamedResponse(Response):
                     self._remaining -= len(chunk)
                     self._ended = self._remaining <= 0
                 await send({"type": "http.response.body", "body": chunk, "more_body": not self._ended})
-        except httpx.TransportError:  # the instance broke off midway: end the answer there
+        except transport.TransportError:  # the instance broke off midway: end the answer there
             self._truncated = True
 
     def _keep(self, chunk: bytes) -> None:

@@ -30,6 +30,7 @@ def run(
         "access_log": False,
         "timeout_graceful_shutdown": GRACEFUL_SECONDS,
         "lifespan": "on",
+        "ws": "none",  # no websocket routes: nor the websockets import
     }
     if workers > 1:
         uvicorn.run(app, factory=True, workers=workers, **options)

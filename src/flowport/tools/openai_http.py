@@ -14,17 +14,23 @@ to proxies, is used instead.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from functools import partial
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import SplitResult, urlsplit
 
-import httpx
 import orjson
 
+from flowport import transport
 from flowport.connections import AzureOpenAIConnection, Connection, CustomConnection
 from flowport.transport import HTTP11Transport
+
+if TYPE_CHECKING:
+    import httpx
 
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 600.0
@@ -74,6 +80,19 @@ class Answer(Protocol):
     async def aclose(self) -> None: ...
 
 
+@contextlib.contextmanager
+def _httpx_errors() -> Iterator[None]:
+    """httpx's failures (the proxy path) as the transport's, so callers catch one family."""
+    import httpx
+
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise transport.TimeoutException(str(exc)) from exc
+    except httpx.TransportError as exc:
+        raise transport.TransportError(str(exc)) from exc
+
+
 class _HttpxAnswer:
     """An httpx response (the proxy path) seen as an ``Answer``."""
 
@@ -86,11 +105,13 @@ class _HttpxAnswer:
         return value.encode("latin-1") if value is not None else None
 
     async def aread(self) -> bytes:
-        return await self.response.aread()
+        with _httpx_errors():
+            return await self.response.aread()
 
     async def aiter_lines(self) -> AsyncIterator[bytes]:
-        async for line in self.response.aiter_lines():
-            yield line.encode()
+        with _httpx_errors():
+            async for line in self.response.aiter_lines():
+                yield line.encode()
 
     async def aclose(self) -> None:
         await self.response.aclose()
@@ -116,15 +137,21 @@ async def _status_error(answer: Answer) -> APIError:
 
 
 def create_ssl_context() -> ssl.SSLContext:
-    """Verified TLS as httpx sets it up (certifi's CAs, or SSL_CERT_FILE / SSL_CERT_DIR)."""
-    return httpx.create_ssl_context()
+    """Verified TLS as httpx and the openai SDK set it up: SSL_CERT_FILE, SSL_CERT_DIR, else certifi."""
+    if os.environ.get("SSL_CERT_FILE"):
+        return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+    if os.environ.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
+    import certifi
+
+    return ssl.create_default_context(cafile=certifi.where())
 
 
-def proxy_for(url: httpx.URL) -> str | None:
+def proxy_for(url: SplitResult) -> str | None:
     """The proxy the environment names for ``url``, unless NO_PROXY exempts its host."""
     proxies = urllib.request.getproxies()
     proxy = proxies.get(url.scheme) or proxies.get("all")
-    if not proxy or urllib.request.proxy_bypass(url.host):
+    if not proxy or urllib.request.proxy_bypass(url.hostname or ""):
         return None
     return proxy
 
@@ -154,9 +181,9 @@ class OpenAIHTTP:
                     headers["openai-organization"] = connection.organization
             base = str(base or "https://api.openai.com/v1")
             headers["authorization"] = f"Bearer {key}"
-        url = httpx.URL(base.rstrip("/"))
-        self.origin = f"{url.scheme}://{url.netloc.decode('ascii')}"
-        self.prefix = url.raw_path.decode("ascii").rstrip("/")
+        url = urlsplit(base.rstrip("/"))
+        self.origin = f"{url.scheme}://{url.netloc}"
+        self.prefix = url.path.rstrip("/")
         """The base URL's path, which every request's path starts with."""
         tls = tls or create_ssl_context()
         self.transport: HTTP11Transport | None = None
@@ -165,6 +192,8 @@ class OpenAIHTTP:
             self.transport = HTTP11Transport(self.origin, idle_seconds=KEEP_ALIVE_SECONDS, tls=tls)
             self.headers = [(k.encode(), v.encode("latin-1")) for k, v in headers.items()]
         else:
+            import httpx  # only here: it imports rich, click and pygments (its command line)
+
             timeout = httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT)
             self.proxied = httpx.AsyncClient(timeout=timeout, headers=headers, verify=tls, trust_env=True)
 
@@ -190,16 +219,17 @@ class OpenAIHTTP:
                 )
                 try:
                     return await send()
-                except httpx.RemoteProtocolError:
+                except transport.RemoteProtocolError:
                     # Closed before any byte: the server dropped a kept-alive connection just as
                     # it was reused. Once more, on another connection.
                     return await send()
             assert self.proxied is not None
-            request = self.proxied.build_request("POST", self.origin + target, content=content)
-            return _HttpxAnswer(await self.proxied.send(request, stream=True))
-        except httpx.TimeoutException:
+            with _httpx_errors():
+                request = self.proxied.build_request("POST", self.origin + target, content=content)
+                return _HttpxAnswer(await self.proxied.send(request, stream=True))
+        except transport.TimeoutException:
             raise APIError("APITimeoutError", "Request timed out.") from None
-        except httpx.TransportError:
+        except transport.TransportError:
             raise APIError("APIConnectionError", "Connection error.") from None
 
     async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -208,9 +238,9 @@ class OpenAIHTTP:
             if answer.status_code >= 400:
                 raise await _status_error(answer)
             return orjson.loads(await answer.aread())
-        except httpx.TimeoutException:
+        except transport.TimeoutException:
             raise APIError("APITimeoutError", "Request timed out.") from None
-        except httpx.TransportError:
+        except transport.TransportError:
             raise APIError("APIConnectionError", "Connection error.") from None
         finally:
             await answer.aclose()
