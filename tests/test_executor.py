@@ -552,46 +552,48 @@ async def test_chain_errors_and_streams_behave_as_the_node_path(tmp_path: Path) 
 def test_inline_policy_promotes_after_proof_and_demotes_for_good() -> None:
     policy = InlinePolicy(True, fast_seconds=0.001, proof_runs=3, demote_seconds=0.01)
     for _ in range(2):
-        policy.record(0.0001)
-    policy.record(0.5)  # one slow run resets the proof
+        policy.record(0.0001, inline=False)
+    policy.record(0.5, inline=False)  # one slow run resets the proof
     for _ in range(2):
-        policy.record(0.0001)
+        policy.record(0.0001, inline=False)
     assert not policy.inline
-    policy.record(0.0001)
+    policy.record(0.0001, inline=False)
     assert policy.inline
-    policy.record(0.05)
+    policy.record(0.5, inline=False)  # a pool run that started before the promotion: ignored
+    assert policy.inline
+    policy.record(0.05, inline=True)
     assert not policy.inline and policy.demoted
     for _ in range(10):
-        policy.record(0.0001)
+        policy.record(0.0001, inline=False)
     assert not policy.inline
     assert InlinePolicy(False).demoted
 
 
 def test_inline_policy_excuses_slow_runs_that_neither_waited_nor_worked() -> None:
     policy = InlinePolicy(True, fast_seconds=0.001, proof_runs=3, demote_seconds=0.01)
-    policy.record(0.0001)
-    policy.record(0.5, cpu=0.0001, waited=False)  # the core was taken away: the proof goes on
-    policy.record(0.0001)
+    policy.record(0.0001, inline=False)
+    policy.record(0.5, inline=False, cpu=0.0001, waited=False)  # the core was taken away: the proof goes on
+    policy.record(0.0001, inline=False)
     assert not policy.inline
-    policy.record(0.5, cpu=0.0001, waited=True)  # it blocked: the proof starts over
+    policy.record(0.5, inline=False, cpu=0.0001, waited=True)  # it blocked: the proof starts over
     for _ in range(2):
-        policy.record(0.0001)
+        policy.record(0.0001, inline=False)
     assert not policy.inline
-    policy.record(0.0001)
+    policy.record(0.0001, inline=False)
     assert policy.inline
-    policy.record(0.05, cpu=0.0002, waited=False)
+    policy.record(0.05, inline=True, cpu=0.0002, waited=False)
     assert policy.inline
-    policy.record(0.05, cpu=0.03, waited=False)  # the tool itself is heavy
+    policy.record(0.05, inline=True, cpu=0.03, waited=False)  # the tool itself is heavy
     assert policy.demoted and not policy.inline
 
 
 def test_inline_policy_sees_a_sleeping_run_as_waiting() -> None:
     policy = InlinePolicy(True, fast_seconds=0.001, proof_runs=1, demote_seconds=0.005)
-    policy.finish(policy.start())
+    policy.finish(policy.start(), inline=False)
     assert policy.inline
     mark = policy.start()
     time.sleep(0.02)
-    policy.finish(mark)
+    policy.finish(mark, inline=True)
     assert policy.demoted
 
 

@@ -17,7 +17,7 @@ from cryptography.x509.oid import NameOID
 
 from flowport.connections import OpenAIConnection
 from flowport.testing.llm_server import LLMServer
-from flowport.tools.openai_http import OpenAIHTTP, proxy_for
+from flowport.tools.openai_http import APIError, OpenAIHTTP, proxy_for
 from flowport.transport import ConnectError, HTTP11Transport
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "one two"}]}
@@ -208,3 +208,21 @@ async def test_a_kept_alive_connection_dropped_by_the_server_is_retried_on_a_new
         assert client.transport is not None
         await client.transport.aclose()
     assert requests == [1, 1, 2]
+
+
+async def test_a_fresh_connection_closed_unanswered_is_not_sent_again() -> None:
+    received: list[bytes] = []
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        client = OpenAIHTTP(OpenAIConnection(name="x", api_key="k", base_url=f"http://127.0.0.1:{port}/v1"))
+        with pytest.raises(APIError) as raised:
+            await client.create("chat/completions", CHAT)
+        assert raised.value.name == "APIConnectionError"
+    assert len(received) == 1  # an LLM call is billed: only a request that never arrived is resent
+    assert b"accept: application/json" in received[0] and b"user-agent: flowport/" in received[0]

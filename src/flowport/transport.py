@@ -56,6 +56,11 @@ class RemoteProtocolError(TransportError):
     """The server broke HTTP: a malformed answer, or the connection closed before any byte."""
 
 
+class StaleConnection(RemoteProtocolError):
+    """A kept-alive connection closed before any byte of the answer: the server most likely
+    dropped it while idle, just as it was reused, and never saw the request."""
+
+
 class LocalProtocolError(TransportError):
     """The request cannot be sent as given (a header with a line break)."""
 
@@ -335,16 +340,20 @@ class HTTP11Transport:
         body: bytes | None = None,
         timeout: float | None = None,
         connect_timeout: float | None = None,
+        *,
+        fresh: bool = False,
     ) -> UpstreamResponse:
         """Send one request (``target``: path and query) and wait for the answer's headers.
 
         ``timeout`` bounds writing the request, the wait for the answer and then each read of
-        its body. A ``host`` header is added; ``content-length`` is computed.
+        its body. A ``host`` header is added; ``content-length`` is computed. ``fresh``: on a
+        new connection, not a kept-alive one.
         """
         if self._closed:
             raise ConnectError(f"the transport to {self.address} is closed")
         data = self._encode(method, target, headers, body)
-        connection = self._take_idle()
+        connection = None if fresh else self._take_idle()
+        reused = connection is not None
         if connection is None:
             connection = await self._connect(connect_timeout)
         else:
@@ -352,6 +361,12 @@ class HTTP11Transport:
         try:
             await connection.send(data, timeout)
             status, returned = await connection.read_head(timeout)
+        except RemoteProtocolError as exc:
+            connection._close()
+            self.forget(connection)
+            if reused and not connection.received_any:
+                raise StaleConnection(str(exc)) from exc
+            raise
         except BaseException:
             connection._close()
             self.forget(connection)

@@ -186,11 +186,11 @@ class FlowExecutor:
         try:
             async with asyncio.timeout(self.line_timeout):
                 if self.sync_chain and self.inline_policy.inline:
-                    self._timed_chain(line)
+                    self._timed_chain(line, True)
                 elif self.sync_chain:
                     ctx = contextvars.copy_context()
                     loop = asyncio.get_running_loop()
-                    await loop.run_in_executor(self.pool, ctx.run, self._timed_chain, line)
+                    await loop.run_in_executor(self.pool, ctx.run, self._timed_chain, line, False)
                 else:
                     for node in self.line_nodes:
                         line.tasks[node.name] = asyncio.create_task(self._run_node(node, line))
@@ -337,15 +337,16 @@ class FlowExecutor:
             raise error from (None if error is exc else exc)
         self._finish_node(node, line, node_run, result)
 
-    def _timed_chain(self, line: _Line) -> None:
+    def _timed_chain(self, line: _Line, inline: bool) -> None:
         policy = self.inline_policy
         mark = policy.start()
         try:
             self._run_chain(line)
         except BaseException:
-            policy.failed()
+            if inline:
+                policy.failed()
             raise
-        policy.finish(mark)
+        policy.finish(mark, inline)
 
     def _run_chain(self, line: _Line) -> None:
         """Run a flow whose nodes form one chain of sync tools, in one worker thread.

@@ -66,29 +66,33 @@ class InlinePolicy:
         """Call in the thread about to run the chain; pass the mark to ``finish``."""
         return Mark(time.perf_counter(), time.thread_time(), _voluntary_switches())
 
-    def finish(self, mark: Mark) -> None:
-        """Account the run that started at ``mark`` (same thread)."""
+    def finish(self, mark: Mark, inline: bool) -> None:
+        """Account the run that started at ``mark`` (same thread); ``inline``: it ran on the loop."""
         seconds = time.perf_counter() - mark.started
         if seconds <= self.fast_seconds or self.demoted:
-            self.record(seconds)
+            self.record(seconds, inline=inline)
             return
         cpu = time.thread_time() - mark.cpu
         waited = RUSAGE_THREAD is None or _voluntary_switches() > mark.voluntary
-        self.record(seconds, cpu=cpu, waited=waited)
+        self.record(seconds, inline=inline, cpu=cpu, waited=waited)
 
-    def record(self, seconds: float, *, cpu: float | None = None, waited: bool = True) -> None:
-        """Account one run (called from worker threads too: races only delay).
+    def record(self, seconds: float, *, inline: bool, cpu: float | None = None, waited: bool = True) -> None:
+        """Account one run. Worker threads call this too: a race may promote a run or two
+        early or late, which is harmless; only inline runs can demote.
 
         ``cpu``: the thread's CPU seconds in the run (unknown: as slow as the wall time);
-        ``waited``: the thread blocked during the run.
+        ``waited``: the thread blocked during the run (in a worker thread that includes waiting
+        for the GIL, so there a slow run is rarely excused).
         """
         if self.demoted:
             return
         cpu = seconds if cpu is None else cpu
-        if self.inline:
+        if inline:
             if seconds > self.demote_seconds and (waited or cpu > self.demote_seconds):
                 self.inline = False
                 self.demoted = True
+        elif self.inline:
+            return  # a pool run that began before the promotion proves nothing more
         elif seconds <= self.fast_seconds:
             self._fast_runs += 1
             if self._fast_runs >= self.proof_runs:

@@ -21,11 +21,11 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, quote, urlsplit
 
 import orjson
 
-from flowport import transport
+from flowport import __version__, transport
 from flowport.connections import AzureOpenAIConnection, Connection, CustomConnection
 from flowport.transport import HTTP11Transport
 
@@ -34,7 +34,10 @@ if TYPE_CHECKING:
 
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 600.0
-KEEP_ALIVE_SECONDS = 5.0
+KEEP_ALIVE_SECONDS = 4.0
+"""Below the 5 s after which uvicorn-like servers drop an idle connection."""
+ACCEPT_JSON = b"application/json"
+ACCEPT_EVENTS = b"text/event-stream"
 
 _STATUS_ERRORS = {
     400: "BadRequestError",
@@ -162,7 +165,7 @@ class OpenAIHTTP:
     def __init__(self, connection: Connection, tls: ssl.SSLContext | None = None) -> None:
         """``tls``: one verified context for every client of a process (each would load the CA
         bundle again: about 1 MiB apiece)."""
-        headers = {"content-type": "application/json", "accept": "application/json"}
+        headers = {"content-type": "application/json", "user-agent": f"flowport/{__version__}"}
         self.azure_version: str | None = None
         if isinstance(connection, AzureOpenAIConnection):
             base = f"{str(connection.api_base).rstrip('/')}/openai/deployments"
@@ -195,12 +198,15 @@ class OpenAIHTTP:
             import httpx  # only here: it imports rich, click and pygments (its command line)
 
             timeout = httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT)
+            headers["accept"] = ACCEPT_JSON.decode()
             self.proxied = httpx.AsyncClient(timeout=timeout, headers=headers, verify=tls, trust_env=True)
 
     def _target(self, model: str, path: str) -> str:
         if self.azure_version is None:
             return f"{self.prefix}/{path}"
-        return f"{self.prefix}/{model}/{path}?api-version={self.azure_version}"
+        return (
+            f"{self.prefix}/{quote(model, safe='')}/{path}?api-version={quote(self.azure_version, safe='')}"
+        )
 
     async def _post(self, path: str, body: dict[str, Any]) -> Answer:
         """POST ``body`` to the API's ``path``; the answer once its headers arrived."""
@@ -211,18 +217,16 @@ class OpenAIHTTP:
                 send = partial(
                     self.transport.request,
                     "POST",
-                    target.encode(),
-                    self.headers,
+                    target.encode("ascii"),
+                    [*self.headers, (b"accept", ACCEPT_EVENTS if body.get("stream") else ACCEPT_JSON)],
                     content,
                     READ_TIMEOUT,
                     CONNECT_TIMEOUT,
                 )
                 try:
                     return await send()
-                except transport.RemoteProtocolError:
-                    # Closed before any byte: the server dropped a kept-alive connection just as
-                    # it was reused. Once more, on another connection.
-                    return await send()
+                except transport.StaleConnection:  # the request never reached the API: resend it
+                    return await send(fresh=True)
             assert self.proxied is not None
             with _httpx_errors():
                 request = self.proxied.build_request("POST", self.origin + target, content=content)
@@ -251,6 +255,10 @@ class OpenAIHTTP:
         if answer.status_code >= 400:
             try:
                 raise await _status_error(answer)
+            except transport.TimeoutException:
+                raise APIError("APITimeoutError", "Request timed out.") from None
+            except transport.TransportError:
+                raise APIError("APIConnectionError", "Connection error.") from None
             finally:
                 await answer.aclose()
         return _events(answer)
