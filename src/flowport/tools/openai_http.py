@@ -198,7 +198,6 @@ class OpenAIHTTP:
             import httpx  # only here: it imports rich, click and pygments (its command line)
 
             timeout = httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT)
-            headers["accept"] = ACCEPT_JSON.decode()
             self.proxied = httpx.AsyncClient(timeout=timeout, headers=headers, verify=tls, trust_env=True)
 
     def _target(self, model: str, path: str) -> str:
@@ -212,13 +211,14 @@ class OpenAIHTTP:
         """POST ``body`` to the API's ``path``; the answer once its headers arrived."""
         target = self._target(body["model"], path)
         content = orjson.dumps(body)
-        try:
+        accept = ACCEPT_EVENTS if body.get("stream") else ACCEPT_JSON
+        with _api_errors():
             if self.transport is not None:
                 send = partial(
                     self.transport.request,
                     "POST",
                     target.encode("ascii"),
-                    [*self.headers, (b"accept", ACCEPT_EVENTS if body.get("stream") else ACCEPT_JSON)],
+                    [*self.headers, (b"accept", accept)],
                     content,
                     READ_TIMEOUT,
                     CONNECT_TIMEOUT,
@@ -229,23 +229,18 @@ class OpenAIHTTP:
                     return await send(fresh=True)
             assert self.proxied is not None
             with _httpx_errors():
-                request = self.proxied.build_request("POST", self.origin + target, content=content)
+                request = self.proxied.build_request(
+                    "POST", self.origin + target, content=content, headers={"accept": accept.decode()}
+                )
                 return _HttpxAnswer(await self.proxied.send(request, stream=True))
-        except transport.TimeoutException:
-            raise APIError("APITimeoutError", "Request timed out.") from None
-        except transport.TransportError:
-            raise APIError("APIConnectionError", "Connection error.") from None
 
     async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         answer = await self._post(path, body)
         try:
-            if answer.status_code >= 400:
-                raise await _status_error(answer)
-            return orjson.loads(await answer.aread())
-        except transport.TimeoutException:
-            raise APIError("APITimeoutError", "Request timed out.") from None
-        except transport.TransportError:
-            raise APIError("APIConnectionError", "Connection error.") from None
+            with _api_errors():
+                if answer.status_code >= 400:
+                    raise await _status_error(answer)
+                return orjson.loads(await answer.aread())
         finally:
             await answer.aclose()
 
@@ -254,14 +249,22 @@ class OpenAIHTTP:
         answer = await self._post(path, body)
         if answer.status_code >= 400:
             try:
-                raise await _status_error(answer)
-            except transport.TimeoutException:
-                raise APIError("APITimeoutError", "Request timed out.") from None
-            except transport.TransportError:
-                raise APIError("APIConnectionError", "Connection error.") from None
+                with _api_errors():
+                    raise await _status_error(answer)
             finally:
                 await answer.aclose()
         return _events(answer)
+
+
+@contextlib.contextmanager
+def _api_errors() -> Iterator[None]:
+    """A failed exchange as the openai SDK names it: timeouts apart from every other failure."""
+    try:
+        yield
+    except transport.TimeoutException:
+        raise APIError("APITimeoutError", "Request timed out.") from None
+    except transport.TransportError:
+        raise APIError("APIConnectionError", "Connection error.") from None
 
 
 async def _events(answer: Answer) -> AsyncIterator[dict[str, Any]]:
