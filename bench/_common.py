@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -369,6 +369,16 @@ def failure_kind(status: int, message: str) -> str:
     return f"status {status}" + (f" {code}" if code else "")
 
 
+async def read_chunks(reader: Any) -> AsyncIterator[bytes]:
+    """The chunks of a ``transfer-encoding: chunked`` body, as they arrive (trailers skipped)."""
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
+        if size == 0:
+            await reader.readuntil(b"\r\n")
+            return
+        yield (await reader.readexactly(size + 2))[:-2]
+
+
 async def _read_answer(reader: Any) -> tuple[int, bytes, bytes, bool]:
     """One HTTP/1.1 answer: status, lower-cased head, body, whether the connection stays open."""
     head = await reader.readuntil(b"\r\n\r\n")
@@ -379,14 +389,7 @@ async def _read_answer(reader: Any) -> tuple[int, bytes, bytes, bool]:
         end = lower.index(b"\r\n", at + 2)
         body = await reader.readexactly(int(lower[at + 17 : end]))
     elif b"\r\ntransfer-encoding: chunked" in lower:
-        parts = []
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
-            if size == 0:
-                await reader.readuntil(b"\r\n")
-                break
-            parts.append((await reader.readexactly(size + 2))[:-2])
-        body = b"".join(parts)
+        body = b"".join([part async for part in read_chunks(reader)])
     else:
         return status, lower, await reader.read(), False
     return status, lower, body, b"\r\nconnection: close" not in lower

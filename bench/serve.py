@@ -71,6 +71,7 @@ from _common import (
     machine,
     percentile,
     python_output_ok,
+    read_chunks,
     verdict,
     write_results,
 )
@@ -532,12 +533,8 @@ async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, r
     first = 0.0
     if headers.get("transfer-encoding") == "chunked":
         parts = []
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
-            if size == 0:
-                await reader.readuntil(b"\r\n")
-                break
-            parts.append((await reader.readexactly(size + 2))[:-2])
+        async for part in read_chunks(reader):
+            parts.append(part)
             first = first or time.perf_counter() - started
         body = b"".join(parts)
     else:

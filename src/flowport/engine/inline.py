@@ -61,9 +61,10 @@ class InlinePolicy:
         self.demoted = not enabled
         self._fast_runs = 0
 
-    @staticmethod
-    def start() -> Mark:
+    def start(self) -> Mark:
         """Call in the thread about to run the chain; pass the mark to ``finish``."""
+        if self.demoted:  # nothing more to decide: spare the two system calls
+            return Mark(time.perf_counter(), 0.0, 0)
         return Mark(time.perf_counter(), time.thread_time(), _voluntary_switches())
 
     def finish(self, mark: Mark, inline: bool) -> None:

@@ -30,9 +30,7 @@ from flowport.gateway.collector import DataCollector, Record
 from flowport.gateway.errors import Refusal, error_response
 from flowport.gateway.headers import (
     PIN_HEADERS,
-    client_request_id,
     downstream_headers,
-    new_request_id,
     upstream_headers,
 )
 from flowport.gateway.metrics import GatewayMetrics
@@ -43,6 +41,7 @@ from flowport.gateway.stats import MINUTES
 from flowport.gateway.table import DeploymentState, EndpointTable
 from flowport.gateway.tokens import TokenSigner
 from flowport.gateway.upstream import Upstream
+from flowport.request_ids import client_request_id, new_request_id
 from flowport.transport import TransportError, UpstreamResponse
 
 MAX_BODY_BYTES = 32 * 1024 * 1024

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import random
-import re
-import uuid
-
 HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -24,14 +20,8 @@ _NOT_RETURNED = HOP_BY_HOP | {b"date", b"server", b"x-request-id", b"azureml-mod
 """The gateway's server writes its own date and server; request id and deployment are the gateway's."""
 
 PIN_HEADERS = (b"azureml-model-deployment", b"flowport-model-deployment")
-_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
 
 Headers = list[tuple[bytes, bytes]]
-
-
-def new_request_id() -> str:
-    """A random version-4 UUID (an id, not a secret: no system call per request)."""
-    return str(uuid.UUID(int=random.getrandbits(128), version=4))
 
 
 def _connection_tokens(headers: Headers) -> set[bytes]:
@@ -66,10 +56,3 @@ def downstream_headers(raw: Headers, request_id: str, deployment: str) -> Header
     out.append((b"x-request-id", request_id.encode("latin-1")))
     out.append((b"azureml-model-deployment", deployment.encode("latin-1")))
     return out
-
-
-def client_request_id(value: str | None) -> str | None:
-    """``x-ms-client-request-id`` as Azure echoes it: up to 40 letters, digits, dashes, underscores."""
-    if value and _CLIENT_REQUEST_ID.fullmatch(value):
-        return value
-    return None

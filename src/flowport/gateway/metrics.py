@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import Counter, Gauge, Histogram
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
-_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+from flowport.metrics import CONTENT_TYPE, LATENCY_BUCKETS, Metrics
+
+__all__ = ["CONTENT_TYPE", "GatewayMetrics"]
 
 
-class GatewayMetrics:
+class GatewayMetrics(Metrics):
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        super().__init__()
         self.requests = Counter(
             "flowport_gateway_requests",
             "Requests answered, by endpoint, deployment ('' before one was chosen) and status",
@@ -25,7 +24,7 @@ class GatewayMetrics:
             "flowport_gateway_request_seconds",
             "Time from the request to the last byte of the answer",
             ["endpoint", "deployment"],
-            buckets=_LATENCY_BUCKETS,
+            buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.in_flight = Gauge(
@@ -57,15 +56,6 @@ class GatewayMetrics:
             "Data collection records written",
             registry=self.registry,
         )
-        self._children: dict[tuple[str, ...], Any] = {}
-
-    def child(self, metric: Any, *labels: str) -> Any:
-        """A labelled child, looked up once: ``labels()`` costs microseconds on the hot path."""
-        key = (metric._name, *labels)
-        found = self._children.get(key)
-        if found is None:
-            found = self._children[key] = metric.labels(*labels)
-        return found
 
     def forget(self, endpoint: str) -> None:
         """Drop the series of a withdrawn endpoint."""
@@ -76,6 +66,3 @@ class GatewayMetrics:
             del self._children[key]
             with contextlib.suppress(KeyError):
                 by_name[key[0]].remove(*key[1:])
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)

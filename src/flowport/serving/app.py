@@ -11,9 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
-import random
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -30,6 +28,7 @@ from flowport.engine import ExecutionError, FlowExecutor, LineResult, NodeStream
 from flowport.engine.errors import user_error
 from flowport.engine.streams import join_async
 from flowport.flow.reference import Literal
+from flowport.request_ids import client_request_id, new_request_id
 from flowport.serving.access_log import AccessLog
 from flowport.serving.body import BodyTooLarge, read_body
 from flowport.serving.limits import ConcurrencyLimit, Overloaded
@@ -37,7 +36,6 @@ from flowport.serving.metrics import CONTENT_TYPE, InstanceMetrics
 from flowport.serving.negotiation import (
     Reply,
     check_required,
-    client_request_id,
     negotiate,
     not_acceptable,
     parse_inputs,
@@ -51,11 +49,6 @@ from flowport.serving.swagger import build_swagger
 
 def _status_for(error: ExecutionError) -> int:
     return 400 if error.code == "UserError" else 500
-
-
-def new_request_id() -> str:
-    """A random version-4 UUID without a system call per request (ids, not secrets)."""
-    return str(uuid.UUID(int=random.getrandbits(128), version=4))
 
 
 def _encode(payload: Any) -> bytes:

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import Counter, Gauge, Histogram
 
 from flowport.engine import LineRun
+from flowport.metrics import CONTENT_TYPE, LATENCY_BUCKETS, Metrics
 
-_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
-
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+__all__ = ["CONTENT_TYPE", "InstanceMetrics"]
 
 
-class InstanceMetrics:
+class InstanceMetrics(Metrics):
     def __init__(self, node_labels: dict[str, tuple[str, str]]) -> None:
         """``node_labels``: for each LLM node, its (connection, model) labels."""
-        self.registry = CollectorRegistry()
+        super().__init__()
         self.node_labels = node_labels
         self.requests = Counter(
             "flowport_requests", "Requests by route and status", ["route", "status"], registry=self.registry
@@ -26,7 +22,7 @@ class InstanceMetrics:
             "flowport_request_seconds",
             "Request latency: 'first' byte and 'last' byte (they differ for streams)",
             ["route", "phase"],
-            buckets=_LATENCY_BUCKETS,
+            buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.in_flight = Gauge("flowport_in_flight", "Requests being answered", registry=self.registry)
@@ -34,7 +30,7 @@ class InstanceMetrics:
             "flowport_node_seconds",
             "Node run time",
             ["node"],
-            buckets=_LATENCY_BUCKETS,
+            buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.tokens = Counter(
@@ -44,15 +40,6 @@ class InstanceMetrics:
             registry=self.registry,
         )
         self.errors = Counter("flowport_errors", "Errors by code", ["code"], registry=self.registry)
-        self._children: dict[tuple[str, ...], Any] = {}
-
-    def child(self, metric: Any, *labels: str) -> Any:
-        """A labelled child, looked up once: ``labels()`` costs microseconds on the hot path."""
-        key = (metric._name, *labels)
-        found = self._children.get(key)
-        if found is None:
-            found = self._children[key] = metric.labels(*labels)
-        return found
 
     def observe_run(self, run: LineRun) -> None:
         for node_run in run.node_runs.values():
@@ -63,6 +50,3 @@ class InstanceMetrics:
             if labels and usage.total_tokens:
                 self.child(self.tokens, *labels, "prompt").inc(usage.prompt_tokens)
                 self.child(self.tokens, *labels, "completion").inc(usage.completion_tokens)
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from enum import Enum
 from typing import Any
 
@@ -11,7 +10,6 @@ import orjson
 from flowport.engine.errors import ExecutionError, user_error
 from flowport.flow import FlowDef
 
-_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 SUPPORTED = "application/json"
 
 
@@ -74,8 +72,3 @@ def check_required(inputs: dict[str, Any], flow: FlowDef) -> None:
         raise user_error(
             f"Required input fields {missing} are missing in request data {inputs!r}", "InputNotFound"
         )
-
-
-def client_request_id(value: str | None) -> str | None:
-    """``x-ms-client-request-id`` as Azure accepts it: 1-40 letters, digits, '-' or '_'."""
-    return value if value and _CLIENT_REQUEST_ID.match(value) else None
