@@ -11,8 +11,6 @@ from typing import Any
 
 import httpx
 
-from flowport.control.server import build_server
-from flowport.testing.threaded_server import ThreadedServer
 from tests.conftest import free_port
 
 FLOWS = Path(__file__).parent / "endpoint_flows"
@@ -20,35 +18,104 @@ AZURE = Path(__file__).parents[1] / "src" / "flowport" / "examples" / "azure"
 
 
 class Flowport:
-    """``with Flowport(home) as fp: fp.api("GET", "/endpoints")``; ``restart()`` keeps the port."""
+    """``with Flowport(home) as fp: fp.api("GET", "/endpoints")``: ``flowport server`` as a real process.
+
+    ``restart()`` keeps the port; ``control_pid()`` is the control plane's child process.
+    """
 
     def __init__(self, home: Path, database_url: str | None = None) -> None:
         self.home = home
         self.database_url = database_url
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server: ThreadedServer | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = home / "server-test.log"
         self.token = ""
         self.http = httpx.Client(timeout=60)
 
-    def start(self) -> Flowport:
+    def environment(self) -> dict[str, str]:
+        env = {**os.environ, "FLOWPORT_HOME": str(self.home)}
+        env.pop("FLOWPORT_URL", None)
         if self.database_url:
-            os.environ["FLOWPORT_DATABASE_URL"] = self.database_url
-        built = build_server(self.home, self.url)
-        self.token = built.token
-        self.sessions = built.sessions
-        self.control = built.control
-        self.server = ThreadedServer(built.app, port=self.port, lifespan="on").start()
+            env["FLOWPORT_DATABASE_URL"] = self.database_url
+        return env
+
+    def start(self) -> Flowport:
+        self.home.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "flowport.cli.main", "server", "--port", str(self.port)]
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                command,
+                env=self.environment(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        self.wait_until_answering()
+        self.token = (self.home / "admin_token").read_text().strip()
         return self
 
+    def wait_until_answering(self, timeout: float = 60) -> None:
+        """Until the control plane answers through the public port (it may be restarting)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"flowport server exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                if self.http.get(f"{self.url}/api/v1/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, (
+                f"flowport server did not answer:\n{self.log.read_text()[-3000:]}"
+            )
+            time.sleep(0.05)
+
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop(timeout=30)
-            self.server = None
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL the server (its control plane and instances die with it)."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+        self.process = None
 
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def control_pid(self) -> int:
+        """The control plane's process id (a child of the server)."""
+        assert self.process is not None
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+        for child in children:
+            if "flowport.control.process" in Path(f"/proc/{child}/cmdline").read_text():
+                return int(child)
+        raise AssertionError("the server has no control plane process")
+
+    def login_code(self) -> str:
+        url = self.ok("POST", "/sessions/login-link")["url"]
+        return url.rpartition("code=")[2]
+
+    def connection(self, name: str) -> Any:
+        """A stored connection, secrets decrypted, read from the store as the server sees it."""
+        from flowport.connections import Cipher, ConnectionService, load_or_create_key
+        from flowport.store import ConnectionRows, open_database
+
+        db = open_database(self.home, self.database_url)
+        try:
+            return ConnectionService(ConnectionRows(db), Cipher(load_or_create_key(self.home))).get(name)
+        finally:
+            db.dispose()
 
     def __enter__(self) -> Flowport:
         return self.start()

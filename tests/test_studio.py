@@ -54,7 +54,7 @@ def test_sessions_need_the_csrf_token_to_change_anything(home: Path) -> None:
 
 def test_the_one_time_login_link_works_once(home: Path) -> None:
     with Flowport(home) as server, httpx.Client(base_url=server.url) as client:
-        code = server.sessions.login_code()
+        code = server.login_code()
         first = client.get(f"/api/v1/sessions/redeem?code={code}")
         assert (first.status_code, first.headers["location"]) == (303, "/")
         assert client.get("/api/v1/endpoints").status_code == 200

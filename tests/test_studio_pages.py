@@ -83,7 +83,7 @@ def test_connections_create_edit_keep_secret_and_delete(studio: tuple[Flowport, 
     page.get_by_role("button", name="Save changes").click()  # type: ignore[attr-defined]
     row.get_by_text("https://two.example/v1").wait_for()
     assert server.ok("GET", "/connections/my-openai")["base_url"] == "https://two.example/v1"
-    assert server.control.connections.get("my-openai").api_key == secret
+    assert server.connection("my-openai").api_key == secret
     assert secret not in page.content()  # type: ignore[attr-defined]
 
     page.get_by_role("button", name="New connection").click()  # type: ignore[attr-defined]
@@ -97,7 +97,7 @@ def test_connections_create_edit_keep_secret_and_delete(studio: tuple[Flowport, 
     page.get_by_role("button", name="Create connection").click()  # type: ignore[attr-defined]
     page.get_by_role("row").filter(has_text="broken").get_by_text("https://x.example").wait_for()  # type: ignore[attr-defined]
     assert "abc-secret-987" not in page.content()  # type: ignore[attr-defined]
-    assert server.control.connections.get("broken").token == "abc-secret-987"
+    assert server.connection("broken").token == "abc-secret-987"
 
     page.once("dialog", lambda dialog: dialog.accept())  # type: ignore[attr-defined]
     row.get_by_role("button", name="Delete my-openai").click()

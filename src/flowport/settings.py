@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 from pathlib import Path
 
 HOME_ENV = "FLOWPORT_HOME"
@@ -14,3 +16,29 @@ def flowport_home() -> Path:
 
 def runs_dir() -> Path:
     return flowport_home() / "runs"
+
+
+ADMIN_TOKEN_ENV = "FLOWPORT_ADMIN_TOKEN"
+ADMIN_TOKEN_FILE = "admin_token"
+SERVER_FILE = "server.json"
+"""What the running ``flowport server`` wrote: its URL and process id."""
+
+
+def admin_token(home: Path) -> str:
+    """The admin token: ``FLOWPORT_ADMIN_TOKEN``, else a file created on first use (mode 0600)."""
+    env = os.environ.get(ADMIN_TOKEN_ENV)
+    if env:
+        return env
+    path = home / ADMIN_TOKEN_FILE
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def run_dir(home: Path) -> Path:
+    """The private folder of the server's sockets (the data plane's and the control plane's)."""
+    return home / "run"

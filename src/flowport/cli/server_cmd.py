@@ -1,10 +1,12 @@
-"""``flowport server``: the control plane, gateway and local runtime in one process."""
+"""``flowport server``: the data plane on the public port, the control plane its child process."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +16,7 @@ import httpx
 import typer
 
 from flowport.cli.common import fail
-from flowport.settings import flowport_home
+from flowport.settings import ADMIN_TOKEN_FILE, SERVER_FILE, flowport_home
 
 STARTUP_SECONDS = 60
 
@@ -36,56 +38,90 @@ def server(
     if detach:
         start_detached(home, host, port, base_url)
         return
-    import uvicorn
+    import asyncio
 
-    from flowport.control.server import ADMIN_TOKEN_FILE, build_server
+    from flowport.dataplane.server import serve
 
-    built = build_server(home, base_url)
+    listener = listen(host, port)
+    home.mkdir(parents=True, exist_ok=True)
     typer.echo(f"flowport server at {base_url}", err=True)
     typer.echo(f"  REST API   {base_url}/api/v1 (OpenAPI: {base_url}/api/v1/openapi.json)", err=True)
     typer.echo(f"  scoring    {base_url}/endpoints/<endpoint>/score", err=True)
     typer.echo(f"  admin token in {home / ADMIN_TOKEN_FILE}", err=True)
     typer.echo(f"  studio     {base_url}/", err=True)
-    link = f"{base_url}/api/v1/sessions/redeem?code={built.sessions.login_code()}"
-    typer.echo(f"  sign in to the studio with this one-time link (10 minutes):\n    {link}", err=True)
-    uvicorn.run(
-        built.app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=30
-    )
+    asyncio.run(serve(home, listener, base_url))
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The public socket, bound and listening, or one clear line on why it cannot be."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            fail(
+                f"cannot listen on {host}:{port}: the port is in use (another flowport server? "
+                "stop it with `flowport server --stop`); choose another with --port"
+            )
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    return sock
 
 
 def start_detached(home: Path, host: str, port: int, base_url: str) -> None:
+    """Start the server in the background and return once it answers, or say why it did not."""
     home.mkdir(parents=True, exist_ok=True)
     log = home / "server.log"
     command = [sys.executable, "-m", "flowport.cli.main", "server", "--host", host, "--port", str(port)]
     with log.open("ab") as handle:
+        start = handle.tell()
         process = subprocess.Popen(
             command, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            tail = log.read_text(errors="replace").splitlines()[-20:]
-            fail("the server exited while starting:\n" + "\n".join(tail))
-        try:
-            if httpx.get(f"{base_url}/api/v1/health", timeout=1).status_code == 200:
-                typer.echo(f"flowport server running at {base_url} (pid {process.pid}, log {log})", err=True)
-                return
-        except httpx.HTTPError:
-            pass
+            with log.open("rb") as handle:
+                handle.seek(start)
+                output = handle.read().decode(errors="replace").strip().splitlines()
+            fail(
+                output[-1].removeprefix("error: ")
+                if output
+                else f"the server exited with code {process.returncode}"
+            )
+        if _running_pid(home) == process.pid and _answers(base_url):
+            typer.echo(f"flowport server running at {base_url} (pid {process.pid}, log {log})", err=True)
+            return
         time.sleep(0.1)
     process.terminate()
     fail(f"the server did not answer within {STARTUP_SECONDS} s; see {log}")
 
 
-def stop_server(home: Path) -> None:
+def _running_pid(home: Path) -> int | None:
     try:
-        pid = json.loads((home / "server.json").read_text())["pid"]
-    except (OSError, ValueError, KeyError):
-        fail(f"no running server recorded in {home / 'server.json'}")
+        return int(json.loads((home / SERVER_FILE).read_text())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _answers(base_url: str) -> bool:
+    try:
+        return httpx.get(f"{base_url}/api/v1/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def stop_server(home: Path) -> None:
+    pid = _running_pid(home)
+    if pid is None:
+        fail(f"no running server recorded in {home / SERVER_FILE}")
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
-        (home / "server.json").unlink(missing_ok=True)
+        (home / SERVER_FILE).unlink(missing_ok=True)
         fail(f"server process {pid} is not running")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

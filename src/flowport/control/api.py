@@ -28,6 +28,7 @@ from flowport.control.specs import (
     read_yaml,
 )
 from flowport.control.usage import deployment_tokens
+from flowport.dataplane.client import DataPlaneUnavailable
 
 
 class SpecBody(BaseModel):
@@ -84,7 +85,7 @@ class LoginBody(BaseModel):
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path) -> FastAPI:
+def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path, base_url: str) -> FastAPI:
     def admin(request: Request) -> None:
         """The admin token as a bearer, or a studio session (with its CSRF token to change state)."""
         scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
@@ -115,6 +116,11 @@ def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path) -> Fast
     @api.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return _error(exc.status, exc.body())
+
+    @api.exception_handler(DataPlaneUnavailable)
+    async def dataplane_unavailable(request: Request, exc: DataPlaneUnavailable) -> JSONResponse:
+        error = ApiError(503, "DataPlaneUnavailable", f"{exc}; try again in a few seconds")
+        return _error(503, error.body())
 
     @api.exception_handler(SpecError)
     async def spec_error(request: Request, exc: SpecError) -> JSONResponse:
@@ -176,6 +182,11 @@ def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path) -> Fast
         sessions.close(request.cookies.get(COOKIE))
         response.delete_cookie(COOKIE, path="/")
         return {"signed_out": True}
+
+    @api.post("/sessions/login-link", dependencies=secured, tags=["sessions"])
+    async def login_link() -> dict[str, str]:
+        """A new one-time studio login link (10 minutes), like the one the server prints."""
+        return {"url": f"{base_url.rstrip('/')}/api/v1/sessions/redeem?code={sessions.login_code()}"}
 
     # -- models ---------------------------------------------------------------------------
 
@@ -239,7 +250,7 @@ def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path) -> Fast
 
     @api.post("/endpoints/{name}/regenerate-keys", dependencies=secured, tags=["endpoints"])
     async def regenerate_keys(name: str, body: KeyBody) -> dict[str, Any]:
-        return control.regenerate_key(name, body.key_type, body.key_value)
+        return await control.regenerate_key(name, body.key_type, body.key_value)
 
     @api.get("/endpoints/{name}/operations", dependencies=secured, tags=["operations"])
     async def endpoint_operations(name: str) -> list[dict[str, Any]]:
@@ -249,7 +260,7 @@ def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path) -> Fast
     @api.get("/endpoints/{name}/stats", dependencies=secured, tags=["endpoints"])
     async def endpoint_stats(name: str) -> dict[str, Any]:
         control.show_endpoint(name)
-        return control.gateway.stats(name)
+        return await control.dataplane.stats(name)
 
     # -- deployments ----------------------------------------------------------------------
 
@@ -282,11 +293,11 @@ def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path) -> Fast
 
     @api.get("/endpoints/{endpoint}/deployments", dependencies=secured, tags=["deployments"])
     async def list_deployments(endpoint: str) -> list[dict[str, Any]]:
-        return control.list_deployments(endpoint)
+        return await control.list_deployments(endpoint)
 
     @api.get("/endpoints/{endpoint}/deployments/{name}", dependencies=secured, tags=["deployments"])
     async def show_deployment(endpoint: str, name: str) -> dict[str, Any]:
-        return control.show_deployment(endpoint, name)
+        return await control.show_deployment(endpoint, name)
 
     @api.delete(
         "/endpoints/{endpoint}/deployments/{name}",
@@ -301,17 +312,17 @@ def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path) -> Fast
     async def deployment_logs(
         endpoint: str, name: str, lines: int = Query(100, ge=1, le=100_000)
     ) -> dict[str, Any]:
-        return {"lines": control.logs(endpoint, name, lines)}
+        return {"lines": await control.logs(endpoint, name, lines)}
 
     @api.get("/endpoints/{endpoint}/deployments/{name}/usage", dependencies=secured, tags=["deployments"])
     async def deployment_usage(endpoint: str, name: str) -> dict[str, Any]:
         """LLM tokens since the deployment's ready instances started (prompt, completion)."""
-        addresses = control.ready_addresses(endpoint, name)
+        addresses = await control.ready_addresses(endpoint, name)
         return {"instances": len(addresses), "tokens": await deployment_tokens(addresses)}
 
     @api.get("/endpoints/{endpoint}/deployments/{name}/data", dependencies=secured, tags=["deployments"])
     async def deployment_data(endpoint: str, name: str, since: str | None = None) -> Response:
-        control.show_deployment(endpoint, name)
+        await control.show_deployment(endpoint, name)
         body = b"".join(read_records(data_dir / endpoint / name, since))
         return Response(body, media_type="application/x-ndjson")
 

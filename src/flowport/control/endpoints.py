@@ -20,15 +20,15 @@ from flowport.control.errors import ApiError
 from flowport.control.models import ModelRegistry
 from flowport.control.operations import Operations
 from flowport.control.specs import DeploymentSpec, EndpointSpec, ModelSpec, check_mirror_shape
+from flowport.dataplane.client import DataPlaneClient
 from flowport.flow import FlowDef, FlowError, load_flow
-from flowport.gateway import DataCollection, DeploymentRoute, EndpointRoute, Gateway, TokenSigner, key_digest
+from flowport.gateway import DataCollection, DeploymentRoute, EndpointRoute, TokenSigner, key_digest
 from flowport.runtime.base import (
     DeploymentFailed,
     DeploymentKey,
     DeploymentPlan,
     InstanceConfig,
     Probe,
-    Runtime,
 )
 from flowport.store import Documents
 
@@ -51,8 +51,7 @@ class ControlPlane:
         connections: ConnectionService,
         cipher: Cipher,
         tokens: TokenSigner,
-        gateway: Gateway,
-        runtime: Runtime,
+        dataplane: DataPlaneClient,
         base_url: str,
     ) -> None:
         self.endpoints = endpoints
@@ -62,12 +61,9 @@ class ControlPlane:
         self.connections = connections
         self.cipher = cipher
         self.tokens = tokens
-        self.gateway = gateway
-        self.runtime = runtime
+        self.dataplane = dataplane
+        """The gateway's routes and the runtime's deployments, in the data plane process."""
         self.base_url = base_url.rstrip("/")
-        runtime.set_listener(
-            lambda key, addresses: gateway.set_instances(key.endpoint, key.deployment, addresses)
-        )
 
     # -- endpoints --------------------------------------------------------------------------
 
@@ -140,7 +136,7 @@ class ControlPlane:
 
         async def work() -> None:
             self._save_endpoint(document, {"primary": new_key(), "secondary": new_key()})
-            self.publish(spec.name)
+            await self.publish(spec.name)
 
         return await self.operations.run_now(operation, work)
 
@@ -163,7 +159,7 @@ class ControlPlane:
 
         async def work() -> None:
             self._save_endpoint(document)
-            self.publish(spec.name)
+            await self.publish(spec.name)
 
         return await self.operations.run_now(operation, work)
 
@@ -210,15 +206,15 @@ class ControlPlane:
         row = self._endpoint_row(name)
         self._save_endpoint({**row, "provisioning_state": "Deleting"})
 
-        async def work() -> None:
-            for deployment in self.deployments.list(endpoint=name):
-                await self.runtime.remove(DeploymentKey(name, deployment["name"]))
-                self.deployments.delete(endpoint=name, name=deployment["name"])
-            self.endpoints.delete(name=name)
-            self.gateway.withdraw(name)
-
-        self.operations.start(operation, work)
+        self.operations.start(operation, lambda: self._finish_endpoint_delete(name))
         return operation
+
+    async def _finish_endpoint_delete(self, name: str) -> None:
+        for deployment in self.deployments.list(endpoint=name):
+            await self.dataplane.remove(DeploymentKey(name, deployment["name"]))
+            self.deployments.delete(endpoint=name, name=deployment["name"])
+        self.endpoints.delete(name=name)
+        await self.dataplane.withdraw(name)
 
     def credentials(self, name: str) -> dict[str, Any]:
         row = self._endpoint_row(name)
@@ -227,7 +223,7 @@ class ControlPlane:
         keys = self._keys(row)
         return {"primaryKey": keys["primary"], "secondaryKey": keys["secondary"]}
 
-    def regenerate_key(self, name: str, key_type: str, key_value: str | None = None) -> dict[str, Any]:
+    async def regenerate_key(self, name: str, key_type: str, key_value: str | None = None) -> dict[str, Any]:
         row = self._endpoint_row(name)
         if row["auth_mode"] != "key":
             raise ApiError(
@@ -240,7 +236,7 @@ class ControlPlane:
         keys = self._keys(row)
         keys[key_type] = key_value or new_key()
         self._save_endpoint(row, keys)
-        self.publish(name)
+        await self.publish(name)
         return {"regenerated": key_type}
 
     # -- deployments ------------------------------------------------------------------------
@@ -257,17 +253,19 @@ class ControlPlane:
             )
         return row
 
-    def show_deployment(self, endpoint: str, name: str) -> dict[str, Any]:
-        return self._deployment_view(self._deployment_row(endpoint, name))
+    async def show_deployment(self, endpoint: str, name: str) -> dict[str, Any]:
+        return await self._deployment_view(self._deployment_row(endpoint, name))
 
-    def list_deployments(self, endpoint: str) -> list[dict[str, Any]]:
+    async def list_deployments(self, endpoint: str) -> list[dict[str, Any]]:
         self._endpoint_row(endpoint)
-        return [self._deployment_view(row) for row in self.deployments.list(endpoint=endpoint)]
+        rows = self.deployments.list(endpoint=endpoint)
+        return list(await asyncio.gather(*(self._deployment_view(row) for row in rows)))
 
-    def _deployment_view(self, row: Mapping[str, Any]) -> dict[str, Any]:
+    async def _deployment_view(self, row: Mapping[str, Any]) -> dict[str, Any]:
         spec = row["spec"]
         key = DeploymentKey(row["endpoint"], row["name"])
         variables = self._variables(spec)
+        instances = await self.dataplane.instances(key)
         view = {
             "name": row["name"],
             "endpoint_name": row["endpoint"],
@@ -284,8 +282,7 @@ class ControlPlane:
             "readiness_probe": spec["readiness_probe"],
             "provisioning_state": row.get("provisioning_state", "Succeeded"),
             "instances": [
-                {"id": i.id, "ready": i.ready, "pid": i.pid, "restarts": i.restarts}
-                for i in self.runtime.instances(key)
+                {"id": i.id, "ready": i.ready, "pid": i.pid, "restarts": i.restarts} for i in instances
             ],
             "created_at": row["created_at"],
             "updated_at": row["updated_at"],
@@ -402,14 +399,14 @@ class ControlPlane:
 
         async def work() -> None:
             try:
-                await self.runtime.apply(plan)
+                await self.dataplane.apply(plan)
             except DeploymentFailed as exc:
                 self._fail_deployment(endpoint, spec.name, kept, exc)
                 raise ApiError(424, "DeploymentFailed", str(exc)) from None
             self.deployments.put(key, {**row, "provisioning_state": "Succeeded"})
             if all_traffic:
                 self._save_endpoint({**self._endpoint_row(endpoint), "traffic": {spec.name: 100}})
-            self.publish(endpoint)
+            await self.publish(endpoint)
 
         self.operations.start(operation, work)
         return operation
@@ -436,20 +433,20 @@ class ControlPlane:
         )
 
         async def work() -> None:
-            await self.runtime.remove(DeploymentKey(endpoint, name))
+            await self.dataplane.remove(DeploymentKey(endpoint, name))
             self.deployments.delete(endpoint=endpoint, name=name)
-            self.publish(endpoint)
+            await self.publish(endpoint)
 
         self.operations.start(operation, work)
         return operation
 
-    def ready_addresses(self, endpoint: str, name: str) -> list[str]:
+    async def ready_addresses(self, endpoint: str, name: str) -> list[str]:
         self._deployment_row(endpoint, name)
-        return [i.address for i in self.runtime.instances(DeploymentKey(endpoint, name)) if i.ready]
+        return [i.address for i in await self.dataplane.instances(DeploymentKey(endpoint, name)) if i.ready]
 
-    def logs(self, endpoint: str, name: str, lines: int) -> list[str]:
+    async def logs(self, endpoint: str, name: str, lines: int) -> list[str]:
         self._deployment_row(endpoint, name)
-        return self.runtime.logs(DeploymentKey(endpoint, name), lines)
+        return await self.dataplane.logs(DeploymentKey(endpoint, name), lines)
 
     # -- plans and routes -------------------------------------------------------------------
 
@@ -513,31 +510,61 @@ class ControlPlane:
             deployments=deployments,
         )
 
-    def publish(self, name: str) -> None:
-        self.gateway.publish(self.route(name))
+    async def publish(self, name: str) -> None:
+        await self.dataplane.publish(self.route(name))
 
     async def recover(self) -> None:
-        """After a restart: routes back in the gateway, every deployment's instances started again."""
+        """On every start: settle what a crash left half done, then make the data plane match the store.
+
+        An operation still ``Running`` died with the last control plane: it is marked failed. A
+        deletion is carried out; a deployment caught ``Creating`` is applied (``Succeeded`` or
+        ``Failed``); one caught ``Updating`` keeps running its previous spec and says ``Failed``
+        with why. Routes and deployments the data plane runs that the store no longer has are
+        removed. After a control-plane restart the data plane still runs everything, so applying
+        an unchanged plan changes nothing and scoring never stops.
+        """
         for operation in self.operations.rows.list():
             if operation["status"] == "Running":
                 error = {"code": "ServerRestarted", "message": "the server stopped while this operation ran"}
                 self.operations.finish(operation, "Failed", error)
         for endpoint in self.endpoints.list():
-            self.publish(endpoint["name"])
-        rows = self.deployments.list()
-        for row in rows:
+            if endpoint.get("provisioning_state") == "Deleting":
+                await self._finish_endpoint_delete(endpoint["name"])
+        rows = []
+        for row in self.deployments.list():
             if row.get("provisioning_state") == "Deleting":
+                await self.dataplane.remove(DeploymentKey(row["endpoint"], row["name"]))
                 self.deployments.delete(endpoint=row["endpoint"], name=row["name"])
-        await asyncio.gather(
-            *(self._restart(row) for row in rows if row.get("provisioning_state") != "Deleting")
-        )
+            else:
+                rows.append(row)
+        names = {endpoint["name"] for endpoint in self.endpoints.list()}
+        for name in names:
+            await self.publish(name)
+        for name in set(await self.dataplane.routes()) - names:
+            await self.dataplane.withdraw(name)
+        wanted = {DeploymentKey(row["endpoint"], row["name"]) for row in rows}
+        for key in set(await self.dataplane.deployments()) - wanted:
+            await self.dataplane.remove(key)
+        await asyncio.gather(*(self._restart(row) for row in rows))
 
     async def _restart(self, row: dict[str, Any]) -> None:
+        endpoint, name, state = row["endpoint"], row["name"], row.get("provisioning_state")
         try:
-            await self.runtime.apply(self._plan(row["endpoint"], row["name"], row["spec"]))
+            await self.dataplane.apply(self._plan(endpoint, name, row["spec"]))
         except (DeploymentFailed, ApiError) as exc:
             failed = DeploymentFailed(str(exc)) if isinstance(exc, ApiError) else exc
-            self._fail_deployment(row["endpoint"], row["name"], _document(row), failed)
+            self._fail_deployment(endpoint, name, _document(row), failed)
+            return
+        if state == "Creating":
+            self.deployments.put(
+                {"endpoint": endpoint, "name": name}, {**_document(row), "provisioning_state": "Succeeded"}
+            )
+        elif state == "Updating":
+            interrupted = DeploymentFailed(
+                "the server stopped during this update; the deployment runs its previous spec; "
+                f"run the update again (flowport online-deployment update -e {endpoint} -n {name} ...)"
+            )
+            self._fail_deployment(endpoint, name, _document(row), interrupted)
 
 
 def _document(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -127,6 +127,10 @@ class Runtime(Protocol):
         """Drain and stop every instance of the deployment."""
         ...
 
+    def deployments(self) -> list[DeploymentKey]:
+        """The deployments this runtime runs (applied and not removed)."""
+        ...
+
     def instances(self, key: DeploymentKey) -> list[InstanceState]: ...
 
     def logs(self, key: DeploymentKey, lines: int) -> list[str]:

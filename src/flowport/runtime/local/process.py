@@ -17,7 +17,7 @@ from flowport.runtime.base import InstanceConfig
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> Callable[[], None] | None:
+def die_with_parent() -> Callable[[], None] | None:
     """A ``preexec_fn`` that has Linux send SIGTERM to the child when the server dies (even by -9)."""
     if not sys.platform.startswith("linux"):
         return None
@@ -52,7 +52,7 @@ async def spawn(
             stderr=asyncio.subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             start_new_session=True,
-            preexec_fn=_die_with_parent(),
+            preexec_fn=die_with_parent(),
         )
     assert process.stdin is not None
     try:

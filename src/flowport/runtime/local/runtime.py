@@ -59,6 +59,9 @@ class LocalRuntime:
         async with deployment.lock:
             await deployment.remove()
 
+    def deployments(self) -> list[DeploymentKey]:
+        return [key for key, deployment in self._deployments.items() if deployment.plan is not None]
+
     def instances(self, key: DeploymentKey) -> list[InstanceState]:
         deployment = self._deployments.get(key)
         return deployment.states() if deployment else []

@@ -23,6 +23,10 @@ flowport.tabs = {};
     },
   };
 
+  // A tab clicked before the page's first load waits for it (its script needs the data).
+  let loaded;
+  const firstLoad = new Promise((resolve) => { loaded = resolve; });
+
   async function select(tab, focus) {
     for (const other of tabs) {
       const selected = other === tab;
@@ -35,6 +39,7 @@ flowport.tabs = {};
     history.replaceState(null, "", `#${key}`);
     if (!shown.has(key) && flowport.tabs[key]) {
       shown.add(key);
+      await firstLoad;
       const panel = document.getElementById(`panel-${key}`);
       try {
         await flowport.tabs[key](panel, page);
@@ -56,7 +61,11 @@ flowport.tabs = {};
   }
 
   document.addEventListener("DOMContentLoaded", async () => {
-    await page.reload();
+    try {
+      await page.reload();
+    } finally {
+      loaded();
+    }
     const wanted = tabs.find((t) => `#${t.dataset.tab}` === location.hash) || tabs[0];
     select(wanted, false);
   });

@@ -1,0 +1,134 @@
+"""``flowport server``: the data plane process on the public port, the control plane its child.
+
+Paths under ``/endpoints/`` go to the gateway, ``/metrics`` is the gateway's Prometheus text
+(admin token), everything else is relayed to the control plane. The gateway and the runtime
+keep running while the control plane is busy, restarting or gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import os
+import secrets
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from flowport.connections import load_or_create_key
+from flowport.dataplane.agent import build_agent
+from flowport.dataplane.control_process import ControlProcess
+from flowport.dataplane.relay import ControlRelay
+from flowport.gateway import Gateway, TokenSigner, signing_key
+from flowport.gateway.app import PREFIX
+from flowport.gateway.metrics import CONTENT_TYPE
+from flowport.gateway.proxy import RawResponse
+from flowport.runtime.local import LocalRuntime
+from flowport.settings import SERVER_FILE, admin_token, run_dir
+
+GRACEFUL_SECONDS = 30
+DATAPLANE_SOCKET = "dataplane.sock"
+CONTROL_SOCKET = "control.sock"
+TOKEN_ENV = "FLOWPORT_DATAPLANE_TOKEN"
+
+
+class _QuietServer(uvicorn.Server):
+    """A second uvicorn server in the same loop: the public server owns the signal handlers."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def public_app(gateway: Gateway, relay: ControlRelay, admin: str) -> ASGIApp:
+    expected = f"Bearer {admin}".encode()
+
+    async def metrics(scope: Scope, receive: Receive, send: Send) -> None:
+        presented = dict(scope["headers"]).get(b"authorization", b"")
+        if hmac.compare_digest(presented, expected):
+            body = gateway.render_metrics()
+            response = RawResponse(body, 200, [(b"content-type", CONTENT_TYPE.encode())])
+        else:
+            error = b'{"error": {"code": "Unauthorized", "message": "/metrics needs the admin token"}}'
+            response = RawResponse(error, 401, [(b"content-type", b"application/json")])
+        await response(scope, receive, send)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        if path.startswith(PREFIX):
+            await gateway(scope, receive, send)
+        elif path == "/metrics":
+            await metrics(scope, receive, send)
+        else:
+            await relay(scope, receive, send)
+
+    return app
+
+
+async def serve(home: Path, listener: socket.socket, base_url: str) -> None:
+    """Serve until SIGTERM or Ctrl-C, then stop the control plane and drain every instance."""
+    run = run_dir(home)
+    run.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(run, 0o700)
+    agent_socket, control_socket = run / DATAPLANE_SOCKET, run / CONTROL_SOCKET
+    with contextlib.suppress(FileNotFoundError):
+        agent_socket.unlink()
+
+    gateway = Gateway(TokenSigner(signing_key(load_or_create_key(home))), data_dir=home / "data")
+    runtime = LocalRuntime(home / "runtime")
+    runtime.set_listener(
+        lambda key, addresses: gateway.set_instances(key.endpoint, key.deployment, addresses)
+    )
+    relay = ControlRelay(str(control_socket))
+    token = secrets.token_urlsafe(32)
+
+    agent = _QuietServer(
+        uvicorn.Config(
+            build_agent(gateway, runtime, token),
+            uds=str(agent_socket),
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            ws="none",
+        )
+    )
+    public = uvicorn.Server(
+        uvicorn.Config(
+            public_app(gateway, relay, admin_token(home)),
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            ws="none",
+            timeout_graceful_shutdown=GRACEFUL_SECONDS,
+        )
+    )
+    control = ControlProcess(
+        ["--uds", str(control_socket), "--dataplane", str(agent_socket), "--base-url", base_url],
+        environment={**os.environ, TOKEN_ENV: token},
+    )
+    agent_task = asyncio.create_task(agent.serve())
+    while not agent.started:
+        if agent_task.done():
+            await agent_task  # it failed to start: say why
+        await asyncio.sleep(0.01)
+    control.start()
+    server_file = home / SERVER_FILE
+    server_file.write_text(json.dumps({"url": base_url, "pid": os.getpid()}))
+    try:
+        await public.serve(sockets=[listener])
+    finally:
+        await control.stop()
+        await runtime.close()
+        await gateway.close()
+        agent.should_exit = True
+        await agent_task
+        await relay.aclose()
+        with contextlib.suppress(FileNotFoundError):
+            server_file.unlink()
