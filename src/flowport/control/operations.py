@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from flowport.control.errors import ApiError
+from flowport.dataplane.client import DataPlaneUnavailable
 from flowport.store import Documents
 from flowport.store.tables import utcnow
 
@@ -63,6 +64,8 @@ class Operations:
             await work()
         except ApiError as exc:
             status, error = "Failed", exc.body()["error"]
+        except DataPlaneUnavailable as exc:  # the server is stopping (or was killed)
+            status, error = "Failed", {"code": "ServerRestarted", "message": f"the server stopped: {exc}"}
         except Exception as exc:  # an operation's failure is its result, never the server's
             log.exception("operation %s failed", operation["id"])
             status, error = "Failed", {"code": "InternalError", "message": f"{type(exc).__name__}: {exc}"}

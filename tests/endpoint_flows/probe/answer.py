@@ -1,7 +1,10 @@
 import asyncio
 import os
+import time
 
 from promptflow.core import tool
+
+time.sleep(float(os.environ.get("STARTUP_SECONDS") or 0))  # a slow start, for roll-out tests
 
 
 @tool
