@@ -19,6 +19,8 @@ from flowport.dataplane.client import DataPlaneClient
 from flowport.settings import flowport_home
 
 TOKEN_ENV = "FLOWPORT_DATAPLANE_TOKEN"
+NICENESS = 10
+"""The control plane yields the CPU to the data plane: scoring first, administration after."""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,6 +29,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataplane", required=True, help="the data plane's private socket")
     parser.add_argument("--base-url", required=True, help="the server's public URL")
     args = parser.parse_args(argv)
+    with contextlib.suppress(OSError):
+        os.nice(NICENESS)
     home = flowport_home()
     client = DataPlaneClient(args.dataplane, os.environ.pop(TOKEN_ENV, ""))
     built = build_control(home, args.base_url, client)
