@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
 import uuid
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -326,3 +328,33 @@ async def test_a_whole_answer_cut_midway_is_an_error_and_not_resent(tmp_path, ll
         "'llm': the server closed the connection in the middle of its answer."
     )
     assert len([r for r in recorded_requests(llm_server) if question in json.dumps(r["body"])]) == 1
+
+
+@pytest.fixture
+def unanswered_port() -> Iterator[int]:
+    """A port whose accept queue is full: connecting to it hangs (the kernel drops the SYNs)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = [socket.socket() for _ in range(3)]
+        for filler in fillers:
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+        try:
+            yield port
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+async def test_a_connection_that_hangs_is_reported_before_the_line_times_out(
+    tmp_path, unanswered_port: int
+) -> None:
+    executor = load_chat(tmp_path, f"http://127.0.0.1:{unanswered_port}/v1", line_timeout=3)
+    message = await failure(executor, "hi")
+    assert message.startswith(
+        f"LLM node 'chat': cannot reach http://127.0.0.1:{unanswered_port}/v1/chat/completions for "
+        "connection 'llm': connecting timed out after "
+    )
+    assert "Check the connection's base_url." in message

@@ -27,7 +27,13 @@ from typing import Any
 
 from flowport.connections import AzureOpenAIConnection, Connection
 from flowport.tools.chat_parser import ROLES, parse_chat
-from flowport.tools.openai_http import APIError, OpenAIHTTP, address_field, create_ssl_context
+from flowport.tools.openai_http import (
+    CONNECT_TIMEOUT,
+    APIError,
+    OpenAIHTTP,
+    address_field,
+    create_ssl_context,
+)
 from flowport.tools.templates import render
 from flowport.tools.usage import record_usage
 
@@ -263,10 +269,11 @@ class LLMTool:
         stream: bool,
     ) -> Any:
         body = {"model": model, "messages": messages, "stream": stream, **params}
+        connect = _connect_timeout()
         if stream:
-            events = await client.stream("chat/completions", {**body, **self._stream_options()})
+            events = await client.stream("chat/completions", {**body, **self._stream_options()}, connect)
             return _chat_chunks(self._guarded(events))
-        completion = await client.create("chat/completions", body)
+        completion = await client.create("chat/completions", body, connect)
         _record(completion.get("usage"))
         message = completion["choices"][0]["message"]
         if "tools" in params or "functions" in params:
@@ -277,10 +284,11 @@ class LLMTool:
         self, client: OpenAIHTTP, model: str, prompt: str, params: dict[str, Any], stream: bool
     ) -> Any:
         body = {"model": model, "prompt": prompt, "stream": stream, **params}
+        connect = _connect_timeout()
         if stream:
-            events = await client.stream("completions", {**body, **self._stream_options()})
+            events = await client.stream("completions", {**body, **self._stream_options()}, connect)
             return _completion_chunks(self._guarded(events))
-        completion = await client.create("completions", body)
+        completion = await client.create("completions", body, connect)
         _record(completion.get("usage"))
         return completion["choices"][0]["text"]
 
@@ -295,6 +303,12 @@ def _backoff(exc: APIError, attempt: int) -> float:
     if exc.retry_after is not None:
         return max(0.0, exc.retry_after)
     return min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (attempt - 1))
+
+
+def _connect_timeout() -> float:
+    """The connect timeout, shortened so that a server that never answers the connection is
+    reported as unreachable before the line's deadline, not as the line's timeout."""
+    return max(0.1, min(CONNECT_TIMEOUT, _time_left() - RETRY_MARGIN / 2))
 
 
 def _time_left() -> float:

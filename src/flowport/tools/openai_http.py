@@ -246,12 +246,12 @@ class OpenAIHTTP:
         """The address a request for ``model`` to ``path`` goes to, as error messages show it."""
         return self.shown_origin + self._target(model, path)
 
-    async def _post(self, path: str, body: dict[str, Any]) -> Answer:
+    async def _post(self, path: str, body: dict[str, Any], connect_timeout: float) -> Answer:
         """POST ``body`` to the API's ``path``; the answer once its headers arrived."""
         target = self._target(body["model"], path)
         content = orjson.dumps(body)
         accept = ACCEPT_EVENTS if body.get("stream") else ACCEPT_JSON
-        with _api_errors(self.shown_origin + target):
+        with _api_errors(self.shown_origin + target, connect_timeout):
             if self.transport is not None:
                 send = partial(
                     self.transport.request,
@@ -260,7 +260,7 @@ class OpenAIHTTP:
                     [*self.headers, (b"accept", accept)],
                     content,
                     READ_TIMEOUT,
-                    CONNECT_TIMEOUT,
+                    connect_timeout,
                 )
                 try:
                     return await send()
@@ -273,8 +273,11 @@ class OpenAIHTTP:
                 )
                 return _HttpxAnswer(await self.proxied.send(request, stream=True))
 
-    async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        answer = await self._post(path, body)
+    async def create(
+        self, path: str, body: dict[str, Any], connect_timeout: float = CONNECT_TIMEOUT
+    ) -> dict[str, Any]:
+        """The JSON answer. ``connect_timeout``: a caller with a deadline may shorten it."""
+        answer = await self._post(path, body, connect_timeout)
         url = self.url(body["model"], path)
         try:
             with _api_errors(url):
@@ -290,10 +293,12 @@ class OpenAIHTTP:
         finally:
             await answer.aclose()
 
-    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(
+        self, path: str, body: dict[str, Any], connect_timeout: float = CONNECT_TIMEOUT
+    ) -> AsyncIterator[dict[str, Any]]:
         """The server-sent chunks of a streamed answer. Errors before the first chunk raise;
         later ones (the connection cut, an error event) raise ``APIError`` from the iterator."""
-        answer = await self._post(path, body)
+        answer = await self._post(path, body, connect_timeout)
         url = self.url(body["model"], path)
         if answer.status_code >= 400:
             try:
@@ -309,7 +314,7 @@ _CUT = "the server closed the connection in the middle of its answer"
 
 
 @contextlib.contextmanager
-def _api_errors(url: str) -> Iterator[None]:
+def _api_errors(url: str, connect_timeout: float = CONNECT_TIMEOUT) -> Iterator[None]:
     """A failed exchange as the openai SDK names it, with the reason in a few words.
 
     Only a server that hung up before answering, or an answer that timed out, is worth asking
@@ -321,7 +326,7 @@ def _api_errors(url: str) -> Iterator[None]:
         raise APIError(
             "APITimeoutError",
             "Request timed out.",
-            reason=f"connecting timed out after {CONNECT_TIMEOUT:g} s",
+            reason=f"connecting timed out after {connect_timeout:.3g} s",
             unreachable=True,
             url=url,
         ) from None
