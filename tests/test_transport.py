@@ -13,6 +13,7 @@ from flowport.connections import OpenAIConnection
 from flowport.testing.llm_server import LLMServer
 from flowport.tools.openai_http import APIError, OpenAIHTTP, proxy_for
 from flowport.transport import ConnectError, HTTP11Transport
+from tests.conftest import free_port
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "one two"}]}
 
@@ -133,6 +134,25 @@ async def test_an_environment_proxy_is_used_unless_no_proxy_exempts_the_host(
     ] == "Echo: one two"
     assert len(seen) == 1
     await direct.transport.aclose()
+
+
+async def test_an_unreachable_proxy_is_named_without_its_credentials(
+    llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, f"http://user:secret@127.0.0.1:{port}")
+    client = OpenAIHTTP(OpenAIConnection(name="p", api_key="k", base_url=llm_server.base_url))
+    with pytest.raises(APIError) as raised:
+        await client.create("chat/completions", CHAT)
+    error = raised.value
+    assert (error.name, error.unreachable, error.retryable) == ("APIConnectionError", True, False)
+    assert error.reason is not None and error.reason.startswith(
+        f"through the proxy http://127.0.0.1:{port}: "
+    )
+    assert "secret" not in error.reason and error.url == f"{llm_server.base_url}/chat/completions"
 
 
 def test_a_base_url_path_prefixes_every_request() -> None:

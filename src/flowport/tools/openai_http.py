@@ -96,7 +96,7 @@ class Answer(Protocol):
 
 
 @contextlib.contextmanager
-def _httpx_errors() -> Iterator[None]:
+def _httpx_errors(proxy: str = "") -> Iterator[None]:
     """httpx's failures (the proxy path) as the transport's, so callers catch one family."""
     import httpx
 
@@ -107,7 +107,8 @@ def _httpx_errors() -> Iterator[None]:
     except httpx.TimeoutException as exc:
         raise transport.TimeoutException(str(exc)) from exc
     except (httpx.ConnectError, httpx.ProxyError) as exc:
-        raise transport.ConnectError(str(exc), str(exc) or type(exc).__name__) from exc
+        reason = f"through the proxy {proxy}: {exc or type(exc).__name__}" if proxy else str(exc)
+        raise transport.ConnectError(str(exc), reason) from exc
     except httpx.RemoteProtocolError as exc:
         if "without sending a response" in str(exc):
             raise transport.RemoteProtocolError(str(exc)) from exc
@@ -183,6 +184,12 @@ def proxy_for(url: SplitResult) -> str | None:
     return proxy
 
 
+def _without_credentials(address: str) -> str:
+    """``scheme://host[:port]`` of an address, without the user and password it may hold."""
+    parts = urlsplit(address)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
 def address_field(connection: Connection) -> str:
     """The connection field the API's address comes from, for error messages."""
     if isinstance(connection, AzureOpenAIConnection):
@@ -220,13 +227,15 @@ class OpenAIHTTP:
         url = urlsplit(base.rstrip("/"))
         self.origin = f"{url.scheme}://{url.netloc}"
         self.prefix = url.path.rstrip("/")
-        self.shown_origin = f"{url.scheme}://{url.netloc.rpartition('@')[2]}"
-        """The origin as error messages show it: without credentials a URL may carry."""
         """The base URL's path, which every request's path starts with."""
+        self.shown_origin = _without_credentials(self.origin)
+        """The origin as error messages show it: without credentials a URL may carry."""
         tls = tls or create_ssl_context()
         self.transport: HTTP11Transport | None = None
         self.proxied: httpx.AsyncClient | None = None
-        if proxy_for(url) is None:
+        proxy = proxy_for(url)
+        self.shown_proxy = _without_credentials(proxy) if proxy else ""
+        if proxy is None:
             self.transport = HTTP11Transport(self.origin, idle_seconds=KEEP_ALIVE_SECONDS, tls=tls)
             self.headers = [(k.encode(), v.encode("latin-1")) for k, v in headers.items()]
         else:
@@ -267,9 +276,15 @@ class OpenAIHTTP:
                 except transport.StaleConnection:  # the request never reached the API: resend it
                     return await send(fresh=True)
             assert self.proxied is not None
-            with _httpx_errors():
+            import httpx  # loaded already: the proxied client uses it
+
+            with _httpx_errors(self.shown_proxy):
                 request = self.proxied.build_request(
-                    "POST", self.origin + target, content=content, headers={"accept": accept.decode()}
+                    "POST",
+                    self.origin + target,
+                    content=content,
+                    headers={"accept": accept.decode()},
+                    timeout=httpx.Timeout(READ_TIMEOUT, connect=connect_timeout),
                 )
                 return _HttpxAnswer(await self.proxied.send(request, stream=True))
 
