@@ -358,3 +358,14 @@ async def test_a_connection_that_hangs_is_reported_before_the_line_times_out(
         "connection 'llm': connecting timed out after "
     )
     assert "Check the connection's base_url." in message
+
+
+async def test_unprocessable_answers_are_tried_three_times_as_prompt_flow_does(
+    tmp_path, llm_server: LLMServer
+) -> None:
+    question = f"odd {uuid.uuid4().hex} [[status:422]] [[retry-after:0]]"
+    message = await failure(load_chat(tmp_path, llm_server.base_url), question)
+    assert message.startswith(
+        "Exceed max retry times. OpenAI API hits UnprocessableEntityError: Error code: 422"
+    )
+    assert len([r for r in recorded_requests(llm_server) if question in json.dumps(r["body"])]) == 3

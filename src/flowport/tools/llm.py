@@ -61,14 +61,6 @@ line_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("li
 log = logging.getLogger("flowport.llm")
 
 
-def max_retries() -> int:
-    """``FLOWPORT_LLM_MAX_RETRIES`` (0 turns retries off), else the default."""
-    try:
-        return max(0, int(os.environ.get(MAX_RETRIES_ENV, DEFAULT_MAX_RETRIES)))
-    except ValueError:
-        return DEFAULT_MAX_RETRIES
-
-
 # What prompt flow's LLM tool sends when the node does not say: the wire requests match.
 CHAT_DEFAULTS: dict[str, Any] = {"temperature": 1.0, "top_p": 1.0}
 COMPLETION_DEFAULTS: dict[str, Any] = {
@@ -97,8 +89,16 @@ BACKOFF_CAP = 8.0
 RETRY_MARGIN = 1.0
 """Seconds a retry must still have before the deadline once its wait is over."""
 UNBOUNDED_WAIT_CAP = 60.0
-"""The longest wait when no deadline is known (a line always has one)."""
+"""The longest wait when no deadline is known (`flow test --node`; a line always has one)."""
 ERROR_REFERENCE = "[Error reference: https://platform.openai.com/docs/guides/error-codes/api-errors]"
+
+
+def max_retries() -> int:
+    """``FLOWPORT_LLM_MAX_RETRIES`` (0 turns retries off), else the default."""
+    try:
+        return max(0, int(os.environ.get(MAX_RETRIES_ENV, DEFAULT_MAX_RETRIES)))
+    except ValueError:
+        return DEFAULT_MAX_RETRIES
 
 
 def _convert(name: str, value: Any) -> Any:
