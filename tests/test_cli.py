@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -269,3 +270,36 @@ def test_dev_llm_server_serves_the_openai_api(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_flow_test_shows_llm_retries_and_fails_fast_on_an_unreachable_llm(
+    tmp_path: Path, llm_server: LLMServer
+) -> None:
+    def home_with_llm_at(name: str, base_url: str) -> Path:
+        home = tmp_path / name
+        spec = tmp_path / f"{name}.yaml"
+        spec.write_text(f"name: open_ai_connection\ntype: open_ai\napi_key: k\nbase_url: {base_url}\n")
+        assert flowport("connection", "create", "--file", str(spec), home=home).returncode == 0
+        return home
+
+    question = f"question={uuid.uuid4().hex} [[flaky:429:2]]"
+    busy = home_with_llm_at("busy", llm_server.base_url)
+    done = flowport("flow", "test", "--flow", str(FLOWS / "chat_llm"), "--inputs", question, home=busy)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["answer"].startswith("Echo: ")
+    retries = [line for line in done.stderr.splitlines() if line.startswith("LLM node")]
+    assert retries == [
+        "LLM node 'chat' (connection 'open_ai_connection'): RateLimitError: Error code: 429 - "
+        f"triggered error 429; attempt {n}/5 failed, retrying in 0 s"
+        for n in (1, 2)
+    ]
+
+    port = free_port()
+    down = home_with_llm_at("down", f"http://127.0.0.1:{port}/v1")
+    failed = flowport("flow", "test", "--flow", str(FLOWS / "chat_llm"), "--inputs", "question=hi", home=down)
+    assert failed.returncode == 1
+    assert (
+        f"LLM node 'chat': cannot reach http://127.0.0.1:{port}/v1/chat/completions for connection "
+        "'open_ai_connection': connection refused. Check the connection's base_url." in failed.stderr
+    )
+    assert "Traceback" not in failed.stderr

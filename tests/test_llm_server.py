@@ -330,6 +330,35 @@ def test_triggered_errors(client: OpenAI, server: LLMServer) -> None:
     assert response.json()["error"]["message"] == "triggered error 418"
 
 
+def test_flaky_errors_pass_after_n_requests_with_the_retry_after_asked(client: OpenAI) -> None:
+    text = "flaky [[flaky:429:2]] [[retry-after:3]]"
+    for _ in range(2):
+        with pytest.raises(openai.RateLimitError) as raised:
+            client.chat.completions.create(model="m", messages=user(text))
+        assert raised.value.response.headers["retry-after"] == "3"
+    reply = client.chat.completions.create(model="m", messages=user(text))
+    assert reply.choices[0].message.content == f"Echo: {text}"
+    with pytest.raises(openai.InternalServerError) as failed:
+        client.completions.create(model="m", prompt="once [[flaky:500:1]]")
+    assert "retry-after" not in failed.value.response.headers
+    assert client.completions.create(model="m", prompt="once [[flaky:500:1]]").choices[0].text
+
+
+def test_cut_answers_break_off_the_connection(server: LLMServer) -> None:
+    body = {"model": "m", "messages": user("one two three [[cut:2]]"), "stream": True}
+    with httpx.stream("POST", f"{server.base_url}/chat/completions", json=body, headers=auth()) as response:
+        assert response.status_code == 200
+        received: list[str] = []
+        with pytest.raises(httpx.RemoteProtocolError):
+            for line in response.iter_lines():
+                received.append(line)
+    assert len([line for line in received if line.startswith("data: ")]) == 2
+    whole = {"model": "m", "prompt": "one two [[cut:1]]"}
+    with pytest.raises(httpx.RemoteProtocolError):
+        httpx.post(f"{server.base_url}/completions", json=whole, headers=auth())
+    assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}  # the server lives on
+
+
 def test_requests_log(client: OpenAI, server: LLMServer) -> None:
     assert httpx.delete(f"{server.url}/_requests").status_code == 204
     client.chat.completions.create(

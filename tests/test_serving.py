@@ -9,14 +9,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from openai import OpenAI
+from openai import APIError, OpenAI
 
 from flowport.connections import OpenAIConnection
 from flowport.engine import FlowExecutor
 from flowport.serving import ScoringApp, ServeSettings, SettingsError
 from flowport.testing.llm_server import LLMServer
 from flowport.testing.threaded_server import ThreadedServer
-from tests.conftest import FLOWS
+from tests.conftest import FLOWS, free_port
 
 SERVING_FLOWS = Path(__file__).parent / "serving_flows"
 
@@ -28,8 +28,10 @@ def serve(llm_server: LLMServer) -> Iterator[Serve]:
     """Start a scoring app for a flow folder; stopped after the test."""
     running: list[ThreadedServer] = []
 
-    def start(flow: Path, **settings: object) -> ThreadedServer:
-        connection = OpenAIConnection(name="open_ai_connection", api_key="k", base_url=llm_server.base_url)
+    def start(flow: Path, base_url: str | None = None, **settings: object) -> ThreadedServer:
+        """``base_url``: where the flow's LLM connection points (the test LLM server by default)."""
+        base = base_url or llm_server.base_url
+        connection = OpenAIConnection(name="open_ai_connection", api_key="k", base_url=base)
         executor = FlowExecutor.load(flow, connections={"open_ai_connection": connection})
         app = ScoringApp(executor, ServeSettings(**settings))  # type: ignore[arg-type]
         server = ThreadedServer(app, lifespan="on").start()
@@ -301,3 +303,77 @@ def test_history_maps_to_chat_history_pairs(serve: Serve) -> None:
     )
     assert response.status_code == 200
     assert response.json()["choices"][0]["message"]["content"] == "3"
+
+
+# -- LLM failures as answers --------------------------------------------------------------------
+
+
+def test_an_unreachable_llm_is_a_clear_error_not_a_timeout(serve: Serve) -> None:
+    port = free_port()
+    server = serve(FLOWS / "chat_llm", base_url=f"http://127.0.0.1:{port}/v1", request_timeout_ms=300_000)
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    expected = (
+        f"LLM node 'chat': cannot reach {url} for connection 'open_ai_connection': connection refused. "
+        "Check the connection's base_url."
+    )
+    answer = httpx.post(f"{server.url}/score", json={"question": "hi"}, timeout=60)
+    assert answer.status_code == 400  # the connection error, not 408 after the request timeout
+    assert answer.json() == {"error": {"code": "UserError", "message": expected}}
+    events = httpx.post(
+        f"{server.url}/score", json={"question": "hi"}, headers={"accept": "text/event-stream"}, timeout=60
+    )
+    assert events.status_code == 400 and events.json()["error"]["message"] == expected
+    chat = httpx.post(
+        f"{server.url}/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "hi"}]},
+        timeout=60,
+    )
+    assert chat.status_code == 400 and chat.json()["error"]["message"] == expected
+
+
+def test_a_stream_cut_midway_ends_with_an_error_event(serve: Serve, llm_server: LLMServer) -> None:
+    server = serve(FLOWS / "chat_llm")
+    with httpx.stream(
+        "POST",
+        f"{server.url}/score",
+        json={"question": "one two three [[cut:3]]"},
+        headers={"accept": "text/event-stream"},
+    ) as response:
+        assert response.status_code == 200
+        body = response.read().decode()
+    frames = body.split("\n\n")
+    assert frames[:3] == ['data: {"answer": ""}', 'data: {"answer": "Echo: "}', 'data: {"answer": "one "}']
+    assert frames[3].startswith("event: error\ndata: ")
+    assert json.loads(frames[3].split("\n", 1)[1].removeprefix("data: ")) == {
+        "error": {
+            "code": "UserError",
+            "message": f"LLM node 'chat': the streamed answer from {llm_server.base_url}/chat/completions "
+            "for connection 'open_ai_connection' broke off after 3 chunks: the server closed the connection "
+            "in the middle of its answer.",
+        }
+    }
+    assert frames[4:] == [""]  # the error frame is the last
+    whole = httpx.post(f"{server.url}/score", json={"question": "one two three [[cut:1]]"})
+    assert whole.status_code == 400
+    assert whole.json()["error"]["message"].endswith(
+        "the server closed the connection in the middle of its answer."
+    )
+
+
+def test_a_cut_chat_completions_stream_ends_with_an_openai_error_chunk(serve: Serve) -> None:
+    server = serve(FLOWS / "chat_llm")
+    client = OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    stream = client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "one two three [[cut:3]]"}], stream=True
+    )
+    pieces: list[str] = []
+    with pytest.raises(APIError, match="broke off after 3 chunks") as raised:
+        for chunk in stream:
+            pieces.append(chunk.choices[0].delta.content or "")
+    assert "".join(pieces) == "Echo: one "
+    assert raised.value.body == {
+        "message": raised.value.message,
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "OpenAIError",
+    }

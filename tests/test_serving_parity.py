@@ -72,6 +72,8 @@ DIFFERENCES: dict[str, str] = {
     "nan_output__score_inf": "NaN and infinities in outputs are written as null; prompt flow answers 500",
     "stream_error__json": "a generator that raises is the tool's error (400 naming the node); prompt flow "
     "answers 500 'can only join an iterable'",
+    "stream_error__sse": "a stream that fails midway ends with an 'event: error' frame holding the error; "
+    "prompt flow ends the body as if the answer were complete",
     "streaming_shared__json": "a generator read by a node and an output gives both all its items",
     "streaming_shared__sse": "a generator read by a node and an output gives both all its items",
     "literals__score_no_inputs_garbage_body": "untyped literals arrive as plain float/str, not ruamel types",

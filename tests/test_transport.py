@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from flowport.connections import OpenAIConnection
 from flowport.testing.llm_server import LLMServer
 from flowport.tools.openai_http import APIError, OpenAIHTTP, proxy_for
 from flowport.transport import ConnectError, HTTP11Transport
+from tests.conftest import free_port
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "one two"}]}
 
@@ -56,37 +51,6 @@ async def test_lines_come_whole_however_the_body_is_split(awkward_server: str) -
 
 
 @pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    """A self-signed certificate for 127.0.0.1: (certificate file, key file)."""
-    folder = tmp_path_factory.mktemp("tls")
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "flowport test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return str(cert_file), str(key_file)
-
-
-@pytest.fixture(scope="module")
 def https_llm(certificate: tuple[str, str]) -> Iterator[LLMServer]:
     with LLMServer(tls=certificate) as server:
         yield server
@@ -108,8 +72,9 @@ async def test_llm_calls_over_verified_tls(
 
 async def test_tls_refuses_a_certificate_it_does_not_trust(https_llm: LLMServer) -> None:
     transport = HTTP11Transport(https_llm.url)
-    with pytest.raises(ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+    with pytest.raises(ConnectError, match="TLS certificate not trusted: self-signed certificate") as raised:
         await transport.request("GET", b"/health", [], connect_timeout=5)
+    assert raised.value.reason == "TLS certificate not trusted: self-signed certificate"
 
 
 @pytest.fixture
@@ -169,6 +134,25 @@ async def test_an_environment_proxy_is_used_unless_no_proxy_exempts_the_host(
     ] == "Echo: one two"
     assert len(seen) == 1
     await direct.transport.aclose()
+
+
+async def test_an_unreachable_proxy_is_named_without_its_credentials(
+    llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, f"http://user:secret@127.0.0.1:{port}")
+    client = OpenAIHTTP(OpenAIConnection(name="p", api_key="k", base_url=llm_server.base_url))
+    with pytest.raises(APIError) as raised:
+        await client.create("chat/completions", CHAT)
+    error = raised.value
+    assert (error.name, error.unreachable, error.retryable) == ("APIConnectionError", True, False)
+    assert error.reason is not None and error.reason.startswith(
+        f"through the proxy http://127.0.0.1:{port}: "
+    )
+    assert "secret" not in error.reason and error.url == f"{llm_server.base_url}/chat/completions"
 
 
 def test_a_base_url_path_prefixes_every_request() -> None:

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -45,7 +47,14 @@ class NetworkError(TransportError):
 
 
 class ConnectError(NetworkError):
-    pass
+    """No connection: refused, unresolvable host, TLS handshake failed, unreachable network.
+
+    ``reason`` says which, in a few words (``connection refused``, ``cannot resolve host 'x'``).
+    """
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class ReadError(NetworkError):
@@ -417,9 +426,23 @@ class HTTP11Transport:
         except TimeoutError:
             raise ConnectTimeout(f"connecting to {self.address} timed out") from None
         except OSError as exc:
-            raise ConnectError(f"cannot connect to {self.address}: {exc}") from None
+            reason = self._connect_failure(exc)
+            raise ConnectError(f"cannot connect to {self.address}: {reason}", reason) from None
         self._open.add(connection)
         return connection
+
+    def _connect_failure(self, exc: OSError) -> str:
+        """What went wrong while connecting, in a few words."""
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return f"TLS certificate not trusted: {exc.verify_message or exc.reason}"
+        if isinstance(exc, ssl.SSLError):
+            return f"TLS handshake failed: {exc.reason or exc}"
+        if isinstance(exc, socket.gaierror):
+            return f"cannot resolve host {self.host!r} ({exc.strerror or exc})"
+        # asyncio reports several addresses that all failed (::1 and 127.0.0.1) as one OSError
+        if isinstance(exc, ConnectionRefusedError) or f"[Errno {errno.ECONNREFUSED}]" in str(exc):
+            return "connection refused"
+        return exc.strerror or str(exc)
 
     def release(self, connection: _Connection) -> None:
         """An answer is over: keep its connection for the next request, or close it."""

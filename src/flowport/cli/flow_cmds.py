@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,17 @@ from flowport.engine import FlowExecutor, NodeStream
 
 app = typer.Typer(help="Test, validate and serve prompt flow folders.", no_args_is_help=True)
 app.command("serve")(serve_cmd.serve)
+
+
+def _show_llm_retries() -> None:
+    """Print each LLM retry on stderr as it happens (node, connection, reason, attempt, wait)."""
+    logger = logging.getLogger("flowport.llm")
+    if not any(getattr(h, "flowport_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.flowport_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 def _gather_inputs(inputs: list[str] | None, extra: list[str], inputs_file: Path | None) -> dict[str, Any]:
@@ -76,6 +88,7 @@ def test(
     ),
 ) -> None:
     """Run the flow once and print its outputs as JSON (streamed outputs shown as they come)."""
+    _show_llm_retries()
     values = _gather_inputs(inputs, list(ctx.args), inputs_file)
     executor = FlowExecutor.load(
         enter_flow_dir(flow),

@@ -218,7 +218,7 @@ class FlowCompiler:
             )
         template = self._read_template(node)
         connection = self._connection(node, node.node.connection)
-        llm = LLMTool(template, api, connection, self.pool)
+        llm = LLMTool(template, api, connection, self.pool, node.node.name)
         return ToolCallable(func=llm, mode=CallMode.ASYNC, accepts_any=True, streams=True)
 
 

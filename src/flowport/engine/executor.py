@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ from flowport.flow.reference import InputRef, Literal, NodeRef, resolve_path
 from flowport.tools.callable import CallMode
 from flowport.tools.chat_parser import ChatFormatError
 from flowport.tools.compat import install_promptflow_shim
-from flowport.tools.llm import ClientPool, LLMCallError, LLMParamError
+from flowport.tools.llm import ClientPool, LLMCallError, LLMParamError, line_deadline
 from flowport.tools.metrics import collect_metrics, stop_collecting
 from flowport.tools.usage import current_usage
 
@@ -175,14 +176,21 @@ class FlowExecutor:
         line_number: int | None = None,
         run_id: str | None = None,
         record_io: bool = False,
+        deadline: float | None = None,
     ) -> LineResult:
-        """Run the flow on one set of inputs. Errors come back in the result, never raised."""
+        """Run the flow on one set of inputs. Errors come back in the result, never raised.
+
+        ``deadline`` (event loop time): when the caller gives up on the line, if before the
+        line timeout; LLM retries never wait past the earlier of the two.
+        """
         run = LineRun(run_id or f"{self._run_prefix}_{next(self._run_numbers)}", line_number, dict(inputs))
         try:
             values = prepare_inputs(self.flow, inputs, line_number)
         except ExecutionError as exc:
             return self._failed(run, exc)
         line = _Line(values, run, stream, record_io)
+        limit = asyncio.get_running_loop().time() + self.line_timeout
+        token = line_deadline.set(limit if deadline is None else min(limit, deadline))
         try:
             async with asyncio.timeout(self.line_timeout):
                 if self.sync_chain and self.inline_policy.inline:
@@ -205,6 +213,8 @@ class FlowExecutor:
             return self._failed(run, exc, line)
         except Exception as exc:  # an engine bug: report it, never crash the caller
             return self._failed(run, system_error(f"({type(exc).__name__}) {exc}"), line)
+        finally:
+            line_deadline.reset(token)
         try:
             outputs = {
                 name: json_ready(name, self._output_value(o.reference, line))
@@ -368,7 +378,7 @@ class FlowExecutor:
             finally:
                 current_usage.reset(token)
             if inspect.isgenerator(result):
-                result = NodeStream(result, node_run, self.pool)
+                result = NodeStream(result, node_run, self.pool, partial(self._as_error, node.name))
             self._finish_node(node, line, node_run, result)
 
     @staticmethod
@@ -412,7 +422,7 @@ class FlowExecutor:
         finally:
             current_usage.reset(token)
         if streaming and (inspect.isgenerator(result) or hasattr(result, "__anext__")):
-            return NodeStream(result, node_run, self.pool)
+            return NodeStream(result, node_run, self.pool, partial(self._as_error, node.name))
         if isinstance(result, SharedGenerator):
             return result
         return await join_async(result)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor
 from typing import Any
 
+from flowport.engine.errors import ExecutionError, tool_error
 from flowport.engine.records import NodeRun, Status, now
 from flowport.tools.usage import current_usage
 
@@ -69,12 +70,22 @@ class NodeStream:
 
     Sync generators are advanced in the thread pool so that a slow generator never
     blocks the event loop. Token usage seen while streaming is added to the node.
+    A source that fails midway raises an ``ExecutionError`` (``as_error`` builds it: the
+    node's error as a failure before streaming would have been reported), so whoever
+    reads the stream can answer in prompt flow's error shape.
     """
 
-    def __init__(self, source: Any, node_run: NodeRun, pool: Executor) -> None:
+    def __init__(
+        self,
+        source: Any,
+        node_run: NodeRun,
+        pool: Executor,
+        as_error: Callable[[Exception], ExecutionError] | None = None,
+    ) -> None:
         self._source = source
         self._node_run = node_run
         self._pool = pool
+        self._as_error = as_error or (lambda exc: tool_error(node_run.node, exc))
         self._chunks: list[str] = []
         self._finished = False
 
@@ -99,7 +110,11 @@ class NodeStream:
                 iterator = iter(self._source)
                 while (item := await loop.run_in_executor(self._pool, _next_or_done, iterator)) is not _DONE:
                     yield self._keep(item)
-        except BaseException as exc:
+        except Exception as exc:
+            error = exc if isinstance(exc, ExecutionError) else self._as_error(exc)
+            self._finish(Status.FAILED, error)
+            raise error from (None if error is exc else exc)
+        except BaseException as exc:  # cancelled, or the reader stopped
             self._finish(Status.FAILED, exc)
             raise
         self._finish(Status.COMPLETED)
@@ -117,5 +132,7 @@ class NodeStream:
         run.status = status
         run.end_time = now()
         run.output = "".join(self._chunks)
-        if exc is not None:
+        if isinstance(exc, ExecutionError):
+            run.error = exc.to_dict()
+        elif exc is not None:
             run.error = {"code": "StreamError", "message": f"({type(exc).__name__}) {exc}"}

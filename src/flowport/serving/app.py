@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from flowport import __version__
 from flowport.engine import ExecutionError, FlowExecutor, LineResult, NodeStream
-from flowport.engine.errors import user_error
+from flowport.engine.errors import system_error, user_error
 from flowport.engine.streams import join_async
 from flowport.flow.reference import Literal
 from flowport.request_ids import client_request_id, new_request_id
@@ -43,7 +43,7 @@ from flowport.serving.negotiation import (
 from flowport.serving.openai_chat import OpenAIChatRoute
 from flowport.serving.refused import Refused
 from flowport.serving.settings import ServeSettings
-from flowport.serving.sse import frame
+from flowport.serving.sse import error_frame, frame
 from flowport.serving.swagger import build_swagger
 
 
@@ -181,8 +181,10 @@ class ScoringApp:
         except Overloaded:
             raise Refused(429, self.overloaded(), {"retry-after": "1"}) from None
         try:
-            async with asyncio.timeout(self.timeout):
-                result = await self.executor.run_line(inputs, stream=stream, run_id=request_id)
+            async with asyncio.timeout(self.timeout) as budget:
+                result = await self.executor.run_line(
+                    inputs, stream=stream, run_id=request_id, deadline=budget.when()
+                )
         except TimeoutError:
             await self.limit.__aexit__()
             raise Refused(408, self.timed_out()) from None
@@ -194,6 +196,12 @@ class ScoringApp:
             self.metrics.child(self.metrics.errors, result.error.inner_code or result.error.code).inc()
             raise Refused(_status_for(result.error), result.error, result=result)
         return result
+
+    def stream_failed(self, exc: Exception) -> ExecutionError:
+        """The error a stream that broke off after the line ran is reported as; counted."""
+        error = exc if isinstance(exc, ExecutionError) else system_error(f"({type(exc).__name__}) {exc}")
+        self.metrics.child(self.metrics.errors, error.inner_code or error.code).inc()
+        return error
 
     def filtered(self, result: LineResult) -> dict[str, Any]:
         return {name: result.outputs[name] for name in self.outputs if name in result.outputs}
@@ -259,6 +267,10 @@ class ScoringApp:
                 )
             try:
                 outputs = {k: await join_async(v) for k, v in self.filtered(result).items()}
+            except Exception as exc:  # a stream that broke off while being joined
+                error = self.stream_failed(exc)
+                status = _status_for(error)
+                return _json(_error_body(error), status, headers)
             finally:
                 await self.limit.__aexit__()
             self.metrics.observe_run(result.run)
@@ -290,8 +302,10 @@ class ScoringApp:
                     async for chunk in value:
                         yield frame({key: chunk})
             self.metrics.observe_run(result.run)
-        except Exception:  # a stream failing midway ends the answer, as in prompt flow; logged as 500
-            status = 500
+        except Exception as exc:  # the status is sent: an error frame ends the answer (not a clean end)
+            error = self.stream_failed(exc)
+            status = _status_for(error)
+            yield error_frame(_error_body(error)["error"])
         finally:
             await self.limit.__aexit__()
             self.finish_request("score", status, started, request_id, result, streamed=True)

@@ -45,6 +45,10 @@ def _error(message: str, status: int, code: str, error_type: str = "invalid_requ
     return Response(orjson.dumps(body), status, media_type="application/json")
 
 
+def _error_type(status: int) -> str:
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
 class OpenAIChatRoute:
     def __init__(self, scoring: ScoringApp) -> None:
         self.scoring = scoring
@@ -114,6 +118,11 @@ class OpenAIChatRoute:
             )
         try:
             text = await join_async(answer)
+        except Exception as exc:  # the answer's stream broke off
+            error = scoring.stream_failed(exc)
+            status = 400 if error.code == "UserError" else 500
+            scoring.finish_request("chat", status, started, request_id, result)
+            return _error(error.message, status, error.inner_code or error.code, _error_type(status))
         finally:
             await scoring.limit.__aexit__()
         scoring.metrics.observe_run(result.run)
@@ -151,6 +160,7 @@ class OpenAIChatRoute:
             }
             return b"data: " + orjson.dumps(payload) + b"\n\n"
 
+        status = 200
         try:
             yield chunk({"role": "assistant", "content": ""})
             self.scoring.metrics.latency.labels("chat", "first").observe(time.perf_counter() - started)
@@ -162,6 +172,15 @@ class OpenAIChatRoute:
             yield chunk({}, "stop")
             yield b"data: [DONE]\n\n"
             self.scoring.metrics.observe_run(result.run)
+        except Exception as exc:  # broke off midway: OpenAI's error event ends the stream, no [DONE]
+            error = self.scoring.stream_failed(exc)
+            status = 400 if error.code == "UserError" else 500
+            body = {"message": error.message, "type": _error_type(status), "param": None}
+            yield (
+                b"data: "
+                + orjson.dumps({"error": {**body, "code": error.inner_code or error.code}})
+                + b"\n\n"
+            )
         finally:
             await self.scoring.limit.__aexit__()
-            self.scoring.finish_request("chat", 200, started, request_id, result, streamed=True)
+            self.scoring.finish_request("chat", status, started, request_id, result, streamed=True)

@@ -17,6 +17,11 @@ Behaviour (all deterministic):
 * Triggers in the last user text (or the prompt): ``[[status:NNN]]`` (400-599) answers that
   status with an OpenAI-shaped error (429 adds ``retry-after: 0``); ``[[call:NAME]]`` answers
   with a call to the function NAME (arguments ``"{}"``) when the request has ``tools``.
+* Fault triggers, for retry and failure tests: ``[[flaky:NNN:N]]`` answers status NNN to the
+  first N requests with the same text, then answers normally; ``[[retry-after:S]]`` sets the
+  ``retry-after`` header of a triggered error to S seconds; ``[[cut:K]]`` closes the connection
+  in the middle of the answer: a stream after K events, a JSON answer after half its body
+  (announced in full by ``content-length``).
 * Headers ``x-test-latency-ms`` and ``x-test-chunk-delay-ms`` override the delays per request.
 * ``GET /_requests`` lists the last 100 model requests as ``{"path", "headers", "body"}``
   (lowercased headers, credential values redacted); ``DELETE /_requests`` clears the list.
@@ -31,6 +36,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import logging
 import re
 import time
 from collections import deque
@@ -58,6 +64,10 @@ _SECRET_HEADERS = frozenset({"authorization", "api-key"})
 _REDACTED = "<redacted>"
 _STATUS_RE = re.compile(r"\[\[status:([45]\d\d)\]\]")
 _CALL_RE = re.compile(r"\[\[call:([A-Za-z0-9_.-]+)\]\]")
+_FLAKY_RE = re.compile(r"\[\[flaky:([45]\d\d):(\d+)\]\]")
+_RETRY_AFTER_RE = re.compile(r"\[\[retry-after:(\d+(?:\.\d+)?)\]\]")
+_CUT_RE = re.compile(r"\[\[cut:(\d+)\]\]")
+MAX_FLAKY_TEXTS = 1000
 _WORD_RE = re.compile(r"\s*\S+\s*")
 _DONE = b"data: [DONE]\n\n"
 _INVALID = object()
@@ -87,14 +97,48 @@ def _error(
     return _json({"error": error}, status_code, headers)
 
 
-def _triggered_error(status_code: int) -> Response:
+def _triggered_error(status_code: int, retry_after: str | None = None) -> Response:
     message = f"triggered error {status_code}"
+    headers = {"retry-after": retry_after} if retry_after is not None else {}
     if status_code == 429:
-        return _error(
-            429, message, type_="requests", code="rate_limit_exceeded", headers={"retry-after": "0"}
-        )
+        headers.setdefault("retry-after", "0")
+        return _error(429, message, type_="requests", code="rate_limit_exceeded", headers=headers)
     type_ = "server_error" if status_code >= 500 else "invalid_request_error"
-    return _error(status_code, message, type_=type_)
+    return _error(status_code, message, type_=type_, headers=headers)
+
+
+class ConnectionCut(Exception):
+    """Raised by a ``[[cut:K]]`` answer: uvicorn closes a connection whose answer failed midway."""
+
+
+class _QuietCuts(logging.Filter):
+    """Keep uvicorn from logging a traceback for each deliberate cut."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], ConnectionCut))
+
+
+logging.getLogger("uvicorn.error").addFilter(_QuietCuts())
+
+
+class _CutResponse(Response):
+    """Sends the head and the first ``keep`` body parts, then breaks off the connection."""
+
+    def __init__(self, parts: list[bytes], keep: int, media_type: str, delay_ms: float = 0.0) -> None:
+        super().__init__(media_type=media_type)
+        self.parts = parts
+        self.keep = keep
+        self.delay_ms = delay_ms
+        length = str(sum(len(p) for p in parts)).encode()
+        self.raw_headers = [(b"content-type", media_type.encode()), (b"content-length", length)]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        for i, part in enumerate(self.parts[: self.keep]):
+            if i and self.delay_ms > 0:
+                await asyncio.sleep(self.delay_ms / 1000)
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+        raise ConnectionCut(f"connection cut after {self.keep} parts, as the request asked")
 
 
 def _sse(data: Json) -> bytes:
@@ -177,7 +221,10 @@ def _include_usage(body: Json) -> bool:
     return isinstance(options, dict) and bool(options.get("include_usage"))
 
 
-def _stream(frames: list[bytes], delay_ms: float) -> StreamingResponse:
+def _stream(frames: list[bytes], delay_ms: float, cut: int | None = None) -> Response:
+    if cut is not None:
+        return _CutResponse(frames, cut, "text/event-stream", delay_ms)
+
     async def content() -> AsyncIterator[bytes]:
         for i, frame in enumerate(frames):
             if i and delay_ms > 0:
@@ -197,6 +244,27 @@ class _Upstream:
         self.api_key = api_key
         self.records: deque[Json] = deque(maxlen=MAX_RECORDS)
         self._ids = itertools.count(1)
+        self._flaky: dict[str, int] = {}
+        """How many requests each ``[[flaky:...]]`` text has failed so far."""
+
+    def _fault(self, text: str) -> Response | None:
+        """The error a ``[[status:...]]`` or (still) ``[[flaky:...]]`` trigger asks for, if any."""
+        if "[[" not in text:
+            return None
+        after = _RETRY_AFTER_RE.search(text)
+        retry_after = after.group(1) if after else None
+        status = _STATUS_RE.search(text)
+        if status is not None:
+            return _triggered_error(int(status.group(1)), retry_after)
+        flaky = _FLAKY_RE.search(text)
+        if flaky is not None:
+            failed = self._flaky.get(text, 0)
+            if failed < int(flaky.group(2)):
+                if len(self._flaky) >= MAX_FLAKY_TEXTS:
+                    self._flaky.clear()
+                self._flaky[text] = failed + 1
+                return _triggered_error(int(flaky.group(1)), retry_after)
+        return None
 
     async def chat(self, request: Request) -> Response:
         return await self._handle(request, chat=True, model=None)
@@ -267,9 +335,10 @@ class _Upstream:
             if item.get("role") == "user":
                 user_text = content
 
-        status = _STATUS_RE.search(user_text) if "[[" in user_text else None
-        if status is not None:
-            return _triggered_error(int(status.group(1)))
+        fault = self._fault(user_text)
+        if fault is not None:
+            return fault
+        cut = _cut(user_text)
         call = None
         if body.get("tools") and body.get("tool_choice") != "none" and "[[" in user_text:
             call = _CALL_RE.search(user_text)
@@ -303,7 +372,7 @@ class _Upstream:
                 "finish_reason": finish_reason,
                 "logprobs": None,
             }
-            return _json({**base, "choices": [choice], "usage": usage})
+            return _whole({**base, "choices": [choice], "usage": usage}, cut)
 
         include_usage = _include_usage(body)
         base["object"] = "chat.completion.chunk"
@@ -328,7 +397,7 @@ class _Upstream:
         if include_usage:
             frames.append(_sse({**base, "choices": [], "usage": usage}))
         frames.append(_DONE)
-        return _stream(frames, chunk_delay_ms)
+        return _stream(frames, chunk_delay_ms, cut)
 
     def _completion(self, body: Json, model: str, chunk_delay_ms: float) -> Response:
         prompt = body.get("prompt")
@@ -337,9 +406,10 @@ class _Upstream:
         if not isinstance(prompt, str):
             raise _BadRequest("'prompt' must be a string or an array of strings.", "prompt")
 
-        status = _STATUS_RE.search(prompt) if "[[" in prompt else None
-        if status is not None:
-            return _triggered_error(int(status.group(1)))
+        fault = self._fault(prompt)
+        if fault is not None:
+            return fault
+        cut = _cut(prompt)
 
         text, pieces, finish_reason = _reply(prompt, body)
         usage = _usage(len(prompt.split()), len(pieces))
@@ -352,7 +422,7 @@ class _Upstream:
         }
         if not body.get("stream"):
             choice = {"text": text, "index": 0, "finish_reason": finish_reason, "logprobs": None}
-            return _json({**base, "choices": [choice], "usage": usage})
+            return _whole({**base, "choices": [choice], "usage": usage}, cut)
 
         include_usage = _include_usage(body)
 
@@ -368,7 +438,21 @@ class _Upstream:
         if include_usage:
             frames.append(_sse({**base, "choices": [], "usage": usage}))
         frames.append(_DONE)
-        return _stream(frames, chunk_delay_ms)
+        return _stream(frames, chunk_delay_ms, cut)
+
+
+def _cut(text: str) -> int | None:
+    match = _CUT_RE.search(text) if "[[" in text else None
+    return int(match.group(1)) if match else None
+
+
+def _whole(data: Json, cut: int | None) -> Response:
+    """A JSON answer; with ``cut``, only its first half is sent before the connection breaks."""
+    if cut is None:
+        return _json(data)
+    body = orjson.dumps(data)
+    half = len(body) // 2
+    return _CutResponse([body[:half], body[half:]], 1, "application/json")
 
 
 def create_app(latency_ms: float = 0.0, chunk_delay_ms: float = 0.0, api_key: str | None = None) -> Starlette:

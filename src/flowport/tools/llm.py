@@ -3,12 +3,21 @@
 One async client per connection and event loop, with a large connection pool, built
 lazily and reused across lines. Parameters named in the node pass through to the API;
 every other node input is a template variable, as in prompt flow.
+
+Failures: a server that cannot be reached (refused, unknown host, TLS) fails the node at
+once with a message naming the node, the connection and the URL. What may pass later (429,
+5xx, 422, timeouts, a server that hung up before answering) is tried again a few times,
+with a capped backoff or the server's ``Retry-After``, never past the line's deadline
+(``line_deadline``); each retry is logged on the ``flowport.llm`` logger.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
+import logging
+import os
 import re
 import ssl
 import uuid
@@ -18,7 +27,13 @@ from typing import Any
 
 from flowport.connections import AzureOpenAIConnection, Connection
 from flowport.tools.chat_parser import ROLES, parse_chat
-from flowport.tools.openai_http import APIError, OpenAIHTTP, create_ssl_context
+from flowport.tools.openai_http import (
+    CONNECT_TIMEOUT,
+    APIError,
+    OpenAIHTTP,
+    address_field,
+    create_ssl_context,
+)
 from flowport.tools.templates import render
 from flowport.tools.usage import record_usage
 
@@ -40,6 +55,12 @@ class LLMCallError(Exception):
     """The API answered an error (or could not be reached)."""
 
 
+line_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("line_deadline", default=None)
+"""When the running line must be done, in event loop time: retries never wait past it."""
+
+log = logging.getLogger("flowport.llm")
+
+
 # What prompt flow's LLM tool sends when the node does not say: the wire requests match.
 CHAT_DEFAULTS: dict[str, Any] = {"temperature": 1.0, "top_p": 1.0}
 COMPLETION_DEFAULTS: dict[str, Any] = {
@@ -57,9 +78,27 @@ COMPLETION_DEFAULTS: dict[str, Any] = {
     "top_p": 1.0,
     "user": "",
 }
-MAX_TRIES = 100
-"""Attempts for a retryable answer (429, 422, 5xx, timeouts), as prompt flow makes."""
+MAX_RETRIES_ENV = "FLOWPORT_LLM_MAX_RETRIES"
+DEFAULT_MAX_RETRIES = 4
+"""Retries after the first attempt (prompt flow makes 100, up to 60 s apart)."""
+MAX_UNPROCESSABLE_TRIES = 3
+"""Consecutive 422 answers before giving up, as prompt flow counts them."""
+BACKOFF_FIRST = 1.0
+BACKOFF_CAP = 8.0
+"""Seconds before retry n without Retry-After: 1, 2, 4, 8, 8, ..."""
+RETRY_MARGIN = 1.0
+"""Seconds a retry must still have before the deadline once its wait is over."""
+UNBOUNDED_WAIT_CAP = 60.0
+"""The longest wait when no deadline is known (`flow test --node`; a line always has one)."""
 ERROR_REFERENCE = "[Error reference: https://platform.openai.com/docs/guides/error-codes/api-errors]"
+
+
+def max_retries() -> int:
+    """``FLOWPORT_LLM_MAX_RETRIES`` (0 turns retries off), else the default."""
+    try:
+        return max(0, int(os.environ.get(MAX_RETRIES_ENV, DEFAULT_MAX_RETRIES)))
+    except ValueError:
+        return DEFAULT_MAX_RETRIES
 
 
 def _convert(name: str, value: Any) -> Any:
@@ -127,11 +166,16 @@ class ClientPool:
 class LLMTool:
     """The callable of one llm node."""
 
-    def __init__(self, template: Any, api: str, connection: Connection, pool: ClientPool) -> None:
+    def __init__(
+        self, template: Any, api: str, connection: Connection, pool: ClientPool, node: str = "llm"
+    ) -> None:
         self.template = template
         self.api = api
         self.connection = connection
         self.pool = pool
+        self.node = node
+        self.connection_name = getattr(connection, "name", None) or type(connection).__name__
+        self.max_retries = max_retries()
 
     async def __call__(self, stream: bool = False, **inputs: Any) -> Any:
         params, variables = split_inputs(self.api, inputs)
@@ -152,18 +196,64 @@ class LLMTool:
         return await self._with_retries(self._chat, client, model, messages, params, stream)
 
     async def _with_retries(self, call: Any, *args: Any) -> Any:
-        """Retry what the API says may pass later, honouring Retry-After; then give up."""
-        for attempt in range(MAX_TRIES + 1):
+        """Retry what may pass later, a few times, never past the line's deadline; log each retry."""
+        tries = self.max_retries + 1
+        unprocessable = 0
+        for attempt in range(1, tries + 1):
             try:
                 return await call(*args)
             except APIError as exc:
                 if not exc.retryable:
-                    raise LLMCallError(_describe(exc)) from exc
-                if attempt == MAX_TRIES:
-                    raise LLMCallError(f"Exceed max retry times. {_describe(exc)}") from exc
-                delay = exc.retry_after if exc.retry_after is not None else min(60.0, 2.0**attempt)
-                await asyncio.sleep(max(0.0, delay))
+                    raise LLMCallError(self.describe(exc)) from exc
+                unprocessable = unprocessable + 1 if exc.name == "UnprocessableEntityError" else 0
+                if attempt == tries or unprocessable == MAX_UNPROCESSABLE_TRIES:
+                    raise LLMCallError(f"Exceed max retry times. {self.describe(exc)}") from exc
+                delay = _backoff(exc, attempt)
+                left = _time_left()
+                if left - delay < RETRY_MARGIN:
+                    raise LLMCallError(
+                        f"{self.describe(exc)} Not retried: after attempt {attempt}/{tries} the wait of "
+                        f"{delay:g} s would leave no time for another before the line's deadline "
+                        f"({left:.1f} s left)."
+                    ) from exc
+                log.warning(
+                    "LLM node '%s' (connection '%s'): %s: %s; attempt %d/%d failed, retrying in %g s",
+                    self.node,
+                    self.connection_name,
+                    exc.name,
+                    exc.reason or exc,
+                    attempt,
+                    tries,
+                    delay,
+                )
+                await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def describe(self, exc: APIError) -> str:
+        """One line: prompt flow's text for an error the API answered; for no answer, what
+        failed, where (node, connection, URL) and what to check."""
+        if exc.reason is None:
+            return f"OpenAI API hits {exc.name}: {exc} {ERROR_REFERENCE}"
+        where = f"{exc.url} for connection '{self.connection_name}'"
+        if exc.unreachable:
+            hint = f"Check the connection's {address_field(self.connection)}"
+            if exc.reason.startswith("TLS"):
+                hint += " and that its server's certificate is trusted (SSL_CERT_FILE, SSL_CERT_DIR)"
+            return f"LLM node '{self.node}': cannot reach {where}: {exc.reason}. {hint}."
+        return f"LLM node '{self.node}': no complete answer from {where}: {exc.reason}."
+
+    async def _guarded(self, events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        """The stream's chunks; a stream that breaks off raises ``LLMCallError`` saying where."""
+        count = 0
+        try:
+            async for chunk in events:
+                count += 1
+                yield chunk
+        except APIError as exc:
+            raise LLMCallError(
+                f"LLM node '{self.node}': the streamed answer from {exc.url} for connection "
+                f"'{self.connection_name}' broke off after {count} chunks: {exc.reason or exc}."
+            ) from exc
 
     def _stream_options(self) -> dict[str, Any]:
         if isinstance(self.connection, AzureOpenAIConnection):
@@ -179,9 +269,11 @@ class LLMTool:
         stream: bool,
     ) -> Any:
         body = {"model": model, "messages": messages, "stream": stream, **params}
+        connect = _connect_timeout()
         if stream:
-            return _chat_chunks(await client.stream("chat/completions", {**body, **self._stream_options()}))
-        completion = await client.create("chat/completions", body)
+            events = await client.stream("chat/completions", {**body, **self._stream_options()}, connect)
+            return _chat_chunks(self._guarded(events))
+        completion = await client.create("chat/completions", body, connect)
         _record(completion.get("usage"))
         message = completion["choices"][0]["message"]
         if "tools" in params or "functions" in params:
@@ -192,9 +284,11 @@ class LLMTool:
         self, client: OpenAIHTTP, model: str, prompt: str, params: dict[str, Any], stream: bool
     ) -> Any:
         body = {"model": model, "prompt": prompt, "stream": stream, **params}
+        connect = _connect_timeout()
         if stream:
-            return _completion_chunks(await client.stream("completions", {**body, **self._stream_options()}))
-        completion = await client.create("completions", body)
+            events = await client.stream("completions", {**body, **self._stream_options()}, connect)
+            return _completion_chunks(self._guarded(events))
+        completion = await client.create("completions", body, connect)
         _record(completion.get("usage"))
         return completion["choices"][0]["text"]
 
@@ -204,8 +298,25 @@ def _record(usage: dict[str, Any] | None) -> None:
         record_usage(usage.get("prompt_tokens"), usage.get("completion_tokens"))
 
 
-def _describe(exc: APIError) -> str:
-    return f"OpenAI API hits {exc.name}: {exc} {ERROR_REFERENCE}"
+def _backoff(exc: APIError, attempt: int) -> float:
+    """The server's Retry-After, else 1, 2, 4, 8, 8, ... seconds."""
+    if exc.retry_after is not None:
+        return max(0.0, exc.retry_after)
+    return min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (attempt - 1))
+
+
+def _connect_timeout() -> float:
+    """The connect timeout, shortened so that a server that never answers the connection is
+    reported as unreachable before the line's deadline, not as the line's timeout."""
+    return max(0.1, min(CONNECT_TIMEOUT, _time_left() - RETRY_MARGIN / 2))
+
+
+def _time_left() -> float:
+    """Seconds until the line's deadline (a long wait's cap when none is known)."""
+    deadline = line_deadline.get()
+    if deadline is None:
+        return UNBOUNDED_WAIT_CAP + RETRY_MARGIN
+    return deadline - asyncio.get_running_loop().time()
 
 
 _ROLE_LINE = re.compile(r"(?im)^(\s*#?\s*)(" + "|".join(ROLES) + r")(\s*:\s*)$")

@@ -49,27 +49,39 @@ _STATUS_ERRORS = {
     429: "RateLimitError",
 }
 RETRYABLE = frozenset(
-    {
-        "RateLimitError",
-        "InternalServerError",
-        "UnprocessableEntityError",
-        "APITimeoutError",
-        "APIConnectionError",
-    }
+    {"RateLimitError", "InternalServerError", "UnprocessableEntityError", "APITimeoutError"}
 )
+"""What may pass if asked again, as prompt flow's LLM tool judges it. A connection error is
+retried only when the server hung up before answering (``reason`` tells); an unreachable
+server (refused, unknown host, TLS) is not: asking again would fail the same way."""
 
 
 class APIError(Exception):
-    """An error answer (or no answer) from the API, named as the openai SDK names it."""
+    """An error answer (or no answer) from the API, named as the openai SDK names it.
 
-    def __init__(self, name: str, message: str, retry_after: float | None = None) -> None:
+    ``url`` is the request's address; ``reason`` says in a few words why no answer came
+    (connection errors and timeouts only); ``retryable`` whether asking again may help.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        message: str,
+        retry_after: float | None = None,
+        *,
+        reason: str | None = None,
+        retryable: bool | None = None,
+        unreachable: bool = False,
+        url: str = "",
+    ) -> None:
         super().__init__(message)
         self.name = name
         self.retry_after = retry_after
-
-    @property
-    def retryable(self) -> bool:
-        return self.name in RETRYABLE
+        self.reason = reason
+        self.unreachable = unreachable
+        """No connection could be made: the address (or its certificate) is wrong, or the server down."""
+        self.retryable = name in RETRYABLE if retryable is None else retryable
+        self.url = url
 
 
 class Answer(Protocol):
@@ -84,14 +96,23 @@ class Answer(Protocol):
 
 
 @contextlib.contextmanager
-def _httpx_errors() -> Iterator[None]:
+def _httpx_errors(proxy: str = "") -> Iterator[None]:
     """httpx's failures (the proxy path) as the transport's, so callers catch one family."""
     import httpx
 
     try:
         yield
+    except httpx.ConnectTimeout as exc:
+        raise transport.ConnectTimeout(str(exc)) from exc
     except httpx.TimeoutException as exc:
         raise transport.TimeoutException(str(exc)) from exc
+    except (httpx.ConnectError, httpx.ProxyError) as exc:
+        reason = f"through the proxy {proxy}: {exc or type(exc).__name__}" if proxy else str(exc)
+        raise transport.ConnectError(str(exc), reason) from exc
+    except httpx.RemoteProtocolError as exc:
+        if "without sending a response" in str(exc):
+            raise transport.RemoteProtocolError(str(exc)) from exc
+        raise transport.ReadError(str(exc)) from exc
     except httpx.TransportError as exc:
         raise transport.TransportError(str(exc)) from exc
 
@@ -120,11 +141,12 @@ class _HttpxAnswer:
         await self.response.aclose()
 
 
-async def _status_error(answer: Answer) -> APIError:
+async def _status_error(answer: Answer, url: str) -> APIError:
     status = answer.status_code
     name = _STATUS_ERRORS.get(status, "InternalServerError" if status >= 500 else "APIStatusError")
     content = await answer.aread()
     detail: Any = content.decode(errors="replace").strip()
+    error: Any = None
     try:
         body = orjson.loads(content)
         error = body.get("error", body) if isinstance(body, dict) else body
@@ -136,7 +158,10 @@ async def _status_error(answer: Answer) -> APIError:
         retry_after = float(header) if header is not None else None
     except ValueError:
         retry_after = None
-    return APIError(name, f"Error code: {status} - {detail}", retry_after)
+    # an exhausted quota does not come back by waiting (prompt flow does not retry it either)
+    no_quota = isinstance(error, dict) and "insufficient_quota" in (error.get("code"), error.get("type"))
+    retryable = False if no_quota else None
+    return APIError(name, f"Error code: {status} - {detail}", retry_after, retryable=retryable, url=url)
 
 
 def create_ssl_context() -> ssl.SSLContext:
@@ -157,6 +182,21 @@ def proxy_for(url: SplitResult) -> str | None:
     if not proxy or urllib.request.proxy_bypass(url.hostname or ""):
         return None
     return proxy
+
+
+def _without_credentials(address: str) -> str:
+    """``scheme://host[:port]`` of an address, without the user and password it may hold."""
+    parts = urlsplit(address)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
+def address_field(connection: Connection) -> str:
+    """The connection field the API's address comes from, for error messages."""
+    if isinstance(connection, AzureOpenAIConnection):
+        return "api_base"
+    if isinstance(connection, CustomConnection):
+        return "api_base" if connection.get("api_base") else "base_url"
+    return "base_url" if getattr(connection, "base_url", None) else "api_base"
 
 
 class OpenAIHTTP:
@@ -188,10 +228,14 @@ class OpenAIHTTP:
         self.origin = f"{url.scheme}://{url.netloc}"
         self.prefix = url.path.rstrip("/")
         """The base URL's path, which every request's path starts with."""
+        self.shown_origin = _without_credentials(self.origin)
+        """The origin as error messages show it: without credentials a URL may carry."""
         tls = tls or create_ssl_context()
         self.transport: HTTP11Transport | None = None
         self.proxied: httpx.AsyncClient | None = None
-        if proxy_for(url) is None:
+        proxy = proxy_for(url)
+        self.shown_proxy = _without_credentials(proxy) if proxy else ""
+        if proxy is None:
             self.transport = HTTP11Transport(self.origin, idle_seconds=KEEP_ALIVE_SECONDS, tls=tls)
             self.headers = [(k.encode(), v.encode("latin-1")) for k, v in headers.items()]
         else:
@@ -207,12 +251,16 @@ class OpenAIHTTP:
             f"{self.prefix}/{quote(model, safe='')}/{path}?api-version={quote(self.azure_version, safe='')}"
         )
 
-    async def _post(self, path: str, body: dict[str, Any]) -> Answer:
+    def url(self, model: str, path: str) -> str:
+        """The address a request for ``model`` to ``path`` goes to, as error messages show it."""
+        return self.shown_origin + self._target(model, path)
+
+    async def _post(self, path: str, body: dict[str, Any], connect_timeout: float) -> Answer:
         """POST ``body`` to the API's ``path``; the answer once its headers arrived."""
         target = self._target(body["model"], path)
         content = orjson.dumps(body)
         accept = ACCEPT_EVENTS if body.get("stream") else ACCEPT_JSON
-        with _api_errors():
+        with _api_errors(self.shown_origin + target, connect_timeout):
             if self.transport is not None:
                 send = partial(
                     self.transport.request,
@@ -221,60 +269,135 @@ class OpenAIHTTP:
                     [*self.headers, (b"accept", accept)],
                     content,
                     READ_TIMEOUT,
-                    CONNECT_TIMEOUT,
+                    connect_timeout,
                 )
                 try:
                     return await send()
                 except transport.StaleConnection:  # the request never reached the API: resend it
                     return await send(fresh=True)
             assert self.proxied is not None
-            with _httpx_errors():
+            import httpx  # loaded already: the proxied client uses it
+
+            with _httpx_errors(self.shown_proxy):
                 request = self.proxied.build_request(
-                    "POST", self.origin + target, content=content, headers={"accept": accept.decode()}
+                    "POST",
+                    self.origin + target,
+                    content=content,
+                    headers={"accept": accept.decode()},
+                    timeout=httpx.Timeout(READ_TIMEOUT, connect=connect_timeout),
                 )
                 return _HttpxAnswer(await self.proxied.send(request, stream=True))
 
-    async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        answer = await self._post(path, body)
+    async def create(
+        self, path: str, body: dict[str, Any], connect_timeout: float = CONNECT_TIMEOUT
+    ) -> dict[str, Any]:
+        """The JSON answer. ``connect_timeout``: a caller with a deadline may shorten it."""
+        answer = await self._post(path, body, connect_timeout)
+        url = self.url(body["model"], path)
         try:
-            with _api_errors():
+            with _api_errors(url):
                 if answer.status_code >= 400:
-                    raise await _status_error(answer)
-                return orjson.loads(await answer.aread())
+                    raise await _status_error(answer, url)
+                content = await answer.aread()
+            try:
+                return orjson.loads(content)
+            except orjson.JSONDecodeError:
+                raise APIError(
+                    "APIError", "The API answered with a body that is not JSON.", retryable=False, url=url
+                ) from None
         finally:
             await answer.aclose()
 
-    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """The server-sent chunks of a streamed answer. Errors before the first chunk raise."""
-        answer = await self._post(path, body)
+    async def stream(
+        self, path: str, body: dict[str, Any], connect_timeout: float = CONNECT_TIMEOUT
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The server-sent chunks of a streamed answer. Errors before the first chunk raise;
+        later ones (the connection cut, an error event) raise ``APIError`` from the iterator."""
+        answer = await self._post(path, body, connect_timeout)
+        url = self.url(body["model"], path)
         if answer.status_code >= 400:
             try:
-                with _api_errors():
-                    raise await _status_error(answer)
+                with _api_errors(url):
+                    raise await _status_error(answer, url)
             finally:
                 await answer.aclose()
-        return _events(answer)
+        return _events(answer, url)
+
+
+_CLOSED_EARLY = "the server closed the connection without answering"
+_CUT = "the server closed the connection in the middle of its answer"
 
 
 @contextlib.contextmanager
-def _api_errors() -> Iterator[None]:
-    """A failed exchange as the openai SDK names it: timeouts apart from every other failure."""
+def _api_errors(url: str, connect_timeout: float = CONNECT_TIMEOUT) -> Iterator[None]:
+    """A failed exchange as the openai SDK names it, with the reason in a few words.
+
+    Only a server that hung up before answering, or an answer that timed out, is worth asking
+    again; a connection that cannot be made, or an answer cut midway, is not.
+    """
     try:
         yield
+    except transport.ConnectTimeout:
+        raise APIError(
+            "APITimeoutError",
+            "Request timed out.",
+            reason=f"connecting timed out after {connect_timeout:.3g} s",
+            unreachable=True,
+            url=url,
+        ) from None
     except transport.TimeoutException:
-        raise APIError("APITimeoutError", "Request timed out.") from None
-    except transport.TransportError:
-        raise APIError("APIConnectionError", "Connection error.") from None
+        raise APIError(
+            "APITimeoutError", "Request timed out.", reason=f"no answer within {READ_TIMEOUT:g} s", url=url
+        ) from None
+    except transport.ConnectError as exc:
+        raise APIError(
+            "APIConnectionError",
+            "Connection error.",
+            reason=exc.reason,
+            retryable=False,
+            unreachable=True,
+            url=url,
+        ) from None
+    except transport.ReadError:
+        raise APIError(
+            "APIConnectionError", "Connection error.", reason=_CUT, retryable=False, url=url
+        ) from None
+    except transport.RemoteProtocolError as exc:
+        early = "before answering" in str(exc) or "without sending a response" in str(exc)
+        reason = _CLOSED_EARLY if early else str(exc)
+        raise APIError(
+            "APIConnectionError", "Connection error.", reason=reason, retryable=early, url=url
+        ) from None
+    except transport.TransportError as exc:
+        raise APIError(
+            "APIConnectionError", "Connection error.", reason=str(exc), retryable=False, url=url
+        ) from None
 
 
-async def _events(answer: Answer) -> AsyncIterator[dict[str, Any]]:
+async def _events(answer: Answer, url: str) -> AsyncIterator[dict[str, Any]]:
+    """The JSON chunks of a server-sent event stream, up to ``[DONE]``.
+
+    An ``error`` object in place of a chunk (OpenAI's way to fail a stream that started)
+    raises ``APIError``; so does a connection cut before the answer's end.
+    """
     try:
-        async for line in answer.aiter_lines():
-            if not line.startswith(b"data:"):
-                continue
-            data = line[5:].strip()
-            if data == b"[DONE]":
-                break
-            yield orjson.loads(data)
+        with _api_errors(url):
+            async for line in answer.aiter_lines():
+                if not line.startswith(b"data:"):
+                    continue
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    break
+                try:
+                    chunk = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    raise APIError(
+                        "APIError", "The API sent an event that is not JSON.", retryable=False, url=url
+                    ) from None
+                error = chunk.get("error") if isinstance(chunk, dict) else None
+                if error:
+                    message = error.get("message") if isinstance(error, dict) else None
+                    raise APIError("APIError", str(message or error), retryable=False, url=url)
+                yield chunk
     finally:
         await answer.aclose()
