@@ -44,8 +44,17 @@ def test_deploy_a_chat_flow_with_the_wizard_then_chat_with_it(
     page.locator("#model option[value='azureml:chat:1']").wait_for(state="attached")
     assert page.get_by_label("Model version", exact=True).input_value() == "azureml:chat:1"
     page.get_by_role("button", name="Next").click()  # nothing filled in: the name is refused
-    page.locator("#endpoint-name-error").filter(has_text="3-32 characters").wait_for()
-    page.get_by_label("Endpoint name", exact=True).fill("chat-endpoint")
+    name_error = page.locator("#endpoint-name-error")
+    name_error.filter(has_text="3-32 characters").wait_for()
+    page.get_by_label("Endpoint name", exact=True).fill("c-")  # still wrong: the message stays
+    assert "3-32 characters" in name_error.inner_text()
+    page.get_by_label("Endpoint name", exact=True).fill("chat-endpoint")  # right: it goes as you type
+    assert name_error.inner_text() == ""
+    assert page.get_by_label("Endpoint name", exact=True).get_attribute("aria-invalid") is None
+    page.get_by_label("Deployment name", exact=True).fill("")
+    page.get_by_role("button", name="Next").click()
+    page.locator("#deployment-name-error").filter(has_text="3-32 characters").wait_for()
+    assert name_error.inner_text() == ""
     page.get_by_label("Deployment name", exact=True).fill("blue")
     page.get_by_role("button", name="Next").click()
 
