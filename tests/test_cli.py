@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from openai import OpenAI
 
 from flowport.testing.llm_server import LLMServer
@@ -140,6 +141,31 @@ def test_connection_verbs_and_an_llm_flow(tmp_path: Path, llm_server: LLMServer)
     assert deleted.returncode == 0
     gone = flowport("connection", "show", "-n", "open_ai_connection", home=tmp_path)
     assert gone.returncode == 1 and "does not exist" in gone.stderr
+
+
+def test_connection_list_prints_json_yaml_or_a_table(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("name: a-conn\ntype: open_ai\napi_key: sk-a\nbase_url: http://a\n")
+    (tmp_path / "b.yaml").write_text("name: b-conn\ntype: custom\nconfigs: {x: 1}\nsecrets: {k: sk-b}\n")
+    for spec in ("a.yaml", "b.yaml"):
+        assert (
+            flowport("connection", "create", "-f", str(tmp_path / spec), "-o", "none", home=tmp_path).stdout
+            == ""
+        )
+    table = flowport("connection", "list", "-o", "table", home=tmp_path)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["name", "type", "base_url", "api_key"]
+    assert lines[2].split() == ["a-conn", "open_ai", "http://a", "******"]
+    assert lines[3].split() == ["b-conn", "custom"]
+    listed = yaml.safe_load(flowport("connection", "list", "-o", "yaml", home=tmp_path).stdout)
+    assert [c["name"] for c in listed] == ["a-conn", "b-conn"]
+    assert listed[1]["secrets"] == {"k": "******"}
+    tsv = flowport("connection", "list", "--output", "tsv", home=tmp_path).stdout
+    assert tsv.splitlines()[0].split("\t") == ["a-conn", "open_ai", "http://a", "******"]
+    shown = flowport("connection", "show", "-n", "a-conn", "-o", "yaml", home=tmp_path).stdout
+    assert yaml.safe_load(shown)["base_url"] == "http://a"
+    wrong = flowport("connection", "list", "-o", "xml", home=tmp_path)
+    assert wrong.returncode == 2 and "xml" in wrong.stderr and "Traceback" not in wrong.stderr
 
 
 def test_bad_connection_file_is_reported(tmp_path: Path) -> None:
