@@ -7,8 +7,10 @@ import os
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from openai import OpenAI
@@ -295,3 +297,45 @@ def test_dev_llm_server_serves_the_openai_api(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_the_demo_stops_its_server_unless_asked_to_keep_it(tmp_path: Path) -> None:
+    env = {**os.environ, "FLOWPORT_HOME": str(tmp_path / "demo"), "FLOWPORT_DEMO_PORT": str(free_port())}
+    for name in ("OPENAI_API_KEY", "FLOWPORT_SECRET_KEY", "FLOWPORT_DATABASE_URL", "FLOWPORT_URL"):
+        env.pop(name, None)
+
+    def demo(**extra: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "flowport.demo"],
+            capture_output=True,
+            text=True,
+            env={**env, **extra},
+            timeout=240,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "Traceback" not in done.stdout + done.stderr
+        return done.stdout
+
+    kept = demo(FLOWPORT_DEMO_KEEP="1")
+    assert "The server keeps running in the background" in kept
+    assert "server --stop" in kept.splitlines()[-3]
+    curl = next(line for line in kept.splitlines() if line.startswith("curl: "))
+    uri, key = curl.split()[3], curl.split("Bearer ")[1].split("'")[0]
+    request = (tmp_path / "demo" / "request.json").read_bytes()
+    answer = httpx.post(uri, content=request, headers={"authorization": f"Bearer {key}"}, timeout=30)
+    assert answer.json() == {"answer": "Echo: What is flowport?"}  # after the demo ended, offline LLM too
+
+    stopped = demo()  # stops the kept server first: one server per home
+    assert "Stopping the demo server an earlier run left running" in stopped
+    assert "The demo stopped its server, so the URLs above no longer answer" in stopped
+    assert "make demo KEEP=1" in stopped
+    with pytest.raises(httpx.TransportError):
+        httpx.post(uri, content=request, headers={"authorization": f"Bearer {key}"}, timeout=5)
+
+
+def test_the_package_states_its_licence_as_an_spdx_string() -> None:
+    """A licence table makes setuptools warn on every install; the SPDX string needs setuptools 77."""
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "MIT"
+    assert "setuptools>=77" in project["build-system"]["requires"]
