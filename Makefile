@@ -12,8 +12,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# make demo KEEP=1 leaves the demo's server running (stop: the command it prints); PORT=9000 picks
+# its port (only from the command line: a PORT in the environment is someone else's).
 demo: $(STAMP)
-	$(BIN)/python -m flowport.demo
+	$(strip $(if $(KEEP),FLOWPORT_DEMO_KEEP=$(KEEP)) $(if $(filter command line,$(origin PORT)),FLOWPORT_DEMO_PORT=$(PORT)) $(BIN)/python -m flowport.demo)
 
 test: $(STAMP) browser
 	$(BIN)/ruff check src tests bench

@@ -7,10 +7,13 @@ import os
 import subprocess
 import sys
 import time
+import tomllib
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
+import yaml
 from openai import OpenAI
 
 from flowport.testing.llm_server import LLMServer
@@ -141,6 +144,31 @@ def test_connection_verbs_and_an_llm_flow(tmp_path: Path, llm_server: LLMServer)
     assert deleted.returncode == 0
     gone = flowport("connection", "show", "-n", "open_ai_connection", home=tmp_path)
     assert gone.returncode == 1 and "does not exist" in gone.stderr
+
+
+def test_connection_list_prints_json_yaml_or_a_table(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("name: a-conn\ntype: open_ai\napi_key: sk-a\nbase_url: http://a\n")
+    (tmp_path / "b.yaml").write_text("name: b-conn\ntype: custom\nconfigs: {x: 1}\nsecrets: {k: sk-b}\n")
+    for spec in ("a.yaml", "b.yaml"):
+        assert (
+            flowport("connection", "create", "-f", str(tmp_path / spec), "-o", "none", home=tmp_path).stdout
+            == ""
+        )
+    table = flowport("connection", "list", "-o", "table", home=tmp_path)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["name", "type", "base_url", "api_key"]
+    assert lines[2].split() == ["a-conn", "open_ai", "http://a", "******"]
+    assert lines[3].split() == ["b-conn", "custom"]
+    listed = yaml.safe_load(flowport("connection", "list", "-o", "yaml", home=tmp_path).stdout)
+    assert [c["name"] for c in listed] == ["a-conn", "b-conn"]
+    assert listed[1]["secrets"] == {"k": "******"}
+    tsv = flowport("connection", "list", "--output", "tsv", home=tmp_path).stdout
+    assert tsv.splitlines()[0].split("\t") == ["a-conn", "open_ai", "http://a", "******"]
+    shown = flowport("connection", "show", "-n", "a-conn", "-o", "yaml", home=tmp_path).stdout
+    assert yaml.safe_load(shown)["base_url"] == "http://a"
+    wrong = flowport("connection", "list", "-o", "xml", home=tmp_path)
+    assert wrong.returncode == 2 and "xml" in wrong.stderr and "Traceback" not in wrong.stderr
 
 
 def test_bad_connection_file_is_reported(tmp_path: Path) -> None:
@@ -303,3 +331,45 @@ def test_flow_test_shows_llm_retries_and_fails_fast_on_an_unreachable_llm(
         "'open_ai_connection': connection refused. Check the connection's base_url." in failed.stderr
     )
     assert "Traceback" not in failed.stderr
+
+
+def test_the_demo_stops_its_server_unless_asked_to_keep_it(tmp_path: Path) -> None:
+    env = {**os.environ, "FLOWPORT_HOME": str(tmp_path / "demo"), "FLOWPORT_DEMO_PORT": str(free_port())}
+    for name in ("OPENAI_API_KEY", "FLOWPORT_SECRET_KEY", "FLOWPORT_DATABASE_URL", "FLOWPORT_URL"):
+        env.pop(name, None)
+
+    def demo(**extra: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "flowport.demo"],
+            capture_output=True,
+            text=True,
+            env={**env, **extra},
+            timeout=240,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "Traceback" not in done.stdout + done.stderr
+        return done.stdout
+
+    kept = demo(FLOWPORT_DEMO_KEEP="1")
+    assert "The server keeps running in the background" in kept
+    assert "server --stop" in kept.splitlines()[-3]
+    curl = next(line for line in kept.splitlines() if line.startswith("curl: "))
+    uri, key = curl.split()[3], curl.split("Bearer ")[1].split("'")[0]
+    request = (tmp_path / "demo" / "request.json").read_bytes()
+    answer = httpx.post(uri, content=request, headers={"authorization": f"Bearer {key}"}, timeout=30)
+    assert answer.json() == {"answer": "Echo: What is flowport?"}  # after the demo ended, offline LLM too
+
+    stopped = demo()  # stops the kept server first: one server per home
+    assert "Stopping the demo server an earlier run left running" in stopped
+    assert "The demo stopped its server, so the URLs above no longer answer" in stopped
+    assert "make demo KEEP=1" in stopped
+    with pytest.raises(httpx.TransportError):
+        httpx.post(uri, content=request, headers={"authorization": f"Bearer {key}"}, timeout=5)
+
+
+def test_the_package_states_its_licence_as_an_spdx_string() -> None:
+    """A licence table makes setuptools warn on every install; the SPDX string needs setuptools 77."""
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "MIT"
+    assert "setuptools>=77" in project["build-system"]["requires"]

@@ -275,3 +275,24 @@ def test_a_deployment_swaps_a_connection_by_name(sqlite_flowport: Flowport, llm_
     metrics = fp.http.get(f"{fp.url}/metrics", headers={"authorization": f"Bearer {fp.token}"})
     assert 'endpoint="swapped"' in metrics.text
     assert fp.http.get(f"{fp.url}/metrics").status_code == 401
+
+
+def test_a_deployment_names_its_flow_and_refuses_chat_on_a_standard_flow(sqlite_flowport: Flowport) -> None:
+    fp = sqlite_flowport
+    fp.endpoint("named")
+    fp.deploy("named", "blue")
+    fp.traffic("named", blue=100)
+    auth = {"authorization": f"Bearer {fp.key('named')}"}
+    swagger = fp.http.get(f"{fp.url}/endpoints/named/swagger.json", headers=auth).json()
+    # the flow folder's name, not the snapshot's content hash
+    assert (swagger["info"]["title"], swagger["info"]["x-flow-name"]) == ("Promptflow[probe] API", "probe")
+    chat = fp.http.post(
+        f"{fp.url}/endpoints/named/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "hi"}]},
+        headers=auth,
+    )
+    # the gateway wraps an instance's error as Azure's 424, its body (OpenAI's shape) passed through
+    assert (chat.status_code, chat.headers["ms-azureml-model-error-statuscode"]) == (424, "400")
+    assert chat.json()["error"]["type"] == "invalid_request_error"
+    assert chat.json()["error"]["code"] == "not_a_chat_flow"
+    assert "'probe' is not a chat flow" in chat.json()["error"]["message"]

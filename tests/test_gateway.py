@@ -401,12 +401,12 @@ def test_instance_errors_become_424_with_their_status_and_reason(
     assert plain.headers["ms-azureml-model-error-statuscode"] == "406"
     assert plain.headers["ms-azureml-model-error-reason"] == "UserError"
 
-    # echo_one is no chat flow: the instance has no such route and answers text, not JSON.
+    # echo_one is no chat flow: the instance says so in OpenAI's error shape.
     chat = client.post("/endpoints/ep-424/v1/chat/completions", json={"messages": []}, headers=AUTH)
     assert chat.status_code == 424
-    assert chat.headers["ms-azureml-model-error-statuscode"] == "404"
-    assert chat.headers["ms-azureml-model-error-reason"] == "Not Found"
-    assert "not supported by current app" in chat.text
+    assert chat.headers["ms-azureml-model-error-statuscode"] == "400"
+    assert chat.json()["error"]["code"] == "not_a_chat_flow"
+    assert "is not a chat flow" in chat.json()["error"]["message"]
 
 
 def test_instance_timeout_passes_through_as_408(

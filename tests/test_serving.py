@@ -283,8 +283,41 @@ def test_openai_compatible_chat_route(serve: Serve) -> None:
     assert pieces == ["A", " B", " C"]
     bad = httpx.post(f"{server.url}/v1/chat/completions", json={"messages": []})
     assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_chat_completions_on_a_standard_flow_is_an_openai_error(serve: Serve) -> None:
     plain = serve(FLOWS / "three_node_python")
-    assert httpx.post(f"{plain.url}/v1/chat/completions", json={}).status_code == 404
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    with httpx.Client(base_url=plain.url) as client:
+        refused = client.post("/v1/chat/completions", json=body)
+        assert refused.status_code == 400
+        assert refused.headers["content-type"] == "application/json"
+        error = refused.json()["error"]
+        assert (error["type"], error["param"], error["code"]) == (
+            "invalid_request_error",
+            None,
+            "not_a_chat_flow",
+        )
+        assert "'three_node_python' is not a chat flow" in error["message"]
+        assert "is_chat_input: true" in error["message"] and "/score" in error["message"]
+        assert "127.0.0.1" not in error["message"] and "localhost" not in error["message"]
+        assert client.post("/score", json={"text": "a"}).status_code == 200  # same connection, still fine
+    sdk = OpenAI(base_url=f"{plain.url}/v1", api_key="unused", max_retries=0)
+    with pytest.raises(Exception, match="not a chat flow") as raised:
+        sdk.chat.completions.create(**body)  # type: ignore[call-overload]
+    assert type(raised.value).__name__ == "BadRequestError"
+
+
+def test_swagger_takes_the_name_it_is_given() -> None:
+    executor = FlowExecutor.load(FLOWS / "three_node_python")
+    try:
+        app = ScoringApp(executor, ServeSettings(), name="word-counter")
+        info = json.loads(app.swagger)["info"]
+        assert (info["title"], info["x-flow-name"]) == ("Promptflow[word-counter] API", "word-counter")
+        default = json.loads(ScoringApp(executor, ServeSettings()).swagger)["info"]
+        assert default["title"] == "Promptflow[three_node_python] API"
+    finally:
+        executor.close()
 
 
 def test_history_maps_to_chat_history_pairs(serve: Serve) -> None:

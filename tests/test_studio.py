@@ -59,7 +59,29 @@ def test_the_one_time_login_link_works_once(home: Path) -> None:
         assert (first.status_code, first.headers["location"]) == (303, "/")
         assert client.get("/api/v1/endpoints").status_code == 200
         with httpx.Client(base_url=server.url) as other:
-            assert other.get(f"/api/v1/sessions/redeem?code={code}").status_code == 401
+            again = other.get(f"/api/v1/sessions/redeem?code={code}")
+            assert (again.status_code, again.headers["location"]) == (303, "/studio/login?link=expired")
+            assert "set-cookie" not in again.headers
+            assert other.get("/api/v1/endpoints").status_code == 401
+            assert other.get("/api/v1/sessions/redeem").headers["location"] == "/studio/login?link=expired"
+
+
+def test_a_used_login_link_opens_the_sign_in_page_with_a_message(home: Path, browser: object) -> None:
+    with Flowport(home) as server:
+        code = server.sessions.login_code()
+        page = browser.new_page()  # type: ignore[attr-defined]
+        page.goto(f"{server.url}/api/v1/sessions/redeem?code={code}")
+        page.wait_for_url("**/studio/endpoints")
+        other = browser.new_page()  # type: ignore[attr-defined]
+        other.goto(f"{server.url}/api/v1/sessions/redeem?code={code}")
+        other.wait_for_url("**/studio/login?link=expired")
+        other.get_by_role("alert").filter(has_text="already used or has expired").wait_for()
+        assert "{" not in other.locator("main").inner_text()  # a page, not raw JSON
+        other.get_by_label("Admin token").fill(server.token)
+        other.get_by_role("button", name="Sign in").click()
+        other.wait_for_url("**/studio/endpoints")
+        page.close()
+        other.close()
 
 
 def test_pages_fit_a_narrow_window(studio: tuple[Flowport, object]) -> None:

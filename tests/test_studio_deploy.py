@@ -44,8 +44,17 @@ def test_deploy_a_chat_flow_with_the_wizard_then_chat_with_it(
     page.locator("#model option[value='azureml:chat:1']").wait_for(state="attached")
     assert page.get_by_label("Model version", exact=True).input_value() == "azureml:chat:1"
     page.get_by_role("button", name="Next").click()  # nothing filled in: the name is refused
-    page.locator("#endpoint-name-error").filter(has_text="3-32 characters").wait_for()
-    page.get_by_label("Endpoint name", exact=True).fill("chat-endpoint")
+    name_error = page.locator("#endpoint-name-error")
+    name_error.filter(has_text="3-32 characters").wait_for()
+    page.get_by_label("Endpoint name", exact=True).fill("c-")  # still wrong: the message stays
+    assert "3-32 characters" in name_error.inner_text()
+    page.get_by_label("Endpoint name", exact=True).fill("chat-endpoint")  # right: it goes as you type
+    assert name_error.inner_text() == ""
+    assert page.get_by_label("Endpoint name", exact=True).get_attribute("aria-invalid") is None
+    page.get_by_label("Deployment name", exact=True).fill("")
+    page.get_by_role("button", name="Next").click()
+    page.locator("#deployment-name-error").filter(has_text="3-32 characters").wait_for()
+    assert name_error.inner_text() == ""
     page.get_by_label("Deployment name", exact=True).fill("blue")
     page.get_by_role("button", name="Next").click()
 
@@ -168,6 +177,49 @@ def test_a_standard_flow_gets_a_form_and_a_json_editor(studio: tuple[Flowport, A
     page.get_by_label("Deployment", exact=True).select_option("blue")
     page.get_by_role("button", name="Send").click()
     page.locator(".test-status.error").filter(has_text="424").wait_for()
+
+
+def test_the_test_form_shows_defaults_and_refuses_an_empty_required_input(
+    studio: tuple[Flowport, Any],
+) -> None:
+    server, page = studio
+    server.endpoint("required-endpoint")
+    server.deploy(
+        "required-endpoint",
+        "blue",
+        model={"path": str(Path(__file__).parent / "endpoint_flows" / "required")},
+    )
+    server.traffic("required-endpoint", blue=100)
+    scored: list[str] = []
+    page.on("request", lambda r: scored.append(r.url) if r.url.endswith("/score") else None)
+
+    open_test_tab(server, page, "required-endpoint")
+    topic, count, style = (page.get_by_label(n, exact=True) for n in ("topic", "count", "style"))
+    assert count.input_value() == "3"
+    assert style.input_value() == "plain" and style.get_attribute("placeholder") == "plain"
+    form = page.locator("#test-form-pane")
+    assert "string · required" in form.inner_text()
+    assert "int · default 3" in form.inner_text()
+    assert topic.get_attribute("aria-required") == "true"
+
+    page.get_by_role("button", name="Send").click()
+    page.locator(".test-status.error").filter(has_text="Fill in the required input: topic").wait_for()
+    assert topic.get_attribute("aria-invalid") == "true"
+    assert scored == []  # nothing was sent
+
+    topic.fill("cats")
+    style.fill("")  # empty with a default: the flow's default applies
+    page.get_by_role("button", name="Send").click()
+    page.locator(".test-response").get_by_text('"line": "3 plain lines on cats"').wait_for()
+    assert topic.get_attribute("aria-invalid") is None
+    assert len(scored) == 1
+
+    page.get_by_role("button", name="JSON").click()
+    editor = page.get_by_label("Request body (JSON)", exact=True)
+    editor.fill('{"count": 2}')
+    page.get_by_role("button", name="Send").click()
+    page.locator("#test-json-error").filter(has_text="Fill in the required input: topic").wait_for()
+    assert len(scored) == 1
 
 
 def test_a_flow_folder_replaces_an_existing_deployment_after_confirmation(

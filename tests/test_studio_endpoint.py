@@ -148,3 +148,39 @@ def test_consume_shows_a_token_and_the_openai_sample_for_chat_flows(studio: tupl
     assert "/endpoints/token-endpoint/v1" in sample
     token = panel.locator("#sample-curl").inner_text().split("Bearer ")[1].split("'")[0]  # type: ignore[attr-defined]
     assert token.count(".") == 2  # a signed token, not a key
+
+
+def test_details_folds_a_long_deployment_error(studio: tuple[Flowport, object]) -> None:
+    server, page = studio
+    server.endpoint("crash-endpoint")
+    crashing = str(Path(__file__).parent / "endpoint_flows" / "crashing")
+    server.deploy(
+        "crash-endpoint",
+        "blue",
+        expect="Failed",
+        model={"path": crashing},
+        environment_variables={"CRASH_ON_START": "1"},
+    )
+    panel = open_tab(page, server, "crash-endpoint", "details")
+    row = panel.locator("#deployments-table").get_by_role("row").filter(has_text="blue")  # type: ignore[attr-defined]
+    row.get_by_text("Failed", exact=True).wait_for()
+    line = row.locator(".error-line")
+    assert "before it was ready" in line.inner_text()
+    assert "Traceback" not in line.inner_text()  # one line; the traceback is folded away
+    details = row.locator("pre.error-details")
+    assert not details.is_visible()
+    history = panel.locator("#operations-table .error-block").first  # type: ignore[attr-defined]
+    assert "\n" not in history.locator(".error-line").inner_text()
+
+    def overflow() -> int:
+        return page.evaluate("document.documentElement.scrollWidth - window.innerWidth")  # type: ignore[attr-defined,no-any-return]
+
+    assert overflow() <= 0
+    row.get_by_text("Details", exact=True).click()
+    assert details.is_visible()
+    assert "Traceback (most recent call last)" in details.inner_text()
+    assert "/very/long/path" in details.inner_text()
+    history.get_by_text("Details", exact=True).click()
+    assert overflow() <= 0, "the opened error widens the page"
+    box = details.bounding_box()
+    assert box is not None and box["x"] + box["width"] <= 1280

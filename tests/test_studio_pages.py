@@ -34,6 +34,31 @@ def test_monitoring_shows_requests_errors_and_latency(studio: tuple[Flowport, ob
     screenshot(page, "endpoint-monitoring")
 
 
+def test_monitoring_lists_only_current_deployments(studio: tuple[Flowport, object]) -> None:
+    server, page = studio
+    server.endpoint("pruned")
+    server.deploy("pruned", "blue")
+    server.deploy("pruned", "green")
+    server.traffic("pruned", green=100)
+    assert server.score("pruned", {"text": "to green"}).status_code == 200
+    server.traffic("pruned", blue=100)
+    assert (
+        server.wait(server.ok("DELETE", "/endpoints/pruned/deployments/green")["operation"])["status"]
+        == "Succeeded"
+    )
+    missing: list[str] = []
+    page.on(  # type: ignore[attr-defined]
+        "response", lambda r: missing.append(r.url) if r.status == 404 and "/api/" in r.url else None
+    )
+
+    page.goto(f"{server.url}/studio/endpoints/pruned#monitoring")  # type: ignore[attr-defined]
+    page.locator("#monitor-headline").get_by_text("1 request").wait_for()  # type: ignore[attr-defined]
+    options = page.locator("#monitor-deployment option").all_inner_texts()  # type: ignore[attr-defined]
+    assert options == ["All deployments", "blue"]
+    assert page.locator("#panel-monitoring [role=alert]").inner_text() == ""  # type: ignore[attr-defined]
+    assert missing == []
+
+
 def test_models_list_details_and_archive(studio: tuple[Flowport, object]) -> None:
     server, page = studio
     model = server.ok("POST", "/models", json={"spec": {"name": "probe", "path": str(FLOWS / "probe")}})

@@ -2,6 +2,9 @@
 
 Uses a real OpenAI model when OPENAI_API_KEY is set, else flowport's offline test LLM.
 State goes to FLOWPORT_HOME (default ./.flowport-demo) so the demo leaves ~ alone.
+The server it starts stops at the end unless FLOWPORT_DEMO_KEEP is set (``make demo KEEP=1``):
+then it keeps running in the background, with the offline LLM if the demo uses it, until
+``flowport server --stop``. FLOWPORT_DEMO_PORT (``make demo PORT=9000``) picks the port.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import shutil
 import socket
 import subprocess
 import sys
-from contextlib import ExitStack
+import time
+from contextlib import ExitStack, suppress
 from pathlib import Path
 
 from flowport.connections import OpenAIConnection
@@ -72,8 +76,12 @@ async def _run(executor: FlowExecutor, home: Path) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["offline-llm"]:  # the offline LLM kept for a server left running
+        _offline_llm_while(int(sys.argv[2]), int(sys.argv[3]))
+        return
     home = Path(os.environ.get("FLOWPORT_HOME", ".flowport-demo")).resolve()
     os.environ["FLOWPORT_HOME"] = str(home)
+    _stop_kept_server(home)
     with ExitStack() as stack:
         connection = _connection(stack)
         executor = FlowExecutor.load(EXAMPLE, connections={"open_ai_connection": connection})
@@ -83,6 +91,69 @@ def main() -> None:
             executor.close()
         _endpoint_guide(home, connection)
     print("\nNext: see README.md for every command.")
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the working folder when it is inside it, quoted for a shell."""
+    relative = os.path.relpath(path)
+    return shlex.quote(relative if not relative.startswith("..") else str(path))
+
+
+def _login_link(home: Path) -> str | None:
+    """The one-time studio link the running server printed to its log."""
+    try:
+        lines = (home / "server.log").read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    links = [line.strip() for line in lines if "/api/v1/sessions/redeem?code=" in line]
+    return links[-1] if links else None
+
+
+def _keep() -> bool:
+    return os.environ.get("FLOWPORT_DEMO_KEEP", "").strip().lower() not in ("", "0", "no", "false")
+
+
+def _server_pid(home: Path) -> int | None:
+    """The pid of the server running for ``home``, if one is."""
+    try:
+        pid = int(json.loads((home / "server.json").read_text())["pid"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return pid
+
+
+def _stop_kept_server(home: Path) -> None:
+    """A server an earlier ``make demo KEEP=1`` left running would share this home: stop it."""
+    if _server_pid(home) is not None:
+        print(f"Stopping the demo server an earlier run left running ({home}).")
+        _flowport("server", "--stop")
+
+
+def _offline_llm_while(pid: int, port: int) -> None:
+    """Serve the offline test LLM on ``port`` until process ``pid`` (the server) ends."""
+    from flowport.testing.llm_server import LLMServer
+
+    with LLMServer(latency_ms=50, port=port), suppress(ProcessLookupError, PermissionError):
+        while True:
+            os.kill(pid, 0)
+            time.sleep(1)
+
+
+def _detached_llm(home: Path, pid: int) -> str:
+    """Start the offline LLM in its own process, living as long as the server; its base URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with (home / "demo-llm.log").open("ab") as log:
+        subprocess.Popen(
+            [sys.executable, "-m", "flowport.demo", "offline-llm", str(pid), str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    return f"http://127.0.0.1:{port}/v1"
 
 
 def _flowport(*args: str, show: bool = True) -> str:
@@ -101,11 +172,13 @@ def _flowport(*args: str, show: bool = True) -> str:
 def _port() -> int:
     wanted = int(os.environ.get("FLOWPORT_DEMO_PORT") or 8080)
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds it
         try:
             sock.bind(("127.0.0.1", wanted))
             return wanted
         except OSError:
             sock.bind(("127.0.0.1", 0))
+            print(f"port {wanted} is taken; using {sock.getsockname()[1]} (PORT=... picks another)")
             return sock.getsockname()[1]
 
 
@@ -114,6 +187,13 @@ def _endpoint_guide(home: Path, connection: OpenAIConnection) -> None:
     print("\n== The Azure ML online endpoint guide, on this machine ==")
     port = _port()
     _flowport("server", "--detach", "--port", str(port))
+    keep = _keep()
+    pid = _server_pid(home)
+    if keep and connection.base_url and pid is not None and not os.environ.get("OPENAI_API_KEY"):
+        # the offline LLM of this process ends with it: the server left running gets its own
+        connection = OpenAIConnection(
+            name=connection.name, api_key=connection.api_key, base_url=_detached_llm(home, pid)
+        )
     try:
         existing = json.loads(_flowport("online-endpoint", "list", show=False))
         if any(e["name"] == ENDPOINT for e in existing):
@@ -141,10 +221,27 @@ def _endpoint_guide(home: Path, connection: OpenAIConnection) -> None:
         )
         studio = endpoint["scoring_uri"].split("/endpoints/")[0] + "/"
         print(f"studio: {studio} (sign in with the token in {home / 'admin_token'} or server.log's link)")
-        if os.environ.get("FLOWPORT_DEMO_KEEP"):
-            input("\nThe server is running; press Enter to stop it. ")
-    finally:
+    except BaseException:
         _flowport("server", "--stop")
+        raise
+    command = _shown_path(Path(sys.executable).with_name("flowport"))
+    stop = f"FLOWPORT_HOME={_shown_path(home)} {command} server --stop"
+    if keep:
+        link = _login_link(home)
+        if link:
+            print(f"studio sign-in link (works once, for 10 minutes): {link}")
+        print(
+            f"\nThe server keeps running in the background (pid {pid}, log {home / 'server.log'}): "
+            f"the URLs above answer until you stop it with\n  {stop}"
+        )
+        return
+    _flowport("server", "--stop")
+    print(
+        "\nThe demo stopped its server, so the URLs above no longer answer. To keep it running, run\n"
+        "  make demo KEEP=1    (or FLOWPORT_DEMO_KEEP=1; PORT=9000 picks the port, default 8080)\n"
+        "then stop it with\n"
+        f"  {stop}"
+    )
 
 
 if __name__ == "__main__":

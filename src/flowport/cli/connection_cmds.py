@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from flowport.cli.common import connection_service, fail, guarded, print_json
+from flowport.cli.common import connection_service, fail, guarded
+from flowport.cli.output import Output, OutputOption, emit
 from flowport.connections import apply_set, connection_from_spec
 from flowport.flow.errors import FlowError
 from flowport.flow.yaml import load_yaml_file
@@ -20,6 +22,7 @@ def create(
     file: Path = typer.Option(..., "--file", "-f", help="Connection YAML in prompt flow's shape."),
     set_: list[str] | None = typer.Option(None, "--set", help="Override a field: key=value."),
     name: str | None = typer.Option(None, "--name", "-n", help="Use this name instead of the file's."),
+    output: Output = OutputOption,
 ) -> None:
     """Create or update a connection from a YAML file. Prints it with secrets scrubbed."""
     try:
@@ -32,14 +35,23 @@ def create(
     if name:
         spec["name"] = name
     connection = connection_service().save(connection_from_spec(spec))
-    print_json(connection.to_dict())
+    emit(connection.to_dict(), output)
 
 
 @app.command("list")
 @guarded
-def list_() -> None:
+def list_(output: Output = OutputOption) -> None:
     """List connections, secrets scrubbed."""
-    print_json([c.to_dict() for c in connection_service().list()])
+    rows = [c.to_dict() for c in connection_service().list()]
+    emit(rows, output, _columns(rows))
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[str]:
+    """A table's columns: name, type, then every other plain field some connection fills in."""
+    columns = ["name", "type"]
+    for row in rows:
+        columns += [k for k, v in row.items() if k not in columns and v and not isinstance(v, dict | list)]
+    return columns
 
 
 @app.command("show")
@@ -47,14 +59,15 @@ def list_() -> None:
 def show(
     name: str = typer.Option(..., "--name", "-n"),
     show_secrets: bool = typer.Option(False, "--show-secrets", help="Print secret values in clear."),
+    output: Output = OutputOption,
 ) -> None:
     """Show one connection."""
-    print_json(connection_service().get(name).to_dict(show_secrets=show_secrets))
+    emit(connection_service().get(name).to_dict(show_secrets=show_secrets), output)
 
 
 @app.command("delete")
 @guarded
-def delete(name: str = typer.Option(..., "--name", "-n")) -> None:
+def delete(name: str = typer.Option(..., "--name", "-n"), output: Output = OutputOption) -> None:
     """Delete a connection."""
     connection_service().delete(name)
-    print_json({"deleted": name})
+    emit({"deleted": name}, output)

@@ -160,12 +160,11 @@ def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path, base_ur
         return {"csrf": set_session_cookie(response, request)}
 
     @api.get("/sessions/redeem", tags=["sessions"])
-    async def redeem(code: str, request: Request) -> Response:
-        """The one-time login link ``flowport server`` prints."""
+    async def redeem(request: Request, code: str = "") -> Response:
+        """The one-time login link ``flowport server`` prints; a used or expired one leads to the
+        sign-in page, which says so."""
         if not sessions.redeem(code):
-            raise ApiError(
-                401, "LoginLinkExpired", "this login link was used or has expired; sign in with the token"
-            )
+            return RedirectResponse("/studio/login?link=expired", status_code=303)
         response = RedirectResponse("/", status_code=303)
         set_session_cookie(response, request)
         return response

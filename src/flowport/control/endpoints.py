@@ -17,7 +17,7 @@ from typing import Any
 
 from flowport.connections import Cipher, ConnectionService
 from flowport.control.errors import ApiError
-from flowport.control.models import ModelRegistry
+from flowport.control.models import ModelRegistry, flow_folder_name
 from flowport.control.operations import Operations
 from flowport.control.specs import DeploymentSpec, EndpointSpec, ModelSpec, check_mirror_shape
 from flowport.dataplane.client import DataPlaneClient
@@ -346,6 +346,7 @@ class ControlPlane:
         return {
             "model": model["id"],
             "model_path": model["path"],
+            "flow_name": flow_folder_name(model.get("source_path") or model["path"]),
             "description": spec.description,
             "tags": spec.tags,
             "instance_type": spec.instance_type,
@@ -464,6 +465,7 @@ class ControlPlane:
             connections=self._connections_for(flow, variables),
             max_concurrent_requests=settings["max_concurrent_requests_per_instance"],
             request_timeout_ms=settings["request_timeout_ms"],
+            name=stored.get("flow_name") or "",
         )
         liveness, readiness = Probe(**stored["liveness_probe"]), Probe(**stored["readiness_probe"])
         requirements = _requirements(flow)

@@ -53,6 +53,12 @@ def snapshot_flow(source: Path, models_dir: Path) -> tuple[Path, str, FlowDef]:
     return target, digest, load_flow(target)
 
 
+def flow_folder_name(source: Path | str) -> str:
+    """The name users know a flow by: its folder's (the snapshot's is a content hash)."""
+    path = Path(source)
+    return path.parent.name if path.is_file() else path.name
+
+
 def _drop_includes(flow_file: Path) -> None:
     """The snapshot holds the included files already; its flow file must not look for them."""
     raw = to_plain(load_yaml_file(flow_file))
@@ -87,7 +93,7 @@ class ModelRegistry:
             "path": str(snapshot),
             "source_path": str(spec.path),
             "content_hash": digest,
-            "flow_name": flow.name,
+            "flow_name": flow_folder_name(spec.path),
             "flow_type": "chat" if flow.is_chat else "standard",
             "flow": flow_interface(flow),
         }

@@ -45,10 +45,13 @@ class InstanceConfig:
     """``{name: {"type", "module", "configs", "secrets"}}`` in clear: the instance opens no store."""
     max_concurrent_requests: int = 10
     request_timeout_ms: int = 5000
+    name: str = ""
+    """The flow's name for clients (swagger title); empty: the source folder's name."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "source": self.source,
+            "name": self.name,
             "environment_variables": dict(self.environment_variables),
             "connections": {k: dict(v) for k, v in self.connections.items()},
             "max_concurrent_requests": self.max_concurrent_requests,
@@ -63,6 +66,7 @@ class InstanceConfig:
             connections=dict(data.get("connections") or {}),
             max_concurrent_requests=int(data.get("max_concurrent_requests", 10)),
             request_timeout_ms=int(data.get("request_timeout_ms", 5000)),
+            name=str(data.get("name") or ""),
         )
 
 

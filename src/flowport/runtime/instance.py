@@ -44,7 +44,7 @@ def create_app() -> ScoringApp:
         environment_variables=config.environment_variables,
         process_environment_wins=True,
     )
-    return ScoringApp(executor, settings)
+    return ScoringApp(executor, settings, name=config.name or None)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     except FlowError as exc:  # the runtime shows the log's tail: the problem, not a traceback
         print(f"the flow failed to load:\n{exc}", file=sys.stderr, flush=True)
         sys.exit(1)
-    print(f"instance ready to serve {app.flow.name} ({workers} worker(s))", file=sys.stderr, flush=True)
+    print(f"instance ready to serve {app.name} ({workers} worker(s))", file=sys.stderr, flush=True)
     target = "flowport.runtime.instance:create_app" if workers > 1 else app
     run(target, host=args.host, port=args.port or 0, uds=args.uds, workers=workers)
 

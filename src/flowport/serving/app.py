@@ -40,7 +40,7 @@ from flowport.serving.negotiation import (
     not_acceptable,
     parse_inputs,
 )
-from flowport.serving.openai_chat import OpenAIChatRoute
+from flowport.serving.openai_chat import OpenAIChatRoute, not_a_chat_flow
 from flowport.serving.refused import Refused
 from flowport.serving.settings import ServeSettings
 from flowport.serving.sse import error_frame, frame
@@ -82,9 +82,13 @@ def _error_body(error: ExecutionError) -> dict[str, Any]:
 class ScoringApp:
     """An ASGI app serving one loaded flow."""
 
-    def __init__(self, executor: FlowExecutor, settings: ServeSettings | None = None) -> None:
+    def __init__(
+        self, executor: FlowExecutor, settings: ServeSettings | None = None, name: str | None = None
+    ) -> None:
         self.executor = executor
         self.flow = executor.flow
+        self.name = name or self.flow.name
+        """The flow's name for clients (swagger title): the flow folder's, not its snapshot's."""
         self.settings = settings or ServeSettings()
         included = self.settings.response_included_fields
         self.outputs = [
@@ -100,7 +104,7 @@ class ScoringApp:
         self.metrics = InstanceMetrics(self._llm_labels())
         self.log = AccessLog()
         self.draining = False
-        self.swagger = orjson.dumps(build_swagger(self.flow, included))
+        self.swagger = orjson.dumps(build_swagger(self.flow, included, self.name))
         self.chat = OpenAIChatRoute(self) if self.flow.is_chat else None
         routes = [
             Route("/score", self.score, methods=["POST"]),
@@ -111,8 +115,8 @@ class ScoringApp:
             Route("/metrics", self.metrics_text, methods=["GET"]),
             Route("/feedback", self.feedback, methods=["POST"]),
         ]
-        if self.chat is not None:
-            routes.append(Route("/v1/chat/completions", self.chat.handle, methods=["POST"]))
+        chat = self.chat.handle if self.chat is not None else not_a_chat_flow(self)
+        routes.append(Route("/v1/chat/completions", chat, methods=["POST"]))
         self.app = Starlette(
             routes=routes,
             lifespan=self._lifespan,

@@ -7,8 +7,9 @@ OpenAI's chunk events, so any OpenAI client can talk to a deployed chat flow.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -47,6 +48,23 @@ def _error(message: str, status: int, code: str, error_type: str = "invalid_requ
 
 def _error_type(status: int) -> str:
     return "server_error" if status >= 500 else "invalid_request_error"
+
+
+def not_a_chat_flow(scoring: ScoringApp) -> Callable[[Request], Awaitable[Response]]:
+    """``/v1/chat/completions`` of a flow that is not a chat flow: OpenAI's 400, saying why."""
+    message = (
+        f"flow {scoring.name!r} is not a chat flow, so it cannot answer chat completions. A chat flow "
+        "marks the user's message input with 'is_chat_input: true', a list input with "
+        "'is_chat_history: true' and the answer output with 'is_chat_output: true' in flow.dag.yaml. "
+        "Call this endpoint's /score route with the flow's inputs instead."
+    )
+
+    async def refuse(request: Request) -> Response:
+        with contextlib.suppress(BodyTooLarge):
+            await scoring.read_body(request)  # drained, so the connection stays usable
+        return _error(message, 400, "not_a_chat_flow")
+
+    return refuse
 
 
 class OpenAIChatRoute:
@@ -101,7 +119,7 @@ class OpenAIChatRoute:
             return _error(str(exc), 400, "invalid_messages")
         except BodyTooLarge:
             return _error(scoring.too_large().message, 413, "request_too_large")
-        model = str(body.get("model") or scoring.flow.name)
+        model = str(body.get("model") or scoring.name)
         stream = bool(body.get("stream"))
         try:
             result = await scoring.execute(inputs, stream, request_id)

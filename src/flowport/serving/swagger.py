@@ -50,12 +50,16 @@ def _json_content(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
-def build_swagger(flow: FlowDef, included: tuple[str, ...] | None = None) -> dict[str, Any]:
+def build_swagger(
+    flow: FlowDef, included: tuple[str, ...] | None = None, name: str | None = None
+) -> dict[str, Any]:
     """OpenAPI 3.0 for ``POST /score`` and ``POST /feedback``.
 
     The outputs listed are the flow's, less ``evaluation_only`` ones and, when given, those
-    not in ``included`` (PROMPTFLOW_RESPONSE_INCLUDED_FIELDS).
+    not in ``included`` (PROMPTFLOW_RESPONSE_INCLUDED_FIELDS). ``name`` is the flow's name
+    for clients (a deployed flow runs from a snapshot folder named by its content hash).
     """
+    name = name or flow.name
     outputs = [
         name
         for name, spec in flow.outputs.items()
@@ -64,9 +68,9 @@ def build_swagger(flow: FlowDef, included: tuple[str, ...] | None = None) -> dic
     inputs = {name: _schema(spec.type, spec.description, spec.default) for name, spec in flow.inputs.items()}
     answers = {name: _schema(flow.outputs[name].type, flow.outputs[name].description) for name in outputs}
     info: dict[str, Any] = {
-        "title": f"Promptflow[{flow.name}] API",
+        "title": f"Promptflow[{name}] API",
         "version": "1.0.0",
-        "x-flow-name": flow.name,
+        "x-flow-name": name,
     }
     if flow.is_chat:
         info.update(
@@ -90,7 +94,7 @@ def build_swagger(flow: FlowDef, included: tuple[str, ...] | None = None) -> dic
         "paths": {
             "/score": {
                 "post": {
-                    "summary": f"run promptflow: {flow.name} with an given input",
+                    "summary": f"run promptflow: {name} with an given input",
                     "requestBody": {
                         "description": "promptflow input data",
                         "required": bool(inputs),

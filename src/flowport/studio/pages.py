@@ -17,6 +17,11 @@ templates = Jinja2Templates(directory=str(HERE / "templates"))
 
 SignedIn = Callable[[Request], bool]
 
+LINK_NOTICE = (
+    "That login link was already used or has expired: a link works once, for a short time. "
+    "Sign in with the admin token instead."
+)
+
 NAV = (("endpoints", "Endpoints"), ("models", "Models"), ("connections", "Connections"), ("deploy", "Deploy"))
 
 
@@ -43,7 +48,10 @@ def build_studio(signed_in: SignedIn) -> list[BaseRoute]:
         next_path = request.query_params.get("next", "/studio/endpoints")
         if not next_path.startswith("/studio/"):  # only ever back into the studio
             next_path = "/studio/endpoints"
-        return templates.TemplateResponse(request, "login.html", {"nav": (), "next": next_path})
+        notice = LINK_NOTICE if request.query_params.get("link") == "expired" else ""
+        return templates.TemplateResponse(
+            request, "login.html", {"nav": (), "next": next_path, "notice": notice}
+        )
 
     return [
         Route("/", home),

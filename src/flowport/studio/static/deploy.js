@@ -89,36 +89,52 @@
   }
 
   // -- validation per step ----------------------------------------------------------------
+  // One check per step-1 field: its message, or "" when the value is fine.
+  const NAME_RULE = "3-32 characters: a letter first, then letters, digits and single dashes.";
+  const checks = {
+    "model": () => ($("model").value ? "" : "Choose a model version, or deploy a flow folder."),
+    "flow-path": () => ($("flow-path").value.trim() ? "" : "Enter the flow folder's path on the server."),
+    "model-name": () => (/^[A-Za-z0-9_.-]+$/.test($("model-name").value.trim()) ? ""
+      : "Enter a model name: letters, digits, _ . -"),
+    "endpoint-name": () => {
+      const name = $("endpoint-name").value.trim();
+      if (!validName(name)) return NAME_RULE;
+      return endpoints.some((e) => e.name === name)
+        ? `An endpoint named ${name} exists: choose "Existing endpoint" to add a deployment to it.` : "";
+    },
+    "endpoint-existing": () => ($("endpoint-existing").value ? "" : "Choose an endpoint."),
+    "deployment-name": () => (validName($("deployment-name").value.trim()) ? "" : NAME_RULE),
+    "replace": () => (replacing() && !$("replace").checked
+      ? `A deployment named ${$("deployment-name").value.trim()} exists on this endpoint: confirm to replace it, or choose another name.`
+      : ""),
+    "instance-count": () => {
+      const count = Number($("instance-count").value);
+      return Number.isInteger(count) && count >= 1 && count <= 50 ? "" : "A whole number from 1 to 50.";
+    },
+  };
+  const check = (id) => fieldError(id, checks[id]());
+
+  // A field that shows an error is checked again as it changes: a fixed value clears the message.
+  for (const kind of ["input", "change"]) {
+    form.addEventListener(kind, (event) => {
+      const id = event.target.id;
+      if (checks[id] && $(`${id}-error`) && $(`${id}-error`).textContent) check(id);
+      if (id === "deployment-name" && $("replace-error").textContent) check("replace");
+    });
+  }
+
   async function validateStep1() {
     let ok = true;
     if (radio("source") === "model") {
-      ok = fieldError("model", $("model").value ? "" : "Choose a model version, or deploy a flow folder.") && ok;
+      ok = check("model") && ok;
     } else {
-      const path = $("flow-path").value.trim();
-      const name = $("model-name").value.trim();
-      ok = fieldError("flow-path", path ? "" : "Enter the flow folder's path on the server.") && ok;
-      ok = fieldError("model-name", /^[A-Za-z0-9_.-]+$/.test(name) ? ""
-        : "Enter a model name: letters, digits, _ . -") && ok;
+      ok = check("flow-path") && ok;
+      ok = check("model-name") && ok;
     }
-    if (radio("endpoint-mode") === "new") {
-      const name = $("endpoint-name").value.trim();
-      let message = validName(name) ? "" : "3-32 characters: a letter first, then letters, digits and single dashes.";
-      if (!message && endpoints.some((e) => e.name === name)) {
-        message = `An endpoint named ${name} exists: choose "Existing endpoint" to add a deployment to it.`;
-      }
-      ok = fieldError("endpoint-name", message) && ok;
-    } else {
-      ok = fieldError("endpoint-existing", $("endpoint-existing").value ? "" : "Choose an endpoint.") && ok;
-    }
-    const deployment = $("deployment-name").value.trim();
-    ok = fieldError("deployment-name", validName(deployment) ? ""
-      : "3-32 characters: a letter first, then letters, digits and single dashes.") && ok;
-    ok = fieldError("replace", replacing() && !$("replace").checked
-      ? `A deployment named ${deployment} exists on this endpoint: confirm to replace it, or choose another name.`
-      : "") && ok;
-    const count = Number($("instance-count").value);
-    ok = fieldError("instance-count", Number.isInteger(count) && count >= 1 && count <= 50 ? ""
-      : "A whole number from 1 to 50.") && ok;
+    ok = check(radio("endpoint-mode") === "new" ? "endpoint-name" : "endpoint-existing") && ok;
+    ok = check("deployment-name") && ok;
+    ok = check("replace") && ok;
+    ok = check("instance-count") && ok;
     if (!ok) return false;
     if (radio("source") === "path") {
       const path = $("flow-path").value.trim();

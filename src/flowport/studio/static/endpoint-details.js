@@ -16,6 +16,19 @@ flowport.tabs["details"] = async (panel, page) => {
     return error.message || error.reason || JSON.stringify(error);
   }
 
+  // An error as its first line, the rest (log tail, traceback) folded away in a scrolling box.
+  function errorBlock(error) {
+    if (!error) return null;
+    const lines = [errorText(error), ...(error.log_tail || [])].join("\n").split("\n");
+    const first = lines.find((line) => line.trim()) || "";
+    const short = first.length > 200 ? `${first.slice(0, 200)}…` : first;
+    const rest = lines.join("\n").trim();
+    return el("div", { class: "error error-block" },
+      el("p", { class: "error-line" }, short),
+      rest !== first.trim() ? el("details", {}, el("summary", {}, "Details"),
+        el("pre", { class: "error-details", tabindex: "0" }, rest)) : null);
+  }
+
   async function render() {
     const endpoint = page.endpoint;
     const deployments = page.deployments;
@@ -38,7 +51,7 @@ flowport.tabs["details"] = async (panel, page) => {
         el("th", { scope: "row" }, d.name),
         el("td", {},
           el("span", { class: `state ${String(d.provisioning_state).toLowerCase()}` }, d.provisioning_state),
-          failed && d.error ? el("div", { class: "error reason" }, errorText(d.error.reason || d.error)) : null),
+          failed ? errorBlock(d.error) : null),
         el("td", { class: "number" }, d.instance_count),
         el("td", { class: "number" }, `${ready} / ${instances.length}`),
         el("td", {}, el("code", {}, d.model || "")),
@@ -128,7 +141,7 @@ flowport.tabs["details"] = async (panel, page) => {
             el("td", {}, op.target),
             el("td", {}, el("span", { class: `state ${String(op.status).toLowerCase()}` }, op.status)),
             el("td", {}, el("time", { datetime: op.created_at }, when(op.created_at))),
-            el("td", { class: op.error ? "error" : "" }, errorText(op.error))))))
+            el("td", {}, errorBlock(op.error))))))
         : el("p", { class: "muted" }, "No operations yet."));
   }
 

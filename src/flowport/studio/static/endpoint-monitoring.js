@@ -151,13 +151,14 @@ flowport.tabs["monitoring"] = async (panel, page) => {
     select.replaceChildren(el("option", { value: "" }, "All deployments"),
       ...names.map((name) => el("option", { value: name }, name)));
     select.value = names.includes(current) ? current : "";
+    chosen = select.value;
   }
   select.addEventListener("change", () => { chosen = select.value; render(); });
 
-  function deploymentNames() {
-    const names = new Set((page.deployments || []).map((d) => d.name));
-    for (const name of Object.keys((stats && stats.deployments) || {})) names.add(name);
-    return [...names].sort();
+  // The endpoint's current deployments: the stats still hold the minutes of deleted ones.
+  async function deploymentNames() {
+    const current = await call("GET", `/endpoints/${encodeURIComponent(page.name)}/deployments`);
+    return current.map((d) => d.name).sort();
   }
 
   // One minute series for the chosen deployment(s): [{time, requests, total, latency}]
@@ -342,8 +343,9 @@ flowport.tabs["monitoring"] = async (panel, page) => {
   async function refresh() {
     try {
       stats = await call("GET", `/endpoints/${encodeURIComponent(page.name)}/stats`);
-      const names = deploymentNames();
+      const names = await deploymentNames();
       fillSelect(names);
+      for (const name of Object.keys(usage)) if (!names.includes(name)) delete usage[name];
       const now = Date.now();
       await Promise.all(names.map(async (name) => {
         try {

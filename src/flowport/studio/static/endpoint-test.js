@@ -51,46 +51,66 @@ flowport.tabs["test"] = async (panel, page) => {
   }
 
   // -- one input field per flow input ------------------------------------------------------
+  // read() gives the value to send, OMIT for an empty field the flow has a default for, and
+  // throws for an empty required field or a bad value.
+  const OMIT = Symbol("omit");
+  const shown = (v) => (typeof v === "string" ? v : JSON.stringify(v));
+
   function field(name, input) {
     const id = `test-input-${++serial}`;
     const type = input.type || "string";
+    const hasDefault = "default" in input;
     const value = input.default;
+    const required = !hasDefault;
     let control;
     if (Array.isArray(input.enum) && input.enum.length) {
-      control = el("select", { id }, input.enum.map((option) => el("option", { value: String(option) }, String(option))));
-      if (value !== undefined) control.value = String(value);
+      control = el("select", { id },
+        required ? el("option", { value: "" }, "Choose…") : null,
+        input.enum.map((option) => el("option", { value: String(option) }, String(option))));
+      if (hasDefault) control.value = String(value);
     } else if (type === "bool") {
       control = el("input", { id, type: "checkbox", checked: value === true || value === "true" });
     } else if (type === "int" || type === "double") {
       control = el("input", { id, type: "number", step: type === "int" ? "1" : "any" });
-      if (value !== undefined && value !== null) control.value = String(value);
+      if (hasDefault && value !== null) control.value = String(value);
     } else if (type === "list" || type === "object") {
       control = el("textarea", { id, class: "code", rows: 4, spellcheck: "false" });
-      control.value = JSON.stringify(value === undefined ? (type === "list" ? [] : {}) : value, null, 2);
+      control.value = JSON.stringify(hasDefault ? value : (type === "list" ? [] : {}), null, 2);
     } else {
       control = el("input", { id, type: "text", autocomplete: "off" });
-      if (value !== undefined && value !== null) control.value = typeof value === "string" ? value : JSON.stringify(value);
+      if (hasDefault && value !== null) control.value = shown(value);
     }
+    if (hasDefault && value !== null && control.tagName !== "SELECT" && type !== "bool") {
+      control.setAttribute("placeholder", shown(value));
+    }
+    if (required) control.setAttribute("aria-required", "true");
     const error = el("p", { class: "error", id: `${id}-error` });
-    const hint = el("span", { class: "hint", id: `${id}-type` }, type);
+    const about = required ? `${type} · required`
+      : `${type} · default ${value === null ? "null" : shown(value)}`;
+    const hint = el("span", { class: "hint", id: `${id}-type` }, about);
     control.setAttribute("aria-describedby", `${id}-type ${id}-error`);
     const wrap = type === "bool"
       ? el("div", { class: "field" },
         el("div", { class: "field-head" }, el("label", { for: id, class: "inline" }, control, " ", name), hint), error)
       : el("div", { class: "field" }, el("div", { class: "field-head" }, el("label", { for: id }, name), hint),
         control, error);
+    const empty = () => {
+      if (required) throw invalid("Required: enter a value.");
+      return OMIT; // the flow's default applies
+    };
     return {
-      name, wrap, control,
+      name, wrap, control, required,
       read() {
         error.textContent = "";
         control.removeAttribute("aria-invalid");
         if (control.tagName === "SELECT") {
+          if (control.value === "") return empty();
           const original = input.enum.find((o) => String(o) === control.value);
           return original === undefined ? control.value : original;
         }
         if (type === "bool") return control.checked;
         if (type === "int" || type === "double") {
-          if (control.value === "") return input.default === undefined ? null : input.default;
+          if (control.value.trim() === "") return empty();
           const number = Number(control.value);
           if (Number.isNaN(number) || (type === "int" && !Number.isInteger(number))) {
             throw invalid(type === "int" ? "A whole number." : "A number.");
@@ -98,25 +118,61 @@ flowport.tabs["test"] = async (panel, page) => {
           return number;
         }
         if (type === "list" || type === "object") {
-          try { return JSON.parse(control.value || (type === "list" ? "[]" : "{}")); } catch (e) {
+          if (control.value.trim() === "") return empty();
+          try { return JSON.parse(control.value); } catch (e) {
             throw invalid(`Not valid JSON: ${e.message}`);
           }
         }
-        return control.value;
+        return control.value === "" ? empty() : control.value;
+      },
+      clear() {
+        error.textContent = "";
+        control.removeAttribute("aria-invalid");
       },
       write(v) {
         if (control.tagName === "SELECT") control.value = String(v);
         else if (type === "bool") control.checked = v === true || v === "true";
         else if (type === "list" || type === "object") control.value = JSON.stringify(v, null, 2);
-        else control.value = v === undefined || v === null ? "" : (typeof v === "string" ? v : JSON.stringify(v));
+        else control.value = v === undefined || v === null ? "" : shown(v);
       },
     };
     function invalid(message) {
       error.textContent = message;
       control.setAttribute("aria-invalid", "true");
-      control.focus();
-      return new Error(`${name}: ${message}`);
+      return Object.assign(new Error(`${name}: ${message}`), { field: name, missing: message.startsWith("Required") });
     }
+  }
+
+  // Every field's value (empty ones with a default left out); one error naming every bad field.
+  // Not strict (switching to the JSON editor): the fields that read well, no errors shown.
+  function readFields(fields, strict = true) {
+    const values = {};
+    const problems = [];
+    for (const f of fields) {
+      try {
+        const v = f.read();
+        if (v !== OMIT) values[f.name] = v;
+      } catch (error) {
+        if (strict) problems.push(error);
+        else f.clear();
+      }
+    }
+    if (problems.length) {
+      const missing = problems.filter((e) => e.missing).map((e) => e.field);
+      const bad = problems.filter((e) => !e.missing).map((e) => e.message);
+      const parts = [];
+      if (missing.length) parts.push(`Fill in the required input${missing.length > 1 ? "s" : ""}: ${missing.join(", ")}.`);
+      parts.push(...bad);
+      fields.find((f) => f.control.getAttribute("aria-invalid"))?.control.focus();
+      throw new Error(parts.join(" "));
+    }
+    return values;
+  }
+
+  // The required inputs a JSON body leaves out or empty.
+  function missingIn(payload, fields) {
+    return fields.filter((f) => f.required).map((f) => f.name)
+      .filter((n) => !(n in payload) || payload[n] === null || payload[n] === "");
   }
 
   // -- standard flows ---------------------------------------------------------------------
@@ -133,13 +189,13 @@ flowport.tabs["test"] = async (panel, page) => {
     const toggles = {};
     const status = el("p", { class: "test-status", role: "status", "aria-live": "polite" });
     const output = el("pre", { class: "test-response", tabindex: "0", "aria-label": "Response" });
-    const readForm = () => Object.fromEntries(fields.map((f) => [f.name, f.read()]));
+    const readForm = () => readFields(fields);
 
     function switchTo(next) {
       if (next === mode) return;
       try {
         if (next === "json") {
-          json.value = JSON.stringify(readForm(), null, 2);
+          json.value = JSON.stringify(readFields(fields, false), null, 2);
         } else {
           const parsed = JSON.parse(json.value || "{}");
           for (const f of fields) if (f.name in parsed) f.write(parsed[f.name]);
@@ -168,6 +224,12 @@ flowport.tabs["test"] = async (panel, page) => {
         if (mode === "json") {
           try { payload = JSON.parse(json.value); } catch (e) {
             jsonError.textContent = `Not valid JSON: ${e.message}`;
+            return;
+          }
+          const missing = payload && typeof payload === "object" && !Array.isArray(payload)
+            ? missingIn(payload, fields) : [];
+          if (missing.length) {
+            jsonError.textContent = `Fill in the required input${missing.length > 1 ? "s" : ""}: ${missing.join(", ")}.`;
             return;
           }
           jsonError.textContent = "";
@@ -256,7 +318,7 @@ flowport.tabs["test"] = async (panel, page) => {
       if (!question || send.disabled) return;
       let extra;
       try {
-        extra = Object.fromEntries(others.map((f) => [f.name, f.read()]));
+        extra = readFields(others);
       } catch {
         return;
       }
