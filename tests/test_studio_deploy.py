@@ -95,6 +95,11 @@ def test_deploy_a_chat_flow_with_the_wizard_then_chat_with_it(
     assert page.locator(".chat-message.assistant").first.get_by_text("Echo: hello there").is_visible()
     screenshot(page, "endpoint-test-chat")
 
+    ask(page, "cut me off [[cut:2]]")  # the LLM drops the stream midway: an error, not an output
+    failed = page.locator(".chat-message.assistant.failed")
+    failed.get_by_role("alert").wait_for()
+    assert "error" not in failed.locator("dl.chat-extras").all_inner_texts()
+
 
 def test_the_chat_window_streams_the_answer_and_sends_the_history(studio: tuple[Flowport, Any]) -> None:
     server, page = studio

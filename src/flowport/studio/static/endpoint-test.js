@@ -356,8 +356,14 @@ flowport.tabs["test"] = async (panel, page) => {
             while ((end = buffer.indexOf("\n\n")) >= 0 || (final && buffer.trim())) {
               const chunk = end >= 0 ? buffer.slice(0, end) : buffer;
               buffer = end >= 0 ? buffer.slice(end + 2) : "";
-              const data = chunk.split("\n").filter((l) => l.startsWith("data:"))
+              const lines = chunk.split("\n");
+              const data = lines.filter((l) => l.startsWith("data:"))
                 .map((l) => l.slice(5).replace(/^ /, "")).join("\n");
+              if (lines.some((l) => l.replace(/ /g, "") === "event:error")) {
+                // The flow failed midway: an error frame, not an output.
+                const failure = JSON.parse(data || "{}").error || {};
+                throw new Error(failure.message || failure.code || "the stream broke off");
+              }
               if (data && data !== "[DONE]") frame(JSON.parse(data));
             }
           };
