@@ -736,6 +736,73 @@ def test_metrics_text(gateway: Gateway, instances: dict[str, Instance], client: 
     assert hidden.status_code == 404 and hidden.json()["error"]["code"] == "NotFound"
 
 
+def series(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+
+async def test_unknown_names_never_grow_the_metrics(instances: dict[str, Instance]) -> None:
+    """Thousands of requests naming random endpoints, deployments and routes add no series."""
+    gateway = Gateway(SIGNER, timeout_grace_seconds=GRACE)
+    path = publish(gateway, "ep-known", {"blue": [instances["blue"].address]})
+    with ThreadedServer(gateway, lifespan="on") as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            semaphore = asyncio.Semaphore(16)
+
+            async def probe(n: int) -> None:
+                name = uuid.uuid4().hex
+                async with semaphore:
+                    match n % 4:
+                        case 0:
+                            await client.post(f"/endpoints/{name}/score", json={}, headers=AUTH)
+                        case 1:
+                            pin = {"azureml-model-deployment": name}
+                            await client.post(path, json={"text": "x"}, headers={**AUTH, **pin})
+                        case 2:
+                            pin = {"flowport-model-deployment": name, "authorization": f"Bearer {name}"}
+                            await client.post(path, json={"text": "x"}, headers=pin)
+                        case 3:
+                            await client.get(f"/endpoints/{name}/{name}")
+
+            assert (await client.post(path, json={"text": "x"}, headers=AUTH)).status_code == 200
+            await asyncio.gather(*(probe(n) for n in range(40)))
+            before = gateway.render_metrics().decode()
+            await asyncio.gather(*(probe(n) for n in range(3000)))
+            after = gateway.render_metrics().decode()
+    assert len(series(after)) == len(series(before)), set(series(after)) - set(series(before))
+    assert len(after) < 20_000
+    assert 'flowport_gateway_requests_total{deployment="",endpoint="<unknown>",status="404"} 760.0' in after
+    assert 'flowport_gateway_requests_total{deployment="",endpoint="ep-known",status="404"} 760.0' in after
+    assert 'flowport_gateway_requests_total{deployment="",endpoint="ep-known",status="401"} 760.0' in after
+    assert 'flowport_gateway_requests_total{deployment="blue",endpoint="ep-known",status="200"} 1.0' in after
+
+
+def test_withdrawn_deployments_take_their_series_and_stats(
+    gateway: Gateway, instances: dict[str, Instance], client: httpx.Client
+) -> None:
+    both = {"blue": [instances["blue"].address], "green": [instances["green"].address]}
+    path = publish(gateway, "ep-shrink", both)
+    for name in both:
+        assert client.post(path, json={"text": "x"}, headers={**AUTH, "azureml-model-deployment": name})
+    text = gateway.render_metrics().decode()
+    assert 'deployment="green",endpoint="ep-shrink"' in text
+    # The runtime withdraws green's instances, then the control plane publishes the route without it.
+    gateway.set_instances("ep-shrink", "green", [])
+    publish(gateway, "ep-shrink", {"blue": [instances["blue"].address]})
+    text = gateway.render_metrics().decode()
+    assert 'deployment="green",endpoint="ep-shrink"' not in text
+    assert 'deployment="blue",endpoint="ep-shrink"' in text
+    assert set(gateway.stats("ep-shrink")["deployments"]) == {"blue"}
+    # A deployment whose instances were reported but which was never routed goes when they go.
+    gateway.set_instances("ep-shrink", "red", [instances["green"].address])
+    gateway.render_metrics()
+    gateway.set_instances("ep-shrink", "red", [])
+    assert 'deployment="red"' not in gateway.render_metrics().decode()
+    assert set(gateway.stats("ep-shrink")["deployments"]) == {"blue"}
+    gateway.withdraw("ep-shrink")
+    assert 'endpoint="ep-shrink"' not in gateway.render_metrics().decode()
+    assert gateway.stats("ep-shrink")["deployments"] == {}
+
+
 def test_stats_last_hour_by_minute(
     gateway: Gateway, instances: dict[str, Instance], client: httpx.Client
 ) -> None:

@@ -33,7 +33,7 @@ from flowport.gateway.headers import (
     downstream_headers,
     upstream_headers,
 )
-from flowport.gateway.metrics import GatewayMetrics
+from flowport.gateway.metrics import UNKNOWN, GatewayMetrics
 from flowport.gateway.mirror import Mirror
 from flowport.gateway.proxy import PASSED_THROUGH, StreamedResponse, failed_dependency, open_upstream
 from flowport.gateway.routes import DataCollection, DeploymentRoute, EndpointRoute
@@ -154,13 +154,20 @@ class Gateway:
             for name, state in states.items():
                 state.settings = route.deployments.get(name) or DeploymentRoute(name)
             self._tables[route.name] = EndpointTable(route, states)
+            gone = [
+                key
+                for key, state in self._states.items()
+                if key[0] == route.name and key[1] not in states and not state.pool.active
+            ]
+            for key in gone:
+                self._drop(key)
 
     def withdraw(self, endpoint: str) -> None:
         """The endpoint was deleted: stop serving it and close its instances' connections."""
         with self._lock:
             self._tables.pop(endpoint, None)
             for key in [key for key in self._states if key[0] == endpoint]:
-                self._states.pop(key).pool.retire_all()
+                self._drop(key)
         self.metrics.forget(endpoint)
 
     def set_instances(self, endpoint: str, deployment: str, addresses: list[str]) -> None:
@@ -169,9 +176,20 @@ class Gateway:
         A removed address is never picked again; its connections close once its requests finish.
         """
         with self._lock:
-            if not addresses and (endpoint, deployment) not in self._states:
+            key = (endpoint, deployment)
+            if not addresses and key not in self._states:
                 return
             self._state(endpoint, deployment).pool.update(addresses)
+            table = self._tables.get(endpoint)
+            if not addresses and (table is None or deployment not in table.deployments):
+                self._drop(key)  # neither routed nor running: a deleted or failed deployment
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        """Forget a deployment the gateway no longer routes to: instances, last hour, series."""
+        state = self._states.pop(key)
+        state.live = False
+        state.pool.retire_all()
+        self.metrics.forget(*key)
 
     def _state(self, endpoint: str, deployment: str) -> DeploymentState:
         state = self._states.get((endpoint, deployment))
@@ -237,7 +255,7 @@ class Gateway:
 
         table = self._tables.get(endpoint)
         if table is None:
-            return self._refuse(endpoint, None, errors.endpoint_not_found(endpoint), reply, started)
+            return self._refuse(UNKNOWN, None, errors.endpoint_not_found(endpoint), reply, started)
         authorization = headers.get(b"authorization")
         credential = authorization.decode("latin-1") if authorization is not None else None
         refusal = authorize(table.route, credential, self.tokens)
@@ -352,15 +370,21 @@ class Gateway:
         return error_response(refusal, reply)
 
     def _count(self, endpoint: str, state: DeploymentState | None, status: int, elapsed: float) -> None:
+        """Count an answer under labels the control plane published, never a caller's name."""
         metrics = self.metrics
-        deployment = state.name if state is not None else ""
+        if state is not None and state.live:
+            endpoint, deployment = state.endpoint, state.name
+            state.stats.record(status, elapsed)
+        else:  # before a deployment was chosen, or one withdrawn while the request ran
+            deployment = ""
+            if endpoint not in self._tables:
+                endpoint = UNKNOWN
         metrics.child(metrics.requests, endpoint, deployment, str(status)).inc()
         metrics.child(metrics.latency, endpoint, deployment).observe(elapsed)
-        if state is not None:
-            state.stats.record(status, elapsed)
 
     def _count_retry(self, state: DeploymentState) -> None:
-        self.metrics.child(self.metrics.retries, state.endpoint, state.name).inc()
+        if state.live:
+            self.metrics.child(self.metrics.retries, state.endpoint, state.name).inc()
 
     def _finish(self, exchange: Exchange, status: int, captured: bytes | None, truncated: bool) -> None:
         """The answer is over (sent, failed or abandoned): release, count, maybe collect."""
