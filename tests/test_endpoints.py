@@ -125,6 +125,35 @@ def test_token_auth_issues_expiring_tokens(home: Path, monkeypatch: pytest.Monke
         assert expired.status_code == 401
 
 
+def test_a_token_dies_with_its_endpoint(home: Path) -> None:
+    """A token names the endpoint's incarnation: a re-created endpoint of the same name refuses it."""
+    with Flowport(home) as fp:
+        fp.endpoint("reborn", auth_mode="aml_token")
+        old = fp.ok("POST", "/endpoints/reborn/credentials")["accessToken"]
+        # No deployment yet: a valid token gets past auth to "no deployment receives traffic".
+        assert fp.score("reborn", {}, key=old).json()["error"]["code"] == "NoDeploymentWithTraffic"
+        assert fp.wait(fp.ok("DELETE", "/endpoints/reborn")["operation"])["status"] == "Succeeded"
+        fp.endpoint("reborn", auth_mode="aml_token")
+        refused = fp.score("reborn", {}, key=old)
+        assert refused.status_code == 401
+        assert "earlier endpoint of the same name" in refused.json()["error"]["message"]
+        fresh = fp.ok("POST", "/endpoints/reborn/credentials")["accessToken"]
+        assert fp.score("reborn", {}, key=fresh).json()["error"]["code"] == "NoDeploymentWithTraffic"
+
+        # An endpoint stored before incarnations existed gets one on its first read and keeps it.
+        row = fp.control.endpoints.get(name="reborn")
+        fields = {k: v for k, v in row.items() if k not in ("name", "secrets", "created_at", "updated_at")}
+        del fields["incarnation"]
+        fp.control.endpoints.put({"name": "reborn"}, fields)
+        fp.restart()
+        token = fp.ok("POST", "/endpoints/reborn/credentials")["accessToken"]
+        assert fp.score("reborn", {}, key=token).json()["error"]["code"] == "NoDeploymentWithTraffic"
+        assert fp.control.endpoints.get(name="reborn")["incarnation"]
+        fp.restart()
+        assert fp.score("reborn", {}, key=token).json()["error"]["code"] == "NoDeploymentWithTraffic"
+        assert fp.score("reborn", {}, key=fresh).status_code == 401
+
+
 def test_traffic_rules_and_status_codes(sqlite_flowport: Flowport) -> None:
     fp = sqlite_flowport
     fp.endpoint("rules")
