@@ -994,3 +994,35 @@ def test_unknown_routes_are_404_and_wrong_methods_405(client: httpx.Client) -> N
     assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
     assert wrong.json()["error"]["code"] == "MethodNotAllowed"
     assert client.delete("/endpoints/ep/swagger.json").headers["allow"] == "GET"
+
+
+class BrokenGateway(Gateway):
+    """A gateway with a bug on the request path: choosing a deployment raises."""
+
+    @staticmethod
+    def _choose(table, pinned):  # type: ignore[no-untyped-def,override]
+        raise RuntimeError("a bug")
+
+
+def test_a_gateway_500_closes_the_keep_alive_connection(instances: dict[str, Instance]) -> None:
+    gateway = BrokenGateway(SIGNER, timeout_grace_seconds=GRACE)
+    publish(gateway, "ep-bug", {"blue": [instances["blue"].address]})
+    with (
+        ThreadedServer(gateway, lifespan="on") as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw,
+    ):
+        body = b'{"text": "x"}'
+        request = (
+            b"POST /endpoints/ep-bug/score HTTP/1.1\r\nhost: gw\r\nconnection: keep-alive\r\n"
+            b"x-request-id: bug-1\r\nauthorization: Bearer " + KEY.encode() + b"\r\n"
+            b"content-type: application/json\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n"
+        )
+        raw.sendall(request + body)
+        received = b""
+        while chunk := raw.recv(65536):  # the server closes: recv returns b"" instead of blocking
+            received += chunk
+    head, _, payload = received.partition(b"\r\n\r\n")
+    lines = head.decode().lower().split("\r\n")
+    assert lines[0].startswith("http/1.1 500")
+    assert "connection: close" in lines and "x-request-id: bug-1" in lines
+    assert orjson.loads(payload)["error"]["code"] == "InternalServerError"

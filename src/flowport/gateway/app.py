@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import threading
 import time
@@ -43,6 +44,8 @@ from flowport.gateway.tokens import TokenSigner
 from flowport.gateway.upstream import Upstream
 from flowport.request_ids import client_request_id, new_request_id
 from flowport.transport import TransportError, UpstreamResponse
+
+log = logging.getLogger("flowport.gateway")
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 PREFIX = "/endpoints/"
@@ -133,10 +136,16 @@ class Gateway:
         if scope["type"] != "http":
             await self.lifespan_app(scope, receive, send)
             return
+        reply: dict[str, str] = {}
         try:
-            response = await self.handle(scope, receive)
+            response = await self.handle(scope, receive, reply)
         except ClientGone:
             return
+        except Exception:
+            # A bug, not the client's doing: a JSON 500 that closes the connection, whose state is unknown.
+            log.exception("the gateway failed to answer %s %s", scope["method"], scope["path"])
+            ids = {name: value for name, value in reply.items() if name != "azureml-model-deployment"}
+            response = error_response(errors.internal_error(), {**ids, "connection": "close"})
         await response(scope, receive, send)
 
     @contextlib.asynccontextmanager
@@ -233,14 +242,17 @@ class Gateway:
 
     # -- requests -----------------------------------------------------------------
 
-    async def handle(self, scope: Scope, receive: Receive) -> Response:
-        """The answer to one request (raises ClientGone if the client left mid-body)."""
+    async def handle(self, scope: Scope, receive: Receive, reply: dict[str, str]) -> Response:
+        """The answer to one request (raises ClientGone if the client left mid-body).
+
+        ``reply`` gets the headers every answer carries (request ids, then the deployment).
+        """
         started = time.perf_counter()
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         headers = first_values(scope["headers"])
         request_id = (headers.get(b"x-request-id") or b"").decode("latin-1") or new_request_id()
-        reply = {"x-request-id": request_id}
+        reply["x-request-id"] = request_id
         client_id = client_request_id((headers.get(b"x-ms-client-request-id") or b"").decode("latin-1"))
         if client_id:
             reply["x-ms-client-request-id"] = client_id
