@@ -655,6 +655,49 @@ def test_headers_forwarded_to_the_instance(gateway: Gateway, client: httpx.Clien
     assert headers["user-agent"] == response.request.headers["user-agent"]
 
 
+def test_odd_request_ids_are_replaced_not_echoed_or_forwarded(gateway: Gateway, client: httpx.Client) -> None:
+    """Long or non-ASCII ids never reach the answer or the instance; Azure's client id rule holds."""
+    seen: list[dict[bytes, list[bytes]]] = []
+
+    async def recorder(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            return
+        found: dict[bytes, list[bytes]] = {}
+        for name, value in scope["headers"]:
+            found.setdefault(name, []).append(value)
+        seen.append(found)
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/x")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    with ThreadedServer(recorder) as server:
+        path = publish(gateway, "ep-ids", {"blue": [server.url]})
+        for bad_id, bad_client in (
+            (b"r" * 129, b"c" * 41),
+            ("caf\u00e9".encode("latin-1"), "caf\u00e9".encode("latin-1")),
+            (b"two words", b"no spaces!"),
+            (b"tab\tinside", b"dots.are.not.allowed"),
+        ):
+            response = client.post(
+                path,
+                content=b"{}",
+                headers={**AUTH, "x-request-id": bad_id, "x-ms-client-request-id": bad_client},
+            )
+            assert response.status_code == 200
+            fresh = response.headers["x-request-id"]
+            assert uuid.UUID(fresh).version == 4
+            assert "x-ms-client-request-id" not in response.headers
+            assert seen[-1][b"x-request-id"] == [fresh.encode()]
+            assert b"x-ms-client-request-id" not in seen[-1]
+        good = {"x-request-id": "r" * 128, "x-ms-client-request-id": "c-" + "9" * 38}
+        response = client.post(path, content=b"{}", headers={**AUTH, **good})
+        assert response.headers["x-request-id"] == good["x-request-id"]
+        assert seen[-1][b"x-request-id"] == [good["x-request-id"].encode()]
+        assert seen[-1][b"x-ms-client-request-id"] == [good["x-ms-client-request-id"].encode()]
+        refused = client.post(path, content=b"{}", headers={"x-request-id": b"\xff" * 200})
+        assert refused.status_code == 401 and uuid.UUID(refused.headers["x-request-id"]).version == 4
+
+
 def test_swagger_and_chat_routes(
     gateway: Gateway, instances: dict[str, Instance], client: httpx.Client
 ) -> None:

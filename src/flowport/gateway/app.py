@@ -42,7 +42,8 @@ from flowport.gateway.stats import MINUTES
 from flowport.gateway.table import DeploymentState, EndpointTable
 from flowport.gateway.tokens import TokenSigner
 from flowport.gateway.upstream import Upstream
-from flowport.request_ids import client_request_id, new_request_id
+from flowport.request_ids import client_request_id
+from flowport.request_ids import request_id as accepted_request_id
 from flowport.transport import TransportError, UpstreamResponse
 
 log = logging.getLogger("flowport.gateway")
@@ -251,7 +252,7 @@ class Gateway:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         headers = first_values(scope["headers"])
-        request_id = (headers.get(b"x-request-id") or b"").decode("latin-1") or new_request_id()
+        request_id = accepted_request_id((headers.get(b"x-request-id") or b"").decode("latin-1"))
         reply["x-request-id"] = request_id
         client_id = client_request_id((headers.get(b"x-ms-client-request-id") or b"").decode("latin-1"))
         if client_id:
@@ -287,7 +288,7 @@ class Gateway:
         state.in_flight += 1
         try:
             body = await self._read_body(receive, headers.get(b"content-length")) if route.scoring else None
-            forwarded = upstream_headers(scope["headers"], request_id)
+            forwarded = upstream_headers(scope["headers"], request_id, client_id)
             if body is not None and not pinned and table.mirrors:
                 for target in table.mirror_targets():
                     self.mirror.copy(target, route.path, forwarded, body)
