@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from flowport.control.sessions import COOKIE
 from flowport.testing.llm_server import LLMServer
 from tests.endpoint_harness import AZURE, FLOWS, Flowport
 
@@ -152,6 +153,24 @@ def test_a_token_dies_with_its_endpoint(home: Path) -> None:
         fp.restart()
         assert fp.score("reborn", {}, key=token).json()["error"]["code"] == "NoDeploymentWithTraffic"
         assert fp.score("reborn", {}, key=fresh).status_code == 401
+
+
+def test_the_api_description_needs_the_admin_token_or_a_session(sqlite_flowport: Flowport) -> None:
+    fp = sqlite_flowport
+    for path in ("/openapi.json", "/docs"):
+        refused = fp.http.get(f"{fp.url}/api/v1{path}")
+        assert refused.status_code == 401, path
+        assert refused.json()["error"]["code"] == "Unauthorized"
+    assert fp.http.get(f"{fp.url}/api/v1/redoc").status_code == 404
+    schema = fp.api("GET", "/openapi.json")
+    assert schema.status_code == 200 and "/endpoints" in schema.json()["paths"]
+    assert "/openapi.json" not in schema.json()["paths"]
+    page = fp.api("GET", "/docs")
+    assert page.status_code == 200 and "/api/v1/openapi.json" in page.text
+    sid, _ = fp.sessions.open()
+    with httpx.Client(base_url=fp.url, cookies={COOKIE: sid}) as browser:
+        assert browser.get("/api/v1/openapi.json").status_code == 200
+        assert browser.get("/api/v1/docs").status_code == 200
 
 
 def test_traffic_rules_and_status_codes(sqlite_flowport: Flowport) -> None:
