@@ -39,6 +39,7 @@ def server(
     import uvicorn
 
     from flowport.control.server import ADMIN_TOKEN_FILE, build_server
+    from flowport.http_limits import uvicorn_options
 
     built = build_server(home, base_url)
     typer.echo(f"flowport server at {base_url}", err=True)
@@ -49,7 +50,13 @@ def server(
     link = f"{base_url}/api/v1/sessions/redeem?code={built.sessions.login_code()}"
     typer.echo(f"  sign in to the studio with this one-time link (10 minutes):\n    {link}", err=True)
     uvicorn.run(
-        built.app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=30
+        built.app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=30,
+        **uvicorn_options(),
     )
 
 
