@@ -163,6 +163,13 @@ def test_oversized_request_heads_get_431_and_the_connection_closes(tmp_path: Pat
         # A head within the limits (about 40 KB, lines of 2 KB) is served.
         answer, _ = send_head("127.0.0.1", port, many_headers(path, 20, 2000))
         assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        # A large body that arrives with its head in one write is body, not head.
+        body = b'{"text": "' + b"w " * 1_000_000 + b'"}'
+        target = b"/endpoints/none/score" if which == "server" else b"/score"
+        head = b"POST %s HTTP/1.1\r\nhost: probe\r\nconnection: close\r\n" % target
+        head += b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body)
+        answer, _ = send_head("127.0.0.1", port, head + body)
+        assert answer.startswith(b"HTTP/1.1 404" if which == "server" else b"HTTP/1.1 200"), answer[:300]
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(30)

@@ -41,34 +41,45 @@ def _refusal() -> tuple[bytes, bytes]:
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol that counts the bytes of each request's head."""
+    """uvicorn's httptools protocol that counts the bytes of each request's head.
+
+    Chunks that end inside a head are counted as they arrive, so an endless header is cut off
+    after at most one read past the limit; the head that completes within a chunk is counted
+    line by line in the parser's callbacks (the rest of that chunk is body, not head).
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._in_head = True
-        self._head_bytes = 0
+        self._chunk_bytes = 0
+        self._line_bytes = 0
         self._refused = False
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        if self._in_head:
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEADER_BYTES:
-                self._refuse()
-                return
+        started_in_head = self._in_head
         super().data_received(data)
+        if started_in_head and self._in_head and not self._refused:
+            self._chunk_bytes += len(data)
+            if self._chunk_bytes > MAX_HEADER_BYTES:
+                self._refuse()
+
+    def _count(self, size: int) -> None:
+        self._line_bytes += size
+        if size > MAX_LINE_BYTES or self._line_bytes > MAX_HEADER_BYTES:
+            self._refused = True
+            raise HeadTooLarge
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
+        self._count(len(url))
         if len(self.url) > MAX_LINE_BYTES:
             self._refused = True
             raise HeadTooLarge
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if len(name) + len(value) > MAX_LINE_BYTES:
-            self._refused = True
-            raise HeadTooLarge
+        self._count(len(name) + len(value) + 4)  # with ": " and CRLF
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
@@ -78,7 +89,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._in_head = True
-        self._head_bytes = 0
+        self._chunk_bytes = self._line_bytes = 0
 
     def send_400_response(self, msg: str) -> None:
         """The parser stopped: because a callback found a line too long, or the request was malformed."""

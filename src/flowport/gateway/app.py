@@ -430,7 +430,8 @@ class Gateway:
         """Prometheus text of the gateway's own registry."""
         metrics = self.metrics
         for state in list(self._states.values()):
-            metrics.child(metrics.in_flight, state.endpoint, state.name).set(state.in_flight)
+            if state.live:
+                metrics.child(metrics.in_flight, state.endpoint, state.name).set(state.in_flight)
         return metrics.render()
 
     def stats(self, endpoint: str) -> dict[str, Any]:
