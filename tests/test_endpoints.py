@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from flowport.control.sessions import COOKIE
 from flowport.testing.llm_server import LLMServer
 from tests.endpoint_harness import AZURE, FLOWS, Flowport
 
@@ -123,6 +124,53 @@ def test_token_auth_issues_expiring_tokens(home: Path, monkeypatch: pytest.Monke
         time.sleep(3)
         expired = fp.score("tokened", {"text": "t"}, key=token)
         assert expired.status_code == 401
+
+
+def test_a_token_dies_with_its_endpoint(home: Path) -> None:
+    """A token names the endpoint's incarnation: a re-created endpoint of the same name refuses it."""
+    with Flowport(home) as fp:
+        fp.endpoint("reborn", auth_mode="aml_token")
+        old = fp.ok("POST", "/endpoints/reborn/credentials")["accessToken"]
+        # No deployment yet: a valid token gets past auth to "no deployment receives traffic".
+        assert fp.score("reborn", {}, key=old).json()["error"]["code"] == "NoDeploymentWithTraffic"
+        assert fp.wait(fp.ok("DELETE", "/endpoints/reborn")["operation"])["status"] == "Succeeded"
+        fp.endpoint("reborn", auth_mode="aml_token")
+        refused = fp.score("reborn", {}, key=old)
+        assert refused.status_code == 401
+        assert "earlier endpoint of the same name" in refused.json()["error"]["message"]
+        fresh = fp.ok("POST", "/endpoints/reborn/credentials")["accessToken"]
+        assert fp.score("reborn", {}, key=fresh).json()["error"]["code"] == "NoDeploymentWithTraffic"
+
+        # An endpoint stored before incarnations existed gets one on its first read and keeps it.
+        row = fp.control.endpoints.get(name="reborn")
+        fields = {k: v for k, v in row.items() if k not in ("name", "secrets", "created_at", "updated_at")}
+        del fields["incarnation"]
+        fp.control.endpoints.put({"name": "reborn"}, fields)
+        fp.restart()
+        token = fp.ok("POST", "/endpoints/reborn/credentials")["accessToken"]
+        assert fp.score("reborn", {}, key=token).json()["error"]["code"] == "NoDeploymentWithTraffic"
+        assert fp.control.endpoints.get(name="reborn")["incarnation"]
+        fp.restart()
+        assert fp.score("reborn", {}, key=token).json()["error"]["code"] == "NoDeploymentWithTraffic"
+        assert fp.score("reborn", {}, key=fresh).status_code == 401
+
+
+def test_the_api_description_needs_the_admin_token_or_a_session(sqlite_flowport: Flowport) -> None:
+    fp = sqlite_flowport
+    for path in ("/openapi.json", "/docs"):
+        refused = fp.http.get(f"{fp.url}/api/v1{path}")
+        assert refused.status_code == 401, path
+        assert refused.json()["error"]["code"] == "Unauthorized"
+    assert fp.http.get(f"{fp.url}/api/v1/redoc").status_code == 404
+    schema = fp.api("GET", "/openapi.json")
+    assert schema.status_code == 200 and "/endpoints" in schema.json()["paths"]
+    assert "/openapi.json" not in schema.json()["paths"]
+    page = fp.api("GET", "/docs")
+    assert page.status_code == 200 and "/api/v1/openapi.json" in page.text
+    sid, _ = fp.sessions.open()
+    with httpx.Client(base_url=fp.url, cookies={COOKIE: sid}) as browser:
+        assert browser.get("/api/v1/openapi.json").status_code == 200
+        assert browser.get("/api/v1/docs").status_code == 200
 
 
 def test_traffic_rules_and_status_codes(sqlite_flowport: Flowport) -> None:

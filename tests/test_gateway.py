@@ -655,6 +655,49 @@ def test_headers_forwarded_to_the_instance(gateway: Gateway, client: httpx.Clien
     assert headers["user-agent"] == response.request.headers["user-agent"]
 
 
+def test_odd_request_ids_are_replaced_not_echoed_or_forwarded(gateway: Gateway, client: httpx.Client) -> None:
+    """Long or non-ASCII ids never reach the answer or the instance; Azure's client id rule holds."""
+    seen: list[dict[bytes, list[bytes]]] = []
+
+    async def recorder(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            return
+        found: dict[bytes, list[bytes]] = {}
+        for name, value in scope["headers"]:
+            found.setdefault(name, []).append(value)
+        seen.append(found)
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/x")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    with ThreadedServer(recorder) as server:
+        path = publish(gateway, "ep-ids", {"blue": [server.url]})
+        for bad_id, bad_client in (
+            (b"r" * 129, b"c" * 41),
+            ("caf\u00e9".encode("latin-1"), "caf\u00e9".encode("latin-1")),
+            (b"two words", b"no spaces!"),
+            (b"tab\tinside", b"dots.are.not.allowed"),
+        ):
+            response = client.post(
+                path,
+                content=b"{}",
+                headers={**AUTH, "x-request-id": bad_id, "x-ms-client-request-id": bad_client},
+            )
+            assert response.status_code == 200
+            fresh = response.headers["x-request-id"]
+            assert uuid.UUID(fresh).version == 4
+            assert "x-ms-client-request-id" not in response.headers
+            assert seen[-1][b"x-request-id"] == [fresh.encode()]
+            assert b"x-ms-client-request-id" not in seen[-1]
+        good = {"x-request-id": "r" * 128, "x-ms-client-request-id": "c-" + "9" * 38}
+        response = client.post(path, content=b"{}", headers={**AUTH, **good})
+        assert response.headers["x-request-id"] == good["x-request-id"]
+        assert seen[-1][b"x-request-id"] == [good["x-request-id"].encode()]
+        assert seen[-1][b"x-ms-client-request-id"] == [good["x-ms-client-request-id"].encode()]
+        refused = client.post(path, content=b"{}", headers={"x-request-id": b"\xff" * 200})
+        assert refused.status_code == 401 and uuid.UUID(refused.headers["x-request-id"]).version == 4
+
+
 def test_swagger_and_chat_routes(
     gateway: Gateway, instances: dict[str, Instance], client: httpx.Client
 ) -> None:
@@ -734,6 +777,73 @@ def test_metrics_text(gateway: Gateway, instances: dict[str, Instance], client: 
     assert 'flowport_gateway_in_flight{deployment="blue",endpoint="ep-metrics"} 0.0' in text
     hidden = client.get("/metrics")  # the server serves it, to the admin only
     assert hidden.status_code == 404 and hidden.json()["error"]["code"] == "NotFound"
+
+
+def series(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+
+async def test_unknown_names_never_grow_the_metrics(instances: dict[str, Instance]) -> None:
+    """Thousands of requests naming random endpoints, deployments and routes add no series."""
+    gateway = Gateway(SIGNER, timeout_grace_seconds=GRACE)
+    path = publish(gateway, "ep-known", {"blue": [instances["blue"].address]})
+    with ThreadedServer(gateway, lifespan="on") as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            semaphore = asyncio.Semaphore(16)
+
+            async def probe(n: int) -> None:
+                name = uuid.uuid4().hex
+                async with semaphore:
+                    match n % 4:
+                        case 0:
+                            await client.post(f"/endpoints/{name}/score", json={}, headers=AUTH)
+                        case 1:
+                            pin = {"azureml-model-deployment": name}
+                            await client.post(path, json={"text": "x"}, headers={**AUTH, **pin})
+                        case 2:
+                            pin = {"flowport-model-deployment": name, "authorization": f"Bearer {name}"}
+                            await client.post(path, json={"text": "x"}, headers=pin)
+                        case 3:
+                            await client.get(f"/endpoints/{name}/{name}")
+
+            assert (await client.post(path, json={"text": "x"}, headers=AUTH)).status_code == 200
+            await asyncio.gather(*(probe(n) for n in range(40)))
+            before = gateway.render_metrics().decode()
+            await asyncio.gather(*(probe(n) for n in range(3000)))
+            after = gateway.render_metrics().decode()
+    assert len(series(after)) == len(series(before)), set(series(after)) - set(series(before))
+    assert len(after) < 20_000
+    assert 'flowport_gateway_requests_total{deployment="",endpoint="<unknown>",status="404"} 760.0' in after
+    assert 'flowport_gateway_requests_total{deployment="",endpoint="ep-known",status="404"} 760.0' in after
+    assert 'flowport_gateway_requests_total{deployment="",endpoint="ep-known",status="401"} 760.0' in after
+    assert 'flowport_gateway_requests_total{deployment="blue",endpoint="ep-known",status="200"} 1.0' in after
+
+
+def test_withdrawn_deployments_take_their_series_and_stats(
+    gateway: Gateway, instances: dict[str, Instance], client: httpx.Client
+) -> None:
+    both = {"blue": [instances["blue"].address], "green": [instances["green"].address]}
+    path = publish(gateway, "ep-shrink", both)
+    for name in both:
+        assert client.post(path, json={"text": "x"}, headers={**AUTH, "azureml-model-deployment": name})
+    text = gateway.render_metrics().decode()
+    assert 'deployment="green",endpoint="ep-shrink"' in text
+    # The runtime withdraws green's instances, then the control plane publishes the route without it.
+    gateway.set_instances("ep-shrink", "green", [])
+    publish(gateway, "ep-shrink", {"blue": [instances["blue"].address]})
+    text = gateway.render_metrics().decode()
+    assert 'deployment="green",endpoint="ep-shrink"' not in text
+    assert 'deployment="blue",endpoint="ep-shrink"' in text
+    assert set(gateway.stats("ep-shrink")["deployments"]) == {"blue"}
+    # A deployment whose instances were reported but which was never routed goes when they go.
+    gateway.set_instances("ep-shrink", "red", [instances["green"].address])
+    gateway.render_metrics()
+    gateway.set_instances("ep-shrink", "red", [])
+    assert 'deployment="red"' not in gateway.render_metrics().decode()
+    assert set(gateway.stats("ep-shrink")["deployments"]) == {"blue"}
+    gateway.withdraw("ep-shrink")
+    assert 'endpoint="ep-shrink"' not in gateway.render_metrics().decode()
+    assert gateway.stats("ep-shrink")["deployments"] == {}
 
 
 def test_stats_last_hour_by_minute(
@@ -927,3 +1037,35 @@ def test_unknown_routes_are_404_and_wrong_methods_405(client: httpx.Client) -> N
     assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
     assert wrong.json()["error"]["code"] == "MethodNotAllowed"
     assert client.delete("/endpoints/ep/swagger.json").headers["allow"] == "GET"
+
+
+class BrokenGateway(Gateway):
+    """A gateway with a bug on the request path: choosing a deployment raises."""
+
+    @staticmethod
+    def _choose(table, pinned):  # type: ignore[no-untyped-def,override]
+        raise RuntimeError("a bug")
+
+
+def test_a_gateway_500_closes_the_keep_alive_connection(instances: dict[str, Instance]) -> None:
+    gateway = BrokenGateway(SIGNER, timeout_grace_seconds=GRACE)
+    publish(gateway, "ep-bug", {"blue": [instances["blue"].address]})
+    with (
+        ThreadedServer(gateway, lifespan="on") as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw,
+    ):
+        body = b'{"text": "x"}'
+        request = (
+            b"POST /endpoints/ep-bug/score HTTP/1.1\r\nhost: gw\r\nconnection: keep-alive\r\n"
+            b"x-request-id: bug-1\r\nauthorization: Bearer " + KEY.encode() + b"\r\n"
+            b"content-type: application/json\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n"
+        )
+        raw.sendall(request + body)
+        received = b""
+        while chunk := raw.recv(65536):  # the server closes: recv returns b"" instead of blocking
+            received += chunk
+    head, _, payload = received.partition(b"\r\n\r\n")
+    lines = head.decode().lower().split("\r\n")
+    assert lines[0].startswith("http/1.1 500")
+    assert "connection: close" in lines and "x-request-id: bug-1" in lines
+    assert orjson.loads(payload)["error"]["code"] == "InternalServerError"

@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import FLOWS, free_port
+from tests.http_probe import EIGHT_MB, big_header, many_headers, send_head
 
 SLOW = Path(__file__).parent / "serving_flows" / "slow"
 
@@ -118,3 +120,56 @@ def test_a_flow_with_connections_is_served_without_the_store_in_the_process(
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(20) in (0, -signal.SIGTERM)
+
+
+def start_server(home: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``flowport server`` as a real process on a free port."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flowport.cli.main", "server", "--port", str(port)],
+        env={**os.environ, "FLOWPORT_HOME": str(home)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise AssertionError(f"server did not start: {process.communicate()[1].decode()[-2000:]}")
+
+
+@pytest.mark.parametrize("which", ["flow serve", "server"])
+def test_oversized_request_heads_get_431_and_the_connection_closes(tmp_path: Path, which: str) -> None:
+    if which == "server":
+        process, url = start_server(tmp_path / "home")
+    else:
+        process, url = start(FLOWS / "three_node_python", tmp_path)
+    port = int(url.rsplit(":", 1)[1])
+    path = b"/api/v1/health" if which == "server" else b"/health"
+    try:
+        for head in (big_header(path), big_header(path, 20 * 1024), many_headers(path, 40, 2000)):
+            answer, sent = send_head("127.0.0.1", port, head)
+            status, _, rest = answer.partition(b"\r\n")
+            assert status == b"HTTP/1.1 431 Request Header Fields Too Large", answer[:200]
+            headers, _, body = rest.partition(b"\r\n\r\n")
+            assert b"connection: close" in headers.lower().split(b"\r\n")
+            assert b"RequestHeaderFieldsTooLarge" in body
+            assert sent < EIGHT_MB  # the server stopped reading and closed
+        # A head within the limits (about 40 KB, lines of 2 KB) is served.
+        answer, _ = send_head("127.0.0.1", port, many_headers(path, 20, 2000))
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        # A large body that arrives with its head in one write is body, not head.
+        body = b'{"text": "' + b"w " * 1_000_000 + b'"}'
+        target = b"/endpoints/none/score" if which == "server" else b"/score"
+        head = b"POST %s HTTP/1.1\r\nhost: probe\r\nconnection: close\r\n" % target
+        head += b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body)
+        answer, _ = send_head("127.0.0.1", port, head + body)
+        assert answer.startswith(b"HTTP/1.1 404" if which == "server" else b"HTTP/1.1 200"), answer[:300]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -61,6 +62,12 @@ def test_score_answers_outputs_as_json_with_request_ids(serve: Serve) -> None:
     assert echoed.headers["x-ms-client-request-id"] == "client_42-x"
     invalid = httpx.post(f"{server.url}/score", json={}, headers={"x-ms-client-request-id": "no spaces!"})
     assert "x-ms-client-request-id" not in invalid.headers
+    for bad in (b"r" * 129, "caf\u00e9".encode("latin-1"), b"two words", b"tab\tinside"):
+        replaced = httpx.post(f"{server.url}/score", json={}, headers={"x-request-id": bad})
+        assert replaced.status_code == 200
+        assert uuid.UUID(replaced.headers["x-request-id"]).version == 4
+    longest = httpx.post(f"{server.url}/score", json={}, headers={"x-request-id": "r" * 128})
+    assert longest.headers["x-request-id"] == "r" * 128
 
 
 def test_browser_requests_get_cors_headers_and_the_same_answer(serve: Serve) -> None:

@@ -1,4 +1,9 @@
-"""Request ids, shared by the gateway and the instances: both answer with them."""
+"""Request ids, shared by the gateway and the instances: both answer with them.
+
+A caller's ids are echoed (and forwarded) only when they are short, plain ASCII: anything
+else is replaced (``x-request-id``) or dropped (``x-ms-client-request-id``), so no caller
+can put long or control characters into answers, logs or other services' headers.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,22 @@ import random
 import re
 import uuid
 
+MAX_REQUEST_ID_LENGTH = 128
+_REQUEST_ID = re.compile(rf"[\x21-\x7e]{{1,{MAX_REQUEST_ID_LENGTH}}}")
+"""Visible ASCII: letters, digits and punctuation; no spaces or control characters."""
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
 
 
 def new_request_id() -> str:
     """A random version-4 UUID (an id, not a secret: no system call per request)."""
     return str(uuid.UUID(int=random.getrandbits(128), version=4))
+
+
+def request_id(value: str | None) -> str:
+    """The caller's ``x-request-id`` when it is 1-128 visible ASCII characters, else a fresh id."""
+    if value and _REQUEST_ID.fullmatch(value):
+        return value
+    return new_request_id()
 
 
 def client_request_id(value: str | None) -> str | None:

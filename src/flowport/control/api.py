@@ -1,6 +1,7 @@
 """The REST API under ``/api/v1``: what the CLI and the studio call. OpenAPI at ``/openapi.json``.
 
-Every route but ``/health`` requires the admin token (``Authorization: Bearer ...``).
+Every route but ``/health`` (and the sign-in routes) requires the admin token
+(``Authorization: Bearer ...``) or a studio session; so do ``/openapi.json`` and ``/docs``.
 Changes to endpoints and deployments return an operation; ``GET /operations/{id}`` follows it.
 """
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
@@ -107,8 +109,8 @@ def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path, base_ur
     api = FastAPI(
         title="flowport",
         version="1",
-        openapi_url="/openapi.json",
-        docs_url="/docs",
+        openapi_url=None,  # served below, behind the admin check
+        docs_url=None,
         redoc_url=None,
         dependencies=[],
     )
@@ -137,6 +139,15 @@ def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path, base_ur
         return {"status": "ok"}
 
     secured = [Depends(admin)]
+
+    @api.get("/openapi.json", dependencies=secured, include_in_schema=False)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(api.openapi())
+
+    @api.get("/docs", dependencies=secured, include_in_schema=False)
+    async def docs(request: Request) -> Response:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(openapi_url=f"{root}/openapi.json", title="flowport API")
 
     # -- studio sessions ------------------------------------------------------------------
 

@@ -40,6 +40,11 @@ def new_key() -> str:
     return secrets.token_urlsafe(32)
 
 
+def new_incarnation() -> str:
+    """The id of one life of an endpoint: its tokens name it, a re-created endpoint gets another."""
+    return secrets.token_urlsafe(16)
+
+
 class ControlPlane:
     def __init__(
         self,
@@ -132,6 +137,7 @@ class ControlPlane:
             "extras": spec.extras,
             "notes": list(spec.notes),
             "provisioning_state": "Succeeded",
+            "incarnation": new_incarnation(),
         }
 
         async def work() -> None:
@@ -219,7 +225,7 @@ class ControlPlane:
     def credentials(self, name: str) -> dict[str, Any]:
         row = self._endpoint_row(name)
         if row["auth_mode"] == "aml_token":
-            return self.tokens.issue(name).as_credentials()
+            return self.tokens.issue(name, self._incarnation(row)).as_credentials()
         keys = self._keys(row)
         return {"primaryKey": keys["primary"], "secondaryKey": keys["secondary"]}
 
@@ -487,8 +493,16 @@ class ControlPlane:
         names = flow.connection_candidates() | set(variables.values())
         return self.connections.handover(names)
 
+    def _incarnation(self, row: dict[str, Any]) -> str:
+        """The endpoint's incarnation; one stored now for an endpoint created before they existed."""
+        if not row.get("incarnation"):
+            row["incarnation"] = new_incarnation()
+            self._save_endpoint(row)
+        return row["incarnation"]
+
     def route(self, name: str) -> EndpointRoute:
         row = self._endpoint_row(name)
+        incarnation = self._incarnation(row)
         keys = self._keys(row)
         deployments = {}
         for deployment in self.deployments.list(endpoint=name):
@@ -510,6 +524,7 @@ class ControlPlane:
             traffic=dict(row["traffic"]),
             mirror_traffic=dict(row["mirror_traffic"]),
             deployments=deployments,
+            incarnation=incarnation,
         )
 
     async def publish(self, name: str) -> None:

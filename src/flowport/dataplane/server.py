@@ -28,6 +28,7 @@ from flowport.gateway import Gateway, TokenSigner, signing_key
 from flowport.gateway.app import PREFIX
 from flowport.gateway.metrics import CONTENT_TYPE
 from flowport.gateway.proxy import RawResponse
+from flowport.http_limits import uvicorn_options
 from flowport.runtime.local import LocalRuntime
 from flowport.settings import SERVER_FILE, admin_token, run_dir
 
@@ -107,6 +108,7 @@ async def serve(home: Path, listener: socket.socket, base_url: str) -> None:
             access_log=False,
             ws="none",
             timeout_graceful_shutdown=GRACEFUL_SECONDS,
+            **uvicorn_options(),
         )
     )
     control = ControlProcess(

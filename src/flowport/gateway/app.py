@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import threading
 import time
@@ -33,7 +34,7 @@ from flowport.gateway.headers import (
     downstream_headers,
     upstream_headers,
 )
-from flowport.gateway.metrics import GatewayMetrics
+from flowport.gateway.metrics import UNKNOWN, GatewayMetrics
 from flowport.gateway.mirror import Mirror
 from flowport.gateway.proxy import PASSED_THROUGH, StreamedResponse, failed_dependency, open_upstream
 from flowport.gateway.routes import DataCollection, DeploymentRoute, EndpointRoute
@@ -41,8 +42,11 @@ from flowport.gateway.stats import MINUTES
 from flowport.gateway.table import DeploymentState, EndpointTable
 from flowport.gateway.tokens import TokenSigner
 from flowport.gateway.upstream import Upstream
-from flowport.request_ids import client_request_id, new_request_id
+from flowport.request_ids import client_request_id
+from flowport.request_ids import request_id as accepted_request_id
 from flowport.transport import TransportError, UpstreamResponse
+
+log = logging.getLogger("flowport.gateway")
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 PREFIX = "/endpoints/"
@@ -133,10 +137,16 @@ class Gateway:
         if scope["type"] != "http":
             await self.lifespan_app(scope, receive, send)
             return
+        reply: dict[str, str] = {}
         try:
-            response = await self.handle(scope, receive)
+            response = await self.handle(scope, receive, reply)
         except ClientGone:
             return
+        except Exception:
+            # A bug, not the client's doing: a JSON 500 that closes the connection, whose state is unknown.
+            log.exception("the gateway failed to answer %s %s", scope["method"], scope["path"])
+            ids = {name: value for name, value in reply.items() if name != "azureml-model-deployment"}
+            response = error_response(errors.internal_error(), {**ids, "connection": "close"})
         await response(scope, receive, send)
 
     @contextlib.asynccontextmanager
@@ -154,13 +164,20 @@ class Gateway:
             for name, state in states.items():
                 state.settings = route.deployments.get(name) or DeploymentRoute(name)
             self._tables[route.name] = EndpointTable(route, states)
+            gone = [
+                key
+                for key, state in self._states.items()
+                if key[0] == route.name and key[1] not in states and not state.pool.active
+            ]
+            for key in gone:
+                self._drop(key)
 
     def withdraw(self, endpoint: str) -> None:
         """The endpoint was deleted: stop serving it and close its instances' connections."""
         with self._lock:
             self._tables.pop(endpoint, None)
             for key in [key for key in self._states if key[0] == endpoint]:
-                self._states.pop(key).pool.retire_all()
+                self._drop(key)
         self.metrics.forget(endpoint)
 
     def set_instances(self, endpoint: str, deployment: str, addresses: list[str]) -> None:
@@ -169,9 +186,20 @@ class Gateway:
         A removed address is never picked again; its connections close once its requests finish.
         """
         with self._lock:
-            if not addresses and (endpoint, deployment) not in self._states:
+            key = (endpoint, deployment)
+            if not addresses and key not in self._states:
                 return
             self._state(endpoint, deployment).pool.update(addresses)
+            table = self._tables.get(endpoint)
+            if not addresses and (table is None or deployment not in table.deployments):
+                self._drop(key)  # neither routed nor running: a deleted or failed deployment
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        """Forget a deployment the gateway no longer routes to: instances, last hour, series."""
+        state = self._states.pop(key)
+        state.live = False
+        state.pool.retire_all()
+        self.metrics.forget(*key)
 
     def _state(self, endpoint: str, deployment: str) -> DeploymentState:
         state = self._states.get((endpoint, deployment))
@@ -215,14 +243,17 @@ class Gateway:
 
     # -- requests -----------------------------------------------------------------
 
-    async def handle(self, scope: Scope, receive: Receive) -> Response:
-        """The answer to one request (raises ClientGone if the client left mid-body)."""
+    async def handle(self, scope: Scope, receive: Receive, reply: dict[str, str]) -> Response:
+        """The answer to one request (raises ClientGone if the client left mid-body).
+
+        ``reply`` gets the headers every answer carries (request ids, then the deployment).
+        """
         started = time.perf_counter()
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         headers = first_values(scope["headers"])
-        request_id = (headers.get(b"x-request-id") or b"").decode("latin-1") or new_request_id()
-        reply = {"x-request-id": request_id}
+        request_id = accepted_request_id((headers.get(b"x-request-id") or b"").decode("latin-1"))
+        reply["x-request-id"] = request_id
         client_id = client_request_id((headers.get(b"x-ms-client-request-id") or b"").decode("latin-1"))
         if client_id:
             reply["x-ms-client-request-id"] = client_id
@@ -237,7 +268,7 @@ class Gateway:
 
         table = self._tables.get(endpoint)
         if table is None:
-            return self._refuse(endpoint, None, errors.endpoint_not_found(endpoint), reply, started)
+            return self._refuse(UNKNOWN, None, errors.endpoint_not_found(endpoint), reply, started)
         authorization = headers.get(b"authorization")
         credential = authorization.decode("latin-1") if authorization is not None else None
         refusal = authorize(table.route, credential, self.tokens)
@@ -257,7 +288,7 @@ class Gateway:
         state.in_flight += 1
         try:
             body = await self._read_body(receive, headers.get(b"content-length")) if route.scoring else None
-            forwarded = upstream_headers(scope["headers"], request_id)
+            forwarded = upstream_headers(scope["headers"], request_id, client_id)
             if body is not None and not pinned and table.mirrors:
                 for target in table.mirror_targets():
                     self.mirror.copy(target, route.path, forwarded, body)
@@ -352,15 +383,21 @@ class Gateway:
         return error_response(refusal, reply)
 
     def _count(self, endpoint: str, state: DeploymentState | None, status: int, elapsed: float) -> None:
+        """Count an answer under labels the control plane published, never a caller's name."""
         metrics = self.metrics
-        deployment = state.name if state is not None else ""
+        if state is not None and state.live:
+            endpoint, deployment = state.endpoint, state.name
+            state.stats.record(status, elapsed)
+        else:  # before a deployment was chosen, or one withdrawn while the request ran
+            deployment = ""
+            if endpoint not in self._tables:
+                endpoint = UNKNOWN
         metrics.child(metrics.requests, endpoint, deployment, str(status)).inc()
         metrics.child(metrics.latency, endpoint, deployment).observe(elapsed)
-        if state is not None:
-            state.stats.record(status, elapsed)
 
     def _count_retry(self, state: DeploymentState) -> None:
-        self.metrics.child(self.metrics.retries, state.endpoint, state.name).inc()
+        if state.live:
+            self.metrics.child(self.metrics.retries, state.endpoint, state.name).inc()
 
     def _finish(self, exchange: Exchange, status: int, captured: bytes | None, truncated: bool) -> None:
         """The answer is over (sent, failed or abandoned): release, count, maybe collect."""
@@ -393,7 +430,8 @@ class Gateway:
         """Prometheus text of the gateway's own registry."""
         metrics = self.metrics
         for state in list(self._states.values()):
-            metrics.child(metrics.in_flight, state.endpoint, state.name).set(state.in_flight)
+            if state.live:
+                metrics.child(metrics.in_flight, state.endpoint, state.name).set(state.in_flight)
         return metrics.render()
 
     def stats(self, endpoint: str) -> dict[str, Any]:

@@ -45,11 +45,11 @@ def authorize(route: EndpointRoute, authorization: str | None, tokens: TokenSign
             f"(`flowport online-endpoint get-credentials -n {route.name}`)."
         )
     if route.auth_mode == "aml_token":
-        if tokens.verify(credential, route.name):
+        if tokens.verify(credential, route.name, route.incarnation):
             return None
         return unauthorized(
             f"The token is not valid for endpoint {route.name!r}: it is expired, malformed or issued for "
-            "another endpoint. Get a fresh one with "
+            "another endpoint (or for an earlier endpoint of the same name). Get a fresh one with "
             f"`flowport online-endpoint get-credentials -n {route.name}`."
         )
     return unauthorized(

@@ -119,6 +119,15 @@ def timed_out(deployment: str, seconds: float) -> Refusal:
     )
 
 
+def internal_error() -> Refusal:
+    return Refusal(
+        500,
+        "InternalServerError",
+        "The gateway failed to answer this request; the server log has the details. Retry; "
+        "if it happens again, report it with the x-request-id.",
+    )
+
+
 def body_too_large(limit: int) -> Refusal:
     return Refusal(
         413,

@@ -19,6 +19,9 @@ _NOT_FORWARDED = HOP_BY_HOP | {b"host", b"authorization", b"content-length", b"e
 _NOT_RETURNED = HOP_BY_HOP | {b"date", b"server", b"x-request-id", b"azureml-model-deployment"}
 """The gateway's server writes its own date and server; request id and deployment are the gateway's."""
 
+_IDS = frozenset({b"x-request-id", b"x-ms-client-request-id"})
+"""Replaced by the ids the gateway accepted (``flowport.request_ids``)."""
+
 PIN_HEADERS = (b"azureml-model-deployment", b"flowport-model-deployment")
 
 Headers = list[tuple[bytes, bytes]]
@@ -33,15 +36,17 @@ def _connection_tokens(headers: Headers) -> set[bytes]:
     return named
 
 
-def upstream_headers(raw: Headers, request_id: str) -> Headers:
-    """The request headers an instance gets, with ``x-request-id`` set to ``request_id``."""
+def upstream_headers(raw: Headers, request_id: str, client_id: str | None = None) -> Headers:
+    """The request headers an instance gets, with the request ids the gateway accepted."""
     extra = _connection_tokens(raw)
     out = [
         (name, value)
         for name, value in raw
-        if (lower := name.lower()) not in _NOT_FORWARDED and lower != b"x-request-id" and lower not in extra
+        if (lower := name.lower()) not in _NOT_FORWARDED and lower not in _IDS and lower not in extra
     ]
     out.append((b"x-request-id", request_id.encode("latin-1")))
+    if client_id:
+        out.append((b"x-ms-client-request-id", client_id.encode("latin-1")))
     return out
 
 

@@ -1,4 +1,9 @@
-"""Endpoint-level Prometheus metrics of the gateway, in a registry of its own."""
+"""Endpoint-level Prometheus metrics of the gateway, in a registry of its own.
+
+Labels name only endpoints and deployments the control plane published: a request for an
+unknown name counts under ``endpoint="<unknown>"``, so no caller can add series, and a
+withdrawn endpoint or deployment takes its series with it.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,10 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from flowport.metrics import CONTENT_TYPE, LATENCY_BUCKETS, Metrics
 
-__all__ = ["CONTENT_TYPE", "GatewayMetrics"]
+__all__ = ["CONTENT_TYPE", "UNKNOWN", "GatewayMetrics"]
+
+UNKNOWN = "<unknown>"
+"""The endpoint label of requests for names the gateway does not serve."""
 
 
 class GatewayMetrics(Metrics):
@@ -57,12 +65,16 @@ class GatewayMetrics(Metrics):
             registry=self.registry,
         )
 
-    def forget(self, endpoint: str) -> None:
-        """Drop the series of a withdrawn endpoint."""
+    def forget(self, endpoint: str, deployment: str | None = None) -> None:
+        """Drop the series of a withdrawn endpoint, or of one of its deployments."""
         by_name = {
             m._name: m for m in (self.requests, self.latency, self.in_flight, self.retries, self.mirrored)
         }
-        for key in [k for k in list(self._children) if k[0] in by_name and k[1] == endpoint]:
-            del self._children[key]
+        for key in list(self._children):
+            if key[0] not in by_name or key[1] != endpoint:
+                continue
+            if deployment is not None and key[2] != deployment:
+                continue
+            self._children.pop(key, None)
             with contextlib.suppress(KeyError):
                 by_name[key[0]].remove(*key[1:])

@@ -37,7 +37,8 @@ class Mirror:
         task.add_done_callback(self._tasks.discard)
 
     def _count(self, state: DeploymentState, outcome: str) -> None:
-        self.metrics.child(self.metrics.mirrored, state.endpoint, state.name, outcome).inc()
+        if state.live:
+            self.metrics.child(self.metrics.mirrored, state.endpoint, state.name, outcome).inc()
 
     async def _send(self, state: DeploymentState, path: str, headers: Headers, body: bytes) -> None:
         upstream = state.pool.choose()

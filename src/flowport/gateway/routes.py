@@ -52,3 +52,5 @@ class EndpointRoute:
     traffic: Mapping[str, int] = field(default_factory=dict)
     mirror_traffic: Mapping[str, int] = field(default_factory=dict)
     deployments: Mapping[str, DeploymentRoute] = field(default_factory=dict)
+    incarnation: str = ""
+    """A random id created with the endpoint; tokens carry it, so a re-created endpoint refuses old ones."""

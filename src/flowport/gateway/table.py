@@ -28,6 +28,8 @@ class DeploymentState:
         self.pool = InstancePool(on_idle, factory)
         self.in_flight = 0
         self.stats = MinuteStats()
+        self.live = True
+        """False once the gateway dropped it: its late answers no longer add labelled series."""
 
 
 class EndpointTable:

@@ -1,7 +1,9 @@
 """Expiring bearer tokens for ``auth_mode: aml_token`` endpoints: HS256 JWTs.
 
 The control plane issues them (``get-credentials``); the gateway verifies them with the same
-secret and no store access: the signature, the audience (the endpoint's name) and expiry.
+secret and no store access: the signature, the audience (the endpoint's name), the endpoint's
+incarnation (a random id created with it, so a deleted and re-created endpoint of the same
+name refuses the old tokens) and expiry.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from datetime import UTC, datetime
 import jwt
 
 ISSUER = "flowport"
+INCARNATION = "flowport_endpoint_id"
+"""The claim naming the endpoint's incarnation."""
 DEFAULT_TTL_SECONDS = 3600
 
 
@@ -48,17 +52,18 @@ class TokenSigner:
         self.key = key
         self.ttl_seconds = ttl_seconds
 
-    def issue(self, endpoint: str, now: float | None = None) -> IssuedToken:
+    def issue(self, endpoint: str, incarnation: str = "", now: float | None = None) -> IssuedToken:
         issued = int(time.time() if now is None else now)
         expires = issued + self.ttl_seconds
-        claims = {"iss": ISSUER, "aud": endpoint, "iat": issued, "exp": expires}
+        claims = {"iss": ISSUER, "aud": endpoint, INCARNATION: incarnation, "iat": issued, "exp": expires}
         token = jwt.encode(claims, self.key, algorithm="HS256")
         return IssuedToken(token, expires, issued + self.ttl_seconds // 2)
 
-    def verify(self, token: str, endpoint: str) -> bool:
-        """True when the token was signed here, for this endpoint, and has not expired."""
+    def verify(self, token: str, endpoint: str, incarnation: str = "") -> bool:
+        """True when the token was signed here, for this incarnation of the endpoint, and has not expired."""
         try:
-            jwt.decode(token, self.key, algorithms=["HS256"], audience=endpoint, issuer=ISSUER)
+            claims = jwt.decode(token, self.key, algorithms=["HS256"], audience=endpoint, issuer=ISSUER)
         except jwt.PyJWTError:
             return False
-        return True
+        presented = claims.get(INCARNATION)
+        return isinstance(presented, str) and hmac.compare_digest(presented, incarnation)

@@ -28,7 +28,8 @@ from flowport.engine import ExecutionError, FlowExecutor, LineResult, NodeStream
 from flowport.engine.errors import system_error, user_error
 from flowport.engine.streams import join_async
 from flowport.flow.reference import Literal
-from flowport.request_ids import client_request_id, new_request_id
+from flowport.request_ids import client_request_id
+from flowport.request_ids import request_id as accepted_request_id
 from flowport.serving.access_log import AccessLog
 from flowport.serving.body import BodyTooLarge, read_body
 from flowport.serving.limits import ConcurrencyLimit, Overloaded
@@ -167,7 +168,7 @@ class ScoringApp:
         return await read_body(request, self.settings.max_body_bytes)
 
     def request_headers(self, request: Request) -> dict[str, str]:
-        headers = {"x-request-id": request.headers.get("x-request-id") or new_request_id()}
+        headers = {"x-request-id": accepted_request_id(request.headers.get("x-request-id"))}
         client_id = client_request_id(request.headers.get("x-ms-client-request-id"))
         if client_id:
             headers["x-ms-client-request-id"] = client_id

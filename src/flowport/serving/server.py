@@ -10,6 +10,8 @@ from typing import Any
 
 import uvicorn
 
+from flowport.http_limits import uvicorn_options
+
 GRACEFUL_SECONDS = 30
 
 
@@ -31,6 +33,7 @@ def run(
         "timeout_graceful_shutdown": GRACEFUL_SECONDS,
         "lifespan": "on",
         "ws": "none",  # no websocket routes: nor the websockets import
+        **uvicorn_options(),  # request heads bounded: 431 beyond 64 KiB
     }
     if workers > 1:
         uvicorn.run(app, factory=True, workers=workers, **options)

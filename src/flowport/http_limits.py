@@ -1,0 +1,115 @@
+"""Bounded request heads for every server flowport runs with uvicorn.
+
+uvicorn's httptools protocol reads a request's headers whole, however large. Here a request
+line or header line over ``MAX_LINE_BYTES``, or a head (request line plus headers) over
+``MAX_HEADER_BYTES``, is answered ``431 Request Header Fields Too Large`` and the connection
+is closed before the rest arrives. ``flowport server``, ``flowport flow serve`` and the
+instances pass ``uvicorn_options()`` to uvicorn.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+MAX_HEADER_BYTES = 64 * 1024
+"""The request line and all headers together (nginx and Node allow less, Apache about this much)."""
+MAX_LINE_BYTES = 16 * 1024
+"""One request line (method, path and query) or one header line."""
+
+
+class HeadTooLarge(Exception):
+    """Raised from a parser callback: the head broke a limit."""
+
+
+def _refusal() -> tuple[bytes, bytes]:
+    """The 431's status line and headers (without the blank line) and its JSON body."""
+    message = (
+        f"The request's headers are too large: at most {MAX_HEADER_BYTES} bytes in all and "
+        f"{MAX_LINE_BYTES} bytes per line (the request line included). Send fewer or shorter headers."
+    )
+    body = orjson.dumps({"error": {"code": "RequestHeaderFieldsTooLarge", "message": message}})
+    head = (
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+        b"content-type: application/json\r\n"
+        b"content-length: " + str(len(body)).encode() + b"\r\n"
+        b"connection: close\r\n"
+    )
+    return head, body
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol that counts the bytes of each request's head.
+
+    Chunks that end inside a head are counted as they arrive, so an endless header is cut off
+    after at most one read past the limit; the head that completes within a chunk is counted
+    line by line in the parser's callbacks (the rest of that chunk is body, not head).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = True
+        self._chunk_bytes = 0
+        self._line_bytes = 0
+        self._refused = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        started_in_head = self._in_head
+        super().data_received(data)
+        if started_in_head and self._in_head and not self._refused:
+            self._chunk_bytes += len(data)
+            if self._chunk_bytes > MAX_HEADER_BYTES:
+                self._refuse()
+
+    def _count(self, size: int) -> None:
+        self._line_bytes += size
+        if size > MAX_LINE_BYTES or self._line_bytes > MAX_HEADER_BYTES:
+            self._refused = True
+            raise HeadTooLarge
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self._count(len(url))
+        if len(self.url) > MAX_LINE_BYTES:
+            self._refused = True
+            raise HeadTooLarge
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)  # with ": " and CRLF
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head = True
+        self._chunk_bytes = self._line_bytes = 0
+
+    def send_400_response(self, msg: str) -> None:
+        """The parser stopped: because a callback found a line too long, or the request was malformed."""
+        if self._refused:
+            self._refuse()
+        else:
+            super().send_400_response(msg)
+
+    def _refuse(self) -> None:
+        self._refused = True
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:  # else an answer is being written: just close
+            head, body = _refusal()
+            default = b"".join(
+                name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers
+            )
+            self.transport.write(head + default + b"\r\n" + body)
+        self.transport.close()
+
+
+def uvicorn_options() -> dict[str, Any]:
+    """Keyword arguments for ``uvicorn.run``/``uvicorn.Config`` that bound request heads."""
+    return {"http": BoundedHttpToolsProtocol, "h11_max_incomplete_event_size": MAX_HEADER_BYTES}
