@@ -275,3 +275,60 @@ def test_a_deployment_swaps_a_connection_by_name(sqlite_flowport: Flowport, llm_
     metrics = fp.http.get(f"{fp.url}/metrics", headers={"authorization": f"Bearer {fp.token}"})
     assert 'endpoint="swapped"' in metrics.text
     assert fp.http.get(f"{fp.url}/metrics").status_code == 401
+
+
+def test_bad_specs_through_the_api_are_4xx_with_a_message(sqlite_flowport: Flowport, tmp_path: Path) -> None:
+    fp = sqlite_flowport
+    fp.endpoint("guarded")
+    bad_set = fp.api("PATCH", "/endpoints/guarded", json={"set": ["description=[unclosed"]})
+    assert bad_set.status_code == 400
+    assert bad_set.json()["error"]["details"][0]["code"] == "InvalidSet"
+    deployment = fp.api(
+        "POST", "/endpoints/guarded/deployments", params={"name": "blue"}, json={"set": ["model={bad"]}
+    )
+    assert deployment.status_code == 400
+    assert "--set model: the value is not valid YAML" in deployment.json()["error"]["message"]
+
+    bomb = "name: guarded\ntags:\n  a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    for previous, name in zip("abcde", "bcdef", strict=True):
+        bomb += f"  {name}: &{name} [{', '.join([f'*{previous}'] * 10)}]\n"
+    refused = fp.api("PATCH", "/endpoints/guarded", json={"yaml": bomb, "file": "bomb.yml"})
+    assert refused.status_code == 400
+    assert refused.json()["error"]["details"][0] == {
+        "code": "YamlTooLarge",
+        "message": refused.json()["error"]["details"][0]["message"],
+        "file": "bomb.yml",
+        "line": 6,
+    }
+    long_field = fp.api("PATCH", "/endpoints/guarded", json={"spec": {"description": "x" * 100_000}})
+    assert long_field.status_code == 400
+    assert long_field.json()["error"]["message"].startswith("description: is 100,000 characters long")
+    huge = fp.api("PATCH", "/endpoints/guarded", json={"spec": {"description": "x" * 12_000_000}})
+    assert huge.status_code == 413
+    assert huge.json()["error"]["code"] == "RequestTooLarge"
+
+    flow = tmp_path / "flow"
+    flow.mkdir()
+    (flow / "flow.dag.yaml").write_text("additional_includes: ../..\nnodes: []\n")
+    model = fp.api("POST", "/models", json={"spec": {"name": "walker", "path": str(flow)}})
+    assert model.status_code == 400
+    assert "additional_includes must be a list" in model.json()["error"]["message"]
+
+
+def test_a_500_is_one_json_line_and_closes_the_keep_alive_connection(
+    sqlite_flowport: Flowport, home: Path
+) -> None:
+    fp = sqlite_flowport
+    (home / "models").write_text("not a folder")  # a broken home: the registry cannot write
+    flow = FLOWS / "probe"
+    with httpx.Client(base_url=f"{fp.url}/api/v1", headers={"authorization": f"Bearer {fp.token}"}) as client:
+        assert client.get("/models").status_code == 200
+        failed = client.post("/models", json={"spec": {"name": "probe", "path": str(flow)}})
+        assert failed.status_code == 500
+        assert failed.headers["connection"] == "close"
+        assert "\n" not in failed.text and "Traceback" not in failed.text
+        error = failed.json()["error"]
+        assert error["code"] == "InternalError"
+        assert "POST /api/v1/models" in error["message"] and "server log" in error["message"]
+        # the next request on the same client opens a fresh connection and is answered
+        assert client.get("/models").status_code == 200
