@@ -298,7 +298,7 @@ def test_bad_specs_through_the_api_are_4xx_with_a_message(sqlite_flowport: Flowp
         "code": "YamlTooLarge",
         "message": refused.json()["error"]["details"][0]["message"],
         "file": "bomb.yml",
-        "line": 6,
+        "line": 7,
     }
     long_field = fp.api("PATCH", "/endpoints/guarded", json={"spec": {"description": "x" * 100_000}})
     assert long_field.status_code == 400

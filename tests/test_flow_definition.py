@@ -281,11 +281,11 @@ def test_an_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
     with pytest.raises(FlowError) as info:
         parse_yaml(bomb, "bomb.yaml")
     problem = info.value.problems[0]
-    assert (problem.code, problem.file, problem.line) == ("YamlTooLarge", "bomb.yaml", 5)
+    assert (problem.code, problem.file, problem.line) == ("YamlTooLarge", "bomb.yaml", 6)
     assert "aliases" in problem.message
     folder = write_flow(tmp_path / "bomb", "inputs: {}\nnodes: []\n")
     (folder / "flow.dag.yaml").write_text(bomb + "nodes: []\n")
-    assert problems(folder) == [("YamlTooLarge", 5)]
+    assert problems(folder) == [("YamlTooLarge", 6)]
 
 
 def test_aliases_within_the_bound_and_merge_keys_still_work() -> None:

@@ -92,7 +92,7 @@ def _check_expansion(root: yaml.Node) -> None:
                     "YamlTooLarge",
                     f"the document expands to more than {MAX_YAML_NODES:,} values through its "
                     "aliases (*name); write the values out or use fewer aliases",
-                    child.start_mark.line + 1,
+                    node.start_mark.line + 1,
                 )
         open_nodes.discard(key)
         sizes[key] = total
