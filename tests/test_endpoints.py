@@ -176,17 +176,19 @@ def test_a_flow_that_fails_to_load_fails_the_deployment_with_the_reason(
     (broken / "answer.py").write_text("import no_such_module_here\n")
     fp = sqlite_flowport
     fp.endpoint("broken")
-    body = fp.ok(
-        "POST",
-        "/endpoints/broken/deployments",
-        params={"name": "blue"},
-        json={"spec": {"model": {"path": str(broken)}}},
-    )
+    spec = {"spec": {"model": {"path": str(broken)}}}
+    # a tool that cannot be imported is refused before anything is deployed
+    refused = fp.api("POST", "/endpoints/broken/deployments", params={"name": "blue"}, json=spec)
+    assert refused.status_code == 400
+    assert "answer.py:1: (ModuleNotFoundError) No module named 'no_such_module_here'" in refused.text
+    # one that fails only where it runs (it may need the deployment's variables) fails the deployment
+    (broken / "answer.py").write_text("raise RuntimeError('no_such_setting_here')\n")
+    body = fp.ok("POST", "/endpoints/broken/deployments", params={"name": "blue"}, json=spec)
     operation = fp.wait(body["operation"])
     assert operation["status"] == "Failed"
     shown = fp.ok("GET", "/endpoints/broken/deployments/blue")
     assert shown["provisioning_state"] == "Failed"
-    assert "no_such_module_here" in json.dumps(shown["error"])
+    assert "no_such_setting_here" in json.dumps(shown["error"])
 
 
 def test_scale_logs_and_operations_in_progress(sqlite_flowport: Flowport) -> None:
