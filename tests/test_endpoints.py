@@ -285,6 +285,10 @@ def test_bad_specs_through_the_api_are_4xx_with_a_message(sqlite_flowport: Flowp
     bad_set = fp.api("PATCH", "/endpoints/guarded", json={"set": ["description=[unclosed"]})
     assert bad_set.status_code == 400
     assert bad_set.json()["error"]["details"][0]["code"] == "InvalidSet"
+    cli = fp.cli("online-endpoint", "update", "-n", "guarded", "--set", "description=[x", check=False)
+    assert cli.returncode == 1
+    assert "--set description: the value is not valid YAML" in cli.stderr
+    assert "Traceback" not in cli.stderr
     deployment = fp.api(
         "POST", "/endpoints/guarded/deployments", params={"name": "blue"}, json={"set": ["model={bad"]}
     )
