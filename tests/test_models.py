@@ -94,7 +94,7 @@ def test_a_tool_that_fails_to_import_is_refused_with_file_and_line(tmp_path: Pat
     assert "echo.py:2" in error.message
     assert "flowport_no_such_module" in error.message
     assert ".staging" not in error.message
-    assert not [p for p in (tmp_path / "models").iterdir()]
+    assert not (tmp_path / "models").exists()
 
 
 def test_a_syntax_error_in_a_tool_is_refused(tmp_path: Path) -> None:
@@ -125,3 +125,12 @@ def test_a_module_the_flow_installs_itself_is_not_required_at_registration(tmp_p
     (flow / "requirements.txt").write_text("flowport-from-requirements\n")
     snapshot, _, _ = snapshot_flow(flow, tmp_path / "models")
     assert (snapshot / "requirements.txt").is_file()
+
+
+def test_what_a_tool_writes_when_imported_is_not_in_the_snapshot(tmp_path: Path) -> None:
+    tool = "open('written_at_import.txt', 'w').write('x')\n\ndef echo(text: str) -> str:\n    return text\n"
+    flow = make_flow(tmp_path / "flow", tool=tool)
+    snapshot, digest, _ = snapshot_flow(flow, tmp_path / "models")
+    assert sorted(p.name for p in snapshot.iterdir()) == ["echo.py", "flow.dag.yaml"]
+    assert not (flow / "written_at_import.txt").exists()
+    assert content_hash(flow_files(snapshot)) == digest

@@ -32,26 +32,23 @@ def snapshot_flow(source: Path, models_dir: Path) -> tuple[Path, str, FlowDef]:
     """
     if not source.exists():
         raise ApiError(400, "ModelPathNotFound", f"path {str(source)!r} does not exist on the server")
-    with tempfile.TemporaryDirectory(prefix="flowport-includes-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="flowport-snapshot-") as scratch:
         try:
-            flow = load_flow(source, includes_dir=Path(scratch))
+            flow = load_flow(source, includes_dir=Path(scratch) / "includes")
             file = find_flow_file(source)
             files = flow_files(flow.path)
         except FlowError as exc:
             raise _invalid(exc) from None
+        # the tools run in a throwaway copy: what they write there never reaches the snapshot
+        checked = Path(scratch) / "check"
+        _copy_flow(files, checked, file.name, flow, source)
+        check_tools(flow, checked, file.parent)
         models_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=models_dir, prefix=".staging-"))
         try:
-            digest = copy_files(files, staging)
-            if flow.additional_includes:
-                _drop_includes(staging / file.name)
-            check_tools(flow, staging, file.parent)
-        except BaseException as exc:
+            digest = _copy_flow(files, staging, file.name, flow, source)
+        except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
-            if isinstance(exc, OSError):
-                raise ApiError(
-                    400, "ModelNotReadable", f"cannot copy the flow from {source}: {exc}"
-                ) from None
             raise
     target = models_dir / digest[:24]
     try:
@@ -61,6 +58,17 @@ def snapshot_flow(source: Path, models_dir: Path) -> tuple[Path, str, FlowDef]:
         if not target.is_dir():
             raise
     return target, digest, load_flow(target)
+
+
+def _copy_flow(files: dict[str, Path], target: Path, flow_file: str, flow: FlowDef, source: Path) -> str:
+    """Copy the listing into ``target`` (includes already in place); the digest of what was copied."""
+    try:
+        digest = copy_files(files, target)
+        if flow.additional_includes:
+            _drop_includes(target / flow_file)
+    except OSError as exc:
+        raise ApiError(400, "ModelNotReadable", f"cannot copy the flow from {source}: {exc}") from None
+    return digest
 
 
 def _invalid(exc: FlowError) -> ApiError:
