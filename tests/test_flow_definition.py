@@ -382,3 +382,12 @@ def test_a_list_as_a_key_is_an_error() -> None:
         parse_yaml("? [a]\n: b\n", "keys.yaml")
     assert (info.value.code, info.value.problems[0].line) == ("InvalidYaml", 1)
     assert "mapping key must be a plain value" in info.value.message
+
+
+def test_an_include_that_is_a_symlink_loop_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    folder = write_flow(tmp_path / "inc", "additional_includes: [../loop]\nnodes: []\n")
+    with pytest.raises(FlowError) as info:
+        load_flow(folder)
+    assert info.value.code == "SymlinkLoop"
+    assert "'../loop'" in info.value.message

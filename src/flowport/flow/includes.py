@@ -133,7 +133,14 @@ def materialize_includes(
     """
     files = flow_files(flow_dir)
     for entry in includes:
-        src = (flow_dir / str(entry)).resolve()
+        try:
+            src = (flow_dir / str(entry)).resolve()
+        except RuntimeError:  # a symlink loop
+            raise FlowError.single(
+                "SymlinkLoop",
+                f"additional_includes entry {entry!r} is part of a symbolic link loop",
+                str(flow_dir / flow_file),
+            ) from None
         if not src.exists():
             raise FlowError.single(
                 "IncludeNotFound",
