@@ -317,8 +317,8 @@ class _Reader:
             self.problem("MissingSource", f"node {name!r} has no source path", source_line)
             return None
         else:
-            target = (self.flow_dir / str(source_path)).resolve()
-            if not target.is_file():
+            target = self.flow_dir / str(source_path)
+            if not target.is_file():  # False for a dangling link or a link loop too
                 self.problem(
                     "InvalidSource",
                     f"source file {source_path!r} of node {name!r} does not exist in {self.flow_dir}",
