@@ -90,8 +90,8 @@ def _check_expansion(root: yaml.Node) -> None:
             if total > MAX_YAML_NODES:
                 raise _Refused(
                     "YamlTooLarge",
-                    f"the document expands to more than {MAX_YAML_NODES:,} values through its "
-                    "aliases (*name); write the values out or use fewer aliases",
+                    f"the document expands to more than {MAX_YAML_NODES:,} values (aliases *name "
+                    "counted each time they are used); use fewer aliases or a smaller document",
                     node.start_mark.line + 1,
                 )
         open_nodes.discard(key)
