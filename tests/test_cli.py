@@ -373,3 +373,38 @@ def test_the_package_states_its_licence_as_an_spdx_string() -> None:
     project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     assert project["project"]["license"] == "MIT"
     assert "setuptools>=77" in project["build-system"]["requires"]
+
+
+def test_bad_yaml_files_are_one_line_errors_not_tracebacks(tmp_path: Path) -> None:
+    latin = tmp_path / "endpoint.yml"
+    latin.write_bytes("name: cafe\ndescription: caf\u00e9\n".encode("latin-1"))
+    env = {"FLOWPORT_URL": f"http://127.0.0.1:{free_port()}", "FLOWPORT_ADMIN_TOKEN": "unused"}
+    done = flowport("online-endpoint", "create", "--file", str(latin), home=tmp_path, env=env)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"error: {latin}:2: the file is not UTF-8 text (byte 0xe9 at offset 27); "
+        "save it as UTF-8 [InvalidEncoding]"
+    )
+    bomb = tmp_path / "conn.yaml"
+    text = "name: c\ntype: custom\nconfigs:\n  a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    for previous, name in zip("abcde", "bcdef", strict=True):
+        text += f"  {name}: &{name} [{', '.join([f'*{previous}'] * 10)}]\n"
+    bomb.write_text(text)
+    refused = flowport("connection", "create", "--file", str(bomb), home=tmp_path)
+    assert refused.returncode == 1
+    assert f"{bomb}:8:" in refused.stderr and "[YamlTooLarge]" in refused.stderr
+    assert "Traceback" not in done.stderr + refused.stderr
+
+
+def test_validate_names_the_tool_that_fails_to_import(tmp_path: Path) -> None:
+    flow = tmp_path / "flow"
+    flow.mkdir()
+    (flow / "flow.dag.yaml").write_text(
+        "inputs:\n  t: {type: string}\noutputs:\n  o: {reference: '${a.output}'}\n"
+        "nodes:\n- name: a\n  type: python\n  source: {type: code, path: a.py}\n"
+        "  inputs: {t: '${inputs.t}'}\n"
+    )
+    (flow / "a.py").write_text("import os\nimport flowport_missing_module\n\ndef a(t: str):\n    return t\n")
+    done = flowport("flow", "validate", "--flow", str(flow), home=tmp_path)
+    assert done.returncode == 1
+    assert "flow.dag.yaml:6: node 'a': importing a.py failed at a.py:2: (ModuleNotFoundError)" in done.stderr

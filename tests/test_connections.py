@@ -159,3 +159,18 @@ def test_head_revision_constant_matches_the_migration_scripts(database_url: str)
     assert db.revision() is None
     db.migrate()
     assert db.revision() == HEAD_REVISION
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"type": "open_ai", "api_key": ["a"]}, "connection 'c': api_key must be a string, not a list"),
+        ({"type": "custom", "configs": ["a"]}, "configs of connection 'c' must be a mapping"),
+        ({"type": "custom", "secrets": {"k": {"x": 1}}}, "secrets of connection 'c': k must be a string"),
+        ({"type": "open_ai", "api_key": "k" * 70_000}, "api_key is longer than 65,536 characters"),
+    ],
+)
+def test_wrongly_shaped_connection_fields_are_spec_errors(spec: dict[str, object], message: str) -> None:
+    with pytest.raises(ConnectionSpecError) as caught:
+        connection_from_spec({"name": "c", **spec}, environ={})
+    assert message in str(caught.value)

@@ -224,17 +224,19 @@ def test_a_flow_that_fails_to_load_fails_the_deployment_with_the_reason(
     (broken / "answer.py").write_text("import no_such_module_here\n")
     fp = sqlite_flowport
     fp.endpoint("broken")
-    body = fp.ok(
-        "POST",
-        "/endpoints/broken/deployments",
-        params={"name": "blue"},
-        json={"spec": {"model": {"path": str(broken)}}},
-    )
+    spec = {"spec": {"model": {"path": str(broken)}}}
+    # a tool that cannot be imported is refused before anything is deployed
+    refused = fp.api("POST", "/endpoints/broken/deployments", params={"name": "blue"}, json=spec)
+    assert refused.status_code == 400
+    assert "answer.py:1: (ModuleNotFoundError) No module named 'no_such_module_here'" in refused.text
+    # one that fails only where it runs (it may need the deployment's variables) fails the deployment
+    (broken / "answer.py").write_text("raise RuntimeError('no_such_setting_here')\n")
+    body = fp.ok("POST", "/endpoints/broken/deployments", params={"name": "blue"}, json=spec)
     operation = fp.wait(body["operation"])
     assert operation["status"] == "Failed"
     shown = fp.ok("GET", "/endpoints/broken/deployments/blue")
     assert shown["provisioning_state"] == "Failed"
-    assert "no_such_module_here" in json.dumps(shown["error"])
+    assert "no_such_setting_here" in json.dumps(shown["error"])
 
 
 def test_scale_logs_and_operations_in_progress(sqlite_flowport: Flowport) -> None:
@@ -344,3 +346,64 @@ def test_a_deployment_names_its_flow_and_refuses_chat_on_a_standard_flow(sqlite_
     assert chat.json()["error"]["type"] == "invalid_request_error"
     assert chat.json()["error"]["code"] == "not_a_chat_flow"
     assert "'probe' is not a chat flow" in chat.json()["error"]["message"]
+
+
+def test_bad_specs_through_the_api_are_4xx_with_a_message(sqlite_flowport: Flowport, tmp_path: Path) -> None:
+    fp = sqlite_flowport
+    fp.endpoint("guarded")
+    bad_set = fp.api("PATCH", "/endpoints/guarded", json={"set": ["description=[unclosed"]})
+    assert bad_set.status_code == 400
+    assert bad_set.json()["error"]["details"][0]["code"] == "InvalidSet"
+    cli = fp.cli("online-endpoint", "update", "-n", "guarded", "--set", "description=[x", check=False)
+    assert cli.returncode == 1
+    assert "--set description: the value is not valid YAML" in cli.stderr
+    assert "Traceback" not in cli.stderr
+    deployment = fp.api(
+        "POST", "/endpoints/guarded/deployments", params={"name": "blue"}, json={"set": ["model={bad"]}
+    )
+    assert deployment.status_code == 400
+    assert "--set model: the value is not valid YAML" in deployment.json()["error"]["message"]
+
+    bomb = "name: guarded\ntags:\n  a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    for previous, name in zip("abcde", "bcdef", strict=True):
+        bomb += f"  {name}: &{name} [{', '.join([f'*{previous}'] * 10)}]\n"
+    refused = fp.api("PATCH", "/endpoints/guarded", json={"yaml": bomb, "file": "bomb.yml"})
+    assert refused.status_code == 400
+    assert refused.json()["error"]["details"][0] == {
+        "code": "YamlTooLarge",
+        "message": refused.json()["error"]["details"][0]["message"],
+        "file": "bomb.yml",
+        "line": 7,
+    }
+    long_field = fp.api("PATCH", "/endpoints/guarded", json={"spec": {"description": "x" * 100_000}})
+    assert long_field.status_code == 400
+    assert long_field.json()["error"]["message"].startswith("description: is 100,000 characters long")
+    huge = fp.api("PATCH", "/endpoints/guarded", json={"spec": {"description": "x" * 12_000_000}})
+    assert huge.status_code == 413
+    assert huge.json()["error"]["code"] == "RequestTooLarge"
+
+    flow = tmp_path / "flow"
+    flow.mkdir()
+    (flow / "flow.dag.yaml").write_text("additional_includes: ../..\nnodes: []\n")
+    model = fp.api("POST", "/models", json={"spec": {"name": "walker", "path": str(flow)}})
+    assert model.status_code == 400
+    assert "additional_includes must be a list" in model.json()["error"]["message"]
+
+
+def test_a_500_is_one_json_line_and_closes_the_keep_alive_connection(
+    sqlite_flowport: Flowport, home: Path
+) -> None:
+    fp = sqlite_flowport
+    (home / "models").write_text("not a folder")  # a broken home: the registry cannot write
+    flow = FLOWS / "probe"
+    with httpx.Client(base_url=f"{fp.url}/api/v1", headers={"authorization": f"Bearer {fp.token}"}) as client:
+        assert client.get("/models").status_code == 200
+        failed = client.post("/models", json={"spec": {"name": "probe", "path": str(flow)}})
+        assert failed.status_code == 500
+        assert failed.headers["connection"] == "close"
+        assert "\n" not in failed.text and "Traceback" not in failed.text
+        error = failed.json()["error"]
+        assert error["code"] == "InternalError"
+        assert "POST /api/v1/models" in error["message"] and "server log" in error["message"]
+        # the next request on the same client opens a fresh connection and is answered
+        assert client.get("/models").status_code == 200

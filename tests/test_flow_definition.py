@@ -167,7 +167,7 @@ def test_variants_default_and_selected(tmp_path: Path) -> None:
     assert info.value.code == "InvalidVariant"
 
 
-def test_additional_includes_are_placed_in_a_content_addressed_copy(tmp_path: Path) -> None:
+def test_additional_includes_are_copied_into_a_fresh_private_folder(tmp_path: Path) -> None:
     shared = tmp_path / "shared"
     shared.mkdir()
     (shared / "helper.py").write_text("VALUE = 1\n")
@@ -185,9 +185,36 @@ def test_additional_includes_are_placed_in_a_content_addressed_copy(tmp_path: Pa
     )
     first = load_flow(folder, includes_dir=tmp_path / "cache")
     assert (first.path / "helper.py").read_text() == "VALUE = 1\n"
-    assert load_flow(folder, includes_dir=tmp_path / "cache").path == first.path
+    assert first.path.stat().st_mode & 0o777 == 0o700
+    second = load_flow(folder, includes_dir=tmp_path / "cache")
+    assert second.path != first.path
     (shared / "helper.py").write_text("VALUE = 2\n")
-    assert load_flow(folder, includes_dir=tmp_path / "cache").path != first.path
+    assert (load_flow(folder).path / "helper.py").read_text() == "VALUE = 2\n"
+
+
+def test_a_file_planted_in_the_old_shared_cache_is_not_used(tmp_path: Path) -> None:
+    """The old cache lived at <tmp>/flowport-flows/<content hash>: anyone could pre-create it."""
+    import tempfile
+
+    from flowport.flow.includes import content_hash, flow_files
+
+    (tmp_path / "shared.py").write_text("VALUE = 1\n")
+    folder = write_flow(
+        tmp_path / "inc",
+        """\
+        additional_includes: [../shared.py]
+        nodes: []
+        """,
+    )
+    listing = {**flow_files(folder), "shared.py": tmp_path / "shared.py"}
+    for digest in {content_hash(listing), content_hash(flow_files(folder))}:
+        planted = Path(tempfile.gettempdir()) / "flowport-flows" / digest[:24]
+        planted.mkdir(parents=True, exist_ok=True)
+        (planted / "flow.dag.yaml").write_text("nodes: []\n")
+        (planted / "evil.py").write_text("raise SystemExit('planted')\n")
+    flow = load_flow(folder)
+    assert not (flow.path / "evil.py").exists()
+    assert (flow.path / "shared.py").read_text() == "VALUE = 1\n"
 
 
 def test_missing_include_is_an_error(tmp_path: Path) -> None:
@@ -237,3 +264,130 @@ def test_chat_markers_are_read() -> None:
     assert flow.is_chat
     assert (flow.chat_input, flow.chat_history, flow.chat_output) == ("question", "chat_history", "answer")
     assert not load_flow(Path(__file__).parent / "flows" / "three_node_python").is_chat
+
+
+def _alias_bomb(levels: int) -> str:
+    text = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+    previous = "a"
+    for name in "bcdefghij"[:levels]:
+        text += f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]\n"
+        previous = name
+    return text
+
+
+def test_an_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
+    bomb = _alias_bomb(7)
+    assert len(bomb) < 400
+    with pytest.raises(FlowError) as info:
+        parse_yaml(bomb, "bomb.yaml")
+    problem = info.value.problems[0]
+    assert (problem.code, problem.file, problem.line) == ("YamlTooLarge", "bomb.yaml", 6)
+    assert "aliases" in problem.message
+    folder = write_flow(tmp_path / "bomb", "inputs: {}\nnodes: []\n")
+    (folder / "flow.dag.yaml").write_text(bomb + "nodes: []\n")
+    assert problems(folder) == [("YamlTooLarge", 6)]
+
+
+def test_aliases_within_the_bound_and_merge_keys_still_work() -> None:
+    data = parse_yaml("base: &b {x: 1}\nother:\n  <<: *b\n  y: 2\nsame: *b\n")
+    assert data == {"base": {"x": 1}, "other": {"x": 1, "y": 2}, "same": {"x": 1}}
+
+
+def test_a_self_referencing_alias_is_refused() -> None:
+    with pytest.raises(FlowError) as info:
+        parse_yaml("a: &a\n  b: *a\n", "loop.yaml")
+    assert (info.value.code, info.value.problems[0].line) == ("RecursiveAlias", 1)
+
+
+def test_an_oversized_yaml_file_is_refused_unread(tmp_path: Path) -> None:
+    from flowport.flow.yaml import MAX_YAML_BYTES
+
+    folder = write_flow(tmp_path / "big", "nodes: []\n")
+    (folder / "flow.dag.yaml").write_text("description: '" + "x" * MAX_YAML_BYTES + "'\nnodes: []\n")
+    with pytest.raises(FlowError) as info:
+        load_flow(folder)
+    assert info.value.code == "YamlTooLarge"
+    assert "KiB" in info.value.message and "flow.dag.yaml" in info.value.message
+
+
+def test_non_utf8_yaml_names_the_file_and_line(tmp_path: Path) -> None:
+    folder = write_flow(tmp_path / "latin", "nodes: []\n")
+    (folder / "flow.dag.yaml").write_bytes(
+        "inputs:\n  x: {default: caf\u00e9}\nnodes: []\n".encode("latin-1")
+    )
+    with pytest.raises(FlowError) as info:
+        load_flow(folder)
+    problem = info.value.problems[0]
+    assert (problem.code, problem.line) == ("InvalidEncoding", 2)
+    assert "UTF-8" in problem.message and "0xe9" in problem.message
+
+
+def test_wrongly_shaped_fields_are_errors_with_lines(tmp_path: Path) -> None:
+    folder = write_flow(
+        tmp_path / "shapes",
+        """\
+        environment_variables:
+          FINE: text
+          LISTED: [1, 2]
+        nodes:
+        - name: a
+          type: python
+          source: {type: code, path: echo.py}
+          inputs: "${inputs.text}"
+        """,
+    )
+    assert sorted(problems(folder)) == [("InvalidFlow", 3), ("InvalidNode", 8)]
+
+
+def test_additional_includes_as_a_string_is_an_error_not_a_walk(tmp_path: Path) -> None:
+    folder = write_flow(tmp_path / "inc", "additional_includes: ../shared\nnodes: []\n")
+    with pytest.raises(FlowError) as info:
+        load_flow(folder)
+    problem = info.value.problems[0]
+    assert (problem.code, problem.line) == ("InvalidFlow", 1)
+    assert "must be a list" in problem.message
+
+
+def test_symlinks_inside_the_flow_are_followed_and_others_refused(tmp_path: Path) -> None:
+    from flowport.flow.includes import flow_files
+
+    folder = write_flow(tmp_path / "links", "nodes: []\n", {"lib/util.py": "X = 1\n"})
+    (folder / "alias").symlink_to(folder / "lib", target_is_directory=True)
+    assert sorted(flow_files(folder)) == ["alias/util.py", "flow.dag.yaml", "lib/util.py"]
+
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (folder / "leak").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(FlowError) as info:
+        flow_files(folder)
+    assert info.value.code == "SymlinkOutsideFlow"
+    assert str(folder / "leak") in info.value.message
+    (folder / "leak").unlink()
+
+    (folder / "lib" / "up").symlink_to(folder, target_is_directory=True)
+    with pytest.raises(FlowError) as info:
+        flow_files(folder)
+    assert info.value.code == "SymlinkLoop"
+    (folder / "lib" / "up").unlink()
+
+    (folder / "self").symlink_to(folder / "self")
+    with pytest.raises(FlowError) as info:
+        flow_files(folder)
+    assert info.value.code == "SymlinkLoop"
+    assert str(folder / "self") in info.value.message
+
+
+def test_a_list_as_a_key_is_an_error() -> None:
+    with pytest.raises(FlowError) as info:
+        parse_yaml("? [a]\n: b\n", "keys.yaml")
+    assert (info.value.code, info.value.problems[0].line) == ("InvalidYaml", 1)
+    assert "mapping key must be a plain value" in info.value.message
+
+
+def test_an_include_that_is_a_symlink_loop_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    folder = write_flow(tmp_path / "inc", "additional_includes: [../loop]\nnodes: []\n")
+    with pytest.raises(FlowError) as info:
+        load_flow(folder)
+    assert info.value.code == "SymlinkLoop"
+    assert "'../loop'" in info.value.message

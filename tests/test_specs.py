@@ -133,3 +133,55 @@ def test_traffic_flag() -> None:
     assert parse_traffic_flag("blue=90 green=10", "--traffic") == {"blue": 90, "green": 10}
     with pytest.raises(SpecError, match="name=percent"):
         parse_traffic_flag("blue:90", "--traffic")
+
+
+def test_a_set_value_that_is_not_yaml_is_a_spec_error() -> None:
+    with pytest.raises(SpecError) as caught:
+        apply_set({"name": "blue"}, ["description=[unclosed"])
+    problem = caught.value.problems[0]
+    assert problem.code == "InvalidSet"
+    assert problem.message.startswith("--set description: the value is not valid YAML")
+
+
+def test_a_list_as_an_environment_variable_names_the_variable_and_line() -> None:
+    text = "name: blue\nmodel: m:1\nenvironment_variables:\n  OK: text\n  LISTED: [a, b]\n"
+    with pytest.raises(SpecError) as caught:
+        parse_deployment(read_yaml(text, "d.yml"), "d.yml")
+    problem = caught.value.problems[0]
+    assert (problem.file, problem.line) == ("d.yml", 5)
+    assert (
+        problem.message == "environment_variables.LISTED: must be a string, got a list; quote it to pass text"
+    )
+
+
+def test_an_oversized_field_is_named() -> None:
+    from flowport.control.specs import MAX_FIELD_CHARS
+
+    with pytest.raises(SpecError) as caught:
+        parse_endpoint({"name": "abc", "description": "x" * (MAX_FIELD_CHARS + 1)})
+    assert caught.value.problems[0].message.startswith("description: is 65,537 characters long")
+    with pytest.raises(SpecError, match=r"tags\.big: is"):
+        parse_endpoint({"name": "abc", "tags": {"big": "x" * (MAX_FIELD_CHARS + 1)}})
+
+
+def test_an_oversized_document_is_refused_before_it_is_read() -> None:
+    from flowport.control.specs import MAX_DOCUMENT_BYTES
+
+    fields = {f"azure_{i}": "x" * 60_000 for i in range(MAX_DOCUMENT_BYTES // 60_000 + 1)}
+    with pytest.raises(SpecError) as caught:
+        parse_deployment({"name": "blue", "model": "m:1", **fields}, "d.yml")
+    problem = caught.value.problems[0]
+    assert (problem.code, problem.file) == ("DocumentTooLarge", "d.yml")
+
+
+def test_an_alias_bomb_in_azure_yaml_is_refused_with_file_and_line() -> None:
+    bomb = "name: blue\nmodel: m:1\ntags:\n  a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    previous = "a"
+    for name in "bcdef":
+        bomb += f"  {name}: &{name} [{', '.join([f'*{previous}'] * 10)}]\n"
+        previous = name
+    with pytest.raises(SpecError) as caught:
+        read_yaml(bomb, "bomb.yml")
+    problem = caught.value.problems[0]
+    assert (problem.code, problem.file) == ("YamlTooLarge", "bomb.yml")
+    assert problem.line == 8  # "e" expands to over 10**5 values

@@ -30,11 +30,14 @@ def spec_body(file: Path | None, assignments: list[str] | None) -> dict[str, Any
     """The API body for a YAML file: its text, its path (for errors) and --set assignments."""
     body: dict[str, Any] = {"set": list(assignments or [])}
     if file is not None:
+        from flowport.flow import FlowError
+        from flowport.flow.yaml import read_text_file
+
         path = file.expanduser().resolve()
         try:
-            body["yaml"] = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            fail(f"cannot read {file}: {exc}")
+            body["yaml"] = read_text_file(path)  # UTF-8 and size checked here, with the line
+        except FlowError as exc:
+            fail(exc.message)
         body["file"] = str(path)
         body["base_dir"] = str(path.parent)
     return body

@@ -18,6 +18,8 @@ from flowport.connections.types import (
 
 _ENV_REF = re.compile(r"^\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}$")
 _IGNORED_KEYS = {"$schema", "name", "type", "module", "configs", "secrets"}
+MAX_VALUE_CHARS = 64 * 1024
+"""The longest value a connection field may hold."""
 
 
 def resolve_env(value: Any, environ: Mapping[str, str] | None = None) -> Any:
@@ -59,15 +61,34 @@ def connection_from_spec(spec: Mapping[str, Any], environ: Mapping[str, str] | N
     cls = connection_class(str(spec["type"]))
     module = spec.get("module")
     if cls is CustomConnection:
-        configs = {k: resolve_env(v, environ) for k, v in (spec.get("configs") or {}).items()}
-        secrets = {k: resolve_env(v, environ) for k, v in (spec.get("secrets") or {}).items()}
+        configs = _values(name, spec, "configs", environ)
+        secrets = _values(name, spec, "secrets", environ)
         return build_connection(name, cls.type, configs, secrets, module)
-    values = {k: resolve_env(v, environ) for k, v in spec.items() if k not in _IGNORED_KEYS}
+    values = _values(name, {"": {k: v for k, v in spec.items() if k not in _IGNORED_KEYS}}, "", environ)
     conn = cls(name=name, module=module, **values)
     missing = conn.missing_fields()
     if missing:
         raise ConnectionSpecError(f"{cls.type} connection {name!r} is missing {', '.join(missing)}")
     return conn
+
+
+def _values(
+    name: str, spec: Mapping[str, Any], section: str, environ: Mapping[str, str] | None
+) -> dict[str, Any]:
+    """One section's fields: a mapping of scalars, each at most ``MAX_VALUE_CHARS`` long."""
+    raw = spec.get(section) or {}
+    where = f"{section} of connection {name!r}" if section else f"connection {name!r}"
+    if not isinstance(raw, Mapping):
+        raise ConnectionSpecError(f"{where} must be a mapping of field: value")
+    values = {}
+    for field, value in raw.items():
+        if isinstance(value, Mapping | list):
+            kind = "a list" if isinstance(value, list) else "a mapping"
+            raise ConnectionSpecError(f"{where}: {field} must be a string, not {kind}")
+        if isinstance(value, str) and len(value) > MAX_VALUE_CHARS:
+            raise ConnectionSpecError(f"{where}: {field} is longer than {MAX_VALUE_CHARS:,} characters")
+        values[str(field)] = resolve_env(value, environ)
+    return values
 
 
 def env_override_name(connection: str, field: str) -> str:

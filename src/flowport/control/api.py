@@ -20,6 +20,7 @@ from flowport.connections import SCRUBBED, ConnectionNotFound, ConnectionSpecErr
 from flowport.control.data import read_records
 from flowport.control.endpoints import ControlPlane
 from flowport.control.errors import ApiError
+from flowport.control.guard import ApiGuard
 from flowport.control.sessions import COOKIE, CSRF_HEADER, SESSION_SECONDS, Sessions
 from flowport.control.specs import (
     SpecError,
@@ -114,6 +115,7 @@ def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path, base_ur
         redoc_url=None,
         dependencies=[],
     )
+    api.add_middleware(ApiGuard)  # 413 past the body limit; a 500 is one JSON line and closes
 
     @api.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:

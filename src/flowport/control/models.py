@@ -15,8 +15,9 @@ import yaml
 
 from flowport.control.errors import ApiError
 from flowport.control.specs import ModelSpec
+from flowport.control.tool_check import check_tools
 from flowport.flow import MISSING, FlowDef, FlowError, load_flow
-from flowport.flow.includes import content_hash
+from flowport.flow.includes import copy_files, flow_files
 from flowport.flow.loader import find_flow_file
 from flowport.flow.yaml import load_yaml_file, to_plain
 from flowport.store import Documents
@@ -24,32 +25,38 @@ from flowport.store.tables import utcnow
 
 
 def snapshot_flow(source: Path, models_dir: Path) -> tuple[Path, str, FlowDef]:
-    """Validate the flow at ``source`` and return (snapshot folder, content hash, flow)."""
+    """Validate the flow at ``source`` and return (snapshot folder, content hash, flow).
+
+    The digest is taken over exactly the bytes copied into the snapshot (symbolic links that
+    leave the flow folder are refused), so a changed file always makes a new snapshot.
+    """
     if not source.exists():
         raise ApiError(400, "ModelPathNotFound", f"path {str(source)!r} does not exist on the server")
-    try:
-        flow = load_flow(source)
-        file = find_flow_file(source)
-    except FlowError as exc:
-        raise ApiError(
-            400, "InvalidFlow", f"the model's flow is not valid:\n{exc}", problems=exc.problems
-        ) from None
-    digest = content_hash([(".", flow.path)])
-    target = models_dir / digest[:24]
-    if not target.is_dir():
+    with tempfile.TemporaryDirectory(prefix="flowport-snapshot-") as scratch:
+        try:
+            flow = load_flow(source, includes_dir=Path(scratch) / "includes")
+            file = find_flow_file(source)
+            files = flow_files(flow.path)
+        except FlowError as exc:
+            raise _invalid(exc) from None
+        # the tools run in a throwaway copy: what they write there never reaches the snapshot
+        checked = Path(scratch) / "check"
+        _copy_flow(files, checked, file.name, flow, source)
+        check_tools(flow, checked, file.parent)
         models_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=models_dir, prefix=".staging-"))
         try:
-            shutil.copytree(
-                flow.path, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
-            )
-            if flow.additional_includes:
-                _drop_includes(staging / file.name)
-            staging.rename(target)
-        except OSError:
+            digest = _copy_flow(files, staging, file.name, flow, source)
+        except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
-            if not target.is_dir():
-                raise
+            raise
+    target = models_dir / digest[:24]
+    try:
+        staging.rename(target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not target.is_dir():
+            raise
     return target, digest, load_flow(target)
 
 
@@ -57,6 +64,21 @@ def flow_folder_name(source: Path | str) -> str:
     """The name users know a flow by: its folder's (the snapshot's is a content hash)."""
     path = Path(source)
     return path.parent.name if path.is_file() else path.name
+
+
+def _copy_flow(files: dict[str, Path], target: Path, flow_file: str, flow: FlowDef, source: Path) -> str:
+    """Copy the listing into ``target`` (includes already in place); the digest of what was copied."""
+    try:
+        digest = copy_files(files, target)
+        if flow.additional_includes:
+            _drop_includes(target / flow_file)
+    except OSError as exc:
+        raise ApiError(400, "ModelNotReadable", f"cannot copy the flow from {source}: {exc}") from None
+    return digest
+
+
+def _invalid(exc: FlowError) -> ApiError:
+    return ApiError(400, "InvalidFlow", f"the model's flow is not valid:\n{exc}", problems=exc.problems)
 
 
 def _drop_includes(flow_file: Path) -> None:

@@ -7,13 +7,14 @@ fields are notes too. Invalid values are errors naming the field, the file and t
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flowport.flow.errors import Problem
+from flowport.flow.errors import FlowError, Problem
 from flowport.flow.yaml import YamlMap, parse_yaml, to_plain
 from flowport.gateway.routes import DataCollection
 from flowport.runtime.base import Probe
@@ -22,6 +23,10 @@ NAME_RULE = re.compile(r"^[A-Za-z](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){2,31}$")
 NAME_HELP = "3-32 characters: a letter first, then letters, digits and single dashes, not ending in a dash"
 MODEL_NAME_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 ROLLING_RATES = ("Minute", "Hour", "Day", "Month", "Year")
+MAX_FIELD_CHARS = 64 * 1024
+"""The longest text one field (a description, a tag, a variable's value) may hold."""
+MAX_DOCUMENT_BYTES = 256 * 1024
+"""The largest document (as JSON) that a model, endpoint or deployment may store."""
 
 
 class SpecError(Exception):
@@ -38,6 +43,12 @@ class _Reader:
     def __init__(self, raw: Any, file: str | None, kind: str) -> None:
         if not isinstance(raw, dict):
             raise SpecError([Problem("InvalidSpec", f"a {kind} must be a mapping of fields", file, 1)])
+        size = len(json.dumps(to_plain(raw), default=str, ensure_ascii=False).encode())
+        if size > MAX_DOCUMENT_BYTES:
+            message = (
+                f"the {kind} is {size // 1024} KiB; at most {MAX_DOCUMENT_BYTES // 1024} KiB can be stored"
+            )
+            raise SpecError([Problem("DocumentTooLarge", message, file, 1)])
         self.raw = raw
         self.file = file
         self.problems: list[Problem] = []
@@ -72,7 +83,13 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             self.error(path, f"must be a string, got {_kind(value)}")
             return default
-        return str(value)
+        return self.bounded(path, str(value), default)
+
+    def bounded(self, path: str, text: str, default: str | None) -> str | None:
+        if len(text) > MAX_FIELD_CHARS:
+            self.error(path, f"is {len(text):,} characters long; at most {MAX_FIELD_CHARS:,} are allowed")
+            return default
+        return text
 
     def integer(self, data: Mapping[str, Any], key: str, path: str, default: int, low: int, high: int) -> int:
         value = data.get(key)
@@ -130,9 +147,11 @@ class _Reader:
         result = {}
         for name, value in self.mapping(data, key, path).items():
             if isinstance(value, dict | list):
-                self.error(f"{path}.{name}", f"must be a string, got {_kind(value)}")
+                self.error(f"{path}.{name}", f"must be a string, got {_kind(value)}; quote it to pass text")
             else:
-                result[str(name)] = "" if value is None else _scalar_text(value)
+                text = self.bounded(f"{path}.{name}", "" if value is None else _scalar_text(value), None)
+                if text is not None:
+                    result[str(name)] = text
         return result
 
     def name(self, data: Mapping[str, Any], key: str, path: str, required: bool = True) -> str:
@@ -163,7 +182,10 @@ class _Reader:
 
 
 def _kind(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", bool: "a boolean"}.get(type(value), type(value).__name__)
+    for kind, text in ((bool, "a boolean"), (dict, "a mapping"), (list, "a list")):
+        if isinstance(value, kind):
+            return text
+    return type(value).__name__
 
 
 def _scalar_text(value: Any) -> str:
@@ -193,14 +215,23 @@ def apply_set(raw: Mapping[str, Any], assignments: list[str]) -> dict[str, Any]:
             if not isinstance(child, dict):
                 child = node[part] = {}
             node = child
-        node[parts[-1]] = parse_yaml(text, "--set") if text else ""
+        try:
+            node[parts[-1]] = parse_yaml(text, "--set") if text else ""
+        except FlowError as exc:
+            detail = exc.problems[0].message
+            raise SpecError(
+                [
+                    Problem(
+                        "InvalidSet",
+                        f"--set {path.strip()}: the value is not valid YAML ({detail}); quote it",
+                    )
+                ]
+            ) from None
     return result
 
 
 def read_yaml(text: str, file: str) -> Any:
     """Parse a YAML document; a syntax error becomes a SpecError with file and line."""
-    from flowport.flow.errors import FlowError
-
     try:
         return parse_yaml(text, file)
     except FlowError as exc:

@@ -17,7 +17,7 @@ class Problem:
     def __str__(self) -> str:
         where = self.file or ""
         if self.line is not None:
-            where = f"{where}:{self.line}"
+            where = f"{where}:{self.line}" if where else f"line {self.line}"
         prefix = f"{where}: " if where else ""
         return f"{prefix}{self.message} [{self.code}]"
 

@@ -63,12 +63,29 @@ def load_flow(path: str | Path, *, variant: str | None = None, includes_dir: Pat
     raw = load_yaml_file(file)
     if not isinstance(raw, dict):
         raise FlowError.single("InvalidFlow", "a flow file must be a YAML mapping", str(file), 1)
-    includes = tuple(raw.get("additional_includes") or ())
+    includes = _includes(raw, str(file))
     flow_dir = file.parent
     if includes:
         flow_dir = materialize_includes(flow_dir, file.name, list(includes), includes_dir)
         file = flow_dir / file.name
     return _Reader(file, flow_dir, raw, parse_variant(variant), includes).read()
+
+
+def _includes(raw: YamlMap, file: str) -> tuple[str, ...]:
+    """``additional_includes``: a list of relative paths, checked before any file is touched."""
+    value = raw.get("additional_includes")
+    if value is None:
+        return ()
+    line = _line(raw, "additional_includes")
+    if not isinstance(value, list) or not all(isinstance(entry, str) and entry for entry in value):
+        raise FlowError.single(
+            "InvalidFlow",
+            "additional_includes must be a list of paths relative to the flow folder, "
+            f"e.g. [../shared/utils.py]; got {value!r}"[:300],
+            file,
+            line,
+        )
+    return tuple(value)
 
 
 class _Reader:
@@ -98,12 +115,7 @@ class _Reader:
         inputs = self.read_inputs(_mapping(raw.get("inputs")))
         nodes, variants = self.read_nodes(raw)
         outputs = self.read_outputs(_mapping(raw.get("outputs")))
-        env_vars = raw.get("environment_variables") or {}
-        if not isinstance(env_vars, dict):
-            self.problem(
-                "InvalidFlow", "environment_variables must be a mapping", _line(raw, "environment_variables")
-            )
-            env_vars = {}
+        env_vars = self.read_environment_variables(raw)
         if self.variant and self.variant[0] not in variants:
             self.problem(
                 "VariantNotFound",
@@ -128,6 +140,24 @@ class _Reader:
         if self.problems:
             raise FlowError(self.problems)
         return flow
+
+    def read_environment_variables(self, raw: YamlMap) -> dict[str, Any]:
+        env_vars = raw.get("environment_variables") or {}
+        if not isinstance(env_vars, dict):
+            self.problem(
+                "InvalidFlow", "environment_variables must be a mapping", _line(raw, "environment_variables")
+            )
+            return {}
+        for name, value in env_vars.items():
+            if isinstance(value, dict | list):
+                kind = "a list" if isinstance(value, list) else "a mapping"
+                self.problem(
+                    "InvalidFlow",
+                    f"environment variable {name!r} is {kind}; a value must be a string "
+                    "(quote it, or write JSON as a quoted string)",
+                    _line(env_vars, name),
+                )
+        return env_vars
 
     # -- inputs and outputs -------------------------------------------------
 
@@ -287,13 +317,21 @@ class _Reader:
             self.problem("MissingSource", f"node {name!r} has no source path", source_line)
             return None
         else:
-            target = (self.flow_dir / str(source_path)).resolve()
-            if not target.is_file():
+            target = self.flow_dir / str(source_path)
+            if not target.is_file():  # False for a dangling link or a link loop too
                 self.problem(
                     "InvalidSource",
                     f"source file {source_path!r} of node {name!r} does not exist in {self.flow_dir}",
                     source_line,
                 )
+        if raw.get("inputs") is not None and not isinstance(raw.get("inputs"), dict):
+            self.problem(
+                "InvalidNode",
+                f"inputs of node {name!r} must be a mapping of input name to value, "
+                f"got {type(raw.get('inputs')).__name__}",
+                raw.line_of("inputs") if isinstance(raw, YamlMap) else line,
+            )
+            return None
         raw_inputs = _mapping(raw.get("inputs"))
         activate = None
         raw_activate = raw.get("activate")

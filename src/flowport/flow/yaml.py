@@ -3,6 +3,11 @@
 prompt flow reads YAML as 1.2 (only ``true``/``false`` are booleans, no sexagesimal
 numbers), so ``is: yes`` stays the string ``"yes"``. Mappings come back as ``YamlMap``,
 which records the line of every key, so errors can point at the line that is wrong.
+
+Inputs are bounded before any work: a document larger than ``MAX_YAML_BYTES`` is refused
+unread, and aliases may not expand a document beyond ``MAX_YAML_NODES`` nodes (an "alias
+bomb": a few hundred bytes that expand to gigabytes once copied or stored) nor refer to
+themselves.
 """
 
 from __future__ import annotations
@@ -32,8 +37,68 @@ class YamlList(list):
     line: int | None = None
 
 
+MAX_YAML_BYTES = 1024 * 1024
+"""The largest YAML document read: a flow file, an Azure spec, a connection file."""
+MAX_YAML_NODES = 100_000
+"""The most nodes a document may hold once its aliases are expanded."""
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 core-schema scalars and line tracking."""
+    """SafeLoader with YAML 1.2 core-schema scalars, line tracking and an expansion bound."""
+
+    def get_single_node(self) -> yaml.Node | None:
+        node = super().get_single_node()
+        if node is not None:
+            _check_expansion(node)
+        return node
+
+
+class _Refused(Exception):
+    def __init__(self, code: str, message: str, line: int | None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.line = line
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Count the nodes ``root`` stands for with every alias expanded; refuse past the bound.
+
+    Each node's expanded size is computed once (aliases share node objects), so a document
+    of N nodes is checked in O(N) however much its aliases would expand.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise _Refused(
+                "RecursiveAlias", "an alias refers to a node that contains it", node.start_mark.line + 1
+            )
+        open_nodes.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [item for pair in node.value for item in pair]
+        else:
+            children = []
+        for child in children:
+            total += size(child)
+            if total > MAX_YAML_NODES:
+                raise _Refused(
+                    "YamlTooLarge",
+                    f"the document expands to more than {MAX_YAML_NODES:,} values (aliases *name "
+                    "counted each time they are used); use fewer aliases or a smaller document",
+                    node.start_mark.line + 1,
+                )
+        open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    size(root)
 
 
 _YAML11_ONLY = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
@@ -77,6 +142,10 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> YamlM
     result.key_lines = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, list | dict):
+            raise yaml.constructor.ConstructorError(
+                None, None, "a mapping key must be a plain value, not a list or mapping", key_node.start_mark
+            )
         result[key] = loader.construct_object(value_node, deep=True)
         result.key_lines[key] = key_node.start_mark.line + 1
     return result
@@ -95,9 +164,15 @@ _Loader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
 
 
 def parse_yaml(text: str, file: str = "<string>") -> Any:
-    """Parse YAML text; a syntax error becomes a FlowError naming the file and line."""
+    """Parse YAML text; a syntax error or an oversized document is a FlowError with file and line."""
+    if len(text) > MAX_YAML_BYTES:
+        raise _too_big(file)
     try:
         return yaml.load(text, Loader=_Loader)
+    except _Refused as exc:
+        raise FlowError.single(exc.code, str(exc), file, exc.line) from None
+    except RecursionError:
+        raise FlowError.single("YamlTooLarge", "the document nests too deeply", file) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -107,15 +182,48 @@ def parse_yaml(text: str, file: str = "<string>") -> Any:
         raise FlowError.single("InvalidYaml", f"invalid YAML: {exc}", file) from None
 
 
-def load_yaml_file(path: Path) -> Any:
-    """Read and parse a YAML file, with a clear error when it cannot be read."""
+def _too_big(file: str) -> FlowError:
+    return FlowError.single(
+        "YamlTooLarge",
+        f"the document is larger than {MAX_YAML_BYTES // 1024} KiB; flowport reads no more",
+        file,
+    )
+
+
+def read_text_file(path: Path) -> str:
+    """A YAML file's text: at most ``MAX_YAML_BYTES``, UTF-8, else a FlowError with file and line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_YAML_BYTES + 1)
     except FileNotFoundError:
         raise FlowError.single("FileNotFound", f"no such file: {path}", str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FlowError.single("FileNotReadable", f"cannot read {path}: {exc}", str(path)) from None
-    return parse_yaml(text, str(path))
+    except OSError as exc:
+        raise FlowError.single(
+            "FileNotReadable", f"cannot read {path}: {exc.strerror or exc}", str(path)
+        ) from None
+    if len(data) > MAX_YAML_BYTES:
+        raise _too_big(str(path))
+    return decode_utf8(data, str(path))
+
+
+def decode_utf8(data: bytes, file: str) -> str:
+    """Bytes as UTF-8 text; otherwise a FlowError naming the line of the first bad byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise FlowError.single(
+            "InvalidEncoding",
+            f"the file is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "save it as UTF-8",
+            file,
+            line,
+        ) from None
+
+
+def load_yaml_file(path: Path) -> Any:
+    """Read and parse a YAML file, with a clear error when it cannot be read."""
+    return parse_yaml(read_text_file(path), str(path))
 
 
 def to_plain(value: Any) -> Any:

@@ -44,8 +44,23 @@ def import_module_from_file(path: Path) -> ModuleType:
         spec.loader.exec_module(module)
     except BaseException as exc:
         del sys.modules[name]
-        raise ToolLoadError(f"importing {path.name} failed: ({type(exc).__name__}) {exc}") from exc
+        raise ToolLoadError(
+            f"importing {path.name} failed at {_where(exc, path)}: ({type(exc).__name__}) {exc}"
+        ) from exc
     return module
+
+
+def _where(exc: BaseException, path: Path) -> str:
+    """``file:line`` of the failure inside the tool's own file (a syntax error: the bad line)."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{Path(exc.filename).name}:{exc.lineno}"
+    line = None
+    frame = exc.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code.co_filename == str(path):
+            line = frame.tb_lineno
+        frame = frame.tb_next
+    return f"{path.name}:{line}" if line else path.name
 
 
 def find_tool_function(module: ModuleType, path: Path, name: str | None = None) -> Callable[..., Any]:

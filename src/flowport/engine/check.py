@@ -1,0 +1,72 @@
+"""``python -m flowport.engine.check FLOW_DIR``: import a flow's tools and compile its templates.
+
+The control plane must not run flow code, so it validates a model by running this module in
+a short-lived process (see ``flowport.control.tool_check``). Standard output carries one JSON
+list of problems (``code``, ``message``, ``file``, ``line``); anything the tools print goes to
+standard error. Failures that may depend on the deployment (an exception other than a syntax
+or import error while importing, which may read a variable only the deployment sets) are not
+reported: they surface when the deployment starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from flowport.flow import FlowError, Problem, build_plan, load_flow
+from flowport.tools.compat import install_promptflow_shim
+from flowport.tools.python_tool import ToolLoadError, find_tool_function, import_module_from_file
+from flowport.tools.templates import TemplateError, compile_template
+
+
+def check_flow(folder: Path, *, has_requirements: bool) -> list[Problem]:
+    """Every tool import and template problem of the flow in ``folder``."""
+    install_promptflow_shim()
+    try:
+        flow = load_flow(folder)
+    except FlowError as exc:
+        return exc.problems
+    plan = build_plan(flow)
+    problems = []
+    for node_plan in (*plan.line_nodes, *plan.aggregation_nodes):
+        node = node_plan.node
+        if not node.source_path:
+            continue
+        path = flow.path / node.source_path
+        try:
+            if node.type == "python":
+                find_tool_function(import_module_from_file(path), path, node.source_tool)
+            else:
+                compile_template(path.read_text(encoding="utf-8"), path.name)
+        except ToolLoadError as exc:
+            if _reportable(exc.__cause__, has_requirements):
+                problems.append(Problem(exc.code, f"node {node.name!r}: {exc}", str(flow.file), node.line))
+        except (OSError, UnicodeDecodeError, TemplateError) as exc:
+            problems.append(
+                Problem("InvalidTemplate", f"node {node.name!r}: {exc}", str(flow.file), node.line)
+            )
+    return problems
+
+
+def _reportable(cause: BaseException | None, has_requirements: bool) -> bool:
+    """No function found, a syntax error, or a missing module the flow does not bring itself."""
+    if cause is None or isinstance(cause, SyntaxError):
+        return True
+    if isinstance(cause, ModuleNotFoundError):
+        return not has_requirements
+    return isinstance(cause, ImportError)
+
+
+def main() -> None:
+    out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)  # what tools print at import must not mix with the answer
+    folder = Path(sys.argv[1])
+    problems = check_flow(folder, has_requirements="--requirements" in sys.argv[2:])
+    out.write(json.dumps([p.to_dict() for p in problems]))
+    out.flush()
+
+
+if __name__ == "__main__":
+    main()
