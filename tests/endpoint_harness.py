@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +116,17 @@ class Flowport:
         db = open_database(self.home, self.database_url)
         try:
             return ConnectionService(ConnectionRows(db), Cipher(load_or_create_key(self.home))).get(name)
+        finally:
+            db.dispose()
+
+    @contextlib.contextmanager
+    def documents(self, table: str) -> Iterator[Any]:
+        """The store's ``Documents`` of ``table`` (``endpoints``, ``deployments``...), opened here."""
+        from flowport.store import Documents, open_database, tables
+
+        db = open_database(self.home, self.database_url)
+        try:
+            yield Documents(db, getattr(tables, table))
         finally:
             db.dispose()
 

@@ -142,14 +142,19 @@ def test_a_token_dies_with_its_endpoint(home: Path) -> None:
         assert fp.score("reborn", {}, key=fresh).json()["error"]["code"] == "NoDeploymentWithTraffic"
 
         # An endpoint stored before incarnations existed gets one on its first read and keeps it.
-        row = fp.control.endpoints.get(name="reborn")
-        fields = {k: v for k, v in row.items() if k not in ("name", "secrets", "created_at", "updated_at")}
-        del fields["incarnation"]
-        fp.control.endpoints.put({"name": "reborn"}, fields)
-        fp.restart()
+        fp.stop()
+        with fp.documents("endpoints") as rows:
+            row = rows.get(name="reborn")
+            fields = {
+                k: v for k, v in row.items() if k not in ("name", "secrets", "created_at", "updated_at")
+            }
+            del fields["incarnation"]
+            rows.put({"name": "reborn"}, fields)
+        fp.start()
         token = fp.ok("POST", "/endpoints/reborn/credentials")["accessToken"]
         assert fp.score("reborn", {}, key=token).json()["error"]["code"] == "NoDeploymentWithTraffic"
-        assert fp.control.endpoints.get(name="reborn")["incarnation"]
+        with fp.documents("endpoints") as rows:
+            assert rows.get(name="reborn")["incarnation"]
         fp.restart()
         assert fp.score("reborn", {}, key=token).json()["error"]["code"] == "NoDeploymentWithTraffic"
         assert fp.score("reborn", {}, key=fresh).status_code == 401
@@ -167,8 +172,9 @@ def test_the_api_description_needs_the_admin_token_or_a_session(sqlite_flowport:
     assert "/openapi.json" not in schema.json()["paths"]
     page = fp.api("GET", "/docs")
     assert page.status_code == 200 and "/api/v1/openapi.json" in page.text
-    sid, _ = fp.sessions.open()
-    with httpx.Client(base_url=fp.url, cookies={COOKIE: sid}) as browser:
+    with httpx.Client(base_url=fp.url) as browser:
+        assert browser.post("/api/v1/sessions", json={"token": fp.token}).status_code == 200
+        assert COOKIE in browser.cookies
         assert browser.get("/api/v1/openapi.json").status_code == 200
         assert browser.get("/api/v1/docs").status_code == 200
 

@@ -170,6 +170,12 @@ def test_oversized_request_heads_get_431_and_the_connection_closes(tmp_path: Pat
         head += b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body)
         answer, _ = send_head("127.0.0.1", port, head + body)
         assert answer.startswith(b"HTTP/1.1 404" if which == "server" else b"HTTP/1.1 200"), answer[:300]
+        # One kept-alive connection: heads never add up across requests, an unread body is no head.
+        padding = {"x-padding": "p" * 4000}
+        with httpx.Client(base_url=url, timeout=30) as client:
+            for size in [10] * 30 + [100_000, 1000, 100_000, 100_000]:
+                answered = client.post(target.decode(), content=b"x" * size, headers=padding)
+                assert answered.status_code in (200, 404), (size, answered.text[:200])
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(30)

@@ -51,6 +51,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._in_head = True
+        """Between the start of a request and the end of its headers (the parser holds a partial head)."""
         self._chunk_bytes = 0
         self._line_bytes = 0
         self._refused = False
@@ -58,12 +59,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        started_in_head = self._in_head
         super().data_received(data)
-        if started_in_head and self._in_head and not self._refused:
+        # A head still incomplete after this chunk: the parser buffers it, so it counts whole.
+        if self._in_head and not self._refused:
             self._chunk_bytes += len(data)
             if self._chunk_bytes > MAX_HEADER_BYTES:
                 self._refuse()
+
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        self._chunk_bytes = self._line_bytes = 0
+        super().on_message_begin()
 
     def _count(self, size: int) -> None:
         self._line_bytes += size
@@ -88,8 +94,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._in_head = True
-        self._chunk_bytes = self._line_bytes = 0
+        self._in_head = False
 
     def send_400_response(self, msg: str) -> None:
         """The parser stopped: because a callback found a line too long, or the request was malformed."""

@@ -7,6 +7,7 @@ Changes to endpoints and deployments return an operation; ``GET /operations/{id}
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -205,7 +206,8 @@ def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path, base_ur
     @api.post("/models", status_code=201, dependencies=secured, tags=["models"])
     async def create_model(body: SpecBody) -> dict[str, Any]:
         spec = parse_model(body.document(), body.file, body.directory)
-        return {**control.models.register(spec), "notes": list(spec.notes)}
+        # Snapshotting and checking a model reads files and runs a child: off the loop.
+        return {**await asyncio.to_thread(control.models.register, spec), "notes": list(spec.notes)}
 
     @api.get("/models", dependencies=secured, tags=["models"])
     async def list_models(name: str | None = None, archived: bool = False) -> list[dict[str, Any]]:

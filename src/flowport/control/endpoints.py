@@ -380,13 +380,13 @@ class ControlPlane:
             )
         if len(self.deployments.list(endpoint=endpoint)) >= 20:
             raise ApiError(400, "TooManyDeployments", f"endpoint {endpoint!r} already has 20 deployments")
-        return self._roll_out(spec, "CreateDeployment", "Creating", None, all_traffic)
+        return await self._roll_out(spec, "CreateDeployment", "Creating", None, all_traffic)
 
     async def update_deployment(self, spec: DeploymentSpec, all_traffic: bool = False) -> dict[str, Any]:
         previous = self._deployment_row(spec.endpoint_name or "", spec.name)
-        return self._roll_out(spec, "UpdateDeployment", "Updating", _document(previous), all_traffic)
+        return await self._roll_out(spec, "UpdateDeployment", "Updating", _document(previous), all_traffic)
 
-    def _roll_out(
+    async def _roll_out(
         self, spec: DeploymentSpec, kind: str, state: str, previous: dict[str, Any] | None, all_traffic: bool
     ) -> dict[str, Any]:
         """Record the change, then apply it in the background as an operation.
@@ -396,7 +396,8 @@ class ControlPlane:
         """
         endpoint = spec.endpoint_name or ""
         self.operations.ensure_free(endpoint)
-        stored = self._stored_spec(spec, self._resolve_model(spec))
+        # Snapshotting and checking a model reads files and runs a child: off the loop.
+        stored = self._stored_spec(spec, await asyncio.to_thread(self._resolve_model, spec))
         plan = self._plan(endpoint, spec.name, stored)
         operation = self.operations.claim(endpoint, kind, spec.name)
         key = {"endpoint": endpoint, "name": spec.name}
