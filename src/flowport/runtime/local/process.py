@@ -9,8 +9,9 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from flowport.runtime.base import InstanceConfig
 
@@ -33,12 +34,21 @@ def _die_with_parent() -> Callable[[], None] | None:
 
 
 async def spawn(
-    python: str, socket: str, config: InstanceConfig, log_path: Path
+    python: str,
+    socket: str,
+    config: InstanceConfig,
+    log_path: Path,
+    *,
+    env: Mapping[str, str],
+    cwd: str | None = None,
+    credentials: Mapping[str, Any] | None = None,
 ) -> asyncio.subprocess.Process:
     """Start ``python -m flowport.runtime.instance --uds socket``, its config on stdin, output to the log.
 
-    The process gets its own session, so a Ctrl-C at the server's terminal reaches only the
-    server, which then drains its instances itself.
+    ``env`` is the process's whole environment and ``credentials`` the ``user``/``group``
+    arguments that drop it to the instance user (see ``isolation.py``). The process gets its
+    own session, so a Ctrl-C at the server's terminal reaches only the server, which then
+    drains its instances itself.
     """
     with open(log_path, "ab") as log:
         process = await asyncio.create_subprocess_exec(
@@ -50,9 +60,11 @@ async def spawn(
             stdin=asyncio.subprocess.PIPE,
             stdout=log,
             stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=dict(env),
+            cwd=cwd,
             start_new_session=True,
-            preexec_fn=_die_with_parent(),
+            preexec_fn=_die_with_parent(),  # runs after the user switch, which would clear the signal
+            **(credentials or {}),
         )
     assert process.stdin is not None
     try:
