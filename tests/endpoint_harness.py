@@ -6,12 +6,14 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from flowport.control.server import build_server
+from flowport.runtime.base import Runtime
 from flowport.testing.threaded_server import ThreadedServer
 from tests.conftest import free_port
 
@@ -22,9 +24,12 @@ AZURE = Path(__file__).parents[1] / "src" / "flowport" / "examples" / "azure"
 class Flowport:
     """``with Flowport(home) as fp: fp.api("GET", "/endpoints")``; ``restart()`` keeps the port."""
 
-    def __init__(self, home: Path, database_url: str | None = None) -> None:
+    def __init__(
+        self, home: Path, database_url: str | None = None, runtime: Callable[[], Runtime] | None = None
+    ) -> None:
         self.home = home
         self.database_url = database_url
+        self.new_runtime = runtime
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server: ThreadedServer | None = None
@@ -34,7 +39,7 @@ class Flowport:
     def start(self) -> Flowport:
         if self.database_url:
             os.environ["FLOWPORT_DATABASE_URL"] = self.database_url
-        built = build_server(self.home, self.url)
+        built = build_server(self.home, self.url, self.new_runtime() if self.new_runtime else None)
         self.token = built.token
         self.sessions = built.sessions
         self.control = built.control

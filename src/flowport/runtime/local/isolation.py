@@ -25,7 +25,7 @@ import pwd
 import shutil
 import stat
 import tempfile
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,7 +190,7 @@ class Isolation:
                 stderr=asyncio.subprocess.STDOUT,
                 env=self.environment(None, python),
                 cwd="/",
-                **self.credentials(),
+                preexec_fn=self.become(),
             )
             output, _ = await process.communicate()
             failure = output.decode("utf-8", "replace").splitlines()[-5:] if process.returncode else None
@@ -225,11 +225,21 @@ class Isolation:
             env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env['PATH']}"
         return env
 
-    def credentials(self) -> dict[str, object]:
-        """``subprocess`` arguments that start the process as the instance user (none otherwise)."""
-        if self.user is None:
-            return {}
-        return {"user": self.user.uid, "group": self.user.gid, "extra_groups": []}
+    def become(self) -> Callable[[], None] | None:
+        """A ``preexec_fn`` that switches the child to the instance user, no supplementary groups.
+
+        (Not ``subprocess``'s ``user=``: the server's uvloop does not take it.)
+        """
+        user = self.user
+        if user is None:
+            return None
+
+        def switch() -> None:
+            os.setgroups([])
+            os.setgid(user.gid)
+            os.setuid(user.uid)
+
+        return switch
 
 
 class _Refused(Isolation):

@@ -11,21 +11,23 @@ import signal
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 from flowport.runtime.base import InstanceConfig
 
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that has Linux send SIGTERM to the child when the server dies (even by -9)."""
+def _preexec(become: Callable[[], None] | None) -> Callable[[], None] | None:
+    """A ``preexec_fn``: ``become`` (the user switch), then have Linux send SIGTERM to the child
+    when the server dies (even by -9); in that order, since a user switch clears that signal."""
     if not sys.platform.startswith("linux"):
-        return None
+        return become
     libc = ctypes.CDLL(None, use_errno=True)  # resolved before fork: the child only makes the call
     parent = os.getpid()
 
     def preexec() -> None:
+        if become is not None:
+            become()
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != parent:  # the server died before prctl took effect
             os.kill(os.getpid(), signal.SIGTERM)
@@ -41,12 +43,12 @@ async def spawn(
     *,
     env: Mapping[str, str],
     cwd: str | None = None,
-    credentials: Mapping[str, Any] | None = None,
+    become: Callable[[], None] | None = None,
 ) -> asyncio.subprocess.Process:
     """Start ``python -m flowport.runtime.instance --uds socket``, its config on stdin, output to the log.
 
-    ``env`` is the process's whole environment and ``credentials`` the ``user``/``group``
-    arguments that drop it to the instance user (see ``isolation.py``). The process gets its
+    ``env`` is the process's whole environment and ``become`` switches the child to the
+    instance user before it execs (see ``isolation.py``). The process gets its
     own session, so a Ctrl-C at the server's terminal reaches only the server, which then
     drains its instances itself.
     """
@@ -63,8 +65,7 @@ async def spawn(
             env=dict(env),
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=_die_with_parent(),  # runs after the user switch, which would clear the signal
-            **(credentials or {}),
+            preexec_fn=_preexec(become),
         )
     assert process.stdin is not None
     try:

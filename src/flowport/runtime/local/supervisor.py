@@ -142,7 +142,7 @@ class ManagedInstance:
                 self.log_path,
                 env=self._isolation.environment(workspace, self.python),
                 cwd=str(workspace.root),
-                credentials=self._isolation.credentials(),
+                become=self._isolation.become(),
             )
         except OSError as exc:
             raise DeploymentFailed(f"instance {self.id} could not start: {exc}") from None
