@@ -6,9 +6,11 @@ import os
 import pwd
 import shutil
 import site
+import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -177,3 +179,51 @@ async def test_an_interpreter_the_instance_user_cannot_run_is_named(home: Path, 
             )
     finally:
         await runtime.close()
+
+
+def _shared_paths(top: Path) -> list[str]:
+    """Everything under ``top`` that its group or others could use (symlinks aside)."""
+    found = []
+    for folder, dirs, files in os.walk(top):
+        for path in (folder, *(os.path.join(folder, name) for name in (*dirs, *files))):
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISLNK(mode) and mode & 0o077:
+                found.append(f"{oct(stat.S_IMODE(mode))} {path}")
+    return found
+
+
+def test_everything_under_the_home_is_private_whatever_the_umask(
+    tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # already satisfied: pip needs no network
+    flow = tmp_path / "flow"
+    shutil.copytree(FLOWS / "probe", flow)
+    (flow / "requirements.txt").write_text("pyyaml\n")
+    subprocess.run(["chmod", "-R", "a+rX,g+w", str(flow)], check=True)  # a shared checkout
+    home.mkdir(mode=0o755)  # made by someone else, before flowport ran
+    previous = os.umask(0o022)
+    try:
+        with Flowport(home) as fp:
+            fp.endpoint("modes")
+            collector = {"collections": {"request": {"enabled": True}, "response": {"enabled": True}}}
+            fp.deploy("modes", "blue", model={"path": str(flow)}, data_collector=collector)
+            fp.traffic("modes", blue=100)
+            assert fp.score("modes", {"text": "private"}).status_code == 200
+            for _ in range(200):  # collected off the request path
+                if list((home / "data").rglob("*.jsonl")):
+                    break
+                time.sleep(0.05)
+            run = fp.cli("run", "create", "--flow", str(FLOWS / "probe"), "--data", str(_lines(tmp_path)))
+            assert run.returncode == 0
+            assert list((home / "data").rglob("*.jsonl")) and list((home / "runtime" / "venvs").iterdir())
+            assert list((home / "runs").iterdir()) and list((home / "models").iterdir())
+            assert _shared_paths(home) == []
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+
+
+def _lines(tmp_path: Path) -> Path:
+    data = tmp_path / "lines.jsonl"
+    data.write_text('{"text": "a"}\n{"text": "b"}\n')
+    return data

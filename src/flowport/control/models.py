@@ -19,6 +19,7 @@ from flowport.flow import MISSING, FlowDef, FlowError, load_flow
 from flowport.flow.includes import content_hash
 from flowport.flow.loader import find_flow_file
 from flowport.flow.yaml import load_yaml_file, to_plain
+from flowport.settings import make_private
 from flowport.store import Documents
 from flowport.store.tables import utcnow
 
@@ -45,6 +46,7 @@ def snapshot_flow(source: Path, models_dir: Path) -> tuple[Path, str, FlowDef]:
             )
             if flow.additional_includes:
                 _drop_includes(staging / file.name)
+            make_private(staging)
             staging.rename(target)
         except OSError:
             shutil.rmtree(staging, ignore_errors=True)

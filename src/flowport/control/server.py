@@ -35,6 +35,7 @@ from flowport.gateway.app import PREFIX
 from flowport.gateway.tokens import DEFAULT_TTL_SECONDS, signing_key
 from flowport.runtime.base import Runtime
 from flowport.runtime.local import LocalRuntime
+from flowport.settings import private_home
 from flowport.store import ConnectionRows, Documents, open_database
 from flowport.store.tables import deployments, endpoints, models, operations
 from flowport.studio import build_studio
@@ -71,7 +72,7 @@ class Server:
 
 
 def build_server(home: Path, base_url: str, runtime: Runtime | None = None) -> Server:
-    home.mkdir(parents=True, exist_ok=True)
+    private_home(home)  # and a 0o077 umask for this process and its children
     db = open_database(home)
     secret = load_or_create_key(home)
     cipher = Cipher(secret)
