@@ -13,7 +13,7 @@ from pathlib import Path
 from flowport.runtime.base import DeploymentKey, DeploymentPlan, InstanceState, ReadyListener
 from flowport.runtime.local.deployment import Deployment
 from flowport.runtime.local.isolation import Isolation
-from flowport.runtime.local.logs import LogFiles
+from flowport.runtime.local.logs import LogFiles, masking
 from flowport.runtime.local.supervisor import ManagedInstance
 from flowport.runtime.local.venvs import VenvCache
 
@@ -42,6 +42,8 @@ class LocalRuntime:
         self.drain_seconds = drain_seconds
         self._listener: ReadyListener | None = None
         self._deployments: dict[DeploymentKey, Deployment] = {}
+        self._masked: dict[DeploymentKey, frozenset[str]] = {}
+        """Every secret of every plan applied per deployment: older lines may hold older ones."""
         self._logs = LogFiles(self.state_dir / "logs")
         self._venvs = VenvCache(self.state_dir / "venvs", python)
         self.isolation = isolation or Isolation.from_environment()
@@ -54,6 +56,7 @@ class LocalRuntime:
         if self._closed:
             raise RuntimeError("the runtime is closed")
         deployment = self._deployment(plan.key)
+        self._masked[plan.key] = self._masked.get(plan.key, frozenset()) | plan.masked
         async with deployment.lock:
             python = self.python
             if plan.requirements:
@@ -75,7 +78,7 @@ class LocalRuntime:
         return deployment.states() if deployment else []
 
     def logs(self, key: DeploymentKey, lines: int) -> list[str]:
-        return self._logs.tail(key, lines)
+        return list(map(masking(self._masked.get(key, ())), self._logs.tail(key, lines)))
 
     async def close(self) -> None:
         """Drain every instance of every deployment in parallel; remove the instances' folder."""

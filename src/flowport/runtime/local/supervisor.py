@@ -11,7 +11,7 @@ from pathlib import Path
 from flowport.runtime.base import DeploymentFailed, DeploymentPlan, InstanceState, Probe
 from flowport.runtime.local import process as processes
 from flowport.runtime.local.isolation import Isolation, Workspace
-from flowport.runtime.local.logs import note, tail_lines
+from flowport.runtime.local.logs import masking, note, tail_lines
 from flowport.runtime.local.probes import InstanceClient
 
 log = logging.getLogger("flowport.runtime.local")
@@ -90,7 +90,8 @@ class ManagedInstance:
         )
 
     def log_tail(self) -> list[str]:
-        return tail_lines(self.log_path, TAIL_LINES)
+        """The log's last lines, secrets masked (they end up in API answers)."""
+        return list(map(masking(self.plan.masked), tail_lines(self.log_path, TAIL_LINES)))
 
     # -- lifecycle ----------------------------------------------------------------------
 
