@@ -43,6 +43,14 @@ def _runs_as_nobody(python: str) -> bool:
     return done.returncode == 0
 
 
+@pytest.fixture(autouse=True)
+def server_umask() -> Iterator[None]:
+    """As in a running server (whatever ran before in this process): nothing shared by accident."""
+    previous = os.umask(0o077)
+    yield
+    os.umask(previous)
+
+
 @pytest.fixture(scope="session")
 def shared_python() -> Iterator[str]:
     """An interpreter that ``nobody`` can run, with this environment's packages (flowport included).

@@ -169,8 +169,9 @@ class Isolation:
         shared = self._shared.get(path)
         if shared is None:
             shared = self.root / "shared" / f"{len(self._shared) + 1}-{path.name}"
-            shared.parent.mkdir(mode=0o710, exist_ok=True)
+            shared.parent.mkdir(exist_ok=True)
             os.chown(shared.parent, -1, self.user.gid)
+            shared.parent.chmod(0o710)  # explicitly: the server's umask is 0o077
             shutil.copytree(path, shared, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
             _hand_to_group(shared, self.user.gid)
             self._shared[path] = shared
