@@ -235,3 +235,18 @@ def _lines(tmp_path: Path) -> Path:
     data = tmp_path / "lines.jsonl"
     data.write_text('{"text": "a"}\n{"text": "b"}\n')
     return data
+
+
+def test_the_folder_of_a_server_that_died_is_swept() -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = Path(tempfile.mkdtemp(prefix=f"fp-{gone.pid}-", dir="/tmp"))
+    (stale / "shared").mkdir()
+    live = Path(tempfile.mkdtemp(prefix=f"fp-{os.getpid()}-", dir="/tmp"))
+    isolation = Isolation()
+    try:
+        assert isolation.root.name.startswith(f"fp-{os.getpid()}-")
+        assert not stale.exists() and live.exists()
+    finally:
+        isolation.close()
+        shutil.rmtree(live)

@@ -131,7 +131,8 @@ class Isolation:
     def root(self) -> Path:
         """``/tmp/fp-*`` (a Unix socket path must stay under ~100 characters)."""
         if self._root is None:
-            root = Path(tempfile.mkdtemp(prefix="fp-", dir="/tmp"))
+            _sweep_stale()
+            root = Path(tempfile.mkdtemp(prefix=f"fp-{os.getpid()}-", dir="/tmp"))
             if self.user is not None:
                 os.chown(root, -1, self.user.gid)
                 root.chmod(0o710)  # the instance user may pass through, not list
@@ -252,6 +253,20 @@ class _Refused(Isolation):
 
     async def check_python(self, python: str) -> None:
         raise self.reason
+
+
+def _sweep_stale() -> None:
+    """Remove the runtime folders of servers of this user that died without ``close`` (``kill -9``)."""
+    for folder in Path("/tmp").glob("fp-*-*"):
+        pid = folder.name.split("-")[1]
+        try:
+            if not pid.isdigit() or folder.lstat().st_uid != os.geteuid() or not folder.is_dir():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def _hand_to_group(top: Path, gid: int) -> None:
