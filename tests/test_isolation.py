@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -20,7 +21,7 @@ from flowport.runtime.base import DeploymentFailed, DeploymentKey, DeploymentPla
 from flowport.runtime.local import LocalRuntime
 from flowport.runtime.local.isolation import Isolation, instance_user
 from tests.endpoint_harness import FLOWS, Flowport
-from tests.test_runtime_local import INFO, score
+from tests.test_runtime_local import INFO, SERVER, alive, score
 
 TOKEN = "admin-token-that-flow-code-must-never-see"
 CLOUD = "cloud-credential-that-flow-code-must-never-see"
@@ -250,3 +251,28 @@ def test_the_folder_of_a_server_that_died_is_swept() -> None:
     finally:
         isolation.close()
         shutil.rmtree(live)
+
+
+@as_root
+def test_instances_of_another_user_die_with_a_killed_server(
+    tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch, shared_python: str
+) -> None:
+    """The parent-death signal is asked for after the user switch, which would clear it."""
+    monkeypatch.setenv("FLOWPORT_INSTANCE_USER", "nobody")
+    server = subprocess.Popen(
+        [shared_python, "-c", SERVER, str(home / "state"), str(INFO)], stdout=subprocess.PIPE
+    )
+    try:
+        assert server.stdout is not None
+        instances = json.loads(server.stdout.readline())
+    finally:
+        server.kill()
+        server.wait()
+    pids = [pid for pid, _ in instances]
+    assert len(pids) == 2 and all(
+        os.stat(f"/proc/{pid}").st_uid == pwd.getpwnam("nobody").pw_uid for pid in pids
+    )
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in pids)
