@@ -115,6 +115,7 @@ class Isolation:
         self._numbers = 0
         self._shared: dict[Path, Path] = {}
         self._checked: set[str] = set()
+        self._copying = asyncio.Lock()
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> Isolation:
@@ -159,24 +160,30 @@ class Isolation:
 
     # -- what the instance reads -----------------------------------------------------------
 
-    def readable(self, path: Path) -> Path:
+    async def readable(self, path: Path) -> Path:
         """``path`` (a flow snapshot or a venv under ``FLOWPORT_HOME``) where the instance user can read it.
 
         Without a separate user that is ``path`` itself; otherwise a root-owned, read-only
-        copy made once per runtime (snapshots and built venvs never change).
+        copy made once per runtime (snapshots and built venvs never change), in a thread: a
+        venv can be large, and the server's event loop also serves requests.
         """
         if self.user is None:
             return path
-        shared = self._shared.get(path)
-        if shared is None:
-            shared = self.root / "shared" / f"{len(self._shared) + 1}-{path.name}"
-            shared.parent.mkdir(exist_ok=True)
-            os.chown(shared.parent, -1, self.user.gid)
-            shared.parent.chmod(0o710)  # explicitly: the server's umask is 0o077
-            shutil.copytree(path, shared, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
-            _hand_to_group(shared, self.user.gid)
-            self._shared[path] = shared
+        async with self._copying:
+            shared = self._shared.get(path)
+            if shared is None:
+                shared = self.root / "shared" / f"{len(self._shared) + 1}-{path.name}"
+                await asyncio.to_thread(self._copy, path, shared, self.user.gid)
+                self._shared[path] = shared
         return shared
+
+    @staticmethod
+    def _copy(path: Path, shared: Path, gid: int) -> None:
+        shared.parent.mkdir(exist_ok=True)
+        os.chown(shared.parent, -1, gid)
+        shared.parent.chmod(0o710)  # explicitly: the server's umask is 0o077
+        shutil.copytree(path, shared, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+        _hand_to_group(shared, gid)
 
     async def check_python(self, python: str) -> None:
         """Fails with a clear reason when the instance user cannot run ``python`` (and import flowport)."""

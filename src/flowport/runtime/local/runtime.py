@@ -61,9 +61,9 @@ class LocalRuntime:
             python = self.python
             if plan.requirements:
                 venv = Path(await self._venvs.python_for(plan.requirements)).parent.parent
-                python = str(self.isolation.readable(venv) / "bin" / "python")
+                python = str(await self.isolation.readable(venv) / "bin" / "python")
             await self.isolation.check_python(python)
-            source = str(self.isolation.readable(Path(plan.config.source)))
+            source = str(await self.isolation.readable(Path(plan.config.source)))
             await deployment.apply(replace(plan, config=replace(plan.config, source=source)), python)
 
     async def remove(self, key: DeploymentKey) -> None:
