@@ -691,6 +691,9 @@ class FlowportServer:
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if k not in _SERVER_ENV_DROPPED}
         env |= {"FLOWPORT_HOME": str(self.home), **self.extra_env}
+        # As root, instances run as nobody, who cannot run an interpreter under /root: benchmarks
+        # of our own flows keep the server's user unless told otherwise.
+        env.setdefault("FLOWPORT_INSTANCE_USER", "root")
         command = [str(self.flowport), "server", "--host", "127.0.0.1", "--port", str(self.port)]
         began = time.monotonic()
         with self.log_path.open("ab") as log:

@@ -24,6 +24,10 @@ from flowport.testing.llm_server import LLMServer
 FLOWS = Path(__file__).parent / "flows"
 POSTGRES_ENV = "FLOWPORT_TEST_DATABASE_URL"
 
+# Tests run as root with an interpreter under /root (0700), which the default instance user
+# (nobody) cannot run: instances keep root here, except in the tests of that isolation.
+os.environ.setdefault("FLOWPORT_INSTANCE_USER", "root")
+
 
 @pytest.fixture(autouse=True)
 def restore_environ() -> Iterator[None]:

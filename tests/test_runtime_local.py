@@ -398,7 +398,7 @@ def test_instances_die_with_a_killed_server(tmp_path: Path, home: Path) -> None:
     while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(alive(pid) for pid in pids)
-    shutil.rmtree(Path(instances[0][1].removeprefix("unix:")).parent)
+    shutil.rmtree(Path(instances[0][1].removeprefix("unix:")).parent.parent)  # the runtime folder
 
 
 async def test_remove_withdraws_then_stops_everything(runtime: LocalRuntime, listener: Listener) -> None:

@@ -185,3 +185,33 @@ def test_an_alias_bomb_in_azure_yaml_is_refused_with_file_and_line() -> None:
     problem = caught.value.problems[0]
     assert (problem.code, problem.file) == ("YamlTooLarge", "bomb.yml")
     assert problem.line == 8  # "e" expands to over 10**5 values
+
+
+def test_secret_environment_variables_mark_variables_by_name() -> None:
+    text = (
+        "name: blue\nmodel: m:1\nenvironment_variables:\n  API_URL: https://inside\n  LEVEL: info\n"
+        "secret_environment_variables: [API_URL, API_URL]\n"
+    )
+    spec = parse_deployment(read_yaml(text, "d.yml"), "d.yml")
+    assert spec.secret_environment_variables == ("API_URL",)
+    assert spec.environment_variables == {"API_URL": "https://inside", "LEVEL": "info"}
+    assert spec.notes == ()
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("API_URL", "must be a list of names from environment_variables, got str"),
+        ("{API_URL: x}", "must be a list of names from environment_variables, got a mapping"),
+        ("[1]", "must list names of environment_variables, each a string"),
+        ("[MISSING]", "'MISSING' is not in environment_variables; list only variables the deployment sets"),
+    ],
+)
+def test_bad_secret_environment_variables_name_the_field_and_line(value: str, message: str) -> None:
+    variables = "environment_variables:\n  API_URL: x\n"
+    text = f"name: blue\nmodel: m:1\n{variables}secret_environment_variables: {value}\n"
+    with pytest.raises(SpecError) as caught:
+        parse_deployment(read_yaml(text, "d.yml"), "d.yml")
+    (problem,) = caught.value.problems
+    assert (problem.file, problem.line) == ("d.yml", 5)
+    assert problem.message == f"secret_environment_variables: {message}"

@@ -14,6 +14,7 @@ from flowport.cli import (
     run_cmds,
     server_cmd,
 )
+from flowport.settings import keep_private
 
 app = typer.Typer(
     name="flowport",
@@ -34,6 +35,7 @@ app.command("server")(server_cmd.server)
 
 
 def main() -> None:
+    keep_private()  # whatever it writes under FLOWPORT_HOME (runs, store, server log) stays private
     app()
 
 

@@ -111,6 +111,10 @@ def exec_instance(
     The stored connections the flow may use are read here, then this process execs the
     instance entry point with them on stdin (an anonymous in-memory file): the serving process
     never imports the store's database layer or reads the key file (25 MiB less per worker).
+
+    Unlike a deployment's instance, it keeps the whole environment and the user: it is the
+    user's own process running the user's own flow, which could read their files anyway, and
+    as with ``pf flow serve`` the shell's variables feed the flow (``docs/security.md``).
     """
     from flowport.runtime.base import InstanceConfig
 

@@ -299,7 +299,8 @@ def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path, base_ur
     async def update_deployment(
         endpoint: str, name: str, body: SpecBody, all_traffic: bool = False
     ) -> dict[str, Any]:
-        raw = body.document(control.deployment_document(endpoint, name), name=name)
+        base = control.deployment_document(endpoint, name)
+        raw = _keep_scrubbed_variables(body.document(base, name=name), base)
         _same_endpoint(raw, endpoint)
         spec = parse_deployment({**raw, "endpoint_name": endpoint}, body.file, body.directory)
         operation = await control.update_deployment(spec, all_traffic)
@@ -393,6 +394,15 @@ def _same_endpoint(raw: dict[str, Any], endpoint: str) -> None:
             "EndpointMismatch",
             f"endpoint_name: the file names endpoint {named!r} but the request is for {endpoint!r}",
         )
+
+
+def _keep_scrubbed_variables(raw: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """A variable sent back as shown (``******``) keeps its stored value: a shown deployment re-applies."""
+    variables, stored = raw.get("environment_variables"), base.get("environment_variables") or {}
+    if not isinstance(variables, dict):
+        return raw
+    kept = {k: stored[k] if v == SCRUBBED and k in stored else v for k, v in variables.items()}
+    return {**raw, "environment_variables": kept}
 
 
 def _keep_secrets(spec: dict[str, Any], stored: dict[str, Any]) -> dict[str, Any]:

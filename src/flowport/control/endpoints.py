@@ -33,7 +33,8 @@ from flowport.runtime.base import (
 from flowport.store import Documents
 
 SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL|CONNECTION_STRING", re.IGNORECASE)
-SCRUBBED = "***"
+SCRUBBED = "******"
+"""How a secret value is shown (as connection secrets are)."""
 
 
 def new_key() -> str:
@@ -281,8 +282,9 @@ class ControlPlane:
             "instance_type": spec.get("instance_type"),
             "instance_count": spec["instance_count"],
             "environment_variables": {
-                k: SCRUBBED if SECRET_NAME.search(k) else v for k, v in variables.items()
+                k: SCRUBBED if k in _secret_names(spec, variables) else v for k, v in variables.items()
             },
+            **_marked(spec),
             "request_settings": spec["request_settings"],
             "liveness_probe": spec["liveness_probe"],
             "readiness_probe": spec["readiness_probe"],
@@ -313,6 +315,7 @@ class ControlPlane:
             "tags": spec.get("tags", {}),
             "instance_count": spec["instance_count"],
             "environment_variables": self._variables(spec),
+            **_marked(spec),
             "request_settings": spec["request_settings"],
             "liveness_probe": spec["liveness_probe"],
             "readiness_probe": spec["readiness_probe"],
@@ -358,6 +361,7 @@ class ControlPlane:
             "instance_type": spec.instance_type,
             "instance_count": spec.instance_count,
             "environment_variables_sealed": self.cipher.encrypt(json.dumps(spec.environment_variables)),
+            "secret_environment_variables": list(spec.secret_environment_variables),
             "request_settings": {
                 "request_timeout_ms": spec.request_timeout_ms,
                 "max_concurrent_requests_per_instance": spec.max_concurrent_requests_per_instance,
@@ -466,10 +470,11 @@ class ControlPlane:
             raise ApiError(400, "InvalidFlow", str(exc), problems=exc.problems) from None
         variables = self._variables(stored)
         settings = stored["request_settings"]
+        connections = self._connections_for(flow, variables)
         config = InstanceConfig(
             source=str(source),
             environment_variables=variables,
-            connections=self._connections_for(flow, variables),
+            connections=connections,
             max_concurrent_requests=settings["max_concurrent_requests_per_instance"],
             request_timeout_ms=settings["request_timeout_ms"],
             name=stored.get("flow_name") or "",
@@ -487,6 +492,7 @@ class ControlPlane:
             liveness=liveness,
             readiness=readiness,
             requirements=requirements,
+            masked=_secret_values(stored, variables, connections),
         )
 
     def _connections_for(self, flow: FlowDef, variables: Mapping[str, str]) -> dict[str, dict[str, Any]]:
@@ -587,6 +593,27 @@ class ControlPlane:
 
 def _document(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k not in ("endpoint", "name", "created_at", "updated_at")}
+
+
+def _secret_names(spec: Mapping[str, Any], variables: Mapping[str, str]) -> set[str]:
+    """Variables whose values are never shown: marked in ``secret_environment_variables`` or named so."""
+    marked = set(spec.get("secret_environment_variables") or ())
+    return {name for name in variables if name in marked or SECRET_NAME.search(name)}
+
+
+def _marked(spec: Mapping[str, Any]) -> dict[str, list[str]]:
+    names = spec.get("secret_environment_variables")
+    return {"secret_environment_variables": list(names)} if names else {}
+
+
+def _secret_values(
+    spec: Mapping[str, Any], variables: Mapping[str, str], connections: Mapping[str, Mapping[str, Any]]
+) -> frozenset[str]:
+    """What the runtime masks in the instance logs it shows: secret variables, connection secrets."""
+    values = {variables[name] for name in _secret_names(spec, variables)}
+    for connection in connections.values():
+        values.update(v for v in (connection.get("secrets") or {}).values() if isinstance(v, str))
+    return frozenset(values)
 
 
 def _requirements(flow: FlowDef) -> Path | None:

@@ -20,6 +20,7 @@ from flowport.flow import MISSING, FlowDef, FlowError, load_flow
 from flowport.flow.includes import copy_files, flow_files
 from flowport.flow.loader import find_flow_file
 from flowport.flow.yaml import load_yaml_file, to_plain
+from flowport.settings import make_private
 from flowport.store import Documents
 from flowport.store.tables import utcnow
 
@@ -47,6 +48,7 @@ def snapshot_flow(source: Path, models_dir: Path) -> tuple[Path, str, FlowDef]:
         staging = Path(tempfile.mkdtemp(dir=models_dir, prefix=".staging-"))
         try:
             digest = _copy_flow(files, staging, file.name, flow, source)
+            make_private(staging)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

@@ -27,7 +27,7 @@ from flowport.control.sessions import COOKIE, Sessions
 from flowport.dataplane.client import DataPlaneClient
 from flowport.gateway import TokenSigner
 from flowport.gateway.tokens import DEFAULT_TTL_SECONDS, signing_key
-from flowport.settings import admin_token
+from flowport.settings import admin_token, private_home
 from flowport.store import ConnectionRows, Documents, open_database
 from flowport.store.tables import deployments, endpoints, models, operations
 from flowport.studio import build_studio
@@ -47,6 +47,7 @@ class ControlServer:
 
 
 def build_control(home: Path, base_url: str, dataplane: DataPlaneClient) -> ControlServer:
+    private_home(home)  # and a 0o077 umask for this process and its children
     db = open_database(home)
     secret = load_or_create_key(home)
     cipher = Cipher(secret)

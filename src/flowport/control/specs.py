@@ -183,7 +183,7 @@ class _Reader:
 
 def _kind(value: Any) -> str:
     for kind, text in ((bool, "a boolean"), (dict, "a mapping"), (list, "a list")):
-        if isinstance(value, kind):
+        if isinstance(value, kind):  # YAML's line-numbered containers too
             return text
     return type(value).__name__
 
@@ -394,6 +394,8 @@ class DeploymentSpec:
     instance_type: str | None = None
     instance_count: int = 1
     environment_variables: dict[str, str] = field(default_factory=dict)
+    secret_environment_variables: tuple[str, ...] = ()
+    """flowport's extension: variables whose values are secret whatever their names."""
     request_timeout_ms: int = 5000
     max_concurrent_requests_per_instance: int = 10
     liveness_probe: Probe = field(default_factory=Probe)
@@ -406,6 +408,7 @@ class DeploymentSpec:
 _DEPLOYMENT_FIELDS = {
     "name", "endpoint_name", "model", "description", "tags", "instance_type", "instance_count",
     "environment_variables", "request_settings", "liveness_probe", "readiness_probe", "data_collector",
+    "secret_environment_variables",
 }  # fmt: skip
 _DEPLOYMENT_KEPT = {
     "environment": "runs as local processes from flowport's own environment; kept as a label",
@@ -435,6 +438,7 @@ def parse_deployment(raw: Any, file: str | None = None, base_dir: Path | None = 
         "request_settings.",
     )
     collector = _data_collector(r, raw)
+    variables = r.string_map(raw, "environment_variables", "environment_variables")
     spec = DeploymentSpec(
         name=name,
         endpoint_name=endpoint_name,
@@ -445,7 +449,8 @@ def parse_deployment(raw: Any, file: str | None = None, base_dir: Path | None = 
         tags=r.string_map(raw, "tags", "tags"),
         instance_type=r.string(raw, "instance_type", "instance_type"),
         instance_count=r.integer(raw, "instance_count", "instance_count", 1, 1, 50),
-        environment_variables=r.string_map(raw, "environment_variables", "environment_variables"),
+        environment_variables=variables,
+        secret_environment_variables=_secret_names(r, raw, variables),
         request_timeout_ms=r.integer(
             settings, "request_timeout_ms", "request_settings.request_timeout_ms", 5000, 1, 300_000
         ),
@@ -467,6 +472,26 @@ def parse_deployment(raw: Any, file: str | None = None, base_dir: Path | None = 
     r.unknown(raw, _DEPLOYMENT_FIELDS, _DEPLOYMENT_KEPT)
     r.done()
     return DeploymentSpec(**{**spec.__dict__, "notes": tuple(r.notes)})
+
+
+def _secret_names(r: _Reader, raw: Mapping[str, Any], variables: Mapping[str, str]) -> tuple[str, ...]:
+    """``secret_environment_variables: [NAME, ...]``: names of ``environment_variables`` to keep secret."""
+    names = raw.get("secret_environment_variables")
+    if names is None:
+        return ()
+    path = "secret_environment_variables"
+    if not isinstance(names, list):
+        r.error(path, f"must be a list of names from environment_variables, got {_kind(names)}")
+        return ()
+    if not all(isinstance(n, str) for n in names):
+        r.error(path, "must list names of environment_variables, each a string")
+        return ()
+    for name in names:
+        if name not in variables:
+            r.error(
+                path, f"{name!r} is not in environment_variables; list only variables the deployment sets"
+            )
+    return tuple(dict.fromkeys(names))
 
 
 def _model_field(

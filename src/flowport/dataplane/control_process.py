@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 
-from flowport.runtime.local.process import die_with_parent
+from flowport.runtime.local.process import preexec
 
 log = logging.getLogger("flowport.dataplane")
 
@@ -45,7 +45,7 @@ class ControlProcess:
                 *self.command,
                 stdin=asyncio.subprocess.DEVNULL,
                 env=self.environment,
-                preexec_fn=die_with_parent(),
+                preexec_fn=preexec(),
             )
             self.starts += 1
             code = await self.process.wait()

@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,12 +31,14 @@ from flowport.gateway.metrics import CONTENT_TYPE
 from flowport.gateway.proxy import RawResponse
 from flowport.http_limits import uvicorn_options
 from flowport.runtime.local import LocalRuntime
-from flowport.settings import SERVER_FILE, admin_token, run_dir
+from flowport.settings import SERVER_FILE, admin_token, private_home, run_dir
 
 GRACEFUL_SECONDS = 30
 DATAPLANE_SOCKET = "dataplane.sock"
 CONTROL_SOCKET = "control.sock"
 TOKEN_ENV = "FLOWPORT_DATAPLANE_TOKEN"
+INSTANCE_PYTHON_ENV = "FLOWPORT_INSTANCE_PYTHON"
+"""The interpreter instances run (default: the server's); as root it must be one the instance user can run."""
 
 
 class _QuietServer(uvicorn.Server):
@@ -75,6 +78,7 @@ def public_app(gateway: Gateway, relay: ControlRelay, admin: str) -> ASGIApp:
 
 async def serve(home: Path, listener: socket.socket, base_url: str) -> None:
     """Serve until SIGTERM or Ctrl-C, then stop the control plane and drain every instance."""
+    private_home(home)  # and a 0o077 umask for this process and its children
     run = run_dir(home)
     run.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(run, 0o700)
@@ -83,7 +87,7 @@ async def serve(home: Path, listener: socket.socket, base_url: str) -> None:
         agent_socket.unlink()
 
     gateway = Gateway(TokenSigner(signing_key(load_or_create_key(home))), data_dir=home / "data")
-    runtime = LocalRuntime(home / "runtime")
+    runtime = LocalRuntime(home / "runtime", python=os.environ.get(INSTANCE_PYTHON_ENV) or sys.executable)
     runtime.set_listener(
         lambda key, addresses: gateway.set_instances(key.endpoint, key.deployment, addresses)
     )

@@ -82,6 +82,9 @@ class DeploymentPlan:
     readiness: Probe = field(default_factory=Probe)
     requirements: Path | None = None
     """The flow's ``requirements.txt``: installed into a virtualenv cached by its hash."""
+    masked: frozenset[str] = frozenset()
+    """Secret values (variables, connection secrets) shown as ``******`` wherever the runtime
+    shows the instance logs (``logs``, ``DeploymentFailed.log_tail``)."""
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ the config travels to the worker processes in an environment variable of this pr
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import sys
@@ -23,6 +24,17 @@ from flowport.serving import ScoringApp, ServeSettings
 from flowport.serving.server import run
 
 CONFIG_ENV = "FLOWPORT_INSTANCE_CONFIG"
+PR_SET_DUMPABLE = 4
+
+
+def keep_private() -> None:
+    """No other process of the same user may read this one's memory or environment (Linux).
+
+    Instances of every deployment run as one user; without this, one deployment's flow code
+    could read another's connection secrets from ``/proc/<pid>/environ`` or ``/proc/<pid>/mem``.
+    """
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
 def apply_environment(config: InstanceConfig) -> None:
@@ -34,6 +46,7 @@ def apply_environment(config: InstanceConfig) -> None:
 
 def create_app() -> ScoringApp:
     """Build the scoring app from the config in the environment (the uvicorn factory)."""
+    keep_private()  # again in each worker: exec made it dumpable
     config = InstanceConfig.from_json(json.loads(os.environ[CONFIG_ENV]))
     os.chdir(config.source)
     settings = ServeSettings.from_env()

@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 
 from flowport.runtime.base import DeploymentKey
 
 KEEP_FILES = 20
 """Log files of gone instances kept per deployment (those of live instances always are)."""
+MASK = "******"
+MIN_MASKED = 4
+"""Shorter secret values are not masked: replacing every ``1`` or ``on`` would garble the logs."""
+
+
+def masking(secrets: Iterable[str]) -> Callable[[str], str]:
+    """A function that replaces every secret value in a line by ``******`` (each line of a
+    multi-line value too, since logs are read line by line)."""
+    parts = {part for value in secrets for part in (value, *value.splitlines()) if len(part) >= MIN_MASKED}
+    if not parts:
+        return lambda line: line
+    pattern = re.compile("|".join(re.escape(part) for part in sorted(parts, key=len, reverse=True)))
+    return lambda line: pattern.sub(MASK, line)
 
 
 def tail_lines(path: Path, count: int, block: int = 8192) -> list[str]:

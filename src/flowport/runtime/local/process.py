@@ -9,7 +9,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from flowport.runtime.base import InstanceConfig
@@ -17,14 +17,17 @@ from flowport.runtime.base import InstanceConfig
 PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that has Linux send SIGTERM to the child when the server dies (even by -9)."""
+def preexec(become: Callable[[], None] | None = None) -> Callable[[], None] | None:
+    """A ``preexec_fn``: ``become`` (the user switch), then have Linux send SIGTERM to the child
+    when the server dies (even by -9); in that order, since a user switch clears that signal."""
     if not sys.platform.startswith("linux"):
-        return None
+        return become
     libc = ctypes.CDLL(None, use_errno=True)  # resolved before fork: the child only makes the call
     parent = os.getpid()
 
     def preexec() -> None:
+        if become is not None:
+            become()
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != parent:  # the server died before prctl took effect
             os.kill(os.getpid(), signal.SIGTERM)
@@ -33,12 +36,21 @@ def die_with_parent() -> Callable[[], None] | None:
 
 
 async def spawn(
-    python: str, socket: str, config: InstanceConfig, log_path: Path
+    python: str,
+    socket: str,
+    config: InstanceConfig,
+    log_path: Path,
+    *,
+    env: Mapping[str, str],
+    cwd: str | None = None,
+    become: Callable[[], None] | None = None,
 ) -> asyncio.subprocess.Process:
     """Start ``python -m flowport.runtime.instance --uds socket``, its config on stdin, output to the log.
 
-    The process gets its own session, so a Ctrl-C at the server's terminal reaches only the
-    server, which then drains its instances itself.
+    ``env`` is the process's whole environment and ``become`` switches the child to the
+    instance user before it execs (see ``isolation.py``). The process gets its
+    own session, so a Ctrl-C at the server's terminal reaches only the server, which then
+    drains its instances itself.
     """
     with open(log_path, "ab") as log:
         process = await asyncio.create_subprocess_exec(
@@ -50,9 +62,10 @@ async def spawn(
             stdin=asyncio.subprocess.PIPE,
             stdout=log,
             stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=dict(env),
+            cwd=cwd,
             start_new_session=True,
-            preexec_fn=die_with_parent(),
+            preexec_fn=preexec(become),
         )
     assert process.stdin is not None
     try:

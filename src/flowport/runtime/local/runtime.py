@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import secrets
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from flowport.runtime.base import DeploymentKey, DeploymentPlan, InstanceState, ReadyListener
 from flowport.runtime.local.deployment import Deployment
-from flowport.runtime.local.logs import LogFiles
+from flowport.runtime.local.isolation import Isolation
+from flowport.runtime.local.logs import LogFiles, masking
 from flowport.runtime.local.supervisor import ManagedInstance
 from flowport.runtime.local.venvs import VenvCache
 
@@ -25,20 +24,29 @@ class LocalRuntime:
     """Runs each instance as a process serving on a Unix socket, probes and restarts it.
 
     State lives under ``state_dir``: ``logs/<endpoint>/<deployment>/<instance>.log`` and
-    ``venvs/<hash>``. Sockets live in a short per-runtime folder under ``/tmp`` (a Unix
-    socket path must stay under ~100 characters), removed by ``close``.
+    ``venvs/<hash>``. Each instance process runs in a workspace of its own (socket, ``HOME``,
+    ``TMPDIR``) in a short per-runtime folder under ``/tmp``, removed by ``close``, with the
+    minimal environment and (as root) the unprivileged user that ``isolation`` decides.
     """
 
-    def __init__(self, state_dir: Path, *, python: str = sys.executable, drain_seconds: float = 30) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        python: str = sys.executable,
+        drain_seconds: float = 30,
+        isolation: Isolation | None = None,
+    ) -> None:
         self.state_dir = Path(state_dir)
         self.python = python
         self.drain_seconds = drain_seconds
         self._listener: ReadyListener | None = None
         self._deployments: dict[DeploymentKey, Deployment] = {}
+        self._masked: dict[DeploymentKey, frozenset[str]] = {}
+        """Every secret of every plan applied per deployment: older lines may hold older ones."""
         self._logs = LogFiles(self.state_dir / "logs")
         self._venvs = VenvCache(self.state_dir / "venvs", python)
-        self._socket_dir: str | None = None
-        self._socket_numbers = itertools.count(1)
+        self.isolation = isolation or Isolation.from_environment()
         self._closed = False
 
     def set_listener(self, listener: ReadyListener) -> None:
@@ -48,9 +56,15 @@ class LocalRuntime:
         if self._closed:
             raise RuntimeError("the runtime is closed")
         deployment = self._deployment(plan.key)
+        self._masked[plan.key] = self._masked.get(plan.key, frozenset()) | plan.masked
         async with deployment.lock:
-            python = await self._venvs.python_for(plan.requirements) if plan.requirements else self.python
-            await deployment.apply(plan, python)
+            python = self.python
+            if plan.requirements:
+                venv = Path(await self._venvs.python_for(plan.requirements)).parent.parent
+                python = str(await self.isolation.readable(venv) / "bin" / "python")
+            await self.isolation.check_python(python)
+            source = str(await self.isolation.readable(Path(plan.config.source)))
+            await deployment.apply(replace(plan, config=replace(plan.config, source=source)), python)
 
     async def remove(self, key: DeploymentKey) -> None:
         deployment = self._deployments.get(key)
@@ -67,15 +81,13 @@ class LocalRuntime:
         return deployment.states() if deployment else []
 
     def logs(self, key: DeploymentKey, lines: int) -> list[str]:
-        return self._logs.tail(key, lines)
+        return list(map(masking(self._masked.get(key, ())), self._logs.tail(key, lines)))
 
     async def close(self) -> None:
-        """Drain every instance of every deployment in parallel; remove the socket folder."""
+        """Drain every instance of every deployment in parallel; remove the instances' folder."""
         self._closed = True
         await asyncio.gather(*(d.close() for d in self._deployments.values()))
-        if self._socket_dir is not None:
-            shutil.rmtree(self._socket_dir, ignore_errors=True)
-            self._socket_dir = None
+        self.isolation.close()
 
     # -- internals ----------------------------------------------------------------------
 
@@ -101,15 +113,9 @@ class LocalRuntime:
             plan=plan,
             python=python,
             log_path=self._logs.new_file(key, instance_id, live),
-            new_socket=self._new_socket,
+            isolation=self.isolation,
             on_change=on_change,
         )
-
-    def _new_socket(self) -> str:
-        """A fresh, short socket path (every spawn gets its own, so addresses never repeat)."""
-        if self._socket_dir is None:
-            self._socket_dir = tempfile.mkdtemp(prefix="fp-", dir="/tmp")
-        return f"{self._socket_dir}/{next(self._socket_numbers)}.sock"
 
     def _publish(self, key: DeploymentKey, addresses: list[str]) -> None:
         if self._listener is None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 from flowport.runtime.base import DeploymentFailed, DeploymentPlan, InstanceState, Probe
 from flowport.runtime.local import process as processes
-from flowport.runtime.local.logs import note, tail_lines
+from flowport.runtime.local.isolation import Isolation, Workspace
+from flowport.runtime.local.logs import masking, note, tail_lines
 from flowport.runtime.local.probes import InstanceClient
 
 log = logging.getLogger("flowport.runtime.local")
@@ -47,14 +47,15 @@ class ManagedInstance:
         plan: DeploymentPlan,
         python: str,
         log_path: Path,
-        new_socket: Callable[[], str],
+        isolation: Isolation,
         on_change: Callable[[], None],
     ) -> None:
         self.id = id
         self.plan = plan
         self.python = python
         self.log_path = log_path
-        self._new_socket = new_socket
+        self._isolation = isolation
+        self._workspace: Workspace | None = None
         self._on_change = on_change
         self.socket = ""
         self.process: asyncio.subprocess.Process | None = None
@@ -89,7 +90,8 @@ class ManagedInstance:
         )
 
     def log_tail(self) -> list[str]:
-        return tail_lines(self.log_path, TAIL_LINES)
+        """The log's last lines, secrets masked (they end up in API answers)."""
+        return list(map(masking(self.plan.masked), tail_lines(self.log_path, TAIL_LINES)))
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -130,10 +132,19 @@ class ManagedInstance:
             self._on_change()
 
     async def _spawn_ready(self) -> None:
-        """Start a fresh process on a fresh socket and wait until it answers ``/ready``."""
-        self.socket = self._new_socket()
+        """Start a fresh process in a fresh workspace (its socket) and wait until it answers ``/ready``."""
+        self._workspace = workspace = self._isolation.new_workspace()
+        self.socket = workspace.socket
         try:
-            self.process = await processes.spawn(self.python, self.socket, self.plan.config, self.log_path)
+            self.process = await processes.spawn(
+                self.python,
+                self.socket,
+                self.plan.config,
+                self.log_path,
+                env=self._isolation.environment(workspace, self.python),
+                cwd=str(workspace.root),
+                become=self._isolation.become(),
+            )
         except OSError as exc:
             raise DeploymentFailed(f"instance {self.id} could not start: {exc}") from None
         self.client = InstanceClient(self.socket)
@@ -254,6 +265,6 @@ class ManagedInstance:
         if self.client is not None:
             await self.client.aclose()
             self.client = None
-        if self.socket:
-            with contextlib.suppress(OSError):
-                os.unlink(self.socket)
+        if self._workspace is not None:
+            self._isolation.release(self._workspace)
+            self._workspace = None

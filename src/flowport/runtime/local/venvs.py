@@ -10,6 +10,8 @@ import shutil
 from pathlib import Path
 
 from flowport.runtime.base import DeploymentFailed
+from flowport.runtime.local.isolation import INHERITED, INHERITED_PREFIXES
+from flowport.settings import make_private
 
 READY_MARK = ".flowport-ready"
 PARENT_PTH = "_flowport_parent.pth"
@@ -30,11 +32,21 @@ async def _run(*args: str, cwd: Path | None = None) -> tuple[int, str]:
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "PIP_NO_INPUT": "1", "PYTHONUNBUFFERED": "1"},
+        env={**_build_environment(), "PIP_NO_INPUT": "1", "PYTHONUNBUFFERED": "1"},
     )
     output, _ = await process.communicate()
     assert process.returncode is not None
     return process.returncode, output.decode("utf-8", "replace")
+
+
+def _build_environment() -> dict[str, str]:
+    """What pip sees: the instances' allow-list, pip's own settings and the server's ``HOME`` (pip's
+    cache), never the control plane's variables (a requirement's build script runs in it)."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name in INHERITED or name.startswith((*INHERITED_PREFIXES, "PIP_")) or name == "HOME"
+    }
 
 
 def _tail(output: str) -> list[str]:
@@ -92,6 +104,7 @@ class VenvCache:
                 raise DeploymentFailed(
                     f"installing requirements.txt failed (pip exited with code {code})", _tail(output)
                 )
+            make_private(venv)
         except BaseException:
             shutil.rmtree(venv, ignore_errors=True)
             raise
