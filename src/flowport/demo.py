@@ -169,6 +169,27 @@ def _flowport(*args: str, show: bool = True) -> str:
     return done.stdout
 
 
+def _choose_instance_user() -> None:
+    """As root, instances run as ``nobody``; when ``nobody`` cannot run this interpreter (a Python
+    under ``/root``), the demo's instances run as root, and it says so."""
+    from flowport.runtime.base import DeploymentFailed
+    from flowport.runtime.local.isolation import INSTANCE_USER_ENV, Isolation
+
+    if os.geteuid() != 0 or os.environ.get(INSTANCE_USER_ENV):
+        return
+    isolation = Isolation.from_environment()
+    try:
+        asyncio.run(isolation.check_python(sys.executable))
+    except DeploymentFailed as exc:
+        os.environ[INSTANCE_USER_ENV] = "root"
+        print(
+            f"note: {exc.reason.split(':')[0]}; the demo's instances run as root instead. "
+            "In production, install flowport where that user can read it (docs/security.md)."
+        )
+    finally:
+        isolation.close()
+
+
 def _port() -> int:
     wanted = int(os.environ.get("FLOWPORT_DEMO_PORT") or 8080)
     with socket.socket() as sock:
@@ -186,6 +207,7 @@ def _endpoint_guide(home: Path, connection: OpenAIConnection) -> None:
     """Azure ML's "deploy a flow to an online endpoint" guide, with flowport where it says az ml."""
     print("\n== The Azure ML online endpoint guide, on this machine ==")
     port = _port()
+    _choose_instance_user()
     _flowport("server", "--detach", "--port", str(port))
     keep = _keep()
     pid = _server_pid(home)
