@@ -44,19 +44,16 @@ from _common import (
     PYTHON_FLOW,
     FlowportServer,
     LoadPool,
-    Target,
     descendants,
     free_port,
     machine,
-    python_output_ok,
     write_results,
 )
-from rollout import Phase, failure_list, print_rows, rows_of
+from rollout import Phase, failure_list, print_rows, python_flow_target, rows_of
 
 FLOWPORT = Path(sys.executable).with_name("flowport")
 ENDPOINT = "chaos"
 CHAT = "talk"
-BODY = {"text": "hello world"}
 REQUEST_SETTINGS = {"max_concurrent_requests_per_instance": 100, "request_timeout_ms": 10_000}
 BIG_FILE_BYTES = 12 * 1024 * 1024
 BIG_DESCRIPTION = 8 * 1024 * 1024
@@ -257,19 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         chat_spec = {"model": {"path": str(CHAT_FLOW)}, "request_settings": REQUEST_SETTINGS}
         server.wait(server.create_deployment(CHAT, "blue", chat_spec))
         server.wait(server.set_traffic(CHAT, {"blue": 100}))
-        key = server.key(ENDPOINT)
-        payload = json.dumps(BODY).encode()
-        status, expected = server.score(ENDPOINT, key, payload)
-        if status != 200 or not python_output_ok(BODY, json.loads(expected)):
-            raise RuntimeError(f"the first answer is wrong: {status} {expected[:300]!r}")
-        target = Target(
-            port=server.port,
-            path=f"/endpoints/{ENDPOINT}/score",
-            body=payload,
-            headers=(("Authorization", f"Bearer {key}"),),
-            expected=expected,
-            tag_header="azureml-model-deployment",
-        )
+        target = python_flow_target(server, ENDPOINT)
         chaos = Chaos(server, flow, scratch, llm, args.hold)
         with LoadPool(target, args.connections, args.client_processes) as pool:
             began = time.monotonic()

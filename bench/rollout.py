@@ -184,6 +184,23 @@ class Rollout:
         return all(self.phase(name, change) for name, change in steps)
 
 
+def python_flow_target(server: FlowportServer, endpoint: str) -> Target:
+    """The load on ``endpoint`` (the 3-node Python flow), once its first answer is checked."""
+    key = server.key(endpoint)
+    payload = json.dumps(BODY).encode()
+    status, expected = server.score(endpoint, key, payload)
+    if status != 200 or not python_output_ok(BODY, json.loads(expected)):
+        raise RuntimeError(f"the first answer is wrong: {status} {expected[:300]!r}")
+    return Target(
+        port=server.port,
+        path=f"/endpoints/{endpoint}/score",
+        body=payload,
+        headers=(("Authorization", f"Bearer {key}"),),
+        expected=expected,
+        tag_header=TAG_HEADER,
+    )
+
+
 def rows_of(record: LoadRecord, phases: list[Phase]) -> list[PhaseRow]:
     """The requests of each phase (by start time; late ones count in the last phase), then totals."""
     buckets: list[list[int]] = [[] for _ in phases]
@@ -339,20 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         if operation["status"] != "Succeeded":
             raise RuntimeError(f"deployment blue failed: {operation}")
         server.wait(server.set_traffic(ENDPOINT, {"blue": 100}))
-        key = server.key(ENDPOINT)
-        payload = json.dumps(BODY).encode()
-        status, expected = server.score(ENDPOINT, key, payload)
-        if status != 200 or not python_output_ok(BODY, json.loads(expected)):
-            raise RuntimeError(f"the first answer is wrong: {status} {expected[:300]!r}")
-
-        target = Target(
-            port=server.port,
-            path=f"/endpoints/{ENDPOINT}/score",
-            body=payload,
-            headers=(("Authorization", f"Bearer {key}"),),
-            expected=expected,
-            tag_header=TAG_HEADER,
-        )
+        target = python_flow_target(server, ENDPOINT)
         rollout = Rollout(server, flow, hold)
         log(
             f"load: {args.connections} connections in {args.client_processes} process(es);"

@@ -31,7 +31,7 @@ class Flowport:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
-        self.log = home / "server-test.log"
+        self.log = home.parent / f"{home.name}-server.log"  # outside the home: its modes are tested
         self.token = ""
         self.http = httpx.Client(timeout=60)
 
@@ -54,18 +54,19 @@ class Flowport:
                 stdin=subprocess.DEVNULL,
             )
         self.wait_until_answering()
-        self.token = (self.home / "admin_token").read_text().strip()
+        self.token = os.environ.get("FLOWPORT_ADMIN_TOKEN") or (self.home / "admin_token").read_text().strip()
         return self
 
     def wait_until_answering(self, timeout: float = 60) -> None:
-        """Until the control plane answers through the public port (it may be restarting)."""
+        """Until the control plane answers through the public port, its recovery done."""
         deadline = time.monotonic() + timeout
         while True:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise AssertionError(f"flowport server exited:\n{self.log.read_text()[-3000:]}")
             try:
-                if self.http.get(f"{self.url}/api/v1/health", timeout=1).status_code == 200:
+                health = self.http.get(f"{self.url}/api/v1/health", timeout=1)
+                if health.status_code == 200 and not health.json()["recovering"]:
                     return
             except httpx.HTTPError:
                 pass

@@ -288,6 +288,16 @@ def test_an_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
     assert problems(folder) == [("YamlTooLarge", 6)]
 
 
+def test_a_long_text_repeated_by_aliases_is_refused_by_its_size() -> None:
+    """Few values, but each alias stands for 600 KB of text: about 48 GB once expanded."""
+    text = "b: &b " + "x" * 600_000 + "\nlist:\n" + "".join("- *b\n" for _ in range(80_000))
+    with pytest.raises(FlowError) as info:
+        parse_yaml(text, "big.yaml")
+    problem = info.value.problems[0]
+    assert (problem.code, problem.line) == ("YamlTooLarge", 3)  # the list that repeats it
+    assert "characters" in problem.message
+
+
 def test_aliases_within_the_bound_and_merge_keys_still_work() -> None:
     data = parse_yaml("base: &b {x: 1}\nother:\n  <<: *b\n  y: 2\nsame: *b\n")
     assert data == {"base": {"x": 1}, "other": {"x": 1, "y": 2}, "same": {"x": 1}}

@@ -68,7 +68,7 @@ def test_the_one_time_login_link_works_once(home: Path) -> None:
 
 def test_a_used_login_link_opens_the_sign_in_page_with_a_message(home: Path, browser: object) -> None:
     with Flowport(home) as server:
-        code = server.sessions.login_code()
+        code = server.login_code()
         page = browser.new_page()  # type: ignore[attr-defined]
         page.goto(f"{server.url}/api/v1/sessions/redeem?code={code}")
         page.wait_for_url("**/studio/endpoints")

@@ -16,9 +16,11 @@ import httpx
 import typer
 
 from flowport.cli.common import fail
-from flowport.settings import ADMIN_TOKEN_FILE, SERVER_FILE, flowport_home
+from flowport.settings import ADMIN_TOKEN_FILE, SERVER_FILE, flowport_home, run_dir
 
 STARTUP_SECONDS = 60
+STOP_SECONDS = 120
+"""Requests finish (30 s), the control plane stops (15 s), instances drain (30 s): with room."""
 
 
 def server(
@@ -41,15 +43,22 @@ def server(
     import asyncio
 
     from flowport.dataplane.server import serve
+    from flowport.dataplane.sockets import HomeInUse, lock_home
 
-    listener = listen(host, port)
     home.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = lock_home(run_dir(home))
+    except HomeInUse as exc:
+        fail(f"{exc}; stop it with `flowport server --stop`, or set FLOWPORT_HOME to another folder")
+    listener = listen(host, port)
     typer.echo(f"flowport server at {base_url}", err=True)
     typer.echo(f"  REST API   {base_url}/api/v1 (OpenAPI: {base_url}/api/v1/openapi.json)", err=True)
     typer.echo(f"  scoring    {base_url}/endpoints/<endpoint>/score", err=True)
     typer.echo(f"  admin token in {home / ADMIN_TOKEN_FILE}", err=True)
     typer.echo(f"  studio     {base_url}/", err=True)
-    asyncio.run(serve(home, listener, base_url))
+    with lock:
+        code = asyncio.run(serve(home, listener, base_url))
+    raise typer.Exit(code)
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -107,6 +116,15 @@ def _running_pid(home: Path) -> int | None:
         return None
 
 
+def _is_flowport(pid: int) -> bool:
+    """The recorded pid still runs ``flowport ... server`` (a pid can be reused after a kill -9)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"server" in command and any(b"flowport" in part for part in command)
+
+
 def _answers(base_url: str) -> bool:
     try:
         return httpx.get(f"{base_url}/api/v1/health", timeout=1).status_code == 200
@@ -116,14 +134,15 @@ def _answers(base_url: str) -> bool:
 
 def stop_server(home: Path) -> None:
     pid = _running_pid(home)
-    if pid is None:
-        fail(f"no running server recorded in {home / SERVER_FILE}")
+    if pid is None or not _is_flowport(pid):
+        (home / SERVER_FILE).unlink(missing_ok=True)
+        fail(f"no flowport server is running for {home} (nothing recorded, or its process is gone)")
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         (home / SERVER_FILE).unlink(missing_ok=True)
         fail(f"server process {pid} is not running")
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + STOP_SECONDS
     while time.monotonic() < deadline:
         try:
             os.kill(pid, 0)
@@ -131,4 +150,4 @@ def stop_server(home: Path) -> None:
             typer.echo(f"stopped the server (pid {pid})", err=True)
             return
         time.sleep(0.1)
-    fail(f"server process {pid} did not stop within 60 s")
+    fail(f"server process {pid} did not stop within {STOP_SECONDS} s; its log says why")

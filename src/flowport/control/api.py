@@ -90,14 +90,25 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path, base_url: str) -> FastAPI:
+    def refuse_while_recovering(request: Request) -> None:
+        if control.recovering and request.method not in SAFE_METHODS:
+            raise ApiError(
+                503,
+                "Recovering",
+                "the server is bringing its deployments back after a start; try again in a few seconds",
+                headers={"retry-after": "2"},
+            )
+
     def admin(request: Request) -> None:
         """The admin token as a bearer, or a studio session (with its CSRF token to change state)."""
         scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
         if scheme.lower() == "bearer" and sessions.token_matches(token):
+            refuse_while_recovering(request)
             return
         session = sessions.get(request.cookies.get(COOKIE))
         if session is not None:
             if request.method in SAFE_METHODS or sessions.csrf_ok(session, request.headers.get(CSRF_HEADER)):
+                refuse_while_recovering(request)
                 return
             raise ApiError(
                 403, "CsrfTokenMissing", f"a studio session must send its CSRF token in {CSRF_HEADER}"
@@ -120,7 +131,7 @@ def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path, base_ur
 
     @api.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return _error(exc.status, exc.body())
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @api.exception_handler(DataPlaneUnavailable)
     async def dataplane_unavailable(request: Request, exc: DataPlaneUnavailable) -> JSONResponse:
@@ -138,8 +149,8 @@ def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path, base_ur
         return _error(400, {"error": {"code": "InvalidRequest", "message": details}})
 
     @api.get("/health", tags=["server"])
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "recovering": control.recovering}
 
     secured = [Depends(admin)]
 

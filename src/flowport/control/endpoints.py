@@ -20,7 +20,7 @@ from flowport.control.errors import ApiError
 from flowport.control.models import ModelRegistry, flow_folder_name
 from flowport.control.operations import Operations
 from flowport.control.specs import DeploymentSpec, EndpointSpec, ModelSpec, check_mirror_shape
-from flowport.dataplane.client import DataPlaneClient
+from flowport.dataplane.client import DataPlaneClient, DataPlaneFailed
 from flowport.flow import FlowDef, FlowError, load_flow
 from flowport.gateway import DataCollection, DeploymentRoute, EndpointRoute, TokenSigner, key_digest
 from flowport.runtime.base import (
@@ -69,6 +69,8 @@ class ControlPlane:
         self.tokens = tokens
         self.dataplane = dataplane
         """The gateway's routes and the runtime's deployments, in the data plane process."""
+        self.recovering = True
+        """Until ``recover`` has run, changes wait (503): they would race with it."""
         self.base_url = base_url.rstrip("/")
 
     # -- endpoints --------------------------------------------------------------------------
@@ -415,6 +417,9 @@ class ControlPlane:
             except DeploymentFailed as exc:
                 self._fail_deployment(endpoint, spec.name, kept, exc)
                 raise ApiError(424, "DeploymentFailed", str(exc)) from None
+            except DataPlaneFailed as exc:  # (a server stopping meanwhile is settled by recovery)
+                self._fail_deployment(endpoint, spec.name, kept, DeploymentFailed(str(exc)))
+                raise
             self.deployments.put(key, {**row, "provisioning_state": "Succeeded"})
             if all_traffic:
                 self._save_endpoint({**self._endpoint_row(endpoint), "traffic": {spec.name: 100}})
@@ -547,6 +552,12 @@ class ControlPlane:
         removed. After a control-plane restart the data plane still runs everything, so applying
         an unchanged plan changes nothing and scoring never stops.
         """
+        try:
+            await self._recover()
+        finally:
+            self.recovering = False
+
+    async def _recover(self) -> None:
         for operation in self.operations.rows.list():
             if operation["status"] == "Running":
                 error = {"code": "ServerRestarted", "message": "the server stopped while this operation ran"}
@@ -575,8 +586,8 @@ class ControlPlane:
         endpoint, name, state = row["endpoint"], row["name"], row.get("provisioning_state")
         try:
             await self.dataplane.apply(self._plan(endpoint, name, row["spec"]))
-        except (DeploymentFailed, ApiError) as exc:
-            failed = DeploymentFailed(str(exc)) if isinstance(exc, ApiError) else exc
+        except (DeploymentFailed, ApiError, DataPlaneFailed) as exc:
+            failed = exc if isinstance(exc, DeploymentFailed) else DeploymentFailed(str(exc))
             self._fail_deployment(endpoint, name, _document(row), failed)
             return
         if state == "Creating":

@@ -11,11 +11,14 @@ import argparse
 import contextlib
 import os
 import sys
+from pathlib import Path
 
 import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from flowport.control.server import build_control
 from flowport.dataplane.client import DataPlaneClient
+from flowport.dataplane.sockets import listen_unix
 from flowport.settings import flowport_home
 
 TOKEN_ENV = "FLOWPORT_DATAPLANE_TOKEN"
@@ -36,11 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     built = build_control(home, args.base_url, client)
     link = f"{args.base_url}/api/v1/sessions/redeem?code={built.sessions.login_code()}"
     print(f"  sign in to the studio with this one-time link (10 minutes):\n    {link}", file=sys.stderr)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(args.uds)  # left by a control plane that was killed
-    uvicorn.run(
-        built.app,
-        uds=args.uds,
+    config = uvicorn.Config(
+        ForwardedHost(built.app),
         log_level="warning",
         access_log=False,
         lifespan="on",
@@ -49,6 +49,25 @@ def main(argv: list[str] | None = None) -> None:
         forwarded_allow_ips="*",  # only the data plane can reach the socket
         timeout_graceful_shutdown=10,
     )
+    uvicorn.Server(config).run(sockets=[listen_unix(Path(args.uds))])
+
+
+class ForwardedHost:
+    """The client's ``Host``, which the data plane's relay passes as ``x-forwarded-host``.
+
+    Redirects and URLs the control plane builds then name the server as the client reached it.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            forwarded = [value for name, value in scope["headers"] if name == b"x-forwarded-host"]
+            if forwarded:
+                headers = [(n, v) for n, v in scope["headers"] if n not in (b"host", b"x-forwarded-host")]
+                scope = {**scope, "headers": [(b"host", forwarded[0]), *headers]}
+        await self.app(scope, receive, send)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -33,6 +34,12 @@ from flowport.store.tables import deployments, endpoints, models, operations
 from flowport.studio import build_studio
 
 TOKEN_TTL_ENV = "FLOWPORT_TOKEN_TTL_SECONDS"
+log = logging.getLogger("flowport.control")
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("recovery after start failed", exc_info=task.exception())
 
 
 def token_signer(secret: bytes) -> TokenSigner:
@@ -67,6 +74,7 @@ def build_control(home: Path, base_url: str, dataplane: DataPlaneClient) -> Cont
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         recovery = asyncio.create_task(control.recover())
+        recovery.add_done_callback(_log_failure)
         try:
             yield
         finally:

@@ -1,8 +1,9 @@
 """The data plane's private API: how the control plane drives the gateway and the runtime.
 
 Served on a Unix socket in ``FLOWPORT_HOME/run`` (a folder only the owner can enter), never
-on a network port. Every call is small: routes in, plans in, instance states and log lines
-out. A plan's roll-out runs to its end even if the control plane that asked goes away.
+on a network port, and only to the holder of a token the control plane child alone is given.
+Every call is small: routes in, plans in, instance states and log lines out. A plan's
+roll-out runs to its end even if the control plane that asked goes away.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from flowport.dataplane import wire
 from flowport.gateway import Gateway
@@ -26,102 +27,107 @@ from flowport.runtime.base import DeploymentFailed, DeploymentKey, Runtime
 log = logging.getLogger("flowport.dataplane")
 
 
-class TokenCheck:
-    """Only the control plane holds the token (the socket's folder is private too)."""
+class Agent:
+    """An ASGI app over the gateway and the runtime; ``close()`` waits for changes under way."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
+    def __init__(self, gateway: Gateway, runtime: Runtime, token: str) -> None:
+        self.gateway = gateway
+        self.runtime = runtime
         self.expected = f"Bearer {token}".encode()
+        self.published: set[str] = set()
+        self.running: set[asyncio.Task[None]] = set()
+        one = "/deployments/{endpoint}/{name}"
+        self.app = Starlette(
+            routes=[
+                Route("/routes", self.list_routes),
+                Route("/routes/{endpoint}", self.put_route, methods=["PUT"]),
+                Route("/routes/{endpoint}", self.delete_route, methods=["DELETE"]),
+                Route("/deployments", self.list_deployments),
+                Route(one, self.apply, methods=["PUT"]),
+                Route(one, self.remove, methods=["DELETE"]),
+                Route(one + "/instances", self.instances),
+                Route(one + "/logs", self.logs),
+                Route("/stats/{endpoint}", self.stats),
+            ],
+            exception_handlers={Exception: self.failed},
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             presented = dict(scope["headers"]).get(b"authorization", b"")
             if not hmac.compare_digest(presented, self.expected):
-                await JSONResponse({"error": "the data plane's token is missing or wrong"}, 401)(
-                    scope, receive, send
-                )
+                refusal = JSONResponse({"error": "the data plane's token is missing or wrong"}, 401)
+                await refusal(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
+    async def close(self) -> None:
+        """Let the roll-outs and removals under way finish (the server is stopping)."""
+        if self.running:
+            await asyncio.gather(*self.running, return_exceptions=True)
 
-def build_agent(gateway: Gateway, runtime: Runtime, token: str) -> ASGIApp:
-    published: set[str] = set()
-    running: set[asyncio.Task[None]] = set()
-
-    def detached(work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def _detached(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """A task of its own: a change finishes even when the control plane that asked goes away."""
         task = asyncio.get_running_loop().create_task(work)
-        running.add(task)
-        task.add_done_callback(finished)
+        self.running.add(task)
+        task.add_done_callback(self._finished)
         return task
 
-    def finished(task: asyncio.Task[None]) -> None:
-        running.discard(task)
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self.running.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.info("a deployment change ended with: %s", task.exception())
 
-    def key_of(request: Request) -> DeploymentKey:
+    @staticmethod
+    def _key(request: Request) -> DeploymentKey:
         return DeploymentKey(request.path_params["endpoint"], request.path_params["name"])
 
-    async def put_route(request: Request) -> Response:
+    # -- the gateway --------------------------------------------------------------------------
+
+    async def put_route(self, request: Request) -> Response:
         route = wire.route_from_json(await request.json())
-        gateway.publish(route)
-        published.add(route.name)
+        self.gateway.publish(route)
+        self.published.add(route.name)
         return JSONResponse({})
 
-    async def delete_route(request: Request) -> Response:
+    async def delete_route(self, request: Request) -> Response:
         name = request.path_params["endpoint"]
-        gateway.withdraw(name)
-        published.discard(name)
+        self.gateway.withdraw(name)
+        self.published.discard(name)
         return JSONResponse({})
 
-    async def list_routes(request: Request) -> Response:
-        return JSONResponse(sorted(published))
+    async def list_routes(self, request: Request) -> Response:
+        return JSONResponse(sorted(self.published))
 
-    async def apply(request: Request) -> Response:
+    async def stats(self, request: Request) -> Response:
+        return JSONResponse(self.gateway.stats(request.path_params["endpoint"]))
+
+    # -- the runtime --------------------------------------------------------------------------
+
+    async def apply(self, request: Request) -> Response:
         plan = wire.plan_from_json(await request.json())
         try:
-            await asyncio.shield(detached(runtime.apply(plan)))
+            await asyncio.shield(self._detached(self.runtime.apply(plan)))
         except DeploymentFailed as exc:
             return JSONResponse({"reason": exc.reason, "log_tail": exc.log_tail}, status_code=424)
         return JSONResponse({})
 
-    async def remove(request: Request) -> Response:
-        await asyncio.shield(detached(runtime.remove(key_of(request))))
+    async def remove(self, request: Request) -> Response:
+        await asyncio.shield(self._detached(self.runtime.remove(self._key(request))))
         return JSONResponse({})
 
-    async def list_deployments(request: Request) -> Response:
-        keys = [{"endpoint": k.endpoint, "deployment": k.deployment} for k in runtime.deployments()]
-        return JSONResponse(keys)
+    async def list_deployments(self, request: Request) -> Response:
+        keys = self.runtime.deployments()
+        return JSONResponse([{"endpoint": k.endpoint, "deployment": k.deployment} for k in keys])
 
-    async def instances(request: Request) -> Response:
-        return JSONResponse(wire.instances_to_json(runtime.instances(key_of(request))))
+    async def instances(self, request: Request) -> Response:
+        return JSONResponse(wire.instances_to_json(self.runtime.instances(self._key(request))))
 
-    async def logs(request: Request) -> Response:
+    async def logs(self, request: Request) -> Response:
         lines = int(request.query_params.get("lines", "100"))
-        return JSONResponse(await asyncio.to_thread(runtime.logs, key_of(request), lines))
+        return JSONResponse(await asyncio.to_thread(self.runtime.logs, self._key(request), lines))
 
-    async def stats(request: Request) -> Response:
-        return JSONResponse(gateway.stats(request.path_params["endpoint"]))
-
-    async def failed(request: Request, exc: Exception) -> Response:
+    async def failed(self, request: Request, exc: Exception) -> Response:
         log.exception("data plane call %s %s failed", request.method, request.url.path)
-        body: dict[str, Any] = {"error": f"{type(exc).__name__}: {exc}"}
+        body = {"error": f"{type(exc).__name__}: {exc}"}
         return JSONResponse(body, status_code=500, headers={"connection": "close"})
-
-    one = "/deployments/{endpoint}/{name}"
-    app = Starlette(
-        routes=[
-            Route("/routes", list_routes),
-            Route("/routes/{endpoint}", put_route, methods=["PUT"]),
-            Route("/routes/{endpoint}", delete_route, methods=["DELETE"]),
-            Route("/deployments", list_deployments),
-            Route(one, apply, methods=["PUT"]),
-            Route(one, remove, methods=["DELETE"]),
-            Route(one + "/instances", instances),
-            Route(one + "/logs", logs),
-            Route("/stats/{endpoint}", stats),
-        ],
-        exception_handlers={Exception: failed},
-    )
-    return TokenCheck(app, token)

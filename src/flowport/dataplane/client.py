@@ -17,6 +17,10 @@ class DataPlaneUnavailable(Exception):
     """The data plane did not answer (it is starting or stopping)."""
 
 
+class DataPlaneFailed(Exception):
+    """The data plane answered with an error of its own (a bug, or a call it refused)."""
+
+
 class DataPlaneClient:
     """Routes to the gateway, plans to the runtime, over the data plane's Unix socket.
 
@@ -39,8 +43,10 @@ class DataPlaneClient:
             raise DataPlaneUnavailable(
                 f"the data plane at {self.socket_path} did not answer: {exc}"
             ) from None
-        if response.status_code >= 500:
-            raise DataPlaneUnavailable(f"the data plane failed: {response.text}")
+        if response.status_code >= 400 and response.status_code != 424:  # 424: a failed roll-out
+            raise DataPlaneFailed(
+                f"the data plane answered {method} {path} with {response.status_code}: {response.text}"
+            )
         return response
 
     # -- the gateway ----------------------------------------------------------------------------

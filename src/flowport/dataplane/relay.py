@@ -14,10 +14,13 @@ from flowport import transport
 from flowport.gateway.headers import HOP_BY_HOP, Headers
 from flowport.gateway.proxy import RawResponse, StreamedResponse
 
-MAX_BODY_BYTES = 64 * 1024 * 1024
+MAX_BODY_BYTES = 2 * 1024 * 1024
+"""The REST API reads no more (its specs and connections are a few KiB): refused here first."""
 READ_TIMEOUT = 300.0
 CONNECT_TIMEOUT = 5.0
 RETRY_AFTER_SECONDS = 2
+NOT_FORWARDED = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
+"""``expect``: the control plane would answer ``100 Continue`` first, which no hop here wants."""
 
 
 def _error(status: int, code: str, message: str, headers: Headers = ()) -> RawResponse:
@@ -34,6 +37,33 @@ def _unavailable() -> RawResponse:
     )
 
 
+def _too_large() -> RawResponse:
+    return _error(
+        413, "RequestTooLarge", f"the request body is larger than {MAX_BODY_BYTES // 1024 // 1024} MiB"
+    )
+
+
+def forwarded_headers(scope: Scope) -> Headers:
+    """The client's headers, less hop-by-hop ones and any ``x-forwarded-*`` it made up, plus ours."""
+    raw: Headers = scope["headers"]
+    named = {
+        token.strip().lower() for name, value in raw if name == b"connection" for token in value.split(b",")
+    }
+    headers = [
+        (name, value)
+        for name, value in raw
+        if name not in NOT_FORWARDED and name not in named and not name.startswith(b"x-forwarded-")
+    ]
+    client = scope.get("client")
+    if client:
+        headers.append((b"x-forwarded-for", str(client[0]).encode()))
+    headers.append((b"x-forwarded-proto", scope["scheme"].encode()))
+    host = next((value for name, value in raw if name == b"host"), None)
+    if host:
+        headers.append((b"x-forwarded-host", host))
+    return headers
+
+
 class ControlRelay:
     """A raw ASGI app forwarding to ``unix:socket`` over kept-alive connections."""
 
@@ -41,28 +71,26 @@ class ControlRelay:
         self.transport = transport.HTTP11Transport(f"unix:{socket_path}")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        declared = next((value for name, value in scope["headers"] if name == b"content-length"), b"")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            await _too_large()(scope, receive, send)
+            return
         body = await self._read_body(receive)
-        if body is None:
-            await _error(413, "BodyTooLarge", f"the request body is over {MAX_BODY_BYTES} bytes")(
-                scope, receive, send
-            )
+        if body is None:  # the client left: nothing to forward
+            return
+        if len(body) > MAX_BODY_BYTES:
+            await _too_large()(scope, receive, send)
             return
         target = scope["raw_path"] or scope["path"].encode()
         if scope["query_string"]:
             target += b"?" + scope["query_string"]
-        headers = [
-            (k, v)
-            for k, v in scope["headers"]
-            if k not in HOP_BY_HOP and k not in (b"host", b"content-length")
-        ]
-        client = scope.get("client")
-        if client:
-            headers.append((b"x-forwarded-for", str(client[0]).encode()))
-        headers.append((b"x-forwarded-proto", scope["scheme"].encode()))
+        # HEAD goes as GET (the transport reads the body a head announces); uvicorn sends no body.
+        method = "GET" if scope["method"] == "HEAD" else scope["method"]
+        headers = forwarded_headers(scope)
         for attempt in range(2):
             try:
                 response = await self.transport.request(
-                    scope["method"], target, headers, body, READ_TIMEOUT, CONNECT_TIMEOUT
+                    method, target, headers, body, READ_TIMEOUT, CONNECT_TIMEOUT
                 )
                 break
             except transport.StaleConnection:
@@ -78,24 +106,25 @@ class ControlRelay:
                 )
                 return
         returned = [(k, v) for k, v in response.headers if k.lower() not in HOP_BY_HOP]
+        if b"close" in (response.header(b"connection") or b"").lower():
+            returned.append((b"connection", b"close"))  # a 500 closes the client's connection too
         events = (response.header(b"content-type") or b"").startswith(b"text/event-stream")
         relayed = StreamedResponse(response, returned, lambda *_: None, capture=False, watch=events)
         await relayed(scope, receive, send)
 
     @staticmethod
     async def _read_body(receive: Receive) -> bytes | None:
+        """The whole body (stops reading once it is over the limit), or None if the client left."""
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return b""
+                return None
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                return None
             chunks.append(chunk)
-            if not message.get("more_body", False):
+            if size > MAX_BODY_BYTES or not message.get("more_body", False):
                 return b"".join(chunks)
 
     async def aclose(self) -> None:

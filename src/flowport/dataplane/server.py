@@ -22,9 +22,10 @@ import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from flowport.connections import load_or_create_key
-from flowport.dataplane.agent import build_agent
+from flowport.dataplane.agent import Agent
 from flowport.dataplane.control_process import ControlProcess
 from flowport.dataplane.relay import ControlRelay
+from flowport.dataplane.sockets import listen_unix
 from flowport.gateway import Gateway, TokenSigner, signing_key
 from flowport.gateway.app import PREFIX
 from flowport.gateway.metrics import CONTENT_TYPE
@@ -50,11 +51,11 @@ class _QuietServer(uvicorn.Server):
 
 
 def public_app(gateway: Gateway, relay: ControlRelay, admin: str) -> ASGIApp:
-    expected = f"Bearer {admin}".encode()
+    expected = admin.encode()
 
     async def metrics(scope: Scope, receive: Receive, send: Send) -> None:
-        presented = dict(scope["headers"]).get(b"authorization", b"")
-        if hmac.compare_digest(presented, expected):
+        scheme, _, presented = dict(scope["headers"]).get(b"authorization", b"").partition(b" ")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(presented.strip(), expected):
             body = gateway.render_metrics()
             response = RawResponse(body, 200, [(b"content-type", CONTENT_TYPE.encode())])
         else:
@@ -76,15 +77,17 @@ def public_app(gateway: Gateway, relay: ControlRelay, admin: str) -> ASGIApp:
     return app
 
 
-async def serve(home: Path, listener: socket.socket, base_url: str) -> None:
-    """Serve until SIGTERM or Ctrl-C, then stop the control plane and drain every instance."""
+async def serve(home: Path, listener: socket.socket, base_url: str) -> int:
+    """Serve until SIGTERM or Ctrl-C, then stop the control plane and drain every instance.
+
+    The caller holds the home's lock (``sockets.lock_home``): one server per home. Returns the
+    exit code: 1 when the control plane could not start.
+    """
     private_home(home)  # and a 0o077 umask for this process and its children
     run = run_dir(home)
     run.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(run, 0o700)
     agent_socket, control_socket = run / DATAPLANE_SOCKET, run / CONTROL_SOCKET
-    with contextlib.suppress(FileNotFoundError):
-        agent_socket.unlink()
 
     gateway = Gateway(TokenSigner(signing_key(load_or_create_key(home))), data_dir=home / "data")
     runtime = LocalRuntime(home / "runtime", python=os.environ.get(INSTANCE_PYTHON_ENV) or sys.executable)
@@ -93,34 +96,33 @@ async def serve(home: Path, listener: socket.socket, base_url: str) -> None:
     )
     relay = ControlRelay(str(control_socket))
     token = secrets.token_urlsafe(32)
-
-    agent = _QuietServer(
-        uvicorn.Config(
-            build_agent(gateway, runtime, token),
-            uds=str(agent_socket),
-            lifespan="off",
-            log_level="warning",
-            access_log=False,
-            ws="none",
-        )
-    )
+    agent = Agent(gateway, runtime, token)
+    options: dict[str, object] = {
+        "lifespan": "off",
+        "log_level": "warning",
+        "access_log": False,
+        "ws": "none",
+    }
+    agent_server = _QuietServer(uvicorn.Config(agent, **options))
     public = uvicorn.Server(
         uvicorn.Config(
             public_app(gateway, relay, admin_token(home)),
-            lifespan="off",
-            log_level="warning",
-            access_log=False,
-            ws="none",
             timeout_graceful_shutdown=GRACEFUL_SECONDS,
+            **options,
             **uvicorn_options(),
         )
     )
+
+    def give_up() -> None:
+        public.should_exit = True
+
     control = ControlProcess(
         ["--uds", str(control_socket), "--dataplane", str(agent_socket), "--base-url", base_url],
         environment={**os.environ, TOKEN_ENV: token},
+        on_give_up=give_up,
     )
-    agent_task = asyncio.create_task(agent.serve())
-    while not agent.started:
+    agent_task = asyncio.create_task(agent_server.serve(sockets=[listen_unix(agent_socket)]))
+    while not agent_server.started:
         if agent_task.done():
             await agent_task  # it failed to start: say why
         await asyncio.sleep(0.01)
@@ -131,10 +133,12 @@ async def serve(home: Path, listener: socket.socket, base_url: str) -> None:
         await public.serve(sockets=[listener])
     finally:
         await control.stop()
+        await agent.close()  # roll-outs under way end before their instances are drained
         await runtime.close()
         await gateway.close()
-        agent.should_exit = True
+        agent_server.should_exit = True
         await agent_task
         await relay.aclose()
         with contextlib.suppress(FileNotFoundError):
             server_file.unlink()
+    return 1 if control.gave_up else 0

@@ -39,6 +39,8 @@ class YamlList(list):
 
 MAX_YAML_BYTES = 1024 * 1024
 """The largest YAML document read: a flow file, an Azure spec, a connection file."""
+MAX_YAML_EXPANDED_CHARS = 4 * 1024 * 1024
+"""The text a document may stand for once its aliases are expanded (a file is at most 1 MiB)."""
 MAX_YAML_NODES = 100_000
 """The most nodes a document may hold once its aliases are expanded."""
 
@@ -61,15 +63,15 @@ class _Refused(Exception):
 
 
 def _check_expansion(root: yaml.Node) -> None:
-    """Count the nodes ``root`` stands for with every alias expanded; refuse past the bound.
+    """Count the values and the text ``root`` stands for with every alias expanded; refuse past a bound.
 
     Each node's expanded size is computed once (aliases share node objects), so a document
     of N nodes is checked in O(N) however much its aliases would expand.
     """
-    sizes: dict[int, int] = {}
+    sizes: dict[int, tuple[int, int]] = {}
     open_nodes: set[int] = set()
 
-    def size(node: yaml.Node) -> int:
+    def size(node: yaml.Node) -> tuple[int, int]:
         key = id(node)
         if key in sizes:
             return sizes[key]
@@ -78,25 +80,27 @@ def _check_expansion(root: yaml.Node) -> None:
                 "RecursiveAlias", "an alias refers to a node that contains it", node.start_mark.line + 1
             )
         open_nodes.add(key)
-        total = 1
+        values, chars = 1, 0
         if isinstance(node, yaml.SequenceNode):
             children = node.value
         elif isinstance(node, yaml.MappingNode):
             children = [item for pair in node.value for item in pair]
         else:
-            children = []
+            children, chars = [], len(node.value)
         for child in children:
-            total += size(child)
-            if total > MAX_YAML_NODES:
+            child_values, child_chars = size(child)
+            values, chars = values + child_values, chars + child_chars
+            if values > MAX_YAML_NODES or chars > MAX_YAML_EXPANDED_CHARS:
                 raise _Refused(
                     "YamlTooLarge",
-                    f"the document expands to more than {MAX_YAML_NODES:,} values (aliases *name "
-                    "counted each time they are used); use fewer aliases or a smaller document",
+                    f"the document expands to more than {MAX_YAML_NODES:,} values or "
+                    f"{MAX_YAML_EXPANDED_CHARS:,} characters (aliases *name counted each time they are "
+                    "used); use fewer aliases or a smaller document",
                     node.start_mark.line + 1,
                 )
         open_nodes.discard(key)
-        sizes[key] = total
-        return total
+        sizes[key] = values, chars
+        return values, chars
 
     size(root)
 

@@ -141,12 +141,15 @@ class Isolation:
         return self._root
 
     def new_workspace(self) -> Workspace:
+        """Built whole while the server alone owns it, handed to the instance user from the inside
+        out (never following a link): no instance can slip a link in for the server to chown."""
         self._numbers += 1
         workspace = Workspace(self.root / str(self._numbers))
         for folder in (workspace.root, workspace.home, workspace.tmp):
             folder.mkdir(mode=0o700)
-            if self.user is not None:
-                os.chown(folder, self.user.uid, self.user.gid)
+        if self.user is not None:
+            for folder in (workspace.home, workspace.tmp, workspace.root):
+                os.chown(folder, self.user.uid, self.user.gid, follow_symlinks=False)
         return workspace
 
     def release(self, workspace: Workspace) -> None:
