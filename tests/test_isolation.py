@@ -276,3 +276,41 @@ def test_instances_of_another_user_die_with_a_killed_server(
     while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(alive(pid) for pid in pids)
+
+
+@as_root
+def test_model_create_imports_the_tools_as_the_instance_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_python: str
+) -> None:
+    from flowport.control.models import snapshot_flow
+
+    monkeypatch.setenv("FLOWPORT_INSTANCE_USER", "nobody")
+    monkeypatch.setenv("FLOWPORT_INSTANCE_PYTHON", shared_python)
+    home = tmp_path / "home"
+    (home / "models").mkdir(parents=True, mode=0o700)
+    home.chmod(0o700)
+    (home / "secret.key").write_text("the key\n")
+    report = Path(tempfile.mkdtemp(prefix="fp-report-", dir="/tmp"))
+    report.chmod(0o777)
+    flow = tmp_path / "flow"
+    flow.mkdir()
+    (flow / "flow.dag.yaml").write_text(
+        "inputs: {t: {type: string}}\noutputs: {o: {reference: '${a.output}'}}\nnodes:\n"
+        "- name: a\n  type: python\n  source: {type: code, path: a.py}\n  inputs: {t: '${inputs.t}'}\n"
+    )
+    (flow / "a.py").write_text(
+        "import os\n"
+        "try:\n"
+        f"    seen = open({str(home / 'secret.key')!r}).read()\n"
+        "except OSError as exc:\n"
+        "    seen = type(exc).__name__\n"
+        f"open({str(report / 'seen')!r}, 'w').write(f'{{os.getuid()}} {{seen}}')\n\n"
+        "def a(t: str) -> str:\n    return t\n"
+    )
+    try:
+        snapshot, _, _ = snapshot_flow(flow, home / "models")
+        uid, seen = (report / "seen").read_text().split(" ", 1)
+    finally:
+        shutil.rmtree(report)
+    assert (int(uid), seen) == (pwd.getpwnam("nobody").pw_uid, "PermissionError")
+    assert (snapshot / "a.py").stat().st_uid == 0  # the snapshot itself stays the server's

@@ -25,6 +25,27 @@ from flowport.store import Documents
 from flowport.store.tables import utcnow
 
 
+def _refuse_home(path: Path, home: Path, what: str) -> None:
+    """Nothing of ``FLOWPORT_HOME`` (keys, database, other models) may end up in a snapshot."""
+    resolved, home = path.resolve(), home.resolve()
+    if resolved == home or home in resolved.parents or resolved in home.parents:
+        raise ApiError(
+            400,
+            "ModelPathInHome",
+            f"{what} ({path}) overlaps flowport's own folder {home}, which holds its keys and "
+            "database; keep flows elsewhere",
+        )
+
+
+def _refuse_home_includes(source: Path, home: Path) -> None:
+    """Checked before anything is copied: the loader reports a malformed list itself."""
+    flow_file = find_flow_file(source)
+    entries = (load_yaml_file(flow_file) or {}).get("additional_includes") or []
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, str):
+            _refuse_home(flow_file.parent / entry, home, f"additional_includes entry {entry!r}")
+
+
 def snapshot_flow(source: Path, models_dir: Path) -> tuple[Path, str, FlowDef]:
     """Validate the flow at ``source`` and return (snapshot folder, content hash, flow).
 
@@ -33,8 +54,10 @@ def snapshot_flow(source: Path, models_dir: Path) -> tuple[Path, str, FlowDef]:
     """
     if not source.exists():
         raise ApiError(400, "ModelPathNotFound", f"path {str(source)!r} does not exist on the server")
+    _refuse_home(source, models_dir.parent, "the model's path")
     with tempfile.TemporaryDirectory(prefix="flowport-snapshot-") as scratch:
         try:
+            _refuse_home_includes(source, models_dir.parent)
             flow = load_flow(source, includes_dir=Path(scratch) / "includes")
             file = find_flow_file(source)
             files = flow_files(flow.path)

@@ -14,7 +14,6 @@ import json
 import os
 import secrets
 import socket
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,14 +31,13 @@ from flowport.gateway.metrics import CONTENT_TYPE
 from flowport.gateway.proxy import RawResponse
 from flowport.http_limits import uvicorn_options
 from flowport.runtime.local import LocalRuntime
+from flowport.runtime.local.isolation import instance_python
 from flowport.settings import SERVER_FILE, admin_token, private_home, run_dir
 
 GRACEFUL_SECONDS = 30
 DATAPLANE_SOCKET = "dataplane.sock"
 CONTROL_SOCKET = "control.sock"
 TOKEN_ENV = "FLOWPORT_DATAPLANE_TOKEN"
-INSTANCE_PYTHON_ENV = "FLOWPORT_INSTANCE_PYTHON"
-"""The interpreter instances run (default: the server's); as root it must be one the instance user can run."""
 
 
 class _QuietServer(uvicorn.Server):
@@ -90,7 +88,7 @@ async def serve(home: Path, listener: socket.socket, base_url: str) -> int:
     agent_socket, control_socket = run / DATAPLANE_SOCKET, run / CONTROL_SOCKET
 
     gateway = Gateway(TokenSigner(signing_key(load_or_create_key(home))), data_dir=home / "data")
-    runtime = LocalRuntime(home / "runtime", python=os.environ.get(INSTANCE_PYTHON_ENV) or sys.executable)
+    runtime = LocalRuntime(home / "runtime", python=instance_python())
     runtime.set_listener(
         lambda key, addresses: gateway.set_instances(key.endpoint, key.deployment, addresses)
     )

@@ -24,6 +24,7 @@ import os
 import pwd
 import shutil
 import stat
+import sys
 import tempfile
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ INHERITED = frozenset(
 )
 """The server's variables an instance inherits: everything it needs to run, nothing of the control plane."""
 INHERITED_PREFIXES = ("LC_",)
+INSTANCE_PYTHON_ENV = "FLOWPORT_INSTANCE_PYTHON"
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,14 @@ class InstanceUser:
     name: str
     uid: int
     gid: int
+
+
+def instance_python(environ: Mapping[str, str] = os.environ) -> str:
+    """The interpreter instances run: ``FLOWPORT_INSTANCE_PYTHON`` or the server's own.
+
+    As root it must be one the instance user can run (a Python under ``/root`` is not).
+    """
+    return environ.get(INSTANCE_PYTHON_ENV) or sys.executable
 
 
 def instance_user(environ: Mapping[str, str] = os.environ) -> InstanceUser | None:
