@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -170,6 +171,17 @@ def test_oversized_request_heads_get_431_and_the_connection_closes(tmp_path: Pat
         head += b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body)
         answer, _ = send_head("127.0.0.1", port, head + body)
         assert answer.startswith(b"HTTP/1.1 404" if which == "server" else b"HTTP/1.1 200"), answer[:300]
+        # Pipelined: a read that ends a large body and starts the next head is not all head.
+        first = b"POST %s HTTP/1.1\r\nhost: probe\r\ncontent-length: 100000\r\n\r\n" % target
+        second = b"GET %s HTTP/1.1\r\nhost: probe\r\n" % path
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(first + b"x" * 100_000 + second)
+            time.sleep(0.2)
+            sock.sendall(b"connection: close\r\n\r\n")
+            answers = b""
+            while chunk := sock.recv(65536):
+                answers += chunk
+        assert answers.count(b"HTTP/1.1 ") == 2 and b" 431 " not in answers, answers[:300]
         # One kept-alive connection: heads never add up across requests, an unread body is no head.
         padding = {"x-padding": "p" * 4000}
         with httpx.Client(base_url=url, timeout=30) as client:

@@ -54,20 +54,23 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         """Between the start of a request and the end of its headers (the parser holds a partial head)."""
         self._chunk_bytes = 0
         self._line_bytes = 0
+        self._began_here = False
         self._refused = False
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
+        self._began_here = False
         super().data_received(data)
-        # A head still incomplete after this chunk: the parser buffers it, so it counts whole.
-        if self._in_head and not self._refused:
+        # A head still incomplete after this chunk: the parser buffers it, so it counts whole,
+        # unless the head began inside the chunk (its start may be another request's body).
+        if self._in_head and not self._refused and not self._began_here:
             self._chunk_bytes += len(data)
             if self._chunk_bytes > MAX_HEADER_BYTES:
                 self._refuse()
 
     def on_message_begin(self) -> None:
-        self._in_head = True
+        self._in_head = self._began_here = True
         self._chunk_bytes = self._line_bytes = 0
         super().on_message_begin()
 
