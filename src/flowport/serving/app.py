@@ -42,14 +42,10 @@ from flowport.serving.negotiation import (
     parse_inputs,
 )
 from flowport.serving.openai_chat import OpenAIChatRoute, not_a_chat_flow
-from flowport.serving.refused import Refused
+from flowport.serving.refused import Refused, status_for
 from flowport.serving.settings import ServeSettings
 from flowport.serving.sse import error_frame, frame
 from flowport.serving.swagger import build_swagger
-
-
-def _status_for(error: ExecutionError) -> int:
-    return 400 if error.code == "UserError" else 500
 
 
 def _encode(payload: Any) -> bytes:
@@ -199,7 +195,7 @@ class ScoringApp:
         if result.error is not None:
             await self.limit.__aexit__()
             self.metrics.child(self.metrics.errors, result.error.inner_code or result.error.code).inc()
-            raise Refused(_status_for(result.error), result.error, result=result)
+            raise Refused(status_for(result.error), result.error, result=result)
         return result
 
     def stream_failed(self, exc: Exception) -> ExecutionError:
@@ -274,7 +270,7 @@ class ScoringApp:
                 outputs = {k: await join_async(v) for k, v in self.filtered(result).items()}
             except Exception as exc:  # a stream that broke off while being joined
                 error = self.stream_failed(exc)
-                status = _status_for(error)
+                status = status_for(error)
                 return _json(_error_body(error), status, headers)
             finally:
                 await self.limit.__aexit__()
@@ -309,7 +305,7 @@ class ScoringApp:
             self.metrics.observe_run(result.run)
         except Exception as exc:  # the status is sent: an error frame ends the answer (not a clean end)
             error = self.stream_failed(exc)
-            status = _status_for(error)
+            status = status_for(error)
             yield error_frame(_error_body(error)["error"])
         finally:
             await self.limit.__aexit__()

@@ -19,7 +19,7 @@ from starlette.responses import Response, StreamingResponse
 from flowport.engine import LineResult, NodeStream
 from flowport.engine.streams import join_async
 from flowport.serving.body import BodyTooLarge
-from flowport.serving.refused import Refused
+from flowport.serving.refused import Refused, status_for
 
 if TYPE_CHECKING:
     from flowport.serving.app import ScoringApp
@@ -138,7 +138,7 @@ class OpenAIChatRoute:
             text = await join_async(answer)
         except Exception as exc:  # the answer's stream broke off
             error = scoring.stream_failed(exc)
-            status = 400 if error.code == "UserError" else 500
+            status = status_for(error)
             scoring.finish_request("chat", status, started, request_id, result)
             return _error(error.message, status, error.inner_code or error.code, _error_type(status))
         finally:
@@ -192,7 +192,7 @@ class OpenAIChatRoute:
             self.scoring.metrics.observe_run(result.run)
         except Exception as exc:  # broke off midway: OpenAI's error event ends the stream, no [DONE]
             error = self.scoring.stream_failed(exc)
-            status = 400 if error.code == "UserError" else 500
+            status = status_for(error)
             body = {"message": error.message, "type": _error_type(status), "param": None}
             yield (
                 b"data: "

@@ -5,6 +5,11 @@ from __future__ import annotations
 from flowport.engine import ExecutionError, LineResult
 
 
+def status_for(error: ExecutionError) -> int:
+    """prompt flow's statuses: 400 for a user error (bad input, a tool's exception), else 500."""
+    return 400 if error.code == "UserError" else 500
+
+
 class Refused(Exception):
     """A request answered with an error status instead of the flow's outputs."""
 
