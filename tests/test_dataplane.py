@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -175,3 +176,32 @@ def test_a_taken_port_is_one_clear_error(home: Path) -> None:
             assert done.returncode == 1, done
             assert "the port is in use" in done.stderr and "--port" in done.stderr, done.stderr
             assert "Traceback" not in done.stderr
+
+
+def test_the_relay_keeps_each_answer_with_its_request(flowport: Flowport) -> None:
+    fp = flowport
+    auth = f"authorization: Bearer {fp.token}\r\n".encode()
+    body = b'{"spec": {"name": "expecting"}}'
+    expecting = (
+        b"POST /api/v1/endpoints HTTP/1.1\r\nhost: example.test\r\ncontent-type: application/json\r\n"
+        + auth
+        + b"expect: 100-continue\r\ncontent-length: %d\r\n\r\n" % len(body)
+        + body
+    )
+    with socket.create_connection(("127.0.0.1", fp.port), timeout=30) as sock:
+        sock.sendall(expecting)
+        time.sleep(0.5)
+        sock.sendall(b"GET /api/v1/endpoints/expecting HTTP/1.1\r\nhost: example.test\r\n" + auth + b"\r\n")
+        answers = b""
+        while answers.count(b"HTTP/1.1 ") - answers.count(b"HTTP/1.1 100") < 2 or not answers.endswith(b"}"):
+            answers += sock.recv(65536)
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", answers)
+    assert statuses in ([b"201", b"200"], [b"100", b"201", b"200"]), answers[:500]
+
+    head = fp.http.head(f"{fp.url}/api/v1/health")
+    assert head.status_code == 200 and head.content == b""
+    moved = fp.api("GET", "/endpoints/", headers={"host": "example.test:9"}, follow_redirects=False)
+    assert (moved.status_code, moved.headers["location"]) == (307, "http://example.test:9/api/v1/endpoints")
+    big = fp.api("POST", "/endpoints", content=b"x" * (3 * 1024 * 1024))
+    assert (big.status_code, big.json()["error"]["code"]) == (413, "RequestTooLarge")
+    assert fp.api("GET", "/endpoints/expecting").status_code == 200  # the server is fine after all that

@@ -16,11 +16,22 @@ from flowport.gateway.proxy import RawResponse, StreamedResponse
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
 """The REST API reads no more (its specs and connections are a few KiB): refused here first."""
+DRAINED_BYTES = 16 * 1024 * 1024
+
 READ_TIMEOUT = 300.0
 CONNECT_TIMEOUT = 5.0
 RETRY_AFTER_SECONDS = 2
 NOT_FORWARDED = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
 """``expect``: the control plane would answer ``100 Continue`` first, which no hop here wants."""
+NOT_RETURNED = HOP_BY_HOP | {b"date", b"server"}
+"""The public server writes its own."""
+
+
+class _TooLarge:
+    """What ``_read_body`` returns for a body over the limit."""
+
+
+TOO_LARGE = _TooLarge()
 
 
 def _error(status: int, code: str, message: str, headers: Headers = ()) -> RawResponse:
@@ -71,14 +82,10 @@ class ControlRelay:
         self.transport = transport.HTTP11Transport(f"unix:{socket_path}")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        declared = next((value for name, value in scope["headers"] if name == b"content-length"), b"")
-        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            await _too_large()(scope, receive, send)
-            return
         body = await self._read_body(receive)
         if body is None:  # the client left: nothing to forward
             return
-        if len(body) > MAX_BODY_BYTES:
+        if isinstance(body, _TooLarge):
             await _too_large()(scope, receive, send)
             return
         target = scope["raw_path"] or scope["path"].encode()
@@ -105,7 +112,7 @@ class ControlRelay:
                     scope, receive, send
                 )
                 return
-        returned = [(k, v) for k, v in response.headers if k.lower() not in HOP_BY_HOP]
+        returned = [(k, v) for k, v in response.headers if k.lower() not in NOT_RETURNED]
         if b"close" in (response.header(b"connection") or b"").lower():
             returned.append((b"connection", b"close"))  # a 500 closes the client's connection too
         events = (response.header(b"content-type") or b"").startswith(b"text/event-stream")
@@ -113,8 +120,9 @@ class ControlRelay:
         await relayed(scope, receive, send)
 
     @staticmethod
-    async def _read_body(receive: Receive) -> bytes | None:
-        """The whole body (stops reading once it is over the limit), or None if the client left."""
+    async def _read_body(receive: Receive) -> bytes | _TooLarge | None:
+        """The body, or None if the client left. Past the limit the rest is read and dropped (up
+        to ``DRAINED_BYTES``) so that the client, still sending, reads the 413 instead of a reset."""
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -123,9 +131,10 @@ class ControlRelay:
                 return None
             chunk = message.get("body", b"")
             size += len(chunk)
-            chunks.append(chunk)
-            if size > MAX_BODY_BYTES or not message.get("more_body", False):
-                return b"".join(chunks)
+            if size <= MAX_BODY_BYTES:
+                chunks.append(chunk)
+            if not message.get("more_body", False) or size > DRAINED_BYTES:
+                return b"".join(chunks) if size <= MAX_BODY_BYTES else TOO_LARGE
 
     async def aclose(self) -> None:
         await self.transport.aclose()
