@@ -706,7 +706,7 @@ class FlowportServer:
                 raise RuntimeError(f"flowport server exited ({self.process.returncode}):\n{self.log_tail()}")
             try:
                 with _LOOPBACK.open(f"{self.url}/api/v1/health", timeout=2) as answer:
-                    if answer.status == 200:
+                    if answer.status == 200 and not json.loads(answer.read()).get("recovering"):
                         break
             except OSError:
                 pass

@@ -18,6 +18,8 @@ from flowport.settings import flowport_home
 URL_ENV = "FLOWPORT_URL"
 TOKEN_ENV = "FLOWPORT_ADMIN_TOKEN"
 POLL_SECONDS = 0.2
+WAIT_SECONDS = 120.0
+"""How long a call waits for a server that answers 503 (starting, recovering, restarting)."""
 
 
 class ApiClient:
@@ -51,11 +53,24 @@ class ApiClient:
         return cls(url, token)
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        """One API call; an error answer is printed to stderr and exits non-zero."""
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            fail(f"cannot reach the flowport server at {self.url}: {exc}")
+        """One API call; an error answer is printed to stderr and exits non-zero.
+
+        While a server that just started brings its deployments back (503 ``Recovering``), or
+        its control plane restarts, the call waits and tries again, up to ``WAIT_SECONDS``.
+        """
+        deadline = time.monotonic() + WAIT_SECONDS
+        told = False
+        while True:
+            try:
+                response = self.http.request(method, path, **kwargs)
+            except httpx.HTTPError as exc:
+                fail(f"cannot reach the flowport server at {self.url}: {exc}")
+            if response.status_code != 503 or time.monotonic() > deadline:
+                break
+            if not told:
+                typer.echo(f"waiting: {_message(response)}", err=True)
+                told = True
+            time.sleep(float(response.headers.get("retry-after") or 1))
         if response.status_code >= 400:
             report_error(response)
         if response.headers.get("content-type", "").startswith("application/json"):
@@ -90,13 +105,21 @@ class ApiClient:
         return operation
 
 
-def report_error(response: httpx.Response) -> None:
+def _error(response: httpx.Response) -> dict[str, Any]:
     try:
         error = response.json().get("error", {})
     except ValueError:
         error = {"message": response.text}
-    message = error.get("message") or response.reason_phrase
-    code = error.get("code")
+    return error if isinstance(error, dict) else {"message": str(error)}
+
+
+def _message(response: httpx.Response) -> str:
+    return _error(response).get("message") or response.reason_phrase
+
+
+def report_error(response: httpx.Response) -> None:
+    message = _message(response)
+    code = _error(response).get("code")
     fail(
         f"{message}"
         + (f" [{code}, HTTP {response.status_code}]" if code else f" [HTTP {response.status_code}]")
