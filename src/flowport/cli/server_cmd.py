@@ -40,9 +40,7 @@ def server(
     if detach:
         start_detached(home, host, port, base_url)
         return
-    import asyncio
-
-    from flowport.dataplane.server import serve
+    from flowport.dataplane.server import run
     from flowport.dataplane.sockets import HomeInUse, lock_home
 
     home.mkdir(parents=True, exist_ok=True)
@@ -57,7 +55,7 @@ def server(
     typer.echo(f"  admin token in {home / ADMIN_TOKEN_FILE}", err=True)
     typer.echo(f"  studio     {base_url}/", err=True)
     with lock:
-        code = asyncio.run(serve(home, listener, base_url))
+        code = run(home, listener, base_url)
     raise typer.Exit(code)
 
 

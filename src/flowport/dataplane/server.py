@@ -140,3 +140,15 @@ async def serve(home: Path, listener: socket.socket, base_url: str) -> int:
         with contextlib.suppress(FileNotFoundError):
             server_file.unlink()
     return 1 if control.gave_up else 0
+
+
+def run(home: Path, listener: socket.socket, base_url: str) -> int:
+    """``serve`` on uvloop when it is installed (as uvicorn would run it): the exit code."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+        factory = None
+    else:
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(serve(home, listener, base_url))
