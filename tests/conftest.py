@@ -18,6 +18,7 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import create_engine, text
 
 from flowport.connections import Cipher, ConnectionService, connection_from_spec, load_or_create_key
+from flowport.flow.yaml import parse_yaml
 from flowport.store import ConnectionRows, open_database
 from flowport.testing.llm_server import LLMServer
 
@@ -61,7 +62,9 @@ def connections(home: Path) -> ConnectionService:
 
 @pytest.fixture
 def openai_connection(connections: ConnectionService, llm_server: LLMServer) -> ConnectionService:
-    """``open_ai_connection`` pointing at the test LLM server, as the recorded flows expect."""
+    """The connections the recorded flows use (``bench/record_cases.py`` makes the same ones
+    for prompt flow): OpenAI and Azure OpenAI pointing at the test LLM server, and a custom
+    connection written with an unquoted date and number, which flowport keeps as text."""
     connections.save(
         connection_from_spec(
             {
@@ -72,7 +75,22 @@ def openai_connection(connections: ConnectionService, llm_server: LLMServer) -> 
             }
         )
     )
+    azure = {"name": "azure_open_ai_connection", "type": "azure_open_ai", "api_key": "test-key"}
+    connections.save(connection_from_spec({**azure, "api_base": llm_server.url, "api_version": "2024-02-01"}))
+    connections.save(connection_from_spec(parse_yaml(CUSTOM_CONNECTION_YAML)))
     return connections
+
+
+CUSTOM_CONNECTION_YAML = """\
+name: custom_connection
+type: custom
+configs:
+  endpoint: https://example.invalid/api
+  api_version: 2024-02-01
+  retries: 3
+secrets:
+  api_key: custom-secret
+"""
 
 
 @pytest.fixture(scope="session")

@@ -179,6 +179,16 @@ def test_bad_connection_file_is_reported(tmp_path: Path) -> None:
     assert "missing api_key" in done.stderr
 
 
+def test_connection_file_with_an_unquoted_date_loads(tmp_path: Path) -> None:
+    spec = tmp_path / "aoai.yaml"
+    spec.write_text(
+        "name: a\ntype: azure_open_ai\napi_key: k\napi_base: https://x\napi_version: 2024-02-01\n"
+    )
+    done = flowport("connection", "create", "--file", str(spec), home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["api_version"] == "2024-02-01"
+
+
 def test_bulk_run_records_lines_failures_and_metrics(tmp_path: Path) -> None:
     data = tmp_path / "data.jsonl"
     rows = [

@@ -174,3 +174,33 @@ def test_wrongly_shaped_connection_fields_are_spec_errors(spec: dict[str, object
     with pytest.raises(ConnectionSpecError) as caught:
         connection_from_spec({"name": "c", **spec}, environ={})
     assert message in str(caught.value)
+
+
+def test_unquoted_dates_and_numbers_are_kept_as_the_text_written() -> None:
+    from flowport.flow.yaml import parse_yaml
+
+    azure = connection_from_spec(
+        parse_yaml("name: a\ntype: azure_open_ai\napi_key: k\napi_base: https://x\napi_version: 2024-02-01\n")
+    )
+    assert azure.api_version == "2024-02-01"
+    custom = connection_from_spec(
+        parse_yaml("name: c\ntype: custom\nconfigs:\n  v: 2024-02-01\n  n: 3\n  b: true\nsecrets:\n  s: 12\n")
+    )
+    assert custom.configs == {"v": "2024-02-01", "n": "3", "b": "true"}
+    assert custom.secrets == {"s": "12"}
+
+
+def test_custom_connection_is_a_mapping_of_its_fields() -> None:
+    conn = CustomConnection(
+        name="c", configs={"url": "u", "both": "config"}, secrets={"key": "s", "both": "secret"}
+    )
+    assert dict(conn) == {"url": "u", "both": "secret", "key": "s"}
+    assert {**conn}["both"] == "secret"
+    assert conn["url"] == "u" and conn.url == "u" and conn.key == "s"
+    assert "url" in conn and "nope" not in conn
+    assert list(conn) == ["url", "both", "key"]
+    assert conn.get("nope", 1) == 1
+    with pytest.raises(KeyError, match="Key 'nope' not found in connection 'c'"):
+        conn["nope"]
+    with pytest.raises(AttributeError):
+        conn.nope  # noqa: B018

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -87,8 +88,25 @@ def _values(
             raise ConnectionSpecError(f"{where}: {field} must be a string, not {kind}")
         if isinstance(value, str) and len(value) > MAX_VALUE_CHARS:
             raise ConnectionSpecError(f"{where}: {field} is longer than {MAX_VALUE_CHARS:,} characters")
-        values[str(field)] = resolve_env(value, environ)
+        values[str(field)] = resolve_env(as_text(value), environ)
     return values
+
+
+def as_text(value: Any) -> Any:
+    """A field's value as the text it was written as: connection fields are strings.
+
+    YAML reads ``api_version: 2024-02-01`` as a date and ``retries: 3`` as a number; prompt
+    flow refuses both ("Not a valid string"), flowport keeps ``"2024-02-01"`` and ``"3"``.
+    """
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime.datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    return str(value)
 
 
 def env_override_name(connection: str, field: str) -> str:

@@ -6,6 +6,7 @@ import OpenAIConnection`` gives these same classes when prompt flow is not insta
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 SCRUBBED = "******"
@@ -83,7 +84,14 @@ class ServerlessConnection(Connection):
 
 
 class CustomConnection(Connection):
-    """Free-form configs and secrets; fields read as attributes or items."""
+    """Free-form configs and secrets, read as prompt flow's custom connection reads them.
+
+    A mapping of every field (``dict(conn)``, ``{**conn}``, ``conn["key"]``, ``conn.keys()``,
+    a secret winning over a config of the same name), with ``conn.configs``, ``conn.secrets``
+    and attribute access (``conn.endpoint``). Unlike prompt flow's, where ``"key" in conn``
+    and ``list(conn)`` raise ``KeyError``, membership and iteration work on the field names,
+    and ``conn.get(key, default)`` exists.
+    """
 
     type = "custom"
 
@@ -114,6 +122,10 @@ class CustomConnection(Connection):
     def is_secret(self, key: str) -> bool:
         return key in self._secrets
 
+    def keys(self) -> list[str]:
+        """Config names, then secret names (what ``dict(conn)`` reads)."""
+        return [*self._configs, *self._secrets]
+
     def __getattr__(self, key: str) -> Any:
         for source in ("_secrets", "_configs"):
             values = self.__dict__.get(source, {})
@@ -122,13 +134,17 @@ class CustomConnection(Connection):
         raise AttributeError(f"custom connection {self.__dict__.get('name')!r} has no field {key!r}")
 
     def __getitem__(self, key: str) -> Any:
-        try:
-            return self.__getattr__(key)
-        except AttributeError:
-            raise KeyError(key) from None
+        if key in self._secrets:
+            return self._secrets[key]
+        if key in self._configs:
+            return self._configs[key]
+        raise KeyError(f"Key {key!r} not found in connection {self.name!r}.")
 
-    def __contains__(self, key: str) -> bool:
+    def __contains__(self, key: object) -> bool:
         return key in self._secrets or key in self._configs
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys(self.keys()))
 
     def get(self, key: str, default: Any = None) -> Any:
         return self[key] if key in self else default  # noqa: SIM401 - self.get is this method
