@@ -18,9 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 import _promptflow  # bench/ is on sys.path: this script runs from it
+import httpx
 
 from flowport.testing.llm_server import LLMServer
 
