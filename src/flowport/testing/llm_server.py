@@ -16,12 +16,19 @@ Behaviour (all deterministic):
   (``"Echo: "``, ``"hello "``, ``"world"``).
 * Triggers in the last user text (or the prompt): ``[[status:NNN]]`` (400-599) answers that
   status with an OpenAI-shaped error (429 adds ``retry-after: 0``); ``[[call:NAME]]`` answers
-  with a call to the function NAME (arguments ``"{}"``) when the request has ``tools``.
+  with a call to the function NAME (arguments ``"{}"``, id ``call_NAME``): a ``tool_calls`` entry when the
+  request has ``tools`` (unless ``tool_choice`` is ``"none"``), else a ``function_call`` when
+  it has ``functions`` (unless ``function_call`` is ``"none"``).
 * Fault triggers, for retry and failure tests: ``[[flaky:NNN:N]]`` answers status NNN to the
   first N requests with the same text, then answers normally; ``[[retry-after:S]]`` sets the
   ``retry-after`` header of a triggered error to S seconds; ``[[cut:K]]`` closes the connection
   in the middle of the answer: a stream after K events, a JSON answer after half its body
   (announced in full by ``content-length``).
+* Embeddings (``/v1/embeddings``, Azure's ``/openai/deployments/{d}/embeddings``) are 8 numbers
+  per input (``dimensions`` picks another length, up to 64), each ``k/256`` for the bytes of the
+  SHA-256 of the input text: the same text always gets the same vector, and the values are exact
+  in float32, so ``encoding_format: base64`` (little-endian float32, what the openai SDK asks
+  for) decodes to the same numbers. ``prompt_tokens`` counts the words.
 * Headers ``x-test-latency-ms`` and ``x-test-chunk-delay-ms`` override the delays per request.
 * ``GET /_requests`` lists the last 100 model requests as ``{"path", "headers", "body"}``
   (lowercased headers, credential values redacted); ``DELETE /_requests`` clears the list.
@@ -34,10 +41,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import itertools
 import json
 import logging
 import re
+import struct
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
@@ -278,6 +288,12 @@ class _Upstream:
     async def azure_completions(self, request: Request) -> Response:
         return await self._handle(request, chat=False, model=request.path_params["deployment"])
 
+    async def embeddings(self, request: Request) -> Response:
+        return await self._handle(request, chat=None, model=None)
+
+    async def azure_embeddings(self, request: Request) -> Response:
+        return await self._handle(request, chat=None, model=request.path_params["deployment"])
+
     async def models(self, request: Request) -> Response:
         error = _auth_error(request, self.api_key)
         if error is not None:
@@ -295,7 +311,7 @@ class _Upstream:
         self.records.clear()
         return Response(status_code=204)
 
-    async def _handle(self, request: Request, *, chat: bool, model: str | None) -> Response:
+    async def _handle(self, request: Request, *, chat: bool | None, model: str | None) -> Response:
         raw = await request.body()
         try:
             body: Any = orjson.loads(raw)
@@ -315,6 +331,8 @@ class _Upstream:
             if not isinstance(body, dict):
                 raise _BadRequest("We could not parse the JSON body of your request.")
             model = model or body.get("model") or DEFAULT_MODEL
+            if chat is None:
+                return _embeddings(body, model)
             if chat:
                 return self._chat(body, model, chunk_delay_ms)
             return self._completion(body, model, chunk_delay_ms)
@@ -340,7 +358,11 @@ class _Upstream:
             return fault
         cut = _cut(user_text)
         call = None
-        if body.get("tools") and body.get("tool_choice") != "none" and "[[" in user_text:
+        if body.get("tools"):
+            calls_by = "tools" if body.get("tool_choice") != "none" else None
+        else:
+            calls_by = "functions" if body.get("functions") and body.get("function_call") != "none" else None
+        if calls_by and "[[" in user_text:
             call = _CALL_RE.search(user_text)
 
         n = next(self._ids)
@@ -352,20 +374,27 @@ class _Upstream:
             "system_fingerprint": SYSTEM_FINGERPRINT,
         }
         tool_call: Json | None = None
+        function_call: Json | None = None
         text: str | None
         if call is None:
             text, pieces, finish_reason = _reply(user_text, body)
             usage = _usage(prompt_tokens, len(pieces))
-        else:
+        elif calls_by == "tools":
             function = {"name": call.group(1), "arguments": "{}"}
-            tool_call = {"id": f"call_{n}", "type": "function", "function": function}
+            tool_call = {"id": f"call_{call.group(1)}", "type": "function", "function": function}
             text, pieces, finish_reason = None, [], "tool_calls"
+            usage = _usage(prompt_tokens, 1)
+        else:
+            function_call = {"name": call.group(1), "arguments": "{}"}
+            text, pieces, finish_reason = None, [], "function_call"
             usage = _usage(prompt_tokens, 1)
 
         if not body.get("stream"):
             message: Json = {"role": "assistant", "content": text}
             if tool_call is not None:
                 message["tool_calls"] = [tool_call]
+            if function_call is not None:
+                message["function_call"] = function_call
             choice = {
                 "index": 0,
                 "message": message,
@@ -389,6 +418,17 @@ class _Upstream:
             frames = [
                 chunk({"role": "assistant", "content": None, "tool_calls": [head]}),
                 chunk({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}),
+            ]
+        elif function_call is not None:
+            frames = [
+                chunk(
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "function_call": {**function_call, "arguments": ""},
+                    }
+                ),
+                chunk({"function_call": {"arguments": "{}"}}),
             ]
         else:
             frames = [chunk({"role": "assistant", "content": ""})]
@@ -441,6 +481,40 @@ class _Upstream:
         return _stream(frames, chunk_delay_ms, cut)
 
 
+MAX_EMBEDDING_DIMENSIONS = 64
+
+
+def _embedding(text: str, dimensions: int) -> list[float]:
+    digest = hashlib.sha256(text.encode()).digest() * 2
+    return [byte / 256 for byte in digest[:dimensions]]
+
+
+def _embeddings(body: Json, model: str) -> Response:
+    raw = body.get("input")
+    texts = [raw] if isinstance(raw, str) else raw
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise _BadRequest("'input' must be a string or a non-empty array of strings.", "input")
+    dimensions = body.get("dimensions", 8)
+    if (
+        not isinstance(dimensions, int)
+        or isinstance(dimensions, bool)
+        or not 1 <= dimensions <= MAX_EMBEDDING_DIMENSIONS
+    ):
+        raise _BadRequest(
+            f"dimensions must be an integer from 1 to {MAX_EMBEDDING_DIMENSIONS}.", "dimensions"
+        )
+    base64_format = body.get("encoding_format") == "base64"
+    data = []
+    for index, text in enumerate(texts):
+        vector: Any = _embedding(text, dimensions)
+        if base64_format:
+            vector = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": vector})
+    tokens = sum(len(t.split()) for t in texts)
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return _json({"object": "list", "data": data, "model": model, "usage": usage})
+
+
 def _cut(text: str) -> int | None:
     match = _CUT_RE.search(text) if "[[" in text else None
     return int(match.group(1)) if match else None
@@ -468,6 +542,8 @@ def create_app(latency_ms: float = 0.0, chunk_delay_ms: float = 0.0, api_key: st
             upstream.azure_completions,
             methods=post,
         ),
+        Route("/v1/embeddings", upstream.embeddings, methods=post),
+        Route("/openai/deployments/{deployment}/embeddings", upstream.azure_embeddings, methods=post),
         Route("/v1/models", upstream.models, methods=["GET"]),
         Route("/health", upstream.health, methods=["GET"]),
         Route("/_requests", upstream.list_requests, methods=["GET"]),

@@ -34,7 +34,7 @@ from flowport.tools.openai_http import (
     address_field,
     create_ssl_context,
 )
-from flowport.tools.templates import render
+from flowport.tools.templates import compile_template, render
 from flowport.tools.usage import record_usage
 
 _FLOAT = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
@@ -90,6 +90,8 @@ RETRY_MARGIN = 1.0
 """Seconds a retry must still have before the deadline once its wait is over."""
 UNBOUNDED_WAIT_CAP = 60.0
 """The longest wait when no deadline is known (`flow test --node`; a line always has one)."""
+MAX_PROMPT_TEMPLATES = 256
+"""Compiled ``prompt`` input templates kept per node (cleared when full)."""
 ERROR_REFERENCE = "[Error reference: https://platform.openai.com/docs/guides/error-codes/api-errors]"
 
 
@@ -176,8 +178,12 @@ class LLMTool:
         self.node = node
         self.connection_name = getattr(connection, "name", None) or type(connection).__name__
         self.max_retries = max_retries()
+        self._prompts: dict[str, Any] = {}
 
     async def __call__(self, stream: bool = False, **inputs: Any) -> Any:
+        template = self.template
+        if "prompt" in inputs:  # prompt flow's tool takes an input named prompt as the template
+            template = self._prompt_template(inputs.pop("prompt"))
         params, variables = split_inputs(self.api, inputs)
         model = params.pop("model", None) or params.pop("deployment_name", None)
         params.pop("deployment_name", None)
@@ -189,11 +195,21 @@ class LLMTool:
         params = {**defaults, **params}
         client = self.pool.get(self.connection)
         if self.api == "completion":
-            prompt = render(self.template, variables)
+            prompt = render(template, variables)
             return await self._with_retries(self._complete, client, model, prompt, params, stream)
         escaped, markers = escape_roles(variables)
-        messages = unescape_roles(parse_chat(render(self.template, escaped)), markers)
+        messages = unescape_roles(parse_chat(render(template, escaped)), markers)
         return await self._with_retries(self._chat, client, model, messages, params, stream)
+
+    def _prompt_template(self, source: Any) -> Any:
+        """The compiled template of a ``prompt`` input (compiled once per distinct text)."""
+        text = source if isinstance(source, str) else str(source)
+        compiled = self._prompts.get(text)
+        if compiled is None:
+            if len(self._prompts) >= MAX_PROMPT_TEMPLATES:
+                self._prompts.clear()
+            compiled = self._prompts[text] = compile_template(text, f"{self.node}.prompt")
+        return compiled
 
     async def _with_retries(self, call: Any, *args: Any) -> Any:
         """Retry what may pass later, a few times, never past the line's deadline; log each retry."""
@@ -276,8 +292,8 @@ class LLMTool:
         completion = await client.create("chat/completions", body, connect)
         _record(completion.get("usage"))
         message = completion["choices"][0]["message"]
-        if "tools" in params or "functions" in params:
-            return {k: v for k, v in message.items() if v is not None}
+        if params.get("tools") or params.get("functions"):
+            return full_message(message)
         return message.get("content")
 
     async def _complete(
@@ -291,6 +307,32 @@ class LLMTool:
         completion = await client.create("completions", body, connect)
         _record(completion.get("usage"))
         return completion["choices"][0]["text"]
+
+
+MESSAGE_FIELDS = ("content", "refusal", "role", "annotations", "audio", "function_call", "tool_calls")
+"""A chat message's fields in the order prompt flow's tool returns them (the openai SDK's
+``model_dump()``), every one present, ``None`` when the API left it out."""
+
+
+def full_message(message: dict[str, Any]) -> dict[str, Any]:
+    """The assistant message as prompt flow returns it when a node passes tools or functions."""
+    shaped = {field: message.get(field) for field in MESSAGE_FIELDS}
+    call = shaped["function_call"]
+    if isinstance(call, dict):
+        shaped["function_call"] = {"arguments": call.get("arguments"), "name": call.get("name"), **call}
+    calls = shaped["tool_calls"]
+    if isinstance(calls, list):
+        shaped["tool_calls"] = [_tool_call(c) if isinstance(c, dict) else c for c in calls]
+    return {**shaped, **{k: v for k, v in message.items() if k not in shaped}}
+
+
+def _tool_call(call: dict[str, Any]) -> dict[str, Any]:
+    function = call.get("function")
+    if isinstance(function, dict):
+        function = {"arguments": function.get("arguments"), "name": function.get("name"), **function}
+    shaped = {"id": call.get("id"), "function": function, "type": call.get("type"), **call}
+    shaped["function"] = function
+    return shaped
 
 
 def _record(usage: dict[str, Any] | None) -> None:
