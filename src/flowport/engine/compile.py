@@ -22,6 +22,7 @@ from flowport.flow.reference import InputRef, Literal, NodeRef
 from flowport.tools.callable import CallMode, Param, ToolCallable
 from flowport.tools.chat_parser import ChatFormatError
 from flowport.tools.llm import ClientPool, LLMTool
+from flowport.tools.package_tools import BUILTIN_PACKAGE_TOOLS, builtin_package_tool
 from flowport.tools.python_tool import ToolLoadError, find_tool_function, import_module_from_file
 from flowport.tools.templates import TemplateError, compile_template, render
 
@@ -185,6 +186,17 @@ class FlowCompiler:
             ) from None
 
     def _python_tool(self, node: NodePlan) -> ToolCallable:
+        if node.node.source_type == "package" and not node.node.source_path:
+            tool = builtin_package_tool(node.node.source_tool, self.pool, node.node.name)
+            if tool is None:
+                raise self._error(
+                    node,
+                    f"node {node.node.name!r} uses package tool {node.node.source_tool!r}, which flowport "
+                    f"does not provide (built in: {', '.join(BUILTIN_PACKAGE_TOOLS)}); copy the tool into "
+                    "the flow folder as a python node",
+                    "UnsupportedTool",
+                )
+            return tool
         path = self._source(node)
         try:
             module = import_module_from_file(path)

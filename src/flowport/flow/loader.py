@@ -305,7 +305,7 @@ class _Reader:
         source_tool = source.get("tool")
         source_line = raw.line_of("source") if isinstance(raw, YamlMap) else line
         if source_type == "package" and not source_path:
-            if node_type != "llm":
+            if node_type not in ("llm", "python"):  # python: the compiler knows the built-in ones
                 self.problem(
                     "UnsupportedTool",
                     f"node {name!r} uses package tool {source_tool!r}, which flowport does not provide; "

@@ -1,0 +1,1 @@
+"""``promptflow.tools``: the parts of promptflow-tools that flow code imports."""

@@ -1,0 +1,36 @@
+"""``promptflow.tools.common``: chat prompt parsing and template rendering, as flow code uses them."""
+
+from typing import Any
+
+from jinja2.sandbox import SandboxedEnvironment
+
+from flowport.tools.chat_parser import ROLES
+from flowport.tools.chat_parser import parse_chat as _parse_chat
+
+
+def parse_chat(
+    chat_str: str,
+    images: list[Any] | None = None,
+    valid_roles: list[str] | None = None,
+    image_detail: str = "auto",
+    escape_dict: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Split a rendered chat prompt into ``{"role", "content"}`` messages at role lines."""
+    messages = _parse_chat(chat_str)
+    allowed = valid_roles or list(ROLES)
+    for message in messages:
+        if message["role"] not in allowed:
+            raise ValueError(f"role {message['role']!r} is not one of {', '.join(allowed)}")
+    return messages
+
+
+def render_jinja_template(
+    prompt: str, trim_blocks: bool = True, keep_trailing_newline: bool = True, **kwargs: Any
+) -> str:
+    """Render ``prompt`` with jinja2, as prompt flow's tools do."""
+    kwargs.pop("escape_dict", None)
+    env = SandboxedEnvironment(trim_blocks=trim_blocks, keep_trailing_newline=keep_trailing_newline)
+    return env.from_string(prompt).render(**kwargs)
+
+
+__all__ = ["parse_chat", "render_jinja_template"]
