@@ -6,6 +6,11 @@ the connections the parity tests use (``open_ai_connection``, ``azure_open_ai_co
 of each folder's ``cases.json`` and writes back ``expected`` (pf's ``flow.output.json``),
 ``llm_requests`` (what pf sent to the server), ``pf_command`` and ``source``. A case that
 fails under pf gets ``expected_error`` (pf's error code and message) instead.
+
+With ``--direct FOLDER``, the flow's package tool nodes are also run by calling prompt flow's
+own tool functions in its venv (``_pf_package_calls.py``) and their outputs, with the
+requests they sent, go in the case's ``flowport`` block: for tools flowport runs built in
+where ``pf flow test`` does not find them.
 """
 
 from __future__ import annotations
@@ -102,7 +107,26 @@ def record_case(flow: Path, case: dict[str, Any], home: Path, server: LLMServer)
     shutil.rmtree(flow / ".promptflow", ignore_errors=True)
 
 
+DIRECT_WHY = (
+    "pf flow test does not find these tools as package tools (PackageToolNotFoundError: only "
+    "promptflow.tools.embedding.embedding is registered); flowport runs them built in. Expected: "
+    "what prompt flow's own tool functions (promptflow-tools, called directly in pf's venv, "
+    "bench/_pf_package_calls.py) returned and sent"
+)
+
+
+def record_direct(flow: Path, case: dict[str, Any], home: Path, server: LLMServer) -> None:
+    httpx.delete(f"{server.url}/_requests")
+    script = Path(__file__).resolve().parent / "_pf_package_calls.py"
+    outputs = _promptflow.run_script(script, [str(flow), json.dumps(case.get("inputs") or {})], home)
+    sent = httpx.get(f"{server.url}/_requests").json()
+    requests = [{"path": r["path"], "body": r["body"]} for r in sent]
+    case["flowport"] = {"why": DIRECT_WHY, "expected": outputs, "llm_requests": requests}
+
+
 def main(folders: list[str]) -> None:
+    direct = "--direct" in folders
+    folders = [f for f in folders if f != "--direct"]
     _promptflow.ensure_venv()
     with tempfile.TemporaryDirectory() as scratch, LLMServer() as server:
         home = Path(scratch)
@@ -118,6 +142,8 @@ def main(folders: list[str]) -> None:
             cases = json.loads(cases_file.read_text())
             for case in cases:
                 record_case(flow, case, home, server)
+                if direct:
+                    record_direct(flow, case, home, server)
                 print(f"{flow.name}/{case['id']}: {'expected' if 'expected' in case else 'error'}")
             cases_file.write_text(json.dumps(cases, indent=2, ensure_ascii=False) + "\n")
 

@@ -78,6 +78,11 @@ COMPLETION_DEFAULTS: dict[str, Any] = {
     "top_p": 1.0,
     "user": "",
 }
+AZURE_CHAT_DEFAULTS: dict[str, Any] = {**CHAT_DEFAULTS, "n": 1}
+"""prompt flow's Azure OpenAI tool also sends ``n``, and leaves out penalties it was not given."""
+AZURE_COMPLETION_DEFAULTS = {
+    k: v for k, v in COMPLETION_DEFAULTS.items() if k not in ("frequency_penalty", "presence_penalty")
+}
 MAX_RETRIES_ENV = "FLOWPORT_LLM_MAX_RETRIES"
 DEFAULT_MAX_RETRIES = 4
 """Retries after the first attempt (prompt flow makes 100, up to 60 s apart)."""
@@ -191,7 +196,11 @@ class LLMTool:
             raise LLMParamError(
                 "an llm node needs 'model' (OpenAI) or 'deployment_name' (Azure) in its inputs"
             )
-        defaults = COMPLETION_DEFAULTS if self.api == "completion" else CHAT_DEFAULTS
+        azure = isinstance(self.connection, AzureOpenAIConnection)
+        if self.api == "completion":
+            defaults = AZURE_COMPLETION_DEFAULTS if azure else COMPLETION_DEFAULTS
+        else:
+            defaults = AZURE_CHAT_DEFAULTS if azure else CHAT_DEFAULTS
         params = {**defaults, **params}
         client = self.pool.get(self.connection)
         if self.api == "completion":
