@@ -16,6 +16,7 @@ where ``pf flow test`` does not find them.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -95,11 +96,15 @@ def record_case(flow: Path, case: dict[str, Any], home: Path, server: LLMServer)
         detail = flow / ".promptflow" / "flow.detail.json"
         error = json.loads(detail.read_text())["flow_runs"][0]["error"] if detail.is_file() else {}
         printed = [line for line in done.stdout.splitlines() if "failed with" in line]
+        line = printed[-1] if printed else "\n".join(done.stdout.strip().splitlines()[-1:])
+        # An error raised before running (no detail file) names its code in the printed line:
+        # "... failed with ResolveToolError: Tool load failed in 'x': (NodeInputValidationError) ..."
+        named = re.search(r"failed with (\w+): .*?\((\w+)\)", line)
         case["expected_error"] = {
-            "code": error.get("code"),
+            "code": error.get("code") or (named.group(1) if named else None),
             "message": error.get("message"),
-            "inner_code": (error.get("innerError") or {}).get("code"),
-            "printed": printed[-1] if printed else done.stdout.strip().splitlines()[-1:],
+            "inner_code": (error.get("innerError") or {}).get("code") or (named.group(2) if named else None),
+            "printed": line,
         }
     sent = httpx.get(f"{server.url}/_requests").json()
     if sent:

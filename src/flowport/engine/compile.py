@@ -14,17 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flowport.connections import Connection
+from flowport.connections import AzureOpenAIConnection, Connection
 from flowport.connections.types import CONNECTION_TYPES
 from flowport.engine.errors import ExecutionError, system_error, user_error
 from flowport.flow import FlowDef, FlowError, NodePlan, Plan
 from flowport.flow.reference import InputRef, Literal, NodeRef
 from flowport.tools.callable import CallMode, Param, ToolCallable
 from flowport.tools.chat_parser import ChatFormatError
-from flowport.tools.llm import ClientPool, LLMTool
+from flowport.tools.llm import ClientPool, LLMTool, tool_parameters
 from flowport.tools.package_tools import BUILTIN_PACKAGE_TOOLS, builtin_package_tool
 from flowport.tools.python_tool import ToolLoadError, find_tool_function, import_module_from_file
-from flowport.tools.templates import TemplateError, compile_template, render
+from flowport.tools.templates import TemplateError, compile_template, render, template_variables
 
 _CONNECTION_NAMES = {cls.__name__ for cls in CONNECTION_TYPES.values()}
 _ENV_REF = re.compile(r"^\$\{env:([^}]+)\}$")
@@ -230,6 +230,16 @@ class FlowCompiler:
             )
         template = self._read_template(node)
         connection = self._connection(node, node.node.connection)
+        tool_name, params = tool_parameters(api, isinstance(connection, AzureOpenAIConnection))
+        clashing = template_variables(self._source(node).read_text(encoding="utf-8")) & params
+        if clashing:
+            names = "{" + ", ".join(repr(n) for n in sorted(clashing)) + "}"
+            raise self._error(
+                node,
+                f"Invalid inputs {names} in prompt template of node {node.node.name}. "
+                f"These inputs are duplicated with the parameters of {tool_name}.",
+                "NodeInputValidationError",
+            )
         llm = LLMTool(template, api, connection, self.pool, node.node.name)
         return ToolCallable(func=llm, mode=CallMode.ASYNC, accepts_any=True, streams=True)
 

@@ -47,6 +47,60 @@ _COMPLETION_ONLY = frozenset(("suffix", "echo", "best_of", "logprobs"))
 _CHAT_ONLY = frozenset(("response_format", "tools", "tool_choice", "functions", "function_call"))
 
 
+_CHAT_TOOL_PARAMS = frozenset(
+    [
+        "connection",
+        "prompt",
+        "temperature",
+        "top_p",
+        "stream",
+        "stop",
+        "max_tokens",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "user",
+        "function_call",
+        "functions",
+        "tool_choice",
+        "tools",
+        "response_format",
+        "seed",
+    ]
+)
+_COMPLETION_TOOL_PARAMS = frozenset(
+    [
+        "connection",
+        "prompt",
+        "suffix",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "n",
+        "stream",
+        "logprobs",
+        "echo",
+        "stop",
+        "presence_penalty",
+        "frequency_penalty",
+        "best_of",
+        "logit_bias",
+        "user",
+    ]
+)
+
+
+def tool_parameters(api: str, azure: bool) -> tuple[str, frozenset[str]]:
+    """prompt flow's name for an llm node's tool and that tool's parameters, which a template may
+    not use as variables (``OpenAI.chat``: ``prompt``, ``model``, ``temperature``, ...)."""
+    params = _COMPLETION_TOOL_PARAMS if api == "completion" else _CHAT_TOOL_PARAMS
+    if azure:
+        params = params | {"deployment_name"} | ({"n"} if api == "chat" else set())
+    else:
+        params = params | {"model"}
+    return f"{'AzureOpenAI' if azure else 'OpenAI'}.{api}", params
+
+
 class LLMParamError(ValueError):
     """A node input meant for the API has a value the API cannot take."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jinja2 import TemplateSyntaxError
+from jinja2 import TemplateSyntaxError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
 _env = SandboxedEnvironment(trim_blocks=True, keep_trailing_newline=True, autoescape=False)
@@ -27,3 +27,11 @@ def compile_template(source: str, name: str) -> Any:
 
 def render(template: Any, variables: dict[str, Any]) -> PromptResult:
     return PromptResult(template.render(**variables))
+
+
+def template_variables(source: str) -> set[str]:
+    """The variables a template reads (empty when it does not parse: compiling reports that)."""
+    try:
+        return meta.find_undeclared_variables(_env.parse(source))
+    except TemplateSyntaxError:
+        return set()
