@@ -665,3 +665,24 @@ async def test_a_tool_that_starts_its_own_event_loop_leaves_inline_mode(tmp_path
     assert failed.error is not None and "event loop" in failed.error.message
     assert executor.inline_policy.demoted
     assert (await executor.run_line({"nested": True})).outputs == {"out": "nested ok"}
+
+
+def test_a_package_tool_flowport_does_not_have_is_named_with_its_line(tmp_path: Path) -> None:
+    folder = write_flow(
+        tmp_path / "f",
+        """\
+        outputs:
+          out: {type: string, reference: '${search.output}'}
+        nodes:
+        - name: search
+          type: python
+          source: {type: package, tool: promptflow.tools.serpapi.SerpAPI.search}
+          inputs: {query: x}
+        """,
+    )
+    with pytest.raises(FlowError) as info:
+        load(folder, connections={})
+    assert info.value.code == "UnsupportedTool"
+    assert "promptflow.tools.serpapi.SerpAPI.search" in info.value.message
+    assert "promptflow.tools.embedding.embedding" in info.value.message  # what is built in
+    assert info.value.problems[0].line == 4

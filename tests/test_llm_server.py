@@ -256,6 +256,58 @@ def test_tool_call_stream(client: OpenAI) -> None:
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
 
 
+def test_function_call_when_given_functions(client: OpenAI) -> None:
+    functions = [{"name": "get_weather", "parameters": {"type": "object", "properties": {}}}]
+    result = client.chat.completions.create(
+        model="m", messages=user("[[call:get_weather]]"), functions=functions
+    )
+    [choice] = result.choices
+    assert choice.finish_reason == "function_call"
+    assert choice.message.function_call is not None
+    assert (choice.message.function_call.name, choice.message.function_call.arguments) == (
+        "get_weather",
+        "{}",
+    )
+    assert choice.message.tool_calls is None
+    refused = client.chat.completions.create(
+        model="m", messages=user("[[call:get_weather]]"), functions=functions, function_call="none"
+    )
+    assert refused.choices[0].message.content == "Echo: [[call:get_weather]]"
+
+
+def test_tool_call_ids_name_the_function(client: OpenAI) -> None:
+    ids = {
+        call.id
+        for _ in range(2)
+        for call in client.chat.completions.create(
+            model="m", messages=user("[[call:get_weather]]"), tools=TOOLS
+        )
+        .choices[0]
+        .message.tool_calls
+        or []
+    }
+    assert ids == {"call_get_weather"}
+
+
+def test_embeddings_are_deterministic_in_float_and_base64(client: OpenAI, server: LLMServer) -> None:
+    first = client.embeddings.create(model="e", input="hello world")  # the SDK asks for base64
+    again = client.embeddings.create(model="e", input=["hello world", "other"], encoding_format="float")
+    assert len(first.data[0].embedding) == 8
+    assert first.data[0].embedding == again.data[0].embedding
+    assert again.data[1].embedding != again.data[0].embedding
+    assert first.usage.prompt_tokens == 2
+    assert len(client.embeddings.create(model="e", input="x", dimensions=16).data[0].embedding) == 16
+    with AzureOpenAI(azure_endpoint=server.url, api_version="2024-02-01", api_key="k", max_retries=0) as sdk:
+        assert (
+            sdk.embeddings.create(model="dep", input="hello world").data[0].embedding
+            == first.data[0].embedding
+        )
+    bad = httpx.post(
+        f"{server.base_url}/embeddings", json={"model": "e", "input": 3}, headers={"api-key": "k"}
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "input"
+
+
 def test_call_marker_without_tools_is_echoed(client: OpenAI) -> None:
     result = client.chat.completions.create(model="m", messages=user("[[call:x]]"))
     assert result.choices[0].message.content == "Echo: [[call:x]]"
