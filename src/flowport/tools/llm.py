@@ -190,6 +190,18 @@ def _convert(name: str, value: Any) -> Any:
     return value
 
 
+def _call_choice(params: dict[str, Any], azure: bool) -> None:
+    """What prompt flow's chat tools send with tools or functions: with tools, the functions are
+    dropped and ``tool_choice`` defaults to null (OpenAI) or ``"auto"`` (Azure OpenAI); with
+    functions alone, ``function_call`` defaults to ``"auto"``."""
+    if params.get("tools"):
+        params.pop("functions", None)
+        params.pop("function_call", None)
+        params.setdefault("tool_choice", "auto" if azure else None)
+    elif params.get("functions"):
+        params.setdefault("function_call", "auto")
+
+
 def split_inputs(api: str, inputs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Separate API parameters from template variables, converting the parameters."""
     excluded = _CHAT_ONLY if api == "completion" else _COMPLETION_ONLY
@@ -256,6 +268,8 @@ class LLMTool:
         else:
             defaults = AZURE_CHAT_DEFAULTS if azure else CHAT_DEFAULTS
         params = {**defaults, **params}
+        if self.api == "chat":
+            _call_choice(params, azure)
         client = self.pool.get(self.connection)
         if self.api == "completion":
             prompt = render(template, variables)

@@ -12,10 +12,12 @@ without prompt flow or promptflow-tools installed, against the same connections:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import inspect
 import struct
-from collections.abc import Callable
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from flowport.connections import AzureOpenAIConnection, Connection, OpenAIConnection, ServerlessConnection
@@ -103,6 +105,54 @@ BUILTIN_PACKAGE_TOOLS: dict[str, Callable[[ClientPool, str], ToolCallable]] = {
     "promptflow.tools.aoai.completion": _llm("completion", AzureOpenAIConnection),
     "promptflow.tools.embedding.embedding": _embedding,
 }
+
+
+_bridge: _Bridge | None = None
+_bridge_lock = threading.Lock()
+
+
+class _Bridge:
+    """An event loop in a daemon thread, for flow code that calls the tools synchronously."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.pool = ClientPool()
+        threading.Thread(target=self.loop.run_forever, name="flowport-tools", daemon=True).start()
+
+    def run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def iterate(self, chunks: AsyncIterator[Any]) -> Iterator[Any]:
+        while True:
+            try:
+                yield self.run(anext(chunks))
+            except StopAsyncIteration:
+                return
+
+
+def sync_tool(name: str) -> Callable[..., Any]:
+    """``promptflow.tools.openai.chat`` and the like as flow code calls them: a blocking function
+    (a stream comes back as an iterator of text chunks). Runs on a private event loop."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        global _bridge
+        with _bridge_lock:
+            if _bridge is None:
+                _bridge = _Bridge()
+        bridge = _bridge
+        tool = tools.get(id(bridge))
+        if tool is None:
+            tool = tools[id(bridge)] = BUILTIN_PACKAGE_TOOLS[name](bridge.pool, name)
+        bound = inspect.signature(tool.func).bind_partial(*args, **kwargs) if args else None
+        result = bridge.run(tool.func(**(bound.arguments if bound else kwargs)))
+        if hasattr(result, "__anext__"):
+            return bridge.iterate(result)
+        return result
+
+    tools: dict[int, ToolCallable] = {}
+    call.__name__ = name.rsplit(".", 1)[-1]
+    call.__qualname__ = call.__name__
+    return call
 
 
 def builtin_package_tool(name: str | None, pool: ClientPool, node: str) -> ToolCallable | None:
