@@ -22,7 +22,12 @@ from flowport.flow.reference import InputRef, Literal, NodeRef
 from flowport.tools.callable import CallMode, Param, ToolCallable
 from flowport.tools.chat_parser import ChatFormatError
 from flowport.tools.llm import ClientPool, LLMTool, tool_parameters
-from flowport.tools.package_tools import BUILTIN_PACKAGE_TOOLS, builtin_package_tool
+from flowport.tools.package_tools import (
+    BUILTIN_PACKAGE_TOOLS,
+    PROMPT_LLM_TOOL,
+    builtin_package_tool,
+    prompt_llm_tool,
+)
 from flowport.tools.python_tool import ToolLoadError, find_tool_function, import_module_from_file
 from flowport.tools.templates import TemplateError, compile_template, render, template_variables
 
@@ -143,6 +148,8 @@ class FlowCompiler:
             tool = self._prompt_tool(node)
         elif kind == "llm":
             tool = self._llm_tool(node)
+        elif kind == "custom_llm":
+            tool = self._custom_llm_tool(node)
         else:  # pragma: no cover - the loader rejects other types
             raise system_error(f"node type {kind!r} has no compiler")
         literals: dict[str, Any] = {}
@@ -221,6 +228,17 @@ class FlowCompiler:
             return render(template, variables)
 
         return ToolCallable(func=render_prompt, mode=CallMode.INLINE, accepts_any=True)
+
+    def _custom_llm_tool(self, node: NodePlan) -> ToolCallable:
+        if node.node.source_type != "package_with_prompt" or node.node.source_tool != PROMPT_LLM_TOOL:
+            raise self._error(
+                node,
+                f"custom_llm node {node.node.name!r} uses {node.node.source_tool!r} "
+                f"(source type {node.node.source_type!r}), which flowport does not provide; built in: "
+                f"{PROMPT_LLM_TOOL} with source type package_with_prompt",
+                "UnsupportedTool",
+            )
+        return prompt_llm_tool(self._read_template(node), self.pool, node.node.name)
 
     def _llm_tool(self, node: NodePlan) -> ToolCallable:
         api = node.node.api or "chat"

@@ -32,7 +32,7 @@ class Missing:
 
 MISSING: Any = Missing()
 
-NODE_TYPES = ("python", "prompt", "llm")
+NODE_TYPES = ("python", "prompt", "llm", "custom_llm")
 
 
 @dataclass(frozen=True)

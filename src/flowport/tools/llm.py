@@ -240,9 +240,17 @@ class LLMTool:
     """The callable of one llm node."""
 
     def __init__(
-        self, template: Any, api: str, connection: Connection, pool: ClientPool, node: str = "llm"
+        self,
+        template: Any,
+        api: str,
+        connection: Connection,
+        pool: ClientPool,
+        node: str = "llm",
+        defaults: dict[str, Any] | None = None,
     ) -> None:
+        """``defaults``: parameters a tool sends unless the node says otherwise, over the usual ones."""
         self.template = template
+        self.extra_defaults = defaults or {}
         self.api = api
         self.connection = connection
         self.pool = pool
@@ -267,6 +275,7 @@ class LLMTool:
             defaults = AZURE_COMPLETION_DEFAULTS if azure else COMPLETION_DEFAULTS
         else:
             defaults = AZURE_CHAT_DEFAULTS if azure else CHAT_DEFAULTS
+        defaults = {**defaults, **self.extra_defaults}
         params = {**defaults, **params}
         if self.api == "chat":
             _call_choice(params, azure)

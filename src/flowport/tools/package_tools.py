@@ -107,6 +107,27 @@ BUILTIN_PACKAGE_TOOLS: dict[str, Callable[[ClientPool, str], ToolCallable]] = {
 }
 
 
+PROMPT_LLM_TOOL = "promptflow.tools.llm.llm"
+"""prompt flow's LLM tool (``type: custom_llm``, ``source: {type: package_with_prompt, path}``)."""
+
+
+def prompt_llm_tool(template: Any, pool: ClientPool, node: str) -> ToolCallable:
+    """``promptflow.tools.llm.llm`` for one node: its ``path`` template (or a ``prompt`` input),
+    ``api`` chat or completion, ``model`` (OpenAI) or ``deployment_name`` (Azure OpenAI)."""
+    by_key: dict[tuple[int, str], LLMTool] = {}
+
+    async def llm(connection: Connection, api: str = "chat", stream: bool = False, **inputs: Any) -> Any:
+        tool = by_key.get((id(connection), api))
+        if tool is None:
+            defaults = {"max_tokens": None} if api == "completion" else None  # the tool's default
+            tool = by_key[(id(connection), api)] = LLMTool(template, api, connection, pool, node, defaults)
+        inputs.pop("model" if isinstance(connection, AzureOpenAIConnection) else "deployment_name", None)
+        return await tool(stream=stream, **inputs)
+
+    params = {"connection": Param("connection", _ANY_LLM_CONNECTION), "api": Param("api", str, "chat")}
+    return ToolCallable(func=llm, mode=CallMode.ASYNC, params=params, accepts_any=True, streams=True)
+
+
 _bridge: _Bridge | None = None
 _bridge_lock = threading.Lock()
 
