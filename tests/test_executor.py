@@ -686,3 +686,25 @@ def test_a_package_tool_flowport_does_not_have_is_named_with_its_line(tmp_path: 
     assert "promptflow.tools.serpapi.SerpAPI.search" in info.value.message
     assert "promptflow.tools.embedding.embedding" in info.value.message  # what is built in
     assert info.value.problems[0].line == 4
+
+
+def test_the_model_check_knows_the_built_in_package_tools(tmp_path: Path) -> None:
+    from flowport.engine.check import check_flow
+    from tests.conftest import FLOWS
+
+    for name in ("package_embedding", "package_llm_tools", "package_llm_tool"):
+        assert check_flow(FLOWS / name, has_requirements=False) == []
+    folder = write_flow(
+        tmp_path / "f",
+        """\
+        outputs:
+          out: {type: string, reference: '${search.output}'}
+        nodes:
+        - name: search
+          type: python
+          source: {type: package, tool: my_tools.search}
+          inputs: {query: x}
+        """,
+    )
+    [problem] = check_flow(folder, has_requirements=False)
+    assert problem.code == "UnsupportedTool" and "my_tools.search" in problem.message

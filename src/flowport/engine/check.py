@@ -17,6 +17,7 @@ from pathlib import Path
 
 from flowport.flow import FlowError, Problem, build_plan, load_flow
 from flowport.tools.compat import install_promptflow_shim
+from flowport.tools.package_tools import BUILTIN_PACKAGE_TOOLS, PROMPT_LLM_TOOL
 from flowport.tools.python_tool import ToolLoadError, find_tool_function, import_module_from_file
 from flowport.tools.templates import TemplateError, compile_template
 
@@ -32,6 +33,14 @@ def check_flow(folder: Path, *, has_requirements: bool) -> list[Problem]:
     problems = []
     for node_plan in (*plan.line_nodes, *plan.aggregation_nodes):
         node = node_plan.node
+        unknown = (
+            node.type == "python" and not node.source_path and node.source_tool not in BUILTIN_PACKAGE_TOOLS
+        ) or (node.type == "custom_llm" and node.source_tool != PROMPT_LLM_TOOL)
+        if unknown:
+            message = (
+                f"node {node.name!r} uses package tool {node.source_tool!r}, which flowport does not provide"
+            )
+            problems.append(Problem("UnsupportedTool", message, str(flow.file), node.line))
         if not node.source_path:
             continue
         path = flow.path / node.source_path
