@@ -260,6 +260,24 @@ def test_metrics_count_requests_latency_tokens_and_errors(serve: Serve) -> None:
     assert 'flowport_request_seconds_count{phase="last",route="score"} 2.0' in text
 
 
+def test_metrics_count_the_tokens_of_package_llm_tools(serve: Serve, tmp_path: Path) -> None:
+    (tmp_path / "chat.jinja2").write_text("# user:\n{{question}}\n")
+    (tmp_path / "flow.dag.yaml").write_text(
+        "inputs: {question: {type: string}}\n"
+        "outputs: {answer: {type: string, reference: '${chat.output}'}}\n"
+        "nodes:\n- name: chat\n  type: custom_llm\n"
+        "  source: {type: package_with_prompt, tool: promptflow.tools.llm.llm, path: chat.jinja2}\n"
+        "  inputs: {connection: open_ai_connection, api: chat, model: m, question: '${inputs.question}'}\n"
+    )
+    server = serve(tmp_path)
+    answer = httpx.post(f"{server.url}/score", json={"question": "count my tokens"})
+    assert answer.json() == {"answer": "Echo: count my tokens"}
+    text = httpx.get(f"{server.url}/metrics").text
+    assert (
+        'flowport_llm_tokens_total{connection="open_ai_connection",model="m",type="completion"} 4.0' in text
+    )
+
+
 def test_access_log_is_one_json_line_per_request(serve: Serve, capsys: pytest.CaptureFixture[str]) -> None:
     server = serve(FLOWS / "three_node_python")
     httpx.post(f"{server.url}/score", json={"text": "secret words"}, headers={"x-request-id": "log-1"})

@@ -143,10 +143,18 @@ class ScoringApp:
     def _llm_labels(self) -> dict[str, tuple[str, str]]:
         labels = {}
         for name, node in self.executor.nodes.items():
-            if node.plan.node.type == "llm":
-                model = node.plan.node.inputs.get("model") or node.plan.node.inputs.get("deployment_name")
-                model_name = str(model.value) if isinstance(model, Literal) else "dynamic"
-                labels[name] = (node.plan.node.connection or "", model_name)
+            spec = node.plan.node
+            if spec.type == "llm":
+                connection = spec.connection or ""
+            elif spec.type == "custom_llm" or (spec.type == "python" and spec.source_type == "package"):
+                # prompt flow's LLM-family package tools name their connection in an input
+                given = spec.inputs.get("connection")
+                connection = str(given.value) if isinstance(given, Literal) else "dynamic"
+            else:
+                continue
+            model = spec.inputs.get("model") or spec.inputs.get("deployment_name")
+            model_name = str(model.value) if isinstance(model, Literal) else "dynamic"
+            labels[name] = (connection, model_name)
         return labels
 
     def start_draining(self) -> None:
