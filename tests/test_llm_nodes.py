@@ -369,3 +369,30 @@ async def test_unprocessable_answers_are_tried_three_times_as_prompt_flow_does(
         "Exceed max retry times. OpenAI API hits UnprocessableEntityError: Error code: 422"
     )
     assert len([r for r in recorded_requests(llm_server) if question in json.dumps(r["body"])]) == 3
+
+
+async def test_flow_code_calling_prompt_flows_tools_counts_their_tokens(
+    tmp_path, llm_server: LLMServer
+) -> None:
+    (tmp_path / "ask.py").write_text(
+        "from promptflow.core import tool\n"
+        "from promptflow.connections import OpenAIConnection\n"
+        "from promptflow.tools.openai import chat\n\n"
+        "@tool\n"
+        "def ask(conn: OpenAIConnection, question: str) -> str:\n"
+        "    return chat(connection=conn, prompt='# user:\\n{{q}}', model='m', q=question)\n"
+    )
+    (tmp_path / "flow.dag.yaml").write_text(
+        "inputs: {question: {type: string}}\n"
+        "outputs: {answer: {type: string, reference: '${ask.output}'}}\n"
+        "nodes:\n- name: ask\n  type: python\n  source: {type: code, path: ask.py}\n"
+        "  inputs: {conn: open_ai_connection, question: '${inputs.question}'}\n"
+    )
+    connection = OpenAIConnection(name="open_ai_connection", api_key="k", base_url=llm_server.base_url)
+    executor = FlowExecutor.load(tmp_path, connections={"open_ai_connection": connection})
+    try:
+        result = await executor.run_line({"question": "what is up"})
+    finally:
+        executor.close()
+    assert result.outputs == {"answer": "Echo: what is up"}
+    assert result.run.node_runs["ask"].usage.completion_tokens == 4

@@ -141,6 +141,9 @@ class _Bridge:
         threading.Thread(target=self.loop.run_forever, name="flowport-tools", daemon=True).start()
 
     def run(self, coro: Any) -> Any:
+        """Run ``coro`` on the bridge's loop and wait for its result. The task starts in a copy of
+        the caller's context (``call_soon_threadsafe`` copies it), so token usage lands on the
+        calling node and the line's deadline holds."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def iterate(self, chunks: AsyncIterator[Any]) -> Iterator[Any]:
