@@ -33,4 +33,16 @@ def render_jinja_template(
     return env.from_string(prompt).render(**kwargs)
 
 
-__all__ = ["parse_chat", "render_jinja_template"]
+def build_messages(
+    prompt: str, images: list[Any] | None = None, image_detail: str = "auto", **kwargs: Any
+) -> list[dict[str, Any]]:
+    """Render a chat template with ``kwargs`` and split it into messages."""
+    return parse_chat(render_jinja_template(prompt, **kwargs))
+
+
+def to_bool(value: Any) -> bool:
+    """``True``/``"true"`` (any case) as True, anything else False."""
+    return value if isinstance(value, bool) else str(value).lower() == "true"
+
+
+__all__ = ["build_messages", "parse_chat", "render_jinja_template", "to_bool"]
