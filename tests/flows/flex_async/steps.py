@@ -1,0 +1,13 @@
+"""A flex flow whose entry is an async function awaiting other coroutines."""
+
+import asyncio
+
+
+async def _double(x: int) -> int:
+    await asyncio.sleep(0)
+    return x * 2
+
+
+async def run(numbers: list, offset: int = 0):
+    doubled = await asyncio.gather(*(_double(n) for n in numbers))
+    return {"doubled": [d + offset for d in doubled], "total": sum(doubled) + offset}
