@@ -14,15 +14,14 @@ import typer
 from flowport.cli import serve_cmd
 from flowport.cli.common import (
     connection_resolver,
-    enter_flow_dir,
     fail,
+    flow_source,
     guarded,
     parse_pairs,
     print_json,
     read_json_file,
 )
 from flowport.engine import FlexExecutor, FlowExecutor, NodeStream, load_executor, parse_init
-from flowport.flow.flex import is_entry
 
 app = typer.Typer(help="Test, validate and serve prompt flow folders.", no_args_is_help=True)
 app.command("serve")(serve_cmd.serve)
@@ -48,13 +47,6 @@ def _gather_inputs(inputs: list[str] | None, extra: list[str], inputs_file: Path
         values.update(data)
     values.update(parse_pairs([*(inputs or []), *extra], "--inputs"))
     return values
-
-
-def flow_source(flow: Path) -> Path | str:
-    """``--flow``: a path (made absolute; the process moves to its folder) or ``module:attr`` here."""
-    if is_entry(str(flow)) and not flow.exists():
-        return str(flow)
-    return enter_flow_dir(flow)
 
 
 async def _run(executor: FlowExecutor | FlexExecutor, values: dict[str, Any], node: str | None) -> Any:
