@@ -70,7 +70,7 @@ def _is_typed_dict(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, dict) and hasattr(annotation, "__total__")
 
 
-def _output_names(func: Any, where: str, entry: str) -> tuple[str, ...] | None:
+def _output_names(func: Any, where: str, entry: str) -> dict[str, ValueType] | None:
     """Output names from the return annotation (dataclass, TypedDict); None when any dict may come.
 
     prompt flow refuses other annotations (``-> dict`` included) before running anything.
@@ -82,9 +82,10 @@ def _output_names(func: Any, where: str, entry: str) -> tuple[str, ...] | None:
     if annotation in (inspect.Signature.empty, str, None, type(None)):
         return None
     if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
-        return tuple(f.name for f in dataclasses.fields(annotation))
+        hints = typing.get_type_hints(annotation)
+        return {f.name: value_type(hints.get(f.name, f.type)) for f in dataclasses.fields(annotation)}
     if _is_typed_dict(annotation):
-        return tuple(typing.get_type_hints(annotation))
+        return {k: value_type(v) for k, v in typing.get_type_hints(annotation).items()}
     raise FlowError.single(
         "GenerateFlowMetaJsonError",
         f"Parse interface for '{entry}' failed: The return annotation of the entry function must be "
@@ -243,10 +244,11 @@ class FlexExecutor:
             path=definition.path,
             file=definition.file or definition.path,
             inputs=_inputs(func),
-            outputs={o: OutputDef(o, Literal(None)) for o in (outputs or ("output",))},
+            outputs={o: OutputDef(o, Literal(None), kind) for o, kind in (outputs or {}).items()},
             nodes={},
             environment=definition.environment,
             environment_variables=definition.environment_variables,
+            raw={"flex": True},
         )
         return cls(
             definition, func, name, flow, outputs is None, instance,
@@ -299,7 +301,7 @@ class FlexExecutor:
                     ctx = contextvars.copy_context()
                     loop = asyncio.get_running_loop()
                     result = await loop.run_in_executor(self.pool, ctx.run, lambda: self.func(**values))
-                outputs = await self._shape(result, stream, node_run)
+                outputs, bare = await self._shape(result, stream, node_run)
         except TimeoutError:
             message = f"Line {line_number} execution timeout for exceeding {self.line_timeout:g} seconds"
             return _failed(run, user_error(message, "LineExecutionTimeoutError"), node_run)
@@ -316,17 +318,18 @@ class FlexExecutor:
                 node_run.output = outputs
         run.status = Status.COMPLETED
         run.end_time = now()
-        return LineResult(outputs, run, None, {}, values)
+        return LineResult(outputs, run, None, {}, values, bare=bare)
 
-    async def _shape(self, result: Any, stream: bool, node_run: NodeRun) -> dict[str, Any]:
+    async def _shape(self, result: Any, stream: bool, node_run: NodeRun) -> tuple[dict[str, Any], bool]:
+        """The line's outputs, and whether they hold a bare (non-dict) result as ``output``."""
         if inspect.isgenerator(result) or inspect.isasyncgen(result):
             source = NodeStream(result, node_run, self.pool, lambda exc: tool_error(self.entry_name, exc))
-            return {"output": source if stream else await join_async(source)}
+            return {"output": source if stream else await join_async(source)}, True
         if dataclasses.is_dataclass(result) and not isinstance(result, type):
             result = dataclasses.asdict(result)
         if not isinstance(result, dict):
-            return {"output": json_ready("output", result)}
-        return {str(k): json_ready(str(k), v) for k, v in result.items()}
+            return {"output": json_ready("output", result)}, True
+        return {str(k): json_ready(str(k), v) for k, v in result.items()}, False
 
 
 def _failed(run: LineRun, exc: ExecutionError, node_run: NodeRun | None = None) -> LineResult:

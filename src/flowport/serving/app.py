@@ -282,7 +282,7 @@ class ScoringApp:
             finally:
                 await self.limit.__aexit__()
             self.metrics.observe_run(result.run)
-            return _json(outputs, 200, headers)
+            return _json(outputs.get("output") if result.bare else outputs, 200, headers)
         finally:
             if not streaming:
                 self.finish_request("score", status, started, request_id, result)
