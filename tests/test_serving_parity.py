@@ -37,6 +37,10 @@ _OBJECT_BODY = (
     "prompt flow answers 500 with a Python error or a confusing message"
 )
 _BAD_UTF8 = "a body that is not UTF-8 is the client's mistake: 400, where prompt flow answers 500"
+_INIT_CONFIG = (
+    "flowport's server builds a class entry with PROMPTFLOW_FLOW_INIT_CONFIG; `pf flow serve` 1.18.5 "
+    "ignores it (the class defaults apply)"
+)
 DIFFERENCES: dict[str, str] = {
     "chat_llm__score_accept_sse_q": _ACCEPT_PARAMS,
     "chat_llm__score_accept_sse_q_with_json": _ACCEPT_PARAMS,
@@ -82,10 +86,8 @@ DIFFERENCES: dict[str, str] = {
     "env_vars__process_env__score": "${env:VAR} in environment_variables is resolved",
     "flex_function__score_bad_int": "a flex flow's inputs are converted by the entry's annotations, as "
     "`pf flow test` does (400 InputTypeError); pf's server passes the string on and answers 500",
-    "flex_generator__init_env__json": "flowport's server builds a class entry with PROMPTFLOW_FLOW_INIT_CONFIG; "
-    "`pf flow serve` 1.18.5 ignores it (the class defaults apply)",
-    "flex_generator__init_env__sse": "flowport's server builds a class entry with PROMPTFLOW_FLOW_INIT_CONFIG; "
-    "`pf flow serve` 1.18.5 ignores it (the class defaults apply)",
+    "flex_generator__init_env__json": _INIT_CONFIG,
+    "flex_generator__init_env__sse": _INIT_CONFIG,
 }
 
 
