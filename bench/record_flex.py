@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from _promptflow import ensure_venv, pf_env, venv_pf
@@ -20,7 +21,38 @@ FLOWS = ROOT / "tests" / "flows"
 PREFIX = "pf.flow.test failed with "
 
 
+def record_bulk(flow: Path, case: dict, home: Path) -> None:
+    """``pf run create`` over the case's data: outputs, metrics and each line's status."""
+    name = f"{flow.name}_{case['id']}_{int(time.time())}"
+    args = [str(venv_pf()), "run", "create", "--flow", ".", "--data", case["data"], "--name", name]
+    args += case.get("args", [])
+    subprocess.run(args, cwd=flow, env=pf_env(home), capture_output=True, text=True, timeout=600, check=True)
+    run_dir = home / ".promptflow" / ".runs" / name
+    case["pf_command"] = " ".join(["pf", *args[1:]]).replace("--flow .", f"--flow tests/flows/{flow.name}")
+    case["source"] = "pf run create, promptflow 1.18.5"
+    outputs = run_dir / "flow_outputs" / "output.jsonl"
+    case["expected_outputs"] = [json.loads(x) for x in outputs.read_text().splitlines() if x.strip()]
+    case["expected_metrics"] = json.loads((run_dir / "metrics.json").read_text())
+    lines = [
+        json.loads(p.read_text().splitlines()[0])
+        for p in sorted((run_dir / "flow_artifacts").glob("*.jsonl"))
+    ]
+    case["expected_line_status"] = [
+        {
+            "line_number": x["line_number"],
+            "status": x["run_info"]["status"],
+            "error_code": (x["run_info"]["error"] or {}).get("code"),
+            "error_message": (x["run_info"]["error"] or {}).get("message"),
+        }
+        for x in lines
+    ]
+    case["expected_run_error"] = None
+
+
 def record(flow: Path, case: dict, home: Path) -> None:
+    if case.get("kind") == "bulk":
+        record_bulk(flow, case, home)
+        return
     shutil.rmtree(flow / ".promptflow", ignore_errors=True)
     args = [str(venv_pf()), "flow", "test", "--flow", case.get("flow_arg", "."), *case.get("args", [])]
     done = subprocess.run(args, cwd=flow, env=pf_env(home), capture_output=True, text=True, timeout=300)
@@ -51,7 +83,7 @@ def main() -> None:
             cases = json.loads(cases_file.read_text())
             for case in cases:
                 record(cases_file.parent, case, Path(scratch))
-                print(cases_file.parent.name, case["id"], "expected" in case)
+                print(cases_file.parent.name, case["id"], "expected" in case or "expected_outputs" in case)
             cases_file.write_text(json.dumps(cases, indent=2, ensure_ascii=False) + "\n")
 
 

@@ -118,7 +118,9 @@ async def test_same_outputs_as_prompt_flow(
             assert {p.code for p in error.problems} & pf_codes, (error.problems, pf_codes)
         return
     if case.get("kind") == "bulk":
-        executor = FlowExecutor.load(flow, variant=case.get("variant"), connections=resolver)
+        executor = load_executor(
+            flow, variant=case.get("variant"), init=case.get("init"), connections=resolver
+        )
         try:
             summary = await BulkRunner(executor, concurrency=4).run(
                 read_jsonl(flow / case["data"]), tmp_path / "run", column_mapping=case.get("column_mapping")

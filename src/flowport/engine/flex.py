@@ -18,6 +18,7 @@ import importlib
 import inspect
 import itertools
 import json
+import logging
 import os
 import sys
 import types
@@ -51,6 +52,7 @@ from flowport.tools.compat import install_promptflow_shim
 from flowport.tools.usage import current_usage
 
 INIT_CONFIG_ENV = "PROMPTFLOW_FLOW_INIT_CONFIG"
+logger = logging.getLogger("flowport.flex")
 _TYPES = {str: ValueType.STRING, int: ValueType.INT, float: ValueType.DOUBLE, bool: ValueType.BOOL}
 _TYPES |= {list: ValueType.LIST, dict: ValueType.OBJECT}
 
@@ -169,10 +171,20 @@ def _import_entry(definition: FlexDef) -> Any:
     return entry
 
 
+class AttrDict(dict[str, Any]):
+    """A line's result handed to ``__aggregate__``: a dict whose keys read as attributes too,
+    as prompt flow hands them (its class has this name, and code may print it)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
 class FlexExecutor:
     """A flex flow loaded once: its entry imported and, for a class, built with its init."""
 
-    aggregation_nodes: tuple[()] = ()
     nodes: dict[str, Any] = {}
 
     def __init__(
@@ -195,6 +207,10 @@ class FlexExecutor:
         self.dynamic_outputs = dynamic_outputs
         """No declared outputs (no dataclass/TypedDict annotation): whatever the entry returns is served."""
         self.instance = instance
+        aggregate = getattr(instance, "__aggregate__", None)
+        self.aggregate = aggregate if callable(aggregate) else None
+        self.aggregation_nodes = ("__aggregate__",) if self.aggregate else ()
+        """Bulk runs call ``run_aggregation`` when this is not empty, as for a DAG's aggregation nodes."""
         self.is_async = inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
         threads = worker_threads or int(_env_float(WORKER_THREADS_ENV, DEFAULT_WORKER_THREADS))
         self.pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="flowport-flex")
@@ -318,7 +334,27 @@ class FlexExecutor:
                 node_run.output = outputs
         run.status = Status.COMPLETED
         run.end_time = now()
-        return LineResult(outputs, run, None, {}, values, bare=bare)
+        result_value = outputs["output"] if bare else outputs
+        return LineResult(outputs, run, None, {"result": result_value}, values, bare=bare)
+
+    async def run_aggregation(
+        self, lines: list[tuple[dict[str, Any], dict[str, Any]]]
+    ) -> tuple[dict[str, Any], dict[str, NodeRun], ExecutionError | None]:
+        """Call ``__aggregate__`` once with every completed line's result; its dict is the run's
+        metrics. As in prompt flow, a failure is only a warning: the run completes without metrics."""
+        results = [AttrDict(r) if isinstance(r := outs.get("result"), dict) else r for _, outs in lines]
+        node_run = NodeRun("__aggregate__", start_time=now(), inputs={"line_results": results})
+        try:
+            metrics = self.aggregate(results) if self.aggregate else {}
+            if inspect.isawaitable(metrics):
+                metrics = await metrics
+        except Exception as exc:
+            error = tool_error("__aggregate__", exc)
+            logger.warning("Failed to execute aggregation function: %s", error.message)
+            node_run.status, node_run.end_time, node_run.error = Status.FAILED, now(), error.to_dict()
+            return {}, {"__aggregate__": node_run}, None
+        node_run.status, node_run.end_time, node_run.output = Status.COMPLETED, now(), metrics
+        return (dict(metrics) if isinstance(metrics, dict) else {}), {"__aggregate__": node_run}, None
 
     async def _shape(self, result: Any, stream: bool, node_run: NodeRun) -> tuple[dict[str, Any], bool]:
         """The line's outputs, and whether they hold a bare (non-dict) result as ``output``."""
