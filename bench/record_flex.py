@@ -74,9 +74,21 @@ def record(flow: Path, case: dict, home: Path) -> None:
     shutil.rmtree(flow / ".promptflow", ignore_errors=True)
 
 
+CONNECTION = "name: open_ai_connection\ntype: open_ai\napi_key: test-key\nbase_url: http://127.0.0.1:9/v1\n"
+
+
+def add_connection(home: Path) -> None:
+    """The connection the flex_connection flow names, in pf's store (no call reaches base_url)."""
+    spec = home / "open_ai_connection.yaml"
+    spec.write_text(CONNECTION)
+    command = [str(venv_pf()), "connection", "create", "--file", str(spec)]
+    subprocess.run(command, env=pf_env(home), capture_output=True, timeout=300, check=True)
+
+
 def main() -> None:
     ensure_venv()
     with tempfile.TemporaryDirectory() as scratch:
+        add_connection(Path(scratch))
         for cases_file in sorted(FLOWS.glob("flex_*/cases.json")) + sorted(
             FLOWS.glob("err_flex_*/cases.json")
         ):

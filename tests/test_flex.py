@@ -127,3 +127,14 @@ def test_flow_test_refuses_what_it_cannot_run(tmp_path: Path, files: dict[str, s
         single = flowport("flow", "test", "--flow", str(folder / "chat.prompty"), home=tmp_path)
         assert single.returncode == 1
         assert "is a .prompty file; flowport does not run prompty flows yet" in single.stderr
+
+
+def test_unknown_connection_for_an_init_argument_is_named(tmp_path: Path) -> None:
+    done = flowport(
+        "flow", "test", "--flow", str(FLOWS / "flex_connection"), "--init", "conn=no_such_conn", home=tmp_path
+    )
+    assert done.returncode == 1
+    assert (
+        "init argument 'conn' of Reader names connection 'no_such_conn', which does not exist" in done.stderr
+    )
+    assert "Traceback" not in done.stderr

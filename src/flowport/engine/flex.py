@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from flowport.connections import Connection
-from flowport.engine.compile import apply_environment, resolve_environment_variables
+from flowport.engine.compile import _is_connection_type, apply_environment, resolve_environment_variables
 from flowport.engine.errors import ExecutionError, tool_error, user_error
 from flowport.engine.executor import (
     DEFAULT_LINE_TIMEOUT,
@@ -250,7 +250,10 @@ class FlexExecutor:
         where = str(definition.file or definition.path)
         instance = None
         if inspect.isclass(entry):
-            instance = _build(entry, definition, cls._init_values(definition, init, process), where)
+            values = cls._init_values(definition, init, process)
+            instance = _build(
+                entry, definition, _bind_connections(entry, values, connections or {}, where), where
+            )
             func = instance.__call__
             name = f"{entry.__name__}.__call__"
         else:
@@ -394,9 +397,40 @@ def _inputs(func: Any) -> dict[str, InputDef]:
     return inputs
 
 
+def _bind_connections(
+    cls: type, values: dict[str, Any], connections: Mapping[str, Connection], where: str
+) -> dict[str, Any]:
+    """An init argument annotated as a connection type, given a name, becomes that connection."""
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:
+        hints = {}
+    bound = dict(values)
+    for name, param in inspect.signature(cls).parameters.items():
+        annotation = hints.get(name, param.annotation)
+        value = bound.get(name)
+        if isinstance(value, str) and _is_connection_type(annotation):
+            try:
+                bound[name] = connections[value]
+            except KeyError:
+                raise FlowError.single(
+                    "ConnectionNotFound",
+                    f"init argument {name!r} of {cls.__name__} names connection {value!r}, which does not "
+                    "exist; create it with 'flowport connection create --file <yaml>'",
+                    where,
+                ) from None
+    return bound
+
+
 def _build(cls: type, definition: FlexDef, values: dict[str, Any], where: str) -> Any:
     """The class entry's instance; a missing or unknown init argument names itself."""
     params = inspect.signature(cls).parameters
+    if definition.init and set(definition.init) != set(params):
+        raise user_error(
+            "Provided signature of init does not match the entry.\n"
+            f"Ports from signature: {', '.join(definition.init)}\nPorts from entry: {', '.join(params)}",
+            "InitSignatureMismatch",
+        )
     missing = [
         n for n, p in params.items()
         if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in values
