@@ -138,3 +138,31 @@ def test_unknown_connection_for_an_init_argument_is_named(tmp_path: Path) -> Non
         "init argument 'conn' of Reader names connection 'no_such_conn', which does not exist" in done.stderr
     )
     assert "Traceback" not in done.stderr
+
+
+def test_a_flex_flow_registers_as_a_model(tmp_path: Path) -> None:
+    from flowport.control.models import flow_interface, snapshot_flow
+
+    snapshot, _, flow = snapshot_flow(FLOWS / "flex_connection", tmp_path / "models")
+    assert (snapshot / "flow.flex.yaml").is_file()
+    assert (snapshot / "reader.py").is_file()
+    assert flow_interface(flow)["entry"] == "reader:Reader"
+    assert "open_ai_connection" in flow.connection_candidates()  # its sample init names it
+
+
+def test_a_flex_flow_deploys_as_an_endpoint(home: Path) -> None:
+    from tests.endpoint_harness import Flowport
+
+    with Flowport(home) as fp:
+        fp.endpoint("flexy")
+        init = json.dumps({"greeting": "Welcome", "times": 1})
+        fp.deploy(
+            "flexy",
+            "blue",
+            model={"path": str(FLOWS / "flex_class")},
+            environment_variables={"PROMPTFLOW_FLOW_INIT_CONFIG": init},
+        )
+        assert fp.traffic("flexy", blue=100).status_code == 200
+        answer = fp.score("flexy", {"name": "Ada"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"text": "Welcome, Ada!", "init_types": ["str", "int"]}

@@ -46,7 +46,7 @@ from flowport.engine.inputs import prepare_inputs
 from flowport.engine.records import LineRun, NodeRun, Status, now
 from flowport.engine.streams import NodeStream, join_async
 from flowport.flow import MISSING, FlowDef, FlowError, InputDef, OutputDef, ValueType
-from flowport.flow.flex import FlexDef, describe_flow_path, is_flex, load_flex
+from flowport.flow.flex import FLEX_MARK, FlexDef, describe_flow_path, is_flex, load_flex
 from flowport.flow.reference import Literal
 from flowport.tools.compat import install_promptflow_shim
 from flowport.tools.usage import current_usage
@@ -267,7 +267,7 @@ class FlexExecutor:
             nodes={},
             environment=definition.environment,
             environment_variables=definition.environment_variables,
-            raw={"flex": True},
+            raw={FLEX_MARK: {"entry": definition.entry, "connection_names": []}},
         )
         return cls(
             definition, func, name, flow, outputs is None, instance,

@@ -15,14 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from flowport.flow.errors import FlowError
-from flowport.flow.loader import FLOW_FILE
-from flowport.flow.model import MISSING, ValueType
+from flowport.flow.loader import FLOW_FILE, find_flow_file, load_flow
+from flowport.flow.model import MISSING, FlowDef, ValueType
 from flowport.flow.yaml import YamlMap, load_yaml_file, read_text_file, to_plain
 
 FLEX_FILE = "flow.flex.yaml"
 _ENTRY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _FILE_REF = re.compile(r"^\$\{file:(.+)\}$")
 _INIT_TYPES = {t.value for t in ValueType}
+FLEX_MARK = "flowport.flex"
+"""The key in ``FlowDef.raw`` that marks a flex flow (a DAG's raw YAML cannot hold a dotted key
+by accident): ``{"entry": ..., "connection_names": [...]}``."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,36 @@ def _sample(raw: Any, yaml_file: Path) -> dict[str, Any]:
             ) from None
     raw = to_plain(raw) if raw is not None else {}
     return raw if isinstance(raw, dict) else {}
+
+
+def as_flow_def(definition: FlexDef) -> FlowDef:
+    """A flex flow as a FlowDef for those who must not import its code (the control plane): no
+    inputs or outputs (they live in the entry's signature), its variables, environment and the
+    connection names its sample init gives."""
+    names = sorted({v for v in definition.sample_init.values() if isinstance(v, str)})
+    return FlowDef(
+        path=definition.path,
+        file=definition.file or definition.path,
+        inputs={},
+        outputs={},
+        nodes={},
+        environment=definition.environment,
+        environment_variables=definition.environment_variables,
+        raw={FLEX_MARK: {"entry": definition.entry, "connection_names": names}},
+    )
+
+
+def load_any_flow(path: str | Path, *, includes_dir: Path | None = None) -> FlowDef:
+    """A DAG flow (validated) or a flex flow's definition (see ``as_flow_def``)."""
+    if flex_file(path) is not None:
+        return as_flow_def(load_flex(path))
+    return load_flow(path, includes_dir=includes_dir)
+
+
+def find_any_flow_file(path: str | Path) -> Path:
+    """The flow.flex.yaml or flow.dag.yaml a folder (or file) names."""
+    found = flex_file(path)
+    return found.resolve() if found is not None else find_flow_file(path)
 
 
 def describe_flow_path(path: str | Path) -> str | None:

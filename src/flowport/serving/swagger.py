@@ -70,7 +70,7 @@ def build_swagger(
         for name, spec in flow.outputs.items()
         if not spec.evaluation_only and (included is None or name in included)
     ]
-    flex = bool(flow.raw.get("flex"))
+    flex = "flowport.flex" in flow.raw
     inputs = {
         name: _schema(spec.type, spec.description, _flex_default(spec.default) if flex else spec.default)
         for name, spec in flow.inputs.items()
