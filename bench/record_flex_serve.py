@@ -22,6 +22,7 @@ OUT = ROOT / "tests" / "serve_recordings" / "fastapi"
 PORT = 18603
 JSON = {"Content-Type": "application/json"}
 SSE = {**JSON, "Accept": "text/event-stream"}
+HISTORY = {"inputs": {"question": "a"}, "outputs": {"answer": "b"}}
 CASES: dict[str, tuple[dict[str, str], list[tuple[str, str, str, dict[str, str], object]]]] = {
     "flex_function": ({}, [
         ("score", "POST", "/score", JSON, {"question": "a b c", "count": 3}),
@@ -43,6 +44,10 @@ CASES: dict[str, tuple[dict[str, str], list[tuple[str, str, str, dict[str, str],
     ]),
     "flex_dataclass": ({}, [
         ("score", "POST", "/score", JSON, {"text": "hello there world"}),
+        ("get_swagger", "GET", "/swagger.json", {}, None),
+    ]),
+    "flex_chat": ({}, [
+        ("score", "POST", "/score", JSON, {"question": "hi", "chat_history": [HISTORY]}),
         ("get_swagger", "GET", "/swagger.json", {}, None),
     ]),
     "flex_non_dict": ({}, [

@@ -166,3 +166,21 @@ def test_a_flex_flow_deploys_as_an_endpoint(home: Path) -> None:
         answer = fp.score("flexy", {"name": "Ada"})
         assert answer.status_code == 200, answer.text
         assert answer.json() == {"text": "Welcome, Ada!", "init_types": ["str", "int"]}
+
+
+@pytest.mark.parametrize("served", ["flex_chat"], indirect=True)
+def test_a_chat_flex_flow_answers_the_openai_chat_route(served: ThreadedServer) -> None:
+    body = {
+        "model": "flow",
+        "messages": [
+            {"role": "user", "content": "a"},
+            {"role": "assistant", "content": "b"},
+            {"role": "user", "content": "and now?"},
+        ],
+    }
+    answer = httpx.post(f"{served.url}/v1/chat/completions", json=body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["choices"][0]["message"]["content"] == "Echo after 1 turn(s): and now?"
+    info = httpx.get(f"{served.url}/swagger.json").json()["info"]
+    assert info["x-flow-type"] == "chat"
+    assert (info["x-chat-input"], info["x-chat-output"]) == ("question", "answer")

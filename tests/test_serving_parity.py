@@ -86,6 +86,8 @@ DIFFERENCES: dict[str, str] = {
     "env_vars__process_env__score": "${env:VAR} in environment_variables is resolved",
     "flex_function__score_bad_int": "a flex flow's inputs are converted by the entry's annotations, as "
     "`pf flow test` does (400 InputTypeError); pf's server passes the string on and answers 500",
+    "flex_chat__get_swagger": "a flex flow whose YAML marks is_chat_input/is_chat_output is a chat flow: its "
+    "swagger carries the chat markers (and it gets /v1/chat/completions); pf flow serve leaves them out",
     "flex_generator__init_env__json": _INIT_CONFIG,
     "flex_generator__init_env__sse": _INIT_CONFIG,
 }

@@ -259,11 +259,16 @@ class FlexExecutor:
         else:
             func, name = entry, entry.__name__
         outputs = _output_names(func, where, name)
+        inputs = _inputs(func)
+        _check_ports("inputs", definition.inputs, inputs)
+        if outputs is not None:
+            _check_ports("outputs", definition.outputs, outputs)
+        declared = outputs if outputs is not None else dict.fromkeys(definition.outputs, ValueType.STRING)
         flow = FlowDef(
             path=definition.path,
             file=definition.file or definition.path,
-            inputs=_inputs(func),
-            outputs={o: OutputDef(o, Literal(None), kind) for o, kind in (outputs or {}).items()},
+            inputs={k: _declared_input(v, definition.inputs.get(k)) for k, v in inputs.items()},
+            outputs={o: _declared_output(o, kind, definition.outputs.get(o)) for o, kind in declared.items()},
             nodes={},
             environment=definition.environment,
             environment_variables=definition.environment_variables,
@@ -380,6 +385,38 @@ def _failed(run: LineRun, exc: ExecutionError, node_run: NodeRun | None = None) 
     run.end_time = now()
     run.error = exc.to_dict()
     return LineResult({}, run, exc)
+
+
+def _check_ports(kind: str, declared: Mapping[str, Any], found: Mapping[str, Any]) -> None:
+    """The YAML's ``inputs``/``outputs``, when written, must name exactly the entry's (pf's check)."""
+    if declared and set(declared) != set(found):
+        raise user_error(
+            f"Provided signature of {kind} does not match the entry.\n"
+            f"Ports from signature: {', '.join(declared)}\nPorts from entry: {', '.join(found)}",
+            "SignatureMismatch",
+        )
+
+
+def _declared_input(spec: InputDef, written: Mapping[str, Any] | None) -> InputDef:
+    if not written:
+        return spec
+    return dataclasses.replace(
+        spec,
+        description=written.get("description"),
+        is_chat_input=bool(written.get("is_chat_input")),
+        is_chat_history=bool(written.get("is_chat_history")),
+    )
+
+
+def _declared_output(name: str, kind: ValueType, written: Mapping[str, Any] | None) -> OutputDef:
+    written = written or {}
+    return OutputDef(
+        name,
+        Literal(None),
+        kind,
+        description=written.get("description"),
+        is_chat_output=bool(written.get("is_chat_output")),
+    )
 
 
 def _inputs(func: Any) -> dict[str, InputDef]:

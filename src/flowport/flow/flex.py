@@ -51,6 +51,10 @@ class FlexDef:
     sample_init: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
     environment_variables: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """``inputs:`` as written (type, default, description, is_chat_input, is_chat_history), if any."""
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """``outputs:`` as written (type, description, is_chat_output), if any."""
 
     @property
     def name(self) -> str:
@@ -118,7 +122,17 @@ def load_flex(path: str | Path, *, cwd: Path | None = None) -> FlexDef:
         sample_init=dict(sample.get("init") or {}),
         environment=to_plain(raw.get("environment") or {}),
         environment_variables=to_plain(raw.get("environment_variables") or {}),
+        inputs=_ports(raw.get("inputs"), "inputs", where),
+        outputs=_ports(raw.get("outputs"), "outputs", where),
     )
+
+
+def _ports(raw: Any, key: str, where: str) -> dict[str, dict[str, Any]]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise FlowError.single("InvalidFlexFlow", f"'{key}' must map names to their definitions", where)
+    return {str(k): v if isinstance(v, dict) else {} for k, v in to_plain(raw).items()}
 
 
 def _init(raw: Any, where: str, line: int | None) -> dict[str, InitParam]:
