@@ -184,3 +184,11 @@ def test_a_chat_flex_flow_answers_the_openai_chat_route(served: ThreadedServer) 
     info = httpx.get(f"{served.url}/swagger.json").json()["info"]
     assert info["x-flow-type"] == "chat"
     assert (info["x-chat-input"], info["x-chat-output"]) == ("question", "answer")
+
+
+def test_a_chat_flex_flow_registers_as_a_chat_model(tmp_path: Path) -> None:
+    from flowport.control.models import snapshot_flow
+
+    _, _, flow = snapshot_flow(FLOWS / "flex_chat", tmp_path / "models")
+    assert flow.is_chat
+    assert (flow.chat_input, flow.chat_history, flow.chat_output) == ("question", "chat_history", "answer")

@@ -16,7 +16,8 @@ from typing import Any
 
 from flowport.flow.errors import FlowError
 from flowport.flow.loader import FLOW_FILE, find_flow_file, load_flow
-from flowport.flow.model import MISSING, FlowDef, ValueType
+from flowport.flow.model import MISSING, FlowDef, InputDef, OutputDef, ValueType
+from flowport.flow.reference import Literal
 from flowport.flow.yaml import YamlMap, load_yaml_file, read_text_file, to_plain
 
 FLEX_FILE = "flow.flex.yaml"
@@ -178,20 +179,45 @@ def _sample(raw: Any, yaml_file: Path) -> dict[str, Any]:
 
 
 def as_flow_def(definition: FlexDef) -> FlowDef:
-    """A flex flow as a FlowDef for those who must not import its code (the control plane): no
-    inputs or outputs (they live in the entry's signature), its variables, environment and the
-    connection names its sample init gives."""
+    """A flex flow as a FlowDef for those who must not import its code (the control plane): the
+    inputs and outputs its YAML declares (the entry's signature is not read), its variables,
+    environment and the connection names its sample init gives."""
     names = sorted({v for v in definition.sample_init.values() if isinstance(v, str)})
+    inputs = {
+        name: InputDef(
+            name,
+            _value_type(spec.get("type")),
+            spec.get("default", MISSING),
+            spec.get("description"),
+            is_chat_input=bool(spec.get("is_chat_input")),
+            is_chat_history=bool(spec.get("is_chat_history")),
+        )
+        for name, spec in definition.inputs.items()
+    }
+    outputs = {
+        name: OutputDef(
+            name,
+            Literal(None),
+            _value_type(spec.get("type")),
+            spec.get("description"),
+            is_chat_output=bool(spec.get("is_chat_output")),
+        )
+        for name, spec in definition.outputs.items()
+    }
     return FlowDef(
         path=definition.path,
         file=definition.file or definition.path,
-        inputs={},
-        outputs={},
+        inputs=inputs,
+        outputs=outputs,
         nodes={},
         environment=definition.environment,
         environment_variables=definition.environment_variables,
         raw={FLEX_MARK: {"entry": definition.entry, "connection_names": names}},
     )
+
+
+def _value_type(text: Any) -> ValueType:
+    return ValueType(text) if text in _INIT_TYPES else ValueType.STRING
 
 
 def load_any_flow(path: str | Path, *, includes_dir: Path | None = None) -> FlowDef:
