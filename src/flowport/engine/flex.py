@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from flowport.connections import Connection
+from flowport.connections.model_config import MODEL_CONFIGURATIONS, ModelConfigError, build_model_config
 from flowport.engine.compile import _is_connection_type, apply_environment, resolve_environment_variables
 from flowport.engine.errors import ExecutionError, tool_error, user_error
 from flowport.engine.executor import (
@@ -434,6 +435,12 @@ def _inputs(func: Any) -> dict[str, InputDef]:
     return inputs
 
 
+def _model_config_type(annotation: Any) -> type | None:
+    """The model configuration class an init argument is annotated with (Optional too), if any."""
+    candidates = [annotation, *typing.get_args(annotation)]
+    return next((c for c in candidates if isinstance(c, type) and c.__name__ in MODEL_CONFIGURATIONS), None)
+
+
 def _bind_connections(
     cls: type, values: dict[str, Any], connections: Mapping[str, Connection], where: str
 ) -> dict[str, Any]:
@@ -446,7 +453,22 @@ def _bind_connections(
     for name, param in inspect.signature(cls).parameters.items():
         annotation = hints.get(name, param.annotation)
         value = bound.get(name)
-        if isinstance(value, str) and _is_connection_type(annotation):
+        config_kind = _model_config_type(annotation)
+        if isinstance(value, Mapping) and config_kind is not None:
+            try:
+                bound[name] = build_model_config(config_kind, value, connections)
+            except KeyError as exc:
+                raise FlowError.single(
+                    "ConnectionNotFound",
+                    f"init argument {name!r} of {cls.__name__} names connection {exc.args[0]!r}, which "
+                    "does not exist; create it with 'flowport connection create --file <yaml>'",
+                    where,
+                ) from None
+            except (ModelConfigError, TypeError) as exc:
+                raise FlowError.single(
+                    "InvalidModelConfiguration", f"init argument {name!r} of {cls.__name__}: {exc}", where
+                ) from None
+        elif isinstance(value, str) and _is_connection_type(annotation):
             try:
                 bound[name] = connections[value]
             except KeyError:
