@@ -143,7 +143,7 @@ def test_unknown_connection_for_an_init_argument_is_named(tmp_path: Path) -> Non
 def test_a_flex_flow_registers_as_a_model(tmp_path: Path) -> None:
     from flowport.control.models import flow_interface, snapshot_flow
 
-    snapshot, _, flow = snapshot_flow(FLOWS / "flex_connection", tmp_path / "models")
+    snapshot, _, flow = snapshot_flow(FLOWS / "flex_connection", tmp_path / "home" / "models")
     assert (snapshot / "flow.flex.yaml").is_file()
     assert (snapshot / "reader.py").is_file()
     assert flow_interface(flow)["entry"] == "reader:Reader"
@@ -189,6 +189,24 @@ def test_a_chat_flex_flow_answers_the_openai_chat_route(served: ThreadedServer) 
 def test_a_chat_flex_flow_registers_as_a_chat_model(tmp_path: Path) -> None:
     from flowport.control.models import snapshot_flow
 
-    _, _, flow = snapshot_flow(FLOWS / "flex_chat", tmp_path / "models")
+    _, _, flow = snapshot_flow(FLOWS / "flex_chat", tmp_path / "home" / "models")
     assert flow.is_chat
     assert (flow.chat_input, flow.chat_history, flow.chat_output) == ("question", "chat_history", "answer")
+
+
+def test_registering_a_flex_flow_checks_its_entry_imports(tmp_path: Path) -> None:
+    from flowport.control.errors import ApiError
+    from flowport.control.models import snapshot_flow
+
+    folder = tmp_path / "src" / "broken"
+    folder.mkdir(parents=True)
+    (folder / "flow.flex.yaml").write_text("entry: app:run\n")
+    (folder / "app.py").write_text("def other(x):\n    return x\n")
+    models = tmp_path / "home" / "models"
+    with pytest.raises(ApiError) as info:
+        snapshot_flow(folder, models)
+    assert info.value.status == 400
+    assert "app has no function or class 'run'" in str(info.value)
+    (folder / "app.py").write_text("def run(x:\n")
+    with pytest.raises(ApiError, match="SyntaxError"):
+        snapshot_flow(folder, models)
