@@ -210,3 +210,16 @@ def test_registering_a_flex_flow_checks_its_entry_imports(tmp_path: Path) -> Non
     (folder / "app.py").write_text("def run(x:\n")
     with pytest.raises(ApiError, match="SyntaxError"):
         snapshot_flow(folder, models)
+
+
+def test_an_async_generator_entry_streams_over_sse(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(FLOWS / "flex_async")
+    server = ThreadedServer(ScoringApp(load_executor("steps:stream_numbers")), lifespan="on").start()
+    try:
+        events = httpx.post(
+            f"{server.url}/score", json={"numbers": [1, 2]}, headers={"accept": "text/event-stream"}
+        )
+        assert events.text == 'data: {"output": "<2>"}\n\ndata: {"output": "<4>"}\n\n'
+        assert httpx.post(f"{server.url}/score", json={"numbers": [5]}).json() == "<10>"
+    finally:
+        server.stop()

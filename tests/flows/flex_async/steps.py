@@ -11,3 +11,10 @@ async def _double(x: int) -> int:
 async def run(numbers: list, offset: int = 0):
     doubled = await asyncio.gather(*(_double(n) for n in numbers))
     return {"doubled": [d + offset for d in doubled], "total": sum(doubled) + offset}
+
+
+async def stream_numbers(numbers: list):
+    """An async generator entry (``--flow steps:stream_numbers``): its items stream."""
+    for number in numbers:
+        await asyncio.sleep(0)
+        yield f"<{number * 2}>"
