@@ -223,3 +223,17 @@ def test_an_async_generator_entry_streams_over_sse(monkeypatch: pytest.MonkeyPat
         assert httpx.post(f"{server.url}/score", json={"numbers": [5]}).json() == "<10>"
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("served", ["flex_chat_stream"], indirect=True)
+def test_a_generator_chat_flex_flow_streams_openai_chunks(served: ThreadedServer) -> None:
+    messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+    body = {"model": "flow", "messages": [*messages, {"role": "user", "content": "hi"}], "stream": True}
+    answer = httpx.post(f"{served.url}/v1/chat/completions", json=body)
+    assert answer.status_code == 200, answer.text
+    chunks = [json.loads(x[6:]) for x in answer.text.split("\n\n") if x.startswith("data: {")]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert text == "Echo 1: hi "
+    assert answer.text.rstrip().endswith("data: [DONE]")
+    whole = httpx.post(f"{served.url}/v1/chat/completions", json={**body, "stream": False}).json()
+    assert whole["choices"][0]["message"]["content"] == "Echo 1: hi "

@@ -262,8 +262,7 @@ class FlexExecutor:
         outputs = _output_names(func, where, name)
         inputs = _inputs(func)
         _check_ports("inputs", definition.inputs, inputs)
-        if outputs is not None:
-            _check_ports("outputs", definition.outputs, outputs)
+        _check_ports("outputs", definition.outputs, outputs if outputs is not None else {"output": None})
         declared = outputs if outputs is not None else dict.fromkeys(definition.outputs, ValueType.STRING)
         flow = FlowDef(
             path=definition.path,
