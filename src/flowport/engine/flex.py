@@ -59,9 +59,9 @@ _TYPES |= {list: ValueType.LIST, dict: ValueType.OBJECT}
 
 
 def value_type(annotation: Any) -> ValueType:
-    """The flow input type of a parameter annotation (``list[str]`` is a list, unknown is object)."""
+    """The flow input type of a parameter annotation (``list[str]`` is a list; none or unknown: object)."""
     if annotation is inspect.Parameter.empty:
-        return ValueType.STRING
+        return ValueType.OBJECT  # as prompt flow: a value that parses as JSON arrives parsed
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
