@@ -145,7 +145,7 @@ def _import_entry(definition: FlexDef) -> Any:
     if folder not in sys.path:
         sys.path.insert(0, folder)
     loaded = sys.modules.get(definition.module)
-    if loaded is not None and not str(getattr(loaded, "__file__", "") or "").startswith(folder):
+    if loaded is not None and not str(getattr(loaded, "__file__", "") or "").startswith(folder + os.sep):
         del sys.modules[definition.module]  # another flow's module of the same name
     where = str(definition.file or definition.path)
     try:
