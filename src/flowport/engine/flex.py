@@ -142,8 +142,9 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
 
 def _import_entry(definition: FlexDef) -> Any:
     folder = str(definition.path)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
+    if folder in sys.path:
+        sys.path.remove(folder)
+    sys.path.insert(0, folder)  # first: a module of the same name elsewhere must not win
     loaded = sys.modules.get(definition.module)
     if loaded is not None and not str(getattr(loaded, "__file__", "") or "").startswith(folder + os.sep):
         del sys.modules[definition.module]  # another flow's module of the same name
