@@ -123,6 +123,10 @@ def test_flow_test_refuses_what_it_cannot_run(tmp_path: Path, files: dict[str, s
     assert done.stdout == ""
     assert says in done.stderr
     assert "Traceback" not in done.stderr
+    if files and next(iter(files)).endswith(".py"):
+        single = flowport("flow", "test", "--flow", str(folder / "tool.py"), home=tmp_path)
+        assert single.returncode == 1
+        assert "is a Python file, not a flow; for a flex flow give --flow tool:<function>" in single.stderr
     if files and next(iter(files)).endswith(".prompty"):
         single = flowport("flow", "test", "--flow", str(folder / "chat.prompty"), home=tmp_path)
         assert single.returncode == 1

@@ -246,6 +246,11 @@ def describe_flow_path(path: str | Path) -> str | None:
             return f"{text} is a .prompty file; flowport does not run prompty flows yet"
         if target.name == FLOW_FILE or flex_file(target) is not None:
             return None
+        if target.suffix == ".py":
+            return (
+                f"{text} is a Python file, not a flow; for a flex flow give --flow {target.stem}:<function> "
+                f"from its folder, or add a {FLEX_FILE} with 'entry: {target.stem}:<function>'"
+            )
         return f"{text} is a file but not a flow: expected {FLOW_FILE}, {FLEX_FILE} or a flow folder"
     if (target / FLOW_FILE).is_file() or (target / FLEX_FILE).is_file():
         return None
