@@ -2,7 +2,8 @@
 
 from flowport.engine.errors import ExecutionError
 from flowport.engine.executor import FlowExecutor, LineResult
-from flowport.engine.flex import FlexExecutor, load_executor, parse_init
+from flowport.engine.flex import FlexExecutor, load_executor
+from flowport.engine.flex_init import parse_init
 from flowport.engine.records import LineRun, NodeRun, Status
 from flowport.engine.streams import NodeStream
 

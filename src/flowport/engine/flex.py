@@ -17,12 +17,9 @@ import dataclasses
 import importlib
 import inspect
 import itertools
-import json
 import logging
 import os
 import sys
-import types
-import typing
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -30,8 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from flowport.connections import Connection
-from flowport.connections.model_config import MODEL_CONFIGURATIONS, ModelConfigError, build_model_config
-from flowport.engine.compile import _is_connection_type, apply_environment, resolve_environment_variables
+from flowport.engine.compile import apply_environment, resolve_environment_variables
 from flowport.engine.errors import ExecutionError, tool_error, user_error
 from flowport.engine.executor import (
     DEFAULT_LINE_TIMEOUT,
@@ -43,101 +39,23 @@ from flowport.engine.executor import (
     _env_float,
     json_ready,
 )
+from flowport.engine.flex_init import bind_connections, build_entry, init_values
+from flowport.engine.flex_signature import (
+    check_ports,
+    declared_input,
+    declared_output,
+    output_names,
+    signature_inputs,
+)
 from flowport.engine.inputs import prepare_inputs
 from flowport.engine.records import LineRun, NodeRun, Status, now
 from flowport.engine.streams import NodeStream, join_async
-from flowport.flow import MISSING, FlowDef, FlowError, InputDef, OutputDef, ValueType
+from flowport.flow import FlowDef, FlowError, ValueType
 from flowport.flow.flex import FLEX_MARK, FlexDef, describe_flow_path, is_flex, load_flex
-from flowport.flow.reference import Literal
 from flowport.tools.compat import install_promptflow_shim
 from flowport.tools.usage import current_usage
 
-INIT_CONFIG_ENV = "PROMPTFLOW_FLOW_INIT_CONFIG"
 logger = logging.getLogger("flowport.flex")
-_TYPES = {str: ValueType.STRING, int: ValueType.INT, float: ValueType.DOUBLE, bool: ValueType.BOOL}
-_TYPES |= {list: ValueType.LIST, dict: ValueType.OBJECT}
-
-
-def value_type(annotation: Any) -> ValueType:
-    """The flow input type of a parameter annotation (``list[str]`` is a list; none or unknown: object)."""
-    if annotation is inspect.Parameter.empty:
-        return ValueType.OBJECT  # as prompt flow: a value that parses as JSON arrives parsed
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return value_type(args[0]) if len(args) == 1 else ValueType.OBJECT
-    return _TYPES.get(origin or annotation, ValueType.OBJECT)
-
-
-def _is_typed_dict(annotation: Any) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, dict) and hasattr(annotation, "__total__")
-
-
-def _output_names(func: Any, where: str, entry: str) -> dict[str, ValueType] | None:
-    """Output names from the return annotation (dataclass, TypedDict); None when any dict may come.
-
-    prompt flow refuses other annotations (``-> dict`` included) before running anything.
-    """
-    try:
-        annotation = typing.get_type_hints(func).get("return", inspect.Signature.empty)
-    except Exception:  # an annotation that does not resolve: read the raw one
-        annotation = inspect.signature(func).return_annotation
-    if annotation in (inspect.Signature.empty, str, None, type(None)):
-        return None
-    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
-        hints = typing.get_type_hints(annotation)
-        return {f.name: value_type(hints.get(f.name, f.type)) for f in dataclasses.fields(annotation)}
-    if _is_typed_dict(annotation):
-        return {k: value_type(v) for k, v in typing.get_type_hints(annotation).items()}
-    raise FlowError.single(
-        "GenerateFlowMetaJsonError",
-        f"Parse interface for '{entry}' failed: The return annotation of the entry function must be "
-        f"dataclass, TypedDict or string, but got {annotation}.",
-        where,
-    )
-
-
-def parse_init(items: list[str] | None) -> dict[str, Any]:
-    """``--init``: JSON text, a JSON/YAML file, or ``key=value`` pairs (values stay strings, as in pf)."""
-    if not items:
-        return {}
-    if len(items) == 1:
-        text = items[0].strip()
-        if text.startswith("{"):
-            try:
-                value = json.loads(text)
-            except ValueError as exc:
-                raise FlowError.single("InvalidInit", f"--init is not valid JSON: {exc}") from None
-            return _mapping(value, "--init")
-        path = Path(text).expanduser()
-        if "=" not in text or path.is_file():
-            return _read_init_file(path)
-    values: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise FlowError.single("InvalidInit", f"--init expects key=value, JSON or a file, got {item!r}")
-        values[key.strip()] = value
-    return values
-
-
-def _read_init_file(path: Path) -> dict[str, Any]:
-    from flowport.flow.yaml import load_yaml_file, to_plain
-
-    if not path.is_file():
-        raise FlowError.single("InvalidInit", f"--init file {path} does not exist", str(path))
-    if path.suffix == ".json":
-        try:
-            return _mapping(json.loads(path.read_text(encoding="utf-8")), str(path))
-        except ValueError as exc:
-            raise FlowError.single("InvalidInit", f"{path} is not valid JSON: {exc}", str(path)) from None
-    return _mapping(to_plain(load_yaml_file(path)), str(path))
-
-
-def _mapping(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise FlowError.single("InvalidInit", f"{where} must hold an object of init argument names to values")
-    return value
 
 
 def _import_entry(definition: FlexDef) -> Any:
@@ -252,24 +170,24 @@ class FlexExecutor:
         where = str(definition.file or definition.path)
         instance = None
         if inspect.isclass(entry):
-            values = cls._init_values(definition, init, process)
-            instance = _build(
-                entry, definition, _bind_connections(entry, values, connections or {}, where), where
+            values = init_values(definition, init, process)
+            instance = build_entry(
+                entry, definition, bind_connections(entry, values, connections or {}, where), where
             )
             func = instance.__call__
             name = f"{entry.__name__}.__call__"
         else:
             func, name = entry, entry.__name__
-        outputs = _output_names(func, where, name)
-        inputs = _inputs(func)
-        _check_ports("inputs", definition.inputs, inputs)
-        _check_ports("outputs", definition.outputs, outputs if outputs is not None else {"output": None})
+        outputs = output_names(func, where, name)
+        inputs = signature_inputs(func)
+        check_ports("inputs", definition.inputs, inputs)
+        check_ports("outputs", definition.outputs, outputs if outputs is not None else {"output": None})
         declared = outputs if outputs is not None else dict.fromkeys(definition.outputs, ValueType.STRING)
         flow = FlowDef(
             path=definition.path,
             file=definition.file or definition.path,
-            inputs={k: _declared_input(v, definition.inputs.get(k)) for k, v in inputs.items()},
-            outputs={o: _declared_output(o, kind, definition.outputs.get(o)) for o, kind in declared.items()},
+            inputs={k: declared_input(v, definition.inputs.get(k)) for k, v in inputs.items()},
+            outputs={o: declared_output(o, kind, definition.outputs.get(o)) for o, kind in declared.items()},
             nodes={},
             environment=definition.environment,
             environment_variables=definition.environment_variables,
@@ -279,18 +197,6 @@ class FlexExecutor:
             definition, func, name, flow, outputs is None, instance,
             worker_threads=worker_threads, line_timeout=line_timeout,
         )  # fmt: skip
-
-    @staticmethod
-    def _init_values(definition: FlexDef, init: Mapping[str, Any] | None, process: Mapping[str, str]) -> dict:
-        values = {k: p.default for k, p in definition.init.items() if p.default is not MISSING}
-        if init:
-            return {**values, **init}
-        if text := process.get(INIT_CONFIG_ENV):
-            try:
-                return {**values, **_mapping(json.loads(text), INIT_CONFIG_ENV)}
-            except ValueError as exc:
-                raise FlowError.single("InvalidInit", f"{INIT_CONFIG_ENV} is not valid JSON: {exc}") from None
-        return {**values, **definition.sample_init}
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -386,128 +292,6 @@ def _failed(run: LineRun, exc: ExecutionError, node_run: NodeRun | None = None) 
     run.end_time = now()
     run.error = exc.to_dict()
     return LineResult({}, run, exc)
-
-
-def _check_ports(kind: str, declared: Mapping[str, Any], found: Mapping[str, Any]) -> None:
-    """The YAML's ``inputs``/``outputs``, when written, must name exactly the entry's (pf's check)."""
-    if declared and set(declared) != set(found):
-        raise user_error(
-            f"Provided signature of {kind} does not match the entry.\n"
-            f"Ports from signature: {', '.join(declared)}\nPorts from entry: {', '.join(found)}",
-            "SignatureMismatch",
-        )
-
-
-def _declared_input(spec: InputDef, written: Mapping[str, Any] | None) -> InputDef:
-    if not written:
-        return spec
-    return dataclasses.replace(
-        spec,
-        description=written.get("description"),
-        is_chat_input=bool(written.get("is_chat_input")),
-        is_chat_history=bool(written.get("is_chat_history")),
-    )
-
-
-def _declared_output(name: str, kind: ValueType, written: Mapping[str, Any] | None) -> OutputDef:
-    written = written or {}
-    return OutputDef(
-        name,
-        Literal(None),
-        kind,
-        description=written.get("description"),
-        is_chat_output=bool(written.get("is_chat_output")),
-    )
-
-
-def _inputs(func: Any) -> dict[str, InputDef]:
-    try:
-        hints = typing.get_type_hints(func)
-    except Exception:
-        hints = {}
-    inputs = {}
-    for param in inspect.signature(func).parameters.values():
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            continue
-        annotation = hints.get(param.name, param.annotation)
-        default = MISSING if param.default is param.empty else param.default
-        inputs[param.name] = InputDef(param.name, value_type(annotation), default)
-    return inputs
-
-
-def _model_config_type(annotation: Any) -> type | None:
-    """The model configuration class an init argument is annotated with (Optional too), if any."""
-    candidates = [annotation, *typing.get_args(annotation)]
-    return next((c for c in candidates if isinstance(c, type) and c.__name__ in MODEL_CONFIGURATIONS), None)
-
-
-def _bind_connections(
-    cls: type, values: dict[str, Any], connections: Mapping[str, Connection], where: str
-) -> dict[str, Any]:
-    """An init argument annotated as a connection type, given a name, becomes that connection."""
-    try:
-        hints = typing.get_type_hints(cls.__init__)
-    except Exception:
-        hints = {}
-    bound = dict(values)
-    for name, param in inspect.signature(cls).parameters.items():
-        annotation = hints.get(name, param.annotation)
-        value = bound.get(name)
-        config_kind = _model_config_type(annotation)
-        if isinstance(value, Mapping) and config_kind is not None:
-            try:
-                bound[name] = build_model_config(config_kind, value, connections)
-            except KeyError as exc:
-                raise FlowError.single(
-                    "ConnectionNotFound",
-                    f"init argument {name!r} of {cls.__name__} names connection {exc.args[0]!r}, which "
-                    "does not exist; create it with 'flowport connection create --file <yaml>'",
-                    where,
-                ) from None
-            except (ModelConfigError, TypeError) as exc:
-                raise FlowError.single(
-                    "InvalidModelConfiguration", f"init argument {name!r} of {cls.__name__}: {exc}", where
-                ) from None
-        elif isinstance(value, str) and _is_connection_type(annotation):
-            try:
-                bound[name] = connections[value]
-            except KeyError:
-                raise FlowError.single(
-                    "ConnectionNotFound",
-                    f"init argument {name!r} of {cls.__name__} names connection {value!r}, which does not "
-                    "exist; create it with 'flowport connection create --file <yaml>'",
-                    where,
-                ) from None
-    return bound
-
-
-def _build(cls: type, definition: FlexDef, values: dict[str, Any], where: str) -> Any:
-    """The class entry's instance; a missing or unknown init argument names itself."""
-    params = inspect.signature(cls).parameters
-    if definition.init and set(definition.init) != set(params):
-        raise user_error(
-            "Provided signature of init does not match the entry.\n"
-            f"Ports from signature: {', '.join(definition.init)}\nPorts from entry: {', '.join(params)}",
-            "InitSignatureMismatch",
-        )
-    missing = [
-        n for n, p in params.items()
-        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in values
-    ]  # fmt: skip
-    if missing:
-        raise FlowError.single(
-            "FlowInitMissing",
-            f"{cls.__name__}.__init__ needs {', '.join(map(repr, missing))}: give --init (JSON, a file or "
-            f"key=value), {INIT_CONFIG_ENV}, or sample.init in the flow YAML",
-            where,
-        )
-    try:
-        return cls(**values)
-    except Exception as exc:
-        raise user_error(
-            f"Failed to initialize flow entry {definition.entry!r}: ({type(exc).__name__}) {exc}",
-            "FlowEntryInitializationError",
-        ) from None
 
 
 def load_executor(
