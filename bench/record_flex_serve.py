@@ -42,6 +42,9 @@ CASES: dict[str, tuple[dict[str, str], list[tuple[str, str, str, dict[str, str],
         ("sse", "POST", "/score", SSE, {"text": "a b c"}),
         ("json", "POST", "/score", JSON, {"text": "a b c"}),
     ]),
+    "flex_generator__init_arg": ({"__args__": "--init separator=-"}, [
+        ("sse", "POST", "/score", SSE, {"text": "a b c"}),
+    ]),
     "flex_dataclass": ({}, [
         ("score", "POST", "/score", JSON, {"text": "hello there world"}),
         ("get_swagger", "GET", "/swagger.json", {}, None),
@@ -64,6 +67,7 @@ def serve(flow: str, env: dict[str, str], scratch: Path) -> subprocess.Popen[byt
     )
     command = [str(venv_pf()), "flow", "serve", "--source", str(copy), "--port", str(PORT)]
     command += ["--host", "127.0.0.1", "--engine", "fastapi", "--skip-open-browser"]
+    command += env.pop("__args__", "").split()
     process = subprocess.Popen(
         command, env=pf_env(scratch / "home", {**env, "PF_DISABLE_TRACING": "true"}), cwd=copy,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -82,7 +86,7 @@ def main() -> None:
     ensure_venv()
     with tempfile.TemporaryDirectory() as scratch:
         for flow, (env, requests) in CASES.items():
-            process = serve(flow, env, Path(scratch))
+            process = serve(flow, dict(env), Path(scratch))
             try:
                 for name, method, path, headers, body in requests:
                     content = json.dumps(body) if body is not None else ""
@@ -92,7 +96,11 @@ def main() -> None:
                     kept = {k: v for k, v in answer.headers.items() if k == "content-type"}
                     record = {
                         "flow": f"flows/{flow.split('__')[0]}",
-                        "env": {"PF_DISABLE_TRACING": "true", **env},
+                        "env": {
+                            "PF_DISABLE_TRACING": "true",
+                            **{k: v for k, v in env.items() if k != "__args__"},
+                        },
+                        **({"serve_args": env["__args__"].split()} if "__args__" in env else {}),
                         "request": {"method": method, "path": path, "headers": headers, "body": content},
                         "response": {"status": answer.status_code, "headers": kept, "body": answer.text},
                         "notes": "recorded by bench/record_flex_serve.py (httpx, not a raw socket)",

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from flowport.connections import OpenAIConnection, apply_env_overrides
-from flowport.engine import load_executor
+from flowport.engine import load_executor, parse_init
 from flowport.serving import ScoringApp, ServeSettings
 from flowport.testing.llm_server import LLMServer
 from flowport.testing.threaded_server import ThreadedServer
@@ -121,8 +121,10 @@ def _start(record: dict[str, Any], llm: LLMServer) -> ThreadedServer:
         flow = TESTS / "flows" / Path(record["flow"]).name
     stored = OpenAIConnection(name="open_ai_connection", api_key="test-key", base_url=llm.base_url)
     connection = apply_env_overrides("open_ai_connection", stored, {})
+    args = record.get("serve_args") or []
+    init = parse_init(args[1:]) if args[:1] == ["--init"] else None
     executor = load_executor(
-        flow, connections={"open_ai_connection": connection}, process_environment_wins=True
+        flow, init=init, connections={"open_ai_connection": connection}, process_environment_wins=True
     )
     app = ScoringApp(executor, ServeSettings.from_env(record.get("env", {})))
     return ThreadedServer(app, lifespan="on").start()
@@ -137,7 +139,9 @@ def _server(
     """A server for the recording: shared when only serving settings differ, else its own."""
     env = record.get("env", {})
     process_env = {k: v for k, v in env.items() if k not in SERVER_SETTINGS}
-    if process_env or record["flow"].startswith("flows/flex_"):  # flex flows: their variables per test
+    if (
+        process_env or record["flow"].startswith("flows/flex_") or record.get("serve_args")
+    ):  # flex flows: their variables per test
         for key, value in process_env.items():
             monkeypatch.setenv(key, value)
         server = _start(record, llm)

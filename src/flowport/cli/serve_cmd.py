@@ -67,6 +67,9 @@ def serve(
     skip_open_browser: bool = typer.Option(
         False, "--skip-open-browser", help="Accepted for pf compatibility."
     ),
+    init: list[str] | None = typer.Option(
+        None, "--init", help="A flex flow class's __init__ arguments: JSON, a JSON/YAML file, or key=value."
+    ),
 ) -> None:
     """Serve the flow: POST /score, /health, /ready, /swagger.json, /metrics, /feedback."""
     try:
@@ -76,6 +79,10 @@ def serve(
     source = source.expanduser().resolve()
     os.environ[SOURCE_ENV] = str(source)
     variables = parse_pairs(environment_variables or [], "--environment-variables")
+    if init:  # every worker builds the class entry from it, as a deployment's instances do
+        from flowport.engine.flex_init import INIT_CONFIG_ENV, parse_init
+
+        os.environ[INIT_CONFIG_ENV] = json.dumps(parse_init(init))
     os.environ[VARIABLES_ENV] = json.dumps(variables)
     where = f"unix:{uds}" if uds else f"http://{host}:{port}"
     try:
