@@ -241,3 +241,60 @@ def test_a_generator_chat_flex_flow_streams_openai_chunks(served: ThreadedServer
     assert answer.text.rstrip().endswith("data: [DONE]")
     whole = httpx.post(f"{served.url}/v1/chat/completions", json={**body, "stream": False}).json()
     assert whole["choices"][0]["message"]["content"] == "Echo 1: hi "
+
+
+BROKEN_INIT = """\
+class App:
+    def __init__(self, n: int):
+        raise ValueError("bad n")
+
+    def __call__(self):
+        return 1
+"""
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "code", "args", "says"),
+    [
+        ("entry: not an entry\n", "", [], "flow.flex.yaml:1: 'entry' must be 'module:function'"),
+        ("entry: missing_module:run\n", "", [], "no module 'missing_module' in"),
+        (
+            "entry: app:run\n",
+            "def run(x: str):\n    return x\n",
+            ["--node", "n"],
+            "--node applies to DAG flows",
+        ),
+        (
+            "entry: app:run\n",
+            "def run(x: str):\n    return x\n",
+            ["--variant", "${a.b}"],
+            "a flex flow has no variants",
+        ),
+        (
+            "entry: app:App\n",
+            BROKEN_INIT,
+            ["--init", '{"n": 1}'],
+            "Failed to initialize flow entry 'app:App': (ValueError) bad n",
+        ),
+    ],
+)
+def test_flex_mistakes_are_one_clear_message(
+    tmp_path: Path, yaml_text: str, code: str, args: list[str], says: str
+) -> None:
+    folder = tmp_path / "flow"
+    folder.mkdir()
+    (folder / "flow.flex.yaml").write_text(yaml_text)
+    if code:
+        (folder / "app.py").write_text(code)
+    done = flowport("flow", "test", "--flow", str(folder), "--inputs", "x=1", *args, home=tmp_path)
+    assert done.returncode == 1
+    assert says in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_init_is_refused_for_a_dag_flow(tmp_path: Path) -> None:
+    done = flowport(
+        "flow", "test", "--flow", str(FLOWS / "three_node_python"), "--init", "a=1", home=tmp_path
+    )
+    assert done.returncode == 1
+    assert "--init applies to flex flows" in done.stderr
