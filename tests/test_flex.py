@@ -298,3 +298,15 @@ def test_init_is_refused_for_a_dag_flow(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert "--init applies to flex flows" in done.stderr
+
+
+def test_a_flex_models_document_lists_the_entrys_inputs(tmp_path: Path) -> None:
+    from flowport.control.models import flow_interface, snapshot_flow
+
+    _, _, flow = snapshot_flow(FLOWS / "flex_function", tmp_path / "home" / "models")
+    inputs = flow_interface(flow)["inputs"]
+    assert list(inputs) == ["question", "count", "loud", "ratio", "tags"]
+    assert inputs["question"]["type"] == "string"
+    assert (inputs["count"]["type"], inputs["count"]["default"]) == ("int", 2)
+    _, _, flow = snapshot_flow(FLOWS / "flex_class", tmp_path / "home" / "models")
+    assert list(flow_interface(flow)["inputs"]) == ["name", "punctuation"]  # __call__'s, without self
