@@ -6,6 +6,7 @@ A snapshot is a copy of the folder with its ``additional_includes`` resolved, st
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 from pathlib import Path
@@ -16,9 +17,11 @@ import yaml
 from flowport.control.errors import ApiError
 from flowport.control.specs import ModelSpec
 from flowport.control.tool_check import check_tools
-from flowport.flow import MISSING, FlowDef, FlowError, load_flow
+from flowport.flow import MISSING, FlowDef, FlowError, InputDef, ValueType
+from flowport.flow.flex import FLEX_MARK
+from flowport.flow.flex import find_any_flow_file as find_flow_file
+from flowport.flow.flex import load_any_flow as load_flow
 from flowport.flow.includes import copy_files, flow_files
-from flowport.flow.loader import find_flow_file
 from flowport.flow.yaml import load_yaml_file, to_plain
 from flowport.settings import make_private
 from flowport.store import Documents
@@ -66,7 +69,7 @@ def snapshot_flow(source: Path, models_dir: Path) -> tuple[Path, str, FlowDef]:
         # the tools run in a throwaway copy: what they write there never reaches the snapshot
         checked = Path(scratch) / "check"
         _copy_flow(files, checked, file.name, flow, source)
-        check_tools(flow, checked, file.parent)
+        signature = check_tools(flow, checked, file.parent)
         models_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=models_dir, prefix=".staging-"))
         try:
@@ -82,7 +85,20 @@ def snapshot_flow(source: Path, models_dir: Path) -> tuple[Path, str, FlowDef]:
         shutil.rmtree(staging, ignore_errors=True)
         if not target.is_dir():
             raise
-    return target, digest, load_flow(target)
+    return target, digest, _with_signature(load_flow(target), signature)
+
+
+def _with_signature(flow: FlowDef, inputs: dict[str, Any] | None) -> FlowDef:
+    """A flex flow whose YAML declares no inputs gets those its entry's signature gives (read by
+    the checker's child process), so the model document lists them for clients and the studio."""
+    if not inputs or FLEX_MARK not in flow.raw or flow.inputs:
+        return flow
+    read = {
+        name: InputDef(name, ValueType(spec["type"]), spec.get("default", MISSING))
+        for name, spec in inputs.items()
+        if spec.get("type") in ValueType.__members__.values()
+    }
+    return dataclasses.replace(flow, inputs=read)
 
 
 def flow_folder_name(source: Path | str) -> str:
@@ -201,6 +217,7 @@ def flow_interface(flow: FlowDef) -> dict[str, Any]:
             for name, spec in flow.outputs.items()
         },
         "connections": sorted({n.connection for n in flow.nodes.values() if n.connection}),
+        **({"entry": flow.raw[FLEX_MARK]["entry"]} if FLEX_MARK in flow.raw else {}),
     }
 
 

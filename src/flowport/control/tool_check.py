@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from flowport.control.errors import ApiError
 from flowport.flow import FlowDef, Problem
@@ -29,13 +30,14 @@ from flowport.runtime.local.isolation import (
 TIMEOUT_SECONDS = 60.0
 
 
-def check_tools(flow: FlowDef, folder: Path, shown_as: Path) -> None:
+def check_tools(flow: FlowDef, folder: Path, shown_as: Path) -> dict[str, Any] | None:
     """Raise ApiError 400 naming each tool that fails to import (file and line).
 
     ``folder`` holds the copy to check; messages name ``shown_as`` (the user's folder) instead.
+    For a flex flow, return the inputs its entry's signature gives (``{name: {type, default}}``).
     """
-    if not any(node.source_path for node in flow.nodes.values()):
-        return
+    if not any(node.source_path for node in flow.nodes.values()) and "flowport.flex" not in flow.raw:
+        return None  # no code to import (a flex flow's entry always is)
     user = _instance_user()
     python = instance_python()
     command = [python, "-I", "-B", "-m", "flowport.engine.check", str(folder)]
@@ -83,6 +85,9 @@ def check_tools(flow: FlowDef, folder: Path, shown_as: Path) -> None:
         raise ApiError(
             400, "ToolCheckFailed", f"checking the flow's tools failed (exit {done.returncode}): {tail[0]}"
         ) from None
+    interface = found if isinstance(found, dict) else None
+    if interface is not None:
+        found = interface.get("problems") or []
     if found:
         problems = [
             Problem(
@@ -95,6 +100,7 @@ def check_tools(flow: FlowDef, folder: Path, shown_as: Path) -> None:
         ]
         listing = "\n".join(str(p) for p in problems)
         raise ApiError(400, "InvalidFlow", f"the model's flow is not valid:\n{listing}", problems=problems)
+    return interface.get("inputs") if interface is not None else None
 
 
 def _instance_user() -> InstanceUser | None:

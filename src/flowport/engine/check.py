@@ -10,21 +10,74 @@ reported: they surface when the deployment starts.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import inspect
 import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from flowport.flow import FlowError, Problem, build_plan, load_flow
+from flowport.engine.flex_signature import signature_inputs
+from flowport.flow import MISSING, FlowError, Problem, build_plan, load_flow
+from flowport.flow.flex import flex_file, load_flex
 from flowport.tools.compat import install_promptflow_shim
 from flowport.tools.package_tools import BUILTIN_PACKAGE_TOOLS, PROMPT_LLM_TOOL
 from flowport.tools.python_tool import ToolLoadError, find_tool_function, import_module_from_file
 from flowport.tools.templates import TemplateError, compile_template
 
 
+def check_flex(folder: Path, *, has_requirements: bool) -> list[Problem]:
+    """A flex flow's entry: its module imports and holds the function or class named."""
+    try:
+        definition = load_flex(folder)
+    except FlowError as exc:
+        return exc.problems
+    where = str(definition.file)
+    sys.path.insert(0, str(definition.path))
+    try:
+        module = importlib.import_module(definition.module)
+    except Exception as exc:
+        if not _reportable(exc, has_requirements):
+            return []
+        return [
+            Problem("EntryImportError", f"entry {definition.entry!r}: ({type(exc).__name__}) {exc}", where)
+        ]
+    if not callable(getattr(module, definition.attr, None)):
+        message = (
+            f"entry {definition.entry!r}: {definition.module} has no function or class {definition.attr!r}"
+        )
+        return [Problem("EntryNotFound", message, where)]
+    return []
+
+
+def flex_inputs(folder: Path) -> dict[str, dict[str, Any]]:
+    """A flex entry's inputs as the model document lists them (type, JSON default), for the studio.
+    Read from the signature only: a class entry is not built. Empty when anything fails."""
+    try:
+        definition = load_flex(folder)
+        entry = getattr(importlib.import_module(definition.module), definition.attr)
+        func = entry.__call__ if inspect.isclass(entry) else entry
+        inputs = signature_inputs(func)
+    except Exception:
+        return {}
+    if inspect.isclass(entry):
+        inputs.pop(next(iter(inputs), ""), None)  # self
+    shown: dict[str, dict[str, Any]] = {}
+    for name, spec in inputs.items():
+        shown[name] = {"type": str(spec.type)}
+        if spec.default is not MISSING:
+            with contextlib.suppress(TypeError, ValueError):  # a default JSON cannot hold is left out
+                shown[name]["default"] = json.loads(json.dumps(spec.default))
+    return shown
+
+
 def check_flow(folder: Path, *, has_requirements: bool) -> list[Problem]:
     """Every tool import and template problem of the flow in ``folder``."""
     install_promptflow_shim()
+    if flex_file(folder) is not None:
+        return check_flex(folder, has_requirements=has_requirements)
     try:
         flow = load_flow(folder)
     except FlowError as exc:
@@ -73,7 +126,10 @@ def main() -> None:
     os.dup2(2, 1)  # what tools print at import must not mix with the answer
     folder = Path(sys.argv[1])
     problems = check_flow(folder, has_requirements="--requirements" in sys.argv[2:])
-    out.write(json.dumps([p.to_dict() for p in problems]))
+    answer: Any = [p.to_dict() for p in problems]
+    if flex_file(folder) is not None and not problems:  # a flex flow: its inputs too
+        answer = {"problems": answer, "inputs": flex_inputs(folder)}
+    out.write(json.dumps(answer))
     out.flush()
 
 
