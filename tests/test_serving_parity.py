@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from flowport.connections import OpenAIConnection, apply_env_overrides
-from flowport.engine import FlowExecutor
+from flowport.engine import load_executor
 from flowport.serving import ScoringApp, ServeSettings
 from flowport.testing.llm_server import LLMServer
 from flowport.testing.threaded_server import ThreadedServer
@@ -37,6 +37,10 @@ _OBJECT_BODY = (
     "prompt flow answers 500 with a Python error or a confusing message"
 )
 _BAD_UTF8 = "a body that is not UTF-8 is the client's mistake: 400, where prompt flow answers 500"
+_INIT_CONFIG = (
+    "flowport's server builds a class entry with PROMPTFLOW_FLOW_INIT_CONFIG; `pf flow serve` 1.18.5 "
+    "ignores it (the class defaults apply)"
+)
 DIFFERENCES: dict[str, str] = {
     "chat_llm__score_accept_sse_q": _ACCEPT_PARAMS,
     "chat_llm__score_accept_sse_q_with_json": _ACCEPT_PARAMS,
@@ -80,6 +84,12 @@ DIFFERENCES: dict[str, str] = {
     "literals__score_no_inputs_with_input": "untyped literals arrive as plain float/str, not ruamel types",
     "env_vars__cli_environment_variables__score": "${env:VAR} in environment_variables is resolved",
     "env_vars__process_env__score": "${env:VAR} in environment_variables is resolved",
+    "flex_function__score_bad_int": "a flex flow's inputs are converted by the entry's annotations, as "
+    "`pf flow test` does (400 InputTypeError); pf's server passes the string on and answers 500",
+    "flex_chat__get_swagger": "a flex flow whose YAML marks is_chat_input/is_chat_output is a chat flow: its "
+    "swagger carries the chat markers (and it gets /v1/chat/completions); pf flow serve leaves them out",
+    "flex_generator__init_env__json": _INIT_CONFIG,
+    "flex_generator__init_env__sse": _INIT_CONFIG,
 }
 
 
@@ -111,7 +121,7 @@ def _start(record: dict[str, Any], llm: LLMServer) -> ThreadedServer:
         flow = TESTS / "flows" / Path(record["flow"]).name
     stored = OpenAIConnection(name="open_ai_connection", api_key="test-key", base_url=llm.base_url)
     connection = apply_env_overrides("open_ai_connection", stored, {})
-    executor = FlowExecutor.load(
+    executor = load_executor(
         flow, connections={"open_ai_connection": connection}, process_environment_wins=True
     )
     app = ScoringApp(executor, ServeSettings.from_env(record.get("env", {})))
@@ -127,7 +137,7 @@ def _server(
     """A server for the recording: shared when only serving settings differ, else its own."""
     env = record.get("env", {})
     process_env = {k: v for k, v in env.items() if k not in SERVER_SETTINGS}
-    if process_env:
+    if process_env or record["flow"].startswith("flows/flex_"):  # flex flows: their variables per test
         for key, value in process_env.items():
             monkeypatch.setenv(key, value)
         server = _start(record, llm)

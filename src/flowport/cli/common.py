@@ -83,6 +83,15 @@ def enter_flow_dir(flow: Path) -> Path:
     return flow
 
 
+def flow_source(flow: Path) -> Path | str:
+    """``--flow``: a path (made absolute; the process moves to its folder) or ``module:attr`` here."""
+    from flowport.flow.flex import is_entry
+
+    if is_entry(str(flow)) and not flow.exists():
+        return str(flow)
+    return enter_flow_dir(flow)
+
+
 def connection_service() -> ConnectionService:
     from flowport.store import ConnectionRows, open_database
 

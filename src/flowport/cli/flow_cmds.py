@@ -14,14 +14,14 @@ import typer
 from flowport.cli import serve_cmd
 from flowport.cli.common import (
     connection_resolver,
-    enter_flow_dir,
     fail,
+    flow_source,
     guarded,
     parse_pairs,
     print_json,
     read_json_file,
 )
-from flowport.engine import FlowExecutor, NodeStream
+from flowport.engine import FlexExecutor, FlowExecutor, NodeStream, load_executor, parse_init
 
 app = typer.Typer(help="Test, validate and serve prompt flow folders.", no_args_is_help=True)
 app.command("serve")(serve_cmd.serve)
@@ -49,10 +49,15 @@ def _gather_inputs(inputs: list[str] | None, extra: list[str], inputs_file: Path
     return values
 
 
-async def _run(executor: FlowExecutor, values: dict[str, Any], node: str | None) -> Any:
-    if node:
+async def _run(executor: FlowExecutor | FlexExecutor, values: dict[str, Any], node: str | None) -> Any:
+    if isinstance(executor, FlexExecutor):
+        if node:
+            fail("--node applies to DAG flows; a flex flow is one function")
+        result = await executor.run_line(values, stream=True)
+    elif node:
         return await executor.run_single_node(node, values)
-    result = await executor.run_line(values, stream=True, line_number=0)
+    else:
+        result = await executor.run_line(values, stream=True, line_number=0)
     if result.error is not None:
         raise result.error
     if executor.aggregation_nodes:
@@ -78,7 +83,9 @@ async def _run(executor: FlowExecutor, values: dict[str, Any], node: str | None)
 @guarded
 def test(
     ctx: typer.Context,
-    flow: Path = typer.Option(..., "--flow", help="The flow folder (or its flow.dag.yaml)."),
+    flow: Path = typer.Option(
+        ..., "--flow", help="The flow folder, its flow.dag.yaml / flow.flex.yaml, or module:function here."
+    ),
     inputs: list[str] | None = typer.Option(None, "--inputs", help="Inputs as key=value (repeatable)."),
     inputs_file: Path | None = typer.Option(None, "--inputs-file", help="A JSON file of inputs."),
     variant: str | None = typer.Option(None, "--variant", help="Variant to use, as '${node.variant_1}'."),
@@ -86,16 +93,24 @@ def test(
     environment_variables: list[str] | None = typer.Option(
         None, "--environment-variables", help="KEY=value set for the run, over the flow's own."
     ),
+    init: list[str] | None = typer.Option(
+        None, "--init", help="A flex flow class's __init__ arguments: JSON, a JSON/YAML file, or key=value."
+    ),
 ) -> None:
     """Run the flow once and print its outputs as JSON (streamed outputs shown as they come)."""
     _show_llm_retries()
     values = _gather_inputs(inputs, list(ctx.args), inputs_file)
-    executor = FlowExecutor.load(
-        enter_flow_dir(flow),
+    init_values = parse_init(init)
+    source = flow_source(flow)
+    executor = load_executor(
+        source,
         variant=variant,
+        init=init_values,
         connections=connection_resolver(),
         environment_variables=parse_pairs(environment_variables or [], "--environment-variables"),
     )
+    if isinstance(executor, FlexExecutor) and not values:
+        values = dict(executor.definition.sample_inputs)  # as pf does: the YAML's sample.inputs
     try:
         print_json(asyncio.run(_run(executor, values, node)))
     finally:
@@ -105,18 +120,21 @@ def test(
 @app.command("validate")
 @guarded
 def validate(
-    flow: Path = typer.Option(..., "--flow", help="The flow folder (or its flow.dag.yaml)."),
+    flow: Path = typer.Option(
+        ..., "--flow", help="The flow folder, its flow.dag.yaml / flow.flex.yaml, or module:function here."
+    ),
+    init: list[str] | None = typer.Option(None, "--init", help="A flex flow class's __init__ arguments."),
 ) -> None:
-    """Check the YAML, references, sources, graph, tools, templates and connections."""
-    executor = FlowExecutor.load(flow, connections=connection_resolver())
+    """Check the YAML, references, sources, graph, tools, templates and connections (a flex flow:
+    its entry imports, its signature and return annotation read, a class built with its init)."""
+    executor = load_executor(flow_source(flow), init=parse_init(init), connections=connection_resolver())
     executor.close()
     definition = executor.flow
-    print_json(
-        {
-            "flow": str(definition.file),
-            "valid": True,
-            "inputs": list(definition.inputs),
-            "outputs": list(definition.outputs),
-            "nodes": list(definition.nodes),
-        }
-    )
+    report: dict[str, Any] = {"flow": str(definition.file), "valid": True, "inputs": list(definition.inputs)}
+    if isinstance(executor, FlexExecutor):
+        report["entry"] = executor.definition.entry
+        report["outputs"] = None if executor.dynamic_outputs else list(definition.outputs)
+    else:
+        report["outputs"] = list(definition.outputs)
+        report["nodes"] = list(definition.nodes)
+    print_json(report)

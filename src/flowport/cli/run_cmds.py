@@ -15,13 +15,13 @@ from rich.table import Table
 
 from flowport.cli.common import (
     connection_resolver,
-    enter_flow_dir,
     fail,
+    flow_source,
     guarded,
     parse_pairs,
     print_json,
 )
-from flowport.engine import FlowExecutor, LineResult
+from flowport.engine import LineResult, load_executor, parse_init
 from flowport.engine.bulk import BulkRunner, load_run_lines, read_jsonl
 from flowport.settings import runs_dir
 
@@ -54,12 +54,15 @@ def create(
     name: str | None = typer.Option(None, "--name", help="Name of this run (default: generated)."),
     variant: str | None = typer.Option(None, "--variant", help="Variant to use, as '${node.variant_1}'."),
     concurrency: int = typer.Option(16, "--concurrency", min=1, help="Lines in flight at once."),
+    init: list[str] | None = typer.Option(None, "--init", help="A flex flow class's __init__ arguments."),
 ) -> None:
     """Run the flow over every line, then its aggregation nodes; print the run summary."""
     data = data.resolve()
     rows = read_jsonl(data)
     base_lines = load_run_lines(_existing_run(run)) if run else None
-    executor = FlowExecutor.load(enter_flow_dir(flow), variant=variant, connections=connection_resolver())
+    executor = load_executor(
+        flow_source(flow), variant=variant, init=parse_init(init), connections=connection_resolver()
+    )
     mapping = parse_pairs(column_mapping or [], "--column-mapping")
     run_name = name or f"{executor.flow.name}_{_stamp()}"
     target = _run_dir(run_name)

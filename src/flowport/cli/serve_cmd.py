@@ -19,6 +19,7 @@ from flowport.cli.common import (
     parse_pairs,
 )
 from flowport.flow import FlowDef, load_flow
+from flowport.flow.flex import describe_flow_path, is_flex
 from flowport.serving.settings import ServeSettings, SettingsError
 
 if TYPE_CHECKING:
@@ -35,12 +36,12 @@ def create_app() -> ScoringApp:
     As prompt flow's server does, variables already set in the process win over the flow's
     ``environment_variables``; ``--environment-variables`` win over both.
     """
-    from flowport.engine import FlowExecutor
+    from flowport.engine import load_executor
     from flowport.serving import ScoringApp
 
     source = enter_flow_dir(Path(os.environ[SOURCE_ENV]))
     settings = ServeSettings.from_env()
-    executor = FlowExecutor.load(
+    executor = load_executor(
         source,
         connections=connection_resolver(),
         worker_threads=settings.worker_threads,
@@ -81,8 +82,11 @@ def serve(
         settings = ServeSettings.from_env()
     except SettingsError as exc:
         fail(str(exc))
-    flow = load_flow(source)
-    if flow.connection_candidates():
+    reason = describe_flow_path(source)
+    if reason is not None:
+        fail(reason)
+    flow = None if is_flex(source) else load_flow(source)
+    if flow is not None and flow.connection_candidates():
         typer.echo(f"serving {flow.name} at {where} ({workers} worker(s)); POST /score", err=True)
         exec_instance(source, flow, variables, settings, host=host, port=port, uds=uds, workers=workers)
     from flowport.serving.server import run

@@ -21,7 +21,8 @@ from flowport.control.models import ModelRegistry, flow_folder_name
 from flowport.control.operations import Operations
 from flowport.control.specs import DeploymentSpec, EndpointSpec, ModelSpec, check_mirror_shape
 from flowport.dataplane.client import DataPlaneClient, DataPlaneFailed
-from flowport.flow import FlowDef, FlowError, load_flow
+from flowport.flow import FlowDef, FlowError
+from flowport.flow.flex import load_any_flow as load_flow
 from flowport.gateway import DataCollection, DeploymentRoute, EndpointRoute, TokenSigner, key_digest
 from flowport.runtime.base import (
     DeploymentFailed,
@@ -503,6 +504,7 @@ class ControlPlane:
     def _connections_for(self, flow: FlowDef, variables: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         """The stored connections the flow may use: named by a node, a literal input, or a variable."""
         names = flow.connection_candidates() | set(variables.values())
+        names |= _init_config_names(variables)
         return self.connections.handover(names)
 
     def _incarnation(self, row: dict[str, Any]) -> str:
@@ -625,6 +627,15 @@ def _secret_values(
     for connection in connections.values():
         values.update(v for v in (connection.get("secrets") or {}).values() if isinstance(v, str))
     return frozenset(values)
+
+
+def _init_config_names(variables: Mapping[str, str]) -> set[str]:
+    """Strings in PROMPTFLOW_FLOW_INIT_CONFIG (a flex class's init): any may name a connection."""
+    try:
+        config = json.loads(variables.get("PROMPTFLOW_FLOW_INIT_CONFIG") or "{}")
+    except ValueError:
+        return set()
+    return {v for v in config.values() if isinstance(v, str)} if isinstance(config, dict) else set()
 
 
 def _requirements(flow: FlowDef) -> Path | None:

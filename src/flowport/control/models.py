@@ -16,9 +16,11 @@ import yaml
 from flowport.control.errors import ApiError
 from flowport.control.specs import ModelSpec
 from flowport.control.tool_check import check_tools
-from flowport.flow import MISSING, FlowDef, FlowError, load_flow
+from flowport.flow import MISSING, FlowDef, FlowError
+from flowport.flow.flex import FLEX_MARK
+from flowport.flow.flex import find_any_flow_file as find_flow_file
+from flowport.flow.flex import load_any_flow as load_flow
 from flowport.flow.includes import copy_files, flow_files
-from flowport.flow.loader import find_flow_file
 from flowport.flow.yaml import load_yaml_file, to_plain
 from flowport.settings import make_private
 from flowport.store import Documents
@@ -201,6 +203,7 @@ def flow_interface(flow: FlowDef) -> dict[str, Any]:
             for name, spec in flow.outputs.items()
         },
         "connections": sorted({n.connection for n in flow.nodes.values() if n.connection}),
+        **({"entry": flow.raw[FLEX_MARK]["entry"]} if FLEX_MARK in flow.raw else {}),
     }
 
 

@@ -34,8 +34,8 @@ def check_tools(flow: FlowDef, folder: Path, shown_as: Path) -> None:
 
     ``folder`` holds the copy to check; messages name ``shown_as`` (the user's folder) instead.
     """
-    if not any(node.source_path for node in flow.nodes.values()):
-        return
+    if not any(node.source_path for node in flow.nodes.values()) and "flowport.flex" not in flow.raw:
+        return  # no code to import (a flex flow's entry always is)
     user = _instance_user()
     python = instance_python()
     command = [python, "-I", "-B", "-m", "flowport.engine.check", str(folder)]

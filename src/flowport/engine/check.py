@@ -10,21 +10,49 @@ reported: they surface when the deployment starts.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
 from pathlib import Path
 
 from flowport.flow import FlowError, Problem, build_plan, load_flow
+from flowport.flow.flex import flex_file, load_flex
 from flowport.tools.compat import install_promptflow_shim
 from flowport.tools.package_tools import BUILTIN_PACKAGE_TOOLS, PROMPT_LLM_TOOL
 from flowport.tools.python_tool import ToolLoadError, find_tool_function, import_module_from_file
 from flowport.tools.templates import TemplateError, compile_template
 
 
+def check_flex(folder: Path, *, has_requirements: bool) -> list[Problem]:
+    """A flex flow's entry: its module imports and holds the function or class named."""
+    try:
+        definition = load_flex(folder)
+    except FlowError as exc:
+        return exc.problems
+    where = str(definition.file)
+    sys.path.insert(0, str(definition.path))
+    try:
+        module = importlib.import_module(definition.module)
+    except Exception as exc:
+        if not _reportable(exc, has_requirements):
+            return []
+        return [
+            Problem("EntryImportError", f"entry {definition.entry!r}: ({type(exc).__name__}) {exc}", where)
+        ]
+    if not callable(getattr(module, definition.attr, None)):
+        message = (
+            f"entry {definition.entry!r}: {definition.module} has no function or class {definition.attr!r}"
+        )
+        return [Problem("EntryNotFound", message, where)]
+    return []
+
+
 def check_flow(folder: Path, *, has_requirements: bool) -> list[Problem]:
     """Every tool import and template problem of the flow in ``folder``."""
     install_promptflow_shim()
+    if flex_file(folder) is not None:
+        return check_flex(folder, has_requirements=has_requirements)
     try:
         flow = load_flow(folder)
     except FlowError as exc:

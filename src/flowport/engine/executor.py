@@ -59,6 +59,9 @@ class LineResult:
     node_outputs: dict[str, Any] = field(default_factory=dict)
     inputs: dict[str, Any] = field(default_factory=dict)
     """The flow inputs as the line ran them: defaults filled in, types converted."""
+    bare: bool = False
+    """A flex entry returned a non-dict, held as ``outputs["output"]``: prompt flow's server
+    answers that value itself on ``/score`` (JSON), where ``flow test`` shows ``{"output": ...}``."""
 
     @property
     def ok(self) -> bool:

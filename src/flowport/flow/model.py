@@ -127,6 +127,7 @@ class FlowDef:
         """Every name that may be a connection: node ``connection`` fields and literal string
         inputs (a Python tool's connection parameter is a literal name) and the flow's variables."""
         names = {str(v) for v in self.environment_variables.values() if isinstance(v, str)}
+        names.update((self.raw.get("flowport.flex") or {}).get("connection_names") or ())
         for node in self.nodes.values():
             if node.connection:
                 names.add(node.connection)

@@ -17,7 +17,7 @@ import os
 import sys
 
 from flowport.connections import ConnectionResolver, StaticConnections
-from flowport.engine import FlowExecutor
+from flowport.engine import load_executor
 from flowport.flow import FlowError
 from flowport.runtime.base import InstanceConfig
 from flowport.serving import ScoringApp, ServeSettings
@@ -50,7 +50,7 @@ def create_app() -> ScoringApp:
     config = InstanceConfig.from_json(json.loads(os.environ[CONFIG_ENV]))
     os.chdir(config.source)
     settings = ServeSettings.from_env()
-    executor = FlowExecutor.load(
+    executor = load_executor(
         config.source,
         connections=ConnectionResolver(StaticConnections.from_rows(config.connections)),
         worker_threads=settings.worker_threads,

@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from flowport import __version__
-from flowport.engine import ExecutionError, FlowExecutor, LineResult, NodeStream
+from flowport.engine import ExecutionError, FlexExecutor, FlowExecutor, LineResult, NodeStream
 from flowport.engine.errors import system_error, user_error
 from flowport.engine.streams import join_async
 from flowport.flow.reference import Literal
@@ -80,7 +80,10 @@ class ScoringApp:
     """An ASGI app serving one loaded flow."""
 
     def __init__(
-        self, executor: FlowExecutor, settings: ServeSettings | None = None, name: str | None = None
+        self,
+        executor: FlowExecutor | FlexExecutor,
+        settings: ServeSettings | None = None,
+        name: str | None = None,
     ) -> None:
         self.executor = executor
         self.flow = executor.flow
@@ -88,12 +91,14 @@ class ScoringApp:
         """The flow's name for clients (swagger title): the flow folder's, not its snapshot's."""
         self.settings = settings or ServeSettings()
         included = self.settings.response_included_fields
-        self.outputs = [
+        self.outputs: list[str] | None = [
             name
             for name, spec in executor.line_outputs.items()
             if (name in included if included is not None else not spec.evaluation_only)
         ]
         """What /score answers: PROMPTFLOW_RESPONSE_INCLUDED_FIELDS, else all but evaluation_only."""
+        if getattr(executor, "dynamic_outputs", False):  # a flex entry that may return any dict
+            self.outputs = list(included) if included is not None else None
         self.limit = ConcurrencyLimit(
             self.settings.max_concurrent_requests, self.settings.max_queue_wait_ms / 1000
         )
@@ -213,6 +218,8 @@ class ScoringApp:
         return error
 
     def filtered(self, result: LineResult) -> dict[str, Any]:
+        if self.outputs is None:
+            return result.outputs
         return {name: result.outputs[name] for name in self.outputs if name in result.outputs}
 
     def too_large(self) -> ExecutionError:
@@ -283,7 +290,7 @@ class ScoringApp:
             finally:
                 await self.limit.__aexit__()
             self.metrics.observe_run(result.run)
-            return _json(outputs, 200, headers)
+            return _json(outputs.get("output") if result.bare else outputs, 200, headers)
         finally:
             if not streaming:
                 self.finish_request("score", status, started, request_id, result)

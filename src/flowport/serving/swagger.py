@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flowport.flow import FlowDef, ValueType
+from flowport.flow import MISSING, FlowDef, ValueType
 
 _OBJECT = {"type": "object", "additionalProperties": {}}
 _SCHEMA_TYPES: dict[ValueType, dict[str, Any]] = {
@@ -34,6 +34,11 @@ def _schema(value_type: ValueType, description: str | None, default: Any = None)
         schema["default"] = default
     schema.update({k: v for k, v in base.items() if k != "type"})
     return schema
+
+
+def _flex_default(value: Any) -> Any:
+    """A flex entry's Python default as prompt flow's signature meta holds it: its ``str()``."""
+    return None if value is None or value is MISSING else str(value)
 
 
 def _example(flow: FlowDef) -> Any:
@@ -65,8 +70,15 @@ def build_swagger(
         for name, spec in flow.outputs.items()
         if not spec.evaluation_only and (included is None or name in included)
     ]
-    inputs = {name: _schema(spec.type, spec.description, spec.default) for name, spec in flow.inputs.items()}
+    flex = "flowport.flex" in flow.raw
+    inputs = {
+        name: _schema(spec.type, spec.description, _flex_default(spec.default) if flex else spec.default)
+        for name, spec in flow.inputs.items()
+    }
     answers = {name: _schema(flow.outputs[name].type, flow.outputs[name].description) for name in outputs}
+    answer_schema: dict[str, Any] = {"type": "object", "properties": answers}
+    if flex and not answers:  # a flex entry without declared outputs: any object
+        answer_schema = {"type": "object"}
     info: dict[str, Any] = {
         "title": f"Promptflow[{name}] API",
         "version": "1.0.0",
@@ -103,7 +115,7 @@ def build_swagger(
                     "responses": {
                         "200": {
                             "description": "successful operation",
-                            "content": _json_content({"type": "object", "properties": answers}),
+                            "content": _json_content(answer_schema),
                         },
                         **_ERRORS,
                     },

@@ -1,0 +1,534 @@
+"""Running a flex flow: its entry (a function, or a class called per line) is the whole line.
+
+``FlexExecutor`` answers like ``FlowExecutor`` (``flow``, ``line_outputs``, ``run_line`` giving a
+``LineResult``, ``close``), so the scoring app, the CLI and bulk runs treat both alike. The
+entry's module is imported once at load; a class entry is built once with its init arguments.
+
+Results are shaped as prompt flow 1.18.5 shapes them (recorded in tests/flows/flex_*): a dict
+is the outputs, a dataclass becomes the dict of its fields, anything else is ``{"output": value}``;
+a generator is ``{"output": <stream>}``, streamed when asked, else joined into one string.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import dataclasses
+import importlib
+import inspect
+import itertools
+import json
+import logging
+import os
+import sys
+import types
+import typing
+import uuid
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from flowport.connections import Connection
+from flowport.connections.model_config import MODEL_CONFIGURATIONS, ModelConfigError, build_model_config
+from flowport.engine.compile import _is_connection_type, apply_environment, resolve_environment_variables
+from flowport.engine.errors import ExecutionError, tool_error, user_error
+from flowport.engine.executor import (
+    DEFAULT_LINE_TIMEOUT,
+    DEFAULT_WORKER_THREADS,
+    LINE_TIMEOUT_ENV,
+    WORKER_THREADS_ENV,
+    FlowExecutor,
+    LineResult,
+    _env_float,
+    json_ready,
+)
+from flowport.engine.inputs import prepare_inputs
+from flowport.engine.records import LineRun, NodeRun, Status, now
+from flowport.engine.streams import NodeStream, join_async
+from flowport.flow import MISSING, FlowDef, FlowError, InputDef, OutputDef, ValueType
+from flowport.flow.flex import FLEX_MARK, FlexDef, describe_flow_path, is_flex, load_flex
+from flowport.flow.reference import Literal
+from flowport.tools.compat import install_promptflow_shim
+from flowport.tools.usage import current_usage
+
+INIT_CONFIG_ENV = "PROMPTFLOW_FLOW_INIT_CONFIG"
+logger = logging.getLogger("flowport.flex")
+_TYPES = {str: ValueType.STRING, int: ValueType.INT, float: ValueType.DOUBLE, bool: ValueType.BOOL}
+_TYPES |= {list: ValueType.LIST, dict: ValueType.OBJECT}
+
+
+def value_type(annotation: Any) -> ValueType:
+    """The flow input type of a parameter annotation (``list[str]`` is a list, unknown is object)."""
+    if annotation is inspect.Parameter.empty:
+        return ValueType.STRING
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return value_type(args[0]) if len(args) == 1 else ValueType.OBJECT
+    return _TYPES.get(origin or annotation, ValueType.OBJECT)
+
+
+def _is_typed_dict(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, dict) and hasattr(annotation, "__total__")
+
+
+def _output_names(func: Any, where: str, entry: str) -> dict[str, ValueType] | None:
+    """Output names from the return annotation (dataclass, TypedDict); None when any dict may come.
+
+    prompt flow refuses other annotations (``-> dict`` included) before running anything.
+    """
+    try:
+        annotation = typing.get_type_hints(func).get("return", inspect.Signature.empty)
+    except Exception:  # an annotation that does not resolve: read the raw one
+        annotation = inspect.signature(func).return_annotation
+    if annotation in (inspect.Signature.empty, str, None, type(None)):
+        return None
+    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
+        hints = typing.get_type_hints(annotation)
+        return {f.name: value_type(hints.get(f.name, f.type)) for f in dataclasses.fields(annotation)}
+    if _is_typed_dict(annotation):
+        return {k: value_type(v) for k, v in typing.get_type_hints(annotation).items()}
+    raise FlowError.single(
+        "GenerateFlowMetaJsonError",
+        f"Parse interface for '{entry}' failed: The return annotation of the entry function must be "
+        f"dataclass, TypedDict or string, but got {annotation}.",
+        where,
+    )
+
+
+def parse_init(items: list[str] | None) -> dict[str, Any]:
+    """``--init``: JSON text, a JSON/YAML file, or ``key=value`` pairs (values stay strings, as in pf)."""
+    if not items:
+        return {}
+    if len(items) == 1:
+        text = items[0].strip()
+        if text.startswith("{"):
+            try:
+                value = json.loads(text)
+            except ValueError as exc:
+                raise FlowError.single("InvalidInit", f"--init is not valid JSON: {exc}") from None
+            return _mapping(value, "--init")
+        path = Path(text).expanduser()
+        if "=" not in text or path.is_file():
+            return _read_init_file(path)
+    values: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise FlowError.single("InvalidInit", f"--init expects key=value, JSON or a file, got {item!r}")
+        values[key.strip()] = value
+    return values
+
+
+def _read_init_file(path: Path) -> dict[str, Any]:
+    from flowport.flow.yaml import load_yaml_file, to_plain
+
+    if not path.is_file():
+        raise FlowError.single("InvalidInit", f"--init file {path} does not exist", str(path))
+    if path.suffix == ".json":
+        try:
+            return _mapping(json.loads(path.read_text(encoding="utf-8")), str(path))
+        except ValueError as exc:
+            raise FlowError.single("InvalidInit", f"{path} is not valid JSON: {exc}", str(path)) from None
+    return _mapping(to_plain(load_yaml_file(path)), str(path))
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise FlowError.single("InvalidInit", f"{where} must hold an object of init argument names to values")
+    return value
+
+
+def _import_entry(definition: FlexDef) -> Any:
+    folder = str(definition.path)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    loaded = sys.modules.get(definition.module)
+    if loaded is not None and not str(getattr(loaded, "__file__", "") or "").startswith(folder):
+        del sys.modules[definition.module]  # another flow's module of the same name
+    where = str(definition.file or definition.path)
+    try:
+        module = importlib.import_module(definition.module)
+    except ModuleNotFoundError as exc:
+        if exc.name and definition.module.startswith(exc.name):
+            raise FlowError.single(
+                "EntryModuleNotFound",
+                f"entry {definition.entry!r}: no module {definition.module!r} in {folder}",
+                where,
+            ) from None
+        raise FlowError.single("EntryImportError", f"entry {definition.entry!r}: {exc}", where) from None
+    except Exception as exc:
+        raise FlowError.single(
+            "EntryImportError", f"importing {definition.module!r} failed: ({type(exc).__name__}) {exc}", where
+        ) from None
+    entry = getattr(module, definition.attr, None)
+    if entry is None or not callable(entry):
+        raise FlowError.single(
+            "EntryNotFound",
+            f"entry {definition.entry!r}: {definition.module} has no function or class {definition.attr!r}",
+            where,
+        )
+    return entry
+
+
+class AttrDict(dict[str, Any]):
+    """A line's result handed to ``__aggregate__``: a dict whose keys read as attributes too,
+    as prompt flow hands them (its class has this name, and code may print it)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class FlexExecutor:
+    """A flex flow loaded once: its entry imported and, for a class, built with its init."""
+
+    nodes: dict[str, Any] = {}
+
+    def __init__(
+        self,
+        definition: FlexDef,
+        func: Any,
+        name: str,
+        flow: FlowDef,
+        dynamic_outputs: bool,
+        instance: Any = None,
+        *,
+        worker_threads: int | None = None,
+        line_timeout: float | None = None,
+    ) -> None:
+        self.definition = definition
+        self.func = func
+        self.entry_name = name
+        self.flow = flow
+        self.line_outputs = flow.outputs
+        self.dynamic_outputs = dynamic_outputs
+        """No declared outputs (no dataclass/TypedDict annotation): whatever the entry returns is served."""
+        self.instance = instance
+        aggregate = getattr(instance, "__aggregate__", None)
+        self.aggregate = aggregate if callable(aggregate) else None
+        self.aggregation_nodes = ("__aggregate__",) if self.aggregate else ()
+        """Bulk runs call ``run_aggregation`` when this is not empty, as for a DAG's aggregation nodes."""
+        self.is_async = inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
+        threads = worker_threads or int(_env_float(WORKER_THREADS_ENV, DEFAULT_WORKER_THREADS))
+        self.pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="flowport-flex")
+        self.line_timeout = line_timeout or _env_float(LINE_TIMEOUT_ENV, DEFAULT_LINE_TIMEOUT)
+        self._run_prefix = uuid.uuid4().hex
+        self._run_numbers = itertools.count()
+
+    @classmethod
+    def load(
+        cls,
+        definition: FlexDef,
+        *,
+        init: Mapping[str, Any] | None = None,
+        connections: Mapping[str, Connection] | None = None,
+        environ: Mapping[str, str] | None = None,
+        worker_threads: int | None = None,
+        line_timeout: float | None = None,
+        environment_variables: Mapping[str, str] | None = None,
+        process_environment_wins: bool = False,
+    ) -> FlexExecutor:
+        """Import the entry, read its signature, build a class entry with its init arguments.
+
+        Init arguments come from ``init``, else ``PROMPTFLOW_FLOW_INIT_CONFIG`` (JSON), else the
+        YAML's ``sample.init``, over the YAML's ``init`` defaults.
+        """
+        install_promptflow_shim()
+        process = environ or os.environ
+        bare = FlowDef(
+            definition.path, definition.file or definition.path, {}, {}, {},
+            environment_variables=definition.environment_variables,
+        )  # fmt: skip
+        variables = resolve_environment_variables(bare, connections or {}, process)
+        if process_environment_wins:
+            variables = {k: v for k, v in variables.items() if k not in process}
+        apply_environment({**variables, **(environment_variables or {})})
+        entry = _import_entry(definition)
+        where = str(definition.file or definition.path)
+        instance = None
+        if inspect.isclass(entry):
+            values = cls._init_values(definition, init, process)
+            instance = _build(
+                entry, definition, _bind_connections(entry, values, connections or {}, where), where
+            )
+            func = instance.__call__
+            name = f"{entry.__name__}.__call__"
+        else:
+            func, name = entry, entry.__name__
+        outputs = _output_names(func, where, name)
+        inputs = _inputs(func)
+        _check_ports("inputs", definition.inputs, inputs)
+        if outputs is not None:
+            _check_ports("outputs", definition.outputs, outputs)
+        declared = outputs if outputs is not None else dict.fromkeys(definition.outputs, ValueType.STRING)
+        flow = FlowDef(
+            path=definition.path,
+            file=definition.file or definition.path,
+            inputs={k: _declared_input(v, definition.inputs.get(k)) for k, v in inputs.items()},
+            outputs={o: _declared_output(o, kind, definition.outputs.get(o)) for o, kind in declared.items()},
+            nodes={},
+            environment=definition.environment,
+            environment_variables=definition.environment_variables,
+            raw={FLEX_MARK: {"entry": definition.entry, "connection_names": []}},
+        )
+        return cls(
+            definition, func, name, flow, outputs is None, instance,
+            worker_threads=worker_threads, line_timeout=line_timeout,
+        )  # fmt: skip
+
+    @staticmethod
+    def _init_values(definition: FlexDef, init: Mapping[str, Any] | None, process: Mapping[str, str]) -> dict:
+        values = {k: p.default for k, p in definition.init.items() if p.default is not MISSING}
+        if init:
+            return {**values, **init}
+        if text := process.get(INIT_CONFIG_ENV):
+            try:
+                return {**values, **_mapping(json.loads(text), INIT_CONFIG_ENV)}
+            except ValueError as exc:
+                raise FlowError.single("InvalidInit", f"{INIT_CONFIG_ENV} is not valid JSON: {exc}") from None
+        return {**values, **definition.sample_init}
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    async def run_line(
+        self,
+        inputs: Mapping[str, Any],
+        *,
+        stream: bool = False,
+        line_number: int | None = None,
+        run_id: str | None = None,
+        record_io: bool = False,
+        deadline: float | None = None,
+    ) -> LineResult:
+        """Call the entry on one line's inputs. Errors come back in the result, never raised."""
+        run = LineRun(run_id or f"{self._run_prefix}_{next(self._run_numbers)}", line_number, dict(inputs))
+        try:
+            values = prepare_inputs(self.flow, inputs, line_number)
+        except ExecutionError as exc:
+            return _failed(run, exc)
+        node_run = NodeRun(self.entry_name, start_time=now())
+        run.node_runs[self.entry_name] = node_run
+        if record_io:
+            node_run.inputs = values
+        token = current_usage.set(node_run.usage)
+        try:
+            async with asyncio.timeout(self.line_timeout):
+                if self.is_async:
+                    result = self.func(**values)
+                    if inspect.isawaitable(result):
+                        result = await result
+                else:
+                    ctx = contextvars.copy_context()
+                    loop = asyncio.get_running_loop()
+                    result = await loop.run_in_executor(self.pool, ctx.run, lambda: self.func(**values))
+                outputs, bare = await self._shape(result, stream, node_run)
+        except TimeoutError:
+            message = f"Line {line_number} execution timeout for exceeding {self.line_timeout:g} seconds"
+            return _failed(run, user_error(message, "LineExecutionTimeoutError"), node_run)
+        except ExecutionError as exc:
+            return _failed(run, exc, node_run)
+        except Exception as exc:
+            return _failed(run, tool_error(self.entry_name, exc), node_run)
+        finally:
+            current_usage.reset(token)
+        if not any(isinstance(v, NodeStream) for v in outputs.values()):
+            node_run.status = Status.COMPLETED
+            node_run.end_time = now()
+            if record_io:
+                node_run.output = outputs
+        run.status = Status.COMPLETED
+        run.end_time = now()
+        result_value = outputs["output"] if bare else outputs
+        return LineResult(outputs, run, None, {"result": result_value}, values, bare=bare)
+
+    async def run_aggregation(
+        self, lines: list[tuple[dict[str, Any], dict[str, Any]]]
+    ) -> tuple[dict[str, Any], dict[str, NodeRun], ExecutionError | None]:
+        """Call ``__aggregate__`` once with every completed line's result; its dict is the run's
+        metrics. As in prompt flow, a failure is only a warning: the run completes without metrics."""
+        results = [AttrDict(r) if isinstance(r := outs.get("result"), dict) else r for _, outs in lines]
+        node_run = NodeRun("__aggregate__", start_time=now(), inputs={"line_results": results})
+        try:
+            metrics = self.aggregate(results) if self.aggregate else {}
+            if inspect.isawaitable(metrics):
+                metrics = await metrics
+        except Exception as exc:
+            error = tool_error("__aggregate__", exc)
+            logger.warning("Failed to execute aggregation function: %s", error.message)
+            node_run.status, node_run.end_time, node_run.error = Status.FAILED, now(), error.to_dict()
+            return {}, {"__aggregate__": node_run}, None
+        node_run.status, node_run.end_time, node_run.output = Status.COMPLETED, now(), metrics
+        return (dict(metrics) if isinstance(metrics, dict) else {}), {"__aggregate__": node_run}, None
+
+    async def _shape(self, result: Any, stream: bool, node_run: NodeRun) -> tuple[dict[str, Any], bool]:
+        """The line's outputs, and whether they hold a bare (non-dict) result as ``output``."""
+        if inspect.isgenerator(result) or inspect.isasyncgen(result):
+            source = NodeStream(result, node_run, self.pool, lambda exc: tool_error(self.entry_name, exc))
+            return {"output": source if stream else await join_async(source)}, True
+        if dataclasses.is_dataclass(result) and not isinstance(result, type):
+            result = dataclasses.asdict(result)
+        if not isinstance(result, dict):
+            return {"output": json_ready("output", result)}, True
+        return {str(k): json_ready(str(k), v) for k, v in result.items()}, False
+
+
+def _failed(run: LineRun, exc: ExecutionError, node_run: NodeRun | None = None) -> LineResult:
+    if node_run is not None:
+        node_run.status = Status.FAILED
+        node_run.end_time = now()
+        node_run.error = exc.to_dict()
+    run.status = Status.FAILED
+    run.end_time = now()
+    run.error = exc.to_dict()
+    return LineResult({}, run, exc)
+
+
+def _check_ports(kind: str, declared: Mapping[str, Any], found: Mapping[str, Any]) -> None:
+    """The YAML's ``inputs``/``outputs``, when written, must name exactly the entry's (pf's check)."""
+    if declared and set(declared) != set(found):
+        raise user_error(
+            f"Provided signature of {kind} does not match the entry.\n"
+            f"Ports from signature: {', '.join(declared)}\nPorts from entry: {', '.join(found)}",
+            "SignatureMismatch",
+        )
+
+
+def _declared_input(spec: InputDef, written: Mapping[str, Any] | None) -> InputDef:
+    if not written:
+        return spec
+    return dataclasses.replace(
+        spec,
+        description=written.get("description"),
+        is_chat_input=bool(written.get("is_chat_input")),
+        is_chat_history=bool(written.get("is_chat_history")),
+    )
+
+
+def _declared_output(name: str, kind: ValueType, written: Mapping[str, Any] | None) -> OutputDef:
+    written = written or {}
+    return OutputDef(
+        name,
+        Literal(None),
+        kind,
+        description=written.get("description"),
+        is_chat_output=bool(written.get("is_chat_output")),
+    )
+
+
+def _inputs(func: Any) -> dict[str, InputDef]:
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception:
+        hints = {}
+    inputs = {}
+    for param in inspect.signature(func).parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        annotation = hints.get(param.name, param.annotation)
+        default = MISSING if param.default is param.empty else param.default
+        inputs[param.name] = InputDef(param.name, value_type(annotation), default)
+    return inputs
+
+
+def _model_config_type(annotation: Any) -> type | None:
+    """The model configuration class an init argument is annotated with (Optional too), if any."""
+    candidates = [annotation, *typing.get_args(annotation)]
+    return next((c for c in candidates if isinstance(c, type) and c.__name__ in MODEL_CONFIGURATIONS), None)
+
+
+def _bind_connections(
+    cls: type, values: dict[str, Any], connections: Mapping[str, Connection], where: str
+) -> dict[str, Any]:
+    """An init argument annotated as a connection type, given a name, becomes that connection."""
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:
+        hints = {}
+    bound = dict(values)
+    for name, param in inspect.signature(cls).parameters.items():
+        annotation = hints.get(name, param.annotation)
+        value = bound.get(name)
+        config_kind = _model_config_type(annotation)
+        if isinstance(value, Mapping) and config_kind is not None:
+            try:
+                bound[name] = build_model_config(config_kind, value, connections)
+            except KeyError as exc:
+                raise FlowError.single(
+                    "ConnectionNotFound",
+                    f"init argument {name!r} of {cls.__name__} names connection {exc.args[0]!r}, which "
+                    "does not exist; create it with 'flowport connection create --file <yaml>'",
+                    where,
+                ) from None
+            except (ModelConfigError, TypeError) as exc:
+                raise FlowError.single(
+                    "InvalidModelConfiguration", f"init argument {name!r} of {cls.__name__}: {exc}", where
+                ) from None
+        elif isinstance(value, str) and _is_connection_type(annotation):
+            try:
+                bound[name] = connections[value]
+            except KeyError:
+                raise FlowError.single(
+                    "ConnectionNotFound",
+                    f"init argument {name!r} of {cls.__name__} names connection {value!r}, which does not "
+                    "exist; create it with 'flowport connection create --file <yaml>'",
+                    where,
+                ) from None
+    return bound
+
+
+def _build(cls: type, definition: FlexDef, values: dict[str, Any], where: str) -> Any:
+    """The class entry's instance; a missing or unknown init argument names itself."""
+    params = inspect.signature(cls).parameters
+    if definition.init and set(definition.init) != set(params):
+        raise user_error(
+            "Provided signature of init does not match the entry.\n"
+            f"Ports from signature: {', '.join(definition.init)}\nPorts from entry: {', '.join(params)}",
+            "InitSignatureMismatch",
+        )
+    missing = [
+        n for n, p in params.items()
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in values
+    ]  # fmt: skip
+    if missing:
+        raise FlowError.single(
+            "FlowInitMissing",
+            f"{cls.__name__}.__init__ needs {', '.join(map(repr, missing))}: give --init (JSON, a file or "
+            f"key=value), {INIT_CONFIG_ENV}, or sample.init in the flow YAML",
+            where,
+        )
+    try:
+        return cls(**values)
+    except Exception as exc:
+        raise user_error(
+            f"Failed to initialize flow entry {definition.entry!r}: ({type(exc).__name__}) {exc}",
+            "FlowEntryInitializationError",
+        ) from None
+
+
+def load_executor(
+    path: str | Path,
+    *,
+    variant: str | None = None,
+    init: Mapping[str, Any] | None = None,
+    includes_dir: Path | None = None,
+    **options: Any,
+) -> FlowExecutor | FlexExecutor:
+    """Load whatever flow ``path`` names: a DAG flow folder or YAML, a flex flow, or
+    ``module:attr`` in the current folder. Anything else is a FlowError saying what is there."""
+    reason = describe_flow_path(path)
+    if reason is not None:
+        raise FlowError.single("FlowNotFound", reason, str(path))
+    if is_flex(path):
+        if variant:
+            raise FlowError.single(
+                "InvalidVariant", "--variant applies to DAG flows; a flex flow has no variants"
+            )
+        return FlexExecutor.load(load_flex(path), init=init, **options)
+    if init:
+        raise FlowError.single("InvalidInit", f"--init applies to flex flows; {path} is a DAG flow")
+    return FlowExecutor.load(path, variant=variant, includes_dir=includes_dir, **options)

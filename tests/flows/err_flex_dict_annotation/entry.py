@@ -1,0 +1,2 @@
+def my_flow(text: str) -> dict:
+    return {"text": text}

@@ -1,0 +1,225 @@
+"""Flex flows: loading, init arguments, serving (/score, SSE, swagger) and the CLI.
+
+Outputs compared with prompt flow itself are in tests/flows/flex_*/cases.json (replayed by
+test_prompt_flow_parity.py); this file covers what those recordings cannot: serving, the
+init sources, and what ``flow test`` says about paths it cannot run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flowport.engine import FlexExecutor, load_executor, parse_init
+from flowport.flow import FlowError
+from flowport.serving import ScoringApp, ServeSettings
+from flowport.testing.threaded_server import ThreadedServer
+from tests.conftest import FLOWS
+from tests.test_cli import flowport
+
+
+@pytest.fixture
+def served(request: pytest.FixtureRequest) -> Iterator[ThreadedServer]:
+    executor = load_executor(FLOWS / request.param)
+    server = ThreadedServer(ScoringApp(executor, ServeSettings()), lifespan="on").start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("served", ["flex_class"], indirect=True)
+def test_class_entry_serves_score_and_swagger(served: ThreadedServer) -> None:
+    answer = httpx.post(f"{served.url}/score", json={"name": "Ada"})
+    assert answer.status_code == 200
+    assert answer.json() == {"text": "Hello, Ada!", "init_types": ["str", "int"]}
+    missing = httpx.post(f"{served.url}/score", json={})
+    assert missing.status_code == 400
+    assert missing.json()["error"]["code"] == "UserError"
+    swagger = httpx.get(f"{served.url}/swagger.json").json()
+    schema = swagger["paths"]["/score"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert set(schema["properties"]) == {"name", "punctuation"}
+
+
+@pytest.mark.parametrize("served", ["flex_generator"], indirect=True)
+def test_generator_entry_streams_over_sse_and_joins_in_json(served: ThreadedServer) -> None:
+    events = httpx.post(
+        f"{served.url}/score", json={"text": "one two three"}, headers={"accept": "text/event-stream"}
+    )
+    assert events.status_code == 200
+    frames = [json.loads(x[len("data: ") :]) for x in events.text.split("\n\n") if x]
+    assert frames == [{"output": "one"}, {"output": " two"}, {"output": " three"}]
+    joined = httpx.post(f"{served.url}/score", json={"text": "one two"})
+    assert joined.json() == "one two"  # as pf flow serve: a non-dict result is answered bare
+
+
+@pytest.mark.parametrize("served", ["flex_dataclass"], indirect=True)
+def test_dataclass_result_is_its_fields(served: ThreadedServer) -> None:
+    answer = httpx.post(f"{served.url}/score", json={"text": "abc"})
+    assert answer.json() == {"label": "short", "value": 0.3, "reasons": ["abc"]}
+    swagger = httpx.get(f"{served.url}/swagger.json").json()
+    assert "paths" in swagger
+
+
+def test_init_from_environment_and_argument(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROMPTFLOW_FLOW_INIT_CONFIG", json.dumps({"greeting": "Env", "times": 1}))
+    from flowport.flow.flex import load_flex
+
+    executor = FlexExecutor.load(load_flex(FLOWS / "flex_class"))
+    assert executor.instance.greeting == "Env"
+    executor.close()
+    executor = FlexExecutor.load(load_flex(FLOWS / "flex_class"), init={"greeting": "Arg"})
+    assert executor.instance.greeting == "Arg"
+    executor.close()
+
+
+def test_init_parsing(tmp_path: Path) -> None:
+    assert parse_init(['{"a": 1}']) == {"a": 1}
+    assert parse_init(["a=1", "b=x=y"]) == {"a": "1", "b": "x=y"}
+    file = tmp_path / "init.yaml"
+    file.write_text("greeting: Hi\ntimes: 3\n")
+    assert parse_init([str(file)]) == {"greeting": "Hi", "times": 3}
+    with pytest.raises(FlowError, match="not valid JSON"):
+        parse_init(["{broken"])
+
+
+def test_missing_init_argument_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(FLOWS / "flex_class")
+    with pytest.raises(FlowError, match="needs 'greeting'"):
+        load_executor("greeter:Greeter")
+
+
+def test_flow_test_runs_a_bare_entry_and_validate_reports_it(tmp_path: Path) -> None:
+    done = flowport(
+        "flow", "test", "--flow", str(FLOWS / "flex_class"), "--inputs", "name=Bob",
+        "--init", '{"greeting": "Yo", "times": 2}', home=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["text"] == "Yo, Bob! Yo, Bob!"
+    valid = flowport("flow", "validate", "--flow", str(FLOWS / "flex_dataclass"), home=tmp_path)
+    assert valid.returncode == 0, valid.stderr
+    report = json.loads(valid.stdout)
+    assert report["entry"] == "scored:score"
+    assert report["outputs"] == ["label", "value", "reasons"]
+
+
+@pytest.mark.parametrize(
+    ("files", "says"),
+    [
+        ({}, "it is empty"),
+        ({"tool.py": "def f(x):\n    return x\n"}, "holds Python files (tool.py) but no flow YAML"),
+        ({"chat.prompty": "---\nname: x\n---\nuser: hi\n"}, "does not run prompty flows yet"),
+    ],
+)
+def test_flow_test_refuses_what_it_cannot_run(tmp_path: Path, files: dict[str, str], says: str) -> None:
+    folder = tmp_path / "flow"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    done = flowport("flow", "test", "--flow", str(folder), home=tmp_path)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert says in done.stderr
+    assert "Traceback" not in done.stderr
+    if files and next(iter(files)).endswith(".prompty"):
+        single = flowport("flow", "test", "--flow", str(folder / "chat.prompty"), home=tmp_path)
+        assert single.returncode == 1
+        assert "is a .prompty file; flowport does not run prompty flows yet" in single.stderr
+
+
+def test_unknown_connection_for_an_init_argument_is_named(tmp_path: Path) -> None:
+    done = flowport(
+        "flow", "test", "--flow", str(FLOWS / "flex_connection"), "--init", "conn=no_such_conn", home=tmp_path
+    )
+    assert done.returncode == 1
+    assert (
+        "init argument 'conn' of Reader names connection 'no_such_conn', which does not exist" in done.stderr
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_a_flex_flow_registers_as_a_model(tmp_path: Path) -> None:
+    from flowport.control.models import flow_interface, snapshot_flow
+
+    snapshot, _, flow = snapshot_flow(FLOWS / "flex_connection", tmp_path / "home" / "models")
+    assert (snapshot / "flow.flex.yaml").is_file()
+    assert (snapshot / "reader.py").is_file()
+    assert flow_interface(flow)["entry"] == "reader:Reader"
+    assert "open_ai_connection" in flow.connection_candidates()  # its sample init names it
+
+
+def test_a_flex_flow_deploys_as_an_endpoint(home: Path) -> None:
+    from tests.endpoint_harness import Flowport
+
+    with Flowport(home) as fp:
+        fp.endpoint("flexy")
+        init = json.dumps({"greeting": "Welcome", "times": 1})
+        fp.deploy(
+            "flexy",
+            "blue",
+            model={"path": str(FLOWS / "flex_class")},
+            environment_variables={"PROMPTFLOW_FLOW_INIT_CONFIG": init},
+        )
+        assert fp.traffic("flexy", blue=100).status_code == 200
+        answer = fp.score("flexy", {"name": "Ada"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"text": "Welcome, Ada!", "init_types": ["str", "int"]}
+
+
+@pytest.mark.parametrize("served", ["flex_chat"], indirect=True)
+def test_a_chat_flex_flow_answers_the_openai_chat_route(served: ThreadedServer) -> None:
+    body = {
+        "model": "flow",
+        "messages": [
+            {"role": "user", "content": "a"},
+            {"role": "assistant", "content": "b"},
+            {"role": "user", "content": "and now?"},
+        ],
+    }
+    answer = httpx.post(f"{served.url}/v1/chat/completions", json=body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["choices"][0]["message"]["content"] == "Echo after 1 turn(s): and now?"
+    info = httpx.get(f"{served.url}/swagger.json").json()["info"]
+    assert info["x-flow-type"] == "chat"
+    assert (info["x-chat-input"], info["x-chat-output"]) == ("question", "answer")
+
+
+def test_a_chat_flex_flow_registers_as_a_chat_model(tmp_path: Path) -> None:
+    from flowport.control.models import snapshot_flow
+
+    _, _, flow = snapshot_flow(FLOWS / "flex_chat", tmp_path / "home" / "models")
+    assert flow.is_chat
+    assert (flow.chat_input, flow.chat_history, flow.chat_output) == ("question", "chat_history", "answer")
+
+
+def test_registering_a_flex_flow_checks_its_entry_imports(tmp_path: Path) -> None:
+    from flowport.control.errors import ApiError
+    from flowport.control.models import snapshot_flow
+
+    folder = tmp_path / "src" / "broken"
+    folder.mkdir(parents=True)
+    (folder / "flow.flex.yaml").write_text("entry: app:run\n")
+    (folder / "app.py").write_text("def other(x):\n    return x\n")
+    models = tmp_path / "home" / "models"
+    with pytest.raises(ApiError) as info:
+        snapshot_flow(folder, models)
+    assert info.value.status == 400
+    assert "app has no function or class 'run'" in str(info.value)
+    (folder / "app.py").write_text("def run(x:\n")
+    with pytest.raises(ApiError, match="SyntaxError"):
+        snapshot_flow(folder, models)
+
+
+def test_an_async_generator_entry_streams_over_sse(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(FLOWS / "flex_async")
+    server = ThreadedServer(ScoringApp(load_executor("steps:stream_numbers")), lifespan="on").start()
+    try:
+        events = httpx.post(
+            f"{server.url}/score", json={"numbers": [1, 2]}, headers={"accept": "text/event-stream"}
+        )
+        assert events.text == 'data: {"output": "<2>"}\n\ndata: {"output": "<4>"}\n\n'
+        assert httpx.post(f"{server.url}/score", json={"numbers": [5]}).json() == "<10>"
+    finally:
+        server.stop()
