@@ -48,6 +48,7 @@ from flowport.engine.records import LineRun, NodeRun, Status, now
 from flowport.engine.streams import NodeStream, join_async
 from flowport.flow import MISSING, FlowDef, FlowError, InputDef, OutputDef, ValueType
 from flowport.flow.flex import FLEX_MARK, FlexDef, describe_flow_path, is_flex, load_flex
+from flowport.flow.prompty import is_prompty
 from flowport.flow.reference import Literal
 from flowport.tools.compat import install_promptflow_shim
 from flowport.tools.usage import current_usage
@@ -523,6 +524,15 @@ def load_executor(
     reason = describe_flow_path(path)
     if reason is not None:
         raise FlowError.single("FlowNotFound", reason, str(path))
+    if is_prompty(path):
+        from flowport.engine.prompty import load_prompty_executor  # it builds on this module
+
+        if variant or init:
+            raise FlowError.single(
+                "InvalidVariant", "--variant and --init apply to flows; a prompty has neither"
+            )
+        options.pop("includes_dir", None)
+        return load_prompty_executor(path, **options)
     if is_flex(path):
         if variant:
             raise FlowError.single(

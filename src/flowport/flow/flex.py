@@ -243,7 +243,7 @@ def describe_flow_path(path: str | Path) -> str | None:
         return f"{text} does not exist; give a flow folder, its YAML file, or module:function"
     if target.is_file():
         if target.suffix == ".prompty":
-            return f"{text} is a .prompty file; flowport does not run prompty flows yet"
+            return None
         if target.name == FLOW_FILE or flex_file(target) is not None:
             return None
         return f"{text} is a file but not a flow: expected {FLOW_FILE}, {FLEX_FILE} or a flow folder"
@@ -255,7 +255,7 @@ def describe_flow_path(path: str | Path) -> str | None:
     if not found:
         what = "it is empty"
     elif prompty:
-        what = f"it holds {', '.join(prompty)}; flowport does not run prompty flows yet"
+        what = f"it holds {', '.join(prompty)}; give the .prompty file itself as the flow"
     elif scripts:
         what = (
             f"it holds Python files ({', '.join(scripts[:5])}) but no flow YAML; for a flex flow add a "
