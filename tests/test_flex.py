@@ -126,7 +126,7 @@ def test_flow_test_refuses_what_it_cannot_run(tmp_path: Path, files: dict[str, s
     if files and next(iter(files)).endswith(".prompty"):
         single = flowport("flow", "test", "--flow", str(folder / "chat.prompty"), home=tmp_path)
         assert single.returncode == 1
-        assert "model.configuration.type is None; expected 'openai' or 'azure_openai'" in single.stderr
+        assert "model.configuration.type is missing; give 'openai' or 'azure_openai'" in single.stderr
 
 
 def test_unknown_connection_for_an_init_argument_is_named(tmp_path: Path) -> None:

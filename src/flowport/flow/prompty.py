@@ -149,7 +149,8 @@ def load_prompty(path: str | Path) -> PromptyDef:
         raise _problem("model.configuration must be a mapping (type, connection or keys)", file)
     kind = configuration.get("type")
     if kind not in CONFIG_TYPES:
-        raise _problem(f"model.configuration.type is {kind!r}; expected 'openai' or 'azure_openai'", file)
+        said = "is missing" if kind is None else f"is {kind!r}"
+        raise _problem(f"model.configuration.type {said}; give 'openai' or 'azure_openai'", file)
     parameters = _file_value(model.get("parameters") or {}, file)
     if not isinstance(parameters, dict):
         raise _problem("model.parameters must be a mapping (max_tokens, temperature, ...)", file)
