@@ -7,6 +7,7 @@ Outputs and requests compared with prompt flow itself are in tests/flows/prompty
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from flowport.testing.llm_server import LLMServer
 from flowport.testing.threaded_server import ThreadedServer
 from tests.conftest import FLOWS
 from tests.test_cli import flowport
+from tests.test_serve_process import start
 
 
 @pytest.fixture
@@ -121,3 +123,21 @@ def test_a_bad_prompty_is_named_in_one_line(tmp_path: Path, text: str, says: str
     with pytest.raises(FlowError) as info:
         load_executor(file)
     assert says in str(info.value)
+
+
+def test_flow_serve_serves_a_prompty_with_a_connection(
+    home: Path, openai_connection: ConnectionService
+) -> None:
+    process, url = start(FLOWS / "prompty_stream" / "stream.prompty", home)
+    try:
+        answer = httpx.post(f"{url}/score", json={"question": "served"}, timeout=10)
+        assert answer.json() == "Echo: served"
+        events = httpx.post(
+            f"{url}/score", json={"question": "a b"}, headers={"accept": "text/event-stream"}, timeout=10
+        )
+        assert events.headers["content-type"].startswith("text/event-stream")
+        frames = [json.loads(x[len("data: ") :]) for x in events.text.split("\n\n") if x]
+        assert "".join(f["output"] for f in frames) == "Echo: a b"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) in (0, -signal.SIGTERM)
