@@ -239,6 +239,9 @@ class FlexExecutor:
         YAML's ``sample.init``, over the YAML's ``init`` defaults.
         """
         install_promptflow_shim()
+        from flowport.engine.prompty import use_connections  # it builds on this module
+
+        use_connections(connections or {})  # for promptflow.core.Prompty.load in the flow's code
         process = environ or os.environ
         bare = FlowDef(
             definition.path, definition.file or definition.path, {}, {}, {},

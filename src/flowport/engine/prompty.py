@@ -23,10 +23,12 @@ from flowport.connections import AzureOpenAIConnection, Connection, OpenAIConnec
 from flowport.engine.errors import user_error
 from flowport.engine.executor import LineResult
 from flowport.engine.flex import FlexExecutor, _failed
+from flowport.engine.inputs import prepare_inputs
 from flowport.engine.records import LineRun
 from flowport.flow import FlowDef, FlowError
 from flowport.flow.flex import FLEX_MARK, FlexDef
 from flowport.flow.prompty import PromptyDef, load_prompty
+from flowport.tools import prompty_hook
 from flowport.tools.chat_parser import ChatFormatError, parse_chat
 from flowport.tools.llm import ClientPool, escape_roles, full_message, unescape_roles
 from flowport.tools.openai_http import APIError
@@ -255,6 +257,46 @@ def load_prompty_executor(
     return PromptyExecutor(
         prompty_flex_def(definition), entry, definition.name, flow, dynamic_outputs=True, **options
     )
+
+
+_code_connections: Mapping[str, Connection] = {}
+
+
+def use_connections(connections: Mapping[str, Connection]) -> None:
+    """The connections ``Prompty.load`` in flow code resolves names with (those of the flow's run)."""
+    global _code_connections
+    _code_connections = connections
+
+
+def _override(definition: PromptyDef, model: Mapping[str, Any]) -> PromptyDef:
+    """``Prompty.load(model=...)``: configuration and parameters merged over the file's, the rest replaced."""
+    changes: dict[str, Any] = {}
+    for key in ("configuration", "parameters"):
+        if isinstance(model.get(key), Mapping):
+            changes[key] = {**getattr(definition, key), **model[key]}
+    for key in ("api", "response"):
+        if model.get(key) is not None:
+            changes[key] = model[key]
+    return dataclasses.replace(definition, **changes)
+
+
+def _load_for_code(source: str | Path, model: Mapping[str, Any] | None = None, **_: Any) -> Any:
+    """What ``promptflow.core.Prompty.load`` gives flow code: an async callable taking the inputs,
+    defaults filled in and required inputs checked as for a prompty run on its own."""
+    definition = load_prompty(source)
+    if model:
+        definition = _override(definition, model)
+    connection, name = resolve_model(definition, _code_connections, os.environ)
+    call = PromptyCall(definition, connection, name)
+    flow = prompty_flow_def(definition)
+
+    async def with_inputs(**inputs: Any) -> Any:
+        return await call(**prepare_inputs(flow, inputs))
+
+    return with_inputs
+
+
+prompty_hook.register(_load_for_code)
 
 
 def load_prompty_call(
