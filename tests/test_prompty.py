@@ -141,3 +141,18 @@ def test_flow_serve_serves_a_prompty_with_a_connection(
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(20) in (0, -signal.SIGTERM)
+
+
+async def test_a_failing_model_call_is_retried_then_named(openai_connection: ConnectionService) -> None:
+    executor = load_executor(
+        FLOWS / "prompty_chat" / "chat.prompty", connections=ConnectionResolver(openai_connection)
+    )
+    try:
+        flaky = await executor.run_line({"question": "again [[flaky:503:1]] [[retry-after:0]]"})
+        assert flaky.error is None
+        assert flaky.outputs == {"output": "Echo: again [[flaky:503:1]] [[retry-after:0]]"}
+        refused = await executor.run_line({"question": "no [[status:401]]"})
+    finally:
+        executor.close()
+    assert refused.error is not None
+    assert refused.error.message.startswith("Execution failure in 'Chat prompty': (LLMCallError)")

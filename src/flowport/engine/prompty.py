@@ -30,9 +30,10 @@ from flowport.flow.flex import FLEX_MARK, FlexDef
 from flowport.flow.prompty import PromptyDef, load_prompty
 from flowport.tools import prompty_hook
 from flowport.tools.chat_parser import ChatFormatError, parse_chat
-from flowport.tools.llm import ClientPool, escape_roles, full_message, unescape_roles
-from flowport.tools.openai_http import APIError
+from flowport.tools.llm import ClientPool, LLMTool, escape_roles, full_message, unescape_roles
+from flowport.tools.openai_http import OpenAIHTTP
 from flowport.tools.templates import TemplateError, compile_template, render
+from flowport.tools.usage import record_usage
 
 _ENV_REF = re.compile(r"^\$\{env:([^}]+)\}$")
 
@@ -94,6 +95,7 @@ class PromptyCall:
         self.connection = connection
         self.model = model
         self.pool = ClientPool()
+        self.llm = LLMTool(None, definition.api, connection, self.pool, node=definition.name)
         try:
             self.template = compile_template(definition.template, definition.file.name)
         except TemplateError as exc:
@@ -124,20 +126,18 @@ class PromptyCall:
         body = self.body(inputs)
         path = "completions" if self.definition.api == "completion" else "chat/completions"
         client = self.pool.get(self.connection)
-        try:
-            if self.stream:
-                events = await client.stream(path, body)
-                if self.definition.response == "all":
-                    return [event async for event in events]
-                chunks = _text_chunks(events, self.definition.api)
-                if self.json:
-                    return self._shape_json("".join([c async for c in chunks]))
-                return chunks
-            answer = await client.create(path, body)
-        except APIError as exc:
-            raise user_error(
-                f"{self.definition.file.name}: the model call failed: {exc}", "LLMError"
-            ) from None
+        # The LLM tool's retries (what may pass later, within the line's deadline) and error lines.
+        answer = await self.llm._with_retries(self._request, client, path, body)
+        if self.stream:
+            events = self.llm._guarded(answer)
+            if self.definition.response == "all":
+                return [event async for event in events]
+            chunks = _text_chunks(events, self.definition.api)
+            if self.json:
+                return self._shape_json("".join([c async for c in chunks]))
+            return chunks
+        usage = answer.get("usage") or {}
+        record_usage(usage.get("prompt_tokens"), usage.get("completion_tokens"))
         if self.definition.response == "all":
             return answer
         choice = (answer.get("choices") or [{}])[0]
@@ -148,6 +148,11 @@ class PromptyCall:
         else:
             content = (choice.get("message") or {}).get("content")
         return self._shape_json(content) if self.json else content
+
+    async def _request(self, client: OpenAIHTTP, path: str, body: dict[str, Any]) -> Any:
+        if self.stream:
+            return await client.stream(path, body)
+        return await client.create(path, body)
 
     def _shape_json(self, text: Any) -> Any:
         """The JSON answer; with declared outputs, only those keys (each must be there)."""
