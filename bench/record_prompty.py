@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import _promptflow
@@ -27,12 +28,45 @@ FLOWS = ROOT / "tests" / "flows"
 PREFIX = "pf.flow.test failed with "
 
 
+def record_bulk(flow: Path, case: dict, home: Path, env: dict[str, str]) -> None:
+    """``pf run create`` over the case's data: outputs, metrics and each line's status."""
+    name = f"{flow.name}_{case['id']}_{int(time.time())}"
+    args = ["run", "create", "--flow", case["flow_arg"], "--data", case["data"], "--name", name]
+    command = [str(_promptflow.venv_pf()), *args]
+    subprocess.run(command, cwd=flow, env=env, capture_output=True, text=True, timeout=600, check=True)
+    run_dir = home / ".promptflow" / ".runs" / name
+    case["pf_command"] = "pf " + " ".join(args).replace(
+        f"--flow {case['flow_arg']}", f"--flow tests/flows/{flow.name}/{case['flow_arg']}"
+    )
+    case["source"] = "pf run create, promptflow 1.18.5"
+    outputs = run_dir / "flow_outputs" / "output.jsonl"
+    case["expected_outputs"] = [json.loads(x) for x in outputs.read_text().splitlines() if x.strip()]
+    case["expected_metrics"] = json.loads((run_dir / "metrics.json").read_text())
+    lines = [
+        json.loads(p.read_text().splitlines()[0])
+        for p in sorted((run_dir / "flow_artifacts").glob("*.jsonl"))
+    ]
+    case["expected_line_status"] = [
+        {
+            "line_number": x["line_number"],
+            "status": x["run_info"]["status"],
+            "error_code": (x["run_info"]["error"] or {}).get("code"),
+            "error_message": (x["run_info"]["error"] or {}).get("message"),
+        }
+        for x in lines
+    ]
+    case["expected_run_error"] = None
+
+
 def record(flow: Path, case: dict, home: Path, server: LLMServer) -> None:
+    env = {**_promptflow.pf_env(home)}
+    env.update({k: v.replace("{base_url}", server.base_url) for k, v in (case.get("env") or {}).items()})
+    if case.get("kind") == "bulk":
+        record_bulk(flow, case, home, env)
+        return
     httpx.delete(f"{server.url}/_requests")
     shutil.rmtree(flow / ".promptflow", ignore_errors=True)
     args = ["flow", "test", "--flow", case["flow_arg"], *case.get("args", [])]
-    env = {**_promptflow.pf_env(home)}
-    env.update({k: v.replace("{base_url}", server.base_url) for k, v in (case.get("env") or {}).items()})
     done = subprocess.run(
         [str(_promptflow.venv_pf()), *args], env=env, cwd=flow, capture_output=True, text=True, timeout=600
     )

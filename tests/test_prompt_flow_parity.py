@@ -125,7 +125,10 @@ async def test_same_outputs_as_prompt_flow(
         return
     if case.get("kind") == "bulk":
         executor = load_executor(
-            flow, variant=case.get("variant"), init=case.get("init"), connections=resolver
+            case.get("flow_arg", flow),
+            variant=case.get("variant"),
+            init=case.get("init"),
+            connections=resolver,
         )
         try:
             summary = await BulkRunner(executor, concurrency=4).run(
