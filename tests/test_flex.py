@@ -110,7 +110,10 @@ def test_flow_test_runs_a_bare_entry_and_validate_reports_it(tmp_path: Path) -> 
     [
         ({}, "it is empty"),
         ({"tool.py": "def f(x):\n    return x\n"}, "holds Python files (tool.py) but no flow YAML"),
-        ({"chat.prompty": "---\nname: x\n---\nuser: hi\n"}, "give the .prompty file itself as the flow"),
+        (
+            {"chat.prompty": "---\nname: x\n---\nuser: hi\n", "other.prompty": "---\nname: y\n---\n"},
+            "holds chat.prompty, other.prompty; give one of them as the flow",
+        ),
     ],
 )
 def test_flow_test_refuses_what_it_cannot_run(tmp_path: Path, files: dict[str, str], says: str) -> None:

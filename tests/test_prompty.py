@@ -156,3 +156,23 @@ async def test_a_failing_model_call_is_retried_then_named(openai_connection: Con
         executor.close()
     assert refused.error is not None
     assert refused.error.message.startswith("Execution failure in 'Chat prompty': (LLMCallError)")
+
+
+def test_a_prompty_folder_registers_and_deploys_as_an_endpoint(
+    home: Path, openai_connection: ConnectionService
+) -> None:
+    from flowport.control.models import flow_interface, snapshot_flow
+    from tests.endpoint_harness import Flowport
+
+    snapshot, _, flow = snapshot_flow(FLOWS / "prompty_stream", home / "models")
+    assert (snapshot / "stream.prompty").is_file()
+    assert flow_interface(flow)["entry"] == "stream.prompty"
+    assert list(flow.inputs) == ["question"]
+    assert "open_ai_connection" in flow.connection_candidates()
+    with Flowport(home) as fp:
+        fp.endpoint("prompty")
+        fp.deploy("prompty", "blue", model={"path": str(FLOWS / "prompty_stream")})
+        assert fp.traffic("prompty", blue=100).status_code == 200
+        answer = fp.score("prompty", {"question": "deployed"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == "Echo: deployed"

@@ -25,9 +25,9 @@ from flowport.engine.executor import LineResult
 from flowport.engine.flex import FlexExecutor, _failed
 from flowport.engine.inputs import prepare_inputs
 from flowport.engine.records import LineRun
-from flowport.flow import FlowDef, FlowError
-from flowport.flow.flex import FLEX_MARK, FlexDef
-from flowport.flow.prompty import PromptyDef, load_prompty
+from flowport.flow import FlowError
+from flowport.flow.flex import FlexDef
+from flowport.flow.prompty import PromptyDef, as_flow_def, load_prompty
 from flowport.tools import prompty_hook
 from flowport.tools.chat_parser import ChatFormatError, parse_chat
 from flowport.tools.llm import ClientPool, LLMTool, escape_roles, full_message, unescape_roles
@@ -212,25 +212,6 @@ def prompty_flex_def(definition: PromptyDef) -> FlexDef:
     )
 
 
-def prompty_flow_def(definition: PromptyDef) -> FlowDef:
-    """The prompty's inputs and outputs as a FlowDef (outputs: the declared ones, if any)."""
-    return FlowDef(
-        path=definition.path,
-        file=definition.file,
-        inputs=dict(definition.inputs),
-        outputs=dict(definition.outputs),
-        nodes={},
-        raw={
-            FLEX_MARK: {"entry": f"{definition.file.name}", "connection_names": _connection_names(definition)}
-        },
-    )
-
-
-def _connection_names(definition: PromptyDef) -> list[str]:
-    name = definition.configuration.get("connection")
-    return [name] if isinstance(name, str) else []
-
-
 def load_prompty_executor(
     path: str | Path,
     *,
@@ -256,7 +237,7 @@ def load_prompty_executor(
         answer = await call(**inputs)
         return {"output": answer} if whole else answer
 
-    flow = prompty_flow_def(definition)
+    flow = as_flow_def(definition)
     if whole:
         flow = dataclasses.replace(flow, outputs={})
     return PromptyExecutor(
@@ -293,7 +274,7 @@ def _load_for_code(source: str | Path, model: Mapping[str, Any] | None = None, *
         definition = _override(definition, model)
     connection, name = resolve_model(definition, _code_connections, os.environ)
     call = PromptyCall(definition, connection, name)
-    flow = prompty_flow_def(definition)
+    flow = as_flow_def(definition)
 
     async def with_inputs(**inputs: Any) -> Any:
         return await call(**prepare_inputs(flow, inputs))

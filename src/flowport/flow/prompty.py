@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from flowport.flow.errors import FlowError
-from flowport.flow.model import MISSING, InputDef, OutputDef, ValueType
+from flowport.flow.flex import FLEX_MARK
+from flowport.flow.model import MISSING, FlowDef, InputDef, OutputDef, ValueType
 from flowport.flow.reference import Literal
 from flowport.flow.yaml import load_yaml_file, parse_yaml, read_text_file, to_plain
 
@@ -50,7 +51,20 @@ class PromptyDef:
 
 
 def is_prompty(path: str | Path) -> bool:
-    return str(path).endswith(SUFFIX) and Path(path).is_file()
+    """A ``.prompty`` file, or a folder holding exactly one and no flow YAML (see ``prompty_in``)."""
+    return prompty_in(path) is not None
+
+
+def prompty_in(path: str | Path) -> Path | None:
+    """The prompty ``path`` names: the file itself, or a folder's only ``.prompty`` when it holds no
+    flow.dag.yaml / flow.flex.yaml (so a model folder may be one prompty)."""
+    target = Path(path).expanduser()
+    if target.is_file():
+        return target if target.suffix == SUFFIX else None
+    if not target.is_dir() or any((target / f).is_file() for f in ("flow.dag.yaml", "flow.flex.yaml")):
+        return None
+    found = [p for p in target.iterdir() if p.suffix == SUFFIX and p.is_file()]
+    return found[0] if len(found) == 1 else None
 
 
 def _problem(message: str, file: Path, code: str = "InvalidPrompty") -> FlowError:
@@ -129,9 +143,28 @@ def _outputs(raw: Any, file: Path) -> dict[str, OutputDef]:
     return outputs
 
 
+def as_flow_def(definition: PromptyDef) -> FlowDef:
+    """The prompty's inputs and outputs as a FlowDef, marked as the flex flows are (its connection
+    name, if any, is a connection candidate for the control plane)."""
+    name = definition.configuration.get("connection")
+    return FlowDef(
+        path=definition.path,
+        file=definition.file,
+        inputs=dict(definition.inputs),
+        outputs=dict(definition.outputs),
+        nodes={},
+        raw={
+            FLEX_MARK: {
+                "entry": definition.file.name,
+                "connection_names": [name] if isinstance(name, str) else [],
+            }
+        },
+    )
+
+
 def load_prompty(path: str | Path) -> PromptyDef:
-    """Read and check a ``.prompty`` file; every problem is a FlowError naming the file."""
-    file = Path(path).expanduser().resolve()
+    """Read and check a ``.prompty`` file (or a folder's only one); every problem is a FlowError."""
+    file = (prompty_in(path) or Path(path)).expanduser().resolve()
     if not file.is_file():
         raise _problem(f"{path} does not exist", file, "FlowNotFound")
     front, template = split_front_matter(read_text_file(file), file)
