@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,13 @@ class Prompty(AsyncPrompty):
     async def _whole(self, inputs: dict[str, Any]) -> Any:
         result = await self._call(**inputs)
         if inspect.isasyncgen(result):
-            return iter([chunk async for chunk in result])
+            return _generator([chunk async for chunk in result])
         return result
+
+
+def _generator(chunks: list[str]) -> Iterator[str]:
+    """A stream read to the end (this call owns its event loop), handed on as prompt flow's generator."""
+    yield from chunks
 
 
 def _run(coroutine: Any) -> Any:
