@@ -87,6 +87,13 @@ def resolve_model(
         raise FlowError.single("InvalidPrompty", f"model.configuration: {exc}", where) from None
 
 
+class InvalidOutputKeyError(KeyError):
+    """A declared output is not in the model's JSON answer (prompt flow's name for it)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class PromptyCall:
     """One prompty, ready to call: ``await call(**inputs)`` gives what prompt flow gives."""
 
@@ -159,12 +166,12 @@ class PromptyCall:
         try:
             values = json.loads(text)
         except (TypeError, ValueError) as exc:
-            raise user_error(f"the model's answer is not JSON: {exc}", "JSONDecodeError") from None
+            raise ValueError(f"the model's answer is not JSON ({exc}): {str(text)[:200]!r}") from None
         if not self.definition.outputs or not isinstance(values, dict):
             return values
         missing = [k for k in self.definition.outputs if k not in values]
         if missing:
-            raise user_error(f"Cannot find {missing[0]} in response {list(values)}", "InvalidOutputKeyError")
+            raise InvalidOutputKeyError(f"Cannot find {missing[0]} in response {list(values)}")
         return {k: values[k] for k in self.definition.outputs}
 
 
