@@ -1,9 +1,9 @@
 """Record prompt flow 1.18.5's answers for the prompty flows under tests/flows (``prompty_*``).
 
 Each case names its ``.prompty`` file (``flow_arg``), the ``args`` after ``pf flow test --flow
-<file>`` and ``env`` (``{base_url}`` stands for the test LLM server's ``/v1`` address). This starts
-the test LLM server, creates the parity connections in a scratch home, runs pf from the flow's
-folder and writes back ``expected`` (``expected_printed`` when pf printed no JSON, e.g. a stream),
+<file>`` and ``env`` (``{base_url}`` stands for the test LLM server's ``/v1`` address, ``{url}``
+for its root). This starts the test LLM server, creates the parity connections in a scratch home,
+runs pf from the flow's folder and writes back ``expected`` (``expected_printed`` when pf printed no JSON, e.g. a stream),
 or ``expected_error``, and ``llm_requests``. Run: ``python bench/record_prompty.py``.
 """
 
@@ -60,7 +60,12 @@ def record_bulk(flow: Path, case: dict, home: Path, env: dict[str, str]) -> None
 
 def record(flow: Path, case: dict, home: Path, server: LLMServer) -> None:
     env = {**_promptflow.pf_env(home)}
-    env.update({k: v.replace("{base_url}", server.base_url) for k, v in (case.get("env") or {}).items()})
+    env.update(
+        {
+            k: v.replace("{base_url}", server.base_url).replace("{url}", server.url)
+            for k, v in (case.get("env") or {}).items()
+        }
+    )
     if case.get("kind") == "bulk":
         record_bulk(flow, case, home, env)
         return

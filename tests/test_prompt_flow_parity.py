@@ -89,7 +89,9 @@ async def test_same_outputs_as_prompt_flow(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for key, value in (case.get("env") or {}).items():
-        monkeypatch.setenv(key, value.replace("{base_url}", llm_server.base_url))
+        monkeypatch.setenv(
+            key, value.replace("{base_url}", llm_server.base_url).replace("{url}", llm_server.url)
+        )
     if flow.name.startswith(FLEX_LIKE):
         monkeypatch.chdir(flow)  # pf flow test ran from the flow's folder
     resolver = ConnectionResolver(openai_connection)

@@ -58,6 +58,8 @@ def resolve_model(
     """The connection to call and the model (or Azure deployment) name, from ``configuration``."""
     where = str(definition.file)
     config = {k: _env_value(v, k, where, environ) for k, v in definition.configuration.items()}
+    # an unquoted `api_version: 2024-02-01` is a date to YAML: every setting is text
+    config = {k: v if v is None or isinstance(v, str) else str(v) for k, v in config.items()}
     azure = config.pop("type") == "azure_openai"
     model = config.pop("azure_deployment" if azure else "model", None)
     if not model:
