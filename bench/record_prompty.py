@@ -1,10 +1,11 @@
 """Record prompt flow 1.18.5's answers for the prompty flows under tests/flows (``prompty_*``).
 
 Each case names its ``.prompty`` file (``flow_arg``), the ``args`` after ``pf flow test --flow
-<file>`` and ``env`` (``{base_url}`` stands for the test LLM server's ``/v1`` address, ``{url}``
-for its root). This starts the test LLM server, creates the parity connections in a scratch home,
-runs pf from the flow's folder and writes back ``expected`` (``expected_printed`` when pf printed no JSON, e.g. a stream),
-or ``expected_error``, and ``llm_requests``. Run: ``python bench/record_prompty.py``.
+<file>`` and ``env`` (``{base_url}``: the test LLM server's ``/v1`` address, ``{url}``: its root).
+This starts the test LLM server, creates the parity connections in a scratch home, runs pf from
+the flow's folder and writes back ``expected`` (``expected_printed`` when pf printed no JSON, e.g.
+a stream), or ``expected_error``, and ``llm_requests``; a ``"kind": "bulk"`` case runs
+``pf run create``. Run: ``python bench/record_prompty.py`` (``PROMPTY_ONLY=name`` for some).
 """
 
 from __future__ import annotations
