@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import inspect
 import threading
 from collections.abc import Iterator
@@ -49,23 +51,32 @@ def _generator(chunks: list[str]) -> Iterator[str]:
     yield from chunks
 
 
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
+
+
 def _run(coroutine: Any) -> Any:
-    """Run to the end here, or in a thread of its own when this thread already runs an event loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    box: dict[str, Any] = {}
+    """Run on one event loop kept in a thread of its own (its HTTP clients are reused from call to
+    call), so a synchronous call works from any thread, event loop or not; in the caller's context."""
+    global _loop
+    with _loop_lock:
+        if _loop is None:
+            _loop = asyncio.new_event_loop()
+            threading.Thread(target=_loop.run_forever, name="flowport-prompty", daemon=True).start()
+    loop, done = _loop, concurrent.futures.Future()
 
-    def target() -> None:
-        try:
-            box["value"] = asyncio.run(coroutine)
-        except BaseException as exc:  # handed to the caller below
-            box["error"] = exc
+    def start() -> None:  # runs in the caller's context: the line's deadline and token usage
+        task = loop.create_task(coroutine)
+        task.add_done_callback(lambda t: _settle(t, done))
 
-    thread = threading.Thread(target=target, name="flowport-prompty")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    loop.call_soon_threadsafe(start, context=contextvars.copy_context())
+    return done.result()
+
+
+def _settle(task: asyncio.Task[Any], done: concurrent.futures.Future[Any]) -> None:
+    if task.cancelled():
+        done.cancel()
+    elif task.exception() is not None:
+        done.set_exception(task.exception())
+    else:
+        done.set_result(task.result())
