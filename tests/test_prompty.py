@@ -83,7 +83,8 @@ def test_flow_test_and_validate_a_prompty(tmp_path: Path, llm_server: LLMServer)
     assert json.loads(done.stdout) == {"output": "Echo: From the CLI"}
     valid = flowport("flow", "validate", "--flow", file, home=tmp_path, env=env)
     assert valid.returncode == 0, valid.stderr
-    assert json.loads(valid.stdout)["inputs"] == ["question"]
+    report = json.loads(valid.stdout)
+    assert (report["inputs"], report["entry"]) == (["question"], "env.prompty:__call__")
     unset = flowport("flow", "test", "--flow", file, "--inputs", "question=x", home=tmp_path)
     assert unset.returncode == 1
     assert "reads ${env:PROMPTY_TEST_KEY}, but PROMPTY_TEST_KEY is not set" in unset.stderr

@@ -214,7 +214,7 @@ def prompty_flex_def(definition: PromptyDef) -> FlexDef:
     """The prompty as the flex definition the flex executor runs (its entry: the prompty's name)."""
     return FlexDef(
         path=definition.path,
-        module=definition.file.stem,
+        module=definition.file.name,  # shown as the entry: "chat.prompty:__call__"
         attr="__call__",
         file=definition.file,
         sample_inputs=dict(definition.sample),
