@@ -139,6 +139,7 @@ def _outputs(raw: Any, file: Path) -> dict[str, OutputDef]:
             Literal(None),
             ValueType(kind) if kind in _TYPES else ValueType.STRING,
             spec.get("description"),
+            is_chat_output=bool(spec.get("is_chat_output")),
         )
     return outputs
 
