@@ -110,7 +110,10 @@ def test_flow_test_runs_a_bare_entry_and_validate_reports_it(tmp_path: Path) -> 
     [
         ({}, "it is empty"),
         ({"tool.py": "def f(x):\n    return x\n"}, "holds Python files (tool.py) but no flow YAML"),
-        ({"chat.prompty": "---\nname: x\n---\nuser: hi\n"}, "does not run prompty flows yet"),
+        (
+            {"chat.prompty": "---\nname: x\n---\nuser: hi\n", "other.prompty": "---\nname: y\n---\n"},
+            "holds chat.prompty, other.prompty; give one of them as the flow",
+        ),
     ],
 )
 def test_flow_test_refuses_what_it_cannot_run(tmp_path: Path, files: dict[str, str], says: str) -> None:
@@ -130,7 +133,7 @@ def test_flow_test_refuses_what_it_cannot_run(tmp_path: Path, files: dict[str, s
     if files and next(iter(files)).endswith(".prompty"):
         single = flowport("flow", "test", "--flow", str(folder / "chat.prompty"), home=tmp_path)
         assert single.returncode == 1
-        assert "is a .prompty file; flowport does not run prompty flows yet" in single.stderr
+        assert "model.configuration.type is missing; give 'openai' or 'azure_openai'" in single.stderr
 
 
 def test_unknown_connection_for_an_init_argument_is_named(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from flowport.cli.common import (
 )
 from flowport.flow import FlowDef, load_flow
 from flowport.flow.flex import describe_flow_path, is_flex
+from flowport.flow.prompty import is_prompty
 from flowport.serving.settings import ServeSettings, SettingsError
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ def serve(
     reason = describe_flow_path(source)
     if reason is not None:
         fail(reason)
-    flow = None if is_flex(source) else load_flow(source)
+    flow = None if is_flex(source) or is_prompty(source) else load_flow(source)
     if flow is not None and flow.connection_candidates():
         typer.echo(f"serving {flow.name} at {where} ({workers} worker(s)); POST /score", err=True)
         exec_instance(source, flow, variables, settings, host=host, port=port, uds=uds, workers=workers)

@@ -43,6 +43,8 @@ def _refuse_home(path: Path, home: Path, what: str) -> None:
 def _refuse_home_includes(source: Path, home: Path) -> None:
     """Checked before anything is copied: the loader reports a malformed list itself."""
     flow_file = find_flow_file(source)
+    if flow_file.suffix == ".prompty":  # front matter and a template: no additional_includes
+        return
     entries = (load_yaml_file(flow_file) or {}).get("additional_includes") or []
     for entry in entries if isinstance(entries, list) else []:
         if isinstance(entry, str):

@@ -38,6 +38,8 @@ def check_tools(flow: FlowDef, folder: Path, shown_as: Path) -> dict[str, Any] |
     """
     if not any(node.source_path for node in flow.nodes.values()) and "flowport.flex" not in flow.raw:
         return None  # no code to import (a flex flow's entry always is)
+    if Path(flow.file).suffix == ".prompty":
+        return None  # a prompty holds no code to import
     user = _instance_user()
     python = instance_python()
     command = [python, "-I", "-B", "-m", "flowport.engine.check", str(folder)]

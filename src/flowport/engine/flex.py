@@ -52,6 +52,7 @@ from flowport.engine.records import LineRun, NodeRun, Status, now
 from flowport.engine.streams import NodeStream, join_async
 from flowport.flow import FlowDef, FlowError, ValueType
 from flowport.flow.flex import FLEX_MARK, FlexDef, describe_flow_path, is_flex, load_flex
+from flowport.flow.prompty import is_prompty
 from flowport.tools.compat import install_promptflow_shim
 from flowport.tools.usage import current_usage
 
@@ -157,6 +158,9 @@ class FlexExecutor:
         YAML's ``sample.init``, over the YAML's ``init`` defaults.
         """
         install_promptflow_shim()
+        from flowport.engine.prompty import use_connections  # it builds on this module
+
+        use_connections(connections or {})  # for promptflow.core.Prompty.load in the flow's code
         process = environ or os.environ
         bare = FlowDef(
             definition.path, definition.file or definition.path, {}, {}, {},
@@ -307,6 +311,15 @@ def load_executor(
     reason = describe_flow_path(path)
     if reason is not None:
         raise FlowError.single("FlowNotFound", reason, str(path))
+    if is_prompty(path):
+        from flowport.engine.prompty import load_prompty_executor  # it builds on this module
+
+        if variant or init:
+            raise FlowError.single(
+                "InvalidVariant", "--variant and --init apply to flows; a prompty has neither"
+            )
+        options.pop("includes_dir", None)
+        return load_prompty_executor(path, **options)
     if is_flex(path):
         if variant:
             raise FlowError.single(

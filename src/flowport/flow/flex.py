@@ -221,15 +221,21 @@ def _value_type(text: Any) -> ValueType:
 
 
 def load_any_flow(path: str | Path, *, includes_dir: Path | None = None) -> FlowDef:
-    """A DAG flow (validated) or a flex flow's definition (see ``as_flow_def``)."""
+    """A DAG flow (validated), a flex flow's or a prompty's definition (see ``as_flow_def``)."""
+    from flowport.flow import prompty  # it builds on this module
+
+    if prompty.prompty_in(path) is not None:
+        return prompty.as_flow_def(prompty.load_prompty(path))
     if flex_file(path) is not None:
         return as_flow_def(load_flex(path))
     return load_flow(path, includes_dir=includes_dir)
 
 
 def find_any_flow_file(path: str | Path) -> Path:
-    """The flow.flex.yaml or flow.dag.yaml a folder (or file) names."""
-    found = flex_file(path)
+    """The flow.flex.yaml, flow.dag.yaml or .prompty a folder (or file) names."""
+    from flowport.flow.prompty import prompty_in  # it builds on this module
+
+    found = flex_file(path) or prompty_in(path)
     return found.resolve() if found is not None else find_flow_file(path)
 
 
@@ -243,7 +249,7 @@ def describe_flow_path(path: str | Path) -> str | None:
         return f"{text} does not exist; give a flow folder, its YAML file, or module:function"
     if target.is_file():
         if target.suffix == ".prompty":
-            return f"{text} is a .prompty file; flowport does not run prompty flows yet"
+            return None
         if target.name == FLOW_FILE or flex_file(target) is not None:
             return None
         if target.suffix == ".py":
@@ -254,13 +260,15 @@ def describe_flow_path(path: str | Path) -> str | None:
         return f"{text} is a file but not a flow: expected {FLOW_FILE}, {FLEX_FILE} or a flow folder"
     if (target / FLOW_FILE).is_file() or (target / FLEX_FILE).is_file():
         return None
+    if len(list(target.glob("*.prompty"))) == 1:  # a folder that is one prompty
+        return None
     found = sorted(p.name for p in target.iterdir() if not p.name.startswith("."))
     prompty = [n for n in found if n.endswith(".prompty")]
     scripts = [n for n in found if n.endswith(".py")]
     if not found:
         what = "it is empty"
     elif prompty:
-        what = f"it holds {', '.join(prompty)}; flowport does not run prompty flows yet"
+        what = f"it holds {', '.join(prompty)}; give one of them as the flow"
     elif scripts:
         what = (
             f"it holds Python files ({', '.join(scripts[:5])}) but no flow YAML; for a flex flow add a "

@@ -1,7 +1,15 @@
-"""``promptflow.core`` as flows use it: ``tool`` and ``log_metric``."""
+"""``promptflow.core`` as flows use it: ``tool``, ``log_metric``, model configurations, ``Prompty``."""
 
 from flowport.connections.model_config import AzureOpenAIModelConfiguration, OpenAIModelConfiguration
 from flowport.tools.decorator import tool
 from flowport.tools.metrics import log_metric
+from promptflow.core._prompty import AsyncPrompty, Prompty
 
-__all__ = ["AzureOpenAIModelConfiguration", "OpenAIModelConfiguration", "log_metric", "tool"]
+__all__ = [
+    "AsyncPrompty",
+    "AzureOpenAIModelConfiguration",
+    "OpenAIModelConfiguration",
+    "Prompty",
+    "log_metric",
+    "tool",
+]

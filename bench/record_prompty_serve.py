@@ -1,0 +1,90 @@
+"""Record ``pf flow serve`` (prompt flow 1.18.5, fastapi engine) serving prompty flows.
+
+Writes tests/serve_recordings/fastapi/prompty_*.json in that folder's format (as
+record_flex_serve.py does), with the test LLM server behind the parity connections.
+Run: ``python bench/record_prompty_serve.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from _promptflow import ensure_venv, pf_env, venv_pf
+from record_cases import connection_specs, pf
+from record_flex_serve import JSON, OUT, SSE
+
+from flowport.testing.llm_server import LLMServer
+
+ROOT = Path(__file__).resolve().parent.parent
+PORT = 18604
+CASES = {
+    # pf 1.18.5 serves no .prompty file ("Support directory `source` for Python flow only"): a prompty
+    # is served through a flex flow that loads it (promptflow.core.Prompty)
+    "prompty_in_flex": [
+        ("score", "POST", "/score", JSON, {"question": "Served?"}),
+        ("score_style", "POST", "/score", JSON, {"question": "Hi", "style": "formal"}),
+        ("score_missing_input", "POST", "/score", JSON, {}),
+        ("sse_no_stream", "POST", "/score", SSE, {"question": "a b"}),
+        ("get_swagger", "GET", "/swagger.json", {}, None),
+    ],
+}
+
+
+def serve(source: Path, home: Path) -> subprocess.Popen[bytes]:
+    command = [str(venv_pf()), "flow", "serve", "--source", str(source), "--port", str(PORT)]
+    command += ["--host", "127.0.0.1", "--engine", "fastapi", "--skip-open-browser"]
+    process = subprocess.Popen(
+        command, env=pf_env(home, {"PF_DISABLE_TRACING": "true"}), cwd=source,
+        stdout=subprocess.DEVNULL, stderr=open(home / 'serve.log', 'ab'),  # noqa: SIM115
+    )  # fmt: skip
+    for _ in range(120):
+        try:
+            httpx.get(f"http://127.0.0.1:{PORT}/health", timeout=1)
+            return process
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    process.kill()
+    log = (home / "serve.log").read_text()[-3000:]
+    raise RuntimeError(f"pf flow serve of {source} did not start:\n{log}")
+
+
+def main() -> None:
+    ensure_venv()
+    with tempfile.TemporaryDirectory() as scratch, LLMServer() as server:
+        home = Path(scratch)
+        for spec in connection_specs(server):
+            file = home / f"{spec['name']}.yaml"
+            file.write_text(json.dumps(spec))
+            pf(["connection", "create", "--file", str(file)], home)
+        for flow, requests in CASES.items():
+            process = serve(ROOT / "tests" / "flows" / flow, home)
+            stem = flow.split("/")[0]
+            try:
+                for name, method, path, headers, body in requests:
+                    content = json.dumps(body) if body is not None else ""
+                    answer = httpx.request(
+                        method, f"http://127.0.0.1:{PORT}{path}", headers=headers, content=content, timeout=30
+                    )
+                    kept = {k: v for k, v in answer.headers.items() if k == "content-type"}
+                    record = {
+                        "flow": f"flows/{flow}",
+                        "env": {"PF_DISABLE_TRACING": "true"},
+                        "request": {"method": method, "path": path, "headers": headers, "body": content},
+                        "response": {"status": answer.status_code, "headers": kept, "body": answer.text},
+                        "notes": "recorded by bench/record_prompty_serve.py (httpx, not a raw socket)",
+                    }
+                    (OUT / f"{stem}__{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+                    print(flow, name, answer.status_code, answer.text[:300])
+            finally:
+                process.terminate()
+                process.wait(30)
+                time.sleep(1)
+
+
+if __name__ == "__main__":
+    main()

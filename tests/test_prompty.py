@@ -1,0 +1,179 @@
+"""Prompty files: what the recordings cannot cover (serving, the CLI, bad files, ``response: all``).
+
+Outputs and requests compared with prompt flow itself are in tests/flows/prompty_*/cases.json
+(replayed by test_prompt_flow_parity.py).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flowport.connections import ConnectionResolver, ConnectionService
+from flowport.engine import load_executor
+from flowport.flow import FlowError
+from flowport.serving import ScoringApp, ServeSettings
+from flowport.testing.llm_server import LLMServer
+from flowport.testing.threaded_server import ThreadedServer
+from tests.conftest import FLOWS
+from tests.test_cli import flowport
+from tests.test_serve_process import start
+
+
+@pytest.fixture
+def served(request: pytest.FixtureRequest, openai_connection: ConnectionService) -> Iterator[ThreadedServer]:
+    executor = load_executor(FLOWS / request.param, connections=ConnectionResolver(openai_connection))
+    server = ThreadedServer(ScoringApp(executor, ServeSettings()), lifespan="on").start()
+    yield server
+    server.stop()
+
+
+async def test_response_all_gives_the_whole_response(openai_connection: ConnectionService) -> None:
+    executor = load_executor(
+        FLOWS / "prompty_all" / "all.prompty", connections=ConnectionResolver(openai_connection)
+    )
+    try:
+        result = await executor.run_line({"question": "Go"})
+    finally:
+        executor.close()
+    assert result.error is None
+    whole = result.outputs["output"]
+    assert whole["object"] == "chat.completion"
+    assert whole["choices"][0]["message"]["content"] == "Echo: Go"
+    assert whole["usage"]["completion_tokens"] == 2
+
+
+@pytest.mark.parametrize("served", ["prompty_stream/stream.prompty"], indirect=True)
+def test_a_streaming_prompty_streams_over_sse_and_joins_in_json(served: ThreadedServer) -> None:
+    events = httpx.post(
+        f"{served.url}/score", json={"question": "one two"}, headers={"accept": "text/event-stream"}
+    )
+    assert events.status_code == 200
+    frames = [json.loads(x[len("data: ") :]) for x in events.text.split("\n\n") if x]
+    assert "".join(f["output"] for f in frames) == "Echo: one two"
+    assert len(frames) > 1
+    assert httpx.post(f"{served.url}/score", json={"question": "hi"}).json() == "Echo: hi"
+
+
+@pytest.mark.parametrize("served", ["prompty_chat/json.prompty"], indirect=True)
+def test_a_json_prompty_serves_its_object_and_refuses_missing_inputs(served: ThreadedServer) -> None:
+    assert httpx.post(f"{served.url}/score", json={"question": "q"}).json() == {"echo": "q"}
+    missing = httpx.post(f"{served.url}/score", json={})
+    assert missing.status_code == 400
+    assert (
+        missing.json()["error"]["message"]
+        == "Required input fields ['question'] are missing in request data {}"
+    )
+    swagger = httpx.get(f"{served.url}/swagger.json").json()
+    assert "question" in json.dumps(swagger)
+
+
+def test_flow_test_and_validate_a_prompty(tmp_path: Path, llm_server: LLMServer) -> None:
+    env = {"PROMPTY_TEST_KEY": "test-key", "PROMPTY_TEST_BASE_URL": llm_server.base_url}
+    file = str(FLOWS / "prompty_env" / "env.prompty")
+    done = flowport(
+        "flow", "test", "--flow", file, "--inputs", "question=From the CLI", home=tmp_path, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"output": "Echo: From the CLI"}
+    valid = flowport("flow", "validate", "--flow", file, home=tmp_path, env=env)
+    assert valid.returncode == 0, valid.stderr
+    report = json.loads(valid.stdout)
+    assert (report["inputs"], report["entry"]) == (["question"], "env.prompty:__call__")
+    unset = flowport("flow", "test", "--flow", file, "--inputs", "question=x", home=tmp_path)
+    assert unset.returncode == 1
+    assert "reads ${env:PROMPTY_TEST_KEY}, but PROMPTY_TEST_KEY is not set" in unset.stderr
+    assert "Traceback" not in unset.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("name: x\nuser: hi\n", "starts with YAML front matter between two '---' lines"),
+        (
+            "---\nmodel:\n  api: embed\n---\nuser: hi\n",
+            "model.api is 'embed'; expected 'chat' or 'completion'",
+        ),
+        (
+            "---\nmodel:\n  configuration: {type: openai, model: m, connection: nope}\n---\nuser:\nhi\n",
+            "model.configuration.connection names 'nope', which does not exist",
+        ),
+        (
+            "---\nmodel:\n  configuration: {type: openai, model: m}\n"
+            "  parameters:\n    tools: ${file:no.json}\n---\n",
+            "does not exist",
+        ),
+        (
+            "---\nmodel:\n  configuration: {type: openai, model: m}\ninputs:\n  q: {type: decimal}\n---\n",
+            "input 'q' has type 'decimal'",
+        ),
+        (
+            "---\nname: x\n---\nuser: hi\n",
+            "model.configuration.type is missing; give 'openai' or 'azure_openai'",
+        ),
+    ],
+)
+def test_a_bad_prompty_is_named_in_one_line(tmp_path: Path, text: str, says: str) -> None:
+    file = tmp_path / "bad.prompty"
+    file.write_text(text)
+    with pytest.raises(FlowError) as info:
+        load_executor(file)
+    assert says in str(info.value)
+
+
+def test_flow_serve_serves_a_prompty_with_a_connection(
+    home: Path, openai_connection: ConnectionService
+) -> None:
+    process, url = start(FLOWS / "prompty_stream" / "stream.prompty", home)
+    try:
+        answer = httpx.post(f"{url}/score", json={"question": "served"}, timeout=10)
+        assert answer.json() == "Echo: served"
+        events = httpx.post(
+            f"{url}/score", json={"question": "a b"}, headers={"accept": "text/event-stream"}, timeout=10
+        )
+        assert events.headers["content-type"].startswith("text/event-stream")
+        frames = [json.loads(x[len("data: ") :]) for x in events.text.split("\n\n") if x]
+        assert "".join(f["output"] for f in frames) == "Echo: a b"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) in (0, -signal.SIGTERM)
+
+
+async def test_a_failing_model_call_is_retried_then_named(openai_connection: ConnectionService) -> None:
+    executor = load_executor(
+        FLOWS / "prompty_chat" / "chat.prompty", connections=ConnectionResolver(openai_connection)
+    )
+    try:
+        flaky = await executor.run_line({"question": "again [[flaky:503:1]] [[retry-after:0]]"})
+        assert flaky.error is None
+        assert flaky.outputs == {"output": "Echo: again [[flaky:503:1]] [[retry-after:0]]"}
+        refused = await executor.run_line({"question": "no [[status:401]]"})
+    finally:
+        executor.close()
+    assert refused.error is not None
+    assert refused.error.message.startswith("Execution failure in 'Chat prompty': (LLMCallError)")
+
+
+def test_a_prompty_folder_registers_and_deploys_as_an_endpoint(
+    home: Path, openai_connection: ConnectionService
+) -> None:
+    from flowport.control.models import flow_interface, snapshot_flow
+    from tests.endpoint_harness import Flowport
+
+    snapshot, _, flow = snapshot_flow(FLOWS / "prompty_stream", home / "models")
+    assert (snapshot / "stream.prompty").is_file()
+    assert flow_interface(flow)["entry"] == "stream.prompty"
+    assert list(flow.inputs) == ["question"]
+    assert "open_ai_connection" in flow.connection_candidates()
+    with Flowport(home) as fp:
+        fp.endpoint("prompty")
+        fp.deploy("prompty", "blue", model={"path": str(FLOWS / "prompty_stream")})
+        assert fp.traffic("prompty", blue=100).status_code == 200
+        answer = fp.score("prompty", {"question": "deployed"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == "Echo: deployed"
