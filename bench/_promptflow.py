@@ -122,3 +122,26 @@ def run_script(
 def emit_result(result: Mapping[str, Any]) -> None:
     """Print the result line a worker script hands back to ``run_script``."""
     print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def bulk_run_expectations(run_dir: Path) -> dict[str, Any]:
+    """What a parity case expects of a ``pf run create`` run: outputs, metrics, each line's status."""
+    outputs = run_dir / "flow_outputs" / "output.jsonl"
+    lines = [
+        json.loads(p.read_text().splitlines()[0])
+        for p in sorted((run_dir / "flow_artifacts").glob("*.jsonl"))
+    ]
+    return {
+        "expected_outputs": [json.loads(x) for x in outputs.read_text().splitlines() if x.strip()],
+        "expected_metrics": json.loads((run_dir / "metrics.json").read_text()),
+        "expected_line_status": [
+            {
+                "line_number": x["line_number"],
+                "status": x["run_info"]["status"],
+                "error_code": (x["run_info"]["error"] or {}).get("code"),
+                "error_message": (x["run_info"]["error"] or {}).get("message"),
+            }
+            for x in lines
+        ],
+        "expected_run_error": None,
+    }

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _promptflow import ensure_venv, pf_env, venv_pf
+from _promptflow import bulk_run_expectations, ensure_venv, pf_env, venv_pf
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOWS = ROOT / "tests" / "flows"
@@ -30,23 +30,7 @@ def record_bulk(flow: Path, case: dict, home: Path) -> None:
     run_dir = home / ".promptflow" / ".runs" / name
     case["pf_command"] = " ".join(["pf", *args[1:]]).replace("--flow .", f"--flow tests/flows/{flow.name}")
     case["source"] = "pf run create, promptflow 1.18.5"
-    outputs = run_dir / "flow_outputs" / "output.jsonl"
-    case["expected_outputs"] = [json.loads(x) for x in outputs.read_text().splitlines() if x.strip()]
-    case["expected_metrics"] = json.loads((run_dir / "metrics.json").read_text())
-    lines = [
-        json.loads(p.read_text().splitlines()[0])
-        for p in sorted((run_dir / "flow_artifacts").glob("*.jsonl"))
-    ]
-    case["expected_line_status"] = [
-        {
-            "line_number": x["line_number"],
-            "status": x["run_info"]["status"],
-            "error_code": (x["run_info"]["error"] or {}).get("code"),
-            "error_message": (x["run_info"]["error"] or {}).get("message"),
-        }
-        for x in lines
-    ]
-    case["expected_run_error"] = None
+    case.update(bulk_run_expectations(run_dir))
 
 
 def record(flow: Path, case: dict, home: Path) -> None:

@@ -40,23 +40,7 @@ def record_bulk(flow: Path, case: dict, home: Path, env: dict[str, str]) -> None
         f"--flow {case['flow_arg']}", f"--flow tests/flows/{flow.name}/{case['flow_arg']}"
     )
     case["source"] = "pf run create, promptflow 1.18.5"
-    outputs = run_dir / "flow_outputs" / "output.jsonl"
-    case["expected_outputs"] = [json.loads(x) for x in outputs.read_text().splitlines() if x.strip()]
-    case["expected_metrics"] = json.loads((run_dir / "metrics.json").read_text())
-    lines = [
-        json.loads(p.read_text().splitlines()[0])
-        for p in sorted((run_dir / "flow_artifacts").glob("*.jsonl"))
-    ]
-    case["expected_line_status"] = [
-        {
-            "line_number": x["line_number"],
-            "status": x["run_info"]["status"],
-            "error_code": (x["run_info"]["error"] or {}).get("code"),
-            "error_message": (x["run_info"]["error"] or {}).get("message"),
-        }
-        for x in lines
-    ]
-    case["expected_run_error"] = None
+    case.update(_promptflow.bulk_run_expectations(run_dir))
 
 
 def record(flow: Path, case: dict, home: Path, server: LLMServer) -> None:
