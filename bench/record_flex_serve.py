@@ -72,14 +72,36 @@ def serve(flow: str, env: dict[str, str], scratch: Path) -> subprocess.Popen[byt
         command, env=pf_env(scratch / "home", {**env, "PF_DISABLE_TRACING": "true"}), cwd=copy,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+    wait_until_serving(process, PORT, flow)
+    return process
+
+
+def wait_until_serving(
+    process: subprocess.Popen[bytes], port: int, what: str, log: Path | None = None
+) -> None:
+    """Until ``pf flow serve`` on ``port`` answers ``/health`` (a minute at most)."""
     for _ in range(120):
         try:
-            httpx.get(f"http://127.0.0.1:{PORT}/health", timeout=1)
-            return process
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+            return
         except httpx.HTTPError:
             time.sleep(0.5)
     process.kill()
-    raise RuntimeError(f"pf flow serve of {flow} did not start")
+    tail = f":\n{log.read_text()[-3000:]}" if log is not None else ""
+    raise RuntimeError(f"pf flow serve of {what} did not start{tail}")
+
+
+def exchange(
+    port: int, method: str, path: str, headers: dict[str, str], body: object
+) -> tuple[dict[str, object], dict[str, object]]:
+    """One request to ``pf flow serve``: the recording's ``request`` and ``response`` parts."""
+    content = json.dumps(body) if body is not None else ""
+    answer = httpx.request(
+        method, f"http://127.0.0.1:{port}{path}", headers=headers, content=content, timeout=30
+    )
+    kept = {k: v for k, v in answer.headers.items() if k == "content-type"}
+    request = {"method": method, "path": path, "headers": headers, "body": content}
+    return request, {"status": answer.status_code, "headers": kept, "body": answer.text}
 
 
 def main() -> None:
@@ -89,11 +111,7 @@ def main() -> None:
             process = serve(flow, dict(env), Path(scratch))
             try:
                 for name, method, path, headers, body in requests:
-                    content = json.dumps(body) if body is not None else ""
-                    answer = httpx.request(
-                        method, f"http://127.0.0.1:{PORT}{path}", headers=headers, content=content, timeout=30
-                    )
-                    kept = {k: v for k, v in answer.headers.items() if k == "content-type"}
+                    request, response = exchange(PORT, method, path, headers, body)
                     record = {
                         "flow": f"flows/{flow.split('__')[0]}",
                         "env": {
@@ -101,12 +119,12 @@ def main() -> None:
                             **{k: v for k, v in env.items() if k != "__args__"},
                         },
                         **({"serve_args": env["__args__"].split()} if "__args__" in env else {}),
-                        "request": {"method": method, "path": path, "headers": headers, "body": content},
-                        "response": {"status": answer.status_code, "headers": kept, "body": answer.text},
+                        "request": request,
+                        "response": response,
                         "notes": "recorded by bench/record_flex_serve.py (httpx, not a raw socket)",
                     }
                     (OUT / f"{flow}__{name}.json").write_text(json.dumps(record, indent=2) + "\n")
-                    print(flow, name, answer.status_code, answer.text[:150])
+                    print(flow, name, response["status"], str(response["body"])[:150])
             finally:
                 process.terminate()
                 process.wait(30)

@@ -13,10 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 from _promptflow import ensure_venv, pf_env, venv_pf
 from record_cases import connection_specs, pf
-from record_flex_serve import JSON, OUT, SSE
+from record_flex_serve import JSON, OUT, SSE, exchange, wait_until_serving
 
 from flowport.testing.llm_server import LLMServer
 
@@ -42,15 +41,8 @@ def serve(source: Path, home: Path) -> subprocess.Popen[bytes]:
         command, env=pf_env(home, {"PF_DISABLE_TRACING": "true"}), cwd=source,
         stdout=subprocess.DEVNULL, stderr=open(home / 'serve.log', 'ab'),  # noqa: SIM115
     )  # fmt: skip
-    for _ in range(120):
-        try:
-            httpx.get(f"http://127.0.0.1:{PORT}/health", timeout=1)
-            return process
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    process.kill()
-    log = (home / "serve.log").read_text()[-3000:]
-    raise RuntimeError(f"pf flow serve of {source} did not start:\n{log}")
+    wait_until_serving(process, PORT, str(source), home / "serve.log")
+    return process
 
 
 def main() -> None:
@@ -66,20 +58,16 @@ def main() -> None:
             stem = flow.split("/")[0]
             try:
                 for name, method, path, headers, body in requests:
-                    content = json.dumps(body) if body is not None else ""
-                    answer = httpx.request(
-                        method, f"http://127.0.0.1:{PORT}{path}", headers=headers, content=content, timeout=30
-                    )
-                    kept = {k: v for k, v in answer.headers.items() if k == "content-type"}
+                    request, response = exchange(PORT, method, path, headers, body)
                     record = {
                         "flow": f"flows/{flow}",
                         "env": {"PF_DISABLE_TRACING": "true"},
-                        "request": {"method": method, "path": path, "headers": headers, "body": content},
-                        "response": {"status": answer.status_code, "headers": kept, "body": answer.text},
+                        "request": request,
+                        "response": response,
                         "notes": "recorded by bench/record_prompty_serve.py (httpx, not a raw socket)",
                     }
                     (OUT / f"{stem}__{name}.json").write_text(json.dumps(record, indent=2) + "\n")
-                    print(flow, name, answer.status_code, answer.text[:300])
+                    print(flow, name, response["status"], str(response["body"])[:300])
             finally:
                 process.terminate()
                 process.wait(30)
