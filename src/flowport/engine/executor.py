@@ -67,6 +67,14 @@ class LineResult:
     def ok(self) -> bool:
         return self.error is None
 
+    @classmethod
+    def failed(cls, run: LineRun, exc: ExecutionError) -> LineResult:
+        """The line failed with ``exc``: its run closed as failed, no outputs."""
+        run.status = Status.FAILED
+        run.end_time = now()
+        run.error = exc.to_dict()
+        return cls({}, run, exc)
+
 
 @dataclass
 class _Line:
@@ -237,10 +245,7 @@ class FlowExecutor:
             if node_run.status is Status.RUNNING:
                 node_run.status = Status.CANCELED
                 node_run.end_time = now()
-        run.status = Status.FAILED
-        run.end_time = now()
-        run.error = exc.to_dict()
-        return LineResult({}, run, exc)
+        return LineResult.failed(run, exc)
 
     def _output_value(self, ref: Any, line: _Line) -> Any:
         if isinstance(ref, InputRef):

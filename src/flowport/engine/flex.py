@@ -292,10 +292,7 @@ def _failed(run: LineRun, exc: ExecutionError, node_run: NodeRun | None = None) 
         node_run.status = Status.FAILED
         node_run.end_time = now()
         node_run.error = exc.to_dict()
-    run.status = Status.FAILED
-    run.end_time = now()
-    run.error = exc.to_dict()
-    return LineResult({}, run, exc)
+    return LineResult.failed(run, exc)
 
 
 def load_executor(
