@@ -129,18 +129,23 @@ def record_direct(flow: Path, case: dict[str, Any], home: Path, server: LLMServe
     case["flowport"] = {"why": DIRECT_WHY, "expected": outputs, "llm_requests": requests}
 
 
+def create_connections(home: Path, server: LLMServer) -> None:
+    """The parity connections, pointing at ``server``, in prompt flow's store under ``home``."""
+    for spec in connection_specs(server):
+        file = home / f"{spec['name']}.yaml"
+        file.write_text(json.dumps(spec))
+        done = pf(["connection", "create", "--file", str(file)], home)
+        if done.returncode != 0:
+            raise SystemExit(f"pf connection create failed: {done.stdout}{done.stderr}")
+
+
 def main(folders: list[str]) -> None:
     direct = "--direct" in folders
     folders = [f for f in folders if f != "--direct"]
     _promptflow.ensure_venv()
     with tempfile.TemporaryDirectory() as scratch, LLMServer() as server:
         home = Path(scratch)
-        for spec in connection_specs(server):
-            file = home / f"{spec['name']}.yaml"
-            file.write_text(json.dumps(spec))
-            done = pf(["connection", "create", "--file", str(file)], home)
-            if done.returncode != 0:
-                raise SystemExit(f"pf connection create failed: {done.stdout}{done.stderr}")
+        create_connections(home, server)
         for folder in folders:
             flow = Path(folder).resolve()
             cases_file = flow / "cases.json"

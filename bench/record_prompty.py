@@ -20,7 +20,7 @@ from pathlib import Path
 
 import _promptflow
 import httpx
-from record_cases import connection_specs, pf
+from record_cases import create_connections
 
 from flowport.testing.llm_server import LLMServer
 
@@ -89,10 +89,7 @@ def main() -> None:
     _promptflow.ensure_venv()
     with tempfile.TemporaryDirectory() as scratch, LLMServer() as server:
         home = Path(scratch)
-        for spec in connection_specs(server):
-            file = home / f"{spec['name']}.yaml"
-            file.write_text(json.dumps(spec))
-            pf(["connection", "create", "--file", str(file)], home)
+        create_connections(home, server)
         only = os.environ.get("PROMPTY_ONLY")
         for cases_file in sorted(FLOWS.glob("prompty_*/cases.json")):
             if only and only not in cases_file.parent.name:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from _promptflow import ensure_venv, pf_env, venv_pf
-from record_cases import connection_specs, pf
+from record_cases import create_connections
 from record_flex_serve import JSON, OUT, SSE, exchange, wait_until_serving
 
 from flowport.testing.llm_server import LLMServer
@@ -49,10 +49,7 @@ def main() -> None:
     ensure_venv()
     with tempfile.TemporaryDirectory() as scratch, LLMServer() as server:
         home = Path(scratch)
-        for spec in connection_specs(server):
-            file = home / f"{spec['name']}.yaml"
-            file.write_text(json.dumps(spec))
-            pf(["connection", "create", "--file", str(file)], home)
+        create_connections(home, server)
         for flow, requests in CASES.items():
             process = serve(ROOT / "tests" / "flows" / flow, home)
             stem = flow.split("/")[0]
