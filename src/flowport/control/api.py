@@ -297,7 +297,8 @@ def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path, base_ur
     ) -> dict[str, Any]:
         raw = body.document(name=name)
         _same_endpoint(raw, endpoint)
-        spec = parse_deployment({**raw, "endpoint_name": endpoint}, body.file, body.directory)
+        raw["endpoint_name"] = endpoint  # set in place: the document keeps its line numbers
+        spec = parse_deployment(raw, body.file, body.directory)
         operation = await control.create_deployment(spec, all_traffic)
         return {"operation": operation, "notes": list(spec.notes)}
 
@@ -313,7 +314,8 @@ def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path, base_ur
         base = control.deployment_document(endpoint, name)
         raw = _keep_scrubbed_variables(body.document(base, name=name), base)
         _same_endpoint(raw, endpoint)
-        spec = parse_deployment({**raw, "endpoint_name": endpoint}, body.file, body.directory)
+        raw["endpoint_name"] = endpoint
+        spec = parse_deployment(raw, body.file, body.directory)
         operation = await control.update_deployment(spec, all_traffic)
         return {"operation": operation, "notes": list(spec.notes)}
 
@@ -412,8 +414,10 @@ def _keep_scrubbed_variables(raw: dict[str, Any], base: dict[str, Any]) -> dict[
     variables, stored = raw.get("environment_variables"), base.get("environment_variables") or {}
     if not isinstance(variables, dict):
         return raw
-    kept = {k: stored[k] if v == SCRUBBED and k in stored else v for k, v in variables.items()}
-    return {**raw, "environment_variables": kept}
+    for key, value in variables.items():  # in place: the document keeps its line numbers
+        if value == SCRUBBED and key in stored:
+            variables[key] = stored[key]
+    return raw
 
 
 def _keep_secrets(spec: dict[str, Any], stored: dict[str, Any]) -> dict[str, Any]:
