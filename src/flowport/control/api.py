@@ -45,6 +45,9 @@ class SpecBody(BaseModel):
     )
     spec: dict[str, Any] | None = Field(None, description="The fields as JSON, instead of yaml.")
     set: list[str] = Field(default_factory=list, description="az's --set path=value assignments.")
+    add: list[tuple[str, str]] = Field(default_factory=list, description="az's --add path value.")
+    remove: list[str] = Field(default_factory=list, description="az's --remove path.")
+    force_string: bool = Field(False, description="az's --force-string: --set/--add values stay text.")
 
     def document(self, base: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
         raw: Any = dict(base or {})
@@ -59,7 +62,9 @@ class SpecBody(BaseModel):
         for key, value in overrides.items():
             if value is not None:
                 raw[key] = value
-        return apply_set(raw, self.set) if self.set else raw
+        if not (self.set or self.add or self.remove):
+            return raw
+        return apply_set(raw, self.set, force_string=self.force_string, add=self.add, remove=self.remove)
 
     @property
     def directory(self) -> Path | None:

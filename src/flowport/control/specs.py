@@ -271,33 +271,73 @@ def _extras(raw: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
 # -- --set --------------------------------------------------------------------------------
 
 
-def apply_set(raw: Mapping[str, Any], assignments: list[str]) -> dict[str, Any]:
-    """``az``'s ``--set path.to.field=value``: the value is read as a YAML scalar."""
+def apply_set(
+    raw: Mapping[str, Any],
+    assignments: list[str],
+    *,
+    force_string: bool = False,
+    add: list[tuple[str, str]] | None = None,
+    remove: list[str] | None = None,
+) -> dict[str, Any]:
+    """``az``'s generic update flags, applied in az's order: ``--set path.to.field=value`` (the
+    value read as a YAML scalar, or kept as text with ``--force-string``), ``--add path value``
+    (appended to a list; ``key=value`` into a mapping) and ``--remove path`` (a field, or a list
+    item by index)."""
     result = copy.deepcopy(raw) if isinstance(raw, YamlMap) else to_plain(dict(raw))  # keeps lines
     for item in assignments:
         path, sep, text = item.partition("=")
         if not sep or not path.strip():
             raise SpecError([Problem("InvalidSet", f"--set expects path=value, got {item!r}")])
-        parts = path.strip().split(".")
-        node = result
-        for part in parts[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = node[part] = {}
-            node = child
+        parent, last = _walk(result, path.strip(), create=True, flag="--set")
+        parent[last] = _set_value(path.strip(), text, force_string, "--set")
+    for path, value in add or []:
+        parent, last = _walk(result, path.strip(), create=True, flag="--add")
+        target = parent.get(last) if isinstance(parent, dict) else None
+        if isinstance(target, list):
+            target.append(_set_value(path, value, force_string, "--add"))
+        else:
+            key, sep, text = value.partition("=")
+            if not sep or not key:
+                raise SpecError([Problem("InvalidSet", f"--add {path}: expects key=value for a mapping")])
+            mapping = parent.setdefault(last, {}) if isinstance(parent, dict) else None
+            if not isinstance(mapping, dict):
+                raise SpecError([Problem("InvalidSet", f"--add {path}: is neither a list nor a mapping")])
+            mapping[key] = _set_value(f"{path}.{key}", text, force_string, "--add")
+    for path in remove or []:
+        parent, last = _walk(result, path.strip(), create=False, flag="--remove")
         try:
-            node[parts[-1]] = parse_yaml(text, "--set") if text else ""
-        except FlowError as exc:
-            detail = exc.problems[0].message
-            raise SpecError(
-                [
-                    Problem(
-                        "InvalidSet",
-                        f"--set {path.strip()}: the value is not valid YAML ({detail}); quote it",
-                    )
-                ]
-            ) from None
+            del parent[int(last) if isinstance(parent, list) else last]
+        except (KeyError, IndexError, ValueError):
+            raise SpecError([Problem("InvalidSet", f"--remove {path}: no such field")]) from None
     return result
+
+
+def _walk(root: dict[str, Any], path: str, *, create: bool, flag: str) -> tuple[Any, str]:
+    """The container holding the last part of ``path`` (``a.b.0.c``), and that part."""
+    parts = path.split(".")
+    node: Any = root
+    for part in parts[:-1]:
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+            continue
+        child = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(child, dict | list):
+            if not create or not isinstance(node, dict):
+                raise SpecError([Problem("InvalidSet", f"{flag} {path}: no such field")])
+            child = node[part] = {}
+        node = child
+    return node, parts[-1]
+
+
+def _set_value(path: str, text: str, force_string: bool, flag: str) -> Any:
+    if force_string or not text:
+        return text
+    try:
+        return parse_yaml(text, flag)  # az passes flag values as text, so 010 is 10 and yes stays "yes"
+    except FlowError as exc:
+        detail = exc.problems[0].message
+        message = f"{flag} {path}: the value is not valid YAML ({detail}); quote it or use --force-string"
+        raise SpecError([Problem("InvalidSet", message)]) from None
 
 
 def read_yaml(text: str, file: str) -> Any:
