@@ -111,13 +111,17 @@ class _Reader:
         path: str,
         allowed: tuple[str, ...],
         default: str | None = None,
+        *,
+        exact: bool = False,
     ) -> str | None:
-        """One of Azure's enum values, matched without regard to case (as ``azure-ai-ml`` does)."""
+        """One of Azure's enum values, matched without regard to case unless ``exact`` (as
+        ``azure-ai-ml`` does: ``auth_mode`` is the one enum it matches exactly)."""
         value = data.get(key)
         if value is None:
             return default
         if isinstance(value, str):
-            found = next((a for a in allowed if a.lower() == value.strip().lower()), None)
+            fold = (lambda text: text) if exact else str.lower
+            found = next((a for a in allowed if fold(a) == fold(value.strip())), None)
             if found is not None:
                 return found
         self.error(path, f"must be one of {', '.join(allowed)}, got {_shown(value)}{_yaml11_hint(value)}")
@@ -449,7 +453,7 @@ _AZURE_ONLY_NOTE = "Azure-only; kept and not applicable on flowport"
 def parse_endpoint(raw: Any, file: str | None = None) -> EndpointSpec:
     r = _Reader(raw, file, "endpoint")
     name = r.name(raw, "name", "name")
-    auth_mode = r.choice(raw, "auth_mode", "auth_mode", AUTH_MODES, "key") or "key"
+    auth_mode = r.choice(raw, "auth_mode", "auth_mode", AUTH_MODES, "key", exact=True) or "key"
     traffic = r.percentages(raw, "traffic", "traffic") if "traffic" in raw else None
     mirror = r.percentages(raw, "mirror_traffic", "mirror_traffic") if "mirror_traffic" in raw else None
     if mirror:
