@@ -5,7 +5,7 @@ Every ``*.yml`` under ``tests/azure_yaml/{endpoint,deployment,model}/`` is loade
 uses: PyYAML's safe loader, then the SDK's schemas), in a virtualenv of its own:
 ``FLOWPORT_BENCH_AZML_VENV`` or ``bench/.venv-azure-ai-ml``, created and populated when it lacks
 the SDK. ``tests/azure_yaml/recorded.json`` then holds, per file, either ``{"accepted": true,
-"value": ...}`` (the entity as the SDK dumps it, paths made relative to tests/azure_yaml) or
+"value": ...}`` (the entity as the SDK dumps it, paths made relative to the repository) or
 ``{"accepted": false, "errors": {"field.path": [messages]}}``. tests/test_azure_yaml.py checks
 that flowport reads every file the same way. Run: ``python bench/record_azure_yaml.py``.
 """
@@ -34,7 +34,7 @@ logging.disable(logging.CRITICAL)
 from azure.ai.ml import load_model, load_online_deployment, load_online_endpoint
 
 LOADERS = {"endpoint": load_online_endpoint, "deployment": load_online_deployment, "model": load_model}
-corpus = Path(sys.argv[1])
+corpus, root = Path(sys.argv[1]), Path(sys.argv[2])
 
 
 def flatten(messages, prefix=""):
@@ -80,7 +80,7 @@ for kind, load in LOADERS.items():
             records[key] = {"accepted": False, "errors": errors}
             continue
         value = json.loads(json.dumps(entity._to_dict(), default=str))
-        records[key] = {"accepted": True, "value": relative(value, corpus.resolve())}
+        records[key] = {"accepted": True, "value": relative(value, root.resolve())}
 print(json.dumps(records))
 """
 
@@ -105,7 +105,7 @@ def main() -> None:
         check=True,
     ).stdout.strip()
     done = subprocess.run(
-        [str(python), "-c", _WORKER, str(CORPUS)], capture_output=True, text=True, check=False
+        [str(python), "-c", _WORKER, str(CORPUS), str(ROOT)], capture_output=True, text=True, check=False
     )
     if done.returncode:
         sys.exit(f"the {PACKAGE} worker failed:\n{done.stderr[-3000:]}")
