@@ -17,20 +17,14 @@ import pytest
 
 from flowport.connections import ConnectionSpecError, StaticConnections, build_connection
 from flowport.connections.references import resolve_connection_references
-from flowport.control.specs import (
-    SpecError,
-    apply_set,
-    parse_deployment,
-    parse_endpoint,
-    parse_model,
-    read_yaml,
-)
+from flowport.control import specs
+from flowport.control.specs import SpecError, apply_set, read_yaml
 from tests.endpoint_harness import FLOWS, Flowport
 
 CORPUS = Path(__file__).parent / "azure_yaml"
 ROOT = Path(__file__).parents[1]
 RECORDED = json.loads((CORPUS / "recorded.json").read_text())["files"]
-PARSERS = {"endpoint": parse_endpoint, "deployment": parse_deployment, "model": parse_model}
+PARSERS = {"endpoint": specs.parse_endpoint, "deployment": specs.parse_deployment, "model": specs.parse_model}
 
 STRICTER = {
     "endpoint/name-double-dash.yml": "name",
@@ -47,7 +41,7 @@ def _parse(case: str) -> Any:
     file = CORPUS / case
     raw = read_yaml(file.read_text(), str(file))
     if kind == "endpoint":
-        return parse_endpoint(raw, str(file))
+        return specs.parse_endpoint(raw, str(file))
     return PARSERS[kind](raw, str(file), file.parent)
 
 
@@ -241,18 +235,18 @@ def test_scale_settings_type_follows_the_deployment_kind() -> None:
 
 
 def test_defaults_follow_the_prompt_flow_guide_for_flows_and_azure_for_scripts() -> None:
-    flow = parse_deployment({"name": "blue", "model": "m:1"})
+    flow = specs.parse_deployment({"name": "blue", "model": "m:1"})
     assert (flow.max_concurrent_requests_per_instance, flow.request_timeout_ms) == (10, 5000)
     assert (
-        parse_deployment(
+        specs.parse_deployment(
             {"name": "blue", "model": "m:1", "request_settings": {"request_timeout_ms": 300000}}
         ).request_timeout_ms
         == 300000
     )
     script = {"name": "blue", "model": "m:1", "code_configuration": {"code": ".", "scoring_script": "s.py"}}
-    assert parse_deployment(script).max_concurrent_requests_per_instance == 1
+    assert specs.parse_deployment(script).max_concurrent_requests_per_instance == 1
     with pytest.raises(SpecError, match="between 1 and 180000"):
-        parse_deployment({**script, "request_settings": {"request_timeout_ms": 300000}})
+        specs.parse_deployment({**script, "request_settings": {"request_timeout_ms": 300000}})
 
 
 def test_a_deployment_error_keeps_its_line_through_set_assignments() -> None:
@@ -260,7 +254,7 @@ def test_a_deployment_error_keeps_its_line_through_set_assignments() -> None:
     raw = apply_set(read_yaml(text, "d.yml"), ["instance_count=2"])
     raw["endpoint_name"] = "my-ep"
     with pytest.raises(SpecError) as caught:
-        parse_deployment(raw, "d.yml")
+        specs.parse_deployment(raw, "d.yml")
     (problem,) = caught.value.problems
     assert (problem.file, problem.line, problem.message.split(":")[0]) == (
         "d.yml",
@@ -326,7 +320,7 @@ def test_connection_references_resolve_to_the_connection_and_its_fields() -> Non
 def test_a_malformed_connection_reference_is_a_field_error() -> None:
     text = "name: blue\nmodel: m:1\nenvironment_variables:\n  C: ${{azureml://connections/}}\n"
     with pytest.raises(SpecError) as caught:
-        parse_deployment(read_yaml(text, "d.yml"), "d.yml")
+        specs.parse_deployment(read_yaml(text, "d.yml"), "d.yml")
     (problem,) = caught.value.problems
     assert problem.line == 4
     assert problem.message.startswith("environment_variables.C: '${{azureml://connections/}}' is not a")
