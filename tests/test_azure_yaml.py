@@ -192,6 +192,7 @@ def test_yaml_11_scalars_become_azures_values() -> None:
     assert spec.environment_variables["MODE"] == "false"
     assert spec.environment_variables["QUOTED"] == "yes"
     assert spec.environment_variables["DAY"] == "2024-01-01"
+    assert "environment_variables.FLAG: YAML 1.1 reads it as true; quote it to keep the text" in spec.notes
     assert isinstance(read_yaml("d: 2024-01-01\n", "x.yml")["d"], datetime.date)
 
 

@@ -194,6 +194,8 @@ class _Reader:
                 text = self.bounded(f"{path}.{name}", "" if value is None else _scalar_text(value), None)
                 if text is not None:
                     result[str(name)] = text
+                if isinstance(value, bool):  # Azure does the same, silently: say it once
+                    self.note(f"{path}.{name}", f"YAML 1.1 reads it as {text}; quote it to keep the text")
         return result
 
     def name(self, data: Mapping[str, Any], key: str, path: str, required: bool = True) -> str:
