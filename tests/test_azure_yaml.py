@@ -371,6 +371,11 @@ def test_a_deployment_uses_a_connection_by_reference_and_a_missing_one_fails_in_
             spec = {"type": "custom", "configs": {"where": where}, "secrets": {"token": f"s-{where}"}}
             fp.ok("PUT", f"/connections/{name}", json=spec)
         fp.cli("online-endpoint", "create", "-n", "refs", "--auth-mode", "aad_token")
+        fp.cli("online-endpoint", "update", "-n", "refs", "--add", "tags", "team=ml", "--set", "tags.env=dev")
+        fp.cli("online-endpoint", "update", "-n", "refs", "--set", "description=yes", "--remove", "tags.team")
+        shown = json.loads(fp.cli("online-endpoint", "show", "-n", "refs").stdout)
+        assert (shown["tags"], shown["description"]) == ({"env": "dev"}, "yes")
+        assert shown["auth_mode"] == "aad_token"
         deployment = tmp_path / "blue.yml"
         deployment.write_text(
             "name: blue\nendpoint_name: refs\nmodel:\n  path: flow\ninstance_type: Standard_DS3_v2\n"

@@ -260,9 +260,13 @@ def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path, base_ur
     @api.patch("/endpoints/{name}", dependencies=secured, tags=["endpoints"])
     async def update_endpoint(name: str, body: SpecBody) -> dict[str, Any]:
         current = control.show_endpoint(name)
-        raw = body.document(name=name)
-        spec = parse_endpoint({"auth_mode": current["auth_mode"], **raw}, body.file)
-        operation = await control.update_endpoint(spec, set(raw))
+        # --set/--add/--remove edit what the endpoint has (az's generic update), not an empty document
+        base = {key: current[key] for key in ("description", "tags", "properties") if key in current}
+        raw = body.document(base, name=name)
+        fields = set(raw)
+        raw.setdefault("auth_mode", current["auth_mode"])  # in place: the document keeps its lines
+        spec = parse_endpoint(raw, body.file)
+        operation = await control.update_endpoint(spec, fields)
         return {"operation": operation, "endpoint": control.show_endpoint(name), "notes": list(spec.notes)}
 
     @api.put("/endpoints/{name}/traffic", dependencies=secured, tags=["endpoints"])
