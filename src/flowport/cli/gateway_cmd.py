@@ -18,13 +18,16 @@ def gateway(
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(8080, "--port", help="Port to listen on."),
+    reload_seconds: float = typer.Option(
+        5.0, "--reload-seconds", min=0.05, help="How often the files are checked for changes."
+    ),
 ) -> None:
     """Serve one endpoint (key auth, traffic split, mirror) in front of its deployments' URLs."""
     from flowport.dataplane.standalone import RoutesError, StandaloneGateway
     from flowport.serving.server import run
 
     try:
-        app = StandaloneGateway(routes, keys)
+        app = StandaloneGateway(routes, keys, reload_seconds)
     except RoutesError as exc:
         fail(str(exc))
     route = app.routing.route
