@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from flowport.build.kubernetes import (
+    CONNECTIONS_ENV,
     DEFAULT_RESOURCES,
     IMAGE_UID,
     KUBERNETES_VERSION,
@@ -32,6 +33,7 @@ from flowport.build.kubernetes import (
     ExportOptions,
     export_manifests,
 )
+from flowport.connections import CONNECTIONS_FILE_ENV
 from flowport.testing.threaded_server import ThreadedServer
 from tests.conftest import free_port
 from tests.endpoint_harness import FLOWS, Flowport
@@ -40,13 +42,15 @@ CONNECTION_SECRET = "conn-secret-value-123"
 TOKEN_VALUE = "token-secret-value-456"
 SALT_VALUE = "salt-secret-value-789"
 
+CONNECTED = {"path": str(FLOWS / "connected")}
+"""A flow whose node names the connection ``shop_conn``: the export hands it over."""
 BLUE = {
+    "model": CONNECTED,
     "instance_count": 1,
     "environment_variables": {
         "COLOR": "blue",
         "API_TOKEN": TOKEN_VALUE,  # secret by its name
         "SALT": SALT_VALUE,  # secret because it is marked
-        "SHOP_CONNECTION": "shop_conn",  # names a connection: it is handed over
     },
     "secret_environment_variables": ["SALT"],
     "request_settings": {"request_timeout_ms": 7000, "max_concurrent_requests_per_instance": 4},
@@ -67,7 +71,7 @@ BLUE = {
     },
     "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": 2, "memory": "2Gi"}},
 }
-GREEN = {"instance_count": 3, "environment_variables": {"COLOR": "green"}}
+GREEN = {"model": CONNECTED, "instance_count": 3, "environment_variables": {"COLOR": "green"}}
 
 
 def load(path: Path) -> list[dict[str, Any]]:
@@ -126,6 +130,7 @@ def test_every_exported_object_is_valid_for_kubernetes(exported: Path) -> None:
     assert sorted(kind for name, kind in kinds if name == "shop-green.yaml") == [
         "Deployment",
         "PodDisruptionBudget",
+        "Secret",  # its connections; it has no secret variable
         "Service",
     ]
     assert sorted(kind for name, kind in kinds if name == "shop.yaml") == [
@@ -206,8 +211,7 @@ def test_probes_resources_and_scaling_follow_the_yaml(exported: Path) -> None:
     green_container = green["spec"]["template"]["spec"]["containers"][0]
     assert green_container["resources"] == DEFAULT_RESOURCES
     assert green_container["livenessProbe"]["initialDelaySeconds"] == 10  # Azure's defaults
-    assert "volumeMounts" in green_container
-    assert all(v["name"] != "connections" for v in green["spec"]["template"]["spec"]["volumes"])
+    assert not [e for e in green_container["env"] if "valueFrom" in e]
 
 
 def test_pods_run_locked_down_and_labels_tie_the_objects_together(exported: Path) -> None:
@@ -280,7 +284,7 @@ def test_one_deployment_alone_and_to_stdout(shop: tuple[Flowport, dict[str, str]
         "registry.example/shop-green:7",
     ).stdout
     objects = [o for o in yaml.safe_load_all(printed) if o]
-    assert sorted(o["kind"] for o in objects) == ["Deployment", "PodDisruptionBudget", "Service"]
+    assert sorted(o["kind"] for o in objects) == ["Deployment", "PodDisruptionBudget", "Secret", "Service"]
     for obj in objects:
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
         assert obj["metadata"]["namespace"] == "prod"
@@ -315,20 +319,75 @@ def test_bad_settings_are_one_clear_error() -> None:
         export_manifests(token, ExportOptions())
 
 
-# -- the gateway as a process --------------------------------------------------------------
+# -- the exported pods as processes ----------------------------------------------------------
+
+
+class Pod:
+    """A Deployment's pod run as a local process, as a kubelet would set it up.
+
+    Its volumes become folders under ``root`` (emptyDir empty, Secret and ConfigMap items as
+    files), ``secretKeyRef`` variables are read from the exported Secrets, and every path under
+    a mount point (in variables and arguments) is moved to that folder.
+    """
+
+    def __init__(self, objects: list[dict[str, Any]], root: Path) -> None:
+        self.objects = objects
+        self.spec = by_kind(objects, "Deployment")["spec"]["template"]["spec"]
+        self.container = self.spec["containers"][0]
+        self.mounts: dict[str, Path] = {}
+        volumes = {v["name"]: v for v in self.spec["volumes"]}
+        for mount in self.container["volumeMounts"]:
+            folder = root / mount["name"]
+            folder.mkdir(parents=True)
+            volume = volumes[mount["name"]]
+            items = {}
+            if "secret" in volume:
+                secret = by_kind(objects, "Secret", volume["secret"]["secretName"])
+                items = {k: base64.b64decode(v) for k, v in secret["data"].items()}
+            elif "configMap" in volume:
+                items = {k: v.encode() for k, v in by_kind(objects, "ConfigMap")["data"].items()}
+            for key, value in items.items():
+                (folder / key).write_bytes(value)
+            self.mounts[mount["mountPath"]] = folder
+
+    def local(self, text: str) -> str:
+        for path, folder in self.mounts.items():
+            if text == path or text.startswith(path + "/"):
+                return str(folder) + text[len(path) :]
+        return text
+
+    def environment(self) -> dict[str, str]:
+        env = {"PATH": os.environ["PATH"]}
+        for item in self.container["env"]:
+            if "value" in item:
+                env[item["name"]] = self.local(item["value"])
+            else:
+                ref = item["valueFrom"]["secretKeyRef"]
+                secret = by_kind(self.objects, "Secret", ref["name"])
+                env[item["name"]] = base64.b64decode(secret["data"][ref["key"]]).decode()
+        return env
+
+    def start(self, log: Path, args: list[str]) -> Process:
+        """Run ``flowport ARGS`` with the pod's environment on a free loopback port."""
+        return Process(log, self.environment(), *args)
+
+    def probe(self, process: Process) -> None:
+        """Until the readiness probe's path answers 200; then the liveness path must too."""
+        process.wait(self.container["readinessProbe"]["httpGet"]["path"])
+        assert httpx.get(process.url + self.container["livenessProbe"]["httpGet"]["path"]).status_code == 200
 
 
 class Process:
-    """A flowport command as a child process on a loopback port, its output in a log file."""
+    """``flowport ARGS --port P`` as a child process with exactly ``env``, its output in a log file."""
 
-    def __init__(self, log: Path, *args: str, **env: str) -> None:
+    def __init__(self, log: Path, env: dict[str, str], *args: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         with log.open("wb") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "flowport.cli.main", *args, "--port", str(self.port)],
-                env={**os.environ, **env},
+                env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -365,37 +424,40 @@ async def busy_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def test_the_exported_gateway_serves_the_endpoint_in_front_of_real_instances(
+def test_the_exported_pods_serve_the_endpoint_on_loopback(
     exported: Path, shop: tuple[Flowport, dict[str, str]], tmp_path: Path
 ) -> None:
-    """``flowport gateway`` with the exported ConfigMap and Secret: keys, split, pin, 429, reload."""
+    """Each exported pod as a process: instances with the manifests' variables, Secrets and
+    probes (the image's ``flowport flow serve``), then ``flowport gateway`` with the exported
+    command, ConfigMap and keys Secret: 401s, the 70/30 split, the pin header, a 429 passed
+    through, and a rotated key taken without a restart."""
     _, keys = shop
-    gateway_objects = load(exported / "shop.yaml")
-    routes = json.loads(by_kind(gateway_objects, "ConfigMap")["data"]["routes.json"])
-    keys_dir = tmp_path / "keys"  # the Secret as the kubelet mounts it: a file per key
-    keys_dir.mkdir()
-    for name, value in by_kind(gateway_objects, "Secret")["data"].items():
-        (keys_dir / name).write_bytes(base64.b64decode(value))
-
+    pods = {
+        color: Pod(load(exported / f"shop-{color}.yaml"), tmp_path / color) for color in ("blue", "green")
+    }
     instances = {
-        color: Process(
-            tmp_path / f"{color}.log", "flow", "serve", "--source", str(FLOWS / "probe"), COLOR=color
-        )
-        for color in ("blue", "green")
+        color: pod.start(tmp_path / f"{color}.log", ["flow", "serve", "--source", str(FLOWS / "connected")])
+        for color, pod in pods.items()
     }
     busy = ThreadedServer(busy_app).start()
     gateway = None
     try:
-        # the Services' names resolve in a cluster; here each points at its local instance
-        routes["upstreams"] = {color: [instance.url] for color, instance in instances.items()}
+        for color, pod in pods.items():
+            pod.probe(instances[color])
+        gateway_pod = Pod(load(exported / "shop.yaml"), tmp_path / "gateway")
+        # Cluster DNS resolves the Services' names; here each points at its local process.
+        routes_file = Path(gateway_pod.local("/etc/flowport/gateway/routes.json"))
+        routes = json.loads(routes_file.read_text())
+        assert routes["upstreams"]["blue"] == ["http://shop-blue:8080"]
+        routes["upstreams"] = {color: [process.url] for color, process in instances.items()}
         routes["upstreams"]["busy"] = [busy.url]
         routes["endpoint"]["deployments"]["busy"] = {"name": "busy"}
-        routes_file = tmp_path / "routes.json"
         routes_file.write_text(json.dumps(routes))
-        for instance in instances.values():
-            instance.wait("/ready")
-        args = ("gateway", "--routes", str(routes_file), "--keys", str(keys_dir), "--reload-seconds", "0.1")
-        gateway = Process(tmp_path / "gateway.log", *args).wait("/health")
+        command = gateway_pod.container["command"]
+        assert command[0] == "flowport" and command[-4:] == ["--host", "0.0.0.0", "--port", "8080"]
+        args = [gateway_pod.local(arg) for arg in command[1:-4]] + ["--reload-seconds", "0.1"]
+        gateway = gateway_pod.start(tmp_path / "gateway.log", args)
+        gateway_pod.probe(gateway)
         score = f"{gateway.url}/endpoints/shop/score"
 
         def call(key: str | None, **headers: str) -> httpx.Response:
@@ -407,12 +469,18 @@ def test_the_exported_gateway_serves_the_endpoint_in_front_of_real_instances(
         seen = {"blue": 0, "green": 0}
         with httpx.Client(timeout=30) as client:
             for _ in range(200):
-                answer = client.post(
-                    score, json={"text": "hi"}, headers={"authorization": f"Bearer {keys['primaryKey']}"}
-                )
+                auth = {"authorization": f"Bearer {keys['primaryKey']}"}
+                answer = client.post(score, json={"text": "hi"}, headers=auth)
                 assert answer.status_code == 200, answer.text
                 deployment = answer.headers["azureml-model-deployment"]
-                assert answer.json() == {"echoed": "hi", "color": deployment}  # the instance behind it
+                # the instance behind it got its deployment's variables, secret ones and connection
+                assert answer.json() == {
+                    "echoed": "hi",
+                    "color": deployment,
+                    "region": "west",
+                    "connection_key": CONNECTION_SECRET,
+                    "token": TOKEN_VALUE if deployment == "blue" else "",
+                }
                 seen[deployment] += 1
         assert 100 < seen["blue"] < 180  # 70% of 200, far from both ends
         assert seen["green"] == 200 - seen["blue"]
@@ -422,8 +490,8 @@ def test_the_exported_gateway_serves_the_endpoint_in_front_of_real_instances(
         full = call(keys["primaryKey"], **{"azureml-model-deployment": "busy"})
         assert (full.status_code, full.headers["retry-after"]) == (429, "1")
 
-        # a rotated key (the Secret edited) is picked up without a restart
-        (keys_dir / "primary").write_text("a-brand-new-primary-key-000")
+        # a rotated key (the Secret edited, the kubelet updating the file) without a restart
+        Path(gateway_pod.local("/etc/flowport/keys/primary")).write_text("a-brand-new-primary-key-000")
         deadline = time.monotonic() + 30
         while call("a-brand-new-primary-key-000").status_code != 200:
             assert time.monotonic() < deadline, gateway.log.read_text()[-2000:]
@@ -432,29 +500,48 @@ def test_the_exported_gateway_serves_the_endpoint_in_front_of_real_instances(
     finally:
         if gateway is not None:
             gateway.stop()
-        for instance in instances.values():
-            instance.stop()
+        for process in instances.values():
+            process.stop()
         busy.stop()
+
+
+def test_the_manifests_name_the_connections_file_flowport_reads() -> None:
+    assert CONNECTIONS_ENV == CONNECTIONS_FILE_ENV
+
+
+def test_a_bad_connections_file_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "connections.json"
+    bad.write_text('{"shop_conn": "not an object"}')
+    done = subprocess.run(
+        [sys.executable, "-m", "flowport.cli.main", "flow", "test", "--flow", str(FLOWS / "connected")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, CONNECTIONS_FILE_ENV: str(bad)},
+    )
+    assert done.returncode == 1
+    shape = "must map connection names to {type, configs, secrets} objects"
+    assert done.stderr.strip() == f"error: {CONNECTIONS_FILE_ENV} ({bad}) {shape}"
 
 
 def test_the_gateway_refuses_bad_files_with_one_line(tmp_path: Path) -> None:
     routes = tmp_path / "routes.json"
     routes.write_text('{"endpoint": {"name": "shop", "traffic": {"blue": 100}}}')
-    done = subprocess.run(
-        [sys.executable, "-m", "flowport.cli.main", "gateway", "--routes", str(routes), "--port", "1"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+
+    def gateway(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "flowport.cli.main", "gateway", "--routes", str(routes), *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    done = gateway()
     assert done.returncode == 1
     assert done.stderr.strip() == "error: no key for endpoint 'shop': give the folder of its keys with --keys"
-    routes.write_text("{not json")
-    done = subprocess.run(
-        [sys.executable, "-m", "flowport.cli.main", "gateway", "--routes", str(routes)],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    done = gateway("--keys", str(tmp_path / "missing"))
+    assert (
+        done.stderr.strip()
+        == f"error: cannot read the keys folder {tmp_path / 'missing'}: No such file or directory"
     )
+    routes.write_text("{not json")
+    done = gateway()
     assert done.returncode == 1
     assert done.stderr.startswith(f"error: {routes} is not valid JSON")
     assert "Traceback" not in done.stderr
