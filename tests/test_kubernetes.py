@@ -294,6 +294,15 @@ def test_one_deployment_alone_and_to_stdout(shop: tuple[Flowport, dict[str, str]
     refused = fp.cli("online-endpoint", "export", "-n", "shop", "--format", "helm", check=False)
     assert refused.returncode == 1
     assert refused.stderr.strip() == "error: --format 'helm' is not supported; use kubernetes"
+    refused = fp.cli("deployment", "export", "-e", "shop", "-n", "red", "--format", "kubernetes", check=False)
+    assert refused.returncode == 1
+    assert "deployment 'red' does not exist on endpoint 'shop'" in refused.stderr
+    refused = fp.cli(
+        "endpoint", "export", "-n", "shop", "--format", "kubernetes", "--namespace", "Prod", check=False
+    )
+    assert refused.stderr.startswith("error: --namespace 'Prod' is not a Kubernetes namespace")
+    # the export holds the keys: like get-credentials it needs the admin token
+    assert fp.http.post(f"{fp.url}/api/v1/endpoints/shop/export").status_code == 401
 
 
 def test_bad_settings_are_one_clear_error() -> None:
