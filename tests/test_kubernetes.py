@@ -554,3 +554,37 @@ def test_the_gateway_refuses_bad_files_with_one_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.startswith(f"error: {routes} is not valid JSON")
     assert "Traceback" not in done.stderr
+
+
+def test_long_names_stay_valid_and_distinct() -> None:
+    endpoint = "e" * 32
+    documents = [{"name": "d" * 31 + suffix, "model": "azureml:m:1"} for suffix in ("a", "b")]
+    keys = {"primary": "p" * 20, "secondary": "s" * 20}
+    document = {"endpoint": {"name": endpoint, "auth_mode": "key", "keys": keys}, "deployments": documents}
+    files = export_manifests(document, ExportOptions())
+    names = {obj["metadata"]["name"] for objects in files.values() for obj in objects}
+    assert all(len(name) <= 63 for name in names)
+    for objects in files.values():
+        for obj in objects:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    services = [o for objects in files.values() for o in objects if o["kind"] == "Service"]
+    assert len({s["metadata"]["name"] for s in services}) == 3
+
+
+def test_a_routes_file_that_breaks_keeps_the_last_good_table(tmp_path: Path) -> None:
+    from flowport.dataplane.standalone import RoutesError, StandaloneGateway
+
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "primary").write_text("primary-key-0123456789\n")
+    (keys / "..data").mkdir()  # what the kubelet adds next to a Secret's files
+    routes = tmp_path / "routes.json"
+    table = {"endpoint": {"name": "shop", "traffic": {"blue": 100}}, "upstreams": {"blue": ["http://b:8080"]}}
+    routes.write_text(json.dumps(table))
+    app = StandaloneGateway(routes, keys)
+    assert app.routing.route.traffic == {"blue": 100}
+    assert len(app.routing.route.key_digests) == 1
+    routes.write_text(json.dumps({**table, "upstreams": {"blue": ["b:8080"]}}))
+    with pytest.raises(RoutesError, match="'b:8080' is not an http://host:port address"):
+        app.reload()
+    assert app.routing.upstreams == {"blue": ["http://b:8080"]}
