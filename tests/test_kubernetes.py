@@ -256,6 +256,8 @@ def test_the_gateway_routes_name_the_deployment_services(exported: Path) -> None
         o["metadata"]["name"]: o for p in exported.iterdir() for o in load(p) if o["kind"] == "Service"
     }
     assert services["shop-blue"]["spec"]["ports"][0]["port"] == 8080
+    assert services["shop-blue"]["spec"]["clusterIP"] == "None"  # its name resolves to the ready pods
+    assert "clusterIP" not in services["shop"]["spec"]
     assert services["shop"]["spec"]["ports"][0] == {
         "name": "http",
         "port": 80,
@@ -459,6 +461,8 @@ def test_the_exported_pods_serve_the_endpoint_on_loopback(
         routes = json.loads(routes_file.read_text())
         assert routes["upstreams"]["blue"] == ["http://shop-blue:8080"]
         routes["upstreams"] = {color: [process.url] for color, process in instances.items()}
+        # a host name, as a Service's: the gateway resolves it to the addresses behind it
+        routes["upstreams"]["green"] = [f"http://localhost:{instances['green'].port}"]
         routes["upstreams"]["busy"] = [busy.url]
         routes["endpoint"]["deployments"]["busy"] = {"name": "busy"}
         routes_file.write_text(json.dumps(routes))
@@ -588,3 +592,13 @@ def test_a_routes_file_that_breaks_keeps_the_last_good_table(tmp_path: Path) -> 
     with pytest.raises(RoutesError, match="'b:8080' is not an http://host:port address"):
         app.reload()
     assert app.routing.upstreams == {"blue": ["http://b:8080"]}
+
+
+def test_upstream_names_resolve_to_every_address() -> None:
+    """A headless Service's name gives its ready pods; here ``localhost`` gives the loopback address."""
+    from flowport.dataplane.standalone import resolve
+
+    assert "http://127.0.0.1:8080" in resolve("http://localhost:8080")
+    assert resolve("http://10.1.2.3:8080") == ["http://10.1.2.3:8080"]
+    assert resolve("https://shop-blue:8443") == ["https://shop-blue:8443"]  # TLS names the host
+    assert resolve("unix:/run/instance.sock") == ["unix:/run/instance.sock"]

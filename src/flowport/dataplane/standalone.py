@@ -4,8 +4,10 @@ Where no control plane pushes routes (a Kubernetes cluster), the gateway reads t
 mounted ConfigMap (``--routes``: the endpoint's route and each deployment's upstream URLs) and
 the endpoint's keys from a mounted Secret (``--keys``: one file per key). It does what it does
 in ``flowport server``: key auth, traffic split, pin header, mirroring, 429 pass-through,
-Azure's status mapping. The files are read again when they change (a rotated key, a new
-traffic split), so a ``kubectl apply`` needs no restart.
+Azure's status mapping. An upstream URL's host name is resolved to every address it has (a
+headless Service's ready pods) and resolved again every few seconds, so the gateway picks the
+least busy pod. The files are read again when they change (a rotated key, a new traffic
+split), so a ``kubectl apply`` needs no restart.
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import ipaddress
 import json
 import logging
 import secrets
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
@@ -32,7 +37,8 @@ from flowport.gateway.proxy import RawResponse
 log = logging.getLogger("flowport.gateway")
 
 RELOAD_SECONDS = 5.0
-"""How often the files are checked for a change (the kubelet updates mounted files within a minute)."""
+"""How often the files are checked for a change (the kubelet updates mounted files within a
+minute) and the upstreams' names resolved again (pods come and go)."""
 
 
 class RoutesError(Exception):
@@ -96,6 +102,32 @@ def load_routing(routes_file: Path, keys_dir: Path | None) -> Routing:
     return Routing(replace(route, key_digests=digests), {k: list(v) for k, v in upstreams.items()})
 
 
+def resolve(url: str) -> list[str]:
+    """The instances behind an upstream URL: one ``http://IP:PORT`` per address its host name has.
+
+    A headless Service's name resolves to its ready pods, so the gateway balances over pods (the
+    least busy one) and retries on another pod, as it does over local instances. An IP, an
+    ``https://`` URL (its certificate names the host) or a Unix socket is used as it is; a name
+    that does not resolve (no ready pod) gives none: the gateway answers 503.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname
+    if parts.scheme != "http" or not host:
+        return [url]
+    try:
+        ipaddress.ip_address(host)
+        return [url]
+    except ValueError:
+        pass
+    port = parts.port or 80
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return []
+    ips = sorted({str(info[4][0]) for info in found})
+    return [f"http://{f'[{ip}]' if ':' in ip else ip}:{port}" for ip in ips]
+
+
 class StandaloneGateway:
     """An ASGI app: ``/endpoints/...`` to the gateway, ``/health`` for probes; reloads on change."""
 
@@ -108,6 +140,8 @@ class StandaloneGateway:
         # Tokens are never accepted here (key auth only): a random signing key nobody holds.
         self.gateway = Gateway(TokenSigner(secrets.token_bytes(32)))
         self._fingerprint = b""
+        self.resolved: dict[str, list[str]] = {}
+        """The addresses each deployment's URLs resolved to, last time."""
         self.routing = self.reload()
         self.lifespan_app = Starlette(lifespan=self._lifespan)
 
@@ -126,25 +160,38 @@ class StandaloneGateway:
         """Read the files and publish them (raises RoutesError; the last good table stays)."""
         fingerprint = self._files_fingerprint()
         routing = load_routing(self.routes_file, self.keys_dir)
-        gateway = self.gateway
-        gateway.publish(routing.route)
-        for name in set(routing.upstreams) | set(routing.route.deployments):
-            gateway.set_instances(routing.route.name, name, routing.upstreams.get(name, []))
+        self.gateway.publish(routing.route)
         self._fingerprint = fingerprint
         self.routing = routing
+        self.resolved = {}
+        self.refresh()
         return routing
+
+    def refresh(self) -> None:
+        """Resolve the upstream URLs again; tell the gateway about deployments whose pods changed."""
+        routing = self.routing
+        for name in set(routing.upstreams) | set(routing.route.deployments):
+            addresses = [a for url in routing.upstreams.get(name, []) for a in resolve(url)]
+            if self.resolved.get(name) != addresses:
+                self.gateway.set_instances(routing.route.name, name, addresses)
+                self.resolved[name] = addresses
+
+    def _tick(self) -> None:
+        """One check, off the event loop (file reads, DNS): reload changed files, else re-resolve."""
+        if self._files_fingerprint() == self._fingerprint:
+            self.refresh()
+            return
+        try:
+            routing = self.reload()
+        except (RoutesError, OSError) as exc:
+            log.error("kept the previous routes: %s", exc)
+            return
+        log.warning("routes reloaded for endpoint %s", routing.route.name)
 
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self.reload_seconds)
-            if self._files_fingerprint() == self._fingerprint:
-                continue
-            try:
-                routing = self.reload()
-            except (RoutesError, OSError) as exc:
-                log.error("kept the previous routes: %s", exc)
-                continue
-            log.warning("routes reloaded for endpoint %s", routing.route.name)
+            await asyncio.to_thread(self._tick)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
