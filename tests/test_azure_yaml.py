@@ -30,10 +30,9 @@ STRICTER = {
     "endpoint/name-double-dash.yml": "name",
     "model/name-punctuation.yml": "name",
     "deployment/timeout-over-limit.yml": "request_settings.request_timeout_ms",
-    "deployment/scale-target-on-managed.yml": "scale_settings.type",
 }
-"""Files the SDK lets through and Azure's service refuses (its documented names, limits and
-managed scale type): flowport refuses them when it reads them, naming the field."""
+"""Files the SDK lets through and Azure's service refuses (its documented names and limits):
+flowport refuses them when it reads them, naming the field."""
 
 
 def _parse(case: str) -> Any:
@@ -231,8 +230,14 @@ def test_scale_settings_type_follows_the_deployment_kind() -> None:
     assert managed.extras["scale_settings"] == {"type": "default"}
     kubernetes = _parse("deployment/kubernetes-target-utilization.yml")
     assert kubernetes.extras["scale_settings"]["type"] == "target_utilization"
-    with pytest.raises(SpecError, match=r"scale_settings.type: must be one of default, got 'target_util"):
-        _parse("deployment/scale-target-on-managed.yml")
+    # Azure takes target_utilization on Kubernetes only; flowport keeps it for a Kubernetes export
+    on_managed = _parse("deployment/scale-target-on-managed.yml")
+    assert on_managed.extras["scale_settings"] == {"type": "target_utilization"}
+    assert any(
+        note.startswith("scale_settings.type: target_utilization: Azure takes") for note in on_managed.notes
+    )
+    with pytest.raises(SpecError, match=r"scale_settings.type: must be one of default, target_utilization"):
+        _parse("deployment/scale-unknown.yml")
 
 
 def test_defaults_follow_the_prompt_flow_guide_for_flows_and_azure_for_scripts() -> None:

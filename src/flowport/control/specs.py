@@ -35,6 +35,8 @@ NETWORK_ACCESS = ("enabled", "disabled")
 MODEL_TYPES = ("custom_model", "mlflow_model", "triton_model")
 DEPLOYMENT_TYPES = ("managed", "kubernetes")
 SCALE_TYPES = {"managed": ("default",), "kubernetes": ("default", "target_utilization")}
+"""What Azure takes per deployment kind; flowport keeps a Kubernetes-only value on a managed
+deployment as a note, for ``export --format kubernetes``."""
 FLOW_TIMEOUT_MS = 300_000
 """The longest request_timeout_ms of a prompt flow deployment (Azure: 180000 for others)."""
 SCRIPT_TIMEOUT_MS = 180_000
@@ -539,7 +541,7 @@ _DEPLOYMENT_KEPT = {
     "egress_public_network_access": _AZURE_ONLY_NOTE,
     "type": "every deployment runs on the configured flowport runtime; kept and ignored",
     "properties": "kept",
-    "resources": "kept and ignored",
+    "resources": "kept; used by `export --format kubernetes` (requests and limits)",
     "model_mount_path": "instances read the model from its snapshot; kept and ignored",
     "private_network_connection": _AZURE_ONLY_NOTE,
 }
@@ -613,10 +615,14 @@ def _deployment_extras(r: _Reader, raw: Mapping[str, Any]) -> dict[str, Any]:
     kind = r.choice(raw, "type", "type", DEPLOYMENT_TYPES, "managed") or "managed"
     if "type" in raw:
         extras["type"] = kind
+    kubernetes_only = (
+        "Azure takes it on type: kubernetes deployments only; kept for export --format kubernetes"
+    )
     for key in _MANAGED_ONLY if kind == "kubernetes" else _KUBERNETES_ONLY:
-        if key in raw:
-            other = "managed" if kind == "kubernetes" else "kubernetes"
-            r.error(key, f"applies to {other} deployments only (this one is type: {kind})")
+        if key in raw and kind == "kubernetes":
+            r.error(key, f"applies to managed deployments only (this one is type: {kind})")
+        elif key in raw:
+            r.note(key, kubernetes_only)
     if "egress_public_network_access" in raw:
         extras["egress_public_network_access"] = r.choice(
             raw, "egress_public_network_access", "egress_public_network_access", NETWORK_ACCESS
@@ -625,10 +631,12 @@ def _deployment_extras(r: _Reader, raw: Mapping[str, Any]) -> dict[str, Any]:
         extras["app_insights_enabled"] = r.boolean(raw, "app_insights_enabled", "app_insights_enabled", False)
     if "scale_settings" in raw:
         scale = r.mapping(raw, "scale_settings", "scale_settings")
-        allowed = SCALE_TYPES[kind]
+        allowed = SCALE_TYPES["kubernetes"]
         scale_type = r.choice(scale, "type", "scale_settings.type", allowed, "default")
         if "type" not in scale:
             r.error("scale_settings.type", f"is required: one of {', '.join(allowed)}")
+        elif scale_type not in SCALE_TYPES[kind]:
+            r.note("scale_settings.type", f"{scale_type}: {kubernetes_only}")
         fields = set(_TARGET_UTILIZATION) if scale_type == "target_utilization" else set()
         for key in sorted(fields & set(scale)):
             r.integer(scale, key, f"scale_settings.{key}", 0, 0, 2**31 - 1)
