@@ -1,0 +1,213 @@
+"""Package tools installed in the flow's environment: flow test, validate, model create, deployments.
+
+The tools come from tests/tool_packages/my_tools, a real package with a ``package_tools`` entry
+point; what prompt flow 1.18.5 answers for it is recorded in tests/flows/package_installed (the
+parity test replays it in this process). Here: the command line, the errors when the package is
+missing, and a deployment whose requirements.txt installs the package from the flow's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flowport.connections import ConnectionService
+from flowport.control.errors import ApiError
+from flowport.control.models import snapshot_flow
+from flowport.engine import FlowExecutor
+from flowport.flow import FlowError
+from flowport.runtime.base import DeploymentFailed, DeploymentKey, DeploymentPlan, InstanceConfig
+from flowport.runtime.local import LocalRuntime
+from flowport.testing.llm_server import LLMServer
+from tests.conftest import FLOWS, TOOL_PACKAGE
+
+FLOW = FLOWS / "package_installed"
+EXPECTED = json.loads((FLOW / "cases.json").read_text())[0]["expected"]
+KEY = DeploymentKey("ep", "blue")
+
+
+def flowport(home: Path, *args: str, site: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FLOWPORT_HOME": str(home)}
+    if site is not None:
+        env["PYTHONPATH"] = str(site)
+    return subprocess.run(
+        [sys.executable, "-m", "flowport.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_flow_test_runs_the_tools_of_an_installed_package(
+    home: Path, openai_connection: ConnectionService, tool_package_site: Path
+) -> None:
+    done = flowport(home, "flow", "test", "--flow", str(FLOW), site=tool_package_site)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == EXPECTED  # what pf flow test printed
+
+
+def test_a_missing_package_is_one_line_naming_the_tool_the_package_and_the_fix(
+    home: Path, openai_connection: ConnectionService
+) -> None:
+    for verb in ("test", "validate"):
+        done = flowport(home, "flow", verb, "--flow", str(FLOW))
+        assert done.returncode == 1
+        assert "Traceback" not in done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, lines
+        assert "flow.dag.yaml:23: node 'greet': package tool 'my_tools.tools.greet' is not" in lines[0]
+        assert "module 'my_tools'" in lines[0] and "requirements.txt" in lines[0]
+        assert lines[0].endswith("[PackageToolNotFoundError]")
+
+
+def write_flow(folder: Path, yaml: str, template: str = "") -> Path:
+    folder.mkdir(parents=True)
+    (folder / "flow.dag.yaml").write_text(textwrap.dedent(yaml))
+    if template:
+        (folder / "ask.jinja2").write_text(template)
+    return folder
+
+
+CLASS_TOOL = """\
+inputs:
+  key: {type: string, default: endpoint}
+outputs:
+  out: {type: object, reference: '${lookup.output}'}
+nodes:
+- name: lookup
+  type: python
+  source: {type: package, tool: my_tools.tools.Vault.lookup}
+  inputs:
+    %s
+    key: ${inputs.key}
+"""
+
+
+@pytest.mark.usefixtures("tool_package")
+def test_a_class_tools_init_inputs_must_be_given_as_literals(
+    tmp_path: Path, openai_connection: ConnectionService
+) -> None:
+    given = write_flow(tmp_path / "ref", CLASS_TOOL % "connection: ${inputs.key}")
+    with pytest.raises(FlowError) as info:
+        FlowExecutor.load(given, connections=openai_connection)
+    assert info.value.code == "InputTypeMismatch"
+    assert "Initialization input 'connection' requires a literal value" in info.value.message
+
+    missing = write_flow(tmp_path / "missing", CLASS_TOOL % "prefix: p")
+    with pytest.raises(FlowError) as info:
+        FlowExecutor.load(missing, connections=openai_connection)
+    assert info.value.code == "MissingRequiredInputs"
+    assert "Required inputs ['connection'] are not provided for tool 'my_tools.tools.Vault.lookup'" in str(
+        info.value
+    )
+
+
+@pytest.mark.usefixtures("tool_package")
+def test_a_custom_llm_template_may_not_read_the_tools_inputs(
+    tmp_path: Path, openai_connection: ConnectionService
+) -> None:
+    folder = write_flow(
+        tmp_path / "f",
+        """\
+        outputs:
+          out: {type: object, reference: '${ask.output}'}
+        nodes:
+        - name: ask
+          type: custom_llm
+          source: {type: package_with_prompt, tool: my_tools.tools.my_llm, path: ask.jinja2}
+          inputs: {connection: open_ai_connection, model: m}
+        """,
+        "{{model}} says hi\n",
+    )
+    with pytest.raises(FlowError) as info:
+        FlowExecutor.load(folder, connections=openai_connection)
+    assert info.value.code == "NodeInputValidationError"
+    assert "Invalid inputs {'model'} in prompt template of node ask." in info.value.message
+
+
+def test_model_create_names_a_missing_package_unless_requirements_bring_it(tmp_path: Path) -> None:
+    flow = tmp_path / "flow"
+    shutil.copytree(FLOW, flow, ignore=shutil.ignore_patterns("cases.json"))
+    with pytest.raises(ApiError) as info:
+        snapshot_flow(flow, tmp_path / "home" / "models")
+    assert info.value.status == 400
+    assert [p.code for p in info.value.problems] == ["PackageToolNotFoundError"] * 3
+    assert "requirements.txt" in info.value.problems[0].message
+    (flow / "requirements.txt").write_text("./my_tools\n")
+    snapshot, _, _ = snapshot_flow(flow, tmp_path / "home" / "models")
+    assert (snapshot / "requirements.txt").is_file()
+
+
+def deployment_plan(folder: Path, llm_server: LLMServer) -> DeploymentPlan:
+    connections = {
+        "open_ai_connection": {
+            "type": "open_ai",
+            "configs": {"base_url": llm_server.base_url},
+            "secrets": {"api_key": "test-key"},
+        },
+        "custom_connection": {
+            "type": "custom",
+            "configs": {
+                "endpoint": "https://example.invalid/api",
+                "api_version": "2024-02-01",
+                "retries": "3",
+            },
+            "secrets": {"api_key": "custom-secret"},
+        },
+    }
+    return DeploymentPlan(
+        key=KEY,
+        revision="r1",
+        instance_count=1,
+        config=InstanceConfig(source=str(folder), connections=connections),
+        requirements=folder / "requirements.txt",
+    )
+
+
+@pytest.fixture
+async def runtime(tmp_path: Path, home: Path) -> AsyncIterator[LocalRuntime]:
+    runtime = LocalRuntime(tmp_path / "state", drain_seconds=5)
+    yield runtime
+    await runtime.close()
+
+
+async def test_a_deployment_installs_the_package_from_its_requirements(
+    runtime: LocalRuntime, tmp_path: Path, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # the package builds with its own backend: no network
+    folder = tmp_path / "flow"
+    shutil.copytree(FLOW, folder, ignore=shutil.ignore_patterns("cases.json"))
+    shutil.copytree(TOOL_PACKAGE, folder / "my_tools", ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / "requirements.txt").write_text("./my_tools\n")
+    await runtime.apply(deployment_plan(folder, llm_server))
+    (state,) = runtime.instances(KEY)
+    transport = httpx.AsyncHTTPTransport(uds=state.address.removeprefix("unix:"))
+    async with httpx.AsyncClient(transport=transport, base_url="http://instance") as client:
+        response = await client.post("/score", json={}, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.json() == EXPECTED
+
+
+async def test_a_deployment_without_the_package_fails_naming_it(
+    runtime: LocalRuntime, tmp_path: Path, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    folder = tmp_path / "flow"
+    shutil.copytree(FLOW, folder, ignore=shutil.ignore_patterns("cases.json"))
+    (folder / "requirements.txt").write_text("pyyaml\n")  # already satisfied: not the tool package
+    with pytest.raises(DeploymentFailed) as failed:
+        await runtime.apply(deployment_plan(folder, llm_server))
+    shown = failed.value.reason + "\n" + "\n".join(failed.value.log_tail)
+    assert "package tool 'my_tools.tools.greet' is not installed" in shown
+    assert "requirements.txt" in shown
+    assert "Traceback" not in shown
