@@ -238,3 +238,33 @@ def test_a_prompty_without_a_chat_history_is_not_a_chat_flow(served: ThreadedSer
     )
     assert refused.status_code == 400
     assert refused.json()["error"]["code"] == "not_a_chat_flow"
+
+
+def test_a_deployed_chat_prompty_answers_the_openai_route_through_the_gateway(
+    home: Path, openai_connection: ConnectionService, tmp_path: Path
+) -> None:
+    from tests.endpoint_harness import Flowport
+
+    folder = tmp_path / "chat_prompty"
+    folder.mkdir()
+    (folder / "chat.prompty").write_bytes((FLOWS / "prompty_chat_history" / "chat.prompty").read_bytes())
+    with Flowport(home) as fp:
+        model = fp.ok("POST", "/models", json={"spec": {"name": "chatty", "path": str(folder)}})
+        assert model["flow"]["chat_history_format"] == "messages"
+        assert model["properties"]["azureml.promptflow.chat_output"] == "output"
+        fp.endpoint("chatty")
+        fp.deploy("chatty", "blue", model="azureml:chatty:1")
+        assert fp.traffic("chatty", blue=100).status_code == 200
+        messages = [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Echo: Hi"},
+            {"role": "user", "content": "And now?"},
+        ]
+        answer = fp.http.post(
+            f"{fp.url}/endpoints/chatty/v1/chat/completions",
+            json={"messages": messages},
+            headers={"authorization": f"Bearer {fp.key('chatty')}"},
+        )
+        assert answer.status_code == 200, answer.text
+        recorded = json.loads((FLOWS / "prompty_chat_history" / "cases.json").read_text())[0]
+        assert answer.json()["choices"][0]["message"]["content"] == recorded["expected"]["output"]

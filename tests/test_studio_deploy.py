@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from flowport.testing.llm_server import LLMServer
 from tests.endpoint_harness import Flowport
@@ -12,6 +15,7 @@ from tests.studio_harness import screenshot
 ROOT = Path(__file__).parents[1]
 CHAT_BASIC = ROOT / "src" / "flowport" / "examples" / "chat_basic"
 DRIP = Path(__file__).parent / "gateway_flows" / "drip"
+CHAT_PROMPTY = Path(__file__).parent / "flows" / "prompty_chat_history" / "chat.prompty"
 
 
 def register(server: Flowport, name: str, path: Path) -> dict[str, Any]:
@@ -265,3 +269,41 @@ def test_a_flow_folder_replaces_an_existing_deployment_after_confirmation(
     assert deployment["environment_variables"]["PROMPTFLOW_RESPONSE_INCLUDED_FIELDS"] == '["echoed"]'
     answer = server.score("probe-endpoint", {"text": "hi"}, **{"azureml-model-deployment": "blue"})
     assert answer.json() == {"echoed": "hi"}
+
+
+def test_chat_with_a_deployed_chat_prompty(
+    studio: tuple[Flowport, Any], llm_server: LLMServer, tmp_path: Path
+) -> None:
+    server, page = studio
+    server.ok(
+        "PUT",
+        "/connections/open_ai_connection",
+        json={"type": "open_ai", "api_key": "k", "base_url": llm_server.base_url},
+    )
+    folder = tmp_path / "chat_prompty"
+    folder.mkdir()
+    shutil.copy(CHAT_PROMPTY, folder)
+    model = register(server, "prompty", folder)
+    assert model["flow"]["chat_history_format"] == "messages"
+    server.endpoint("prompty-chat")
+    started = server.ok(
+        "POST",
+        "/endpoints/prompty-chat/deployments",
+        params={"name": "blue", "all_traffic": "true"},
+        json={"spec": {"model": "azureml:prompty:1"}},
+    )
+    assert server.wait(started["operation"])["status"] == "Succeeded"
+
+    open_test_tab(server, page, "prompty-chat")
+    httpx.delete(f"{llm_server.url}/_requests")
+    ask(page, "First")
+    page.locator(".chat-message.assistant").first.get_by_text("Echo: First").wait_for()
+    ask(page, "Second")
+    page.locator(".chat-message.assistant").nth(1).get_by_text("Echo: Second").wait_for()
+    sent = httpx.get(f"{llm_server.url}/_requests").json()
+    assert sent[-1]["body"]["messages"] == [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "First"},
+        {"role": "assistant", "content": "Echo: First"},
+        {"role": "user", "content": "Second"},
+    ]
