@@ -9,11 +9,7 @@ missing, and a deployment whose requirements.txt installs the package from the f
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,37 +17,27 @@ import httpx
 import pytest
 
 from flowport.connections import ConnectionService
+from flowport.connections.service import connection_row
 from flowport.control.errors import ApiError
 from flowport.control.models import snapshot_flow
 from flowport.engine import FlowExecutor
 from flowport.flow import FlowError
 from flowport.runtime.base import DeploymentFailed, DeploymentKey, DeploymentPlan, InstanceConfig
 from flowport.runtime.local import LocalRuntime
-from flowport.testing.llm_server import LLMServer
 from tests.conftest import FLOWS, TOOL_PACKAGE
+from tests.test_cli import flowport
+from tests.test_flow_definition import write_flow
 
 FLOW = FLOWS / "package_installed"
 EXPECTED = json.loads((FLOW / "cases.json").read_text())[0]["expected"]
 KEY = DeploymentKey("ep", "blue")
 
 
-def flowport(home: Path, *args: str, site: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FLOWPORT_HOME": str(home)}
-    if site is not None:
-        env["PYTHONPATH"] = str(site)
-    return subprocess.run(
-        [sys.executable, "-m", "flowport.cli.main", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-
-
 def test_flow_test_runs_the_tools_of_an_installed_package(
     home: Path, openai_connection: ConnectionService, tool_package_site: Path
 ) -> None:
-    done = flowport(home, "flow", "test", "--flow", str(FLOW), site=tool_package_site)
+    site = {"PYTHONPATH": str(tool_package_site)}
+    done = flowport("flow", "test", "--flow", str(FLOW), home=home, env=site)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == EXPECTED  # what pf flow test printed
 
@@ -60,7 +46,7 @@ def test_a_missing_package_is_one_line_naming_the_tool_the_package_and_the_fix(
     home: Path, openai_connection: ConnectionService
 ) -> None:
     for verb in ("test", "validate"):
-        done = flowport(home, "flow", verb, "--flow", str(FLOW))
+        done = flowport("flow", verb, "--flow", str(FLOW), home=home)
         assert done.returncode == 1
         assert "Traceback" not in done.stderr
         lines = done.stderr.strip().splitlines()
@@ -68,14 +54,6 @@ def test_a_missing_package_is_one_line_naming_the_tool_the_package_and_the_fix(
         assert "flow.dag.yaml:23: node 'greet': package tool 'my_tools.tools.greet' is not" in lines[0]
         assert "module 'my_tools'" in lines[0] and "requirements.txt" in lines[0]
         assert lines[0].endswith("[PackageToolNotFoundError]")
-
-
-def write_flow(folder: Path, yaml: str, template: str = "") -> Path:
-    folder.mkdir(parents=True)
-    (folder / "flow.dag.yaml").write_text(textwrap.dedent(yaml))
-    if template:
-        (folder / "ask.jinja2").write_text(template)
-    return folder
 
 
 CLASS_TOOL = """\
@@ -127,7 +105,7 @@ def test_a_custom_llm_template_may_not_read_the_tools_inputs(
           source: {type: package_with_prompt, tool: my_tools.tools.my_llm, path: ask.jinja2}
           inputs: {connection: open_ai_connection, model: m}
         """,
-        "{{model}} says hi\n",
+        {"ask.jinja2": "{{model}} says hi\n"},
     )
     with pytest.raises(FlowError) as info:
         FlowExecutor.load(folder, connections=openai_connection)
@@ -148,23 +126,10 @@ def test_model_create_names_a_missing_package_unless_requirements_bring_it(tmp_p
     assert (snapshot / "requirements.txt").is_file()
 
 
-def deployment_plan(folder: Path, llm_server: LLMServer) -> DeploymentPlan:
-    connections = {
-        "open_ai_connection": {
-            "type": "open_ai",
-            "configs": {"base_url": llm_server.base_url},
-            "secrets": {"api_key": "test-key"},
-        },
-        "custom_connection": {
-            "type": "custom",
-            "configs": {
-                "endpoint": "https://example.invalid/api",
-                "api_version": "2024-02-01",
-                "retries": "3",
-            },
-            "secrets": {"api_key": "custom-secret"},
-        },
-    }
+def deployment_plan(folder: Path, stored: ConnectionService) -> DeploymentPlan:
+    """What the control plane hands the runtime: the flow's connections in clear, its requirements."""
+    names = ("open_ai_connection", "custom_connection")
+    connections = {name: connection_row(stored.get(name)) for name in names}
     return DeploymentPlan(
         key=KEY,
         revision="r1",
@@ -182,14 +147,17 @@ async def runtime(tmp_path: Path, home: Path) -> AsyncIterator[LocalRuntime]:
 
 
 async def test_a_deployment_installs_the_package_from_its_requirements(
-    runtime: LocalRuntime, tmp_path: Path, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch
+    runtime: LocalRuntime,
+    tmp_path: Path,
+    openai_connection: ConnectionService,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("PIP_NO_INDEX", "1")  # the package builds with its own backend: no network
     folder = tmp_path / "flow"
     shutil.copytree(FLOW, folder, ignore=shutil.ignore_patterns("cases.json"))
     shutil.copytree(TOOL_PACKAGE, folder / "my_tools", ignore=shutil.ignore_patterns("__pycache__"))
     (folder / "requirements.txt").write_text("./my_tools\n")
-    await runtime.apply(deployment_plan(folder, llm_server))
+    await runtime.apply(deployment_plan(folder, openai_connection))
     (state,) = runtime.instances(KEY)
     transport = httpx.AsyncHTTPTransport(uds=state.address.removeprefix("unix:"))
     async with httpx.AsyncClient(transport=transport, base_url="http://instance") as client:
@@ -199,14 +167,17 @@ async def test_a_deployment_installs_the_package_from_its_requirements(
 
 
 async def test_a_deployment_without_the_package_fails_naming_it(
-    runtime: LocalRuntime, tmp_path: Path, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch
+    runtime: LocalRuntime,
+    tmp_path: Path,
+    openai_connection: ConnectionService,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     folder = tmp_path / "flow"
     shutil.copytree(FLOW, folder, ignore=shutil.ignore_patterns("cases.json"))
     (folder / "requirements.txt").write_text("pyyaml\n")  # already satisfied: not the tool package
     with pytest.raises(DeploymentFailed) as failed:
-        await runtime.apply(deployment_plan(folder, llm_server))
+        await runtime.apply(deployment_plan(folder, openai_connection))
     shown = failed.value.reason + "\n" + "\n".join(failed.value.log_tail)
     assert "package tool 'my_tools.tools.greet' is not installed" in shown
     assert "requirements.txt" in shown

@@ -22,6 +22,26 @@ def register(server: Flowport, name: str, path: Path) -> dict[str, Any]:
     return server.ok("POST", "/models", json={"spec": {"name": name, "path": str(path)}})
 
 
+def add_openai_connection(server: Flowport, llm_server: LLMServer) -> None:
+    server.ok(
+        "PUT",
+        "/connections/open_ai_connection",
+        json={"type": "open_ai", "api_key": "k", "base_url": llm_server.base_url},
+    )
+
+
+def deploy(server: Flowport, endpoint: str, deployment: str, model: str) -> None:
+    """A new endpoint with one deployment of ``model`` taking all its traffic."""
+    server.endpoint(endpoint)
+    started = server.ok(
+        "POST",
+        f"/endpoints/{endpoint}/deployments",
+        params={"name": deployment, "all_traffic": "true"},
+        json={"spec": {"model": model}},
+    )
+    assert server.wait(started["operation"])["status"] == "Succeeded"
+
+
 def open_test_tab(server: Flowport, page: Any, endpoint: str) -> None:
     page.goto(f"{server.url}/studio/endpoints/{endpoint}#test")
     page.get_by_role("tab", name="Test").wait_for()
@@ -37,11 +57,7 @@ def test_deploy_a_chat_flow_with_the_wizard_then_chat_with_it(
     studio: tuple[Flowport, Any], llm_server: LLMServer
 ) -> None:
     server, page = studio
-    server.ok(
-        "PUT",
-        "/connections/open_ai_connection",
-        json={"type": "open_ai", "api_key": "k", "base_url": llm_server.base_url},
-    )
+    add_openai_connection(server, llm_server)
     register(server, "chat", CHAT_BASIC)
 
     page.goto(f"{server.url}/studio/deploy?model=azureml:chat:1")
@@ -108,14 +124,7 @@ def test_deploy_a_chat_flow_with_the_wizard_then_chat_with_it(
 def test_the_chat_window_streams_the_answer_and_sends_the_history(studio: tuple[Flowport, Any]) -> None:
     server, page = studio
     register(server, "drip", DRIP)
-    server.endpoint("drip-endpoint")
-    started = server.ok(
-        "POST",
-        "/endpoints/drip-endpoint/deployments",
-        params={"name": "slow", "all_traffic": "true"},
-        json={"spec": {"model": "azureml:drip:1"}},
-    )
-    assert server.wait(started["operation"])["status"] == "Succeeded"
+    deploy(server, "drip-endpoint", "slow", "azureml:drip:1")
 
     open_test_tab(server, page, "drip-endpoint")
     page.get_by_label("pause", exact=True).fill("0.3")
@@ -275,24 +284,13 @@ def test_chat_with_a_deployed_chat_prompty(
     studio: tuple[Flowport, Any], llm_server: LLMServer, tmp_path: Path
 ) -> None:
     server, page = studio
-    server.ok(
-        "PUT",
-        "/connections/open_ai_connection",
-        json={"type": "open_ai", "api_key": "k", "base_url": llm_server.base_url},
-    )
+    add_openai_connection(server, llm_server)
     folder = tmp_path / "chat_prompty"
     folder.mkdir()
     shutil.copy(CHAT_PROMPTY, folder)
     model = register(server, "prompty", folder)
     assert model["flow"]["chat_history_format"] == "messages"
-    server.endpoint("prompty-chat")
-    started = server.ok(
-        "POST",
-        "/endpoints/prompty-chat/deployments",
-        params={"name": "blue", "all_traffic": "true"},
-        json={"spec": {"model": "azureml:prompty:1"}},
-    )
-    assert server.wait(started["operation"])["status"] == "Succeeded"
+    deploy(server, "prompty-chat", "blue", "azureml:prompty:1")
 
     open_test_tab(server, page, "prompty-chat")
     httpx.delete(f"{llm_server.url}/_requests")
