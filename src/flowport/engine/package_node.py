@@ -64,7 +64,7 @@ class PackageToolBuilder:
         params = self._params(signature)
         accepts_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
         is_async = inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
-        if self.found.type == "custom_llm":
+        if self.node.node.type == "custom_llm":  # a package_with_prompt node: its template is bound
             func = self._with_prompt(func, params, accepts_any)
         mode = CallMode.ASYNC if is_async else CallMode.THREAD
         return ToolCallable(func, mode, params, accepts_any=accepts_any, init_inputs=init_inputs)

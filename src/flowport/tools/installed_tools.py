@@ -46,10 +46,6 @@ class InstalledTool:
     spec: Mapping[str, Any]
 
     @property
-    def type(self) -> str:
-        return str(self.spec.get("type") or "python")
-
-    @property
     def class_name(self) -> str | None:
         name = self.spec.get("class_name")
         return str(name) if name else None
