@@ -182,3 +182,22 @@ async def test_a_deployment_without_the_package_fails_naming_it(
     assert "package tool 'my_tools.tools.greet' is not installed" in shown
     assert "requirements.txt" in shown
     assert "Traceback" not in shown
+
+
+def test_an_endpoint_deployment_whose_requirements_install_the_package(
+    home: Path, openai_connection: ConnectionService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.endpoint_harness import Flowport
+
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # the server's pip: the package needs no network
+    folder = tmp_path / "flow"
+    shutil.copytree(FLOW, folder, ignore=shutil.ignore_patterns("cases.json"))
+    shutil.copytree(TOOL_PACKAGE, folder / "my_tools", ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / "requirements.txt").write_text("./my_tools\n")
+    with Flowport(home) as fp:
+        fp.endpoint("tools")
+        fp.deploy("tools", "blue", model={"path": str(folder)})
+        assert fp.traffic("tools", blue=100).status_code == 200
+        answer = fp.score("tools", {})
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == EXPECTED
