@@ -26,7 +26,6 @@ from flowport.runtime.base import DeploymentFailed, DeploymentKey, DeploymentPla
 from flowport.runtime.local import LocalRuntime
 from tests.conftest import FLOWS, TOOL_PACKAGE
 from tests.test_cli import flowport
-from tests.test_flow_definition import write_flow
 
 FLOW = FLOWS / "package_installed"
 EXPECTED = json.loads((FLOW / "cases.json").read_text())[0]["expected"]
@@ -56,61 +55,27 @@ def test_a_missing_package_is_one_line_naming_the_tool_the_package_and_the_fix(
         assert lines[0].endswith("[PackageToolNotFoundError]")
 
 
-CLASS_TOOL = """\
-inputs:
-  key: {type: string, default: endpoint}
-outputs:
-  out: {type: object, reference: '${lookup.output}'}
-nodes:
-- name: lookup
-  type: python
-  source: {type: package, tool: my_tools.tools.Vault.lookup}
-  inputs:
-    %s
-    key: ${inputs.key}
-"""
-
-
 @pytest.mark.usefixtures("tool_package")
-def test_a_class_tools_init_inputs_must_be_given_as_literals(
-    tmp_path: Path, openai_connection: ConnectionService
+@pytest.mark.parametrize(
+    "name",
+    [
+        "err_package_installed_template_clash",
+        "err_package_installed_init_reference",
+        "err_package_installed_init_missing",
+    ],
+)
+def test_a_package_node_that_cannot_load_says_what_prompt_flow_says(
+    name: str, openai_connection: ConnectionService
 ) -> None:
-    given = write_flow(tmp_path / "ref", CLASS_TOOL % "connection: ${inputs.key}")
+    [case] = json.loads((FLOWS / name / "cases.json").read_text())
+    recorded = case["expected_error"]  # printed: "...: Tool load failed in 'x': (Code) message"
+    code = recorded["inner_code"]
+    message = recorded["printed"].split(f"({code}) ", 1)[1]
     with pytest.raises(FlowError) as info:
-        FlowExecutor.load(given, connections=openai_connection)
-    assert info.value.code == "InputTypeMismatch"
-    assert "Initialization input 'connection' requires a literal value" in info.value.message
-
-    missing = write_flow(tmp_path / "missing", CLASS_TOOL % "prefix: p")
-    with pytest.raises(FlowError) as info:
-        FlowExecutor.load(missing, connections=openai_connection)
-    assert info.value.code == "MissingRequiredInputs"
-    assert "Required inputs ['connection'] are not provided for tool 'my_tools.tools.Vault.lookup'" in str(
-        info.value
-    )
-
-
-@pytest.mark.usefixtures("tool_package")
-def test_a_custom_llm_template_may_not_read_the_tools_inputs(
-    tmp_path: Path, openai_connection: ConnectionService
-) -> None:
-    folder = write_flow(
-        tmp_path / "f",
-        """\
-        outputs:
-          out: {type: object, reference: '${ask.output}'}
-        nodes:
-        - name: ask
-          type: custom_llm
-          source: {type: package_with_prompt, tool: my_tools.tools.my_llm, path: ask.jinja2}
-          inputs: {connection: open_ai_connection, model: m}
-        """,
-        {"ask.jinja2": "{{model}} says hi\n"},
-    )
-    with pytest.raises(FlowError) as info:
-        FlowExecutor.load(folder, connections=openai_connection)
-    assert info.value.code == "NodeInputValidationError"
-    assert "Invalid inputs {'model'} in prompt template of node ask." in info.value.message
+        FlowExecutor.load(FLOWS / name, connections=openai_connection)
+    [problem] = info.value.problems
+    assert problem.code == code
+    assert problem.message == message
 
 
 def test_model_create_names_a_missing_package_unless_requirements_bring_it(tmp_path: Path) -> None:

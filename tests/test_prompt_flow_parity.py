@@ -51,8 +51,9 @@ async def _run_flex_case(flow: Path, case: dict[str, Any], resolver: ConnectionR
         executor.close()
 
 
-NEEDS_TOOL_PACKAGE = ("package_installed",)
-"""Flows whose tools come from tests/tool_packages/my_tools, installed as pf's recording had it."""
+NEEDS_TOOL_PACKAGE = "package_installed"
+"""In the names of flows whose tools come from tests/tool_packages/my_tools, installed as pf's
+recording had it."""
 FLEX_LIKE = ("flex_", "err_flex_", "prompty_")
 """Flows run as flex flows are (prompty files too): from their folder, as ``pf flow test`` ran them."""
 
@@ -97,7 +98,7 @@ async def test_same_outputs_as_prompt_flow(
         )
     if flow.name.startswith(FLEX_LIKE):
         monkeypatch.chdir(flow)  # pf flow test ran from the flow's folder
-    if flow.name in NEEDS_TOOL_PACKAGE:
+    if NEEDS_TOOL_PACKAGE in flow.name:
         request.getfixturevalue("tool_package")
     resolver = ConnectionResolver(openai_connection)
     if "flowport" in case:  # a documented, deliberate difference: the case says why

@@ -16,7 +16,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from flowport.flow import NodePlan
-from flowport.flow.reference import InputRef, Literal
+from flowport.flow.reference import InputRef, Literal, NodeRef
 from flowport.tools.callable import CallMode, Param, ToolCallable
 from flowport.tools.installed_tools import InstalledTool
 from flowport.tools.templates import template_variables
@@ -32,6 +32,11 @@ def _prompt_template_class() -> type[str]:
         return str
 
 
+def _as_written(binding: InputRef | NodeRef) -> str:
+    """A reference as prompt flow writes it in messages (a flow input as ``${flow.x}``)."""
+    return f"${{flow.{binding.name}}}" if isinstance(binding, InputRef) else binding.describe()
+
+
 def _is_prompt_template(annotation: Any) -> bool:
     name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", None)
     return name == "PromptTemplate"
@@ -45,6 +50,8 @@ class PackageToolBuilder:
         self.node = node
         self.found = found
         self.name = node.node.name
+        self.tool_name = str(found.spec.get("name") or found.identifier)
+        """What prompt flow's messages call the tool: its spec's ``name``."""
 
     def _params(self, signature: inspect.Signature) -> dict[str, Param]:
         return {
@@ -80,8 +87,8 @@ class PackageToolBuilder:
             if not isinstance(binding, Literal):
                 raise self.compiler._error(
                     self.node,
-                    f"Invalid input for '{self.found.identifier}': Initialization input '{key}' requires a "
-                    f"literal value, but {binding.describe()} was received.",
+                    f"Invalid input for '{self.tool_name}': Initialization input '{key}' requires a "
+                    f"literal value, but {_as_written(binding)} was received.",
                     "InputTypeMismatch",
                     key,
                 )
@@ -91,7 +98,7 @@ class PackageToolBuilder:
         if missing:
             raise self.compiler._error(
                 self.node,
-                f"Required inputs {missing} are not provided for tool '{self.found.identifier}'.",
+                f"Required inputs {missing} are not provided for tool '{self.tool_name}'.",
                 "MissingRequiredInputs",
             )
         try:
@@ -99,7 +106,7 @@ class PackageToolBuilder:
         except Exception as exc:
             raise self.compiler._error(
                 self.node,
-                f"node {self.name!r}: Failed to load package tool '{self.found.identifier}': "
+                f"node {self.name!r}: Failed to load package tool '{self.tool_name}': "
                 f"({type(exc).__name__}) {exc}",
                 "ToolLoadError",
             ) from None
