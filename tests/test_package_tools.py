@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flowport.connections import ConnectionService
+from flowport.connections import ConnectionResolver, ConnectionService
 from flowport.connections.service import connection_row
 from flowport.control.errors import ApiError
 from flowport.control.models import snapshot_flow
@@ -62,6 +62,7 @@ def test_a_missing_package_is_one_line_naming_the_tool_the_package_and_the_fix(
         "err_package_installed_template_clash",
         "err_package_installed_init_reference",
         "err_package_installed_init_missing",
+        "err_package_installed_connection_type",
     ],
 )
 def test_a_package_node_that_cannot_load_says_what_prompt_flow_says(
@@ -72,7 +73,7 @@ def test_a_package_node_that_cannot_load_says_what_prompt_flow_says(
     code = recorded["inner_code"]
     message = recorded["printed"].split(f"({code}) ", 1)[1]
     with pytest.raises(FlowError) as info:
-        FlowExecutor.load(FLOWS / name, connections=openai_connection)
+        FlowExecutor.load(FLOWS / name, connections=ConnectionResolver(openai_connection))
     [problem] = info.value.problems
     assert problem.code == code
     assert problem.message == message

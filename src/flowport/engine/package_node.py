@@ -61,6 +61,7 @@ class PackageToolBuilder:
         }
 
     def build(self, target: Any) -> ToolCallable:
+        self._check_connection_types()
         init_inputs: frozenset[str] = frozenset()
         func = target
         if self.found.class_name:
@@ -75,6 +76,22 @@ class PackageToolBuilder:
             func = self._with_prompt(func, params, accepts_any)
         mode = CallMode.ASYNC if is_async else CallMode.THREAD
         return ToolCallable(func, mode, params, accepts_any=accepts_any, init_inputs=init_inputs)
+
+    def _check_connection_types(self) -> None:
+        """A connection given by name must be of a type the spec lists for that input."""
+        for key, binding in self.node.node.inputs.items():
+            types = self.found.connection_types(key)
+            if not types or not isinstance(binding, Literal) or not binding.value:
+                continue
+            given = type(self.compiler._connection(self.node, binding.value, key)).__name__
+            if given not in types:
+                raise self.compiler._error(
+                    self.node,
+                    f"Input '{key}' for node '{self.name}' of type {given!r} is not supported, "
+                    f"valid types {types}.",
+                    "NodeInputValidationError",
+                    key,
+                )
 
     def _instance(self, cls: type, init_params: dict[str, Param]) -> Any:
         """The tool's class built with the node's literal inputs its ``__init__`` takes."""

@@ -50,10 +50,19 @@ class InstalledTool:
         name = self.spec.get("class_name")
         return str(name) if name else None
 
+    def _types(self, name: str) -> list[str]:
+        types = ((self.spec.get("inputs") or {}).get(name) or {}).get("type") or []
+        return [str(t) for t in types] if isinstance(types, list) else []
+
+    def connection_types(self, name: str) -> list[str]:
+        """The connection classes a spec input takes (empty when it takes no connection)."""
+        types = self._types(name)
+        return types if types and types[0].endswith("Connection") else []
+
     def input_annotation(self, name: str) -> str | None:
         """The annotation a spec input's first type stands for (None when the spec says nothing)."""
-        types = ((self.spec.get("inputs") or {}).get(name) or {}).get("type") or []
-        first = str(types[0]) if isinstance(types, list) and types else None
+        types = self._types(name)
+        first = types[0] if types else None
         if first in INPUT_TYPES:
             return INPUT_TYPES[first]
         return first if first is not None and first.endswith("Connection") else None
