@@ -167,3 +167,18 @@ def test_an_endpoint_deployment_whose_requirements_install_the_package(
         answer = fp.score("tools", {})
         assert answer.status_code == 200, answer.text
         assert answer.json() == EXPECTED
+
+
+@pytest.mark.usefixtures("tool_package")
+def test_flow_serve_answers_with_the_package_tools(openai_connection: ConnectionService) -> None:
+    from flowport.serving import ScoringApp, ServeSettings
+    from flowport.testing.threaded_server import ThreadedServer
+
+    executor = FlowExecutor.load(FLOW, connections=ConnectionResolver(openai_connection))
+    server = ThreadedServer(ScoringApp(executor, ServeSettings()), lifespan="on").start()
+    try:
+        answer = httpx.post(f"{server.url}/score", json={})
+    finally:
+        server.stop()
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == EXPECTED
