@@ -9,7 +9,12 @@ from flowport.connections.service import (
     StaticConnections,
     connection_row,
 )
-from flowport.connections.spec import apply_env_overrides, apply_set, connection_from_spec
+from flowport.connections.spec import (
+    apply_env_overrides,
+    apply_set,
+    connection_from_spec,
+    connection_template,
+)
 from flowport.connections.types import (
     SCRUBBED,
     AzureOpenAIConnection,
@@ -40,5 +45,6 @@ __all__ = [
     "build_connection",
     "connection_from_spec",
     "connection_row",
+    "connection_template",
     "load_or_create_key",
 ]
