@@ -36,7 +36,7 @@ from flowport.build.image import (
     PIP_CONFIG_SECRET,
 )
 from flowport.build.wheel import source_checkout
-from flowport.cli.build_cmds import environment_tag
+from flowport.cli.build_cmds import _environment, environment_tag
 from flowport.runtime.container import ContainerError, gather_connections
 from tests.conftest import FLOWS, free_port
 from tests.endpoint_harness import Flowport
@@ -375,6 +375,19 @@ def test_pip_settings_pass_http_indexes_and_the_ca_as_build_secrets(tmp_path: Pa
     assert "BASE_IMAGE=base:1" in command
 
 
+def test_environment_image_is_the_base_and_build_is_found_with_its_dockerfile(tmp_path: Path) -> None:
+    assert _environment({"environment": {"image": "mcr.example/py:1"}}) == ("mcr.example/py:1", None, None)
+    assert _environment({}) == (None, None, None)
+    (tmp_path / "docker").mkdir()
+    (tmp_path / "docker" / "Dockerfile").write_text("FROM scratch\n")
+    build = {"build": {"path": str(tmp_path / "docker")}}
+    assert _environment({"environment": build}) == (
+        None,
+        tmp_path / "docker",
+        tmp_path / "docker" / "Dockerfile",
+    )
+
+
 def test_environment_build_image_is_named_after_the_tag() -> None:
     assert environment_tag("localhost/flows/blue:3") == "localhost/flows/blue-environment:3"
     assert environment_tag("registry:5000/blue") == "registry:5000/blue-environment:latest"
@@ -434,7 +447,13 @@ def test_a_deployment_image_builds_with_buildah_and_answers_under_podman(
     with Flowport(tmp_path / "home") as server:
         server.ok("PUT", "/connections/greeting", json=GREETING)
         server.endpoint("greet-ep")
-        spec = {"model": {"path": str(GREET)}, "environment": {"image": BASE_IMAGE}}
+        environment = tmp_path / "environment"  # Azure's environment.build: a context and its Dockerfile
+        environment.mkdir()
+        (environment / "base.Dockerfile").write_text(
+            f"FROM {BASE_IMAGE}\nRUN echo from-environment-build > /etc/flowport-test-marker\n"
+        )
+        build = {"path": str(environment), "dockerfile_path": "base.Dockerfile"}
+        spec = {"model": {"path": str(GREET)}, "environment": {"build": build}}
         body = server.ok(
             "POST", "/endpoints/greet-ep/deployments", params={"name": "blue"}, json={"spec": spec}
         )
@@ -449,7 +468,9 @@ def test_a_deployment_image_builds_with_buildah_and_answers_under_podman(
     assert done.returncode == 0, done.stderr[-4000:]
     report = json.loads(done.stdout)
     assert report["image"] == tag and report["builder"] == "buildah"
-    assert report["base_image"] == BASE_IMAGE  # the deployment's environment.image
+    assert (
+        report["base_image"] == "localhost/flowport-test-greet-environment:1"
+    )  # built from environment.build
     assert report["connections"] == ["greeting"]
     assert SECRET not in (tmp_path / "ctx" / "connections" / "greeting.yaml").read_text()
     history = subprocess.run(
@@ -460,6 +481,11 @@ def test_a_deployment_image_builds_with_buildah_and_answers_under_podman(
     assert config["User"] == f"{IMAGE_USER}:{IMAGE_USER}"
     assert config["Cmd"] == list(IMAGE_COMMAND)
 
+    marker = subprocess.run(
+        [*PODMAN, "run", "--rm", "--network=host", tag, "cat", "/etc/flowport-test-marker"],
+        env=containers, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert marker.stdout.strip() == "from-environment-build", marker.stderr
     port = free_port()
     run = [*PODMAN, "run", "--detach", "--rm", "--name", name, "--network=host", "--no-healthcheck",
            "-e", f"FLOWPORT_PORT={port}", "-e", f"GREETING_API_KEY={SECRET}", tag]  # fmt: skip
