@@ -511,6 +511,7 @@ def test_a_deployment_image_builds_with_buildah_and_answers_under_podman(
         assert outputs["greeting"] == "Hello, Ada!"
         assert outputs["key_seen"] == SECRET  # the secret came from the container's environment
         assert outputs["uid"] == IMAGE_USER  # the flow's code runs as the image's user
+        assert httpx.get(f"{url}/swagger.json").json()["info"]["x-flow-name"] == "greet"
         top = subprocess.run(
             [*PODMAN, "top", name, "huser", "args"],
             env=containers,
@@ -523,6 +524,9 @@ def test_a_deployment_image_builds_with_buildah_and_answers_under_podman(
         ]
         assert server_rows and all(row[0] == str(IMAGE_USER) for row in server_rows), top.stdout
     finally:
-        subprocess.run([*PODMAN, "stop", "--time", "10", name], env=containers, capture_output=True)
+        stopped = subprocess.run([*PODMAN, "stop", "--time", "10", name], env=containers, capture_output=True)
+        # --rm removes it after the stop returns; remove it now so that no run leaves one behind
+        subprocess.run([*PODMAN, "rm", "--force", "--ignore", name], env=containers, capture_output=True)
+    assert stopped.returncode == 0, stopped.stderr
     gone = subprocess.run([*PODMAN, "container", "exists", name], env=containers, check=False)
     assert gone.returncode == 1

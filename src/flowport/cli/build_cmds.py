@@ -193,6 +193,7 @@ def build_image(
             templates,
             base_image=base,
             variables=list(deployment.get("environment_variables") or {}),
+            name=model.get("flow_name"),
         )
         run_build(build_command(chosen, context.folder, tag, secrets=secrets))
         _report(context, kept=output is not None, image=tag, builder=chosen, base_image=base)
