@@ -209,6 +209,13 @@ def test_bad_inputs_get_one_line(tmp_path: Path, wheel: Path) -> None:
     assert missing.returncode == 1 and missing.stderr.startswith("error: --source ")
     not_a_wheel = build(home, GREET, tmp_path / "c", GREET / "greet.py")
     assert not_a_wheel.stderr.strip().startswith("error: --flowport-wheel ")
+    flow = tmp_path / "flow"
+    shutil.copytree(GREET, flow)
+    inside = build(home, flow, flow / "image", wheel)
+    assert inside.stderr.strip() == (
+        f"error: --output {flow / 'image'} is inside the flow folder {flow}; give a folder outside it"
+    )
+    assert not (flow / "image").exists()
     broken = build(home, FLOWS / "err_cycle", tmp_path / "d", wheel)
     assert broken.returncode == 1 and "Traceback" not in broken.stderr and broken.stderr.startswith("error: ")
 

@@ -155,7 +155,9 @@ def build_image(
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Keep the build context in this folder (default: a temporary one)."
     ),
-    base_image: str | None = BaseImageOption,
+    base_image: str | None = typer.Option(
+        None, "--base-image", help="The image to build FROM (default: its environment, else python slim)."
+    ),
     builder: str = typer.Option("auto", "--builder", help="auto (docker if it answers, else buildah)."),
     flowport_wheel_path: Path | None = WheelOption,
 ) -> None:
