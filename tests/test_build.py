@@ -190,6 +190,9 @@ def test_output_is_rewritten_only_when_it_holds_an_earlier_context(tmp_path: Pat
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
+    broken = build(tmp_path / "home", FLOWS / "err_cycle", out, wheel)  # fails halfway: run again
+    assert broken.returncode == 1
+    assert build(tmp_path / "home", GREET, out, wheel).returncode == 0
     done = build(tmp_path / "home", GREET, foreign, wheel)
     assert done.returncode == 1
     assert done.stderr.strip() == (
