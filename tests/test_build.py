@@ -143,7 +143,7 @@ def test_connections_become_templates_without_their_secrets(tmp_path: Path, whee
         "secrets": {"api_key": "${env:GREETING_API_KEY}"},
     }
     assert json.loads((out / "settings.json").read_text()) == {"GREETING_API_KEY": ""}
-    assert "GREETING_API_KEY" in (out / "README.md").read_text()
+    assert "docker run -p 8080:8080 -e GREETING_API_KEY=... greet:1" in (out / "README.md").read_text()
     for path in out.rglob("*"):
         if path.is_file() and path.suffix != ".whl":
             assert SECRET not in path.read_text(), path
@@ -383,6 +383,13 @@ def test_pip_settings_pass_http_indexes_and_the_ca_as_build_secrets(tmp_path: Pa
     assert command[:2] == ["buildah", "bud"] and command[-1] == str(tmp_path / "ctx")
     assert f"id={PIP_CERT_SECRET},src={cert}" in command
     assert "BASE_IMAGE=base:1" in command
+    docker = build_command("docker", tmp_path / "ctx", "img:1", dockerfile=tmp_path / "D", secrets=secrets)
+    assert docker == [
+        "docker", "build", "--tag", "img:1", "--file", str(tmp_path / "D"),
+        "--secret", f"id={PIP_CONFIG_SECRET},src={secrets[PIP_CONFIG_SECRET]}",
+        "--secret", f"id={PIP_CERT_SECRET},src={cert}",
+        str(tmp_path / "ctx"),
+    ]  # fmt: skip
 
 
 def test_environment_image_is_the_base_and_build_is_found_with_its_dockerfile(tmp_path: Path) -> None:
