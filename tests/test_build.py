@@ -429,6 +429,13 @@ def container_tools_missing() -> str | None:
     return None
 
 
+def image_id(tag: str, env: dict[str, str]) -> str:
+    found = subprocess.run(
+        [*PODMAN, "image", "inspect", "--format", "{{.Id}}", tag], env=env, capture_output=True
+    )
+    return found.stdout.decode().strip() if found.returncode == 0 else ""
+
+
 @pytest.fixture(scope="module")
 def containers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """The environment podman and buildah run with, and a Python base image made from Debian's
@@ -461,6 +468,7 @@ def test_a_deployment_image_builds_with_buildah_and_answers_under_podman(
 ) -> None:
     tag = "localhost/flowport-test-greet:1"
     name = f"flowport-test-greet-{os.getpid()}"
+    before = image_id(tag, containers)
     with Flowport(tmp_path / "home") as server:
         server.ok("PUT", "/connections/greeting", json=GREETING)
         server.endpoint("greet-ep")
@@ -483,6 +491,8 @@ def test_a_deployment_image_builds_with_buildah_and_answers_under_podman(
             env=env, capture_output=True, text=True, timeout=1200,
         )  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
+    if before and before != image_id(tag, containers):  # the image this run replaced: not kept
+        subprocess.run([*PODMAN, "rmi", before], env=containers, capture_output=True)
     report = json.loads(done.stdout)
     assert report["image"] == tag and report["builder"] == "buildah"
     assert (
