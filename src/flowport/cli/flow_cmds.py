@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from flowport.cli import serve_cmd
+from flowport.cli import build_cmds, serve_cmd
 from flowport.cli.common import (
     connection_resolver,
     fail,
@@ -23,8 +23,9 @@ from flowport.cli.common import (
 )
 from flowport.engine import FlexExecutor, FlowExecutor, NodeStream, load_executor, parse_init
 
-app = typer.Typer(help="Test, validate and serve prompt flow folders.", no_args_is_help=True)
+app = typer.Typer(help="Test, validate, serve and build prompt flow folders.", no_args_is_help=True)
 app.command("serve")(serve_cmd.serve)
+app.command("build")(build_cmds.flow_build)
 
 
 def _show_llm_retries() -> None:
