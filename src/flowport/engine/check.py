@@ -23,7 +23,7 @@ from flowport.engine.flex_signature import signature_inputs
 from flowport.flow import MISSING, FlowError, Problem, build_plan, load_flow
 from flowport.flow.flex import flex_file, load_flex
 from flowport.tools.compat import install_promptflow_shim
-from flowport.tools.package_tools import BUILTIN_PACKAGE_TOOLS, PROMPT_LLM_TOOL
+from flowport.tools.package_tools import BUILTIN_PACKAGE_TOOLS, PROMPT_LLM_TOOL, VISION_TOOLS
 from flowport.tools.python_tool import ToolLoadError, find_tool_function, import_module_from_file
 from flowport.tools.templates import TemplateError, compile_template
 
@@ -88,7 +88,7 @@ def check_flow(folder: Path, *, has_requirements: bool) -> list[Problem]:
         node = node_plan.node
         unknown = (
             node.type == "python" and not node.source_path and node.source_tool not in BUILTIN_PACKAGE_TOOLS
-        ) or (node.type == "custom_llm" and node.source_tool != PROMPT_LLM_TOOL)
+        ) or (node.type == "custom_llm" and node.source_tool not in (PROMPT_LLM_TOOL, *VISION_TOOLS))
         if unknown:
             message = (
                 f"node {node.name!r} uses package tool {node.source_tool!r}, which flowport does not provide"
