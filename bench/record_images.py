@@ -26,7 +26,7 @@ from typing import Any
 import _promptflow
 import httpx
 from record_cases import create_connections, pf, record_case
-from record_flex_serve import exchange, wait_until_serving
+from record_flex_serve import record_exchange, wait_until_serving
 
 from flowport.testing.llm_server import LLMServer
 
@@ -111,17 +111,9 @@ def record_serve(home: Path, scratch: Path) -> None:
         process = subprocess.Popen(command, env=_promptflow.pf_env(home), cwd=copy, stdout=out, stderr=out)
     try:
         wait_until_serving(process, PORT, SERVE_FLOW, log)
-        for name, method, path, headers, body in SERVE_REQUESTS:
-            request, response = exchange(PORT, method, path, headers, body)
-            record = {
-                "flow": f"flows/{SERVE_FLOW}",
-                "env": {"PF_DISABLE_TRACING": "true"},
-                "request": request,
-                "response": response,
-                "notes": "recorded by bench/record_images.py (httpx, not a raw socket)",
-            }
+        for name, *request in SERVE_REQUESTS:
             out_file = ROOT / "tests" / "serve_recordings" / "fastapi" / f"{SERVE_FLOW}__{name}.json"
-            out_file.write_text(json.dumps(record, indent=2) + "\n")
+            response = record_exchange(PORT, request, f"flows/{SERVE_FLOW}", out_file, Path(__file__).name)
             print(SERVE_FLOW, name, response["status"], str(response["body"])[:150])
     finally:
         process.terminate()

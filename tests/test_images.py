@@ -36,6 +36,7 @@ from flowport.tools.compat import SHIM_ROOT
 from flowport.tools.multimedia import ALLOW_PRIVATE_ENV, Image, guess_image_mime
 from tests.conftest import FLOWS
 from tests.test_cli import flowport
+from tests.test_prompt_flow_parity import line_statuses
 
 IMAGE_FLOWS = ("image_flow", "image_serve")
 
@@ -163,21 +164,11 @@ async def test_bulk_run_writes_images_as_pf_run_create(
     lines = [json.loads(x) for x in (run / "outputs.jsonl").read_text().splitlines()]
     lines.sort(key=lambda x: x["line_number"])
     assert_same_images(lines, case["expected_outputs"], case["expected_images"], run, "", True)
-    details = [json.loads(x) for x in (run / "details.jsonl").read_text().splitlines()]
-    statuses = [
-        {
-            "line_number": d["line_number"],
-            "status": d["status"],
-            "error_code": (d["error"] or {}).get("code"),
-            "error_message": (d["error"] or {}).get("message"),
-        }
-        for d in sorted(details, key=lambda d: d["line_number"])
-    ]
     expected = [
         {**s, "error_message": s["error_message"] and s["error_message"].replace("{data}", str(flow))}
         for s in case["expected_line_status"]
     ]
-    assert statuses == expected
+    assert line_statuses(run) == expected
 
 
 # -- flowport's own: URLs, the stand-in, type guessing ----------------------------------------
