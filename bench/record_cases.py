@@ -76,9 +76,9 @@ def record_case(
     case: dict[str, Any],
     home: Path,
     server: LLMServer,
-    on_output: Callable[[Path, dict[str, Any]], None] | None = None,
+    on_output: Callable[[Path, dict[str, Any], str], None] | None = None,
 ) -> None:
-    """``on_output(flow, case)`` runs while pf's ``.promptflow`` folder is still there."""
+    """``on_output(flow, case, printed)`` runs while pf's ``.promptflow`` folder is still there."""
     rel = flow.relative_to(ROOT)
     args = ["flow", "test", "--flow", str(rel)]
     shown = list(args)
@@ -118,7 +118,7 @@ def record_case(
     if sent:
         case["llm_requests"] = [{"path": r["path"], "body": r["body"]} for r in sent]
     if on_output is not None:
-        on_output(flow, case)
+        on_output(flow, case, done.stdout)
     shutil.rmtree(flow / ".promptflow", ignore_errors=True)
 
 

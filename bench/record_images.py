@@ -5,8 +5,10 @@
 * ``pf flow serve --engine fastapi`` of ``image_serve``, written to tests/serve_recordings/fastapi.
 
 pf writes each output image to a file and answers ``{"data:image/png;path": "<file>"}``. The
-recording keeps that answer with the folder it wrote into shown as ``{flow}`` (flow test) or
-``{run}`` (a bulk run's folder), and the files' bytes in ``expected_images`` (path -> base64).
+recording keeps that answer (an absolute path with the flow folder shown as ``{flow}``) and the
+files' bytes in ``expected_images`` (path -> base64). ``pf flow test`` prints other files
+(``expected_printed``: absolute, ``.promptflow/output``) than it writes to ``flow.output.json``
+(``expected``: relative, ``.promptflow/intermediate``).
 Run: ``FLOWPORT_BENCH_PF_VENV=/work/pfvenv python bench/record_images.py``.
 """
 
@@ -72,10 +74,15 @@ def pin_images(value: Any, roots: dict[Path, str], files: dict[str, str], base: 
     return {k: pin_images(v, roots, files, base) for k, v in value.items()}
 
 
-def keep_images(flow: Path, case: dict[str, Any]) -> None:
+def keep_images(flow: Path, case: dict[str, Any], printed: str) -> None:
+    """pf writes one set of image files for ``flow.output.json`` (``expected``: paths relative to the
+    flow, under ``.promptflow/intermediate``) and another for what it prints (``expected_printed``:
+    absolute paths under ``.promptflow/output``); both are kept, with the files' bytes."""
     if "expected" in case:
         files: dict[str, str] = {}
         case["expected"] = pin_images(case["expected"], {flow: "{flow}"}, files, flow)
+        shown = json.loads(printed[printed.rfind("\n{") :])  # the outputs, after pf's log lines
+        case["expected_printed"] = pin_images(shown, {flow: "{flow}"}, files, flow)
         case["expected_images"] = files
 
 

@@ -62,15 +62,16 @@ def _error_cases() -> list[Any]:
 
 
 def assert_same_images(
-    actual: Any, expected: Any, files: dict[str, str], folder: Path, root: str, relative: bool
+    actual: Any, expected: Any, files: dict[str, str], folder: Path, relative: bool
 ) -> None:
     """``actual`` equals ``expected`` except image paths: each of flowport's image files is in
-    ``folder`` (named by an absolute path, or relative to it when ``relative``), with pf's
-    extension and pf's bytes (``files``, keyed by pf's path, where ``root`` stands for pf's folder)."""
+    ``folder`` as pf's was in the same folder (``{flow}`` standing for the flow, in flow test), named
+    by an absolute path (or one relative to ``folder`` when ``relative``), with pf's extension and
+    pf's bytes (``files``, keyed by pf's path)."""
     if isinstance(expected, list):
         assert isinstance(actual, list) and len(actual) == len(expected), (actual, expected)
         for a, e in zip(actual, expected, strict=True):
-            assert_same_images(a, e, files, folder, root, relative)
+            assert_same_images(a, e, files, folder, relative)
         return
     if isinstance(expected, dict) and len(expected) == 1 and next(iter(expected)).endswith(";path"):
         key, pf_path = next(iter(expected.items()))
@@ -80,13 +81,15 @@ def assert_same_images(
         file = folder / ours if relative else ours
         assert file.parent == folder, (file, folder)
         assert file.suffix == Path(pf_path).suffix
-        assert pf_path.startswith(root) or relative
+        assert Path(pf_path).is_absolute() != relative or pf_path.startswith("{flow}/"), pf_path
+        pf_folder = Path(pf_path).parent.as_posix().replace("{flow}", str(folder.parent.parent))
+        assert pf_folder == (folder if not relative else Path(".")).as_posix(), (pf_folder, folder)
         assert file.read_bytes() == base64.b64decode(files[pf_path])
         return
     if isinstance(expected, dict):
         assert isinstance(actual, dict) and set(actual) == set(expected), (actual, expected)
         for key, value in expected.items():
-            assert_same_images(actual[key], value, files, folder, root, relative)
+            assert_same_images(actual[key], value, files, folder, relative)
         return
     assert actual == expected
 
@@ -126,9 +129,8 @@ def test_flow_test_writes_images_as_pf_flow_test(
     done = flowport("flow", "test", "--flow", str(flow), "--inputs-file", str(inputs), home=home)
     assert done.returncode == 0, done.stderr
     output = flow / ".promptflow" / "output"
-    assert_same_images(
-        json.loads(done.stdout), case["expected"], case["expected_images"], output, "{flow}", False
-    )
+    expected = case["expected_printed"]  # what pf printed: absolute paths under .promptflow/output
+    assert_same_images(json.loads(done.stdout), expected, case["expected_images"], output, False)
     _same_requests(llm_server, case["llm_requests"])
 
 
@@ -163,7 +165,7 @@ async def test_bulk_run_writes_images_as_pf_run_create(
         executor.close()
     lines = [json.loads(x) for x in (run / "outputs.jsonl").read_text().splitlines()]
     lines.sort(key=lambda x: x["line_number"])
-    assert_same_images(lines, case["expected_outputs"], case["expected_images"], run, "", True)
+    assert_same_images(lines, case["expected_outputs"], case["expected_images"], run, True)
     expected = [
         {**s, "error_message": s["error_message"] and s["error_message"].replace("{data}", str(flow))}
         for s in case["expected_line_status"]

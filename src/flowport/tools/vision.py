@@ -109,10 +109,13 @@ def _unescape_parts(messages: list[dict[str, Any]], markers: dict[str, str]) -> 
     return unescape_roles(messages, markers)
 
 
-def vision_messages(template: Any, variables: dict[str, Any]) -> list[dict[str, Any]]:
-    """Render a (``place_images``-rewritten) chat template into messages with image parts."""
+def vision_messages(
+    template: Any, variables: dict[str, Any], chat_lists: bool = True
+) -> list[dict[str, Any]]:
+    """Render a (``place_images``-rewritten) chat template into messages with image parts;
+    ``chat_lists``: lists render one item per line (the vision tool's view, not a prompty's)."""
     images = referenced_images(variables.values())
-    escaped, markers = escape_roles(as_chat_lists(variables))
+    escaped, markers = escape_roles(as_chat_lists(variables) if chat_lists else variables)
     return _unescape_parts(with_images(parse_chat(render(template, escaped)), images), markers)
 
 
