@@ -247,6 +247,17 @@ def test_flow_test_answers_a_url_image_as_its_url(
     assert outputs["answer"] == f"Echo: What is this? [image {url}]"
 
 
+async def test_a_single_node_gets_its_image_inputs_as_images(openai_connection: ConnectionService) -> None:
+    executor = FlowExecutor.load(FLOWS / "image_flow", connections=ConnectionResolver(openai_connection))
+    try:
+        given = {"image": "red.png", "gallery": [{"data:image/png;path": "blue.png"}], "meta": {"n": 1}}
+        seen = await executor.run_single_node("inspect", given)
+    finally:
+        executor.close()
+    assert (seen["image"]["class"], seen["image"]["size"]) == ("Image", len(RED))
+    assert seen["gallery"][0]["mime"] == "image/png" and seen["meta"] == {"n": 1}
+
+
 def test_flow_code_imports_prompt_flows_image_type() -> None:
     code = (
         "from promptflow.contracts.multimedia import Image, PFBytes\n"

@@ -467,6 +467,10 @@ class FlowExecutor:
             if isinstance(ref, NodeRef) and found != key:
                 value = self._follow(ref, value, f"input {key!r} of node {name!r}")
             kwargs[key] = value
+        given = {ref.name: kwargs[key] for key, ref in node.refs if isinstance(ref, InputRef)}
+        if has_media(self.flow, given):  # image inputs read as a line reads them
+            loaded = await asyncio.to_thread(load_media, self.flow, given)
+            kwargs.update({key: loaded[ref.name] for key, ref in node.refs if isinstance(ref, InputRef)})
         node_run = NodeRun(name, start_time=now())
         try:
             return await self._invoke(node, kwargs, False, node_run)
