@@ -30,6 +30,7 @@ from starlette.routing import Route
 from flowport.connections import ConnectionResolver, ConnectionService
 from flowport.engine import FlowExecutor
 from flowport.engine.bulk import BulkRunner, read_jsonl
+from flowport.serving import ScoringApp, ServeSettings
 from flowport.testing.llm_server import LLMServer
 from flowport.testing.threaded_server import ThreadedServer
 from flowport.tools.compat import SHIM_ROOT
@@ -293,3 +294,23 @@ def test_flow_code_imports_prompt_flows_image_type() -> None:
 def test_an_images_type_is_guessed_from_its_bytes(head: bytes, mime: str | None) -> None:
     assert guess_image_mime(head) == mime
     assert Image(head)._mime_type == (mime or "image/*")
+
+
+def test_a_served_flow_reads_image_files_only_from_its_folder(
+    openai_connection: ConnectionService, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(RED)
+    executor = FlowExecutor.load(FLOWS / "image_serve", connections=ConnectionResolver(openai_connection))
+    server = ThreadedServer(ScoringApp(executor, ServeSettings.from_env({})), lifespan="on").start()
+    try:
+        for image in (str(secret), "../image_flow/red.png", {"data:image/png;path": str(secret)}):
+            answer = httpx.post(f"{server.url}/score", json={"image": image}, timeout=30)
+            assert answer.status_code == 400, answer.text
+            assert "is outside the flow folder" in answer.json()["error"]["message"]
+        inside = httpx.post(f"{server.url}/score", json={"image": "red.png"}, timeout=30)
+        assert inside.status_code == 200, inside.text
+        assert inside.json()["image"] == {"data:image/png;base64": base64.b64encode(RED).decode()}
+    finally:
+        server.stop()
+        executor.close()

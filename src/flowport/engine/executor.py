@@ -121,6 +121,8 @@ class FlowExecutor:
         )
         """Every node is sync and each reads the one before: run each line in one thread hop."""
         self.inline_policy = InlinePolicy()
+        self.confine_image_files = False
+        """Image files only from inside the flow folder (set when serving: inputs are a client's text)."""
         self._run_prefix = uuid.uuid4().hex
         self._run_numbers = itertools.count()
         """Whether such a chain has proven fast enough to run on the event loop itself."""
@@ -199,7 +201,7 @@ class FlowExecutor:
         try:
             values = prepare_inputs(self.flow, inputs, line_number)
             if has_media(self.flow, values):  # files and URLs: off the event loop
-                values = await asyncio.to_thread(load_media, self.flow, values)
+                values = await asyncio.to_thread(load_media, self.flow, values, self.confine_image_files)
         except ExecutionError as exc:
             return self._failed(run, exc)
         line = _Line(values, run, stream, record_io)

@@ -64,21 +64,22 @@ def has_media(flow: FlowDef, values: Mapping[str, Any]) -> bool:
     return False
 
 
-def load_media(flow: FlowDef, values: dict[str, Any]) -> dict[str, Any]:
-    """The inputs with their images read as ``Image`` values (paths relative to the flow folder),
-    as prompt flow reads them: an ``image`` input (a list of them for aggregation), and media dicts
-    inside ``list``/``object`` inputs. A failure is prompt flow's ``LoadMultimediaDataError``."""
+def load_media(flow: FlowDef, values: dict[str, Any], confine: bool = False) -> dict[str, Any]:
+    """The inputs with their images read as ``Image`` values (paths relative to the flow folder;
+    ``confine``: only files inside it), as prompt flow reads them: an ``image`` input (a list of
+    them for aggregation), and media dicts inside ``list``/``object`` inputs. A failure is prompt
+    flow's ``LoadMultimediaDataError``."""
     loaded = dict(values)
     for name, spec in flow.inputs.items():
         value = loaded.get(name)
         try:
             if spec.type is ValueType.IMAGE and value is not None:
                 if isinstance(value, list):
-                    loaded[name] = [image_from(item, flow.path) for item in value]
+                    loaded[name] = [image_from(item, flow.path, confine) for item in value]
                 else:
-                    loaded[name] = image_from(value, flow.path)
+                    loaded[name] = image_from(value, flow.path, confine)
             elif spec.type in _MEDIA_HOLDERS:
-                loaded[name] = images_in(value, flow.path)
+                loaded[name] = images_in(value, flow.path, confine)
         except Exception as exc:
             raise user_error(
                 f"Failed to load image for input '{name}': ({type(exc).__name__}) {exc}",

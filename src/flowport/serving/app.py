@@ -87,6 +87,8 @@ class ScoringApp:
     ) -> None:
         self.executor = executor
         self.flow = executor.flow
+        if isinstance(executor, FlowExecutor):  # a request's image paths stay inside the flow folder
+            executor.confine_image_files = True
         self.name = name or self.flow.name
         """The flow's name for clients (swagger title): the flow folder's, not its snapshot's."""
         self.settings = settings or ServeSettings()

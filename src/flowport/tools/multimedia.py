@@ -163,8 +163,14 @@ def _from_base64(text: str, mime_type: str | None = None) -> Image:
         raise InvalidImageInput(f"Invalid base64 image: {exc}.") from None
 
 
-def _from_file(base: Path, name: str, mime_type: str | None = None) -> Image:
-    """The image in file ``name`` (relative to ``base``); an error names the file as given."""
+def _from_file(base: Path, name: str, mime_type: str | None = None, confine: bool = False) -> Image:
+    """The image in file ``name`` (relative to ``base``; with ``confine``, only inside it); an
+    error names the file as given."""
+    if confine and not (base / name).resolve().is_relative_to(base.resolve()):
+        raise InvalidImageInput(
+            f"Image file '{name}' is outside the flow folder: a served flow reads image files only from "
+            "its own folder; send the image as base64, a data URI or a URL."
+        )
     try:
         with open(base / name, "rb") as file:
             return Image(file.read(), mime_type)
@@ -172,7 +178,7 @@ def _from_file(base: Path, name: str, mime_type: str | None = None) -> Image:
         raise type(exc)(exc.errno, exc.strerror, name) from None
 
 
-def image_from(value: Any, base: Path) -> Image:
+def image_from(value: Any, base: Path, confine: bool = False) -> Image:
     """An ``image`` input as prompt flow reads it: an Image, a path (relative to ``base``), a
     URL, base64 or a ``data:`` URI, or a one-key dict naming how (``data:image/png;path``)."""
     if isinstance(value, PFBytes):
@@ -183,7 +189,7 @@ def image_from(value: Any, base: Path) -> Image:
                 "Invalid image input format. The image input should be a dictionary like: "
                 "{data:image/<image_type>;[path|base64|url]: <image_data>}."
             )
-        return _from_dict(value, base)
+        return _from_dict(value, base, confine)
     if isinstance(value, str):
         if not value:
             raise InvalidImageInput("The image input should not be empty.")
@@ -191,19 +197,19 @@ def image_from(value: Any, base: Path) -> Image:
             return _from_base64(value)
         if _is_url(value):
             return fetch_image(value)
-        return _from_file(base, value)
+        return _from_file(base, value, confine=confine)
     raise InvalidImageInput(
         f"Unsupported image input type: {type(value)}. The image inputs should be a string or a dictionary."
     )
 
 
-def _from_dict(value: dict[str, Any], base: Path) -> Image:
+def _from_dict(value: dict[str, Any], base: Path, confine: bool = False) -> Image:
     key, data = next(iter(value.items()))
     match = MEDIA_KEY.match(key)
     assert match is not None
     mime_type, resource = f"image/{match.group(1)}", match.group(2)
     if resource == "path":
-        return _from_file(base, str(data), mime_type)
+        return _from_file(base, str(data), mime_type, confine)
     if resource == "base64":
         if not isinstance(data, str) or not _is_base64(data):
             raise InvalidImageInput(f"Invalid base64 image: {data}.")
@@ -211,14 +217,14 @@ def _from_dict(value: dict[str, Any], base: Path) -> Image:
     return fetch_image(str(data), mime_type)
 
 
-def images_in(value: Any, base: Path) -> Any:
+def images_in(value: Any, base: Path, confine: bool = False) -> Any:
     """``value`` with every media dict inside it (lists and dicts, at any depth) read as an Image."""
     if isinstance(value, list):
-        return [images_in(item, base) for item in value]
+        return [images_in(item, base, confine) for item in value]
     if isinstance(value, dict):
         if is_media_dict(value):
-            return _from_dict(value, base)
-        return {k: images_in(v, base) for k, v in value.items()}
+            return _from_dict(value, base, confine)
+        return {k: images_in(v, base, confine) for k, v in value.items()}
     return value
 
 
