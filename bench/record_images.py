@@ -37,6 +37,7 @@ FLOWS = ("image_flow", "image_serve")
 SERVE_FLOW = "image_serve"
 PORT = 18611
 JSON = {"Content-Type": "application/json"}
+SSE = {**JSON, "Accept": "text/event-stream"}
 RED = base64.b64encode((ROOT / "tests" / "flows" / SERVE_FLOW / "red.png").read_bytes()).decode()
 SERVE_REQUESTS: list[tuple[str, str, str, dict[str, str], object]] = [
     ("score_data_uri", "POST", "/score", JSON, {"image": f"data:image/png;base64,{RED}"}),
@@ -51,6 +52,13 @@ SERVE_REQUESTS: list[tuple[str, str, str, dict[str, str], object]] = [
     ("score_missing_file", "POST", "/score", JSON, {"image": "nothere.png"}),
     ("score_bad_dict", "POST", "/score", JSON, {"image": {"kind": "png"}}),
     ("get_swagger", "GET", "/swagger.json", {}, None),
+    (
+        "sse",
+        "POST",
+        "/score",
+        {**JSON, "Accept": "text/event-stream"},
+        {"image": "red.png", "question": "Hi"},
+    ),
 ]
 _PATH_KEY = re.compile(r"^data:image/.*;path$")
 

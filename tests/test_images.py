@@ -233,11 +233,13 @@ async def test_url_images_are_fetched_only_from_allowed_addresses(
 def test_flow_test_answers_a_url_image_as_its_url(
     openai_connection: ConnectionService, home: Path, tmp_path: Path
 ) -> None:
+    flow = tmp_path / "image_serve"
+    shutil.copytree(FLOWS / "image_serve", flow)  # flow test writes output images into the flow
     host = _image_host()
     try:
         url = f"{host.url}/red.png"
         done = flowport(
-            "flow", "test", "--flow", str(FLOWS / "image_serve"), "--inputs", f"image={url}",
+            "flow", "test", "--flow", str(flow), "--inputs", f"image={url}",
             home=home, env={ALLOW_PRIVATE_ENV: "1"},
         )  # fmt: skip
     finally:
