@@ -39,7 +39,7 @@ from tests.conftest import FLOWS
 from tests.test_cli import flowport
 from tests.test_prompt_flow_parity import line_statuses
 
-IMAGE_FLOWS = ("image_flow", "image_serve")
+IMAGE_FLOWS = ("image_flow", "image_serve", "image_flex")
 
 
 def _cases(kind: str) -> list[Any]:
@@ -280,6 +280,27 @@ def test_flow_code_imports_prompt_flows_image_type() -> None:
         {"type": "image_url", "image_url": {"url": data_uri, "detail": "auto"}},
     ]
     assert done.stdout.strip() == str([{"role": "user", "content": parts}])
+
+
+def test_flow_code_calls_the_vision_tools(llm_server: LLMServer) -> None:
+    code = (
+        "from promptflow.connections import AzureOpenAIConnection, OpenAIConnection\n"
+        "from promptflow.contracts.multimedia import Image\n"
+        "from promptflow.tools.aoai_gpt4v import AzureOpenAI\n"
+        "from promptflow.tools.openai_gpt4v import OpenAI\n"
+        f"img = Image({RED!r})\n"
+        "prompt = '# user:\\nLook ![image]({{pic}})'\n"
+        f"openai = OpenAIConnection(name='o', api_key='k', base_url={llm_server.base_url!r})\n"
+        "print(OpenAI(openai).chat(prompt=prompt, model='m', pic=img))\n"
+        f"azure = AzureOpenAIConnection(name='a', api_key='k', api_base={llm_server.url!r}, "
+        "api_version='v')\n"
+        "print(''.join(AzureOpenAI(azure).chat(prompt=prompt, deployment_name='d', stream=True, pic=img)))\n"
+    )
+    env = {"PYTHONPATH": SHIM_ROOT, "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    seen = f"Echo: Look  [image image/png {len(RED)} bytes]"
+    assert done.stdout.splitlines() == [seen, seen]
 
 
 @pytest.mark.parametrize(
