@@ -33,7 +33,7 @@ from record_flex_serve import record_exchange, wait_until_serving
 from flowport.testing.llm_server import LLMServer
 
 ROOT = Path(__file__).resolve().parent.parent
-FLOWS = ("image_flow", "image_serve")
+FLOWS = ("image_flow", "image_serve", "image_flex")
 SERVE_FLOW = "image_serve"
 PORT = 18611
 JSON = {"Content-Type": "application/json"}
@@ -89,7 +89,7 @@ def keep_images(flow: Path, case: dict[str, Any], printed: str) -> None:
     if "expected" in case:
         files: dict[str, str] = {}
         case["expected"] = pin_images(case["expected"], {flow: "{flow}"}, files, flow)
-        shown = json.loads(printed[printed.rfind("\n{") :])  # the outputs, after pf's log lines
+        shown = json.loads(printed[printed.rfind("\n{") + 1 :])  # the outputs, after any log lines
         case["expected_printed"] = pin_images(shown, {flow: "{flow}"}, files, flow)
         case["expected_images"] = files
 
@@ -135,15 +135,17 @@ def record_serve(home: Path, scratch: Path) -> None:
         process.wait(30)
 
 
-def main(parts: list[str]) -> None:
-    """``parts``: any of ``test``, ``bulk``, ``serve`` (all when none is named)."""
-    parts = parts or ["test", "bulk", "serve"]
+def main(args: list[str]) -> None:
+    """``args``: any of ``test``, ``bulk``, ``serve`` (all when none is named), and flow folder
+    names (all of ``FLOWS`` when none is named)."""
+    parts = [a for a in args if a not in FLOWS] or ["test", "bulk", "serve"]
+    folders = [a for a in args if a in FLOWS] or list(FLOWS)
     _promptflow.ensure_venv()
     with tempfile.TemporaryDirectory() as scratch, LLMServer() as server:
         home = Path(scratch) / "home"
         home.mkdir()
         create_connections(home, server)
-        for folder in FLOWS:
+        for folder in folders:
             flow = ROOT / "tests" / "flows" / folder
             cases = json.loads((flow / "cases.json").read_text())
             for case in cases:
