@@ -32,6 +32,8 @@ class NodeRun:
     output: Any = None
     error: dict[str, Any] | None = None
     usage: Usage = field(default_factory=Usage)
+    span: Any = field(default=None, repr=False, compare=False)
+    """Its open trace span, while tracing (``engine.spans``)."""
 
     @property
     def duration(self) -> float | None:
@@ -63,6 +65,8 @@ class LineRun:
     end_time: datetime | None = None
     node_runs: dict[str, NodeRun] = field(default_factory=dict)
     error: dict[str, Any] | None = None
+    span: Any = field(default=None, repr=False, compare=False)
+    """Its open trace span, while tracing (``engine.spans``)."""
 
     @property
     def duration(self) -> float | None:

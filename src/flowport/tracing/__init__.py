@@ -1,0 +1,27 @@
+"""Traces: OpenTelemetry spans for requests, lines, nodes and LLM calls (no flowport imports).
+
+Nothing is traced until ``setup.configure`` installs a tracer; until then every helper in
+``spans`` returns at once, so a process that does not trace pays one attribute check per span.
+"""
+
+from flowport.tracing.spans import (
+    CONTENT_LIMIT,
+    activate,
+    capture_content,
+    content,
+    deactivate,
+    enabled,
+    fail,
+    start,
+)
+
+__all__ = [
+    "CONTENT_LIMIT",
+    "activate",
+    "capture_content",
+    "content",
+    "deactivate",
+    "enabled",
+    "fail",
+    "start",
+]

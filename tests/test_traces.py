@@ -1,0 +1,181 @@
+"""Traces: spans of lines, nodes and LLM calls, trace context across hops, export, the built-in store."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowport.connections import OpenAIConnection
+from flowport.engine import FlowExecutor, load_executor
+from flowport.testing.llm_server import LLMServer
+from flowport.tracing.setup import Tracing, configure
+from tests.test_flow_definition import write_flow
+from tests.test_llm_nodes import CHAT_FLOW, CHAT_TEMPLATE
+
+FLOWS = Path(__file__).parent / "flows"
+
+Spans = Callable[[], list[dict[str, Any]]]
+
+
+def read_spans(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+@pytest.fixture
+def traced(tmp_path: Path) -> Iterator[tuple[Tracing, Spans]]:
+    """Tracing on in this process, to a built-in store file; spans() flushes and reads it."""
+    path = tmp_path / "spans.jsonl"
+    with open(path, "ab") as file:
+        tracing = configure("test", {}, builtin=file, resource={"flowport.deployment": "blue"})
+        assert tracing is not None
+
+        def spans() -> list[dict[str, Any]]:
+            tracing.flush()
+            return read_spans(path)
+
+        yield tracing, spans
+        tracing.shutdown()
+
+
+def by_name(spans: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {span["name"]: span for span in spans}
+
+
+async def test_a_dag_line_is_one_trace_with_a_span_per_node(traced: tuple[Tracing, Spans]) -> None:
+    _, spans = traced
+    executor = FlowExecutor.load(FLOWS / "three_node_python")
+    try:
+        result = await executor.run_line(
+            {"text": "a b c"}, run_id="req-1", span_attributes={"flowport.request_id": "req-1"}
+        )
+    finally:
+        executor.close()
+    assert result.ok
+    found = by_name(spans())
+    line = found["three_node_python"]
+    assert line["parent_id"] is None
+    assert line["attributes"]["flowport.request_id"] == "req-1"
+    assert line["attributes"]["flowport.deployment"] == "blue"
+    assert line["status"] == "UNSET"
+    for node in ("to_upper", "count_words", "format_result"):
+        span = found[node]
+        assert span["trace_id"] == line["trace_id"]
+        assert span["parent_id"] == line["span_id"]
+        assert span["attributes"]["flowport.node"] == node
+        assert span["attributes"]["flowport.node.type"] == "python"
+        assert span["attributes"]["gen_ai.operation.name"] == "execute_tool"
+        assert line["start"] <= span["start"] <= span["end"] <= line["end"]
+    assert "flowport.inputs" not in line["attributes"]  # content is kept only when asked for
+
+
+async def test_a_failed_node_fails_its_span_and_the_line(traced: tuple[Tracing, Spans]) -> None:
+    _, spans = traced
+    executor = FlowExecutor.load(FLOWS / "tool_error")
+    try:
+        result = await executor.run_line({"text": "bad"})
+    finally:
+        executor.close()
+    assert not result.ok
+    found = by_name(spans())
+    check = found["check"]
+    assert check["status"] == "ERROR"
+    assert "bad value" in check["status_message"]
+    [event] = check["events"]
+    assert event["name"] == "exception"
+    assert event["attributes"]["exception.type"] == "ValueError"
+    assert event["attributes"]["exception.message"] == "bad value"
+    assert found["prepare"]["status"] == "UNSET"
+    line = found["tool_error"]
+    assert line["status"] == "ERROR"
+    assert "UserError" in line["status_message"] or "ToolExecutionError" in line["status_message"]
+
+
+def chat_executor(tmp_path: Path, llm_server: LLMServer) -> FlowExecutor:
+    folder = write_flow(tmp_path / "chat_flow", CHAT_FLOW, {"chat.jinja2": CHAT_TEMPLATE})
+    connection = OpenAIConnection(name="llm", api_key="k", base_url=llm_server.base_url)
+    return FlowExecutor.load(folder, connections={"llm": connection})
+
+
+async def test_a_streamed_chat_line_has_a_genai_span_that_ends_with_the_stream(
+    tmp_path: Path, llm_server: LLMServer, traced: tuple[Tracing, Spans]
+) -> None:
+    _, spans = traced
+    executor = chat_executor(tmp_path, llm_server)
+    try:
+        result = await executor.run_line({"question": "one two three"}, stream=True)
+        assert spans() == []  # nothing ends before the stream is read
+        chunks = [chunk async for chunk in result.outputs["answer"]]
+    finally:
+        executor.close()
+    assert "".join(chunks) == "Echo: one two three"
+    found = by_name(spans())
+    llm = found["chat gpt-test"]
+    node, line = found["chat"], found["chat_flow"]
+    assert llm["kind"] == "CLIENT"
+    assert llm["parent_id"] == node["span_id"]
+    assert node["parent_id"] == line["span_id"]
+    attributes = llm["attributes"]
+    assert attributes["gen_ai.operation.name"] == "chat"
+    assert attributes["gen_ai.request.model"] == "gpt-test"
+    assert attributes["gen_ai.provider.name"] == "openai"
+    assert attributes["gen_ai.request.temperature"] == 0.2
+    assert attributes["gen_ai.request.max_tokens"] == 50
+    assert attributes["gen_ai.usage.output_tokens"] == 4
+    assert attributes["gen_ai.usage.input_tokens"] > 0
+    assert attributes["gen_ai.response.finish_reasons"] == ["stop"]
+    assert "gen_ai.input.messages" not in attributes
+    assert node["attributes"]["gen_ai.usage.output_tokens"] == 4
+    assert line["attributes"]["gen_ai.usage.output_tokens"] == 4
+    assert line["end"] >= llm["end"]
+
+
+async def test_llm_messages_are_kept_only_when_content_is_captured(
+    tmp_path: Path, llm_server: LLMServer
+) -> None:
+    path = tmp_path / "spans.jsonl"
+    with open(path, "ab") as file:
+        tracing = configure("test", {"FLOWPORT_TRACE_CONTENT": "true"}, builtin=file)
+        assert tracing is not None
+        executor = chat_executor(tmp_path, llm_server)
+        try:
+            result = await executor.run_line({"question": "hi there"})
+        finally:
+            executor.close()
+            tracing.flush()
+            tracing.shutdown()
+    assert result.ok
+    found = by_name(read_spans(path))
+    llm = found["chat gpt-test"]["attributes"]
+    assert json.loads(llm["gen_ai.input.messages"])[-1] == {"role": "user", "content": "hi there"}
+    assert json.loads(llm["gen_ai.output.messages"])[0]["content"] == "Echo: hi there"
+    assert json.loads(found["chat"]["attributes"]["flowport.output"]) == "Echo: hi there"
+
+
+async def test_a_flex_line_has_its_entry_as_one_node(traced: tuple[Tracing, Spans]) -> None:
+    _, spans = traced
+    executor = load_executor(FLOWS / "flex_function")
+    try:
+        result = await executor.run_line({"question": "what is flex"})
+    finally:
+        executor.close()
+    assert result.ok, result.error
+    found = spans()
+    [line] = [s for s in found if s["parent_id"] is None]
+    [entry] = [s for s in found if s["parent_id"] == line["span_id"]]
+    assert entry["attributes"]["flowport.node.type"] == "flex"
+
+
+async def test_tracing_off_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "spans.jsonl"
+    with open(path, "ab") as file:
+        assert configure("test", {"FLOWPORT_TRACING": "off"}, builtin=file) is None
+    executor = FlowExecutor.load(FLOWS / "three_node_python")
+    try:
+        assert (await executor.run_line({"text": "a"})).ok
+    finally:
+        executor.close()
+    assert path.read_bytes() == b""
