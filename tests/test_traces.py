@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from flowport.connections import OpenAIConnection
 from flowport.engine import FlowExecutor, load_executor
 from flowport.testing.llm_server import LLMServer
 from flowport.tracing.setup import Tracing, configure
+from tests.endpoint_harness import Flowport
 from tests.test_flow_definition import write_flow
 from tests.test_llm_nodes import CHAT_FLOW, CHAT_TEMPLATE
 
@@ -179,3 +181,82 @@ async def test_tracing_off_writes_nothing(tmp_path: Path) -> None:
     finally:
         executor.close()
     assert path.read_bytes() == b""
+
+
+CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CLIENT_PARENT = f"00-{CLIENT_TRACE}-00f067aa0ba902b7-01"
+
+
+def wait_for_trace(fp: Flowport, request_id: str, spans: int) -> dict[str, Any]:
+    """The request's trace once it holds ``spans`` spans (they arrive off the request path)."""
+    deadline = time.monotonic() + 30
+    while True:
+        found = fp.ok("GET", "/traces", params={"request_id": request_id})["value"]
+        if found and found[0]["span_count"] >= spans:
+            return fp.ok("GET", f"/traces/{found[0]['trace_id']}")
+        assert time.monotonic() < deadline, f"no trace of {request_id} with {spans} spans: {found}"
+        time.sleep(0.1)
+
+
+def test_one_trace_from_the_client_through_the_gateway_to_the_instance(home: Path) -> None:
+    with Flowport(home) as fp:
+        fp.endpoint("traced")
+        fp.deploy(
+            "traced", "blue", environment_variables={"PROBE_SECRET_KEY": "s3cr3t-value", "COLOR": "blue"}
+        )
+        fp.traffic("traced", blue=100)
+        answer = fp.score(
+            "traced", {"text": "s3cr3t-value"}, **{"x-request-id": "trace-me", "traceparent": CLIENT_PARENT}
+        )
+        assert answer.status_code == 200
+        returned = answer.headers["traceparent"]
+        assert returned.startswith(f"00-{CLIENT_TRACE}-") and not returned.startswith(CLIENT_PARENT[:52])
+        trace = wait_for_trace(fp, "trace-me", 3)
+        assert trace["trace_id"] == CLIENT_TRACE
+        assert (trace["endpoint"], trace["deployment"], trace["status"]) == ("traced", "blue", "Completed")
+        spans = {span["name"]: span for span in trace["spans"]}
+        gateway = spans["POST /endpoints/traced/score"]
+        assert gateway["kind"] == "SERVER"
+        assert gateway["parent_id"] == "00f067aa0ba902b7"  # the client's span
+        assert returned == f"00-{CLIENT_TRACE}-{gateway['span_id']}-01"
+        assert gateway["attributes"]["http.response.status_code"] == 200
+        line = spans["probe"]
+        assert line["parent_id"] == gateway["span_id"]
+        assert line["attributes"]["flowport.request_id"] == "trace-me"
+        assert line["attributes"]["flowport.instance"]
+        node = spans["answer"]
+        assert node["parent_id"] == line["span_id"]
+        assert node["attributes"]["flowport.endpoint"] == "traced"
+        assert "flowport.inputs" not in line["attributes"]  # no data capture: no inputs kept
+
+        failed = fp.score("traced", {"fail": True}, **{"x-request-id": "trace-fail"})
+        assert failed.status_code == 424
+        trace = wait_for_trace(fp, "trace-fail", 3)
+        assert trace["status"] == "Failed"
+        assert [e["name"] for s in trace["spans"] if s["name"] == "answer" for e in s["events"]] == [
+            "exception"
+        ]
+        listed = fp.cli("trace", "list", "--endpoint", "traced", "-o", "json").stdout
+        assert {t["request_id"] for t in json.loads(listed)} == {"trace-me", "trace-fail"}
+        shown = fp.cli("trace", "show", "trace-fail").stdout
+        assert "answer" in shown and "Failed" in shown
+
+
+def test_captured_content_is_scrubbed_of_secrets(home: Path) -> None:
+    with Flowport(home) as fp:
+        fp.endpoint("captured")
+        collector = {"collections": {"request": {"enabled": True}}, "rolling_rate": "Day"}
+        fp.deploy(
+            "captured",
+            "blue",
+            data_collector=collector,
+            environment_variables={"PROBE_API_KEY": "s3cr3t-value"},
+        )
+        fp.traffic("captured", blue=100)
+        assert (
+            fp.score("captured", {"text": "say s3cr3t-value"}, **{"x-request-id": "cap"}).status_code == 200
+        )
+        trace = wait_for_trace(fp, "cap", 3)
+        line = next(s for s in trace["spans"] if s["name"] == "probe")
+        assert json.loads(line["attributes"]["flowport.inputs"])["text"] == "say ******"
+        assert "s3cr3t-value" not in json.dumps(trace)

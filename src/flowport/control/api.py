@@ -31,6 +31,7 @@ from flowport.control.specs import (
     parse_model,
     read_yaml,
 )
+from flowport.control.traces import MAX_TRACES, TraceStore
 from flowport.control.usage import deployment_tokens
 from flowport.dataplane.client import DataPlaneUnavailable
 
@@ -89,7 +90,13 @@ class LoginBody(BaseModel):
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path, base_url: str) -> FastAPI:
+def build_api(
+    control: ControlPlane,
+    sessions: Sessions,
+    data_dir: Path,
+    base_url: str,
+    traces: TraceStore | None = None,
+) -> FastAPI:
     def refuse_while_recovering(request: Request) -> None:
         if control.recovering and request.method not in SAFE_METHODS:
             raise ApiError(
@@ -351,6 +358,38 @@ def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path, base_ur
         await control.show_deployment(endpoint, name)
         body = b"".join(read_records(data_dir / endpoint / name, since))
         return Response(body, media_type="application/x-ndjson")
+
+    # -- traces ---------------------------------------------------------------------------
+
+    trace_store = traces or TraceStore(data_dir.parent / "runtime" / "logs")
+
+    @api.get("/traces", dependencies=secured, tags=["traces"])
+    async def list_traces(
+        endpoint: str | None = None,
+        deployment: str | None = None,
+        request_id: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        status: str | None = None,
+        limit: int = Query(100, ge=1, le=MAX_TRACES),
+    ) -> dict[str, Any]:
+        """Recent traces in the built-in store, newest first (filters: endpoint, request id, time range)."""
+        found = await asyncio.to_thread(
+            trace_store.list,
+            endpoint=endpoint,
+            deployment=deployment,
+            request_id=request_id,
+            since=since,
+            until=until,
+            status=status,
+            limit=limit,
+        )
+        return {"value": found}
+
+    @api.get("/traces/{trace_id}", dependencies=secured, tags=["traces"])
+    async def show_trace(trace_id: str) -> dict[str, Any]:
+        """One trace: its summary and every span (gateway, line, nodes, LLM calls)."""
+        return await asyncio.to_thread(trace_store.get, trace_id)
 
     # -- operations -----------------------------------------------------------------------
 

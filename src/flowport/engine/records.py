@@ -67,6 +67,8 @@ class LineRun:
     error: dict[str, Any] | None = None
     span: Any = field(default=None, repr=False, compare=False)
     """Its open trace span, while tracing (``engine.spans``)."""
+    traceparent: str | None = None
+    """The W3C ``traceparent`` of the line's span (when traced): what the caller's next hop continues."""
 
     @property
     def duration(self) -> float | None:

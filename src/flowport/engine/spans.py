@@ -12,15 +12,24 @@ from typing import Any
 
 from flowport import tracing
 from flowport.engine.records import LineRun, NodeRun, Status
+from flowport.tracing.propagation import traceparent
 
 LINE_KIND = "flowport.span_type"
 
 
 def start_line(name: str, run: LineRun, attributes: Mapping[str, Any] | None = None) -> Any:
-    """The line's span, made current (its nodes are its children): (span, context token) or None."""
+    """The line's span, made current (its nodes are its children): the context token, or None.
+
+    The span is named after the flow (``flowport.flow`` in ``attributes`` wins over ``name``)."""
     if not tracing.enabled():
         return None
-    attrs: dict[str, Any] = {LINE_KIND: "flow", "flowport.run_id": run.run_id, **(attributes or {})}
+    attrs: dict[str, Any] = {
+        LINE_KIND: "flow",
+        "flowport.flow": name,
+        "flowport.run_id": run.run_id,
+        **(attributes or {}),
+    }
+    name = attrs["flowport.flow"]
     if run.line_number is not None:
         attrs["flowport.line_number"] = run.line_number
     span = tracing.start(name, attrs)
@@ -29,6 +38,7 @@ def start_line(name: str, run: LineRun, attributes: Mapping[str, Any] | None = N
     if tracing.capture_content():
         span.set_attribute("flowport.inputs", tracing.content(run.inputs))
     run.span = span
+    run.traceparent = traceparent(span)
     return tracing.activate(span)
 
 
