@@ -1,0 +1,102 @@
+"""``flowport trace list|show``: the server's built-in trace store, and the tree a trace prints as."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import typer
+
+from flowport.cli.api_client import ApiClient
+from flowport.cli.common import fail
+from flowport.cli.output import OUTPUT_HELP, Output, emit
+
+app = typer.Typer(help="Traces of requests: nodes, LLM calls, tokens and time.", no_args_is_help=True)
+
+TRACE_COLUMNS = [
+    "start_time", "trace_id", "request_id", "endpoint", "deployment", "status", "duration_ms", "tokens",
+]  # fmt: skip
+TRACE_ID = re.compile(r"^[0-9a-fA-F]{32}$")
+TableOption = typer.Option(Output.table, "--output", "-o", help=OUTPUT_HELP, case_sensitive=False)
+
+
+@app.command("list")
+def list_traces(
+    endpoint: str = typer.Option(None, "--endpoint", "-e", help="Only this endpoint's requests."),
+    deployment: str = typer.Option(None, "--deployment", "-d", help="Only this deployment's requests."),
+    request_id: str = typer.Option(None, "--request-id", "-r", help="The request's x-request-id."),
+    since: str = typer.Option(None, "--since", help="From this ISO time on, e.g. 2026-11-21T14:00:00Z."),
+    until: str = typer.Option(None, "--until", help="Up to this ISO time."),
+    status: str = typer.Option(None, "--status", help="Completed or Failed."),
+    limit: int = typer.Option(50, "--limit", help="At most this many, newest first."),
+    output: Output = TableOption,
+) -> None:
+    """Recent traces, newest first."""
+    params = {
+        k: v
+        for k, v in {
+            "endpoint": endpoint, "deployment": deployment, "request_id": request_id,
+            "since": since, "until": until, "status": status, "limit": limit,
+        }.items()
+        if v is not None
+    }  # fmt: skip
+    found = ApiClient.discover().call("GET", "/traces", params=params)["value"]
+    if output is Output.table and not found:
+        typer.echo("no traces (the built-in store keeps the last 24 hours' requests)")
+        return
+    emit(found, output, TRACE_COLUMNS)
+
+
+@app.command("show")
+def show_trace(
+    trace: str = typer.Argument(..., help="A trace id (32 hex digits) or a request id."),
+    output: Output = TableOption,
+) -> None:
+    """One trace as a tree of spans (-o json for every attribute)."""
+    client = ApiClient.discover()
+    trace_id = trace
+    if not TRACE_ID.match(trace):
+        found = client.call("GET", "/traces", params={"request_id": trace, "limit": 1})["value"]
+        if not found:
+            fail(f"no trace for request id {trace!r} (list them: flowport trace list)")
+        trace_id = found[0]["trace_id"]
+    document = client.call("GET", f"/traces/{trace_id}")
+    if output is Output.table:
+        typer.echo(render_tree(document))
+    else:
+        emit(document, output)
+
+
+def _tokens(attributes: dict[str, Any]) -> str:
+    given = attributes.get("gen_ai.usage.input_tokens"), attributes.get("gen_ai.usage.output_tokens")
+    return f"  tokens {given[0] or 0}+{given[1] or 0}" if any(v is not None for v in given) else ""
+
+
+def render_tree(document: dict[str, Any]) -> str:
+    """A trace as text: its summary line, then each span under its parent with time and status."""
+    tokens = document.get("tokens") or {}
+    lines = [
+        f"trace {document['trace_id']}  {document.get('status')}  {document.get('duration_ms')} ms"
+        f"  request {document.get('request_id') or '-'}  tokens {tokens.get('total', 0)}"
+    ]
+    spans = document["spans"]
+    ids = {span["span_id"] for span in spans}
+    children: dict[str | None, list[dict[str, Any]]] = {}
+    for span in spans:
+        parent = span.get("parent_id") if span.get("parent_id") in ids else None
+        children.setdefault(parent, []).append(span)
+
+    def walk(parent: str | None, depth: int) -> None:
+        for span in children.get(parent, []):
+            attributes = span.get("attributes") or {}
+            status = "Failed" if span.get("status") == "ERROR" else "ok"
+            line = (
+                f"{'  ' * depth}{span['name']}  {span.get('duration_ms')} ms  {status}{_tokens(attributes)}"
+            )
+            if span.get("status") == "ERROR" and span.get("status_message"):
+                line += f"  ({span['status_message']})"
+            lines.append(line)
+            walk(span["span_id"], depth + 1)
+
+    walk(None, 1)
+    return "\n".join(lines)
