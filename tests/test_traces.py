@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,10 +13,13 @@ from typing import Any
 import pytest
 
 from flowport.connections import OpenAIConnection
+from flowport.control.errors import ApiError
+from flowport.control.traces import TraceStore
 from flowport.engine import FlowExecutor, load_executor
 from flowport.testing.llm_server import LLMServer
 from flowport.tracing.setup import Tracing, configure
 from tests.endpoint_harness import Flowport
+from tests.test_cli import flowport
 from tests.test_flow_definition import write_flow
 from tests.test_llm_nodes import CHAT_FLOW, CHAT_TEMPLATE
 
@@ -260,3 +265,65 @@ def test_captured_content_is_scrubbed_of_secrets(home: Path) -> None:
         line = next(s for s in trace["spans"] if s["name"] == "probe")
         assert json.loads(line["attributes"]["flowport.inputs"])["text"] == "say ******"
         assert "s3cr3t-value" not in json.dumps(trace)
+
+
+def test_flow_test_trace_prints_the_tree_and_keeps_the_spans(tmp_path: Path, home: Path) -> None:
+    flow = tmp_path / "three"
+    shutil.copytree(FLOWS / "three_node_python", flow)
+    done = flowport("flow", "test", "--flow", str(flow), "--trace", "--inputs", "text=a b", home=home)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"result": "A B (2 words)"}
+    tree = [line for line in done.stderr.splitlines() if line.startswith("  ")]
+    assert [line.split()[0] for line in tree] == ["three", "to_upper", "count_words", "format_result"]
+    [kept] = (flow / ".promptflow" / "traces").glob("*.traces.jsonl")
+    spans = by_name(read_spans(kept))
+    assert json.loads(spans["to_upper"]["attributes"]["flowport.inputs"]) == {
+        "text": "a b"
+    }  # local: content kept
+
+
+def span_line(trace_id: str, start_seconds: float) -> bytes:
+    start = int(start_seconds * 1e9)
+    span = {"trace_id": trace_id, "span_id": "1" * 16, "parent_id": None, "name": "x", "start": start,
+            "end": start + 1000, "status": "UNSET", "attributes": {}, "events": []}  # fmt: skip
+    return json.dumps(span).encode() + b"\n"
+
+
+def test_the_store_keeps_the_newest_traces_within_count_and_age(tmp_path: Path) -> None:
+    folder = tmp_path / "logs" / "ep" / "blue"
+    folder.mkdir(parents=True)
+    now = time.time()
+    old = span_line("0" * 31 + "1", now - 7200)
+    recent = [span_line(f"{i:032x}", now - 60 + i) for i in range(2, 7)]
+    (folder / "i1.traces.jsonl").write_bytes(old + b"".join(recent) + b'{"half": ')
+    store = TraceStore(tmp_path / "logs", max_traces=3, max_age=3600)
+    listed = store.list()
+    assert [t["trace_id"] for t in listed] == [f"{i:032x}" for i in (6, 5, 4)]  # newest three, none too old
+    with pytest.raises(ApiError):
+        store.get("0" * 31 + "1")
+    with open(folder / "i1.traces.jsonl", "ab") as file:  # the half line completes; a new trace arrives
+        file.write(b'"line"}\n' + span_line(f"{7:032x}", now))
+    assert [t["trace_id"] for t in store.list(limit=1)] == [f"{7:032x}"]
+
+
+def test_the_builtin_file_starts_over_past_its_limit(tmp_path: Path) -> None:
+    path = tmp_path / "spans.jsonl"
+    with open(path, "ab") as file:
+        tracing = configure("test", {}, builtin=file)
+        assert tracing is not None
+        exporter = tracing.processor.exporters[0]
+        exporter.limit = 4000
+        executor = FlowExecutor.load(FLOWS / "three_node_python")
+        try:
+            for _ in range(10):
+                assert (await_line(executor)).ok
+                tracing.flush()
+                assert path.stat().st_size <= 4000
+        finally:
+            executor.close()
+            tracing.shutdown()
+    assert read_spans(path)  # what is there is whole lines
+
+
+def await_line(executor: FlowExecutor) -> Any:
+    return asyncio.run(executor.run_line({"text": "a"}))

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -100,3 +105,31 @@ def render_tree(document: dict[str, Any]) -> str:
 
     walk(None, 1)
     return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def local_trace(source: Any) -> Iterator[None]:
+    """Trace what runs inside (``flow test --trace``): spans, with inputs and outputs, go to a new file
+    under the flow's ``.promptflow/traces``; at the end each trace prints as a tree on stderr."""
+    from flowport.control.traces import Trace, add_spans
+    from flowport.tracing.setup import CONTENT_ENV, configure
+
+    path = Path(str(source))
+    folder = path if path.is_dir() else path.parent if path.exists() else Path.cwd()
+    traces = folder / ".promptflow" / "traces"
+    traces.mkdir(parents=True, exist_ok=True)
+    target = traces / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.traces.jsonl"
+    with open(target, "ab", buffering=0) as file:
+        tracing = configure(
+            "flowport-flow-test", {**os.environ, CONTENT_ENV: "true"}, builtin=file, force=True
+        )
+        try:
+            yield
+        finally:
+            if tracing is not None:
+                tracing.shutdown()
+            found: dict[str, Trace] = {}
+            add_spans(found, target.read_bytes().splitlines())
+            for trace in sorted(found.values(), key=lambda t: t.start):
+                typer.echo(render_tree(trace.document()), err=True)
+            typer.echo(f"trace kept in {target}", err=True)

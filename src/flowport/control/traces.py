@@ -118,6 +118,20 @@ class Trace:
         }
 
 
+def add_spans(traces: dict[str, Trace], lines: Iterable[bytes]) -> None:
+    """Add each JSON line's span to its trace in ``traces`` (lines that are no span are skipped)."""
+    for line in lines:
+        try:
+            span = orjson.loads(line)
+            trace_id, span_id = span["trace_id"], span["span_id"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            continue
+        trace = traces.get(trace_id)
+        if trace is None:
+            trace = traces[trace_id] = Trace(trace_id)
+        trace.spans[span_id] = span
+
+
 class TraceStore:
     """Recent traces from the span files under ``root``, bounded by count and age."""
 
@@ -155,16 +169,7 @@ class TraceStore:
         self._add(data[:complete].splitlines())
 
     def _add(self, lines: Iterable[bytes]) -> None:
-        for line in lines:
-            try:
-                span = orjson.loads(line)
-                trace_id, span_id = span["trace_id"], span["span_id"]
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                continue
-            trace = self._traces.get(trace_id)
-            if trace is None:
-                trace = self._traces[trace_id] = Trace(trace_id)
-            trace.spans[span_id] = span
+        add_spans(self._traces, lines)
 
     def _prune(self) -> None:
         oldest = int((time.time() - self.max_age) * 1e9)
