@@ -17,6 +17,7 @@ from flowport.control.errors import ApiError
 from flowport.control.traces import TraceStore
 from flowport.engine import FlowExecutor, load_executor
 from flowport.testing.llm_server import LLMServer
+from flowport.testing.threaded_server import ThreadedServer
 from flowport.tracing.setup import Tracing, configure
 from tests.endpoint_harness import Flowport
 from tests.test_cli import flowport
@@ -327,3 +328,108 @@ def test_the_builtin_file_starts_over_past_its_limit(tmp_path: Path) -> None:
 
 def await_line(executor: FlowExecutor) -> Any:
     return asyncio.run(executor.run_line({"text": "a"}))
+
+
+class OTLPReceiver:
+    """A tiny OTLP/HTTP trace receiver: decodes each protobuf export request with opentelemetry-proto."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[dict[str, Any], Any]] = []
+        self.requests: list[str] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+            ExportTraceServiceResponse,
+        )
+
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = dict(scope["headers"])
+        self.requests.append(
+            f"{scope['method']} {scope['path']} {headers.get(b'content-type', b'').decode()}"
+        )
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        for resource_spans in request.resource_spans:
+            resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+            for scope_spans in resource_spans.scope_spans:
+                self.spans.extend((resource, span) for span in scope_spans.spans)
+        answer = ExportTraceServiceResponse().SerializeToString()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/x-protobuf")],
+            }
+        )
+        await send({"type": "http.response.body", "body": answer})
+
+    def named(self, name: str) -> tuple[dict[str, Any], Any]:
+        return next((r, s) for r, s in self.spans if s.name == name)
+
+
+def attributes(span: Any) -> dict[str, Any]:
+    found = {}
+    for attribute in span.attributes:
+        value = attribute.value
+        found[attribute.key] = getattr(value, value.WhichOneof("value"))
+    return found
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[OTLPReceiver, str]]:
+    app = OTLPReceiver()
+    with ThreadedServer(app) as server:
+        yield app, server.url
+
+
+async def test_spans_are_exported_over_otlp_http(
+    tmp_path: Path, llm_server: LLMServer, receiver: tuple[OTLPReceiver, str]
+) -> None:
+    app, url = receiver
+    tracing = configure("otlp-test", {"OTEL_EXPORTER_OTLP_ENDPOINT": url}, builtin=None)
+    assert tracing is not None and tracing.exporters == ["otlp-http"]
+    executor = chat_executor(tmp_path, llm_server)
+    try:
+        assert (await executor.run_line({"question": "exported"})).ok
+    finally:
+        executor.close()
+        tracing.shutdown()  # exports what is queued
+    assert app.requests[0] == "POST /v1/traces application/x-protobuf"
+    resource, llm = app.named("chat gpt-test")
+    assert resource["service.name"] == "otlp-test"
+    llm_attributes = attributes(llm)
+    assert llm_attributes["gen_ai.operation.name"] == "chat"
+    assert llm_attributes["gen_ai.usage.output_tokens"] == 2  # "Echo: exported"
+    _, node = app.named("chat")
+    assert node.span_id == llm.parent_span_id and node.trace_id == llm.trace_id
+    assert tracing.dropped == 0
+
+
+def test_a_deployment_exports_over_otlp_when_its_variables_say_so(
+    home: Path, receiver: tuple[OTLPReceiver, str]
+) -> None:
+    app, url = receiver
+    with Flowport(home) as fp:
+        fp.endpoint("exported")
+        fp.deploy("exported", "blue", environment_variables={"OTEL_EXPORTER_OTLP_ENDPOINT": url})
+        fp.traffic("exported", blue=100)
+        assert fp.score("exported", {"text": "hi"}, **{"x-request-id": "otlp-1"}).status_code == 200
+        deadline = time.monotonic() + 30
+        while not any(s.name == "answer" for _, s in app.spans):
+            assert time.monotonic() < deadline, app.spans
+            time.sleep(0.1)
+        resource, node = app.named("answer")
+        assert resource["flowport.endpoint"] == "exported" and resource["flowport.deployment"] == "blue"
+        line = next(s for _, s in app.spans if s.span_id == node.parent_span_id)
+        assert attributes(line)["flowport.request_id"] == "otlp-1"
+        # the server exports nowhere: its gateway span is in the built-in store, the instance's are not
+        trace = wait_for_trace(fp, "otlp-1", 1)
+        assert trace["span_count"] == 1
+        [gateway] = trace["spans"]
+        assert (gateway["trace_id"], gateway["span_id"]) == (line.trace_id.hex(), line.parent_span_id.hex())
