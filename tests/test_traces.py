@@ -14,6 +14,7 @@ import pytest
 
 from flowport.connections import OpenAIConnection
 from flowport.control.errors import ApiError
+from flowport.control.specs import parse_deployment
 from flowport.control.traces import TraceStore
 from flowport.engine import FlowExecutor, load_executor
 from flowport.testing.llm_server import LLMServer
@@ -433,3 +434,31 @@ def test_a_deployment_exports_over_otlp_when_its_variables_say_so(
         assert trace["span_count"] == 1
         [gateway] = trace["spans"]
         assert (gateway["trace_id"], gateway["span_id"]) == (line.trace_id.hex(), line.parent_span_id.hex())
+
+
+def test_app_insights_settings_say_where_traces_go() -> None:
+    spec = parse_deployment(
+        {
+            "name": "blue",
+            "model": {"path": str(FLOWS / "three_node_python")},
+            "app_insights_enabled": True,
+            "environment_variables": {"APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=x"},
+        }
+    )
+    notes = "\n".join(spec.notes)
+    assert "app_insights_enabled" in notes and "flowport trace list" in notes
+    assert "pip install 'flowport[azure]'" in notes  # the exporter package is not installed here
+
+
+def test_azure_monitor_without_its_package_is_one_note_and_the_builtin_store(tmp_path: Path) -> None:
+    with open(tmp_path / "spans.jsonl", "ab") as file:
+        tracing = configure(
+            "t", {"APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=x"}, builtin=file
+        )
+        assert tracing is not None
+        try:
+            assert tracing.exporters == ["builtin"]
+            [note] = tracing.notes
+            assert "azure-monitor-opentelemetry-exporter is not installed" in note
+        finally:
+            tracing.shutdown()
