@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from flowport.connections import OpenAIConnection
@@ -24,6 +25,7 @@ from tests.endpoint_harness import Flowport
 from tests.test_cli import flowport
 from tests.test_flow_definition import write_flow
 from tests.test_llm_nodes import CHAT_FLOW, CHAT_TEMPLATE
+from tests.test_serve_process import start
 
 FLOWS = Path(__file__).parent / "flows"
 
@@ -462,3 +464,24 @@ def test_azure_monitor_without_its_package_is_one_note_and_the_builtin_store(tmp
             assert "azure-monitor-opentelemetry-exporter is not installed" in note
         finally:
             tracing.shutdown()
+
+
+def test_flow_serve_traces_to_a_file_and_continues_the_callers_trace(tmp_path: Path) -> None:
+    spans_file = tmp_path / "serve.traces.jsonl"
+    process, url = start(FLOWS / "three_node_python", tmp_path / "home", FLOWPORT_TRACE_FILE=str(spans_file))
+    try:
+        answer = httpx.post(f"{url}/score", json={"text": "x y"}, headers={"traceparent": CLIENT_PARENT})
+        assert answer.status_code == 200
+        returned = answer.headers["traceparent"]
+        deadline = time.monotonic() + 20
+        while len(read_spans(spans_file)) < 4:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        process.terminate()
+        process.wait(10)
+    spans = by_name(read_spans(spans_file))
+    line = spans["three_node_python"]
+    assert (line["trace_id"], line["parent_id"]) == (CLIENT_TRACE, "00f067aa0ba902b7")
+    assert returned == f"00-{CLIENT_TRACE}-{line['span_id']}-01"
+    assert line["attributes"]["service.name"] == "flowport-serve"

@@ -11,7 +11,6 @@ the config travels to the worker processes in an environment variable of this pr
 from __future__ import annotations
 
 import argparse
-import atexit
 import ctypes
 import json
 import os
@@ -22,10 +21,10 @@ from flowport.engine import load_executor
 from flowport.flow import FlowError
 from flowport.runtime.base import InstanceConfig
 from flowport.runtime.local.logs import masking
-from flowport.runtime.local.process import TRACE_FD_ENV
 from flowport.serving import ScoringApp, ServeSettings
 from flowport.serving.server import run
-from flowport.tracing.setup import Tracing, configure
+from flowport.serving.traced import trace_app
+from flowport.tracing.setup import Tracing
 
 CONFIG_ENV = "FLOWPORT_INSTANCE_CONFIG"
 PR_SET_DUMPABLE = 4
@@ -67,19 +66,11 @@ def create_app() -> ScoringApp:
 
 
 def start_tracing(config: InstanceConfig, app: ScoringApp) -> Tracing | None:
-    """Spans to the exporters the environment names, else to the built-in store's file that the
-    runtime passed (``FLOWPORT_TRACE_FD``), secret values scrubbed; drops counted in /metrics."""
-    file = None
-    fd = os.environ.get(TRACE_FD_ENV)
-    if fd:
-        try:
-            file = os.fdopen(int(fd), "ab", buffering=0)
-        except (OSError, ValueError):  # a worker process (PROMPTFLOW_WORKER_NUM > 1) does not inherit it
-            file = None
+    """Trace with the deployment's identity on every span, its secret values scrubbed."""
     secrets = {
-        str(config.environment_variables[n])
-        for n in config.secret_variables
-        if n in config.environment_variables
+        str(config.environment_variables[name])
+        for name in config.secret_variables
+        if name in config.environment_variables
     }
     for connection in config.connections.values():
         secrets.update(v for v in (connection.get("secrets") or {}).values() if isinstance(v, str))
@@ -92,17 +83,7 @@ def start_tracing(config: InstanceConfig, app: ScoringApp) -> Tracing | None:
         )
         if os.environ.get(variable)
     }
-    tracing = configure(
-        "flowport-instance",
-        os.environ,
-        resource={"flowport.flow": app.name, **resource},
-        builtin=file,
-        scrub=masking(secrets),
-        on_drop=app.metrics.trace_dropped.inc,
-    )
-    if tracing is not None:
-        atexit.register(tracing.shutdown)
-    return tracing
+    return trace_app(app, "flowport-instance", resource, masking(secrets))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from flowport.runtime.base import InstanceConfig
+from flowport.serving.traced import TRACE_FD_ENV
 
 PR_SET_PDEATHSIG = 1
-TRACE_FD_ENV = "FLOWPORT_TRACE_FD"
 
 
 @contextlib.contextmanager
