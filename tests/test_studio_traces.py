@@ -1,0 +1,71 @@
+"""The studio's Traces: the list (page and endpoint tab) and a trace page, in headless Chromium."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flowport.testing.llm_server import LLMServer
+from tests.endpoint_harness import Flowport
+from tests.studio_harness import screenshot
+from tests.test_studio_deploy import CHAT_BASIC, register
+
+
+def test_a_chat_request_is_a_trace_with_nodes_tokens_and_messages(
+    studio: tuple[Flowport, Any], llm_server: LLMServer
+) -> None:
+    server, page = studio
+    server.ok(
+        "PUT",
+        "/connections/open_ai_connection",
+        json={"type": "open_ai", "api_key": "k", "base_url": llm_server.base_url},
+    )
+    register(server, "chat", CHAT_BASIC)
+    server.endpoint("traced-chat")
+    collector = {"collections": {"request": {"enabled": True}, "response": {"enabled": True}}}
+    started = server.ok(
+        "POST",
+        "/endpoints/traced-chat/deployments",
+        params={"name": "blue", "all_traffic": "true"},
+        json={"spec": {"model": "azureml:chat:1", "data_collector": collector}},
+    )
+    assert server.wait(started["operation"])["status"] == "Succeeded"
+    answer = server.score("traced-chat", {"question": "what is a trace?"}, **{"x-request-id": "studio-trace"})
+    assert answer.status_code == 200
+    failed = server.score("traced-chat", {"chat_history": "not a list"}, **{"x-request-id": "studio-bad"})
+    assert failed.status_code >= 400
+    deadline = time.monotonic() + 30
+    while len(server.ok("GET", "/traces", params={"endpoint": "traced-chat"})["value"]) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(1.5)  # the instance's spans follow the gateway's within a second
+
+    page.goto(f"{server.url}/studio/endpoints/traced-chat#traces")
+    panel = page.locator("#panel-traces")
+    row = panel.locator("tr", has_text="studio-trace")
+    row.wait_for()
+    assert "Completed" in row.inner_text() and "blue" in row.inner_text()
+    panel.get_by_label("Status").select_option("Failed")
+    panel.locator("tr", has_text="studio-bad").wait_for()
+    assert panel.locator("tr", has_text="studio-trace").count() == 0
+    panel.get_by_label("Status").select_option("")
+    row.wait_for()
+
+    page.goto(f"{server.url}/studio/traces")
+    page.locator("#traces-table tr", has_text="studio-trace").wait_for()
+    screenshot(page, "traces")
+    page.get_by_role("link", name="studio-trace").click()
+    page.wait_for_url("**/studio/traces/*")
+    spans = page.get_by_role("list", name="Spans")
+    spans.locator(".span-row.llm").wait_for()
+    names = [n.strip() for n in spans.locator(".span-name").all_inner_texts()]
+    assert names[0] == "POST /endpoints/traced-chat/score"
+    assert "chat" in names and any(n.startswith("chat ") for n in names)  # the node and its LLM call
+    detail = page.locator("#span-detail")  # the LLM call is shown first
+    detail.get_by_text("Messages").wait_for()
+    assert detail.locator(".chat-message.user", has_text="what is a trace?").count() == 1
+    assert detail.locator(".chat-message", has_text="Echo: what is a trace?").count() == 1
+    assert "Tokens" in detail.inner_text()
+    screenshot(page, "trace")
+    spans.locator(".span-row.node").first.click()
+    detail.get_by_role("heading", name="Inputs").wait_for()
