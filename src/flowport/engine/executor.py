@@ -36,7 +36,7 @@ from flowport.engine.errors import ExecutionError, system_error, tool_error, use
 from flowport.engine.inline import InlinePolicy
 from flowport.engine.inputs import prepare_inputs
 from flowport.engine.records import LineRun, NodeRun, Status, now
-from flowport.engine.spans import cancel_line, end_line, end_node, node_attributes, start_line, start_node
+from flowport.engine.spans import cancel_line, end_line, node_attributes, node_failed, start_line, start_node
 from flowport.engine.streams import NodeStream, SharedGenerator, join_async, join_sync
 from flowport.flow import MISSING, FlowDef, Plan, build_plan, load_flow
 from flowport.flow.reference import InputRef, Literal, NodeRef, resolve_path
@@ -212,12 +212,13 @@ class FlowExecutor:
         token = start_line(self.flow.name, run, span_attributes)
         if token is None:
             return await self._run_line(run, inputs, stream, line_number, record_io, deadline)
+        record_io = record_io or tracing.capture_content()
         try:
             result = await self._run_line(run, inputs, stream, line_number, record_io, deadline)
         except BaseException:
-            cancel_line(run, token)
+            cancel_line(run, token, self.span_attributes.__getitem__)
             raise
-        end_line(run, token, result.outputs)
+        end_line(run, token, result.outputs, self.span_attributes.__getitem__)
         return result
 
     async def _run_line(
@@ -279,7 +280,6 @@ class FlowExecutor:
             if node_run.status is Status.RUNNING:
                 node_run.status = Status.CANCELED
                 node_run.end_time = now()
-                end_node(node_run)
         return LineResult.failed(run, exc)
 
     def _output_value(self, ref: Any, line: _Line) -> Any:
@@ -362,14 +362,11 @@ class FlowExecutor:
         node_run.end_time = now()
         if line.record_io:
             node_run.output = result
-        if node_run.span is not None:
-            end_node(node_run, output=result)
 
     def _node_error(self, node: CompiledNode, node_run: NodeRun, exc: Exception) -> ExecutionError:
         error = self._as_error(node.name, exc)
         self._node_failed(node_run, error)
-        if node_run.span is not None:
-            end_node(node_run, exc)
+        node_failed(node_run, exc)
         return error
 
     async def _run_node(self, node: CompiledNode, line: _Line) -> None:
@@ -383,13 +380,12 @@ class FlowExecutor:
         if kwargs is None:
             return
         streaming = line.stream and node.name in self.stream_nodes
-        span_token = start_node(node_run, self.span_attributes[node.name], kwargs)
+        span_token = start_node(node_run, line.run.span)
         try:
             result = await self._invoke(node, kwargs, streaming, node_run)
         except asyncio.CancelledError:
             node_run.status = Status.CANCELED
             node_run.end_time = now()
-            end_node(node_run)
             raise
         except Exception as exc:
             error = self._node_error(node, node_run, exc)
@@ -422,7 +418,7 @@ class FlowExecutor:
                 continue
             streaming = line.stream and node.name in self.stream_nodes
             token = current_usage.set(node_run.usage)
-            span_token = start_node(node_run, self.span_attributes[node.name], kwargs)
+            span_token = start_node(node_run, line.run.span)
             try:
                 result = _call_sync(node, kwargs, streaming)
             except Exception as exc:

@@ -50,7 +50,7 @@ from flowport.engine.flex_signature import (
 )
 from flowport.engine.inputs import prepare_inputs
 from flowport.engine.records import LineRun, NodeRun, Status, now
-from flowport.engine.spans import cancel_line, end_line, end_node, node_attributes, start_line, start_node
+from flowport.engine.spans import cancel_line, end_line, node_attributes, node_failed, start_line, start_node
 from flowport.engine.streams import NodeStream, join_async
 from flowport.flow import FlowDef, FlowError, ValueType
 from flowport.flow.flex import FLEX_MARK, FlexDef, describe_flow_path, is_flex, load_flex
@@ -224,13 +224,17 @@ class FlexExecutor:
         token = start_line(self.flow.name, run, span_attributes)
         if token is None:
             return await self._run_line(run, inputs, stream, line_number, record_io)
+        record_io = record_io or tracing.capture_content()
         try:
             result = await self._run_line(run, inputs, stream, line_number, record_io)
         except BaseException:
-            cancel_line(run, token)
+            cancel_line(run, token, self._span_attributes)
             raise
-        end_line(run, token, result.outputs)
+        end_line(run, token, result.outputs, self._span_attributes)
         return result
+
+    def _span_attributes(self, name: str) -> dict[str, Any]:
+        return self.span_attributes
 
     async def _run_line(
         self, run: LineRun, inputs: Mapping[str, Any], stream: bool, line_number: int | None, record_io: bool
@@ -244,7 +248,7 @@ class FlexExecutor:
         if record_io:
             node_run.inputs = values
         token = current_usage.set(node_run.usage)
-        span_token = start_node(node_run, self.span_attributes, values)
+        span_token = start_node(node_run, run.span)
         try:
             async with asyncio.timeout(self.line_timeout):
                 if self.is_async:
@@ -272,8 +276,6 @@ class FlexExecutor:
             node_run.end_time = now()
             if record_io:
                 node_run.output = outputs
-            if node_run.span is not None:
-                end_node(node_run, output=outputs)
         run.status = Status.COMPLETED
         run.end_time = now()
         result_value = outputs["output"] if bare else outputs
@@ -317,8 +319,7 @@ def _failed(
         node_run.status = Status.FAILED
         node_run.end_time = now()
         node_run.error = exc.to_dict()
-        if node_run.span is not None:
-            end_node(node_run, cause or exc)
+        node_failed(node_run, cause or exc)
     return LineResult.failed(run, exc)
 
 

@@ -32,8 +32,10 @@ class NodeRun:
     output: Any = None
     error: dict[str, Any] | None = None
     usage: Usage = field(default_factory=Usage)
-    span: Any = field(default=None, repr=False, compare=False)
-    """Its open trace span, while tracing (``engine.spans``)."""
+    span_id: int | None = field(default=None, repr=False, compare=False)
+    """Its trace span's id, while tracing (``engine.spans``: the span is built from this record)."""
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
+    """What it raised, when it failed while tracing (its span's ``exception`` event)."""
 
     @property
     def duration(self) -> float | None:

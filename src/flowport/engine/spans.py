@@ -1,18 +1,22 @@
-"""The engine's spans: one per line and one per node run, ended as their records close.
+"""The engine's spans: one per line, made on the request path; one per node run, made later.
 
-A node's span lives on its ``NodeRun`` (``span``) and ends wherever the record gets its final
-status (done, failed, cancelled, or its stream drained); the line's ends with the line, or
-with its last stream. Nothing here runs when tracing is off (``start`` gives None).
+A line is a light span (``tracing.spans.Span``) made current while it runs. A node only gets a
+span id (its LLM calls' spans name it as their parent); its span is built in the export thread
+from its ``NodeRun`` record (times, status, error, tokens, inputs and outputs), which the engine
+keeps anyway. So tracing adds two small objects per line and one id per node to the request
+path. The line's span ends with the line, or with its last stream.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from flowport import tracing
 from flowport.engine.records import LineRun, NodeRun, Status
 from flowport.tracing.propagation import traceparent
+from flowport.tracing.spans import STATE, Parent, Span, exception_event, new_id
 
 LINE_KIND = "flowport.span_type"
 
@@ -21,33 +25,33 @@ def start_line(name: str, run: LineRun, attributes: Mapping[str, Any] | None = N
     """The line's span, made current (its nodes are its children): the context token, or None.
 
     The span is named after the flow (``flowport.flow`` in ``attributes`` wins over ``name``)."""
-    if not tracing.enabled():
+    if STATE.sink is None:
         return None
-    attrs: dict[str, Any] = {
-        LINE_KIND: "flow",
-        "flowport.flow": name,
-        "flowport.run_id": run.run_id,
-        **(attributes or {}),
-    }
-    name = attrs["flowport.flow"]
+    attrs: dict[str, Any] = {LINE_KIND: "flow", "flowport.flow": name, "flowport.run_id": run.run_id}
+    if attributes:
+        attrs.update(attributes)
     if run.line_number is not None:
         attrs["flowport.line_number"] = run.line_number
-    span = tracing.start(name, attrs)
+    span = tracing.start(attrs["flowport.flow"], attrs)
     if span is None:
         return None
-    if tracing.capture_content():
-        span.set_attribute("flowport.inputs", tracing.content(run.inputs))
+    if STATE.content:
+        span.attributes["flowport.inputs"] = tracing.content(run.inputs)
     run.span = span
     run.traceparent = traceparent(span)
     return tracing.activate(span)
 
 
-def end_line(run: LineRun, token: Any, outputs: Mapping[str, Any] | None = None) -> None:
-    """Close the line's span (after its streams, if ``outputs`` hold some) and restore the context."""
+def end_line(run: LineRun, token: Any, outputs: Mapping[str, Any] | None, node_attributes: Any) -> None:
+    """Close the line's span (after its streams, if ``outputs`` hold some) and restore the context.
+
+    ``node_attributes(name)``: a node span's fixed attributes."""
     tracing.deactivate(token)
     span = run.span
     if span is None:
         return
+    content = STATE.content
+    span.expand = lambda: node_spans(span, run, node_attributes, content)
     streams = [v for v in (outputs or {}).values() if hasattr(v, "on_done")]
     if streams:
         waiting = [len(streams)]
@@ -70,51 +74,78 @@ def _close_line(run: LineRun, outputs: Mapping[str, Any] | None = None) -> None:
     run.span = None
     usage = run.usage
     if usage.total_tokens:
-        span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
-        span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
+        span.attributes["gen_ai.usage.input_tokens"] = usage.prompt_tokens
+        span.attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
     if run.error is not None:
         tracing.fail(span, None, f"{run.error.get('code')}: {run.error.get('message')}")
-    elif tracing.capture_content() and outputs is not None:
-        span.set_attribute("flowport.outputs", tracing.content(outputs))
+    elif STATE.content and outputs is not None:
+        span.attributes["flowport.outputs"] = tracing.content(outputs)
     span.end()
 
 
-def start_node(node_run: NodeRun, attributes: Mapping[str, Any], inputs: Any = None) -> Any:
-    """The node's span (on ``node_run.span``), made current: the context token, or None."""
-    span = tracing.start(node_run.node, dict(attributes))
-    if span is None:
+def cancel_line(run: LineRun, token: Any, node_attributes: Any) -> None:
+    """The line was cancelled (its request timed out or went away): close its span."""
+    tracing.deactivate(token)
+    span = run.span
+    if span is not None:
+        run.span = None
+        span.expand = lambda: node_spans(span, run, node_attributes, False)
+        tracing.fail(span, None, "the line was cancelled")
+        span.end()
+
+
+def start_node(node_run: NodeRun, line: Parent | None) -> Any:
+    """Give the node its span id and make it current (its LLM calls' parent): the token, or None."""
+    if line is None:
         return None
-    node_run.span = span
-    if tracing.capture_content() and inputs is not None:
-        span.set_attribute("flowport.inputs", tracing.content(inputs))
-    return tracing.activate(span)
+    node_run.span_id = new_id()
+    return tracing.activate(Parent(line.trace_id, node_run.span_id))
 
 
-def end_node(node_run: NodeRun, exc: BaseException | None = None, output: Any = None) -> None:
-    """Close the node's span with the record's status (safe to call more than once)."""
-    span = node_run.span
-    if span is None:
-        return
-    node_run.span = None
-    usage = node_run.usage
-    if usage.total_tokens:
-        span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
-        span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
-    span.set_attribute("flowport.status", node_run.status.value)
-    if node_run.status is Status.FAILED or node_run.status is Status.CANCELED:
-        error = node_run.error or {}
-        message = f"{error.get('code')}: {error.get('message')}" if error else node_run.status.value
-        tracing.fail(span, exc, message)
-    elif tracing.capture_content():
-        output = output if output is not None else node_run.output
-        if output is not None:
-            span.set_attribute("flowport.output", tracing.content(output))
-    span.end()
+def node_failed(node_run: NodeRun, exc: BaseException | None) -> None:
+    """Keep what a failed node raised, for its span's ``exception`` event."""
+    if node_run.span_id is not None and exc is not None:
+        node_run.exception = exc
 
 
-def end_nodes(node_runs: Iterable[NodeRun]) -> None:
-    for node_run in node_runs:
-        end_node(node_run)
+def _ns(when: datetime | None, default: int) -> int:
+    return int(when.timestamp() * 1e9) if when is not None else default
+
+
+def node_spans(line: Span, run: LineRun, node_attributes: Any, content: bool) -> list[Span]:
+    """The spans of a line's node runs, built from their records (in the export thread);
+    ``content``: with their inputs and outputs."""
+    found = []
+    for node_run in list(run.node_runs.values()):
+        span_id = node_run.span_id
+        if span_id is None and node_run.status is not Status.BYPASSED:
+            continue  # never started (or recorded before tracing was on)
+        start = _ns(node_run.start_time, line.start_time)
+        end = _ns(node_run.end_time, line.end_time or start)
+        attributes = dict(node_attributes(node_run.node))
+        attributes["flowport.status"] = node_run.status.value
+        usage = node_run.usage
+        if usage.total_tokens:
+            attributes["gen_ai.usage.input_tokens"] = usage.prompt_tokens
+            attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
+        status: tuple[str, str | None] = ("UNSET", None)
+        events = []
+        if node_run.status in (Status.FAILED, Status.CANCELED):
+            error = node_run.error or {}
+            status = (
+                "ERROR",
+                f"{error.get('code')}: {error.get('message')}" if error else node_run.status.value,
+            )
+            if node_run.exception is not None:
+                events.append(("exception", end, exception_event(node_run.exception)))
+        elif content:
+            if node_run.inputs is not None:
+                attributes["flowport.inputs"] = tracing.content(node_run.inputs)
+            if node_run.output is not None:
+                attributes["flowport.output"] = tracing.content(node_run.output)
+        ids = (line.trace_id, span_id or new_id(), line.span_id)
+        found.append(Span.finished(node_run.node, ids, (start, end), attributes, status, events))
+    return found
 
 
 def node_attributes(name: str, node_type: str, tool: str, variant: str | None) -> dict[str, Any]:
@@ -126,17 +157,3 @@ def node_attributes(name: str, node_type: str, tool: str, variant: str | None) -
     if variant:
         attrs["flowport.variant"] = variant
     return attrs
-
-
-def cancel_line(run: LineRun, token: Any) -> None:
-    """The line was cancelled (its request timed out or went away): close its open spans."""
-    for node_run in run.node_runs.values():
-        if node_run.span is not None:
-            node_run.status = Status.CANCELED if node_run.status is Status.RUNNING else node_run.status
-            end_node(node_run)
-    tracing.deactivate(token)
-    span = run.span
-    if span is not None:
-        run.span = None
-        tracing.fail(span, None, "the line was cancelled")
-        span.end()

@@ -11,7 +11,7 @@ from typing import Any
 
 from flowport.engine.errors import ExecutionError, tool_error
 from flowport.engine.records import NodeRun, Status, now
-from flowport.engine.spans import end_node
+from flowport.engine.spans import node_failed
 from flowport.tools.usage import current_usage
 
 _DONE = object()
@@ -139,7 +139,6 @@ class NodeStream:
             run.error = exc.to_dict()
         elif exc is not None:
             run.error = {"code": "StreamError", "message": f"({type(exc).__name__}) {exc}"}
-        if run.span is not None:
-            end_node(run, exc)
+        node_failed(run, exc)
         if self.on_done is not None:
             self.on_done()

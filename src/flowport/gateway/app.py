@@ -21,7 +21,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from opentelemetry.trace import SpanKind
 from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -47,7 +46,8 @@ from flowport.gateway.tokens import TokenSigner
 from flowport.gateway.upstream import Upstream
 from flowport.request_ids import client_request_id
 from flowport.request_ids import request_id as accepted_request_id
-from flowport.tracing.propagation import parent_context, traceparent
+from flowport.tracing.propagation import parse as parse_traceparent
+from flowport.tracing.propagation import traceparent
 from flowport.transport import TransportError, UpstreamResponse
 
 log = logging.getLogger("flowport.gateway")
@@ -274,8 +274,8 @@ class Gateway:
         span = tracing.start(
             f"{scope['method']} {scope['path']}",
             {"http.request.method": scope["method"], "url.path": scope["path"]},
-            SpanKind.SERVER,
-            parent_context(client),
+            tracing.SERVER,
+            parse_traceparent(client),
         )
         if span is None:
             return await self._handle(scope, receive, reply, None)

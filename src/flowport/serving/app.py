@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from opentelemetry import context as otel_context
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -48,7 +47,7 @@ from flowport.serving.settings import ServeSettings
 from flowport.serving.sse import error_frame, frame
 from flowport.serving.swagger import build_swagger
 from flowport.tracing.propagation import HEADER as TRACEPARENT
-from flowport.tracing.propagation import parent_context
+from flowport.tracing.propagation import parse as parse_traceparent
 
 
 def _encode(payload: Any) -> bytes:
@@ -206,9 +205,9 @@ class ScoringApp:
             raise Refused(429, self.overloaded(), {"retry-after": "1"}) from None
         trace_token = None
         if tracing.enabled() and headers is not None:
-            parent = parent_context(headers.pop(TRACEPARENT, None))
+            parent = parse_traceparent(headers.pop(TRACEPARENT, None))
             if parent is not None:
-                trace_token = otel_context.attach(parent)
+                trace_token = tracing.activate(parent)
         try:
             async with asyncio.timeout(self.timeout) as budget:
                 result = await self.executor.run_line(
@@ -228,7 +227,7 @@ class ScoringApp:
             raise
         finally:
             if trace_token is not None:
-                otel_context.detach(trace_token)
+                tracing.deactivate(trace_token)
         if result.error is not None:
             await self.limit.__aexit__()
             self.metrics.child(self.metrics.errors, result.error.inner_code or result.error.code).inc()

@@ -5,7 +5,9 @@ Nothing is traced until ``setup.configure`` installs a tracer; until then every 
 """
 
 from flowport.tracing.spans import (
+    CLIENT,
     CONTENT_LIMIT,
+    SERVER,
     activate,
     capture_content,
     content,
@@ -16,7 +18,9 @@ from flowport.tracing.spans import (
 )
 
 __all__ = [
+    "CLIENT",
     "CONTENT_LIMIT",
+    "SERVER",
     "activate",
     "capture_content",
     "content",

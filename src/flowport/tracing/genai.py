@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from opentelemetry.trace import Span, SpanKind
-
 from flowport.tracing import spans
+from flowport.tracing.spans import CLIENT, Span
 
 OPERATIONS = {"chat/completions": "chat", "completions": "text_completion", "embeddings": "embeddings"}
 _REQUEST_PARAMETERS = {
@@ -49,7 +48,7 @@ def start_call(path: str, body: Mapping[str, Any], provider: str, host: str, por
         given = body.get("messages", body.get("prompt", body.get("input")))
         if given is not None:
             attributes["gen_ai.input.messages"] = spans.content(given)
-    return spans.start(f"{operation} {model}".strip(), attributes, SpanKind.CLIENT)
+    return spans.start(f"{operation} {model}".strip(), attributes, CLIENT)
 
 
 def _usage(span: Span, usage: Any) -> None:

@@ -1,21 +1,19 @@
 """W3C ``traceparent``: read a caller's (a client's, or the gateway's) and write one for the next hop.
 
-Hand-written rather than the propagator API: the gateway reads and writes one header per
-request and needs neither baggage nor ``tracestate`` parsing.
+Hand-written: the gateway reads and writes one header per request and needs neither baggage
+nor ``tracestate``. Every request is recorded, whatever the caller's sampled flag says.
 """
 
 from __future__ import annotations
 
-from opentelemetry import trace
-from opentelemetry.context import Context
-from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, TraceFlags
+from flowport.tracing.spans import Parent
 
 HEADER = "traceparent"
 _HEX = frozenset("0123456789abcdef")
 
 
-def parent_context(value: str | bytes | None) -> Context | None:
-    """The context a ``traceparent`` value names (a remote parent), or None when absent or invalid."""
+def parse(value: str | bytes | None) -> Parent | None:
+    """The remote parent a ``traceparent`` value names, or None when absent or invalid."""
     if not value:
         return None
     if isinstance(value, bytes):
@@ -37,13 +35,9 @@ def parent_context(value: str | bytes | None) -> Context | None:
     trace_number, span_number = int(trace_id, 16), int(span_id, 16)
     if not trace_number or not span_number:
         return None
-    remote = SpanContext(
-        trace_number, span_number, is_remote=True, trace_flags=TraceFlags(int(flags, 16) & 1)
-    )
-    return trace.set_span_in_context(NonRecordingSpan(remote))
+    return Parent(trace_number, span_number)
 
 
-def traceparent(span: Span) -> str:
+def traceparent(span: Parent) -> str:
     """The ``traceparent`` value that makes the next hop's spans children of ``span``."""
-    context = span.get_span_context()
-    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+    return f"00-{span.trace_id:032x}-{span.span_id:016x}-01"

@@ -16,12 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SpanExporter
-
 from flowport.tracing import spans
-from flowport.tracing.export import JsonLinesExporter, QueueProcessor
+from flowport.tracing.export import Exporter, JsonLinesExporter, QueueProcessor, SdkExporter
 
 log = logging.getLogger("flowport.tracing")
 
@@ -54,7 +50,6 @@ def otlp_configured(environ: Mapping[str, str]) -> bool:
 class Tracing:
     """Tracing as set up in this process; ``shutdown`` exports what is queued."""
 
-    provider: TracerProvider
     processor: QueueProcessor
     exporters: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -64,14 +59,16 @@ class Tracing:
         return self.processor.dropped
 
     def flush(self) -> None:
-        self.processor.force_flush()
+        self.processor.flush()
 
     def shutdown(self) -> None:
-        spans.install(None)
-        self.provider.shutdown()
+        """Stop tracing; export what is queued."""
+        if spans.STATE.sink == self.processor.on_end:
+            spans.install(None)
+        self.processor.shutdown()
 
 
-def _otlp(environ: Mapping[str, str]) -> tuple[SpanExporter | None, str]:
+def _otlp(environ: Mapping[str, str]) -> tuple[Any, str]:
     protocol = (
         environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or ""
     ).strip()
@@ -92,7 +89,7 @@ def _otlp(environ: Mapping[str, str]) -> tuple[SpanExporter | None, str]:
     return Http(endpoint=endpoint), "otlp-http"
 
 
-def _azure(environ: Mapping[str, str]) -> tuple[SpanExporter | None, str]:
+def _azure(environ: Mapping[str, str]) -> tuple[Any, str]:
     try:
         from azure.monitor.opentelemetry.exporter import AzureMonitorTraceExporter
     except ImportError:
@@ -121,22 +118,19 @@ def configure(
     if tracing_off(environ) and not force:
         return None
     attributes = {"service.name": service, **(resource or {})}
-    exporters: list[SpanExporter] = []
+    exporters: list[Exporter] = []
     names: list[str] = []
     notes: list[str] = []
-    if otlp_configured(environ):
-        exporter, said = _otlp(environ)
+    for wanted, make in ((otlp_configured(environ), _otlp), (bool(environ.get(AZURE_ENV)), _azure)):
+        if not wanted:
+            continue
+        exporter, said = make(environ)
         if exporter is None:
             notes.append(said)
         else:
-            exporters.append(exporter)
-            names.append(said)
-    if environ.get(AZURE_ENV):
-        exporter, said = _azure(environ)
-        if exporter is None:
-            notes.append(said)
-        else:
-            exporters.append(exporter)
+            from opentelemetry.sdk.resources import Resource  # only when exporting through the SDK
+
+            exporters.append(SdkExporter(exporter, Resource.create(attributes)))
             names.append(said)
     if builtin is not None and (not exporters or force):
         exporters.append(JsonLinesExporter(builtin, dict(attributes), scrub))
@@ -146,7 +140,6 @@ def configure(
     if not exporters:
         return None
     processor = QueueProcessor(exporters, on_drop)
-    provider = TracerProvider(resource=Resource.create(attributes))
-    provider.add_span_processor(processor)
-    spans.install(provider.get_tracer("flowport"), wants_content(environ))
-    return Tracing(provider, processor, names, notes)
+    processor.start()
+    spans.install(processor.on_end, wants_content(environ))
+    return Tracing(processor, names, notes)
