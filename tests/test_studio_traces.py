@@ -69,3 +69,24 @@ def test_a_chat_request_is_a_trace_with_nodes_tokens_and_messages(
     screenshot(page, "trace")
     spans.locator(".span-row.node").first.click()
     detail.get_by_role("heading", name="Inputs").wait_for()
+
+
+def test_the_test_tab_links_an_answer_to_its_trace(studio: tuple[Flowport, Any]) -> None:
+    server, page = studio
+    server.endpoint("linked")
+    server.deploy("linked", "blue")
+    server.traffic("linked", blue=100)
+    page.goto(f"{server.url}/studio/endpoints/linked#test")
+    panel = page.locator("#panel-test")
+    panel.get_by_role("button", name="Send").click()
+    link = panel.get_by_role("link", name="Trace")
+    link.wait_for()
+    request_id = link.get_attribute("href").split("request_id=")[1]
+    link.click()
+    page.wait_for_url("**/studio/traces?request_id=*")
+    assert page.get_by_label("Request id").input_value() == request_id
+    deadline = time.monotonic() + 20
+    while page.locator("#traces-table a", has_text=request_id).count() == 0:
+        assert time.monotonic() < deadline
+        page.get_by_role("button", name="Refresh").click()
+        time.sleep(0.3)

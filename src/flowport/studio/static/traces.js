@@ -1,11 +1,11 @@
 // A searchable list of traces (GET /traces): status, latency, tokens, time, deployment.
-// flowport.traceList(container, {endpoint}) fills container; each row opens /studio/traces/{id}.
+// flowport.traceList(container, {endpoint, requestId}) fills container; each row opens /studio/traces/{id}.
 "use strict";
 
 flowport.traceList = async (container, fixed) => {
   const { call, el } = flowport;
   const search = el("input", { id: "traces-search", type: "search", placeholder: "Request id",
-    autocomplete: "off" });
+    autocomplete: "off", value: fixed.requestId || "" });
   const status = el("select", { id: "traces-status" },
     el("option", { value: "" }, "Any"), el("option", { value: "Completed" }, "Completed"),
     el("option", { value: "Failed" }, "Failed"));
