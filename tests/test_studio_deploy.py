@@ -18,6 +18,16 @@ def register(server: Flowport, name: str, path: Path) -> dict[str, Any]:
     return server.ok("POST", "/models", json={"spec": {"name": name, "path": str(path)}})
 
 
+def register_chat(server: Flowport, llm_server: LLMServer) -> None:
+    """The chat example registered as ``chat:1``, its connection pointing at the test LLM server."""
+    server.ok(
+        "PUT",
+        "/connections/open_ai_connection",
+        json={"type": "open_ai", "api_key": "k", "base_url": llm_server.base_url},
+    )
+    register(server, "chat", CHAT_BASIC)
+
+
 def open_test_tab(server: Flowport, page: Any, endpoint: str) -> None:
     page.goto(f"{server.url}/studio/endpoints/{endpoint}#test")
     page.get_by_role("tab", name="Test").wait_for()
@@ -33,12 +43,7 @@ def test_deploy_a_chat_flow_with_the_wizard_then_chat_with_it(
     studio: tuple[Flowport, Any], llm_server: LLMServer
 ) -> None:
     server, page = studio
-    server.ok(
-        "PUT",
-        "/connections/open_ai_connection",
-        json={"type": "open_ai", "api_key": "k", "base_url": llm_server.base_url},
-    )
-    register(server, "chat", CHAT_BASIC)
+    register_chat(server, llm_server)
 
     page.goto(f"{server.url}/studio/deploy?model=azureml:chat:1")
     page.locator("#model option[value='azureml:chat:1']").wait_for(state="attached")

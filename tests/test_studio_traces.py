@@ -8,19 +8,14 @@ from typing import Any
 from flowport.testing.llm_server import LLMServer
 from tests.endpoint_harness import Flowport
 from tests.studio_harness import screenshot
-from tests.test_studio_deploy import CHAT_BASIC, register
+from tests.test_studio_deploy import register_chat
 
 
 def test_a_chat_request_is_a_trace_with_nodes_tokens_and_messages(
     studio: tuple[Flowport, Any], llm_server: LLMServer
 ) -> None:
     server, page = studio
-    server.ok(
-        "PUT",
-        "/connections/open_ai_connection",
-        json={"type": "open_ai", "api_key": "k", "base_url": llm_server.base_url},
-    )
-    register(server, "chat", CHAT_BASIC)
+    register_chat(server, llm_server)
     server.endpoint("traced-chat")
     collector = {"collections": {"request": {"enabled": True}, "response": {"enabled": True}}}
     started = server.ok(

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from flowport.control.data import parse_time
 from flowport.control.errors import ApiError
 
 TRACE_GLOB = "**/*.traces.jsonl"
@@ -34,17 +35,8 @@ def iso(nanoseconds: int | None) -> str | None:
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def parse_time(text: str, name: str) -> int:
-    """An ISO time (with its zone) as nanoseconds since the epoch; 400 naming ``name`` otherwise."""
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ApiError(
-            400, "InvalidTime", f"{name} must be an ISO time such as 2026-11-21T14:00:00Z, got {text!r}"
-        ) from None
-    if value.tzinfo is None:
-        raise ApiError(400, "InvalidTime", f"{name} must name its time zone (e.g. end with Z), got {text!r}")
-    return int(value.timestamp() * 1e9)
+def _nanoseconds(text: str, name: str) -> int:
+    return int(parse_time(text, name).timestamp() * 1e9)
 
 
 @dataclass
@@ -190,8 +182,8 @@ class TraceStore:
         limit: int = 100,
     ) -> list[dict[str, Any]]:
         """Summaries of matching traces, newest first."""
-        start = parse_time(since, "since") if since else None
-        end = parse_time(until, "until") if until else None
+        start = _nanoseconds(since, "since") if since else None
+        end = _nanoseconds(until, "until") if until else None
         self.refresh()
         found = []
         for trace in sorted(self._traces.values(), key=lambda t: t.start, reverse=True):
