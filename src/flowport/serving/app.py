@@ -215,7 +215,9 @@ class ScoringApp:
                     stream=stream,
                     run_id=request_id,
                     deadline=budget.when(),
-                    span_attributes={"flowport.request_id": request_id, "flowport.flow": self.name},
+                    span_attributes={"flowport.request_id": request_id, "flowport.flow": self.name}
+                    if tracing.enabled()
+                    else None,
                 )
             if result.run.traceparent and headers is not None:
                 headers[TRACEPARENT] = result.run.traceparent
