@@ -9,6 +9,7 @@ from flowport.testing.llm_server import LLMServer
 from tests.endpoint_harness import Flowport
 from tests.studio_harness import screenshot
 from tests.test_studio_deploy import register_chat
+from tests.test_traces import wait_for_trace
 
 
 def test_a_chat_request_is_a_trace_with_nodes_tokens_and_messages(
@@ -29,11 +30,8 @@ def test_a_chat_request_is_a_trace_with_nodes_tokens_and_messages(
     assert answer.status_code == 200
     failed = server.score("traced-chat", {"chat_history": "not a list"}, **{"x-request-id": "studio-bad"})
     assert failed.status_code >= 400
-    deadline = time.monotonic() + 30
-    while len(server.ok("GET", "/traces", params={"endpoint": "traced-chat"})["value"]) < 2:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    time.sleep(1.5)  # the instance's spans follow the gateway's within a second
+    wait_for_trace(server, "studio-trace", 5)  # gateway, line, two nodes, the LLM call
+    wait_for_trace(server, "studio-bad", 1)
 
     page.goto(f"{server.url}/studio/endpoints/traced-chat#traces")
     panel = page.locator("#panel-traces")
