@@ -485,3 +485,24 @@ def test_flow_serve_traces_to_a_file_and_continues_the_callers_trace(tmp_path: P
     assert (line["trace_id"], line["parent_id"]) == (CLIENT_TRACE, "00f067aa0ba902b7")
     assert returned == f"00-{CLIENT_TRACE}-{line['span_id']}-01"
     assert line["attributes"]["service.name"] == "flowport-serve"
+
+
+def test_a_bulk_run_traces_every_line_and_trace_list_reads_the_file(tmp_path: Path, home: Path) -> None:
+    flow = tmp_path / "three"
+    shutil.copytree(FLOWS / "three_node_python", flow)
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"text": "a"}\n{"text": "b c"}\n')
+    done = flowport("run", "create", "--flow", str(flow), "--data", str(data), "--trace", home=home)
+    assert done.returncode == 0, done.stderr
+    assert "2 trace(s) kept in" in done.stderr
+    [kept] = (flow / ".promptflow" / "traces").glob("*.traces.jsonl")
+    listed = flowport("trace", "list", "--file", str(kept), "-o", "json", home=home)
+    traces = json.loads(listed.stdout)
+    assert sorted(t["line_number"] for t in traces) == [0, 1]
+    assert all(t["span_count"] == 4 and t["status"] == "Completed" for t in traces)
+    shown = flowport("trace", "show", traces[0]["trace_id"], "--file", str(kept), home=home)
+    assert [line.split()[0] for line in shown.stdout.splitlines()[1:]] == [
+        "three", "to_upper", "count_words", "format_result",
+    ]  # fmt: skip
+    missing = flowport("trace", "show", "0" * 32, "--file", str(kept), home=home)
+    assert missing.returncode == 1 and "no trace" in missing.stderr and "Traceback" not in missing.stderr

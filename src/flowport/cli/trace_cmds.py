@@ -23,6 +23,23 @@ TRACE_COLUMNS = [
 ]  # fmt: skip
 TRACE_ID = re.compile(r"^[0-9a-fA-F]{32}$")
 TableOption = typer.Option(Output.table, "--output", "-o", help=OUTPUT_HELP, case_sensitive=False)
+FileOption = typer.Option(
+    None, "--file", help="Read a local trace file (flow test --trace, run create --trace), not the server."
+)
+LOCAL_COLUMNS = ["start_time", "trace_id", "line_number", "status", "duration_ms", "tokens"]
+
+
+def _local(path: Path, read: Any) -> Any:
+    """``read(store)`` over a local trace file, every trace in it kept; a missing one is one line."""
+    from flowport.control.errors import ApiError
+    from flowport.control.traces import TraceStore
+
+    if not path.exists():
+        fail(f"{path} does not exist (flow test --trace and run create --trace print where they keep traces)")
+    try:
+        return read(TraceStore(path, max_traces=1_000_000, max_age=100 * 365 * 86400))
+    except ApiError as exc:
+        fail(exc.message)
 
 
 @app.command("list")
@@ -34,9 +51,17 @@ def list_traces(
     until: str = typer.Option(None, "--until", help="Up to this ISO time."),
     status: str = typer.Option(None, "--status", help="Completed or Failed."),
     limit: int = typer.Option(50, "--limit", help="At most this many, newest first."),
+    file: Path = FileOption,
     output: Output = TableOption,
 ) -> None:
     """Recent traces, newest first."""
+    if file is not None:
+        filters = {"endpoint": endpoint, "deployment": deployment, "request_id": request_id}
+        found = _local(
+            file, lambda store: store.list(**filters, since=since, until=until, status=status, limit=limit)
+        )
+        emit(found, output, LOCAL_COLUMNS)
+        return
     params = {
         k: v
         for k, v in {
@@ -55,9 +80,14 @@ def list_traces(
 @app.command("show")
 def show_trace(
     trace: str = typer.Argument(..., help="A trace id (32 hex digits) or a request id."),
+    file: Path = FileOption,
     output: Output = TableOption,
 ) -> None:
     """One trace as a tree of spans (-o json for every attribute)."""
+    if file is not None:
+        document = _local(file, lambda store: store.get(trace))
+        typer.echo(render_tree(document)) if output is Output.table else emit(document, output)
+        return
     client = ApiClient.discover()
     trace_id = trace
     if not TRACE_ID.match(trace):
@@ -108,9 +138,10 @@ def render_tree(document: dict[str, Any]) -> str:
 
 
 @contextlib.contextmanager
-def local_trace(source: Any) -> Iterator[None]:
-    """Trace what runs inside (``flow test --trace``): spans, with inputs and outputs, go to a new file
-    under the flow's ``.promptflow/traces``; at the end each trace prints as a tree on stderr."""
+def local_trace(source: Any, show: bool = True) -> Iterator[None]:
+    """Trace what runs inside (``flow test --trace``, ``run create --trace``): spans, with inputs and
+    outputs, go to a new file under the flow's ``.promptflow/traces``; at the end each trace prints
+    as a tree on stderr (``show``), or only where they are kept."""
     from flowport.control.traces import Trace, add_spans
     from flowport.tracing.setup import CONTENT_ENV, configure
 
@@ -130,6 +161,7 @@ def local_trace(source: Any) -> Iterator[None]:
                 tracing.shutdown()
             found: dict[str, Trace] = {}
             add_spans(found, target.read_bytes().splitlines())
-            for trace in sorted(found.values(), key=lambda t: t.start):
-                typer.echo(render_tree(trace.document()), err=True)
-            typer.echo(f"trace kept in {target}", err=True)
+            if show:
+                for trace in sorted(found.values(), key=lambda t: t.start):
+                    typer.echo(render_tree(trace.document()), err=True)
+            typer.echo(f"{len(found)} trace(s) kept in {target} (flowport trace list --file ...)", err=True)

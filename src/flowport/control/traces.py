@@ -89,6 +89,7 @@ class Trace:
             "endpoint": self.attribute("flowport.endpoint"),
             "deployment": self.attribute("flowport.deployment"),
             "flow": self.attribute("flowport.flow"),
+            "line_number": self.attribute("flowport.line_number"),
             "tokens": {**tokens, "total": tokens["input"] + tokens["output"]},
             "span_count": len(self.spans),
         }
@@ -125,7 +126,8 @@ def add_spans(traces: dict[str, Trace], lines: Iterable[bytes]) -> None:
 
 
 class TraceStore:
-    """Recent traces from the span files under ``root``, bounded by count and age."""
+    """Recent traces from the span files under ``root`` (or the one file it names), bounded by
+    count and age."""
 
     def __init__(self, root: Path, max_traces: int = MAX_TRACES, max_age: float = MAX_AGE_SECONDS) -> None:
         self.root = root
@@ -138,7 +140,10 @@ class TraceStore:
     def refresh(self) -> None:
         """Read what the files gained since last time; forget what is past the bounds."""
         with self._lock:
-            paths = sorted(self.root.glob(TRACE_GLOB)) if self.root.is_dir() else []
+            if self.root.is_file():
+                paths = [self.root]
+            else:
+                paths = sorted(self.root.glob(TRACE_GLOB)) if self.root.is_dir() else []
             for path in paths:
                 self._read(path)
             for gone in set(self._files) - set(paths):
