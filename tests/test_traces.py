@@ -16,7 +16,7 @@ import pytest
 from flowport.connections import OpenAIConnection
 from flowport.control.errors import ApiError
 from flowport.control.specs import parse_deployment
-from flowport.control.traces import TraceStore
+from flowport.control.traces import TraceQuery, TraceStore
 from flowport.engine import FlowExecutor, load_executor
 from flowport.testing.llm_server import LLMServer
 from flowport.testing.threaded_server import ThreadedServer
@@ -307,7 +307,7 @@ def test_the_store_keeps_the_newest_traces_within_count_and_age(tmp_path: Path) 
         store.get("0" * 31 + "1")
     with open(folder / "i1.traces.jsonl", "ab") as file:  # the half line completes; a new trace arrives
         file.write(b'"line"}\n' + span_line(f"{7:032x}", now))
-    assert [t["trace_id"] for t in store.list(limit=1)] == [f"{7:032x}"]
+    assert [t["trace_id"] for t in store.list(TraceQuery(limit=1))] == [f"{7:032x}"]
 
 
 def test_the_builtin_file_starts_over_past_its_limit(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import time
@@ -55,21 +56,13 @@ def list_traces(
     output: Output = TableOption,
 ) -> None:
     """Recent traces, newest first."""
+    from flowport.control.traces import TraceQuery
+
+    query = TraceQuery(endpoint, deployment, request_id, since, until, status, limit)
     if file is not None:
-        filters = {"endpoint": endpoint, "deployment": deployment, "request_id": request_id}
-        found = _local(
-            file, lambda store: store.list(**filters, since=since, until=until, status=status, limit=limit)
-        )
-        emit(found, output, LOCAL_COLUMNS)
+        emit(_local(file, lambda store: store.list(query)), output, LOCAL_COLUMNS)
         return
-    params = {
-        k: v
-        for k, v in {
-            "endpoint": endpoint, "deployment": deployment, "request_id": request_id,
-            "since": since, "until": until, "status": status, "limit": limit,
-        }.items()
-        if v is not None
-    }  # fmt: skip
+    params = {k: v for k, v in dataclasses.asdict(query).items() if v is not None}
     found = ApiClient.discover().call("GET", "/traces", params=params)["value"]
     if output is Output.table and not found:
         typer.echo("no traces (the built-in store keeps the last 24 hours' requests)")

@@ -31,7 +31,7 @@ from flowport.control.specs import (
     parse_model,
     read_yaml,
 )
-from flowport.control.traces import MAX_TRACES, TraceStore
+from flowport.control.traces import MAX_TRACES, TraceQuery, TraceStore
 from flowport.control.usage import deployment_tokens
 from flowport.dataplane.client import DataPlaneUnavailable
 
@@ -364,27 +364,14 @@ def build_api(
     trace_store = traces or TraceStore(data_dir.parent / "runtime" / "logs")
 
     @api.get("/traces", dependencies=secured, tags=["traces"])
-    async def list_traces(
-        endpoint: str | None = None,
-        deployment: str | None = None,
-        request_id: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        status: str | None = None,
-        limit: int = Query(100, ge=1, le=MAX_TRACES),
-    ) -> dict[str, Any]:
-        """Recent traces in the built-in store, newest first (filters: endpoint, request id, time range)."""
-        found = await asyncio.to_thread(
-            trace_store.list,
-            endpoint=endpoint,
-            deployment=deployment,
-            request_id=request_id,
-            since=since,
-            until=until,
-            status=status,
-            limit=limit,
-        )
-        return {"value": found}
+    async def list_traces(query: TraceQuery = Depends()) -> dict[str, Any]:
+        """Recent traces in the built-in store, newest first (filters: endpoint, deployment, request
+        id, time range, status)."""
+        if not 1 <= query.limit <= MAX_TRACES:
+            raise ApiError(
+                400, "InvalidLimit", f"limit must be between 1 and {MAX_TRACES}, got {query.limit}"
+            )
+        return {"value": await asyncio.to_thread(trace_store.list, query)}
 
     @api.get("/traces/{trace_id}", dependencies=secured, tags=["traces"])
     async def show_trace(trace_id: str) -> dict[str, Any]:

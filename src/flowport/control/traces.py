@@ -40,6 +40,19 @@ def _nanoseconds(text: str, name: str) -> int:
 
 
 @dataclass
+class TraceQuery:
+    """Which traces to list: the API's query parameters, the CLI's flags."""
+
+    endpoint: str | None = None
+    deployment: str | None = None
+    request_id: str | None = None
+    since: str | None = None
+    until: str | None = None
+    status: str | None = None
+    limit: int = 100
+
+
+@dataclass
 class _File:
     offset: int = 0
     inode: int = 0
@@ -175,20 +188,17 @@ class TraceStore:
         )[: self.max_traces]
         self._traces = {t.trace_id: t for t in keep}
 
-    def list(
-        self,
-        *,
-        endpoint: str | None = None,
-        deployment: str | None = None,
-        request_id: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        status: str | None = None,
-        limit: int = 100,
-    ) -> list[dict[str, Any]]:
-        """Summaries of matching traces, newest first."""
-        start = _nanoseconds(since, "since") if since else None
-        end = _nanoseconds(until, "until") if until else None
+    def list(self, query: TraceQuery | None = None) -> list[dict[str, Any]]:
+        """Summaries of the traces ``query`` matches, newest first."""
+        query = query or TraceQuery()
+        start = _nanoseconds(query.since, "since") if query.since else None
+        end = _nanoseconds(query.until, "until") if query.until else None
+        endpoint, deployment, request_id, status = (
+            query.endpoint,
+            query.deployment,
+            query.request_id,
+            query.status,
+        )
         self.refresh()
         found = []
         for trace in sorted(self._traces.values(), key=lambda t: t.start, reverse=True):
@@ -203,7 +213,7 @@ class TraceStore:
             ):
                 continue
             found.append(summary)
-            if len(found) >= limit:
+            if len(found) >= query.limit:
                 break
         return found
 
