@@ -1,7 +1,7 @@
 """Traces: OpenTelemetry spans for requests, lines, nodes and LLM calls (no flowport imports).
 
-Nothing is traced until ``setup.configure`` installs a tracer; until then every helper in
-``spans`` returns at once, so a process that does not trace pays one attribute check per span.
+Nothing is traced until ``setup.configure`` installs a sink for ended spans; until then every
+helper in ``spans`` returns at once, so a process that does not trace pays one check per span.
 """
 
 from flowport.tracing.spans import (
