@@ -245,6 +245,8 @@ def test_one_trace_from_the_client_through_the_gateway_to_the_instance(home: Pat
         assert [e["name"] for s in trace["spans"] if s["name"] == "answer" for e in s["events"]] == [
             "exception"
         ]
+        metrics = fp.http.get(f"{fp.url}/metrics", headers={"authorization": f"Bearer {fp.token}"}).text
+        assert "flowport_gateway_trace_spans_dropped_total 0.0" in metrics
         listed = fp.cli("trace", "list", "--endpoint", "traced", "-o", "json").stdout
         assert {t["request_id"] for t in json.loads(listed)} == {"trace-me", "trace-fail"}
         shown = fp.cli("trace", "show", "trace-fail").stdout
