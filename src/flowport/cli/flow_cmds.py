@@ -21,6 +21,7 @@ from flowport.cli.common import (
     print_json,
     read_json_file,
 )
+from flowport.cli.trace_cmds import local_trace
 from flowport.engine import FlexExecutor, FlowExecutor, NodeStream, load_executor, parse_init, persist_images
 
 app = typer.Typer(help="Test, validate, serve and build prompt flow folders.", no_args_is_help=True)
@@ -105,12 +106,30 @@ def test(
     init: list[str] | None = typer.Option(
         None, "--init", help="A flex flow class's __init__ arguments: JSON, a JSON/YAML file, or key=value."
     ),
+    trace: bool = typer.Option(
+        False, "--trace", help="Trace the run: print its span tree and keep it under .promptflow/traces."
+    ),
 ) -> None:
     """Run the flow once and print its outputs as JSON (streamed outputs shown as they come)."""
     _show_llm_retries()
     values = _gather_inputs(inputs, list(ctx.args), inputs_file)
     init_values = parse_init(init)
     source = flow_source(flow)
+    if trace:
+        with local_trace(source):
+            _test(source, values, variant, node, environment_variables, init_values)
+    else:
+        _test(source, values, variant, node, environment_variables, init_values)
+
+
+def _test(
+    source: Any,
+    values: dict[str, Any],
+    variant: str | None,
+    node: str | None,
+    environment_variables: list[str] | None,
+    init_values: Any,
+) -> None:
     executor = load_executor(
         source,
         variant=variant,

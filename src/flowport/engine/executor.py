@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from flowport import tracing
 from flowport.connections import Connection
 from flowport.engine.compile import (
     CompiledNode,
@@ -35,6 +36,7 @@ from flowport.engine.errors import ExecutionError, system_error, tool_error, use
 from flowport.engine.inline import InlinePolicy
 from flowport.engine.inputs import has_media, load_media, prepare_inputs
 from flowport.engine.records import LineRun, NodeRun, Status, now
+from flowport.engine.spans import cancel_line, end_line, node_attributes, node_failed, start_line, start_node
 from flowport.engine.streams import NodeStream, SharedGenerator, join_async, join_sync
 from flowport.flow import MISSING, FlowDef, Plan, build_plan, load_flow
 from flowport.flow.reference import InputRef, Literal, NodeRef, resolve_path
@@ -133,6 +135,16 @@ class FlowExecutor:
             if not (isinstance(output.reference, NodeRef) and output.reference.node in aggregation)
         }
         """Outputs of one line: those that read aggregation nodes are left out, as in prompt flow."""
+        self.span_attributes = {
+            name: node_attributes(
+                name,
+                node.plan.node.type,
+                node.plan.node.source_path or node.plan.node.source_tool or node.plan.node.api or "",
+                node.plan.node.variant_id,
+            )
+            for name, node in nodes.items()
+        }
+        """Each node span's fixed attributes, computed once."""
 
     @classmethod
     def load(
@@ -191,13 +203,36 @@ class FlowExecutor:
         run_id: str | None = None,
         record_io: bool = False,
         deadline: float | None = None,
+        span_attributes: Mapping[str, Any] | None = None,
     ) -> LineResult:
         """Run the flow on one set of inputs. Errors come back in the result, never raised.
 
         ``deadline`` (event loop time): when the caller gives up on the line, if before the
-        line timeout; LLM retries never wait past the earlier of the two.
+        line timeout; LLM retries never wait past the earlier of the two. ``span_attributes``
+        go on the line's span when tracing.
         """
         run = LineRun(run_id or f"{self._run_prefix}_{next(self._run_numbers)}", line_number, dict(inputs))
+        token = start_line(self.flow.name, run, span_attributes)
+        if token is None:
+            return await self._run_line(run, inputs, stream, line_number, record_io, deadline)
+        record_io = record_io or tracing.capture_content()
+        try:
+            result = await self._run_line(run, inputs, stream, line_number, record_io, deadline)
+        except BaseException:
+            cancel_line(run, token, self.span_attributes.__getitem__)
+            raise
+        end_line(run, token, result.outputs, self.span_attributes.__getitem__)
+        return result
+
+    async def _run_line(
+        self,
+        run: LineRun,
+        inputs: Mapping[str, Any],
+        stream: bool,
+        line_number: int | None,
+        record_io: bool,
+        deadline: float | None,
+    ) -> LineResult:
         try:
             values = prepare_inputs(self.flow, inputs, line_number)
             if has_media(self.flow, values):  # files and URLs: off the event loop
@@ -336,6 +371,7 @@ class FlowExecutor:
     def _node_error(self, node: CompiledNode, node_run: NodeRun, exc: Exception) -> ExecutionError:
         error = self._as_error(node.name, exc)
         self._node_failed(node_run, error)
+        node_failed(node_run, exc)
         return error
 
     async def _run_node(self, node: CompiledNode, line: _Line) -> None:
@@ -349,6 +385,7 @@ class FlowExecutor:
         if kwargs is None:
             return
         streaming = line.stream and node.name in self.stream_nodes
+        span_token = start_node(node_run, line.run.span)
         try:
             result = await self._invoke(node, kwargs, streaming, node_run)
         except asyncio.CancelledError:
@@ -358,6 +395,9 @@ class FlowExecutor:
         except Exception as exc:
             error = self._node_error(node, node_run, exc)
             raise error from (None if error is exc else exc)
+        finally:
+            if span_token is not None:
+                tracing.deactivate(span_token)
         self._finish_node(node, line, node_run, result)
 
     def _timed_chain(self, line: _Line, inline: bool) -> None:
@@ -383,12 +423,15 @@ class FlowExecutor:
                 continue
             streaming = line.stream and node.name in self.stream_nodes
             token = current_usage.set(node_run.usage)
+            span_token = start_node(node_run, line.run.span)
             try:
                 result = _call_sync(node, kwargs, streaming)
             except Exception as exc:
                 error = self._node_error(node, node_run, exc)
                 raise error from (None if error is exc else exc)
             finally:
+                if span_token is not None:
+                    tracing.deactivate(span_token)
                 current_usage.reset(token)
             if inspect.isgenerator(result):
                 result = NodeStream(result, node_run, self.pool, partial(self._as_error, node.name))

@@ -20,8 +20,11 @@ from flowport.connections import ConnectionResolver, ConnectionSpecError, Static
 from flowport.engine import load_executor
 from flowport.flow import FlowError
 from flowport.runtime.base import InstanceConfig
+from flowport.runtime.local.logs import masking
 from flowport.serving import ScoringApp, ServeSettings
 from flowport.serving.server import run
+from flowport.serving.traced import trace_app
+from flowport.tracing.setup import Tracing
 
 CONFIG_ENV = "FLOWPORT_INSTANCE_CONFIG"
 PR_SET_DUMPABLE = 4
@@ -57,7 +60,30 @@ def create_app() -> ScoringApp:
         environment_variables=config.environment_variables,
         process_environment_wins=True,
     )
-    return ScoringApp(executor, settings, name=config.name or None)
+    app = ScoringApp(executor, settings, name=config.name or None)
+    start_tracing(config, app)
+    return app
+
+
+def start_tracing(config: InstanceConfig, app: ScoringApp) -> Tracing | None:
+    """Trace with the deployment's identity on every span, its secret values scrubbed."""
+    secrets = {
+        str(config.environment_variables[name])
+        for name in config.secret_variables
+        if name in config.environment_variables
+    }
+    for connection in config.connections.values():
+        secrets.update(v for v in (connection.get("secrets") or {}).values() if isinstance(v, str))
+    resource = {
+        name: os.environ[variable]
+        for name, variable in (
+            ("flowport.endpoint", "FLOWPORT_ENDPOINT"),
+            ("flowport.deployment", "FLOWPORT_DEPLOYMENT"),
+            ("flowport.instance", "FLOWPORT_INSTANCE_ID"),
+        )
+        if os.environ.get(variable)
+    }
+    return trace_app(app, "flowport-instance", resource, masking(secrets))
 
 
 def main(argv: list[str] | None = None) -> None:
