@@ -33,6 +33,7 @@ from flowport.build.image import (
     IMAGE_USER,
     PORT_ENV,
     READY_PATH,
+    SCORE_PATH,
 )
 from flowport.build.kubernetes import (
     DEFAULT_RESOURCES,
@@ -45,6 +46,18 @@ from flowport.runtime.container import instance_config
 from flowport.testing.threaded_server import ThreadedServer
 from tests.conftest import free_port
 from tests.endpoint_harness import FLOWS, Flowport
+from tests.test_build import (
+    BASE_IMAGE,
+    GREET,
+    GREETING,
+    PODMAN,
+    SECRET,
+    build_image,
+    container_environment,
+    remove_container,
+    running,
+    wait_healthy,
+)
 
 CONNECTION_SECRET = "conn-secret-value-123"
 TOKEN_VALUE = "token-secret-value-456"
@@ -626,3 +639,126 @@ def test_upstream_names_resolve_to_every_address() -> None:
     assert resolve("http://10.1.2.3:8080") == ["http://10.1.2.3:8080"]
     assert resolve("https://shop-blue:8443") == ["https://shop-blue:8443"]  # TLS names the host
     assert resolve("unix:/run/instance.sock") == ["unix:/run/instance.sock"]
+
+
+# -- the exported deployment under podman, with the image build-image makes -------------------
+
+
+@pytest.fixture(scope="module")
+def containers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return container_environment(tmp_path_factory)
+
+
+def podman_run_arguments(objects: list[dict[str, Any]], folder: Path) -> list[str]:
+    """``podman run`` options for the exported Deployment's container, as a kubelet sets it up.
+
+    Variables from ``env`` (``secretKeyRef`` read from the exported Secrets), each Secret volume's
+    items written as files under ``folder`` (mode and group as ``defaultMode`` and ``fsGroup``
+    give them) and mounted read-only, an emptyDir as a tmpfs when the root filesystem is
+    read-only, the user, dropped capabilities and the command from the security contexts.
+    """
+    spec = by_kind(objects, "Deployment")["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    security = {**spec["securityContext"], **container["securityContext"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    args = ["--user", f"{security['runAsUser']}:{security['runAsGroup']}"]
+    if security.get("readOnlyRootFilesystem"):
+        args.append("--read-only")
+    args += [f"--cap-drop={cap}" for cap in security.get("capabilities", {}).get("drop", [])]
+    if security.get("allowPrivilegeEscalation") is False:
+        args += ["--security-opt", "no-new-privileges"]
+    for item in container["env"]:
+        if "value" in item:
+            value = item["value"]
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            value = base64.b64decode(by_kind(objects, "Secret", ref["name"])["data"][ref["key"]]).decode()
+        args += ["-e", f"{item['name']}={value}"]
+    for mount in container["volumeMounts"]:
+        volume = volumes[mount["name"]]
+        if "emptyDir" in volume:
+            args += ["--tmpfs", f"{mount['mountPath']}:rw,mode=1777"]
+            continue
+        source = folder / mount["name"]
+        source.mkdir(parents=True)
+        source.chmod(0o755)
+        secret = by_kind(objects, "Secret", volume["secret"]["secretName"])
+        for key, value in secret["data"].items():
+            (source / key).write_bytes(base64.b64decode(value))
+            os.chown(source / key, 0, security["fsGroup"])
+            (source / key).chmod(volume["secret"]["defaultMode"])
+        assert mount["readOnly"] is True
+        args += ["-v", f"{source}:{mount['mountPath']}:ro"]
+    args += ["--entrypoint", json.dumps(container["command"])]  # Kubernetes' command: the entrypoint
+    return args
+
+
+def test_the_exported_deployment_runs_the_built_image_under_podman(
+    containers: dict[str, str], tmp_path: Path
+) -> None:
+    """The image ``build-image`` makes for a deployment, run as its exported Deployment says:
+    the manifest's command, variables and Secrets, connection folder, user and read-only root;
+    both probe paths answer on the manifest's port, and ``/score`` uses the mounted connection
+    (no variable for its secret is set: the baked template is replaced by the Secret's file)."""
+    name = f"flowport-test-k8s-{os.getpid()}"
+    with Flowport(tmp_path / "home") as server:
+        server.ok("PUT", "/connections/greeting", json=GREETING)
+        server.endpoint("kube")
+        server.deploy(
+            "kube",
+            "blue",
+            model={"path": str(GREET)},
+            environment_variables={"API_TOKEN": TOKEN_VALUE},
+            request_settings={"max_concurrent_requests_per_instance": 3, "request_timeout_ms": 9000},
+        )
+        exported = server.cli(
+            "online-deployment", "export", "-e", "kube", "-n", "blue", "--format", "kubernetes"
+        )
+        objects = [obj for obj in yaml.safe_load_all(exported.stdout) if obj]
+        container = by_kind(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+        tag = container["image"]
+        assert tag == "flowport-kube-blue:1"  # the image build-image is told to make, by default name
+        done = build_image(
+            server, containers, "kube", "blue", tag, tmp_path / "ctx", "--base-image", BASE_IMAGE
+        )
+    assert done.returncode == 0, done.stderr[-4000:]
+    for obj in objects:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    env = {item["name"]: item for item in container["env"]}
+    assert env["API_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "kube-blue-env"
+    assert env["FLOWPORT_MAX_CONCURRENT_REQUESTS"]["value"] == "3"
+    assert "GREETING_API_KEY" not in env
+
+    # The host's network (podman's bridge does not run here): the manifest's port, moved to a
+    # free one with the image's FLOWPORT_PORT, as ``-p FREE:8080`` would.
+    (port_spec,) = container["ports"]
+    assert port_spec["containerPort"] == IMAGE_PORT
+    port = free_port()
+    run = [*PODMAN, "run", "--detach", "--rm", "--name", name, "--network=host", "--no-healthcheck",
+           *podman_run_arguments(objects, tmp_path / "volumes"), "-e", f"{PORT_ENV}={port}", tag]  # fmt: skip
+    started = subprocess.run(run, env=containers, capture_output=True, text=True, check=False)
+    assert started.returncode == 0, started.stderr
+    log = tmp_path / "container.log"
+    try:
+        url = f"http://127.0.0.1:{port}"
+        alive = lambda: running(name, containers, log)  # noqa: E731
+        for probe in ("livenessProbe", "readinessProbe"):
+            wait_healthy(url, alive, log, path=container[probe]["httpGet"]["path"])
+        answer = httpx.post(f"{url}{SCORE_PATH}", json={"name": "Ada"}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {
+            "greeting": "Hello, Ada!",  # the connection's config
+            "key_seen": SECRET,  # its secret, from the mounted Secret's file
+            "uid": IMAGE_USER,  # the security context's user
+        }
+        # the root filesystem is read-only; /tmp (the emptyDir) is the writable place
+        probe = subprocess.run(
+            [*PODMAN, "exec", name, "sh", "-c", "touch /app/x 2>/dev/null && echo rw || echo ro; "
+             "touch /tmp/x && echo tmp-rw"],
+            env=containers, capture_output=True, text=True,
+        )  # fmt: skip
+        assert probe.stdout.split() == ["ro", "tmp-rw"], probe.stderr
+    finally:
+        stopped = remove_container(name, containers)
+    assert stopped.returncode == 0, stopped.stderr
+    assert subprocess.run([*PODMAN, "container", "exists", name], env=containers).returncode == 1
