@@ -305,16 +305,19 @@ def entry(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]
         process.wait(timeout=30)
 
 
-def wait_healthy(url: str, alive: Callable[[], bool], log: Path, timeout: float = 120) -> None:
+def wait_healthy(
+    url: str, alive: Callable[[], bool], log: Path, timeout: float = 120, path: str = HEALTH_PATH
+) -> None:
+    """Until ``url + path`` answers 200; fails with the log's tail when the server exits first."""
     deadline = time.monotonic() + timeout
     while True:
         assert alive(), f"the server exited:\n{log.read_text()[-3000:]}"
         try:
-            if httpx.get(url + HEALTH_PATH, timeout=2).status_code == 200:
+            if httpx.get(url + path, timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
-        assert time.monotonic() < deadline, f"no answer on {url}{HEALTH_PATH}:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no answer on {url}{path}:\n{log.read_text()[-3000:]}"
         time.sleep(0.2)
 
 
@@ -436,10 +439,10 @@ def image_id(tag: str, env: dict[str, str]) -> str:
     return found.stdout.decode().strip() if found.returncode == 0 else ""
 
 
-@pytest.fixture(scope="module")
-def containers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def container_environment(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The environment podman and buildah run with, and a Python base image made from Debian's
-    packages (no registry is reachable): the mmdebstrap tarball is cached across runs."""
+    packages (no registry is reachable): the mmdebstrap tarball is cached across runs. Skips the
+    test, with the reason, where this machine cannot build or run containers."""
     reason = container_tools_missing()
     if reason:
         pytest.skip(reason)
@@ -460,7 +463,43 @@ def containers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
         subprocess.run(
             [*PODMAN, "import", str(tarball), BASE_IMAGE], env=env, check=True, capture_output=True
         )
-    yield env
+    return env
+
+
+@pytest.fixture(scope="module")
+def containers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return container_environment(tmp_path_factory)
+
+
+def build_image(
+    server: Flowport, env: dict[str, str], endpoint: str, deployment: str, tag: str, output: Path, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """``flowport online-deployment build-image`` with buildah, through ``server``'s API."""
+    return subprocess.run(
+        [sys.executable, "-m", "flowport.cli.main", "online-deployment", "build-image",
+         "-e", endpoint, "-n", deployment, "--tag", tag, "--builder", "buildah", "--output", str(output),
+         *extra],
+        env={**env, "FLOWPORT_URL": server.url, "FLOWPORT_ADMIN_TOKEN": server.token},
+        capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+
+
+def running(name: str, env: dict[str, str], log: Path) -> bool:
+    """Whether container ``name`` runs; its output so far is copied to ``log``."""
+    logs = subprocess.run([*PODMAN, "logs", name], env=env, capture_output=True, text=True)
+    log.write_text(logs.stdout + logs.stderr)
+    state = subprocess.run(
+        [*PODMAN, "inspect", "--format", "{{.State.Running}}", name], env=env, capture_output=True, text=True
+    )
+    return state.stdout.strip() == "true"
+
+
+def remove_container(name: str, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
+    """Stop ``name`` (SIGTERM, then 10 s) and remove it; the stop's result."""
+    stopped = subprocess.run([*PODMAN, "stop", "--time", "10", name], env=env, capture_output=True)
+    # --rm removes it after the stop returns; remove it now so that no run leaves one behind
+    subprocess.run([*PODMAN, "rm", "--force", "--ignore", name], env=env, capture_output=True)
+    return stopped
 
 
 def test_a_deployment_image_builds_with_buildah_and_answers_under_podman(
@@ -483,13 +522,7 @@ def test_a_deployment_image_builds_with_buildah_and_answers_under_podman(
             "POST", "/endpoints/greet-ep/deployments", params={"name": "blue"}, json={"spec": spec}
         )
         assert server.wait(body["operation"], timeout=120)["status"] == "Succeeded"
-        env = {**containers, "FLOWPORT_URL": server.url, "FLOWPORT_ADMIN_TOKEN": server.token}
-        done = subprocess.run(
-            [sys.executable, "-m", "flowport.cli.main", "online-deployment", "build-image",
-             "-e", "greet-ep", "-n", "blue", "--tag", tag, "--builder", "buildah",
-             "--output", str(tmp_path / "ctx")],
-            env=env, capture_output=True, text=True, timeout=1200,
-        )  # fmt: skip
+        done = build_image(server, containers, "greet-ep", "blue", tag, tmp_path / "ctx")
     assert done.returncode == 0, done.stderr[-4000:]
     if before and before != image_id(tag, containers):  # the image this run replaced: not kept
         subprocess.run([*PODMAN, "rmi", before], env=containers, capture_output=True)
@@ -520,18 +553,9 @@ def test_a_deployment_image_builds_with_buildah_and_answers_under_podman(
     assert started.returncode == 0, started.stderr
     log = tmp_path / "container.log"
 
-    def alive() -> bool:
-        logs = subprocess.run([*PODMAN, "logs", name], env=containers, capture_output=True, text=True)
-        log.write_text(logs.stdout + logs.stderr)
-        state = subprocess.run(
-            [*PODMAN, "inspect", "--format", "{{.State.Running}}", name], env=containers,
-            capture_output=True, text=True,
-        )  # fmt: skip
-        return state.stdout.strip() == "true"
-
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_healthy(url, alive, log)
+        wait_healthy(url, lambda: running(name, containers, log), log)
         answer = httpx.post(f"{url}/score", json={"name": "Ada"}, timeout=30)
         assert answer.status_code == 200, answer.text
         outputs = answer.json()
@@ -551,9 +575,7 @@ def test_a_deployment_image_builds_with_buildah_and_answers_under_podman(
         ]
         assert server_rows and all(row[0] == str(IMAGE_USER) for row in server_rows), top.stdout
     finally:
-        stopped = subprocess.run([*PODMAN, "stop", "--time", "10", name], env=containers, capture_output=True)
-        # --rm removes it after the stop returns; remove it now so that no run leaves one behind
-        subprocess.run([*PODMAN, "rm", "--force", "--ignore", name], env=containers, capture_output=True)
+        stopped = remove_container(name, containers)
     assert stopped.returncode == 0, stopped.stderr
     gone = subprocess.run([*PODMAN, "container", "exists", name], env=containers, check=False)
     assert gone.returncode == 1

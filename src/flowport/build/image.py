@@ -28,6 +28,9 @@ CONNECTION_TEMPLATES_DIR = "/app/connections"
 CONNECTIONS_MOUNT = "/run/flowport/connections"
 """Where a mounted connections file or folder is read from (``FLOWPORT_CONNECTIONS`` overrides);
 a Kubernetes Secret mounted here with one ``<name>.yaml`` key per connection works as is."""
+WRITABLE_DIR = "/tmp"
+"""The one folder the server needs to write (``HOME`` and ``TMPDIR`` point here when the root
+filesystem is read-only, as in the Kubernetes manifests: an emptyDir, or ``--tmpfs`` in podman)."""
 IMAGE_COMMAND = (f"{VENV_DIR}/bin/python", "-m", "flowport.runtime.container")
 """The container's command: the instance server on ``IMAGE_PORT``, ``0.0.0.0``."""
 HEALTH_COMMAND = (*IMAGE_COMMAND, "--check")
@@ -38,6 +41,11 @@ FLOW_NAME_ENV = "FLOWPORT_FLOW_NAME"
 """The flow's name for clients (swagger title); the image sets its source folder's name."""
 PORT_ENV = "FLOWPORT_PORT"
 CONNECTIONS_ENV = "FLOWPORT_CONNECTIONS"
+MAX_CONCURRENT_ENV = "FLOWPORT_MAX_CONCURRENT_REQUESTS"
+"""A deployment's ``request_settings.max_concurrent_requests_per_instance`` (``ServeSettings``
+reads it, as for ``flowport flow serve``); not baked in: the runtime or manifest sets it."""
+REQUEST_TIMEOUT_ENV = "FLOWPORT_REQUEST_TIMEOUT_MS"
+"""A deployment's ``request_settings.request_timeout_ms``, read the same way."""
 
 DEFAULT_BASE_IMAGE = "docker.io/library/python:3.12-slim-bookworm"
 PIP_CONFIG_SECRET = "pip-conf"

@@ -2,14 +2,12 @@
 
 from flowport.connections.crypto import Cipher, load_or_create_key
 from flowport.connections.service import (
-    CONNECTIONS_FILE_ENV,
     ConnectionNotFound,
     ConnectionResolver,
     ConnectionService,
     ConnectionSource,
     StaticConnections,
     connection_row,
-    read_connection_rows,
 )
 from flowport.connections.spec import (
     apply_env_overrides,
@@ -29,7 +27,6 @@ from flowport.connections.types import (
 )
 
 __all__ = [
-    "CONNECTIONS_FILE_ENV",
     "SCRUBBED",
     "AzureOpenAIConnection",
     "Cipher",
@@ -50,5 +47,4 @@ __all__ = [
     "connection_row",
     "connection_template",
     "load_or_create_key",
-    "read_connection_rows",
 ]

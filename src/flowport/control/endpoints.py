@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flowport.connections import Cipher, ConnectionService, ConnectionSpecError
+from flowport.connections import Cipher, ConnectionService, ConnectionSpecError, StaticConnections
 from flowport.connections.references import resolve_connection_references
 from flowport.control.errors import ApiError
 from flowport.control.models import ModelRegistry, flow_folder_name
@@ -342,7 +342,8 @@ class ControlPlane:
         """Everything an artifact builder needs, as plain data: keys and secrets in clear.
 
         The endpoint (keys, traffic, mirror) and its deployments (or the one named), each as its
-        Azure YAML fields plus the names of its secret variables and the connections its flow uses.
+        Azure YAML fields plus the names of its secret variables and the connections its flow uses
+        (each as its YAML mapping).
         """
         row = self._endpoint_row(name)
         keys = self._keys(row) if row["auth_mode"] == "key" else {}
@@ -367,7 +368,11 @@ class ControlPlane:
         return {
             **document,
             "secret_environment_variables": sorted(_secret_names(spec, plan.config.environment_variables)),
-            "connections": {k: dict(v) for k, v in plan.config.connections.items()},
+            # as connection YAML (secrets in clear): what the image reads from its mounted folder
+            "connections": {
+                conn.name: conn.to_dict(show_secrets=True)
+                for conn in StaticConnections.from_rows(plan.config.connections).list()
+            },
         }
 
     def _variables(self, spec: Mapping[str, Any]) -> dict[str, str]:

@@ -10,6 +10,10 @@ instance does, with connections read, first to last (a later one of the same nam
 3. the environment, as everywhere in flowport: ``<name>={json}`` replaces a connection,
    ``<NAME>_<FIELD>=value`` sets one field.
 
+A deployment's request settings are not baked in: ``FLOWPORT_MAX_CONCURRENT_REQUESTS`` and
+``FLOWPORT_REQUEST_TIMEOUT_MS`` (read by ``ServeSettings``, as for ``flowport flow serve``) set
+them when the container runs; the Kubernetes manifests do.
+
 ``--check`` exits 0 when the server's ``/health`` answers 200: the image's HEALTHCHECK.
 """
 
