@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +29,11 @@ REPO = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 PYTHON_FLOW = REPO / "tests" / "flows" / "three_node_python"
 CHAT_FLOW = REPO / "src" / "flowport" / "examples" / "chat_basic"
+FLEX_FLOW = BENCH_DIR / "flows" / "flex_text"
+PROMPTY_FLOW = BENCH_DIR / "flows" / "prompty_echo" / "chat.prompty"
+PROMPTY_KEY_ENV = "FLOWPORT_BENCH_LLM_KEY"
+PROMPTY_URL_ENV = "FLOWPORT_BENCH_LLM_URL"
+"""The bench prompty reads its model's key and base URL from these (``${env:...}``)."""
 CONNECTION_NAME = "open_ai_connection"
 API_KEY = "bench-key"
 
@@ -44,6 +49,15 @@ def chat_inputs(index: int) -> dict[str, Any]:
     return {"question": f"Question {index}: how do I deploy a flow?", "chat_history": []}
 
 
+def flex_inputs(index: int) -> dict[str, Any]:
+    text = f"Line {index}: the flow engine reads line {index} and the engine counts the words of line {index}"
+    return {"text": text}
+
+
+def prompty_inputs(index: int) -> dict[str, Any]:
+    return {"question": f"Question {index}: how do I deploy a prompty?"}
+
+
 def python_output_ok(inputs: dict[str, Any], outputs: dict[str, Any]) -> bool:
     text = inputs["text"].upper()
     return outputs.get("result") == f"{text} ({len(text.split())} words)"
@@ -51,6 +65,32 @@ def python_output_ok(inputs: dict[str, Any], outputs: dict[str, Any]) -> bool:
 
 def chat_output_ok(inputs: dict[str, Any], outputs: dict[str, Any]) -> bool:
     return outputs.get("answer") == f"Echo: {inputs['question']}" and outputs.get("topic") == "deployment"
+
+
+def flex_output_ok(inputs: dict[str, Any], outputs: dict[str, Any]) -> bool:
+    words = inputs["text"].lower().replace(":", "").split()
+    return (
+        outputs.get("words") == len(words)
+        and outputs.get("slug") == "-".join(words[:6])
+        and outputs.get("keywords") == ["line", words[1], "engine"]
+    )
+
+
+def prompty_output_ok(inputs: dict[str, Any], outputs: Any) -> bool:
+    """flowport answers ``{"output": text}``, prompt flow's executor the bare text."""
+    answer = outputs.get("output") if isinstance(outputs, dict) else outputs
+    return answer == f"Echo: {inputs['question']}"
+
+
+Inputs = Callable[[int], dict[str, Any]]
+Check = Callable[[dict[str, Any], Any], bool]
+WORKLOADS: dict[str, tuple[Inputs, Check]] = {
+    "python": (python_inputs, python_output_ok),
+    "chat": (chat_inputs, chat_output_ok),
+    "flex": (flex_inputs, flex_output_ok),
+    "prompty": (prompty_inputs, prompty_output_ok),
+}
+"""Each engine benchmark workload: the inputs of line N, and whether a line's outputs are right."""
 
 
 # -- statistics -----------------------------------------------------------------

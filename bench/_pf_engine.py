@@ -9,6 +9,10 @@ Runs inside the prompt flow venv (see ``_promptflow.py``), never in flowport's. 
 * ``threads``: ``exec_line`` from a pool of ``--concurrency`` threads, as pf's Flask serving app
   (one request per thread) drives it.
 
+``--flow`` is a DAG flow's folder, a flex flow's folder (``flow.flex.yaml``) or a ``.prompty``
+file; ``FlowExecutor.create`` gives the executor prompt flow itself uses for each (for a flex
+flow its ``ScriptExecutor``, for a prompty its ``PromptyExecutor``, which has no async path).
+
 Prints one ``BENCH_RESULT {json}`` line: lines, seconds, failed, latencies, first error.
 """
 
@@ -19,21 +23,13 @@ import asyncio
 import itertools
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from _common import API_KEY, CONNECTION_NAME, chat_inputs, chat_output_ok, python_inputs, python_output_ok
+from _common import API_KEY, CONNECTION_NAME, WORKLOADS, Check
 from _promptflow import emit_result
 from promptflow.executor import FlowExecutor
-
-Inputs = Callable[[int], dict[str, Any]]
-Check = Callable[[dict[str, Any], dict[str, Any]], bool]
-WORKLOADS: dict[str, tuple[Inputs, Check]] = {
-    "python": (python_inputs, python_output_ok),
-    "chat": (chat_inputs, chat_output_ok),
-}
 
 
 class Recorder:
@@ -49,7 +45,7 @@ class Recorder:
     def record(self, inputs: dict[str, Any], result: Any, started: float) -> None:
         elapsed = time.perf_counter() - started
         status = getattr(result.run_info.status, "value", result.run_info.status)
-        ok = status == "Completed" and self.check(inputs, result.output or {})
+        ok = status == "Completed" and self.check(inputs, {} if result.output is None else result.output)
         with self._lock:
             self.latencies.append(elapsed)
             if not ok:
@@ -108,6 +104,14 @@ def measure(
     return recorder, time.perf_counter() - began
 
 
+def flow_file(flow: Path) -> Path:
+    """The file prompt flow loads: a ``.prompty`` as given, else the folder's flow YAML."""
+    if flow.is_file():
+        return flow
+    flex = flow / "flow.flex.yaml"
+    return flex if flex.is_file() else flow / "flow.dag.yaml"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workload", choices=sorted(WORKLOADS), required=True)
@@ -119,13 +123,13 @@ def main() -> None:
     parser.add_argument("--base-url", default="")
     args = parser.parse_args()
 
+    flow = args.flow.resolve()
+    folder = flow if flow.is_dir() else flow.parent
     connections: dict[str, Any] = {}
     if args.base_url:
         value = {"api_key": API_KEY, "base_url": args.base_url}
         connections[CONNECTION_NAME] = {"type": "OpenAIConnection", "value": value}
-    executor = FlowExecutor.create(
-        args.flow / "flow.dag.yaml", connections, working_dir=args.flow, raise_ex=False
-    )
+    executor = FlowExecutor.create(flow_file(flow), connections, working_dir=folder, raise_ex=False)
     measure(executor, args, args.lines, args.warmup)
     recorder, seconds = measure(executor, args, 0, args.lines)
     emit_result(
