@@ -118,10 +118,18 @@ class Measurement:
     latencies: list[float] = field(default_factory=list, repr=False)
     rates: list[float] = field(default_factory=list)
     """Lines per second of every repeat, when this is the median of several runs."""
+    cpu_seconds: float = 0.0
+    """CPU time the engine's process used for the lines (all its threads): steadier than the
+    wall clock on a machine other work is using."""
 
     @property
     def rate(self) -> float:
         return self.lines / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_rate(self) -> float:
+        """Lines per CPU second."""
+        return self.lines / self.cpu_seconds if self.cpu_seconds else 0.0
 
     @property
     def p50_ms(self) -> float:
@@ -135,6 +143,7 @@ class Measurement:
         keys = ("engine", "flow", "mode", "lines", "seconds", "failed")
         row = {key: getattr(self, key) for key in keys}
         figures = {"lines_per_s": self.rate, "p50_ms": self.p50_ms, "p99_ms": self.p99_ms}
+        figures |= {"cpu_seconds": self.cpu_seconds, "lines_per_cpu_s": self.cpu_rate}
         return row | figures | {"lines_per_s_all_runs": self.rates or [self.rate]}
 
 
@@ -152,7 +161,8 @@ def spread(m: Measurement) -> str:
 
 
 def print_table(rows: Sequence[Measurement]) -> None:
-    header = ("engine", "flow", "mode", "lines", "seconds", "lines/s", "range", "p50 ms", "p99 ms", "failed")
+    header = ("engine", "flow", "mode", "lines", "seconds", "lines/s", "range", "lines/CPU-s")
+    header += ("p50 ms", "p99 ms", "failed")
     cells = [
         (
             r.engine,
@@ -162,6 +172,7 @@ def print_table(rows: Sequence[Measurement]) -> None:
             f"{r.seconds:.2f}",
             f"{r.rate:,.0f}",
             spread(r),
+            f"{r.cpu_rate:,.0f}" if r.cpu_seconds else "-",
             f"{r.p50_ms:.1f}",
             f"{r.p99_ms:.1f}",
             str(r.failed),

@@ -91,20 +91,20 @@ def run_threads(
 
 def measure(
     executor: FlowExecutor, args: argparse.Namespace, start: int, count: int
-) -> tuple[Recorder, float]:
+) -> tuple[Recorder, float, float]:
     make_inputs, check = WORKLOADS[args.workload]
     rows = [make_inputs(start + i) for i in range(count)]
     recorder = Recorder(check)
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     if args.mode == "sequential":
         run_sequential(executor, rows, recorder)
     elif args.mode == "async":
         run_async(executor, rows, recorder, args.concurrency)
     else:
         run_threads(executor, rows, recorder, args.concurrency)
-    seconds = time.perf_counter() - began
+    seconds, cpu = time.perf_counter() - began, time.process_time() - cpu
     recorder.check_all()
-    return recorder, seconds
+    return recorder, seconds, cpu
 
 
 def flow_file(flow: Path) -> Path:
@@ -134,11 +134,12 @@ def main() -> None:
         connections[CONNECTION_NAME] = {"type": "OpenAIConnection", "value": value}
     executor = FlowExecutor.create(flow_file(flow), connections, working_dir=folder, raise_ex=False)
     measure(executor, args, args.lines, args.warmup)
-    recorder, seconds = measure(executor, args, 0, args.lines)
+    recorder, seconds, cpu = measure(executor, args, 0, args.lines)
     emit_result(
         {
             "lines": args.lines,
             "seconds": seconds,
+            "cpu_seconds": cpu,
             "failed": recorder.failed,
             "first_error": recorder.first_error,
             "latencies": recorder.latencies,
