@@ -13,7 +13,7 @@ Runs inside the prompt flow venv (see ``_promptflow.py``), never in flowport's. 
 file; ``FlowExecutor.create`` gives the executor prompt flow itself uses for each (for a flex
 flow its ``ScriptExecutor``, for a prompty its ``PromptyExecutor``, which has no async path).
 
-Prints one ``BENCH_RESULT {json}`` line: lines, seconds, failed, latencies, first error.
+Prints one ``BENCH_RESULT {json}`` line: lines, seconds, CPU seconds, failed, latencies, first error.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,24 +33,23 @@ from promptflow.executor import FlowExecutor
 
 
 class Recorder:
-    """Latencies and results of the measured lines; the results are checked after the clock stops."""
+    """Latencies and failures of the measured lines."""
 
     def __init__(self, check: Check) -> None:
         self.check = check
         self.latencies: list[float] = []
-        self.results: list[tuple[dict[str, Any], Any]] = []
         self.failed = 0
         self.first_error: str | None = None
+        self._lock = threading.Lock()
 
     def record(self, inputs: dict[str, Any], result: Any, started: float) -> None:
-        self.latencies.append(time.perf_counter() - started)  # list.append: atomic across threads
-        self.results.append((inputs, result))
-
-    def check_all(self) -> None:
-        for inputs, result in self.results:
-            status = getattr(result.run_info.status, "value", result.run_info.status)
-            output = {} if result.output is None else result.output
-            if status != "Completed" or not self.check(inputs, output):
+        elapsed = time.perf_counter() - started
+        status = getattr(result.run_info.status, "value", result.run_info.status)
+        output = {} if result.output is None else result.output  # a prompty's may be a string
+        ok = status == "Completed" and self.check(inputs, output)
+        with self._lock:
+            self.latencies.append(elapsed)
+            if not ok:
                 self.failed += 1
                 self.first_error = self.first_error or f"{status}: {result.run_info.error or result.output}"
 
@@ -102,9 +102,7 @@ def measure(
         run_async(executor, rows, recorder, args.concurrency)
     else:
         run_threads(executor, rows, recorder, args.concurrency)
-    seconds, cpu = time.perf_counter() - began, time.process_time() - cpu
-    recorder.check_all()
-    return recorder, seconds, cpu
+    return recorder, time.perf_counter() - began, time.process_time() - cpu
 
 
 def flow_file(flow: Path) -> Path:

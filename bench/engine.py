@@ -14,7 +14,8 @@ latency, flowport against prompt flow's ``exec_line_async`` and a pool of 64 thr
 processing), no I/O: lines per second of flowport's flex executor (lines kept in flight by
 asyncio) against prompt flow's ``FlowExecutor.create`` for the flex YAML (its ``ScriptExecutor``),
 sequential ``exec_line`` and ``exec_line_async`` with as many in flight. Target: flowport at
-least 10x prompt flow's best mode.
+least 10x prompt flow's best mode. The function alone (called directly, no engine) is timed too:
+what each engine adds per line is its time per line less the function's.
 
 (d) A prompty (``bench/flows/prompty_echo/chat.prompty``, model configured from the environment)
 against the test LLM server answering after 100 ms: p50/p99 line latency against the LLM's,
@@ -22,12 +23,15 @@ one line at a time and 16 in flight, flowport's prompty executor against prompt 
 ``PromptyExecutor`` (``exec_line``, in as many threads; it has no async path). Target:
 flowport's p50 within 15% of the LLM latency.
 
-Engine load and a warm-up of 64 lines are left out of the timings. Prompt flow runs with
+Engine load and a warm-up of 64 lines (10 for a prompty one at a time) are left out of the
+timings; each line's outputs are checked. Every row also gives
+lines per CPU second of the engine's process (all its threads), which moves less than the wall
+clock when other work shares the machine. Prompt flow runs with
 ``PF_LOGGING_LEVEL=WARNING`` so its per-node INFO logs do not count against it. Each
 measurement runs ``--repeat`` times (default 3), interleaved with the others so machine noise
 hits every engine alike; the run with the median lines per second is reported.
 
-    .venv/bin/python bench/engine.py            # default sizes, about 3 minutes on 2 cores
+    .venv/bin/python bench/engine.py            # default sizes, about 8 minutes on 2 cores
     .venv/bin/python bench/engine.py --quick    # small sizes, one run each, a smoke test
     .venv/bin/python bench/engine.py --only flex --only prompty   # the flex and prompty cases
 """
@@ -69,7 +73,7 @@ from _common import (
 from _promptflow import PF_VERSION, ensure_venv, run_script
 
 from flowport.connections import Connection, OpenAIConnection
-from flowport.engine import FlexExecutor, FlowExecutor, LineResult, load_executor
+from flowport.engine import FlexExecutor, FlowExecutor, load_executor
 
 PF_WORKER = Path(__file__).resolve().parent / "_pf_engine.py"
 PYTHON_TARGET = 20.0
@@ -134,27 +138,29 @@ async def drive(
 ) -> tuple[float, float, list[float], int]:
     """Run ``lines`` lines, ``concurrency`` in flight; return seconds, CPU seconds, latencies, failures.
 
-    The outputs are checked once the clock has stopped, as prompt flow's worker does.
+    Each line's outputs are checked as it ends (as prompt flow's worker does): keeping every
+    result to check afterwards would make the garbage collector's work grow with the run.
     """
     make_inputs, check = WORKLOADS[workload]
     rows = [make_inputs(start + i) for i in range(lines)]
     latencies: list[float] = []
-    results: list[LineResult] = [None] * lines  # type: ignore[list-item]
+    failed = 0
 
     async def worker(numbered: itertools.count[int]) -> None:
+        nonlocal failed
         for index in numbered:
             if index >= lines:
                 return
             started = time.perf_counter()
-            results[index] = await executor.run_line(rows[index], line_number=index)
+            result = await executor.run_line(rows[index], line_number=index)
             latencies.append(time.perf_counter() - started)
+            if not (result.ok and check(rows[index], result.outputs)):
+                failed += 1
 
     began, cpu = time.perf_counter(), time.process_time()
     numbered = itertools.count()
     await asyncio.gather(*(worker(numbered) for _ in range(concurrency)))
-    seconds, cpu = time.perf_counter() - began, time.process_time() - cpu
-    failed = sum(not (r.ok and check(row, r.outputs)) for row, r in zip(rows, results, strict=True))
-    return seconds, cpu, latencies, failed
+    return time.perf_counter() - began, time.process_time() - cpu, latencies, failed
 
 
 def run_flowport(
@@ -267,14 +273,15 @@ def entry_alone(lines: int) -> Measurement:
     spec.loader.exec_module(module)
     make_inputs, check = WORKLOADS["flex"]
     rows = [make_inputs(i) for i in range(lines)]
-    results, latencies = [], []
+    latencies: list[float] = []
+    failed = 0
     began, cpu = time.perf_counter(), time.process_time()
     for row in rows:
         started = time.perf_counter()
-        results.append(module.analyse(**row))
+        outputs = module.analyse(**row)
         latencies.append(time.perf_counter() - started)
+        failed += not check(row, outputs)
     seconds, cpu = time.perf_counter() - began, time.process_time() - cpu
-    failed = sum(not check(row, out) for row, out in zip(rows, results, strict=True))
     mode = "direct call x1"
     return Measurement(ENTRY_ALONE, "flex", mode, lines, seconds, failed, latencies, cpu_seconds=cpu)
 
