@@ -2,14 +2,21 @@
 
 from flowport.connections.crypto import Cipher, load_or_create_key
 from flowport.connections.service import (
+    CONNECTIONS_FILE_ENV,
     ConnectionNotFound,
     ConnectionResolver,
     ConnectionService,
     ConnectionSource,
     StaticConnections,
     connection_row,
+    read_connection_rows,
 )
-from flowport.connections.spec import apply_env_overrides, apply_set, connection_from_spec
+from flowport.connections.spec import (
+    apply_env_overrides,
+    apply_set,
+    connection_from_spec,
+    connection_template,
+)
 from flowport.connections.types import (
     SCRUBBED,
     AzureOpenAIConnection,
@@ -22,6 +29,7 @@ from flowport.connections.types import (
 )
 
 __all__ = [
+    "CONNECTIONS_FILE_ENV",
     "SCRUBBED",
     "AzureOpenAIConnection",
     "Cipher",
@@ -40,5 +48,7 @@ __all__ = [
     "build_connection",
     "connection_from_spec",
     "connection_row",
+    "connection_template",
     "load_or_create_key",
+    "read_connection_rows",
 ]

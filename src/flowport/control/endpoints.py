@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flowport.connections import Cipher, ConnectionService
+from flowport.connections import Cipher, ConnectionService, ConnectionSpecError
+from flowport.connections.references import resolve_connection_references
 from flowport.control.errors import ApiError
 from flowport.control.models import ModelRegistry, flow_folder_name
 from flowport.control.operations import Operations
@@ -24,6 +25,7 @@ from flowport.dataplane.client import DataPlaneClient, DataPlaneFailed
 from flowport.flow import FlowDef, FlowError
 from flowport.flow.flex import load_any_flow as load_flow
 from flowport.gateway import DataCollection, DeploymentRoute, EndpointRoute, TokenSigner, key_digest
+from flowport.gateway.auth import TOKEN_MODES
 from flowport.runtime.base import (
     DeploymentFailed,
     DeploymentKey,
@@ -228,7 +230,7 @@ class ControlPlane:
 
     def credentials(self, name: str) -> dict[str, Any]:
         row = self._endpoint_row(name)
-        if row["auth_mode"] == "aml_token":
+        if row["auth_mode"] in TOKEN_MODES:
             return self.tokens.issue(name, self._incarnation(row)).as_credentials()
         keys = self._keys(row)
         return {"primaryKey": keys["primary"], "secondaryKey": keys["secondary"]}
@@ -334,6 +336,38 @@ class ControlPlane:
                 "collections": {k: {"enabled": collector[k]} for k in ("request", "response")},
             }
         return document
+
+    def export(self, name: str, deployment: str | None = None) -> dict[str, Any]:
+        """Everything an artifact builder needs, as plain data: keys and secrets in clear.
+
+        The endpoint (keys, traffic, mirror) and its deployments (or the one named), each as its
+        Azure YAML fields plus the names of its secret variables and the connections its flow uses.
+        """
+        row = self._endpoint_row(name)
+        keys = self._keys(row) if row["auth_mode"] == "key" else {}
+        rows = (
+            [self._deployment_row(name, deployment)] if deployment else self.deployments.list(endpoint=name)
+        )
+        return {
+            "endpoint": {
+                "name": name,
+                "auth_mode": row["auth_mode"],
+                "traffic": dict(row.get("traffic", {})),
+                "mirror_traffic": dict(row.get("mirror_traffic", {})),
+                "keys": keys,
+            },
+            "deployments": [self._export_deployment(name, r) for r in rows],
+        }
+
+    def _export_deployment(self, endpoint: str, row: Mapping[str, Any]) -> dict[str, Any]:
+        spec = row["spec"]
+        plan = self._plan(endpoint, row["name"], spec)
+        document = self.deployment_document(endpoint, row["name"])
+        return {
+            **document,
+            "secret_environment_variables": sorted(_secret_names(spec, plan.config.environment_variables)),
+            "connections": {k: dict(v) for k, v in plan.config.connections.items()},
+        }
 
     def _variables(self, spec: Mapping[str, Any]) -> dict[str, str]:
         sealed = spec.get("environment_variables_sealed")
@@ -474,9 +508,9 @@ class ControlPlane:
             flow = load_flow(source)
         except FlowError as exc:
             raise ApiError(400, "InvalidFlow", str(exc), problems=exc.problems) from None
-        variables = self._variables(stored)
+        variables, referenced = self._resolved_variables(stored)
         settings = stored["request_settings"]
-        connections = self._connections_for(flow, variables)
+        connections = self._connections_for(flow, variables, referenced)
         config = InstanceConfig(
             source=str(source),
             environment_variables=variables,
@@ -501,11 +535,34 @@ class ControlPlane:
             masked=_secret_values(stored, variables, connections),
         )
 
-    def _connections_for(self, flow: FlowDef, variables: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    def _resolved_variables(self, stored: Mapping[str, Any]) -> tuple[dict[str, str], set[str]]:
+        """The variables with ``${{azureml://connections/...}}`` resolved, and the connections named.
+
+        A missing connection is a 400 naming the variable (``show`` of a deployment restarted
+        without it says the same line).
+        """
+        try:
+            return resolve_connection_references(self._variables(stored), self.connections)
+        except ConnectionSpecError as exc:
+            raise ApiError(400, "ConnectionNotFound", str(exc)) from None
+
+    def _connections_for(
+        self, flow: FlowDef, variables: Mapping[str, str], referenced: set[str]
+    ) -> dict[str, dict[str, Any]]:
         """The stored connections the flow may use: named by a node, a literal input, or a variable."""
-        names = flow.connection_candidates() | set(variables.values())
+        names = flow.connection_candidates() | set(variables.values()) | referenced
         names |= _init_config_names(variables)
-        return self.connections.handover(names)
+        handed = self.connections.handover(names)
+        for used in sorted({node.connection for node in flow.nodes.values() if node.connection}):
+            swap = (variables.get(used) or "").strip()
+            if swap and not swap.startswith("{") and swap not in handed:
+                raise ApiError(
+                    400,
+                    "ConnectionNotFound",
+                    f"environment_variables.{used}: connection {swap!r} does not exist; create it "
+                    "(flowport connection create --file ...) or name another one",
+                )
+        return handed
 
     def _incarnation(self, row: dict[str, Any]) -> str:
         """The endpoint's incarnation; one stored now for an endpoint created before they existed."""
