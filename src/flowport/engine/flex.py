@@ -20,6 +20,7 @@ import itertools
 import logging
 import os
 import sys
+import types
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +49,7 @@ from flowport.engine.flex_signature import (
     output_names,
     signature_inputs,
 )
+from flowport.engine.inline import InlinePolicy
 from flowport.engine.inputs import prepare_inputs
 from flowport.engine.records import LineRun, NodeRun, Status, now
 from flowport.engine.spans import cancel_line, end_line, node_attributes, node_failed, start_line, start_node
@@ -59,6 +61,7 @@ from flowport.tools.compat import install_promptflow_shim
 from flowport.tools.usage import current_usage
 
 logger = logging.getLogger("flowport.flex")
+_STREAMS = (types.GeneratorType, types.AsyncGeneratorType)
 
 
 def _import_entry(definition: FlexDef) -> Any:
@@ -135,6 +138,9 @@ class FlexExecutor:
         self.aggregation_nodes = ("__aggregate__",) if self.aggregate else ()
         """Bulk runs call ``run_aggregation`` when this is not empty, as for a DAG's aggregation nodes."""
         self.is_async = inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
+        may_inline = not self.is_async and not inspect.isgeneratorfunction(func)
+        self.inline_policy = InlinePolicy(None if may_inline else False)
+        """Whether a sync entry has proven fast enough to run on the event loop (as a DAG's chain)."""
         threads = worker_threads or int(_env_float(WORKER_THREADS_ENV, DEFAULT_WORKER_THREADS))
         self.pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="flowport-flex")
         self.line_timeout = line_timeout or _env_float(LINE_TIMEOUT_ENV, DEFAULT_LINE_TIMEOUT)
@@ -250,16 +256,18 @@ class FlexExecutor:
         token = current_usage.set(node_run.usage)
         span_token = start_node(node_run, run.span)
         try:
-            async with asyncio.timeout(self.line_timeout):
-                if self.is_async:
-                    result = self.func(**values)
-                    if inspect.isawaitable(result):
-                        result = await result
+            if self.inline_policy.inline:
+                # On the loop the call cannot be interrupted: the line timeout can only fire in a stream.
+                result = contextvars.copy_context().run(self._timed_call, values, True)
+                if _is_stream(result):
+                    async with asyncio.timeout(self.line_timeout):
+                        outputs, bare = await self._shape(result, stream, node_run)
                 else:
-                    ctx = contextvars.copy_context()
-                    loop = asyncio.get_running_loop()
-                    result = await loop.run_in_executor(self.pool, ctx.run, lambda: self.func(**values))
-                outputs, bare = await self._shape(result, stream, node_run)
+                    outputs, bare = _shape_value(result)
+            else:
+                async with asyncio.timeout(self.line_timeout):
+                    result = await self._call(values)
+                    outputs, bare = await self._shape(result, stream, node_run)
         except TimeoutError:
             message = f"Line {line_number} execution timeout for exceeding {self.line_timeout:g} seconds"
             return _failed(run, user_error(message, "LineExecutionTimeoutError"), node_run)
@@ -280,6 +288,28 @@ class FlexExecutor:
         run.end_time = now()
         result_value = outputs["output"] if bare else outputs
         return LineResult(outputs, run, None, {"result": result_value}, values, bare=bare)
+
+    async def _call(self, values: dict[str, Any]) -> Any:
+        """The entry's result: awaited when async, else from a worker thread."""
+        if self.is_async:
+            result = self.func(**values)
+            return (await result) if inspect.isawaitable(result) else result
+        ctx = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, ctx.run, self._timed_call, values, False)
+
+    def _timed_call(self, values: dict[str, Any], inline: bool) -> Any:
+        """Call a sync entry, timing the call for the inline policy (``inline``: on the loop)."""
+        policy = self.inline_policy
+        mark = policy.start()
+        try:
+            result = self.func(**values)
+        except BaseException:
+            if inline:
+                policy.failed()
+            raise
+        policy.finish(mark, inline)
+        return result
 
     async def run_aggregation(
         self, lines: list[tuple[dict[str, Any], dict[str, Any]]]
@@ -302,14 +332,25 @@ class FlexExecutor:
 
     async def _shape(self, result: Any, stream: bool, node_run: NodeRun) -> tuple[dict[str, Any], bool]:
         """The line's outputs, and whether they hold a bare (non-dict) result as ``output``."""
-        if inspect.isgenerator(result) or inspect.isasyncgen(result):
+        if _is_stream(result):
             source = NodeStream(result, node_run, self.pool, lambda exc: tool_error(self.entry_name, exc))
             return {"output": source if stream else await join_async(source)}, True
-        if dataclasses.is_dataclass(result) and not isinstance(result, type):
-            result = dataclasses.asdict(result)
-        if not isinstance(result, dict):
-            return {"output": json_ready("output", result)}, True
+        return _shape_value(result)
+
+
+def _is_stream(result: Any) -> bool:
+    return isinstance(result, _STREAMS)
+
+
+def _shape_value(result: Any) -> tuple[dict[str, Any], bool]:
+    """A result that is not a stream as the line's outputs, and whether it was bare (not a dict)."""
+    if type(result) is dict:  # the common case, never a dataclass
         return {str(k): json_ready(str(k), v) for k, v in result.items()}, False
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        result = dataclasses.asdict(result)
+    if not isinstance(result, dict):
+        return {"output": json_ready("output", result)}, True
+    return {str(k): json_ready(str(k), v) for k, v in result.items()}, False
 
 
 def _failed(

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flowport.engine.errors import user_error
-from flowport.flow import FlowDef
+from flowport.flow import MISSING, FlowDef
 from flowport.flow.model import ValueType
 from flowport.flow.values import InputValueError, convert, type_name
 from flowport.tools.multimedia import has_media_dict, image_from, images_in
@@ -18,19 +18,19 @@ def prepare_inputs(flow: FlowDef, given: Mapping[str, Any], line_number: int | N
     Messages are prompt flow's, word for word: clients match on them. Without a line number
     (one request, not a bulk line) the message names no line, as prompt flow's server does.
     """
-    missing = [name for name, spec in flow.inputs.items() if spec.required and name not in given]
-    if missing:
-        raise user_error(f'Required input(s) {missing} are missing for "flow".', "InputNotFound")
     where = "" if line_number is None else f" in line {line_number} of input data"
     values: dict[str, Any] = {}
     for name, spec in flow.inputs.items():
         if name not in given:
+            if spec.default is MISSING:
+                _raise_missing(flow, given)
             values[name] = spec.default
             continue
         value = given[name]
         try:
             values[name] = convert(value, spec.type)
         except InputValueError as exc:
+            _raise_missing(flow, given)  # a missing input is named first, wherever it comes
             kind = type_name(spec.type)
             if exc.parse_error:
                 raise user_error(
@@ -47,6 +47,13 @@ def prepare_inputs(flow: FlowDef, given: Mapping[str, Any], line_number: int | N
                 "InputTypeError",
             ) from None
     return values
+
+
+def _raise_missing(flow: FlowDef, given: Mapping[str, Any]) -> None:
+    """Raise the error naming every required input ``given`` lacks, if it lacks any."""
+    missing = [name for name, spec in flow.inputs.items() if spec.required and name not in given]
+    if missing:
+        raise user_error(f'Required input(s) {missing} are missing for "flow".', "InputNotFound")
 
 
 _MEDIA_HOLDERS = (ValueType.LIST, ValueType.OBJECT)
