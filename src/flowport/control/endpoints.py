@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from flowport.connections import Cipher, ConnectionService
+from flowport.control.conda import read_conda_file
 from flowport.control.errors import ApiError
-from flowport.control.models import ModelRegistry, flow_folder_name
+from flowport.control.models import ModelRegistry, flow_folder_name, snapshot_files
 from flowport.control.operations import Operations
 from flowport.control.specs import DeploymentSpec, EndpointSpec, ModelSpec, check_mirror_shape
 from flowport.dataplane.client import DataPlaneClient, DataPlaneFailed
@@ -326,6 +327,8 @@ class ControlPlane:
         }
         if spec.get("instance_type"):
             document["instance_type"] = spec["instance_type"]
+        if document["model"] is None:  # a scoring script without a model
+            del document["model"]
         collector = spec.get("data_collector")
         if collector:
             document["data_collector"] = {
@@ -339,7 +342,12 @@ class ControlPlane:
         sealed = spec.get("environment_variables_sealed")
         return json.loads(self.cipher.decrypt(sealed)) if sealed else {}
 
-    def _resolve_model(self, spec: DeploymentSpec) -> dict[str, Any]:
+    def _resolve_model(self, spec: DeploymentSpec) -> dict[str, Any] | None:
+        """The deployment's model, registered first when inline; None for a script without one.
+
+        With a scoring script the model is files for ``init()`` to read, whatever they hold
+        (a flow folder too): snapshotted as they are, never loaded as a flow.
+        """
         if spec.model_path is not None:
             anonymous = ModelSpec(
                 name=f"{spec.endpoint_name}-{spec.name}-model",
@@ -348,17 +356,61 @@ class ControlPlane:
                 properties=spec.model_properties,
                 description=f"registered for deployment {spec.name} of endpoint {spec.endpoint_name}",
             )
+            if spec.scoring_script:
+                return self.models.register_files(anonymous)
             return self.models.register(anonymous)
-        assert spec.model_ref is not None
+        if spec.model_ref is None:
+            return None
         name, _, version = spec.model_ref.partition(":")
         return self.models.get(name, version or None)
 
-    def _stored_spec(self, spec: DeploymentSpec, model: Mapping[str, Any]) -> dict[str, Any]:
+    def _prepare(self, spec: DeploymentSpec) -> dict[str, Any]:
+        """Snapshot what the deployment runs (model, code) and read its conda file: the stored spec."""
+        model = self._resolve_model(spec)
+        stored = self._stored_spec(spec, model)
+        if spec.scoring_script:
+            assert spec.code_path is not None
+            home = self.models.models_dir.parent
+            code = snapshot_files(spec.code_path, home / "code", home)
+            if not (code / spec.scoring_script).is_file():
+                raise ApiError(
+                    400,
+                    "ScoringScriptNotFound",
+                    f"code_configuration.scoring_script: {spec.scoring_script!r} is not in {spec.code_path}",
+                )
+            stored["code_path"] = str(code)
+            stored["scoring_script"] = spec.scoring_script
+            stored["flow_name"] = spec.code_path.name
+            stored["model_dir"] = str(self.models.model_dir(model)) if model is not None else None
+            # as given, but absolute: ``update --set`` reads the document again from elsewhere
+            stored["extras"]["code_configuration"] = {
+                "code": str(spec.code_path),
+                "scoring_script": spec.scoring_script,
+            }
+        elif model is not None and model.get("layout") == "files":
+            raise ApiError(
+                400,
+                "ModelIsNotAFlow",
+                f"model {model['id']} holds files, not a flow; give code_configuration "
+                "(code, scoring_script) to serve it with a scoring script",
+            )
+        if spec.conda_file is not None:
+            try:
+                conda = read_conda_file(spec.conda_file, str(spec.conda_file))
+            except FlowError as exc:
+                raise ApiError(400, "InvalidCondaFile", str(exc), problems=exc.problems) from None
+            stored["pip_requirements"] = list(conda.pip)
+            environment = stored["extras"].get("environment")
+            if isinstance(environment, dict):
+                stored["extras"]["environment"] = {**environment, "conda_file": str(spec.conda_file)}
+        return stored
+
+    def _stored_spec(self, spec: DeploymentSpec, model: Mapping[str, Any] | None) -> dict[str, Any]:
         collector = spec.data_collector
         return {
-            "model": model["id"],
-            "model_path": model["path"],
-            "flow_name": flow_folder_name(model.get("source_path") or model["path"]),
+            "model": model["id"] if model is not None else None,
+            "model_path": model["path"] if model is not None else None,
+            "flow_name": flow_folder_name(model.get("source_path") or model["path"]) if model else "",
             "description": spec.description,
             "tags": spec.tags,
             "instance_type": spec.instance_type,
@@ -372,7 +424,7 @@ class ControlPlane:
             "liveness_probe": spec.liveness_probe.__dict__,
             "readiness_probe": spec.readiness_probe.__dict__,
             "data_collector": collector.__dict__ if collector else None,
-            "extras": spec.extras,
+            "extras": dict(spec.extras),
         }
 
     async def create_deployment(self, spec: DeploymentSpec, all_traffic: bool = False) -> dict[str, Any]:
@@ -404,7 +456,7 @@ class ControlPlane:
         endpoint = spec.endpoint_name or ""
         self.operations.ensure_free(endpoint)
         # Snapshotting and checking a model reads files and runs a child: off the loop.
-        stored = self._stored_spec(spec, await asyncio.to_thread(self._resolve_model, spec))
+        stored = await asyncio.to_thread(self._prepare, spec)
         plan = self._plan(endpoint, spec.name, stored)
         operation = self.operations.claim(endpoint, kind, spec.name)
         key = {"endpoint": endpoint, "name": spec.name}
@@ -469,14 +521,20 @@ class ControlPlane:
     # -- plans and routes -------------------------------------------------------------------
 
     def _plan(self, endpoint: str, name: str, stored: Mapping[str, Any]) -> DeploymentPlan:
-        source = Path(stored["model_path"])
-        try:
-            flow = load_flow(source)
-        except FlowError as exc:
-            raise ApiError(400, "InvalidFlow", str(exc), problems=exc.problems) from None
         variables = self._variables(stored)
         settings = stored["request_settings"]
-        connections = self._connections_for(flow, variables)
+        requirements: Path | None = None
+        if stored.get("scoring_script"):  # the script runs; the model (if any) is its files
+            source = Path(stored["code_path"])
+            connections: dict[str, dict[str, Any]] = {}
+        else:
+            source = Path(stored["model_path"])
+            try:
+                flow = load_flow(source)
+            except FlowError as exc:
+                raise ApiError(400, "InvalidFlow", str(exc), problems=exc.problems) from None
+            connections = self._connections_for(flow, variables)
+            requirements = _requirements(flow)
         config = InstanceConfig(
             source=str(source),
             environment_variables=variables,
@@ -484,11 +542,14 @@ class ControlPlane:
             max_concurrent_requests=settings["max_concurrent_requests_per_instance"],
             request_timeout_ms=settings["request_timeout_ms"],
             name=stored.get("flow_name") or "",
+            scoring_script=stored.get("scoring_script") or "",
+            model_dir=stored.get("model_dir") or "",
         )
         liveness, readiness = Probe(**stored["liveness_probe"]), Probe(**stored["readiness_probe"])
-        requirements = _requirements(flow)
+        pip = tuple(stored.get("pip_requirements") or ())
         fingerprint = json.dumps(
-            [config.to_json(), liveness.__dict__, readiness.__dict__, str(requirements)], sort_keys=True
+            [config.to_json(), liveness.__dict__, readiness.__dict__, str(requirements), list(pip)],
+            sort_keys=True,
         )
         return DeploymentPlan(
             key=DeploymentKey(endpoint, name),
@@ -498,6 +559,7 @@ class ControlPlane:
             liveness=liveness,
             readiness=readiness,
             requirements=requirements,
+            pip_requirements=pip,
             masked=_secret_values(stored, variables, connections),
         )
 

@@ -103,6 +103,43 @@ def _with_signature(flow: FlowDef, inputs: dict[str, Any] | None) -> FlowDef:
     return dataclasses.replace(flow, inputs=read)
 
 
+def snapshot_files(source: Path, root: Path, home: Path | None, under: str | None = None) -> Path:
+    """Copy a folder (or one file) as it is into ``root/<content hash>``: no flow validation.
+
+    ``under`` puts the files in a subfolder of that name (Azure's model layout: the model
+    folder's own name below ``AZUREML_MODEL_DIR``). Same content, same snapshot.
+    """
+    if not source.exists():
+        raise ApiError(400, "ModelPathNotFound", f"path {str(source)!r} does not exist on the server")
+    if home is not None:  # None: ``source`` is one of flowport's own snapshots
+        _refuse_home(source, home, "the path")
+    try:
+        files = flow_files(source)
+    except FlowError as exc:
+        raise ApiError(400, "PathNotReadable", str(exc), problems=exc.problems) from None
+    if under is not None and source.is_dir():
+        files = {f"{under}/{rel}": path for rel, path in files.items()}
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=".staging-"))
+    try:
+        try:
+            digest = copy_files(files, staging)
+        except OSError as exc:
+            raise ApiError(400, "PathNotReadable", f"cannot copy {source}: {exc}") from None
+        make_private(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    target = root / digest[:24]
+    try:
+        staging.rename(target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not target.is_dir():
+            raise
+    return target
+
+
 def flow_folder_name(source: Path | str) -> str:
     """The name users know a flow by: its folder's (the snapshot's is a content hash)."""
     path = Path(source)
@@ -164,6 +201,36 @@ class ModelRegistry:
         }
         self.rows.put({"name": spec.name, "version": version}, document, archived=False, created_at=utcnow())
         return self.get(spec.name, version)
+
+    def register_files(self, spec: ModelSpec) -> dict[str, Any]:
+        """A model that is files for a scoring script, not a flow: snapshotted in Azure's layout."""
+        snapshot = snapshot_files(spec.path, self.models_dir, self.models_dir.parent, spec.path.name)
+        version = spec.version or self._next_version(spec.name)
+        if self.rows.get(name=spec.name, version=version) is not None:
+            raise ApiError(409, "ModelVersionExists", f"model {spec.name}:{version} already exists")
+        document = {
+            "description": spec.description,
+            "tags": spec.tags,
+            "properties": dict(spec.properties),
+            "path": str(snapshot),
+            "source_path": str(spec.path),
+            "content_hash": snapshot.name,
+            "flow_name": flow_folder_name(spec.path),
+            "layout": "files",
+        }
+        self.rows.put({"name": spec.name, "version": version}, document, archived=False, created_at=utcnow())
+        return self.get(spec.name, version)
+
+    def model_dir(self, model: dict[str, Any]) -> Path:
+        """What ``AZUREML_MODEL_DIR`` points at: a folder holding the model under its folder's name.
+
+        A flow model's snapshot holds the flow's files at its top: it is laid out anew (once
+        per content) with the flow folder's name above them, as Azure mounts models.
+        """
+        if model.get("layout") == "files":
+            return Path(model["path"])
+        name = model.get("flow_name") or "model"
+        return snapshot_files(Path(model["path"]), self.models_dir, None, name)
 
     def _next_version(self, name: str) -> str:
         numbers = [int(m["version"]) for m in self.rows.list(name=name) if str(m["version"]).isdigit()]

@@ -15,13 +15,16 @@ import ctypes
 import json
 import os
 import sys
+from pathlib import Path
 
 from flowport.connections import ConnectionResolver, StaticConnections
 from flowport.engine import load_executor
 from flowport.flow import FlowError
 from flowport.runtime.base import InstanceConfig
 from flowport.serving import ScoringApp, ServeSettings
+from flowport.serving.script_app import ScriptApp
 from flowport.serving.server import run
+from flowport.serving.user_script import FAILED_TO_START, ScriptError, UserScript
 
 CONFIG_ENV = "FLOWPORT_INSTANCE_CONFIG"
 PR_SET_DUMPABLE = 4
@@ -42,14 +45,19 @@ def apply_environment(config: InstanceConfig) -> None:
     os.environ.update({k: str(v) for k, v in config.environment_variables.items()})
     os.environ["FLOWPORT_MAX_CONCURRENT_REQUESTS"] = str(config.max_concurrent_requests)
     os.environ["FLOWPORT_REQUEST_TIMEOUT_MS"] = str(config.request_timeout_ms)
+    if config.model_dir:
+        os.environ["AZUREML_MODEL_DIR"] = config.model_dir
 
 
-def create_app() -> ScoringApp:
+def create_app() -> ScoringApp | ScriptApp:
     """Build the scoring app from the config in the environment (the uvicorn factory)."""
     keep_private()  # again in each worker: exec made it dumpable
     config = InstanceConfig.from_json(json.loads(os.environ[CONFIG_ENV]))
     os.chdir(config.source)
     settings = ServeSettings.from_env()
+    if config.scoring_script:  # init() runs when the server starts (the app's lifespan)
+        script = UserScript.load(Path(config.source), config.scoring_script)
+        return ScriptApp(script, settings, name=config.name or None)
     executor = load_executor(
         config.source,
         connections=ConnectionResolver(StaticConnections.from_rows(config.connections)),
@@ -75,6 +83,9 @@ def main(argv: list[str] | None = None) -> None:
         app = create_app()
     except FlowError as exc:  # the runtime shows the log's tail: the problem, not a traceback
         print(f"the flow failed to load:\n{exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    except ScriptError as exc:
+        print(f"{FAILED_TO_START}{exc}", file=sys.stderr, flush=True)
         sys.exit(1)
     print(f"instance ready to serve {app.name} ({workers} worker(s))", file=sys.stderr, flush=True)
     target = "flowport.runtime.instance:create_app" if workers > 1 else app

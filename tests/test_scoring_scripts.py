@@ -1,0 +1,335 @@
+"""Scoring-script deployments (``code_configuration`` with ``init()``/``run()``) on a real endpoint.
+
+The server, the gateway and the instance processes are real; the scripts are written here.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.endpoint_harness import FLOWS, Flowport
+
+SCORE = '''
+import asyncio
+import json
+import os
+import time
+
+from azureml.contrib.services.aml_response import AMLResponse
+
+state = {}
+
+
+def init():
+    with open(os.path.join(os.environ["AZUREML_MODEL_DIR"], "weights", "greeting.txt")) as file:
+        state["greeting"] = file.read().strip()
+    print("init done: model read", flush=True)
+
+
+def run(raw_data):
+    data = json.loads(raw_data)
+    print(f"scoring {data.get('name')!r}", flush=True)
+    kind = data.get("kind")
+    if kind == "stream":
+        return (f"{state['greeting']} {i}" for i in range(3))
+    if kind == "created":
+        return AMLResponse({"made": data["name"]}, 201, {"x-custom": "yes"}, json_str=True)
+    if kind == "slow":
+        time.sleep(float(data["seconds"]))
+    if kind == "boom":
+        raise ValueError("no such name")
+    return {"greeting": f"{state['greeting']}, {data['name']}", "model_dir_set": "AZUREML_MODEL_DIR" in os.environ}
+'''
+
+ASYNC_SCORE = '''
+import asyncio
+
+
+async def init():
+    await asyncio.sleep(0)
+
+
+async def run(raw_data):
+    await asyncio.sleep(0)
+    return {"length": len(raw_data)}
+'''
+
+FAILING_INIT = '''
+def helper():
+    raise RuntimeError("the weights file is missing")
+
+
+def init():
+    helper()
+
+
+def run(raw_data):
+    return raw_data
+'''
+
+
+@pytest.fixture
+def server(home: Path) -> Iterator[Flowport]:
+    with Flowport(home) as fp:
+        yield fp
+
+
+def _script(folder: Path, text: str, name: str = "score.py") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(text)
+    return folder
+
+
+def _model(folder: Path) -> Path:
+    weights = folder / "weights"
+    weights.mkdir(parents=True)
+    (weights / "greeting.txt").write_text("Hello\n")
+    return weights
+
+
+def _deploy(fp: Flowport, endpoint: str, name: str, spec: dict[str, Any], expect: str = "Succeeded") -> Any:
+    body = fp.ok("POST", f"/endpoints/{endpoint}/deployments", params={"name": name}, json={"spec": spec})
+    operation = fp.wait(body["operation"], timeout=180)
+    assert operation["status"] == expect, operation
+    return operation
+
+
+def _score(fp: Flowport, endpoint: str, body: Any, **headers: str) -> httpx.Response:
+    return fp.score(endpoint, body, **headers)
+
+
+def test_a_scoring_script_with_a_model_answers_json_streams_and_raw_responses(
+    server: Flowport, tmp_path: Path
+) -> None:
+    fp = server
+    code = _script(tmp_path / "src", SCORE)
+    weights = _model(tmp_path / "model")
+    fp.endpoint("scripted")
+    spec = {
+        "model": {"path": str(weights)},
+        "code_configuration": {"code": str(code), "scoring_script": "score.py"},
+    }
+    _deploy(fp, "scripted", "green", spec)
+    fp.traffic("scripted", green=100)
+
+    answer = _score(fp, "scripted", {"name": "Ada"}, **{"x-ms-client-request-id": "client-1"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"greeting": "Hello, Ada", "model_dir_set": True}
+    assert answer.headers["x-ms-run-function-failed"] == "False"
+    assert answer.headers["x-ms-client-request-id"] == "client-1"
+    assert answer.headers["azureml-model-deployment"] == "green"
+    assert float(answer.headers["x-ms-run-fn-exec-ms"]) >= 0
+
+    created = _score(fp, "scripted", {"name": "Bob", "kind": "created"})
+    assert created.status_code == 201
+    assert created.json() == {"made": "Bob"}
+    assert created.headers["x-custom"] == "yes"
+
+    key = fp.key("scripted")
+    with fp.http.stream(
+        "POST",
+        f"{fp.url}/endpoints/scripted/score",
+        json={"name": "s", "kind": "stream"},
+        headers={"authorization": f"Bearer {key}"},
+    ) as stream:
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        text = "".join(stream.iter_text())
+    assert text == "data: Hello 0\n\ndata: Hello 1\n\ndata: Hello 2\n\n"
+
+    failed = _score(fp, "scripted", {"name": "x", "kind": "boom"})
+    assert failed.status_code == 424  # the gateway maps the instance's 500, as Azure does
+    assert failed.headers["ms-azureml-model-error-statuscode"] == "500"
+    assert "unexpected error occurred in scoring script" in failed.json()["message"]
+
+    logs = fp.cli("online-deployment", "get-logs", "-n", "green", "-e", "scripted", "--lines", "200").stdout
+    assert "init done: model read" in logs
+    assert "scoring 'Ada'" in logs
+    assert "run() failed" in logs and "score.py:" in logs and "(ValueError) no such name" in logs
+    assert "Traceback" not in logs
+
+    shown = fp.ok("GET", "/endpoints/scripted/deployments/green")
+    assert shown["code_configuration"]["scoring_script"] == "score.py"
+    metrics = fp.http.get(f"{fp.url}/metrics").text
+    assert "green" in metrics
+
+
+def test_an_async_script_without_a_model(server: Flowport, tmp_path: Path) -> None:
+    fp = server
+    code = _script(tmp_path / "src", ASYNC_SCORE, "main.py")
+    fp.endpoint("asyncscript")
+    _deploy(fp, "asyncscript", "blue", {"code_configuration": {"code": str(code), "scoring_script": "main.py"}})
+    fp.traffic("asyncscript", blue=100)
+    answer = _score(fp, "asyncscript", {"a": 1})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"length": len(json.dumps({"a": 1}))}
+
+
+def test_an_init_failure_fails_the_deployment_with_the_scripts_line(server: Flowport, tmp_path: Path) -> None:
+    fp = server
+    code = _script(tmp_path / "src", FAILING_INIT)
+    fp.endpoint("broken-init")
+    operation = _deploy(
+        fp,
+        "broken-init",
+        "blue",
+        {"code_configuration": {"code": str(code), "scoring_script": "score.py"}},
+        expect="Failed",
+    )
+    message = operation["error"]["message"]
+    first = message.splitlines()[0]
+    assert first == (
+        "the scoring script failed to start: init() failed at score.py:3: (RuntimeError) the weights file is missing"
+    )
+    assert "Traceback" not in message
+    shown = fp.ok("GET", "/endpoints/broken-init/deployments/blue")
+    assert shown["provisioning_state"] == "Failed"
+    assert shown["error"]["reason"] == first
+    assert "Traceback" not in json.dumps(shown)
+    listed = fp.cli("online-deployment", "show", "-n", "blue", "-e", "broken-init").stdout
+    assert "score.py:3" in listed and "Traceback" not in listed
+
+
+def test_a_flow_and_a_script_side_by_side_with_a_traffic_split_and_limits(
+    server: Flowport, tmp_path: Path
+) -> None:
+    fp = server
+    code = _script(tmp_path / "src", SCORE)
+    weights = _model(tmp_path / "model")
+    fp.endpoint("sidebyside")
+    fp.deploy("sidebyside", "blue")  # the probe flow
+    spec = {
+        "model": {"path": str(weights)},
+        "code_configuration": {"code": str(code), "scoring_script": "score.py"},
+        "request_settings": {"max_concurrent_requests_per_instance": 1, "request_timeout_ms": 3000},
+    }
+    _deploy(fp, "sidebyside", "green", spec)
+    assert fp.traffic("sidebyside", blue=50, green=50).status_code < 300
+    seen = set()
+    for _ in range(40):
+        answer = _score(fp, "sidebyside", {"name": "Ada", "text": "hi"})
+        assert answer.status_code == 200, answer.text
+        seen.add(answer.headers["azureml-model-deployment"])
+        if seen == {"blue", "green"}:
+            break
+    assert seen == {"blue", "green"}
+
+    # one request in flight on green's only slot: the next waits its queue time, then 429
+    key = fp.key("sidebyside")
+    pinned = {"authorization": f"Bearer {key}", "azureml-model-deployment": "green"}
+    url = f"{fp.url}/endpoints/sidebyside/score"
+    with httpx.Client(timeout=30) as other:
+        import threading
+
+        slow: dict[str, Any] = {}
+        thread = threading.Thread(
+            target=lambda: slow.update(
+                r=other.post(url, json={"name": "z", "kind": "slow", "seconds": 2}, headers=pinned)
+            )
+        )
+        thread.start()
+        refused = None
+        for _ in range(100):
+            answer = fp.http.post(url, json={"name": "y"}, headers=pinned)
+            if answer.status_code == 429:
+                refused = answer
+                break
+            time.sleep(0.02)
+        thread.join()
+    assert refused is not None
+    assert slow["r"].status_code == 200
+    timed_out = fp.http.post(url, json={"name": "t", "kind": "slow", "seconds": 5}, headers=pinned)
+    assert timed_out.status_code == 408
+
+
+def test_a_flow_model_with_code_configuration_runs_the_script_with_the_flow_mounted(
+    server: Flowport, tmp_path: Path
+) -> None:
+    fp = server
+    code = _script(
+        tmp_path / "src",
+        "import os\n\ndef init():\n    pass\n\n"
+        "def run(raw_data):\n"
+        "    folder = os.path.join(os.environ['AZUREML_MODEL_DIR'], 'probe')\n"
+        "    return sorted(os.listdir(folder))\n",
+    )
+    fp.endpoint("mounted")
+    spec = {
+        "model": {"path": str(FLOWS / "probe")},
+        "code_configuration": {"code": str(code), "scoring_script": "score.py"},
+    }
+    _deploy(fp, "mounted", "blue", spec)
+    fp.traffic("mounted", blue=100)
+    answer = _score(fp, "mounted", {"text": "hi"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == ["answer.py", "flow.dag.yaml"]
+
+
+def _wheel(folder: Path, name: str, version: str, module: str) -> Path:
+    """A minimal pure-Python wheel, built here: no network, no build backend."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    info = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}.py": module.encode(),
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: flowport-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for rel, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{rel},sha256={digest},{len(data)}")
+    record.append(f"{info}/RECORD,,")
+    with zipfile.ZipFile(path, "w") as archive:
+        for rel, data in files.items():
+            archive.writestr(rel, data)
+        archive.writestr(f"{info}/RECORD", "\n".join(record) + "\n")
+    return path
+
+
+def test_a_conda_file_installs_its_pip_packages_into_the_deployments_environment(
+    server: Flowport, tmp_path: Path
+) -> None:
+    fp = server
+    _wheel(tmp_path / "env" / "wheels", "flowport_tinydep", "1.0", "ANSWER = 42\n")
+    conda = tmp_path / "env" / "conda.yml"
+    conda.write_text(
+        "name: tiny\nchannels:\n  - conda-forge\ndependencies:\n"
+        f"  - python={'.'.join(map(str, __import__('sys').version_info[:2]))}\n"
+        "  - pip\n  - pip:\n    - ./wheels/flowport_tinydep-1.0-py3-none-any.whl\n"
+    )
+    code = _script(
+        tmp_path / "src",
+        "import flowport_tinydep\n\ndef init():\n    pass\n\ndef run(raw_data):\n    return flowport_tinydep.ANSWER\n",
+    )
+    fp.endpoint("conda")
+    spec = {
+        "code_configuration": {"code": str(code), "scoring_script": "score.py"},
+        "environment": {"conda_file": str(conda), "image": "mcr.microsoft.com/azureml/minimal-ubuntu22.04-py39-cpu"},
+    }
+    _deploy(fp, "conda", "blue", spec)
+    fp.traffic("conda", blue=100)
+    answer = _score(fp, "conda", {})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == 42
+    logs = fp.cli("online-deployment", "get-logs", "-n", "blue", "-e", "conda", "--lines", "200").stdout
+    assert "[provisioning]" in logs and "flowport_tinydep" in logs
+
+    only_conda = tmp_path / "env" / "bad.yml"
+    only_conda.write_text("dependencies:\n  - numpy=1.26\n  - cudatoolkit=11.8\n")
+    bad = dict(spec, environment={"conda_file": str(only_conda)})
+    refused = fp.api("POST", "/endpoints/conda/deployments", params={"name": "green"}, json={"spec": bad})
+    assert refused.status_code == 400
+    detail = refused.json()["error"]
+    assert "'cudatoolkit=11.8' is a conda package with no pip equivalent" in json.dumps(detail)
+    assert detail["details"][0]["line"] == 3
