@@ -343,3 +343,47 @@ def test_a_conda_file_installs_its_pip_packages_into_the_deployments_environment
     detail = refused.json()["error"]
     assert "'cudatoolkit=11.8' is a conda package with no pip equivalent" in json.dumps(detail)
     assert detail["details"][0]["line"] == 3
+
+
+SCHEMA_SCORE = """
+from inference_schema.parameter_types.standard_py_parameter_type import StandardPythonParameterType
+from inference_schema.schema_decorators import input_schema, output_schema
+
+
+def init():
+    pass
+
+
+@input_schema("data", StandardPythonParameterType([1, 2]))
+@input_schema("scale", StandardPythonParameterType(2))
+@output_schema(StandardPythonParameterType({"total": 3}))
+def run(data, scale):
+    return {"total": sum(data) * scale}
+"""
+
+
+def test_inference_schema_decorators_shape_the_input_and_the_swagger(
+    server: Flowport, tmp_path: Path
+) -> None:
+    fp = server
+    code = _script(tmp_path / "src", SCHEMA_SCORE)
+    fp.endpoint("schema")
+    _deploy(fp, "schema", "blue", {"code_configuration": {"code": str(code), "scoring_script": "score.py"}})
+    fp.traffic("schema", blue=100)
+    answer = _score(fp, "schema", {"data": [1, 2, 3], "scale": 2})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"total": 12}
+    key = fp.key("schema")
+    swagger = fp.http.get(
+        f"{fp.url}/endpoints/schema/swagger.json", headers={"authorization": f"Bearer {key}"}
+    )
+    assert swagger.status_code == 200, swagger.text
+    post = swagger.json()["paths"]["/score"]["post"]
+    request_schema = post["requestBody"]["content"]["application/json"]["schema"]
+    assert request_schema["properties"]["data"]["type"] == "array"
+    assert request_schema["properties"]["scale"]["type"] == "integer"
+    answer_schema = post["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer_schema["required"] == ["total"]
+    not_an_object = _score(fp, "schema", [1, 2])
+    assert not_an_object.status_code == 424
+    assert not_an_object.headers["ms-azureml-model-error-statuscode"] == "400"

@@ -542,9 +542,9 @@ def _environment(r: _Reader, raw: Mapping[str, Any], base_dir: Path | None) -> P
         )
         return None
     data = r.mapping(raw, "environment", "environment")
-    for key in ("image", "build", "inference_config", "os_type"):
-        if key in data:
-            r.note(f"environment.{key}", "instances run as local processes; kept and ignored")
+    unapplied = [key for key in ("image", "build", "inference_config", "os_type") if key in data]
+    if unapplied:
+        r.note("environment", f"{', '.join(unapplied)}: instances run as local processes; kept and ignored")
     r.unknown(
         data,
         {
