@@ -387,3 +387,28 @@ def test_inference_schema_decorators_shape_the_input_and_the_swagger(
     not_an_object = _score(fp, "schema", [1, 2])
     assert not_an_object.status_code == 424
     assert not_an_object.headers["ms-azureml-model-error-statuscode"] == "400"
+
+
+def test_a_registered_plain_model_serves_a_script_and_is_refused_as_a_flow(
+    server: Flowport, tmp_path: Path
+) -> None:
+    fp = server
+    weights = _model(tmp_path / "model")
+    model = fp.ok("POST", "/models", json={"spec": {"name": "weights", "path": str(weights)}})
+    assert model["layout"] == "files" and "registered as plain files" in model["notes"][0]
+    fp.endpoint("registered")
+    refused = fp.api(
+        "POST",
+        "/endpoints/registered/deployments",
+        params={"name": "blue"},
+        json={"spec": {"model": model["id"]}},
+    )
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "ModelIsNotAFlow"
+    code = _script(tmp_path / "src", SCORE)
+    spec = {"model": model["id"], "code_configuration": {"code": str(code), "scoring_script": "score.py"}}
+    _deploy(fp, "registered", "blue", spec)
+    fp.traffic("registered", blue=100)
+    answer = _score(fp, "registered", {"name": "Grace"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["greeting"] == "Hello, Grace"

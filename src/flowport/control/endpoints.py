@@ -391,8 +391,9 @@ class ControlPlane:
             raise ApiError(
                 400,
                 "ModelIsNotAFlow",
-                f"model {model['id']} holds files, not a flow; give code_configuration "
-                "(code, scoring_script) to serve it with a scoring script",
+                f"model {model['id']} holds files, not a flow (no flow.dag.yaml, flow.flex.yaml or "
+                ".prompty at its top); give code_configuration (code, scoring_script) to serve it "
+                "with a scoring script",
             )
         if spec.conda_file is not None:
             try:

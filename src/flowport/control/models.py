@@ -140,6 +140,17 @@ def snapshot_files(source: Path, root: Path, home: Path | None, under: str | Non
     return target
 
 
+def _holds_a_flow(path: Path) -> bool:
+    """A flow file (YAML or ``.prompty``), or a folder with one at its top."""
+    if path.is_file():
+        return path.suffix in (".yaml", ".yml", ".prompty")
+    try:
+        find_flow_file(path)
+    except FlowError:
+        return False
+    return True
+
+
 def flow_folder_name(source: Path | str) -> str:
     """The name users know a flow by: its folder's (the snapshot's is a content hash)."""
     path = Path(source)
@@ -174,6 +185,10 @@ class ModelRegistry:
         self.models_dir = models_dir
 
     def register(self, spec: ModelSpec) -> dict[str, Any]:
+        """A flow folder, validated and snapshotted; any other folder or file as plain files
+        (Azure's ``custom_model``: what a scoring script reads from ``AZUREML_MODEL_DIR``)."""
+        if spec.path.exists() and not _holds_a_flow(spec.path):
+            return self.register_files(spec)
         snapshot, digest, flow = snapshot_flow(spec.path, self.models_dir)
         version = spec.version or self._next_version(spec.name)
         if self.rows.get(name=spec.name, version=version) is not None:
@@ -217,6 +232,10 @@ class ModelRegistry:
             "content_hash": snapshot.name,
             "flow_name": flow_folder_name(spec.path),
             "layout": "files",
+            "notes": [
+                "no flow file (flow.dag.yaml, flow.flex.yaml, .prompty): registered as plain files, "
+                "for a scoring-script deployment (code_configuration) to read from AZUREML_MODEL_DIR"
+            ],
         }
         self.rows.put({"name": spec.name, "version": version}, document, archived=False, created_at=utcnow())
         return self.get(spec.name, version)
