@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import sys
 import time
 import zipfile
 from collections.abc import Iterator
@@ -17,6 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
+from flowport.control.conda import read_conda_file
+from flowport.control.specs import SpecError, parse_deployment
+from flowport.flow import FlowError
 from tests.endpoint_harness import FLOWS, Flowport
 
 SCORE = """
@@ -179,6 +183,15 @@ def test_an_async_script_without_a_model(server: Flowport, tmp_path: Path) -> No
     )
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"length": len(body)}
+    assert fp.update("asyncscript", "blue", "instance_count=2")["status"] == "Succeeded"
+    fp.restart()  # recovery re-applies the stored script deployment; it keeps answering
+    shown = fp.ok("GET", "/endpoints/asyncscript/deployments/blue")
+    assert shown["instance_count"] == 2 and shown["model"] is None
+    assert [i["ready"] for i in shown["instances"]] == [True, True]
+    again = fp.http.post(
+        f"{fp.url}/endpoints/asyncscript/score", content="x", headers={"authorization": f"Bearer {key}"}
+    )
+    assert again.json() == {"length": 1}
 
 
 def test_an_init_failure_fails_the_deployment_with_the_scripts_line(server: Flowport, tmp_path: Path) -> None:
@@ -412,3 +425,62 @@ def test_a_registered_plain_model_serves_a_script_and_is_refused_as_a_flow(
     answer = _score(fp, "registered", {"name": "Grace"})
     assert answer.status_code == 200, answer.text
     assert answer.json()["greeting"] == "Hello, Grace"
+
+
+def test_a_conda_file_reads_as_pip_requirements(tmp_path: Path) -> None:
+    (tmp_path / "reqs.txt").write_text("requests\n")
+    conda = tmp_path / "conda.yml"
+    running = ".".join(map(str, sys.version_info[:2]))
+    conda.write_text(
+        "dependencies:\n"
+        f"  - python={running}\n"
+        "  - pip\n"
+        "  - numpy=1.26\n"
+        "  - conda-forge::pytorch=2.2.1\n"
+        "  - scikit-learn>=1.3\n"
+        "  - pip:\n"
+        "    - orjson==3.10.0\n"
+        "    - -r reqs.txt\n"
+    )
+    read = read_conda_file(conda)
+    assert read.pip == (
+        "numpy==1.26.*",
+        "torch==2.2.1",
+        "scikit-learn>=1.3",
+        "orjson==3.10.0",
+        f"-r {tmp_path / 'reqs.txt'}",
+    )
+    conda.write_text("dependencies:\n  - python=2.7\n  - libgcc-ng\n")
+    with pytest.raises(FlowError) as failed:
+        read_conda_file(conda, "conda.yml")
+    problems = [(p.code, p.line) for p in failed.value.problems]
+    assert problems == [("PythonVersionMismatch", 2), ("CondaOnlyPackage", 3)]
+    assert "instances run Python 3." in str(failed.value)
+
+
+def test_the_deployment_spec_reads_code_configuration_and_an_optional_model(tmp_path: Path) -> None:
+    spec = parse_deployment(
+        {
+            "name": "green",
+            "endpoint_name": "my-ep",
+            "code_configuration": {"code": "./src", "scoring_script": "score.py"},
+            "environment": {"conda_file": "env/conda.yml", "image": "mcr.microsoft.com/x"},
+        },
+        "green.yml",
+        tmp_path,
+    )
+    assert (spec.code_path, spec.scoring_script) == (tmp_path / "src", "score.py")
+    assert spec.conda_file == tmp_path / "env" / "conda.yml"
+    assert spec.model_ref is None and spec.model_path is None
+    assert any(note.startswith("environment: image") for note in spec.notes)
+    with pytest.raises(SpecError) as missing:
+        parse_deployment({"name": "blue", "endpoint_name": "my-ep"}, "blue.yml")
+    assert "or give code_configuration to run a scoring script" in str(missing.value)
+    from flowport.flow.yaml import parse_yaml
+
+    raw = parse_yaml("name: green\ncode_configuration:\n  code: ./src\n", "green.yml")
+    with pytest.raises(SpecError) as no_script:
+        parse_deployment(raw, "green.yml")
+    problem = no_script.value.problems[0]
+    assert (problem.file, problem.line) == ("green.yml", 2)
+    assert problem.message.startswith("code_configuration.scoring_script: is required")
