@@ -123,6 +123,7 @@ def test_a_scoring_script_with_a_model_answers_json_streams_and_raw_responses(
     spec = {
         "model": {"path": str(weights)},
         "code_configuration": {"code": str(code), "scoring_script": "score.py"},
+        "data_collector": {"collections": {"request": {"enabled": True}, "response": {"enabled": True}}},
     }
     _deploy(fp, "scripted", "green", spec)
     fp.traffic("scripted", green=100)
@@ -165,6 +166,15 @@ def test_a_scoring_script_with_a_model_answers_json_streams_and_raw_responses(
 
     shown = fp.ok("GET", "/endpoints/scripted/deployments/green")
     assert shown["code_configuration"]["scoring_script"] == "score.py"
+    records: list[dict[str, Any]] = []
+    for _ in range(200):  # written off the request path
+        text = fp.cli("online-deployment", "get-data", "-n", "green", "-e", "scripted").stdout
+        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        if any(r["request"] == {"name": "Ada"} for r in records):
+            break
+        time.sleep(0.05)
+    ada = next(r for r in records if r["request"] == {"name": "Ada"})
+    assert ada["response"] == {"greeting": "Hello, Ada", "model_dir_set": True}
     metrics = fp.http.get(f"{fp.url}/metrics", headers={"authorization": f"Bearer {fp.token}"}).text
     assert 'deployment="green"' in metrics
 

@@ -111,6 +111,11 @@ class ScriptApp:
         )
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """``POST /score`` goes straight to ``score`` (the hot path); the router serves the rest."""
+        if scope["type"] == "http" and scope["path"] == "/score" and scope["method"] == "POST":
+            response = await self.score(Request(scope, receive))
+            await response(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
     @contextlib.asynccontextmanager
