@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,22 +73,31 @@ def snapshot_flow(source: Path, models_dir: Path) -> tuple[Path, str, FlowDef]:
         checked = Path(scratch) / "check"
         _copy_flow(files, checked, file.name, flow, source)
         signature = check_tools(flow, checked, file.parent)
-        models_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=models_dir, prefix=".staging-"))
-        try:
-            digest = _copy_flow(files, staging, file.name, flow, source)
-            make_private(staging)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-    target = models_dir / digest[:24]
+        target, digest = _publish(
+            models_dir, lambda staging: _copy_flow(files, staging, file.name, flow, source)
+        )
+    return target, digest, _with_signature(load_flow(target), signature)
+
+
+def _publish(root: Path, fill: Callable[[Path], str]) -> tuple[Path, str]:
+    """``fill`` a fresh private folder under ``root`` (it returns the content's digest), then move
+    it to ``root/<digest>``; when that snapshot exists already, it is the one kept."""
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=".staging-"))
+    try:
+        digest = fill(staging)
+        make_private(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    target = root / digest[:24]
     try:
         staging.rename(target)
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)
         if not target.is_dir():
             raise
-    return target, digest, _with_signature(load_flow(target), signature)
+    return target, digest
 
 
 def _with_signature(flow: FlowDef, inputs: dict[str, Any] | None) -> FlowDef:
@@ -119,25 +129,14 @@ def snapshot_files(source: Path, root: Path, home: Path | None, under: str | Non
         raise ApiError(400, "PathNotReadable", str(exc), problems=exc.problems) from None
     if under is not None and source.is_dir():
         files = {f"{under}/{rel}": path for rel, path in files.items()}
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=root, prefix=".staging-"))
-    try:
+
+    def fill(staging: Path) -> str:
         try:
-            digest = copy_files(files, staging)
+            return copy_files(files, staging)
         except OSError as exc:
             raise ApiError(400, "PathNotReadable", f"cannot copy {source}: {exc}") from None
-        make_private(staging)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    target = root / digest[:24]
-    try:
-        staging.rename(target)
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-        if not target.is_dir():
-            raise
-    return target
+
+    return _publish(root, fill)[0]
 
 
 def _holds_a_flow(path: Path) -> bool:

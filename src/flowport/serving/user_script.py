@@ -9,7 +9,6 @@ decorates it; a parameter named ``request_headers`` gets the request's headers. 
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import os
 import sys
@@ -21,6 +20,7 @@ from typing import Any
 
 from flowport.serving.aml import install_azureml_shim, wants_raw_request
 from flowport.tools.compat import install_promptflow_shim
+from flowport.tools.python_tool import ToolLoadError, import_module_from_file
 
 FAILED_TO_START = "the scoring script failed to start: "
 """How an instance says (on stderr, one line) that its script could not load or ``init()`` failed."""
@@ -96,7 +96,7 @@ class UserScript:
         for entry in (str(path.parent), str(folder)):
             if entry not in sys.path:
                 sys.path.insert(0, entry)
-        module = _import(path, folder)
+        module = _import(path)
         init, run = getattr(module, "init", None), getattr(module, "run", None)
         for name, func in (("init", init), ("run", run)):
             if not callable(func):
@@ -115,19 +115,11 @@ class UserScript:
             raise ScriptError(f"init() failed at {describe(exc, self.folder)}") from None
 
 
-def _import(path: Path, folder: Path) -> ModuleType:
-    name = path.stem if path.stem not in sys.modules else f"flowport_scoring_{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ScriptError(f"cannot import the scoring script {path.name}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
+def _import(path: Path) -> ModuleType:
     try:
-        spec.loader.exec_module(module)
-    except (Exception, SystemExit) as exc:
-        del sys.modules[name]
-        raise ScriptError(f"importing {path.name} failed at {describe(exc, folder)}") from None
-    return module
+        return import_module_from_file(path)
+    except ToolLoadError as exc:
+        raise ScriptError(str(exc)) from None
 
 
 def _schema_decorated(run: Callable[..., Any]) -> bool:
