@@ -494,3 +494,38 @@ def test_the_deployment_spec_reads_code_configuration_and_an_optional_model(tmp_
     problem = no_script.value.problems[0]
     assert (problem.file, problem.line) == ("green.yml", 2)
     assert problem.message.startswith("code_configuration.scoring_script: is required")
+
+
+RAW_SCORE = """
+from azureml_inference_server_http.api.aml_request import AMLRequest, rawhttp
+from azureml_inference_server_http.api.aml_response import AMLResponse
+
+
+def init():
+    pass
+
+
+@rawhttp
+def run(request):
+    if request.method != "POST":
+        return AMLResponse("POST only", 405)
+    body = request.get_json()
+    text = f"{request.headers.get('x-shout', 'no')}:{body['word'].upper()}"
+    return AMLResponse(text.encode(), 200, {"Content-Type": "text/plain", "x-parts": "a, b"})
+"""
+
+
+def test_rawhttp_hands_run_the_request_and_an_aml_response_goes_back_as_given(
+    server: Flowport, tmp_path: Path
+) -> None:
+    fp = server
+    code = _script(tmp_path / "src", RAW_SCORE)
+    fp.endpoint("raw")
+    _deploy(fp, "raw", "blue", {"code_configuration": {"code": str(code), "scoring_script": "score.py"}})
+    fp.traffic("raw", blue=100)
+    answer = _score(fp, "raw", {"word": "quiet"}, **{"x-shout": "yes"})
+    assert answer.status_code == 200, answer.text
+    assert answer.text == "yes:QUIET"
+    assert answer.headers["content-type"] == "text/plain"
+    assert answer.headers.get_list("x-parts") == ["a", "b"]
+    assert answer.headers["x-ms-run-function-failed"] == "False"
