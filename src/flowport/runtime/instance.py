@@ -87,7 +87,11 @@ def main(argv: list[str] | None = None) -> None:
     except ScriptError as exc:
         print(f"{FAILED_TO_START}{exc}", file=sys.stderr, flush=True)
         sys.exit(1)
-    print(f"instance ready to serve {app.name} ({workers} worker(s))", file=sys.stderr, flush=True)
+    if isinstance(app, ScriptApp):
+        message = f"instance loaded {app.script.name}; init() runs before it serves ({workers} worker(s))"
+    else:
+        message = f"instance ready to serve {app.name} ({workers} worker(s))"
+    print(message, file=sys.stderr, flush=True)
     target = "flowport.runtime.instance:create_app" if workers > 1 else app
     run(target, host=args.host, port=args.port or 0, uds=args.uds, workers=workers)
 
