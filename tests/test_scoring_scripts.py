@@ -303,6 +303,13 @@ def test_a_flow_model_with_code_configuration_runs_the_script_with_the_flow_moun
     answer = _score(fp, "mounted", {"text": "hi"})
     assert answer.status_code == 200, answer.text
     assert answer.json() == ["answer.py", "flow.dag.yaml"]
+    # a registered flow model is laid out the same way for the script
+    model = fp.ok("POST", "/models", json={"spec": {"name": "probe", "path": str(FLOWS / "probe")}})
+    assert model.get("layout") is None  # registered as a flow
+    _deploy(fp, "mounted", "green", {**spec, "model": model["id"]})
+    pinned = _score(fp, "mounted", {"text": "hi"}, **{"azureml-model-deployment": "green"})
+    assert pinned.status_code == 200, pinned.text
+    assert pinned.json() == ["answer.py", "flow.dag.yaml"]
 
 
 def _wheel(folder: Path, name: str, version: str, module: str) -> Path:
@@ -346,11 +353,16 @@ def test_a_conda_file_installs_its_pip_packages_into_the_deployments_environment
         "def run(raw_data):\n    return flowport_tinydep.ANSWER\n",
     )
     fp.endpoint("conda")
-    spec = {
-        "code_configuration": {"code": str(code), "scoring_script": "score.py"},
-        "environment": {"conda_file": str(conda), "image": "mcr.microsoft.com/azureml/minimal-py311-cpu"},
-    }
-    _deploy(fp, "conda", "blue", spec)
+    (tmp_path / "blue.yml").write_text(
+        "$schema: https://azuremlschemas.azureedge.net/latest/managedOnlineDeployment.schema.json\n"
+        "name: blue\nendpoint_name: conda\n"
+        "code_configuration:\n  code: ./src\n  scoring_script: score.py\n"
+        "environment:\n  conda_file: ./env/conda.yml\n  image: mcr.microsoft.com/azureml/minimal-py311-cpu\n"
+        "instance_count: 1\n"
+    )
+    created = fp.cli("online-deployment", "create", "--file", "blue.yml", cwd=tmp_path)
+    assert "Succeeded" in created.stdout + created.stderr
+    spec = {"code_configuration": {"code": str(code), "scoring_script": "score.py"}}
     fp.traffic("conda", blue=100)
     answer = _score(fp, "conda", {})
     assert answer.status_code == 200, answer.text
