@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import pwd
 import sys
 import time
 import zipfile
@@ -22,6 +23,7 @@ from flowport.control.conda import read_conda_file
 from flowport.control.specs import SpecError, parse_deployment
 from flowport.flow import FlowError
 from tests.endpoint_harness import FLOWS, Flowport
+from tests.test_isolation import as_root, shared_python  # noqa: F401 (a fixture)
 
 SCORE = """
 import asyncio
@@ -541,3 +543,54 @@ def test_rawhttp_hands_run_the_request_and_an_aml_response_goes_back_as_given(
     assert answer.headers["content-type"] == "text/plain"
     assert answer.headers.get_list("x-parts") == ["a", "b"]
     assert answer.headers["x-ms-run-function-failed"] == "False"
+
+
+ISOLATED_SCORE = """
+import os
+
+from helpers import read_greeting
+
+
+def init():
+    global greeting
+    greeting = read_greeting(os.path.join(os.environ["AZUREML_MODEL_DIR"], "weights", "greeting.txt"))
+
+
+def run(raw_data):
+    try:
+        os.listdir(os.environ["SPY_HOME"])
+        home = "readable"
+    except PermissionError:
+        home = "PermissionError"
+    return {"uid": os.getuid(), "greeting": greeting, "home": home}
+"""
+
+
+@as_root
+def test_a_script_runs_as_the_instance_user_with_its_code_and_model_readable(
+    home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    shared_python: str,  # noqa: F811 (the fixture imported above)
+) -> None:
+    monkeypatch.setenv("FLOWPORT_INSTANCE_USER", "nobody")
+    monkeypatch.setenv("FLOWPORT_INSTANCE_PYTHON", shared_python)
+    code = _script(tmp_path / "src", ISOLATED_SCORE)
+    (code / "helpers.py").write_text("def read_greeting(path):\n    return open(path).read().strip()\n")
+    weights = _model(tmp_path / "model")
+    with Flowport(home) as fp:
+        fp.endpoint("isolated")
+        spec = {
+            "model": {"path": str(weights)},
+            "code_configuration": {"code": str(code), "scoring_script": "score.py"},
+            "environment_variables": {"SPY_HOME": str(home)},
+        }
+        _deploy(fp, "isolated", "blue", spec)
+        fp.traffic("isolated", blue=100)
+        answer = _score(fp, "isolated", {})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {
+        "uid": pwd.getpwnam("nobody").pw_uid,
+        "greeting": "Hello",
+        "home": "PermissionError",
+    }
