@@ -91,6 +91,13 @@ def server(home: Path) -> Iterator[Flowport]:
         yield fp
 
 
+@pytest.fixture
+def any_store(home: Path, database_url: str) -> Iterator[Flowport]:
+    """SQLite and (with FLOWPORT_TEST_DATABASE_URL) PostgreSQL."""
+    with Flowport(home, database_url) as fp:
+        yield fp
+
+
 def _script(folder: Path, text: str, name: str = "score.py") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_text(text)
@@ -116,9 +123,9 @@ def _score(fp: Flowport, endpoint: str, body: Any, **headers: str) -> httpx.Resp
 
 
 def test_a_scoring_script_with_a_model_answers_json_streams_and_raw_responses(
-    server: Flowport, tmp_path: Path
+    any_store: Flowport, tmp_path: Path
 ) -> None:
-    fp = server
+    fp = any_store
     code = _script(tmp_path / "src", SCORE)
     weights = _model(tmp_path / "model")
     fp.endpoint("scripted")
@@ -181,8 +188,8 @@ def test_a_scoring_script_with_a_model_answers_json_streams_and_raw_responses(
     assert 'deployment="green"' in metrics
 
 
-def test_an_async_script_without_a_model(server: Flowport, tmp_path: Path) -> None:
-    fp = server
+def test_an_async_script_without_a_model(any_store: Flowport, tmp_path: Path) -> None:
+    fp = any_store
     code = _script(tmp_path / "src", ASYNC_SCORE, "main.py")
     fp.endpoint("asyncscript")
     spec = {"code_configuration": {"code": str(code), "scoring_script": "main.py"}}
