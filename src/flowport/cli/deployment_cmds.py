@@ -18,6 +18,8 @@ from flowport.cli.endpoint_cmds import (
     confirm,
     spec_body,
 )
+from flowport.cli.export_cmd import FormatOption, NamespaceOption, OutputDirOption
+from flowport.cli.export_cmd import export as export_manifests
 from flowport.cli.output import Output, OutputOption, emit
 
 app = typer.Typer(help="Deployments: a flow version on N instances under an endpoint.", no_args_is_help=True)
@@ -181,3 +183,19 @@ def get_data(
         typer.echo(f"wrote {text.count(chr(10))} record(s) to {output_file}", err=True)
     else:
         typer.echo(text, nl=False)
+
+
+@app.command()
+def export(
+    name: str = typer.Option(..., "--name", "-n"),
+    endpoint_name: str = typer.Option(..., "--endpoint-name", "-e"),
+    format_: str = FormatOption,
+    output: Path | None = OutputDirOption,
+    namespace: str | None = NamespaceOption,
+    image: str | None = typer.Option(
+        None, "--image", help="The image the deployment runs (default flowport-EP-DEP:VERSION)."
+    ),
+) -> None:
+    """Write one deployment as Kubernetes manifests (the endpoint's gateway is left as exported)."""
+    images = {name: image} if image else {}
+    export_manifests(endpoint_name, name, format_, output, namespace, images)

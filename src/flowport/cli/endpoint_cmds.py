@@ -10,7 +10,9 @@ import httpx
 import typer
 
 from flowport.cli.api_client import ApiClient, print_notes
-from flowport.cli.common import fail
+from flowport.cli.common import fail, parse_pairs
+from flowport.cli.export_cmd import FormatOption, NamespaceOption, OutputDirOption
+from flowport.cli.export_cmd import export as export_manifests
 from flowport.cli.output import Output, OutputOption, emit
 
 app = typer.Typer(help="Online endpoints: a stable scoring URL with keys or tokens.", no_args_is_help=True)
@@ -235,3 +237,24 @@ def regenerate_keys(
     body = {"key_type": key_type, "key_value": key_value}
     ApiClient.discover().call("POST", f"/endpoints/{name}/regenerate-keys", json=body)
     typer.echo(f"regenerated the {key_type} key of {name}", err=True)
+
+
+@app.command()
+def export(
+    name: str = typer.Option(..., "--name", "-n"),
+    format_: str = FormatOption,
+    output: Path | None = OutputDirOption,
+    namespace: str | None = NamespaceOption,
+    image: list[str] | None = typer.Option(
+        None,
+        "--image",
+        help="DEPLOYMENT=IMAGE: the image a deployment runs (default flowport-EP-DEP:VERSION).",
+    ),
+    gateway_image: str | None = typer.Option(
+        None, "--gateway-image", help="The image the gateway runs (default: the first deployment's)."
+    ),
+    gateway_replicas: int = typer.Option(2, "--gateway-replicas", min=1, help="Gateway pods."),
+) -> None:
+    """Write the endpoint as Kubernetes manifests: its gateway and every deployment (Secrets included)."""
+    images = parse_pairs(image or [], "--image")
+    export_manifests(name, None, format_, output, namespace, images, gateway_image, gateway_replicas)

@@ -10,6 +10,7 @@ from flowport.cli import (
     dev_cmds,
     endpoint_cmds,
     flow_cmds,
+    gateway_cmd,
     model_cmds,
     run_cmds,
     server_cmd,
@@ -32,6 +33,7 @@ app.add_typer(endpoint_cmds.app, name="endpoint", help="Alias of online-endpoint
 app.add_typer(deployment_cmds.app, name="online-deployment")
 app.add_typer(deployment_cmds.app, name="deployment", help="Alias of online-deployment.")
 app.command("server")(server_cmd.server)
+app.command("gateway")(gateway_cmd.gateway)
 
 
 def main() -> None:

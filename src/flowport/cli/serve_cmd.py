@@ -12,10 +12,10 @@ import typer
 
 from flowport.cli.common import (
     connection_resolver,
-    connection_service,
     enter_flow_dir,
     fail,
     guarded,
+    handover,
     parse_pairs,
 )
 from flowport.flow import FlowDef, load_flow
@@ -134,7 +134,7 @@ def exec_instance(
     config = InstanceConfig(
         source=str(source),
         environment_variables=variables,
-        connections=connection_service().handover(names),
+        connections=handover(names),
         max_concurrent_requests=settings.max_concurrent_requests,
         request_timeout_ms=settings.request_timeout_ms,
     )

@@ -2,12 +2,14 @@
 
 from flowport.connections.crypto import Cipher, load_or_create_key
 from flowport.connections.service import (
+    CONNECTIONS_FILE_ENV,
     ConnectionNotFound,
     ConnectionResolver,
     ConnectionService,
     ConnectionSource,
     StaticConnections,
     connection_row,
+    read_connection_rows,
 )
 from flowport.connections.spec import apply_env_overrides, apply_set, connection_from_spec
 from flowport.connections.types import (
@@ -22,6 +24,7 @@ from flowport.connections.types import (
 )
 
 __all__ = [
+    "CONNECTIONS_FILE_ENV",
     "SCRUBBED",
     "AzureOpenAIConnection",
     "Cipher",
@@ -41,4 +44,5 @@ __all__ = [
     "connection_from_spec",
     "connection_row",
     "load_or_create_key",
+    "read_connection_rows",
 ]

@@ -274,6 +274,11 @@ def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path, base_ur
     async def credentials(name: str) -> dict[str, Any]:
         return control.credentials(name)
 
+    @api.post("/endpoints/{name}/export", dependencies=secured, tags=["endpoints"])
+    async def export(name: str, deployment: str | None = None) -> dict[str, Any]:
+        """The endpoint (or one deployment) as plain data for artifact builders; secrets in clear."""
+        return control.export(name, deployment)
+
     @api.post("/endpoints/{name}/regenerate-keys", dependencies=secured, tags=["endpoints"])
     async def regenerate_keys(name: str, body: KeyBody) -> dict[str, Any]:
         return await control.regenerate_key(name, body.key_type, body.key_value)

@@ -338,6 +338,38 @@ class ControlPlane:
             }
         return document
 
+    def export(self, name: str, deployment: str | None = None) -> dict[str, Any]:
+        """Everything an artifact builder needs, as plain data: keys and secrets in clear.
+
+        The endpoint (keys, traffic, mirror) and its deployments (or the one named), each as its
+        Azure YAML fields plus the names of its secret variables and the connections its flow uses.
+        """
+        row = self._endpoint_row(name)
+        keys = self._keys(row) if row["auth_mode"] == "key" else {}
+        rows = (
+            [self._deployment_row(name, deployment)] if deployment else self.deployments.list(endpoint=name)
+        )
+        return {
+            "endpoint": {
+                "name": name,
+                "auth_mode": row["auth_mode"],
+                "traffic": dict(row.get("traffic", {})),
+                "mirror_traffic": dict(row.get("mirror_traffic", {})),
+                "keys": keys,
+            },
+            "deployments": [self._export_deployment(name, r) for r in rows],
+        }
+
+    def _export_deployment(self, endpoint: str, row: Mapping[str, Any]) -> dict[str, Any]:
+        spec = row["spec"]
+        plan = self._plan(endpoint, row["name"], spec)
+        document = self.deployment_document(endpoint, row["name"])
+        return {
+            **document,
+            "secret_environment_variables": sorted(_secret_names(spec, plan.config.environment_variables)),
+            "connections": {k: dict(v) for k, v in plan.config.connections.items()},
+        }
+
     def _variables(self, spec: Mapping[str, Any]) -> dict[str, str]:
         sealed = spec.get("environment_variables_sealed")
         return json.loads(self.cipher.decrypt(sealed)) if sealed else {}

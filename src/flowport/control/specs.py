@@ -422,7 +422,7 @@ _DEPLOYMENT_KEPT = {
     "egress_public_network_access": _AZURE_ONLY_NOTE,
     "type": "every deployment runs on the configured flowport runtime; kept and ignored",
     "properties": "kept",
-    "resources": "kept and ignored",
+    "resources": "kept; used by `export --format kubernetes` (requests and limits)",
     "default_instance_type": "kept and ignored",
 }
 

@@ -1,0 +1,1 @@
+"""Artifacts built from a flow or a deployment: container build contexts and Kubernetes manifests."""
