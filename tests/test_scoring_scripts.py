@@ -211,6 +211,9 @@ def test_an_async_script_without_a_model(any_store: Flowport, tmp_path: Path) ->
         f"{fp.url}/endpoints/asyncscript/score", content="x", headers={"authorization": f"Bearer {key}"}
     )
     assert again.json() == {"length": 1}
+    exported = fp.api("POST", "/endpoints/asyncscript/export")
+    assert exported.status_code == 400
+    assert exported.json()["error"]["code"] == "ExportNotSupported"
 
 
 def test_an_init_failure_fails_the_deployment_with_the_scripts_line(server: Flowport, tmp_path: Path) -> None:

@@ -362,6 +362,13 @@ class ControlPlane:
 
     def _export_deployment(self, endpoint: str, row: Mapping[str, Any]) -> dict[str, Any]:
         spec = row["spec"]
+        if spec.get("scoring_script"):  # the exported image holds a flow; nothing would run the script
+            raise ApiError(
+                400,
+                "ExportNotSupported",
+                f"deployment {row['name']!r} runs a scoring script; export builds flow deployments only "
+                "(export each of those with flowport online-deployment export --name NAME)",
+            )
         plan = self._plan(endpoint, row["name"], spec)
         document = self.deployment_document(endpoint, row["name"])
         return {
