@@ -531,6 +531,11 @@ def _code_configuration(
     return _local_path(code, base_dir), script
 
 
+_ENVIRONMENT_FIELDS = {
+    "conda_file", "name", "version", "description", "tags", "image", "build", "inference_config", "os_type",
+}  # fmt: skip
+
+
 def _environment(r: _Reader, raw: Mapping[str, Any], base_dir: Path | None) -> Path | None:
     """``environment``: its ``conda_file`` is applied; an image, a build or a reference is a note."""
     environment = raw.get("environment")
@@ -545,22 +550,7 @@ def _environment(r: _Reader, raw: Mapping[str, Any], base_dir: Path | None) -> P
     unapplied = [key for key in ("image", "build", "inference_config", "os_type") if key in data]
     if unapplied:
         r.note("environment", f"{', '.join(unapplied)}: instances run as local processes; kept and ignored")
-    r.unknown(
-        data,
-        {
-            "conda_file",
-            "name",
-            "version",
-            "description",
-            "tags",
-            "image",
-            "build",
-            "inference_config",
-            "os_type",
-        },
-        {},
-        "environment.",
-    )
+    r.unknown(data, _ENVIRONMENT_FIELDS, {}, "environment.")
     conda = data.get("conda_file")
     if conda is None:
         return None
@@ -596,11 +586,8 @@ def _model_field(
     if not path_text:
         r.error("model.path", "is required for an inline model: the flow folder")
         return None, None, {}
-    path = Path(path_text).expanduser()
-    if not path.is_absolute() and base_dir is not None:
-        path = base_dir / path
     r.unknown(model, {"path", "properties", "name", "version", "description", "type", "tags"}, {}, "model.")
-    return None, path.resolve(), r.string_map(model, "properties", "model.properties")
+    return None, _local_path(path_text, base_dir), r.string_map(model, "properties", "model.properties")
 
 
 def _probe(r: _Reader, raw: Mapping[str, Any], key: str) -> Probe:
