@@ -604,3 +604,41 @@ def test_a_script_runs_as_the_instance_user_with_its_code_and_model_readable(
         "greeting": "Hello",
         "home": "PermissionError",
     }
+
+
+HEADERS_SCORE = """
+def init():
+    print("init ran")
+
+
+def run(raw_data, request_headers):
+    return {"raw": raw_data, "tag": request_headers.get("x-tag")}
+"""
+
+
+def test_the_script_app_answers_the_inference_servers_routes(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from flowport.serving.script_app import ScriptApp
+    from flowport.serving.user_script import UserScript
+
+    code = _script(tmp_path / "src", HEADERS_SCORE)
+    app = ScriptApp(UserScript.load(code, "score.py"), name="src")
+    with TestClient(app) as client:  # the lifespan runs init()
+        assert client.get("/").text == "Healthy"
+        assert client.get("/ready").json()["status"] == "Ready"
+        got = client.get("/score?a=1&b=x&b=y", headers={"x-tag": "t"})
+        assert got.status_code == 200
+        assert json.loads(got.json()["raw"]) == {"a": 1, "b": ["x", "y"]}
+        assert got.json()["tag"] == "t"
+        posted = client.post("/score", content=b"caf\xc3\xa9", headers={"x-ms-client-request-id": "abc"})
+        assert posted.json() == {"raw": "café", "tag": None}
+        assert posted.headers["x-ms-request-id"] == "abc"
+        assert posted.headers["x-ms-client-request-id"] == "abc"
+        bad = client.post("/score", content=b"\xff\xfe")
+        assert bad.status_code == 400
+        assert bad.json()["message"].startswith("Input cannot be decoded as UTF-8")
+        assert client.options("/score").status_code == 200
+        swagger = client.get("/swagger.json").json()
+        assert swagger["openapi"] == "3.0.0" and "/score" in swagger["paths"]
+        assert 'flowport_requests_total{route="score",status="400"} 1.0' in client.get("/metrics").text
