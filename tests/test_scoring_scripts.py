@@ -240,6 +240,15 @@ def test_an_init_failure_fails_the_deployment_with_the_scripts_line(server: Flow
     assert "Traceback" not in json.dumps(shown)
     listed = fp.cli("online-deployment", "show", "-n", "blue", "-e", "broken-init").stdout
     assert "score.py:3" in listed and "Traceback" not in listed
+    (tmp_path / "green.yml").write_text(
+        "name: green\nendpoint_name: broken-init\n"
+        "code_configuration:\n  code: src\n  scoring_script: score.py\n"
+    )
+    created = fp.cli("online-deployment", "create", "--file", "green.yml", cwd=tmp_path, check=False)
+    assert created.returncode != 0
+    said = created.stdout + created.stderr
+    assert "init() failed at score.py:3: (RuntimeError) the weights file is missing" in said
+    assert "Traceback" not in said
 
 
 def test_a_flow_and_a_script_side_by_side_with_a_traffic_split_and_limits(
