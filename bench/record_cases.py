@@ -100,8 +100,9 @@ def record_case(flow: Path, case: dict[str, Any], home: Path, server: LLMServer)
         # An error raised before running (no detail file) names its code in the printed line:
         # "... failed with ResolveToolError: Tool load failed in 'x': (NodeInputValidationError) ..."
         named = re.search(r"failed with (\w+): .*?\((\w+)\)", line)
+        bare = re.search(r"failed with (\w+): ", line)  # no inner code: "failed with PackageToolNotFound..."
         case["expected_error"] = {
-            "code": error.get("code") or (named.group(1) if named else None),
+            "code": error.get("code") or (named.group(1) if named else bare.group(1) if bare else None),
             "message": error.get("message"),
             "inner_code": (error.get("innerError") or {}).get("code") or (named.group(2) if named else None),
             "printed": line,

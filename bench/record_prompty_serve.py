@@ -21,6 +21,8 @@ from flowport.testing.llm_server import LLMServer
 
 ROOT = Path(__file__).resolve().parent.parent
 PORT = 18604
+HISTORY = [{"role": "user", "content": "First"}, {"role": "assistant", "content": "Echo: First"}]
+ASK = {"role": "user", "content": "Second?"}
 CASES = {
     # pf 1.18.5 serves no .prompty file ("Support directory `source` for Python flow only"): a prompty
     # is served through a flex flow that loads it (promptflow.core.Prompty)
@@ -29,6 +31,14 @@ CASES = {
         ("score_style", "POST", "/score", JSON, {"question": "Hi", "style": "formal"}),
         ("score_missing_input", "POST", "/score", JSON, {}),
         ("sse_no_stream", "POST", "/score", SSE, {"question": "a b"}),
+        ("get_swagger", "GET", "/swagger.json", {}, None),
+    ],
+    # a chat prompty (history as OpenAI messages) behind a chat flex flow: what pf serves of it
+    "prompty_chat_history": [
+        ("score_history", "POST", "/score", JSON, {"question": "Second?", "chat_history": HISTORY}),
+        ("score_no_history", "POST", "/score", JSON, {"question": "Alone"}),
+        ("sse_no_stream", "POST", "/score", SSE, {"question": "a b"}),
+        ("chat_completions", "POST", "/v1/chat/completions", JSON, {"messages": [*HISTORY, ASK]}),
         ("get_swagger", "GET", "/swagger.json", {}, None),
     ],
 }

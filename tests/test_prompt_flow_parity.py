@@ -51,6 +51,9 @@ async def _run_flex_case(flow: Path, case: dict[str, Any], resolver: ConnectionR
         executor.close()
 
 
+NEEDS_TOOL_PACKAGE = "package_installed"
+"""In the names of flows whose tools come from tests/tool_packages/my_tools, installed as pf's
+recording had it."""
 FLEX_LIKE = ("flex_", "err_flex_", "prompty_")
 """Flows run as flex flows are (prompty files too): from their folder, as ``pf flow test`` ran them."""
 
@@ -87,6 +90,7 @@ async def test_same_outputs_as_prompt_flow(
     llm_server: LLMServer,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
     for key, value in (case.get("env") or {}).items():
         monkeypatch.setenv(
@@ -94,6 +98,8 @@ async def test_same_outputs_as_prompt_flow(
         )
     if flow.name.startswith(FLEX_LIKE):
         monkeypatch.chdir(flow)  # pf flow test ran from the flow's folder
+    if NEEDS_TOOL_PACKAGE in flow.name:
+        request.getfixturevalue("tool_package")
     resolver = ConnectionResolver(openai_connection)
     if "flowport" in case:  # a documented, deliberate difference: the case says why
         override = case["flowport"]
@@ -122,7 +128,7 @@ async def test_same_outputs_as_prompt_flow(
             assert error.message == expected["message"]
         else:
             # Errors found before running carry prompt flow's code, and a message with file and line.
-            pf_codes = {expected.get("inner_code"), *expected.get("inner_codes", [])}
+            pf_codes = {expected.get("code"), expected.get("inner_code"), *expected.get("inner_codes", [])}
             assert {p.code for p in error.problems} & pf_codes, (error.problems, pf_codes)
         return
     if case.get("kind") == "bulk":

@@ -45,6 +45,9 @@ class SpecBody(BaseModel):
     )
     spec: dict[str, Any] | None = Field(None, description="The fields as JSON, instead of yaml.")
     set: list[str] = Field(default_factory=list, description="az's --set path=value assignments.")
+    add: list[tuple[str, str]] = Field(default_factory=list, description="az's --add path value.")
+    remove: list[str] = Field(default_factory=list, description="az's --remove path.")
+    force_string: bool = Field(False, description="az's --force-string: --set/--add values stay text.")
 
     def document(self, base: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
         raw: Any = dict(base or {})
@@ -59,7 +62,9 @@ class SpecBody(BaseModel):
         for key, value in overrides.items():
             if value is not None:
                 raw[key] = value
-        return apply_set(raw, self.set) if self.set else raw
+        if not (self.set or self.add or self.remove):
+            return raw
+        return apply_set(raw, self.set, force_string=self.force_string, add=self.add, remove=self.remove)
 
     @property
     def directory(self) -> Path | None:
@@ -256,9 +261,13 @@ def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path, base_ur
     @api.patch("/endpoints/{name}", dependencies=secured, tags=["endpoints"])
     async def update_endpoint(name: str, body: SpecBody) -> dict[str, Any]:
         current = control.show_endpoint(name)
-        raw = body.document(name=name)
-        spec = parse_endpoint({"auth_mode": current["auth_mode"], **raw}, body.file)
-        operation = await control.update_endpoint(spec, set(raw))
+        # --set/--add/--remove edit what the endpoint has (az's generic update), not an empty document
+        base = {key: current[key] for key in ("description", "tags", "properties") if key in current}
+        raw = body.document(base, name=name)
+        fields = set(raw)
+        raw.setdefault("auth_mode", current["auth_mode"])  # in place: the document keeps its lines
+        spec = parse_endpoint(raw, body.file)
+        operation = await control.update_endpoint(spec, fields)
         return {"operation": operation, "endpoint": control.show_endpoint(name), "notes": list(spec.notes)}
 
     @api.put("/endpoints/{name}/traffic", dependencies=secured, tags=["endpoints"])
@@ -303,7 +312,8 @@ def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path, base_ur
     ) -> dict[str, Any]:
         raw = body.document(name=name)
         _same_endpoint(raw, endpoint)
-        spec = parse_deployment({**raw, "endpoint_name": endpoint}, body.file, body.directory)
+        raw["endpoint_name"] = endpoint  # set in place: the document keeps its line numbers
+        spec = parse_deployment(raw, body.file, body.directory)
         operation = await control.create_deployment(spec, all_traffic)
         return {"operation": operation, "notes": list(spec.notes)}
 
@@ -319,7 +329,8 @@ def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path, base_ur
         base = control.deployment_document(endpoint, name)
         raw = _keep_scrubbed_variables(body.document(base, name=name), base)
         _same_endpoint(raw, endpoint)
-        spec = parse_deployment({**raw, "endpoint_name": endpoint}, body.file, body.directory)
+        raw["endpoint_name"] = endpoint
+        spec = parse_deployment(raw, body.file, body.directory)
         operation = await control.update_deployment(spec, all_traffic)
         return {"operation": operation, "notes": list(spec.notes)}
 
@@ -418,8 +429,10 @@ def _keep_scrubbed_variables(raw: dict[str, Any], base: dict[str, Any]) -> dict[
     variables, stored = raw.get("environment_variables"), base.get("environment_variables") or {}
     if not isinstance(variables, dict):
         return raw
-    kept = {k: stored[k] if v == SCRUBBED and k in stored else v for k, v in variables.items()}
-    return {**raw, "environment_variables": kept}
+    for key, value in variables.items():  # in place: the document keeps its line numbers
+        if value == SCRUBBED and key in stored:
+            variables[key] = stored[key]
+    return raw
 
 
 def _keep_secrets(spec: dict[str, Any], stored: dict[str, Any]) -> dict[str, Any]:

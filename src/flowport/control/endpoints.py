@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flowport.connections import Cipher, ConnectionService
+from flowport.connections import Cipher, ConnectionService, ConnectionSpecError
+from flowport.connections.references import resolve_connection_references
 from flowport.control.conda import read_conda_file
 from flowport.control.errors import ApiError
 from flowport.control.models import ModelRegistry, flow_folder_name, snapshot_files
@@ -25,6 +26,7 @@ from flowport.dataplane.client import DataPlaneClient, DataPlaneFailed
 from flowport.flow import FlowDef, FlowError
 from flowport.flow.flex import load_any_flow as load_flow
 from flowport.gateway import DataCollection, DeploymentRoute, EndpointRoute, TokenSigner, key_digest
+from flowport.gateway.auth import TOKEN_MODES
 from flowport.runtime.base import (
     DeploymentFailed,
     DeploymentKey,
@@ -229,7 +231,7 @@ class ControlPlane:
 
     def credentials(self, name: str) -> dict[str, Any]:
         row = self._endpoint_row(name)
-        if row["auth_mode"] == "aml_token":
+        if row["auth_mode"] in TOKEN_MODES:
             return self.tokens.issue(name, self._incarnation(row)).as_credentials()
         keys = self._keys(row)
         return {"primaryKey": keys["primary"], "secondaryKey": keys["secondary"]}
@@ -561,19 +563,20 @@ class ControlPlane:
     # -- plans and routes -------------------------------------------------------------------
 
     def _plan(self, endpoint: str, name: str, stored: Mapping[str, Any]) -> DeploymentPlan:
-        variables = self._variables(stored)
+        variables, referenced = self._resolved_variables(stored)
         settings = stored["request_settings"]
         requirements: Path | None = None
         if stored.get("scoring_script"):  # the script runs; the model (if any) is its files
             source = Path(stored["code_path"])
-            connections: dict[str, dict[str, Any]] = {}
+            # the script reads resolved references from its variables; handed over to be masked
+            connections = self.connections.handover(referenced)
         else:
             source = Path(stored["model_path"])
             try:
                 flow = load_flow(source)
             except FlowError as exc:
                 raise ApiError(400, "InvalidFlow", str(exc), problems=exc.problems) from None
-            connections = self._connections_for(flow, variables)
+            connections = self._connections_for(flow, variables, referenced)
             requirements = _requirements(flow)
         config = InstanceConfig(
             source=str(source),
@@ -603,11 +606,34 @@ class ControlPlane:
             masked=_secret_values(stored, variables, connections),
         )
 
-    def _connections_for(self, flow: FlowDef, variables: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    def _resolved_variables(self, stored: Mapping[str, Any]) -> tuple[dict[str, str], set[str]]:
+        """The variables with ``${{azureml://connections/...}}`` resolved, and the connections named.
+
+        A missing connection is a 400 naming the variable (``show`` of a deployment restarted
+        without it says the same line).
+        """
+        try:
+            return resolve_connection_references(self._variables(stored), self.connections)
+        except ConnectionSpecError as exc:
+            raise ApiError(400, "ConnectionNotFound", str(exc)) from None
+
+    def _connections_for(
+        self, flow: FlowDef, variables: Mapping[str, str], referenced: set[str]
+    ) -> dict[str, dict[str, Any]]:
         """The stored connections the flow may use: named by a node, a literal input, or a variable."""
-        names = flow.connection_candidates() | set(variables.values())
+        names = flow.connection_candidates() | set(variables.values()) | referenced
         names |= _init_config_names(variables)
-        return self.connections.handover(names)
+        handed = self.connections.handover(names)
+        for used in sorted({node.connection for node in flow.nodes.values() if node.connection}):
+            swap = (variables.get(used) or "").strip()
+            if swap and not swap.startswith("{") and swap not in handed:
+                raise ApiError(
+                    400,
+                    "ConnectionNotFound",
+                    f"environment_variables.{used}: connection {swap!r} does not exist; create it "
+                    "(flowport connection create --file ...) or name another one",
+                )
+        return handed
 
     def _incarnation(self, row: dict[str, Any]) -> str:
         """The endpoint's incarnation; one stored now for an endpoint created before they existed."""

@@ -305,6 +305,11 @@ def flow_interface(flow: FlowDef) -> dict[str, Any]:
         },
         "connections": sorted({n.connection for n in flow.nodes.values() if n.connection}),
         **({"entry": flow.raw[FLEX_MARK]["entry"]} if FLEX_MARK in flow.raw else {}),
+        **(
+            {"chat_history_format": "messages"}
+            if flow.is_chat and flow.chat_history_format == "messages"
+            else {}
+        ),
     }
 
 
