@@ -671,3 +671,44 @@ def test_the_studio_test_tab_sends_json_to_a_scoring_script(
     # the studio sends the JSON compact: run() gets '{"a":1}'
     page.locator(".test-response").get_by_text('"length": 7').wait_for()  # type: ignore[attr-defined]
     assert "200" in page.locator(".test-status").inner_text()  # type: ignore[attr-defined]
+
+
+REFERENCE_SCORE = """
+import os
+
+
+def init():
+    print(f"key is {os.environ['LLM_KEY']}", flush=True)
+
+
+def run(raw_data):
+    return {"target": os.environ["LLM_TARGET"], "key_length": len(os.environ["LLM_KEY"])}
+"""
+
+
+def test_a_script_reads_connection_references_and_its_logs_mask_them(
+    server: Flowport, tmp_path: Path
+) -> None:
+    fp = server
+    secret = "sk-scoring-script-secret-1234"
+    fp.ok(
+        "PUT",
+        "/connections/llm",
+        json={"type": "open_ai", "api_key": secret, "base_url": "http://127.0.0.1:9/v1"},
+    )
+    code = _script(tmp_path / "src", REFERENCE_SCORE)
+    fp.endpoint("referenced")
+    spec = {
+        "code_configuration": {"code": str(code), "scoring_script": "score.py"},
+        "environment_variables": {
+            "LLM_KEY": "${{azureml://connections/llm/credentials/key}}",
+            "LLM_TARGET": "${{azureml://connections/llm/target}}",
+        },
+    }
+    _deploy(fp, "referenced", "blue", spec)
+    fp.traffic("referenced", blue=100)
+    answer = _score(fp, "referenced", {})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"target": "http://127.0.0.1:9/v1", "key_length": len(secret)}
+    logs = fp.cli("online-deployment", "get-logs", "-n", "blue", "-e", "referenced").stdout
+    assert "key is ******" in logs and secret not in logs
