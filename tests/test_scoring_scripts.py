@@ -118,6 +118,19 @@ def _deploy(fp: Flowport, endpoint: str, name: str, spec: dict[str, Any], expect
     return operation
 
 
+def _serve_script(fp: Flowport, endpoint: str, folder: Path, text: str, **fields: Any) -> None:
+    """Write ``score.py`` into ``folder``, deploy it as ``blue`` on a new endpoint, all traffic to it."""
+    code = _script(folder, text)
+    fp.endpoint(endpoint)
+    _deploy(
+        fp,
+        endpoint,
+        "blue",
+        {"code_configuration": {"code": str(code), "scoring_script": "score.py"}, **fields},
+    )
+    fp.traffic(endpoint, blue=100)
+
+
 def _score(fp: Flowport, endpoint: str, body: Any, **headers: str) -> httpx.Response:
     return fp.score(endpoint, body, **headers)
 
@@ -422,10 +435,7 @@ def test_inference_schema_decorators_shape_the_input_and_the_swagger(
     server: Flowport, tmp_path: Path
 ) -> None:
     fp = server
-    code = _script(tmp_path / "src", SCHEMA_SCORE)
-    fp.endpoint("schema")
-    _deploy(fp, "schema", "blue", {"code_configuration": {"code": str(code), "scoring_script": "score.py"}})
-    fp.traffic("schema", blue=100)
+    _serve_script(fp, "schema", tmp_path / "src", SCHEMA_SCORE)
     answer = _score(fp, "schema", {"data": [1, 2, 3], "scale": 2})
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"total": 12}
@@ -552,10 +562,7 @@ def test_rawhttp_hands_run_the_request_and_an_aml_response_goes_back_as_given(
     server: Flowport, tmp_path: Path
 ) -> None:
     fp = server
-    code = _script(tmp_path / "src", RAW_SCORE)
-    fp.endpoint("raw")
-    _deploy(fp, "raw", "blue", {"code_configuration": {"code": str(code), "scoring_script": "score.py"}})
-    fp.traffic("raw", blue=100)
+    _serve_script(fp, "raw", tmp_path / "src", RAW_SCORE)
     answer = _score(fp, "raw", {"word": "quiet"}, **{"x-shout": "yes"})
     assert answer.status_code == 200, answer.text
     assert answer.text == "yes:QUIET"
@@ -696,17 +703,11 @@ def test_a_script_reads_connection_references_and_its_logs_mask_them(
         "/connections/llm",
         json={"type": "open_ai", "api_key": secret, "base_url": "http://127.0.0.1:9/v1"},
     )
-    code = _script(tmp_path / "src", REFERENCE_SCORE)
-    fp.endpoint("referenced")
-    spec = {
-        "code_configuration": {"code": str(code), "scoring_script": "score.py"},
-        "environment_variables": {
-            "LLM_KEY": "${{azureml://connections/llm/credentials/key}}",
-            "LLM_TARGET": "${{azureml://connections/llm/target}}",
-        },
+    variables = {
+        "LLM_KEY": "${{azureml://connections/llm/credentials/key}}",
+        "LLM_TARGET": "${{azureml://connections/llm/target}}",
     }
-    _deploy(fp, "referenced", "blue", spec)
-    fp.traffic("referenced", blue=100)
+    _serve_script(fp, "referenced", tmp_path / "src", REFERENCE_SCORE, environment_variables=variables)
     answer = _score(fp, "referenced", {})
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"target": "http://127.0.0.1:9/v1", "key_length": len(secret)}
