@@ -315,6 +315,23 @@ def test_a_flow_and_a_script_side_by_side_with_a_traffic_split_and_limits(
     timed_out = fp.http.post(url, json={"name": "t", "kind": "slow", "seconds": 5}, headers=pinned)
     assert timed_out.status_code == 408
 
+    # blue answers every client; green, the script, gets a mirrored copy of some requests
+    assert fp.traffic("sidebyside", blue=100, green=0).status_code < 300
+    mirrored = fp.api("PUT", "/endpoints/sidebyside/traffic", json={"mirror_traffic": {"green": 50}})
+    assert mirrored.status_code < 300, mirrored.text
+    for number in range(30):
+        answer = _score(fp, "sidebyside", {"name": f"mirrored-{number}", "text": "hi"})
+        assert answer.headers["azureml-model-deployment"] == "blue"
+    logs = ""
+    for _ in range(100):  # copies are sent off the request path
+        logs = fp.cli(
+            "online-deployment", "get-logs", "-n", "green", "-e", "sidebyside", "--lines", "300"
+        ).stdout
+        if "scoring 'mirrored-" in logs:
+            break
+        time.sleep(0.1)
+    assert "scoring 'mirrored-" in logs
+
 
 def test_a_flow_model_with_code_configuration_runs_the_script_with_the_flow_mounted(
     server: Flowport, tmp_path: Path
