@@ -33,7 +33,7 @@ from flowport.engine.compile import (
 )
 from flowport.engine.errors import ExecutionError, system_error, tool_error, user_error
 from flowport.engine.inline import InlinePolicy
-from flowport.engine.inputs import prepare_inputs
+from flowport.engine.inputs import has_media, load_media, prepare_inputs
 from flowport.engine.records import LineRun, NodeRun, Status, now
 from flowport.engine.streams import NodeStream, SharedGenerator, join_async, join_sync
 from flowport.flow import MISSING, FlowDef, Plan, build_plan, load_flow
@@ -43,6 +43,7 @@ from flowport.tools.chat_parser import ChatFormatError
 from flowport.tools.compat import install_promptflow_shim
 from flowport.tools.llm import ClientPool, LLMCallError, LLMParamError, line_deadline
 from flowport.tools.metrics import collect_metrics, stop_collecting
+from flowport.tools.multimedia import PFBytes, has_image
 from flowport.tools.usage import current_usage
 
 LINE_TIMEOUT_ENV = "PF_LINE_TIMEOUT_SEC"
@@ -120,6 +121,8 @@ class FlowExecutor:
         )
         """Every node is sync and each reads the one before: run each line in one thread hop."""
         self.inline_policy = InlinePolicy()
+        self.confine_image_files = False
+        """Image files only from inside the flow folder (set when serving: inputs are a client's text)."""
         self._run_prefix = uuid.uuid4().hex
         self._run_numbers = itertools.count()
         """Whether such a chain has proven fast enough to run on the event loop itself."""
@@ -197,6 +200,8 @@ class FlowExecutor:
         run = LineRun(run_id or f"{self._run_prefix}_{next(self._run_numbers)}", line_number, dict(inputs))
         try:
             values = prepare_inputs(self.flow, inputs, line_number)
+            if has_media(self.flow, values):  # files and URLs: off the event loop
+                values = await asyncio.to_thread(load_media, self.flow, values, self.confine_image_files)
         except ExecutionError as exc:
             return self._failed(run, exc)
         line = _Line(values, run, stream, record_io)
@@ -464,6 +469,10 @@ class FlowExecutor:
             if isinstance(ref, NodeRef) and found != key:
                 value = self._follow(ref, value, f"input {key!r} of node {name!r}")
             kwargs[key] = value
+        given = {ref.name: kwargs[key] for key, ref in node.refs if isinstance(ref, InputRef)}
+        if has_media(self.flow, given):  # image inputs read as a line reads them
+            loaded = await asyncio.to_thread(load_media, self.flow, given)
+            kwargs.update({key: loaded[ref.name] for key, ref in node.refs if isinstance(ref, InputRef)})
         node_run = NodeRun(name, start_time=now())
         try:
             return await self._invoke(node, kwargs, False, node_run)
@@ -524,7 +533,9 @@ def json_ready(name: str, value: Any) -> Any:
     try:
         return orjson.loads(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS))
     except TypeError:
-        pass  # orjson refuses more than json does (big ints, ...): let json decide and explain
+        if has_image(value):  # kept as they are: each answer writes them its own way
+            return _ready_around_images(name, value)
+        # orjson refuses more than json does (big ints, ...): let json decide and explain
     try:
         return json.loads(json.dumps(value, ensure_ascii=False))
     except (TypeError, ValueError) as exc:
@@ -534,6 +545,16 @@ def json_ready(name: str, value: Any) -> Any:
             "sure the value serializable.",
             "FlowOutputUnserializable",
         ) from None
+
+
+def _ready_around_images(name: str, value: Any) -> Any:
+    if isinstance(value, PFBytes):
+        return value
+    if isinstance(value, list | tuple):
+        return [_ready_around_images(name, item) for item in value]
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(k): _ready_around_images(name, v) for k, v in value.items()}
+    return json_ready(name, value)
 
 
 def _call_sync(node: CompiledNode, kwargs: dict[str, Any], streaming: bool) -> Any:

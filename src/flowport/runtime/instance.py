@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from flowport.connections import ConnectionResolver, StaticConnections
+from flowport.connections import ConnectionResolver, ConnectionSpecError, StaticConnections
 from flowport.engine import load_executor
 from flowport.flow import FlowError
 from flowport.runtime.base import InstanceConfig
@@ -76,12 +76,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address for --port (default 127.0.0.1)")
     args = parser.parse_args(argv)
     config = InstanceConfig.from_json(json.loads(sys.stdin.read()))
+    serve(config, host=args.host, port=args.port or 0, uds=args.uds)
+
+
+def serve(config: InstanceConfig, *, host: str = "127.0.0.1", port: int = 0, uds: str | None = None) -> None:
+    """Load the flow and serve it until stopped (a flow that fails to load: its problems, exit 1)."""
     apply_environment(config)
     os.environ[CONFIG_ENV] = json.dumps(config.to_json())
     workers = int(os.environ.get("PROMPTFLOW_WORKER_NUM") or 1)
     try:
         app = create_app()
-    except FlowError as exc:  # the runtime shows the log's tail: the problem, not a traceback
+    except (FlowError, ConnectionSpecError) as exc:  # the log's tail shows the problem, no traceback
         print(f"the flow failed to load:\n{exc}", file=sys.stderr, flush=True)
         sys.exit(1)
     except ScriptError as exc:
@@ -93,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
         message = f"instance ready to serve {app.name} ({workers} worker(s))"
     print(message, file=sys.stderr, flush=True)
     target = "flowport.runtime.instance:create_app" if workers > 1 else app
-    run(target, host=args.host, port=args.port or 0, uds=args.uds, workers=workers)
+    run(target, host=host, port=port, uds=uds, workers=workers)
 
 
 if __name__ == "__main__":

@@ -44,15 +44,15 @@ from flowport.serving.negotiation import (
 from flowport.serving.openai_chat import OpenAIChatRoute, not_a_chat_flow
 from flowport.serving.refused import Refused, status_for
 from flowport.serving.settings import ServeSettings
-from flowport.serving.sse import error_frame, frame
+from flowport.serving.sse import error_frame, frame, image_default
 from flowport.serving.swagger import build_swagger
 
 
 def _encode(payload: Any) -> bytes:
     try:
-        return orjson.dumps(payload)
+        return orjson.dumps(payload, default=image_default)
     except TypeError:  # what orjson refuses (integers past 64 bits): the standard library writes it
-        return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=image_default).encode()
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -87,6 +87,8 @@ class ScoringApp:
     ) -> None:
         self.executor = executor
         self.flow = executor.flow
+        if isinstance(executor, FlowExecutor):  # a request's image paths stay inside the flow folder
+            executor.confine_image_files = True
         self.name = name or self.flow.name
         """The flow's name for clients (swagger title): the flow folder's, not its snapshot's."""
         self.settings = settings or ServeSettings()
