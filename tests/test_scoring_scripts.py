@@ -227,6 +227,10 @@ def test_an_async_script_without_a_model(any_store: Flowport, tmp_path: Path) ->
     exported = fp.api("POST", "/endpoints/asyncscript/export")
     assert exported.status_code == 400
     assert exported.json()["error"]["code"] == "ExportNotSupported"
+    image = fp.cli(
+        "online-deployment", "build-image", "-n", "blue", "-e", "asyncscript", "-t", "x:1", check=False
+    )
+    assert image.returncode != 0 and "runs a scoring script" in image.stderr
 
 
 def test_an_init_failure_fails_the_deployment_with_the_scripts_line(server: Flowport, tmp_path: Path) -> None:
