@@ -167,6 +167,11 @@ def build_image(
 
     client = ApiClient.discover()
     deployment = client.call("GET", f"/endpoints/{endpoint_name}/deployments/{name}")
+    if deployment.get("code_configuration"):
+        fail(
+            f"deployment {name!r} runs a scoring script; build-image builds flow deployments only "
+            "(docs/scoring-scripts.md)"
+        )
     model_name, _, version = str(deployment["model"]).removeprefix("azureml:").partition(":")
     model = client.call("GET", f"/models/{model_name}", params={"version": version} if version else None)
     source = Path(model["path"])

@@ -230,7 +230,8 @@ def build_api(
     async def create_model(body: SpecBody) -> dict[str, Any]:
         spec = parse_model(body.document(), body.file, body.directory)
         # Snapshotting and checking a model reads files and runs a child: off the loop.
-        return {**await asyncio.to_thread(control.models.register, spec), "notes": list(spec.notes)}
+        model = await asyncio.to_thread(control.models.register, spec)
+        return {**model, "notes": [*spec.notes, *model.get("notes", ())]}
 
     @api.get("/models", dependencies=secured, tags=["models"])
     async def list_models(name: str | None = None, archived: bool = False) -> list[dict[str, Any]]:

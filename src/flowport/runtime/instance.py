@@ -15,6 +15,7 @@ import ctypes
 import json
 import os
 import sys
+from pathlib import Path
 
 from flowport.connections import ConnectionResolver, ConnectionSpecError, StaticConnections
 from flowport.engine import load_executor
@@ -22,8 +23,10 @@ from flowport.flow import FlowError
 from flowport.runtime.base import InstanceConfig
 from flowport.runtime.local.logs import masking
 from flowport.serving import ScoringApp, ServeSettings
+from flowport.serving.script_app import ScriptApp
 from flowport.serving.server import run
 from flowport.serving.traced import trace_app
+from flowport.serving.user_script import FAILED_TO_START, ScriptError, UserScript
 from flowport.tracing.setup import Tracing
 
 CONFIG_ENV = "FLOWPORT_INSTANCE_CONFIG"
@@ -45,14 +48,19 @@ def apply_environment(config: InstanceConfig) -> None:
     os.environ.update({k: str(v) for k, v in config.environment_variables.items()})
     os.environ["FLOWPORT_MAX_CONCURRENT_REQUESTS"] = str(config.max_concurrent_requests)
     os.environ["FLOWPORT_REQUEST_TIMEOUT_MS"] = str(config.request_timeout_ms)
+    if config.model_dir:
+        os.environ["AZUREML_MODEL_DIR"] = config.model_dir
 
 
-def create_app() -> ScoringApp:
+def create_app() -> ScoringApp | ScriptApp:
     """Build the scoring app from the config in the environment (the uvicorn factory)."""
     keep_private()  # again in each worker: exec made it dumpable
     config = InstanceConfig.from_json(json.loads(os.environ[CONFIG_ENV]))
     os.chdir(config.source)
     settings = ServeSettings.from_env()
+    if config.scoring_script:  # init() runs when the server starts (the app's lifespan)
+        script = UserScript.load(Path(config.source), config.scoring_script)
+        return ScriptApp(script, settings, name=config.name or None)
     executor = load_executor(
         config.source,
         connections=ConnectionResolver(StaticConnections.from_rows(config.connections)),
@@ -107,7 +115,14 @@ def serve(config: InstanceConfig, *, host: str = "127.0.0.1", port: int = 0, uds
     except (FlowError, ConnectionSpecError) as exc:  # the log's tail shows the problem, no traceback
         print(f"the flow failed to load:\n{exc}", file=sys.stderr, flush=True)
         sys.exit(1)
-    print(f"instance ready to serve {app.name} ({workers} worker(s))", file=sys.stderr, flush=True)
+    except ScriptError as exc:
+        print(f"{FAILED_TO_START}{exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    if isinstance(app, ScriptApp):
+        message = f"instance loaded {app.script.name}; init() runs before it serves ({workers} worker(s))"
+    else:
+        message = f"instance ready to serve {app.name} ({workers} worker(s))"
+    print(message, file=sys.stderr, flush=True)
     target = "flowport.runtime.instance:create_app" if workers > 1 else app
     run(target, host=host, port=port, uds=uds, workers=workers)
 

@@ -48,11 +48,11 @@ def tail_lines(path: Path, count: int, block: int = 8192) -> list[str]:
     return data.decode("utf-8", "replace").splitlines()[-count:]
 
 
-def note(path: Path, message: str) -> None:
+def note(path: Path, message: str, source: str = "flowport runtime") -> None:
     """Append a line from the runtime itself to an instance's log (restarts, kills)."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     with contextlib.suppress(OSError), open(path, "a", encoding="utf-8") as file:
-        file.write(f"{stamp} flowport runtime: {message}\n")
+        file.write(f"{stamp} {source}: {message}\n")
 
 
 def _safe(name: str) -> str:
@@ -90,6 +90,13 @@ class LogFiles:
         path = folder / f"{instance_id}.log"
         path.touch()
         return path
+
+    def provisioning(self, key: DeploymentKey) -> Callable[[str], None]:
+        """A writer of the deployment's ``provisioning.log`` (environment builds), shown by ``tail``."""
+        folder = self.folder(key)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "provisioning.log"
+        return lambda line: note(path, line, source="provisioning")
 
     def tail(self, key: DeploymentKey, lines: int) -> list[str]:
         """The last ``lines`` lines over all the deployment's files, each prefixed with its instance id."""

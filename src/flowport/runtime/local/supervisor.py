@@ -13,6 +13,7 @@ from flowport.runtime.local import process as processes
 from flowport.runtime.local.isolation import Isolation, Workspace
 from flowport.runtime.local.logs import TRACE_SUFFIX, masking, note, tail_lines
 from flowport.runtime.local.probes import InstanceClient
+from flowport.serving.user_script import FAILED_TO_START
 
 log = logging.getLogger("flowport.runtime.local")
 
@@ -181,9 +182,11 @@ class ManagedInstance:
             exited.cancel()
         code = self.process.returncode
         await self._release()
-        raise DeploymentFailed(
-            f"instance {self.id} exited with code {code} before it was ready", self.log_tail()
-        )
+        tail = self.log_tail()
+        told = next((line for line in reversed(tail) if line.startswith(FAILED_TO_START)), None)
+        if told is not None:  # the scoring script's own words: where and why, in one line
+            raise DeploymentFailed(told, [line for line in tail if line != told])
+        raise DeploymentFailed(f"instance {self.id} exited with code {code} before it was ready", tail)
 
     async def _supervise(self) -> None:
         """Watch the running process; restart it when it exits or fails its liveness probe."""

@@ -429,6 +429,14 @@ flowport.tabs["test"] = async (panel, page) => {
     const loading = el("p", { class: "muted" }, "Loading the flow's inputs…");
     body.prepend(loading);
     try {
+      const script = deployment.code_configuration;
+      if (script) { // a scoring script: any JSON body, no flow inputs to list
+        shownModel = null;
+        body.replaceChildren(
+          el("p", { class: "muted" }, `Scoring script ${script.scoring_script} (from ${deployment.name})`),
+          standard({ flow: { inputs: {} } }));
+        return;
+      }
       const model = await modelOf(deployment);
       if (shownModel === model.id) {
         loading.remove(); // the same flow: keep the form and the conversation
