@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from flowport.gateway import DataCollection, DeploymentRoute, EndpointRoute
+from flowport.runtime.autoscale import ScaleSettings
 from flowport.runtime.base import DeploymentKey, DeploymentPlan, InstanceConfig, InstanceState, Probe
 
 
@@ -44,6 +45,7 @@ def plan_to_json(plan: DeploymentPlan) -> dict[str, Any]:
         "readiness": asdict(plan.readiness),
         "requirements": str(plan.requirements) if plan.requirements else None,
         "masked": sorted(plan.masked),
+        "scale": plan.scale.to_json() if plan.scale else None,
     }
 
 
@@ -57,6 +59,7 @@ def plan_from_json(data: dict[str, Any]) -> DeploymentPlan:
         readiness=Probe(**data["readiness"]),
         requirements=Path(data["requirements"]) if data.get("requirements") else None,
         masked=frozenset(data.get("masked", ())),
+        scale=ScaleSettings.from_json(data["scale"]) if data.get("scale") else None,
     )
 
 
