@@ -185,3 +185,14 @@ def test_an_endpoint_scales_up_under_load_and_back_down_without_a_failed_request
         assert all(op["status"] == "Succeeded" for op in history if op["kind"] == "ScaleDeployment")
         # a shown deployment applies again unchanged: scaling is read-only
         assert "scaling" in specs.READ_ONLY
+
+
+def test_the_monitoring_tab_shows_the_instance_count_and_bounds(studio: tuple[Flowport, object]) -> None:
+    server, page = studio
+    server.endpoint("watched")
+    scale = {"type": "target_utilization", "min_instances": 2, "max_instances": 3, "cooldown_seconds": 600}
+    server.deploy("watched", "blue", scale_settings=scale)
+    page.goto(f"{server.url}/studio/endpoints/watched#monitoring")  # type: ignore[attr-defined]
+    instances = page.locator("#monitor-instances")  # type: ignore[attr-defined]
+    instances.get_by_text("2 ready").wait_for()
+    assert "autoscaled 2 to 3" in instances.inner_text()
