@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -196,3 +198,45 @@ def test_the_monitoring_tab_shows_the_instance_count_and_bounds(studio: tuple[Fl
     instances = page.locator("#monitor-instances")  # type: ignore[attr-defined]
     instances.get_by_text("2 ready").wait_for()
     assert "autoscaled 2 to 3" in instances.inner_text()
+
+
+def instance_processes(fp: Flowport) -> int:
+    """The server's instance processes, counted in /proc (the API may be down)."""
+    assert fp.process is not None
+    children = Path(f"/proc/{fp.process.pid}/task/{fp.process.pid}/children").read_text().split()
+    return sum(1 for child in children if "flowport.runtime.instance" in _cmdline(child))
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:  # it just exited
+        return ""
+
+
+def test_scaling_goes_on_while_the_control_plane_is_stopped(tmp_path: Path) -> None:
+    with Flowport(tmp_path / "home") as fp:
+        fp.endpoint("busy")
+        scale = {"type": "target_utilization", "max_instances": 2, "target_utilization_percentage": 25}
+        fp.deploy(
+            "busy", "blue", request_settings={"max_concurrent_requests_per_instance": 4}, scale_settings=scale
+        )
+        assert fp.traffic("busy", blue=100).status_code < 300
+        load = Load(fp, "busy", clients=3)
+        control = fp.control_pid()
+        os.kill(control, signal.SIGSTOP)
+        try:
+            with load:
+                wait_for("a second instance process", lambda: instance_processes(fp) == 2)
+        finally:
+            os.kill(control, signal.SIGCONT)
+        assert load.statuses and set(load.statuses) == {200}
+
+        def events() -> list[dict[str, Any]]:
+            history = fp.ok("GET", "/endpoints/busy/operations")
+            return [op for op in history if op["kind"] == "ScaleDeployment"]
+
+        wait_for("the scale-up in the history", lambda: bool(events()))
+        (event,) = events()
+        assert (event["from_instances"], event["to_instances"], event["status"]) == (1, 2, "Succeeded")
+        assert fp.ok("GET", "/endpoints/busy/deployments/blue")["scaling"]["current_instances"] == 2
