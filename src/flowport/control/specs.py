@@ -663,7 +663,7 @@ def _target_utilization(r: _Reader, scale: Mapping[str, Any]) -> dict[str, Any]:
             given[key] = r.integer(scale, key, f"scale_settings.{key}", low, low, high)
     if "cooldown_seconds" in scale:
         given["cooldown_seconds"] = r.number(
-            scale, "cooldown_seconds", "scale_settings.cooldown_seconds", 60, 0, 86400
+            scale, "cooldown_seconds", "scale_settings.cooldown_seconds", 60, 0, 3600
         )
     low, high = given.get("min_instances", 1), given.get("max_instances", 1)
     if high < low:
