@@ -16,7 +16,9 @@ import pytest
 from flowport.control import specs
 from flowport.control.specs import SpecError
 from flowport.runtime.autoscale import Autoscaler, ScaleSettings
+from flowport.runtime.local import LocalRuntime
 from tests.endpoint_harness import Flowport
+from tests.test_runtime_local import KEY, Listener, eventually, plan
 
 # -- the policy ----------------------------------------------------------------------------
 
@@ -99,6 +101,49 @@ def test_settings_come_from_scale_settings_with_azure_defaults() -> None:
                 "scale_settings": {"type": "target_utilization", "polling_interval": 0},
             }
         )
+
+
+# -- the local runtime ---------------------------------------------------------------------
+
+
+async def test_the_local_runtime_scales_on_its_load_source_within_the_bounds(
+    tmp_path: Path, home: Path
+) -> None:
+    listener = Listener()
+    runtime = LocalRuntime(tmp_path / "state", drain_seconds=5)
+    runtime.set_listener(listener)
+    per_instance = {"in_flight": 0}
+    runtime.set_load_source(
+        lambda key: {address: per_instance["in_flight"] for address in listener.current(key)}
+    )
+    # capacity 10 (the plan's max_concurrent_requests) x 50 %: 5 requests per instance at the target
+    scale = ScaleSettings(3, 4, 50, polling_interval=0.2, cooldown_seconds=0.5)
+    try:
+        await runtime.apply(plan(count=1, scale=None))
+        await runtime.apply(plan(scale=ScaleSettings(2, 4, 50, polling_interval=0.2, cooldown_seconds=0.5)))
+        assert len(listener.current()) == 2  # autoscaling switched on: the count moved into the bounds
+        await runtime.apply(plan(scale=scale))
+        assert len(listener.current()) == 3  # new bounds: the count follows them at once
+        per_instance["in_flight"] = 10
+        await eventually(lambda: len(listener.current()) == 4)
+        await runtime.apply(plan(revision="r2", scale=scale))  # a roll-out keeps the autoscaled count
+        assert len(listener.current()) == 4 and {i.revision for i in runtime.instances(KEY)} == {"r2"}
+        per_instance["in_flight"] = 0
+        await eventually(lambda: len(runtime.scaling(KEY).events) == 2)  # type: ignore[union-attr]
+        status = runtime.scaling(KEY)  # down to min_instances after the cool-down, drained
+        assert status is not None and status.current_instances == 3
+        assert [(e.from_count, e.to_count, e.succeeded) for e in status.events] == [
+            (3, 4, True),
+            (4, 3, True),
+        ]
+        assert status.events[0].reason.startswith(
+            "30 request(s) in flight on 3 instance(s): 100% utilization, target 50%"
+        )
+        assert len(runtime.instances(KEY)) == 3
+        await runtime.apply(plan(revision="r2", count=1, scale=None))  # type: default: instance_count
+        assert len(listener.current()) == 1 and runtime.scaling(KEY) is None
+    finally:
+        await runtime.close()
 
 
 # -- a real endpoint -------------------------------------------------------------------------

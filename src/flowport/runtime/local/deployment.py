@@ -72,11 +72,9 @@ class Deployment:
         bounds); replace instances of other revisions one by one."""
         if self.closed:
             raise DeploymentFailed("the runtime is shutting down")
-        if plan.scale is not None:
-            scaled = self.plan is not None and self.plan.scale is not None
-            plan = replace(
-                plan, instance_count=plan.scale.clamp(self.count() if scaled else plan.scale.min_instances)
-            )
+        if plan.scale is not None:  # a running deployment keeps its count (within the new bounds)
+            start = self.count() if self.plan is not None else plan.scale.min_instances
+            plan = replace(plan, instance_count=plan.scale.clamp(start))
         wanted = plan.instance_count
         # Keep the ready instances of this revision; replace the broken ones of others first.
         current = sorted((m for m in self.members if m.revision == plan.revision), key=_ready_first)
