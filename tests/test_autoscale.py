@@ -243,6 +243,9 @@ def test_the_monitoring_tab_shows_the_instance_count_and_bounds(studio: tuple[Fl
     instances = page.locator("#monitor-instances")  # type: ignore[attr-defined]
     instances.get_by_text("2 ready").wait_for()
     assert "autoscaled 2 to 3" in instances.inner_text()
+    page.goto(f"{server.url}/studio/endpoints/watched")  # type: ignore[attr-defined]
+    table = page.locator("#deployments-table")  # type: ignore[attr-defined]
+    table.get_by_text("2 (autoscaled 2 to 3)").wait_for()
 
 
 def instance_processes(fp: Flowport) -> int:
