@@ -39,6 +39,7 @@ def create_app() -> ScoringApp:
     """
     from flowport.engine import load_executor
     from flowport.serving import ScoringApp
+    from flowport.serving.traced import trace_app
 
     source = enter_flow_dir(Path(os.environ[SOURCE_ENV]))
     settings = ServeSettings.from_env()
@@ -49,7 +50,9 @@ def create_app() -> ScoringApp:
         environment_variables=json.loads(os.environ.get(VARIABLES_ENV) or "{}"),
         process_environment_wins=True,
     )
-    return ScoringApp(executor, settings)
+    app = ScoringApp(executor, settings)
+    trace_app(app, "flowport-serve")
+    return app
 
 
 @guarded

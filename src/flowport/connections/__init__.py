@@ -11,7 +11,12 @@ from flowport.connections.service import (
     connection_row,
     read_connection_rows,
 )
-from flowport.connections.spec import apply_env_overrides, apply_set, connection_from_spec
+from flowport.connections.spec import (
+    apply_env_overrides,
+    apply_set,
+    connection_from_spec,
+    connection_template,
+)
 from flowport.connections.types import (
     SCRUBBED,
     AzureOpenAIConnection,
@@ -43,6 +48,7 @@ __all__ = [
     "build_connection",
     "connection_from_spec",
     "connection_row",
+    "connection_template",
     "load_or_create_key",
     "read_connection_rows",
 ]

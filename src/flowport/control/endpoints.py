@@ -36,6 +36,7 @@ from flowport.runtime.base import (
     Probe,
 )
 from flowport.store import Documents
+from flowport.tracing.setup import CONTENT_ENV as TRACE_CONTENT_ENV
 
 SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL|CONNECTION_STRING", re.IGNORECASE)
 SCRUBBED = "******"
@@ -522,6 +523,9 @@ class ControlPlane:
         except FlowError as exc:
             raise ApiError(400, "InvalidFlow", str(exc), problems=exc.problems) from None
         variables, referenced = self._resolved_variables(stored)
+        collector = stored.get("data_collector") or {}
+        if collector.get("request") or collector.get("response"):  # data capture allowed: traces keep content
+            variables = {TRACE_CONTENT_ENV: "true", **variables}
         settings = stored["request_settings"]
         connections = self._connections_for(flow, variables, referenced)
         config = InstanceConfig(
@@ -531,6 +535,7 @@ class ControlPlane:
             max_concurrent_requests=settings["max_concurrent_requests_per_instance"],
             request_timeout_ms=settings["request_timeout_ms"],
             name=stored.get("flow_name") or "",
+            secret_variables=tuple(sorted(_secret_names(stored, variables))),
         )
         liveness, readiness = Probe(**stored["liveness_probe"]), Probe(**stored["readiness_probe"])
         requirements = _requirements(flow)

@@ -12,8 +12,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from flowport.control.errors import ApiError
 from flowport.control.specs import ModelSpec
 from flowport.control.tool_check import check_tools
@@ -21,8 +19,8 @@ from flowport.flow import MISSING, FlowDef, FlowError, InputDef, ValueType
 from flowport.flow.flex import FLEX_MARK
 from flowport.flow.flex import find_any_flow_file as find_flow_file
 from flowport.flow.flex import load_any_flow as load_flow
-from flowport.flow.includes import copy_files, flow_files
-from flowport.flow.yaml import load_yaml_file, to_plain
+from flowport.flow.includes import copy_files, drop_includes, flow_files
+from flowport.flow.yaml import load_yaml_file
 from flowport.settings import make_private
 from flowport.store import Documents
 from flowport.store.tables import utcnow
@@ -114,7 +112,7 @@ def _copy_flow(files: dict[str, Path], target: Path, flow_file: str, flow: FlowD
     try:
         digest = copy_files(files, target)
         if flow.additional_includes:
-            _drop_includes(target / flow_file)
+            drop_includes(target / flow_file)
     except OSError as exc:
         raise ApiError(400, "ModelNotReadable", f"cannot copy the flow from {source}: {exc}") from None
     return digest
@@ -122,13 +120,6 @@ def _copy_flow(files: dict[str, Path], target: Path, flow_file: str, flow: FlowD
 
 def _invalid(exc: FlowError) -> ApiError:
     return ApiError(400, "InvalidFlow", f"the model's flow is not valid:\n{exc}", problems=exc.problems)
-
-
-def _drop_includes(flow_file: Path) -> None:
-    """The snapshot holds the included files already; its flow file must not look for them."""
-    raw = to_plain(load_yaml_file(flow_file))
-    raw.pop("additional_includes", None)
-    flow_file.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True), encoding="utf-8")
 
 
 class ModelRegistry:
@@ -220,6 +211,11 @@ def flow_interface(flow: FlowDef) -> dict[str, Any]:
         },
         "connections": sorted({n.connection for n in flow.nodes.values() if n.connection}),
         **({"entry": flow.raw[FLEX_MARK]["entry"]} if FLEX_MARK in flow.raw else {}),
+        **(
+            {"chat_history_format": "messages"}
+            if flow.is_chat and flow.chat_history_format == "messages"
+            else {}
+        ),
     }
 
 

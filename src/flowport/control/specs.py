@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import datetime
 import difflib
+import importlib.util
 import json
 import re
 from collections.abc import Mapping
@@ -529,6 +530,9 @@ class DeploymentSpec:
     notes: tuple[str, ...] = ()
 
 
+AZURE_TRACES_ENV = "APPLICATIONINSIGHTS_CONNECTION_STRING"
+"""In a deployment's variables: its traces go to Azure Monitor (``tracing.setup`` reads it)."""
+
 _DEPLOYMENT_FIELDS = {
     "name", "endpoint_name", "model", "description", "tags", "instance_type", "instance_count",
     "environment_variables", "request_settings", "liveness_probe", "readiness_probe", "data_collector",
@@ -537,7 +541,11 @@ _DEPLOYMENT_FIELDS = {
 _DEPLOYMENT_KEPT = {
     "environment": "runs as local processes from flowport's own environment; kept as a label",
     "code_configuration": "a flow deployment needs no scoring script; kept and ignored",
-    "app_insights_enabled": "use the Prometheus /metrics and JSON logs instead; kept and ignored",
+    "app_insights_enabled": (
+        "traces go to flowport's built-in store (flowport trace list); set "
+        "APPLICATIONINSIGHTS_CONNECTION_STRING in environment_variables to send them to Azure Monitor "
+        "(docs/traces.md)"
+    ),
     "egress_public_network_access": _AZURE_ONLY_NOTE,
     "type": "every deployment runs on the configured flowport runtime; kept and ignored",
     "properties": "kept",
@@ -550,6 +558,13 @@ _KUBERNETES_ONLY = ("resources",)
 _TARGET_UTILIZATION = ("polling_interval", "target_utilization_percentage", "min_instances", "max_instances")
 _TARGET_UTILIZATION += ("cooldown_seconds",)
 """Azure's fields, and flowport's ``cooldown_seconds`` (low load this long before scaling down)."""
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 def parse_deployment(raw: Any, file: str | None = None, base_dir: Path | None = None) -> DeploymentSpec:
@@ -606,6 +621,12 @@ def parse_deployment(raw: Any, file: str | None = None, base_dir: Path | None = 
     )
     if spec.instance_type:
         r.note("instance_type", f"{spec.instance_type!r} is kept as a label; instances run on this machine")
+    if variables.get(AZURE_TRACES_ENV) and not _installed("azure.monitor.opentelemetry.exporter"):
+        r.note(
+            f"environment_variables.{AZURE_TRACES_ENV}",
+            "exporting traces to Azure Monitor needs azure-monitor-opentelemetry-exporter "
+            "(pip install 'flowport[azure]'); until then they go to the built-in store",
+        )
     r.unknown(raw, _DEPLOYMENT_FIELDS, {**_DEPLOYMENT_KEPT, **_read_only(raw)}, what="a deployment")
     r.done()
     return DeploymentSpec(**{**spec.__dict__, "notes": tuple(r.notes)})

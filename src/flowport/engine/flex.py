@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from flowport import tracing
 from flowport.connections import Connection
 from flowport.engine.compile import apply_environment, resolve_environment_variables
 from flowport.engine.errors import ExecutionError, tool_error, user_error
@@ -49,6 +50,7 @@ from flowport.engine.flex_signature import (
 )
 from flowport.engine.inputs import prepare_inputs
 from flowport.engine.records import LineRun, NodeRun, Status, now
+from flowport.engine.spans import cancel_line, end_line, node_attributes, node_failed, start_line, start_node
 from flowport.engine.streams import NodeStream, join_async
 from flowport.flow import FlowDef, FlowError, ValueType
 from flowport.flow.flex import FLEX_MARK, FlexDef, describe_flow_path, is_flex, load_flex
@@ -138,6 +140,7 @@ class FlexExecutor:
         self.line_timeout = line_timeout or _env_float(LINE_TIMEOUT_ENV, DEFAULT_LINE_TIMEOUT)
         self._run_prefix = uuid.uuid4().hex
         self._run_numbers = itertools.count()
+        self.span_attributes = node_attributes(name, "flex", name, None)
 
     @classmethod
     def load(
@@ -214,9 +217,28 @@ class FlexExecutor:
         run_id: str | None = None,
         record_io: bool = False,
         deadline: float | None = None,
+        span_attributes: Mapping[str, Any] | None = None,
     ) -> LineResult:
         """Call the entry on one line's inputs. Errors come back in the result, never raised."""
         run = LineRun(run_id or f"{self._run_prefix}_{next(self._run_numbers)}", line_number, dict(inputs))
+        token = start_line(self.flow.name, run, span_attributes)
+        if token is None:
+            return await self._run_line(run, inputs, stream, line_number, record_io)
+        record_io = record_io or tracing.capture_content()
+        try:
+            result = await self._run_line(run, inputs, stream, line_number, record_io)
+        except BaseException:
+            cancel_line(run, token, self._span_attributes)
+            raise
+        end_line(run, token, result.outputs, self._span_attributes)
+        return result
+
+    def _span_attributes(self, name: str) -> dict[str, Any]:
+        return self.span_attributes
+
+    async def _run_line(
+        self, run: LineRun, inputs: Mapping[str, Any], stream: bool, line_number: int | None, record_io: bool
+    ) -> LineResult:
         try:
             values = prepare_inputs(self.flow, inputs, line_number)
         except ExecutionError as exc:
@@ -226,6 +248,7 @@ class FlexExecutor:
         if record_io:
             node_run.inputs = values
         token = current_usage.set(node_run.usage)
+        span_token = start_node(node_run, run.span)
         try:
             async with asyncio.timeout(self.line_timeout):
                 if self.is_async:
@@ -243,8 +266,10 @@ class FlexExecutor:
         except ExecutionError as exc:
             return _failed(run, exc, node_run)
         except Exception as exc:
-            return _failed(run, tool_error(self.entry_name, exc), node_run)
+            return _failed(run, tool_error(self.entry_name, exc), node_run, exc)
         finally:
+            if span_token is not None:
+                tracing.deactivate(span_token)
             current_usage.reset(token)
         if not any(isinstance(v, NodeStream) for v in outputs.values()):
             node_run.status = Status.COMPLETED
@@ -287,11 +312,14 @@ class FlexExecutor:
         return {str(k): json_ready(str(k), v) for k, v in result.items()}, False
 
 
-def _failed(run: LineRun, exc: ExecutionError, node_run: NodeRun | None = None) -> LineResult:
+def _failed(
+    run: LineRun, exc: ExecutionError, node_run: NodeRun | None = None, cause: BaseException | None = None
+) -> LineResult:
     if node_run is not None:
         node_run.status = Status.FAILED
         node_run.end_time = now()
         node_run.error = exc.to_dict()
+        node_failed(node_run, cause or exc)
     return LineResult.failed(run, exc)
 
 

@@ -11,14 +11,20 @@ milliseconds looks slow although it neither waited nor worked. So a slow run is 
 twice more: the thread's CPU time (``time.thread_time``) tells a heavy tool, and on Linux its
 voluntary context switches (``getrusage(RUSAGE_THREAD)``) tell a run that waited (I/O, sleep,
 a lock). A slow run that did neither only lost the core: it neither breaks the proof nor ends
-the inline mode.
+the inline mode. Nor does a slow run while the trace export thread was working
+(``tracing.export.exporting_since``): it waited for the GIL, not for I/O; nor one that a full
+garbage collection interrupted (any allocation may start one; tracing's queued spans make them
+more frequent): that time says nothing about the tools.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from typing import NamedTuple
+
+from flowport.tracing.export import ACTIVITY, exporting_since
 
 try:
     from resource import RUSAGE_THREAD, getrusage
@@ -34,6 +40,25 @@ class Mark(NamedTuple):
     started: float
     cpu: float
     voluntary: int
+    exports: int = 0
+    collections: int = 0
+
+
+class _Collections:
+    """Older-generation garbage collections so far (counted by a ``gc`` callback)."""
+
+    count = 0
+
+
+COLLECTIONS = _Collections()
+
+
+def _count_collection(phase: str, info: dict[str, int]) -> None:
+    if phase == "stop" and info["generation"] == 2:
+        COLLECTIONS.count += 1
+
+
+gc.callbacks.append(_count_collection)
 
 
 def _voluntary_switches() -> int:
@@ -65,7 +90,9 @@ class InlinePolicy:
         """Call in the thread about to run the chain; pass the mark to ``finish``."""
         if self.demoted:  # nothing more to decide: spare the two system calls
             return Mark(time.perf_counter(), 0.0, 0)
-        return Mark(time.perf_counter(), time.thread_time(), _voluntary_switches())
+        return Mark(
+            time.perf_counter(), time.thread_time(), _voluntary_switches(), ACTIVITY.count, COLLECTIONS.count
+        )
 
     def finish(self, mark: Mark, inline: bool) -> None:
         """Account the run that started at ``mark`` (same thread); ``inline``: it ran on the loop."""
@@ -75,6 +102,11 @@ class InlinePolicy:
             return
         cpu = time.thread_time() - mark.cpu
         waited = RUSAGE_THREAD is None or _voluntary_switches() > mark.voluntary
+        if COLLECTIONS.count != mark.collections:
+            self.record(seconds, inline=inline, cpu=0.0, waited=False)  # a full collection ran
+            return
+        if waited and exporting_since(mark.exports):
+            waited = False  # the trace export thread had the GIL
         self.record(seconds, inline=inline, cpu=cpu, waited=waited)
 
     def record(self, seconds: float, *, inline: bool, cpu: float | None = None, waited: bool = True) -> None:

@@ -49,9 +49,12 @@ class InstanceConfig:
     request_timeout_ms: int = 5000
     name: str = ""
     """The flow's name for clients (swagger title); empty: the source folder's name."""
+    secret_variables: tuple[str, ...] = ()
+    """Names of the variables whose values are secret: scrubbed from the instance's trace spans."""
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "secret_variables": list(self.secret_variables),
             "source": self.source,
             "name": self.name,
             "environment_variables": dict(self.environment_variables),
@@ -69,6 +72,7 @@ class InstanceConfig:
             max_concurrent_requests=int(data.get("max_concurrent_requests", 10)),
             request_timeout_ms=int(data.get("request_timeout_ms", 5000)),
             name=str(data.get("name") or ""),
+            secret_variables=tuple(data.get("secret_variables") or ()),
         )
 
 

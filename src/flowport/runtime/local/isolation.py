@@ -57,10 +57,14 @@ INHERITED = frozenset(
         "FLOWPORT_INLINE_FAST_TOOLS",
         "FLOWPORT_MAX_QUEUE_WAIT_MS",
         "FLOWPORT_MAX_BODY_BYTES",
+        # tracing: off, content, and where spans go (the OTEL_ prefix below; Azure Monitor)
+        "FLOWPORT_TRACING",
+        "FLOWPORT_TRACE_CONTENT",
+        "APPLICATIONINSIGHTS_CONNECTION_STRING",
     }
 )
 """The server's variables an instance inherits: everything it needs to run, nothing of the control plane."""
-INHERITED_PREFIXES = ("LC_",)
+INHERITED_PREFIXES = ("LC_", "OTEL_")
 INSTANCE_PYTHON_ENV = "FLOWPORT_INSTANCE_PYTHON"
 
 

@@ -13,6 +13,8 @@ from flowport.runtime.base import DeploymentKey
 
 KEEP_FILES = 20
 """Log files of gone instances kept per deployment (those of live instances always are)."""
+TRACE_SUFFIX = ".traces.jsonl"
+"""An instance's spans for the built-in trace store sit beside its log: ``<instance id>.traces.jsonl``."""
 MASK = "******"
 MIN_MASKED = 4
 """Shorter secret values are not masked: replacing every ``1`` or ``on`` would garble the logs."""
@@ -83,6 +85,8 @@ class LogFiles:
         for path in old[: max(0, len(old) - self.keep)]:
             with contextlib.suppress(OSError):
                 path.unlink()
+            with contextlib.suppress(OSError):
+                path.with_suffix(TRACE_SUFFIX).unlink()
         path = folder / f"{instance_id}.log"
         path.touch()
         return path
