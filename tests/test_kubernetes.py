@@ -89,6 +89,7 @@ BLUE = {
         "max_instances": 6,
         "target_utilization_percentage": 55,
         "polling_interval": 10,
+        "cooldown_seconds": 120,
     },
     "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": 2, "memory": "2Gi"}},
 }
@@ -235,6 +236,7 @@ def test_probes_resources_and_scaling_follow_the_yaml(exported: Path) -> None:
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 6)
     assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "shop-blue"}
     assert hpa["metrics"][0]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 55}
+    assert hpa["behavior"] == {"scaleDown": {"stabilizationWindowSeconds": 120}}
 
     green = by_kind(load(exported / "shop-green.yaml"), "Deployment")
     assert green["spec"]["replicas"] == 3
@@ -355,6 +357,9 @@ def test_bad_settings_are_one_clear_error() -> None:
         scale_settings={"type": "target_utilization", "min_instances": 3, "max_instances": 2}
     )
     assert "must be default or target_utilization" in error(scale_settings={"type": "bursty"})
+    assert "cooldown_seconds must be a number of seconds from 0 to 3600, got 7200" in error(
+        scale_settings={"type": "target_utilization", "cooldown_seconds": 7200}
+    )
     token = {"endpoint": {**endpoint, "auth_mode": "aml_token"}, "deployments": [base]}
     with pytest.raises(ExportError, match="checks keys only"):
         export_manifests(token, ExportOptions())

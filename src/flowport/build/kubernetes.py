@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -246,6 +247,8 @@ class Scaling:
     min_instances: int
     max_instances: int
     target_utilization_percentage: int
+    cooldown_seconds: int | None = None
+    """flowport's ``cooldown_seconds``: the HPA's scale-down stabilization window when given."""
 
 
 def scaling(document: Mapping[str, Any]) -> Scaling | None:
@@ -272,12 +275,24 @@ def scaling(document: Mapping[str, Any]) -> Scaling | None:
         number("min_instances", 1, 1, 1000),
         number("max_instances", 1, 1, 1000),
         number("target_utilization_percentage", 70, 1, 100),
+        _cooldown(settings.get("cooldown_seconds"), where),
     )
     if result.max_instances < result.min_instances:
         raise ExportError(
             f"{where}.max_instances ({result.max_instances}) is below min_instances ({result.min_instances})"
         )
     return result
+
+
+def _cooldown(value: Any, where: str) -> int | None:
+    """``cooldown_seconds`` as whole seconds (Kubernetes allows up to an hour), or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 3600:
+        raise ExportError(
+            f"{where}.cooldown_seconds must be a number of seconds from 0 to 3600, got {value!r}"
+        )
+    return math.ceil(value)
 
 
 def resources(document: Mapping[str, Any]) -> dict[str, dict[str, str]]:
@@ -422,11 +437,18 @@ def deployment_objects(
                             },
                         }
                     ],
+                    **_behavior(auto),
                 },
             }
         )
     objects.append(_pdb(base, labels, options))
     return objects
+
+
+def _behavior(auto: Scaling) -> dict[str, Any]:
+    if auto.cooldown_seconds is None:
+        return {}
+    return {"behavior": {"scaleDown": {"stabilizationWindowSeconds": auto.cooldown_seconds}}}
 
 
 # -- the endpoint's gateway -----------------------------------------------------------------

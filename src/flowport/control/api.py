@@ -8,6 +8,7 @@ Changes to endpoints and deployments return an operation; ``GET /operations/{id}
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -302,6 +303,8 @@ def build_api(
     @api.get("/endpoints/{name}/operations", dependencies=secured, tags=["operations"])
     async def endpoint_operations(name: str) -> list[dict[str, Any]]:
         control.show_endpoint(name)
+        with contextlib.suppress(DataPlaneUnavailable):
+            await control.collect_scaling(name)
         return control.operations.list(name)
 
     @api.get("/endpoints/{name}/stats", dependencies=secured, tags=["endpoints"])

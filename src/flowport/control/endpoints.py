@@ -17,6 +17,7 @@ from typing import Any
 
 from flowport.connections import Cipher, ConnectionService, ConnectionSpecError, StaticConnections
 from flowport.connections.references import resolve_connection_references
+from flowport.control import scaling
 from flowport.control.conda import read_conda_file
 from flowport.control.errors import ApiError
 from flowport.control.models import ModelRegistry, flow_folder_name, snapshot_files
@@ -27,6 +28,7 @@ from flowport.flow import FlowDef, FlowError
 from flowport.flow.flex import load_any_flow as load_flow
 from flowport.gateway import DataCollection, DeploymentRoute, EndpointRoute, TokenSigner, key_digest
 from flowport.gateway.auth import TOKEN_MODES
+from flowport.runtime.autoscale import ScaleSettings
 from flowport.runtime.base import (
     DeploymentFailed,
     DeploymentKey,
@@ -279,7 +281,7 @@ class ControlPlane:
         spec = row["spec"]
         key = DeploymentKey(row["endpoint"], row["name"])
         variables = self._variables(spec)
-        instances = await self.dataplane.instances(key)
+        instances, status = await asyncio.gather(self.dataplane.instances(key), self.dataplane.scaling(key))
         view = {
             "name": row["name"],
             "endpoint_name": row["endpoint"],
@@ -305,11 +307,22 @@ class ControlPlane:
         }
         if spec.get("data_collector") is not None:
             view["data_collector"] = spec["data_collector"]
+        if status is not None:
+            view["scaling"] = scaling.view(status)
+            scaling.record(self.operations, row["endpoint"], row["name"], status)
         if row.get("error"):
             view["error"] = row["error"]
         if row.get("notes"):
             view["notes"] = row["notes"]
         return view
+
+    async def collect_scaling(self, endpoint: str) -> None:
+        """Record the scaling events the data plane kept for ``endpoint``'s autoscaled deployments."""
+        for row in self.deployments.list(endpoint=endpoint):
+            if _scale(row["spec"]) is not None:
+                status = await self.dataplane.scaling(DeploymentKey(endpoint, row["name"]))
+                if status is not None:
+                    scaling.record(self.operations, endpoint, row["name"], status)
 
     def deployment_document(self, endpoint: str, name: str) -> dict[str, Any]:
         """The deployment as Azure YAML fields (secrets in clear): the base ``update --set`` edits."""
@@ -614,6 +627,7 @@ class ControlPlane:
             requirements=requirements,
             pip_requirements=pip,
             masked=_secret_values(stored, variables, connections),
+            scale=_scale(stored),
         )
 
     def _resolved_variables(self, stored: Mapping[str, Any]) -> tuple[dict[str, str], set[str]]:
@@ -665,7 +679,7 @@ class ControlPlane:
                 max_concurrent_requests_per_instance=spec["request_settings"][
                     "max_concurrent_requests_per_instance"
                 ],
-                instance_count=spec["instance_count"],
+                instance_count=auto.max_instances if (auto := _scale(spec)) else spec["instance_count"],
                 request_timeout_ms=spec["request_settings"]["request_timeout_ms"],
                 data_collection=DataCollection(**collector) if collector else None,
             )
@@ -740,6 +754,11 @@ class ControlPlane:
                 f"run the update again (flowport online-deployment update -e {endpoint} -n {name} ...)"
             )
             self._fail_deployment(endpoint, name, _document(row), interrupted)
+
+
+def _scale(spec: Mapping[str, Any]) -> ScaleSettings | None:
+    """The autoscaling of a stored spec (``scale_settings: type: target_utilization``), or None."""
+    return ScaleSettings.from_scale_settings(spec.get("extras", {}).get("scale_settings"))
 
 
 def _document(row: Mapping[str, Any]) -> dict[str, Any]:

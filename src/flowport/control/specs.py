@@ -43,6 +43,7 @@ FLOW_TIMEOUT_MS = 300_000
 SCRIPT_TIMEOUT_MS = 180_000
 READ_ONLY = ("id", "provisioning_state", "scoring_uri", "openapi_uri", "creation_context", "created_at")
 READ_ONLY += ("updated_at", "instances", "error", "notes", "latest_version", "utc_time_created")
+READ_ONLY += ("scaling",)
 """Fields ``show`` prints (Azure's and flowport's): a shown document applies again unchanged."""
 _READ_ONLY_NOTE = "is read-only (printed by show); ignored"
 MAX_FIELD_CHARS = 64 * 1024
@@ -541,7 +542,7 @@ AZURE_TRACES_ENV = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 _DEPLOYMENT_FIELDS = {
     "name", "endpoint_name", "model", "description", "tags", "instance_type", "instance_count",
     "environment_variables", "request_settings", "liveness_probe", "readiness_probe", "data_collector",
-    "secret_environment_variables", "code_configuration", "environment",
+    "secret_environment_variables", "code_configuration", "environment", "scale_settings",
 }  # fmt: skip
 _DEPLOYMENT_KEPT = {
     "app_insights_enabled": (
@@ -549,7 +550,6 @@ _DEPLOYMENT_KEPT = {
         "APPLICATIONINSIGHTS_CONNECTION_STRING in environment_variables to send them to Azure Monitor "
         "(docs/traces.md)"
     ),
-    "scale_settings": "instance_count is applied as given; kept and ignored",
     "egress_public_network_access": _AZURE_ONLY_NOTE,
     "type": "every deployment runs on the configured flowport runtime; kept and ignored",
     "properties": "kept",
@@ -560,6 +560,8 @@ _DEPLOYMENT_KEPT = {
 _MANAGED_ONLY = ("egress_public_network_access", "private_network_connection")
 _KUBERNETES_ONLY = ("resources",)
 _TARGET_UTILIZATION = ("polling_interval", "target_utilization_percentage", "min_instances", "max_instances")
+_TARGET_UTILIZATION += ("cooldown_seconds",)
+"""Azure's fields, and flowport's ``cooldown_seconds`` (low load this long before scaling down)."""
 
 
 def _installed(module: str) -> bool:
@@ -666,13 +668,40 @@ def _deployment_extras(r: _Reader, raw: Mapping[str, Any]) -> dict[str, Any]:
         if "type" not in scale:
             r.error("scale_settings.type", f"is required: one of {', '.join(allowed)}")
         elif scale_type not in SCALE_TYPES[kind]:
-            r.note("scale_settings.type", f"{scale_type}: {kubernetes_only}")
+            r.note(
+                "scale_settings.type",
+                f"{scale_type}: Azure takes it on type: kubernetes deployments only; "
+                "flowport autoscales with it, and export --format kubernetes makes it an HPA",
+            )
         fields = set(_TARGET_UTILIZATION) if scale_type == "target_utilization" else set()
-        for key in sorted(fields & set(scale)):
-            r.integer(scale, key, f"scale_settings.{key}", 0, 0, 2**31 - 1)
         r.unknown(scale, {"type", *fields}, {}, "scale_settings.")
-        extras["scale_settings"] = {**to_plain(scale), **({"type": scale_type} if scale_type else {})}
+        extras["scale_settings"] = {
+            **to_plain(scale),
+            **({"type": scale_type} if scale_type else {}),
+            **(_target_utilization(r, scale) if fields else {}),
+        }
     return extras
+
+
+def _target_utilization(r: _Reader, scale: Mapping[str, Any]) -> dict[str, Any]:
+    """The given ``target_utilization`` fields, checked and normalised (Azure's defaults apply later)."""
+    bounds = {"min_instances": (1, 50), "max_instances": (1, 50), "target_utilization_percentage": (1, 100)}
+    bounds["polling_interval"] = (1, 3600)
+    given: dict[str, Any] = {}
+    for key, (low, high) in bounds.items():
+        if key in scale:
+            given[key] = r.integer(scale, key, f"scale_settings.{key}", low, low, high)
+    if "cooldown_seconds" in scale:
+        given["cooldown_seconds"] = r.number(
+            scale, "cooldown_seconds", "scale_settings.cooldown_seconds", 60, 0, 3600
+        )
+    low, high = given.get("min_instances", 1), given.get("max_instances", 1)
+    if high < low:
+        r.error(
+            "scale_settings.max_instances",
+            f"({high}) is below min_instances ({low}); raise it or lower min_instances",
+        )
+    return given
 
 
 def _connection_references(r: _Reader, variables: Mapping[str, str]) -> None:

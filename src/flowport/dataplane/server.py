@@ -107,6 +107,7 @@ async def serve(home: Path, listener: socket.socket, base_url: str) -> int:
     runtime.set_listener(
         lambda key, addresses: gateway.set_instances(key.endpoint, key.deployment, addresses)
     )
+    runtime.set_load_source(lambda key: gateway.in_flight(key.endpoint, key.deployment))
     relay = ControlRelay(str(control_socket))
     token = secrets.token_urlsafe(32)
     agent = Agent(gateway, runtime, token)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from flowport.gateway import DataCollection, DeploymentRoute, EndpointRoute
+from flowport.runtime.autoscale import ScaleSettings
 from flowport.runtime.base import DeploymentKey, DeploymentPlan, InstanceConfig, InstanceState, Probe
 
 
@@ -45,6 +46,7 @@ def plan_to_json(plan: DeploymentPlan) -> dict[str, Any]:
         "requirements": str(plan.requirements) if plan.requirements else None,
         "pip_requirements": list(plan.pip_requirements),
         "masked": sorted(plan.masked),
+        "scale": plan.scale.to_json() if plan.scale else None,
     }
 
 
@@ -59,6 +61,7 @@ def plan_from_json(data: dict[str, Any]) -> DeploymentPlan:
         requirements=Path(data["requirements"]) if data.get("requirements") else None,
         pip_requirements=tuple(data.get("pip_requirements") or ()),
         masked=frozenset(data.get("masked", ())),
+        scale=ScaleSettings.from_json(data["scale"]) if data.get("scale") else None,
     )
 
 

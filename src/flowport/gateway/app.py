@@ -490,6 +490,11 @@ class Gateway:
                 metrics.child(metrics.in_flight, state.endpoint, state.name).set(state.in_flight)
         return metrics.render()
 
+    def in_flight(self, endpoint: str, deployment: str) -> dict[str, int]:
+        """Requests outstanding per ready instance address of a deployment (what autoscaling samples)."""
+        state = self._states.get((endpoint, deployment))
+        return {u.address: u.outstanding for u in state.pool.active} if state is not None else {}
+
     def stats(self, endpoint: str) -> dict[str, Any]:
         """The last 60 minutes of each deployment of ``endpoint``, one entry per minute."""
         now = time.time()

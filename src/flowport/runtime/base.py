@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from flowport.runtime.autoscale import ScaleSettings, ScalingStatus
+
 
 @dataclass(frozen=True)
 class DeploymentKey:
@@ -100,6 +102,9 @@ class DeploymentPlan:
     masked: frozenset[str] = frozenset()
     """Secret values (variables, connection secrets) shown as ``******`` wherever the runtime
     shows the instance logs (``logs``, ``DeploymentFailed.log_tail``)."""
+    scale: ScaleSettings | None = None
+    """``scale_settings: type: target_utilization``: the runtime keeps between ``min_instances``
+    and ``max_instances`` instances (``instance_count`` is then ignored); None: ``instance_count``."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,10 @@ class DeploymentFailed(Exception):
 ReadyListener = Callable[[DeploymentKey, list[str]], None]
 """Called with the addresses of a deployment's ready instances whenever that set changes."""
 
+LoadSource = Callable[[DeploymentKey], Mapping[str, int]]
+"""The requests in flight per ready-instance address of a deployment (the gateway knows them):
+what an autoscaling runtime samples."""
+
 
 class Runtime(Protocol):
     def set_listener(self, listener: ReadyListener) -> None: ...
@@ -154,6 +163,10 @@ class Runtime(Protocol):
         ...
 
     def instances(self, key: DeploymentKey) -> list[InstanceState]: ...
+
+    def scaling(self, key: DeploymentKey) -> ScalingStatus | None:
+        """An autoscaled deployment's current count and scaling events; None when not autoscaled."""
+        ...
 
     def logs(self, key: DeploymentKey, lines: int) -> list[str]:
         """The last ``lines`` lines of the deployment's instance logs (console and access log)."""

@@ -10,7 +10,14 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from flowport.runtime.base import DeploymentKey, DeploymentPlan, InstanceState, ReadyListener
+from flowport.runtime.autoscale import ScalingStatus
+from flowport.runtime.base import (
+    DeploymentKey,
+    DeploymentPlan,
+    InstanceState,
+    LoadSource,
+    ReadyListener,
+)
 from flowport.runtime.local.deployment import Deployment
 from flowport.runtime.local.isolation import Isolation
 from flowport.runtime.local.logs import LogFiles, masking
@@ -41,6 +48,7 @@ class LocalRuntime:
         self.python = python
         self.drain_seconds = drain_seconds
         self._listener: ReadyListener | None = None
+        self._load: LoadSource | None = None
         self._deployments: dict[DeploymentKey, Deployment] = {}
         self._masked: dict[DeploymentKey, frozenset[str]] = {}
         """Every secret of every plan applied per deployment: older lines may hold older ones."""
@@ -51,6 +59,10 @@ class LocalRuntime:
 
     def set_listener(self, listener: ReadyListener) -> None:
         self._listener = listener
+
+    def set_load_source(self, source: LoadSource) -> None:
+        """Where autoscaled deployments read their in-flight requests (the gateway's counts)."""
+        self._load = source
 
     async def apply(self, plan: DeploymentPlan) -> None:
         if self._closed:
@@ -85,6 +97,10 @@ class LocalRuntime:
         deployment = self._deployments.get(key)
         return deployment.states() if deployment else []
 
+    def scaling(self, key: DeploymentKey) -> ScalingStatus | None:
+        deployment = self._deployments.get(key)
+        return deployment.scaling() if deployment else None
+
     def logs(self, key: DeploymentKey, lines: int) -> list[str]:
         return list(map(masking(self._masked.get(key, ())), self._logs.tail(key, lines)))
 
@@ -104,6 +120,7 @@ class LocalRuntime:
                 new_instance=lambda plan, python, on_change: self._new_instance(key, plan, python, on_change),
                 publish=self._publish,
                 drain_seconds=self.drain_seconds,
+                load=self._in_flight,
             )
             self._deployments[key] = deployment
         return deployment
@@ -121,6 +138,9 @@ class LocalRuntime:
             isolation=self.isolation,
             on_change=on_change,
         )
+
+    def _in_flight(self, key: DeploymentKey) -> dict[str, int]:
+        return dict(self._load(key)) if self._load is not None else {}
 
     def _publish(self, key: DeploymentKey, addresses: list[str]) -> None:
         if self._listener is None:
