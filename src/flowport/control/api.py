@@ -301,6 +301,11 @@ def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path, base_ur
         control.show_endpoint(name)
         return await control.dataplane.stats(name)
 
+    @api.get("/endpoints/{name}/compare", dependencies=secured, tags=["endpoints"])
+    async def endpoint_compare(name: str, deployments: list[str] = Query([])) -> dict[str, Any]:
+        """Agreement, latency and token deltas of two deployments on mirrored traffic."""
+        return await control.compare(name, deployments)
+
     # -- deployments ----------------------------------------------------------------------
 
     @api.post(

@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from flowport.dataplane import wire
 from flowport.gateway import Gateway
+from flowport.gateway.compare import report
 from flowport.runtime.base import DeploymentFailed, DeploymentKey, Runtime
 
 log = logging.getLogger("flowport.dataplane")
@@ -48,6 +49,7 @@ class Agent:
                 Route(one + "/instances", self.instances),
                 Route(one + "/logs", self.logs),
                 Route("/stats/{endpoint}", self.stats),
+                Route("/compare/{endpoint}", self.compare),
             ],
             exception_handlers={Exception: self.failed},
         )
@@ -101,6 +103,13 @@ class Agent:
 
     async def stats(self, request: Request) -> Response:
         return JSONResponse(self.gateway.stats(request.path_params["endpoint"]))
+
+    async def compare(self, request: Request) -> Response:
+        """The report on two deployments' recorded answers to the same mirrored requests."""
+        endpoint, query = request.path_params["endpoint"], request.query_params
+        pairs = self.gateway.comparisons.pairs(endpoint)
+        found = await asyncio.to_thread(report, endpoint, pairs, query["a"], query["b"])
+        return JSONResponse(found)
 
     # -- the runtime --------------------------------------------------------------------------
 

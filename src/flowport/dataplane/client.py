@@ -63,6 +63,9 @@ class DataPlaneClient:
     async def stats(self, endpoint: str) -> dict[str, Any]:
         return (await self._call("GET", f"/stats/{endpoint}")).json()
 
+    async def compare(self, endpoint: str, a: str, b: str) -> dict[str, Any]:
+        return (await self._call("GET", f"/compare/{endpoint}", params={"a": a, "b": b})).json()
+
     # -- the runtime ----------------------------------------------------------------------------
 
     async def apply(self, plan: DeploymentPlan) -> None:

@@ -54,14 +54,14 @@ class Record:
     response_truncated: bool = False
 
 
-def _parse_json(body: bytes) -> Any:
+def parse_json(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         return body.decode("utf-8", "replace")
 
 
-def _parse_events(body: bytes) -> list[Any]:
+def parse_events(body: bytes) -> list[Any]:
     """The JSON payloads of ``data:`` lines of server-sent events (``[DONE]`` left out)."""
     frames = []
     for line in body.splitlines():
@@ -69,7 +69,7 @@ def _parse_events(body: bytes) -> list[Any]:
             continue
         data = line[5:].strip()
         if data and data != b"[DONE]":
-            frames.append(_parse_json(data))
+            frames.append(parse_json(data))
     return frames
 
 
@@ -89,14 +89,14 @@ def to_line(record: Record) -> tuple[str, bytes]:
             line["request"] = None
             line["request_truncated"] = True
         else:
-            line["request"] = _parse_json(record.request) if record.request else None
+            line["request"] = parse_json(record.request) if record.request else None
     if record.response is not None:
         if record.response_is_events:
-            line["response"] = _parse_events(record.response)
+            line["response"] = parse_events(record.response)
         elif record.response_truncated:
             line["response"] = None
         else:
-            line["response"] = _parse_json(record.response) if record.response else None
+            line["response"] = parse_json(record.response) if record.response else None
         if record.response_truncated:
             line["response_truncated"] = True
     path = f"{record.endpoint}/{record.deployment}/{partition(record.rolling_rate, when)}.jsonl"
