@@ -19,10 +19,11 @@ MIN_MASKED = 4
 
 
 def scrub_json(value: Any, secrets: Iterable[str] = ()) -> Any:
-    """``value`` with every secret value masked in its strings, and the text of fields named like
-    secrets (``api_key``, ``Authorization``...) scrubbed; numbers stay (``total_tokens: 12``)."""
+    """``value`` with every secret value masked in its strings (in any letter case), and the text
+    of fields named like secrets (``api_key``, ``Authorization``...) scrubbed; numbers stay
+    (``total_tokens: 12``)."""
     parts = sorted({s for s in secrets if len(s) >= MIN_MASKED}, key=len, reverse=True)
-    pattern = re.compile("|".join(re.escape(p) for p in parts)) if parts else None
+    pattern = re.compile("|".join(re.escape(p) for p in parts), re.IGNORECASE) if parts else None
     return _scrub(value, pattern)
 
 
