@@ -48,23 +48,23 @@ def _send(fp: Flowport, key: str) -> dict[str, str]:
     return texts
 
 
-def _mirrored(fp: Flowport) -> set[str]:
-    """The request ids green answered, from its own access log (the mirror is sampled)."""
-    lines = fp.ok("GET", "/endpoints/move/deployments/green/logs", params={"lines": 5000})["lines"]
+def _mirrored(fp: Flowport, mirror: str = "green", prefix: str = "migrate-") -> set[str]:
+    """The request ids the mirror answered, from its own access log (the mirror is sampled)."""
+    lines = fp.ok("GET", f"/endpoints/move/deployments/{mirror}/logs", params={"lines": 5000})["lines"]
     found = set()
     for line in lines:
         with contextlib.suppress(ValueError):
             entry = json.loads(line[line.index("{") :])
-            if entry.get("event") == "request" and str(entry.get("request_id", "")).startswith("migrate-"):
+            if entry.get("event") == "request" and str(entry.get("request_id", "")).startswith(prefix):
                 found.add(entry["request_id"])
     return found
 
 
-def _compare(fp: Flowport) -> dict[str, Any]:
-    """The report once every copy green answered is recorded."""
+def _compare(fp: Flowport, mirror: str = "green", prefix: str = "migrate-") -> dict[str, Any]:
+    """The report once every copy the mirror answered is recorded."""
     deadline = time.monotonic() + 30
     while True:
-        mirrored = _mirrored(fp)
+        mirrored = _mirrored(fp, mirror, prefix)
         found = fp.ok("GET", "/endpoints/move/compare", params={"deployments": ["blue", "green"]})
         if (mirrored and found["pairs"] >= len(mirrored)) or time.monotonic() > deadline:
             return {**found, "mirrored": mirrored}
@@ -140,6 +140,28 @@ def test_compare_reports_agreement_latency_and_the_differing_pairs(home: Path) -
         assert unknown.returncode != 0 and "no deployment 'gren'" in unknown.stderr
         nowhere = fp.api("GET", "/endpoints/nowhere/compare", params={"deployments": ["a", "b"]})
         assert nowhere.status_code == 404
+
+        # traffic moves to green, blue becomes the mirror; the pairs so far are forgotten
+        fp.cli(
+            "online-endpoint",
+            "update",
+            "-n",
+            "move",
+            "--traffic",
+            "blue=0 green=100",
+            "--mirror-traffic",
+            "blue=50",
+        )
+        cleared = fp.cli("online-endpoint", "compare", "-n", "move", "--clear").stdout
+        assert "forgot the recorded pairs of move" in cleared
+        for i in range(20):
+            body = {"text": f"new-{i}"}
+            answer = fp.score("move", body, key=key, **{"x-request-id": f"shift-{i}"})
+            assert answer.json()["echoed"] == f"NEW-{i}"  # green answers now
+        after = _compare(fp, "blue", "shift-")
+        assert after["pairs"] == len(after["mirrored"]) > 0
+        assert after["agreed"] == 0
+        assert {p["request_id"] for p in after["differing"]} == after["mirrored"]
 
 
 def _side(name: str, answer: Any) -> Side:

@@ -313,8 +313,11 @@ def export(
 @app.command()
 def compare(
     name: str = typer.Option(..., "--name", "-n"),
-    deployments: tuple[str, str] = typer.Option(
-        ..., "--deployments", help="Two deployments, e.g. --deployments blue green (one mirrors the other)."
+    deployments: tuple[str, str] | None = typer.Option(
+        None, "--deployments", help="Two deployments, e.g. --deployments blue green (one mirrors the other)."
+    ),
+    clear: bool = typer.Option(
+        False, "--clear", help="Forget the pairs recorded so far (after changing a deployment)."
     ),
     output: Output = typer.Option(
         Output.table,
@@ -325,9 +328,14 @@ def compare(
     ),
 ) -> None:
     """Compare two deployments' answers to the same mirrored requests: agreement, latency, tokens."""
-    found = ApiClient.discover().call(
-        "GET", f"/endpoints/{name}/compare", params={"deployments": list(deployments)}
-    )
+    client = ApiClient.discover()
+    if clear:
+        client.call("DELETE", f"/endpoints/{name}/compare")
+        typer.echo(f"forgot the recorded pairs of {name}; new mirrored requests are recorded from now on")
+        return
+    if deployments is None:
+        fail("give the two deployments to compare: --deployments blue green (or --clear)")
+    found = client.call("GET", f"/endpoints/{name}/compare", params={"deployments": list(deployments)})
     if output in (Output.table, Output.tsv):
         typer.echo(compare_summary(found))
     else:

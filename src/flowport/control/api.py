@@ -306,6 +306,13 @@ def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path, base_ur
         """Agreement, latency and token deltas of two deployments on mirrored traffic."""
         return await control.compare(name, deployments)
 
+    @api.delete("/endpoints/{name}/compare", dependencies=secured, tags=["endpoints"])
+    async def endpoint_compare_clear(name: str) -> dict[str, Any]:
+        """Forget the recorded pairs (after changing a deployment, to judge it afresh)."""
+        control.show_endpoint(name)
+        await control.dataplane.forget_pairs(name)
+        return {}
+
     # -- deployments ----------------------------------------------------------------------
 
     @api.post(

@@ -50,6 +50,7 @@ class Agent:
                 Route(one + "/logs", self.logs),
                 Route("/stats/{endpoint}", self.stats),
                 Route("/compare/{endpoint}", self.compare),
+                Route("/compare/{endpoint}", self.forget_pairs, methods=["DELETE"]),
             ],
             exception_handlers={Exception: self.failed},
         )
@@ -110,6 +111,10 @@ class Agent:
         pairs = self.gateway.comparisons.pairs(endpoint)
         found = await asyncio.to_thread(report, endpoint, pairs, query["a"], query["b"])
         return JSONResponse(found)
+
+    async def forget_pairs(self, request: Request) -> Response:
+        self.gateway.comparisons.forget(request.path_params["endpoint"])
+        return JSONResponse({})
 
     # -- the runtime --------------------------------------------------------------------------
 

@@ -66,6 +66,9 @@ class DataPlaneClient:
     async def compare(self, endpoint: str, a: str, b: str) -> dict[str, Any]:
         return (await self._call("GET", f"/compare/{endpoint}", params={"a": a, "b": b})).json()
 
+    async def forget_pairs(self, endpoint: str) -> None:
+        await self._call("DELETE", f"/compare/{endpoint}")
+
     # -- the runtime ----------------------------------------------------------------------------
 
     async def apply(self, plan: DeploymentPlan) -> None:
