@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from flowport.gateway.compare import MAX_STORED_BYTES, Comparisons, Side, report
+from flowport.gateway.compare import MAX_PENDING, MAX_STORED_BYTES, Comparisons, Side, report
 from tests.endpoint_harness import FLOWS, Flowport
 from tests.studio_harness import screenshot
 
@@ -63,12 +63,16 @@ def _mirrored(fp: Flowport, mirror: str = "green", prefix: str = "migrate-") -> 
 def _compare(fp: Flowport, mirror: str = "green", prefix: str = "migrate-") -> dict[str, Any]:
     """The report once every copy the mirror answered is recorded."""
     deadline = time.monotonic() + 30
+    last: tuple[int, int] | None = None
     while True:
         mirrored = _mirrored(fp, mirror, prefix)
         found = fp.ok("GET", "/endpoints/move/compare", params={"deployments": ["blue", "green"]})
-        if (mirrored and found["pairs"] >= len(mirrored)) or time.monotonic() > deadline:
+        counts = (len(mirrored), found["pairs"])
+        # the access log and the pairs both lag the answers a little: settled when twice the same
+        if (mirrored and counts == last and counts[0] == counts[1]) or time.monotonic() > deadline:
             return {**found, "mirrored": mirrored}
-        time.sleep(0.2)
+        last = counts
+        time.sleep(0.3)
 
 
 def test_compare_reports_agreement_latency_and_the_differing_pairs(home: Path) -> None:
@@ -226,3 +230,26 @@ def test_the_studio_compare_tab_shows_the_report(studio: tuple[Flowport, object]
     assert changed[0] in text and texts[changed[0]].upper().replace(key.upper(), "******") in text
     assert key not in text and CALLER_SECRET not in text
     screenshot(page, "endpoint-compare")
+
+
+def test_pairs_that_cannot_wait_are_dropped_and_counted() -> None:
+    drops: list[str] = []
+    recorded: list[int] = []
+    comparisons = Comparisons(on_drop=drops.append, on_recorded=lambda: recorded.append(1), queue_size=1)
+    for i in range(MAX_PENDING + 1):  # the mirror never answers: the oldest waiting one goes
+        comparisons.expect("ep", "blue", ["green"], f"w{i}", b"{}", ())
+    assert drops == ["pending_full"]
+    comparisons.close()
+
+    drops.clear()
+    comparisons = Comparisons(on_drop=drops.append, on_recorded=lambda: recorded.append(1), queue_size=1)
+    with comparisons._rings_lock:  # the thread is stuck keeping the first pair: the queue fills up
+        for i in range(5):
+            ticket = comparisons.expect("ep", "blue", ["green"], f"r{i}", b"{}", ())
+            comparisons.answered(ticket, _side("blue", {"i": i}))
+            comparisons.answered(ticket, _side("green", {"i": i}))
+        assert drops and set(drops) == {"queue_full"}
+    assert comparisons.flush()
+    assert len(recorded) + len(drops) == 5
+    assert len(comparisons.pairs("ep")) == len(recorded)
+    comparisons.close()

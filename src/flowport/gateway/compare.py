@@ -11,9 +11,7 @@ control plane reads reports through the data plane's private API.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import queue
 import threading
 import time
 from collections import OrderedDict, deque
@@ -23,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from flowport.gateway.background import Background
 from flowport.gateway.collector import parse_events, parse_json
 from flowport.scrub import scrub_json
 
@@ -126,8 +125,10 @@ def _pair(pending: Pending, mirror: str) -> dict[str, Any]:
     }
 
 
-class Comparisons:
+class Comparisons(Background[Pending]):
     """Pairs of answers of mirrored requests, per endpoint; see the module's docstring."""
+
+    thread_name = "flowport-compare"
 
     def __init__(
         self,
@@ -137,17 +138,15 @@ class Comparisons:
         max_bytes: int = MAX_BYTES,
         queue_size: int = QUEUE_SIZE,
     ) -> None:
-        self.on_drop = on_drop
+        super().__init__(on_drop, queue_size)
         self.on_recorded = on_recorded
         self.max_pairs = max_pairs
         self.max_bytes = max_bytes
         self._pending: OrderedDict[int, Pending] = OrderedDict()
         self._tickets = itertools.count(1)
-        self._queue: queue.Queue[Pending | None] = queue.Queue(queue_size)
         self._rings: dict[str, deque[tuple[dict[str, Any], int]]] = {}
         self._sizes: dict[str, int] = {}
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._rings_lock = threading.Lock()
 
     # -- the request path (the gateway's event loop) ------------------------------------------
 
@@ -162,6 +161,8 @@ class Comparisons:
     ) -> int:
         """Wait for ``primary``'s and each mirror's answer to this request; a ticket for them."""
         ticket = next(self._tickets)
+        if len(request) > 2 * MAX_STORED_BYTES:  # only the start is ever stored: hold no more
+            request = request[: 2 * MAX_STORED_BYTES]
         if len(self._pending) >= MAX_PENDING:
             self._pending.popitem(last=False)
             self.on_drop("pending_full")
@@ -187,44 +188,25 @@ class Comparisons:
         if not pending.complete():
             return
         del self._pending[ticket]
-        if not pending.mirrors:
-            return
-        if self._thread is None:
-            self._start()
-        try:
-            self._queue.put_nowait(pending)
-        except queue.Full:
-            self.on_drop("queue_full")
+        if pending.mirrors:
+            self.submit(pending)
 
     # -- the background thread ----------------------------------------------------------------
 
-    def _start(self) -> None:
-        with self._lock:
-            if self._thread is None:
-                thread = threading.Thread(target=self._drain, name="flowport-compare", daemon=True)
-                thread.start()
-                self._thread = thread
-
-    def _drain(self) -> None:
-        while True:
-            pending = self._queue.get()
-            try:
-                if pending is None:
-                    return
-                for mirror in sorted(pending.mirrors):
-                    try:
-                        pair = _pair(pending, mirror)
-                        size = len(orjson.dumps(pair))
-                    except Exception:  # an answer that cannot be kept is dropped, never raised
-                        self.on_drop("error")
-                        continue
-                    self._keep(pending.endpoint, pair, size)
-                    self.on_recorded()
-            finally:
-                self._queue.task_done()
+    def _handle(self, items: list[Pending]) -> None:
+        for pending in items:
+            for mirror in sorted(pending.mirrors):
+                try:
+                    pair = _pair(pending, mirror)
+                    size = len(orjson.dumps(pair))
+                except Exception:  # an answer that cannot be kept is dropped, never raised
+                    self.on_drop("error")
+                    continue
+                self._keep(pending.endpoint, pair, size)
+                self.on_recorded()
 
     def _keep(self, endpoint: str, pair: dict[str, Any], size: int) -> None:
-        with self._lock:
+        with self._rings_lock:
             ring = self._rings.setdefault(endpoint, deque())
             ring.append((pair, size))
             total = self._sizes.get(endpoint, 0) + size
@@ -236,36 +218,18 @@ class Comparisons:
 
     def pairs(self, endpoint: str) -> list[dict[str, Any]]:
         """The stored pairs of ``endpoint``, oldest first."""
-        with self._lock:
+        with self._rings_lock:
             return [pair for pair, _ in self._rings.get(endpoint, ())]
 
     def stored_bytes(self, endpoint: str) -> int:
-        with self._lock:
+        with self._rings_lock:
             return self._sizes.get(endpoint, 0)
 
     def forget(self, endpoint: str) -> None:
         """The endpoint was withdrawn: its pairs go with it."""
-        with self._lock:
+        with self._rings_lock:
             self._rings.pop(endpoint, None)
             self._sizes.pop(endpoint, None)
-
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every queued pair is kept or dropped; False on timeout."""
-        if self._thread is None:
-            return True
-        done = threading.Event()
-        waiter = threading.Thread(target=lambda: (self._queue.join(), done.set()), daemon=True)
-        waiter.start()
-        return done.wait(timeout)
-
-    def close(self, timeout: float = 5.0) -> None:
-        thread = self._thread
-        if thread is None:
-            return
-        with contextlib.suppress(queue.Full):
-            self._queue.put(None, timeout=timeout)
-        thread.join(timeout)
-        self._thread = None
 
 
 def _percentile(values: list[float], share: float) -> float | None:
