@@ -253,3 +253,29 @@ def test_pairs_that_cannot_wait_are_dropped_and_counted() -> None:
     assert len(recorded) + len(drops) == 5
     assert len(comparisons.pairs("ep")) == len(recorded)
     comparisons.close()
+
+
+def test_token_deltas_come_from_the_answers_usage_and_streams_compare_by_events() -> None:
+    comparisons = Comparisons()
+    for i, (mine, theirs) in enumerate([(30, 20), (50, 40)]):
+        ticket = comparisons.expect("ep", "blue", ["green"], f"t{i}", b"{}", ())
+        comparisons.answered(ticket, _side("blue", {"answer": "a", "usage": {"total_tokens": mine}}))
+        comparisons.answered(ticket, _side("green", {"answer": "a", "usage": {"total_tokens": theirs}}))
+    stream = (
+        b'data: {"delta": "he"}\n\ndata: {"delta": "llo", "usage": {"total_tokens": 7}}\n\ndata: [DONE]\n\n'
+    )
+    ticket = comparisons.expect("ep", "blue", ["green"], "s", b"{}", ())
+    comparisons.answered(ticket, Side("blue", 200, 3.0, stream, events=True))
+    comparisons.answered(ticket, Side("green", 200, 4.0, stream, events=True))
+    assert comparisons.flush()
+    found = report("ep", comparisons.pairs("ep"), "blue", "green")
+    assert found["tokens"] == {
+        "pairs": 3,
+        "blue": {"total": 87, "mean": 29.0},
+        "green": {"total": 67, "mean": 22.333},
+        "delta": {"total": -20, "mean": -6.667},
+    }
+    assert found["field_agreement"] == {"answer": 1.0, "usage": 0.0}
+    assert found["agreed"] == 1  # the two identical streams
+    assert comparisons.pairs("ep")[-1]["primary"]["answer"][1]["delta"] == "llo"
+    comparisons.close()
