@@ -194,7 +194,12 @@ def test_the_ring_keeps_the_newest_pairs_within_its_count_and_bytes() -> None:
     assert 0 < len(stored) < 20 and small.stored_bytes("ep") <= 50_000
     assert stored[-1]["request_id"] == "r19"
     assert stored[-1]["primary"]["truncated"] and len(stored[-1]["primary"]["answer"]) <= MAX_STORED_BYTES
-    assert stored[-1]["agree"] is False  # cut answers are never counted as agreeing
+    assert stored[-1]["agree"] is True  # compared whole, cut only to be kept
+    ticket = small.expect("ep", "blue", ["green"], "over", b"{}", ())
+    small.answered(ticket, Side("blue", 200, 1.0, b'{"a": 1}', truncated=True))  # over 1 MiB
+    small.answered(ticket, _side("green", {"a": 1}))
+    assert small.flush()
+    assert small.pairs("ep")[-1]["agree"] is False  # an answer not captured whole never agrees
     small.close()
     comparisons.close()
 

@@ -30,7 +30,8 @@ MAX_PAIRS = 500
 MAX_BYTES = 4 * 1024 * 1024
 """Bytes of stored pairs kept per endpoint (the oldest go first)."""
 MAX_STORED_BYTES = 16 * 1024
-"""Of each request and answer, at most this much JSON text is stored; longer ones are cut."""
+"""Of each request and answer, at most this much JSON text is stored; longer ones are cut
+(after they were compared whole: an answer is captured up to 1 MiB)."""
 SHOWN_CHARS = 2000
 """Of each answer of a differing pair in a report, at most this many characters."""
 SHOWN_PAIRS = 50
@@ -111,7 +112,7 @@ def _pair(pending: Pending, mirror: str) -> dict[str, Any]:
     a, b = answers[pending.primary], answers[mirror]
     statuses_equal = sides[pending.primary]["status"] == sides[mirror]["status"]
     fields = field_agreement(a, b) if statuses_equal else {}
-    complete = not sides[pending.primary]["truncated"] and not sides[mirror]["truncated"]
+    complete = not pending.sides[pending.primary].truncated and not pending.sides[mirror].truncated
     request, request_cut = _stored(scrub_json(parse_json(pending.request), pending.secrets))
     return {
         "request_id": pending.request_id,
