@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,14 @@ def pf(args: list[str], home: Path, cwd: Path = ROOT) -> subprocess.CompletedPro
     )
 
 
-def record_case(flow: Path, case: dict[str, Any], home: Path, server: LLMServer) -> None:
+def record_case(
+    flow: Path,
+    case: dict[str, Any],
+    home: Path,
+    server: LLMServer,
+    on_output: Callable[[Path, dict[str, Any], str], None] | None = None,
+) -> None:
+    """``on_output(flow, case, printed)`` runs while pf's ``.promptflow`` folder is still there."""
     rel = flow.relative_to(ROOT)
     args = ["flow", "test", "--flow", str(rel)]
     shown = list(args)
@@ -110,6 +118,8 @@ def record_case(flow: Path, case: dict[str, Any], home: Path, server: LLMServer)
     sent = httpx.get(f"{server.url}/_requests").json()
     if sent:
         case["llm_requests"] = [{"path": r["path"], "body": r["body"]} for r in sent]
+    if on_output is not None:
+        on_output(flow, case, done.stdout)
     shutil.rmtree(flow / ".promptflow", ignore_errors=True)
 
 

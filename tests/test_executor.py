@@ -583,8 +583,22 @@ def test_inline_policy_excuses_slow_runs_that_neither_waited_nor_worked() -> Non
     assert policy.inline
     policy.record(0.05, inline=True, cpu=0.0002, waited=False)
     assert policy.inline
-    policy.record(0.05, inline=True, cpu=0.03, waited=False)  # the tool itself is heavy
+    policy.record(0.05, inline=True, cpu=0.03, waited=False)  # heavy once: a hiccup of the machine?
+    assert policy.inline
+    policy.record(0.05, inline=True, cpu=0.03, waited=False)  # heavy again: the tool itself is heavy
     assert policy.demoted and not policy.inline
+
+
+def test_inline_policy_forgives_a_heavy_run_long_past() -> None:
+    policy = InlinePolicy(True, fast_seconds=0.001, proof_runs=1, demote_seconds=0.01, heavy_window=3)
+    policy.record(0.0001, inline=False)
+    policy.record(0.05, inline=True, cpu=0.03, waited=False)
+    for _ in range(3):
+        policy.record(0.0001, inline=True)
+    policy.record(0.05, inline=True, cpu=0.03, waited=False)  # 4 runs after the first heavy one
+    assert policy.inline
+    policy.record(0.05, inline=True, cpu=0.0001, waited=True)  # a run that blocked: at once
+    assert policy.demoted
 
 
 def test_inline_policy_sees_a_sleeping_run_as_waiting() -> None:

@@ -42,6 +42,12 @@ def deploy(server: Flowport, endpoint: str, deployment: str, model: str) -> None
     assert server.wait(started["operation"])["status"] == "Succeeded"
 
 
+def register_chat(server: Flowport, llm_server: LLMServer) -> None:
+    """The chat example registered as ``chat:1``, its connection pointing at the test LLM server."""
+    add_openai_connection(server, llm_server)
+    register(server, "chat", CHAT_BASIC)
+
+
 def open_test_tab(server: Flowport, page: Any, endpoint: str) -> None:
     page.goto(f"{server.url}/studio/endpoints/{endpoint}#test")
     page.get_by_role("tab", name="Test").wait_for()
@@ -57,8 +63,7 @@ def test_deploy_a_chat_flow_with_the_wizard_then_chat_with_it(
     studio: tuple[Flowport, Any], llm_server: LLMServer
 ) -> None:
     server, page = studio
-    add_openai_connection(server, llm_server)
-    register(server, "chat", CHAT_BASIC)
+    register_chat(server, llm_server)
 
     page.goto(f"{server.url}/studio/deploy?model=azureml:chat:1")
     page.locator("#model option[value='azureml:chat:1']").wait_for(state="attached")

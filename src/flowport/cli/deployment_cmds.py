@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from flowport.cli import build_cmds
 from flowport.cli.api_client import ApiClient, print_notes
 from flowport.cli.common import fail
 from flowport.cli.endpoint_cmds import (
@@ -31,6 +32,8 @@ from flowport.cli.export_cmd import export as export_manifests
 from flowport.cli.output import Output, OutputOption, emit
 
 app = typer.Typer(help="Deployments: a flow version on N instances under an endpoint.", no_args_is_help=True)
+
+app.command("build-image")(build_cmds.build_image)
 
 DEPLOYMENT_COLUMNS = ["name", "endpoint_name", "model", "instance_count", "provisioning_state"]
 

@@ -31,6 +31,7 @@ from flowport.control.specs import (
     parse_model,
     read_yaml,
 )
+from flowport.control.traces import MAX_TRACES, TraceQuery, TraceStore
 from flowport.control.usage import deployment_tokens
 from flowport.dataplane.client import DataPlaneUnavailable
 
@@ -94,7 +95,13 @@ class LoginBody(BaseModel):
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path, base_url: str) -> FastAPI:
+def build_api(
+    control: ControlPlane,
+    sessions: Sessions,
+    data_dir: Path,
+    base_url: str,
+    traces: TraceStore | None = None,
+) -> FastAPI:
     def refuse_while_recovering(request: Request) -> None:
         if control.recovering and request.method not in SAFE_METHODS:
             raise ApiError(
@@ -223,7 +230,8 @@ def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path, base_ur
     async def create_model(body: SpecBody) -> dict[str, Any]:
         spec = parse_model(body.document(), body.file, body.directory)
         # Snapshotting and checking a model reads files and runs a child: off the loop.
-        return {**await asyncio.to_thread(control.models.register, spec), "notes": list(spec.notes)}
+        model = await asyncio.to_thread(control.models.register, spec)
+        return {**model, "notes": [*spec.notes, *model.get("notes", ())]}
 
     @api.get("/models", dependencies=secured, tags=["models"])
     async def list_models(name: str | None = None, archived: bool = False) -> list[dict[str, Any]]:
@@ -379,6 +387,25 @@ def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path, base_ur
         await control.show_deployment(endpoint, name)
         body = b"".join(read_records(data_dir / endpoint / name, since))
         return Response(body, media_type="application/x-ndjson")
+
+    # -- traces ---------------------------------------------------------------------------
+
+    trace_store = traces or TraceStore(data_dir.parent / "runtime" / "logs")
+
+    @api.get("/traces", dependencies=secured, tags=["traces"])
+    async def list_traces(query: TraceQuery = Depends()) -> dict[str, Any]:
+        """Recent traces in the built-in store, newest first (filters: endpoint, deployment, request
+        id, time range, status)."""
+        if not 1 <= query.limit <= MAX_TRACES:
+            raise ApiError(
+                400, "InvalidLimit", f"limit must be between 1 and {MAX_TRACES}, got {query.limit}"
+            )
+        return {"value": await asyncio.to_thread(trace_store.list, query)}
+
+    @api.get("/traces/{trace_id}", dependencies=secured, tags=["traces"])
+    async def show_trace(trace_id: str) -> dict[str, Any]:
+        """One trace: its summary and every span (gateway, line, nodes, LLM calls)."""
+        return await asyncio.to_thread(trace_store.get, trace_id)
 
     # -- operations -----------------------------------------------------------------------
 

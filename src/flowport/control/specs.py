@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import datetime
 import difflib
+import importlib.util
 import json
 import re
 from collections.abc import Mapping
@@ -524,19 +525,30 @@ class DeploymentSpec:
     liveness_probe: Probe = field(default_factory=Probe)
     readiness_probe: Probe = field(default_factory=Probe)
     data_collector: DataCollection | None = None
+    code_path: Path | None = None
+    """``code_configuration.code``: the folder holding the scoring script."""
+    scoring_script: str | None = None
+    """``code_configuration.scoring_script``: set, the deployment runs it (``init()``/``run()``)."""
+    conda_file: Path | None = None
+    """``environment.conda_file``: its pip packages go into the deployment's virtualenv."""
     extras: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
 
+AZURE_TRACES_ENV = "APPLICATIONINSIGHTS_CONNECTION_STRING"
+"""In a deployment's variables: its traces go to Azure Monitor (``tracing.setup`` reads it)."""
+
 _DEPLOYMENT_FIELDS = {
     "name", "endpoint_name", "model", "description", "tags", "instance_type", "instance_count",
     "environment_variables", "request_settings", "liveness_probe", "readiness_probe", "data_collector",
-    "secret_environment_variables",
+    "secret_environment_variables", "code_configuration", "environment",
 }  # fmt: skip
 _DEPLOYMENT_KEPT = {
-    "environment": "runs as local processes from flowport's own environment; kept as a label",
-    "code_configuration": "a flow deployment needs no scoring script; kept and ignored",
-    "app_insights_enabled": "use the Prometheus /metrics and JSON logs instead; kept and ignored",
+    "app_insights_enabled": (
+        "traces go to flowport's built-in store (flowport trace list); set "
+        "APPLICATIONINSIGHTS_CONNECTION_STRING in environment_variables to send them to Azure Monitor "
+        "(docs/traces.md)"
+    ),
     "scale_settings": "instance_count is applied as given; kept and ignored",
     "egress_public_network_access": _AZURE_ONLY_NOTE,
     "type": "every deployment runs on the configured flowport runtime; kept and ignored",
@@ -550,11 +562,20 @@ _KUBERNETES_ONLY = ("resources",)
 _TARGET_UTILIZATION = ("polling_interval", "target_utilization_percentage", "min_instances", "max_instances")
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
 def parse_deployment(raw: Any, file: str | None = None, base_dir: Path | None = None) -> DeploymentSpec:
     r = _Reader(raw, file, "deployment")
     name = r.name(raw, "name", "name")
     endpoint_name = r.name(raw, "endpoint_name", "endpoint_name", required=False) or None
-    model_ref, model_path, model_properties = _model_field(r, raw, base_dir)
+    code_path, scoring_script = _code_configuration(r, raw, base_dir)
+    model_ref, model_path, model_properties = _model_field(r, raw, base_dir, scoring_script is None)
+    conda_file = _environment(r, raw, base_dir)
     settings = r.mapping(raw, "request_settings", "request_settings")
     if "max_queue_wait_ms" in settings:
         r.integer(settings, "max_queue_wait_ms", "request_settings.max_queue_wait_ms", 500, 1, 2**31 - 1)
@@ -600,10 +621,19 @@ def parse_deployment(raw: Any, file: str | None = None, base_dir: Path | None = 
         liveness_probe=_probe(r, raw, "liveness_probe"),
         readiness_probe=_probe(r, raw, "readiness_probe"),
         data_collector=collector,
+        code_path=code_path,
+        scoring_script=scoring_script,
+        conda_file=conda_file,
         extras=_deployment_extras(r, raw),
     )
     if spec.instance_type:
         r.note("instance_type", f"{spec.instance_type!r} is kept as a label; instances run on this machine")
+    if variables.get(AZURE_TRACES_ENV) and not _installed("azure.monitor.opentelemetry.exporter"):
+        r.note(
+            f"environment_variables.{AZURE_TRACES_ENV}",
+            "exporting traces to Azure Monitor needs azure-monitor-opentelemetry-exporter "
+            "(pip install 'flowport[azure]'); until then they go to the built-in store",
+        )
     r.unknown(raw, _DEPLOYMENT_FIELDS, {**_DEPLOYMENT_KEPT, **_read_only(raw)}, what="a deployment")
     r.done()
     return DeploymentSpec(**{**spec.__dict__, "notes": tuple(r.notes)})
@@ -611,7 +641,7 @@ def parse_deployment(raw: Any, file: str | None = None, base_dir: Path | None = 
 
 def _deployment_extras(r: _Reader, raw: Mapping[str, Any]) -> dict[str, Any]:
     """The Azure-only fields, kept as given once their enums and shapes are checked (normalised)."""
-    extras = _extras(raw, tuple(_DEPLOYMENT_KEPT))
+    extras = _extras(raw, (*_DEPLOYMENT_KEPT, "code_configuration", "environment"))
     kind = r.choice(raw, "type", "type", DEPLOYMENT_TYPES, "managed") or "managed"
     if "type" in raw:
         extras["type"] = kind
@@ -676,12 +706,75 @@ def _secret_names(r: _Reader, raw: Mapping[str, Any], variables: Mapping[str, st
     return tuple(dict.fromkeys(names))
 
 
-def _model_field(
+def _local_path(text: str, base_dir: Path | None) -> Path:
+    path = Path(text).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    return path.resolve()
+
+
+def _code_configuration(
     r: _Reader, raw: Mapping[str, Any], base_dir: Path | None
+) -> tuple[Path | None, str | None]:
+    """``code_configuration: {code, scoring_script}``: the folder and the script in it."""
+    if raw.get("code_configuration") is None:
+        return None, None
+    data = r.mapping(raw, "code_configuration", "code_configuration")
+    code = r.string(data, "code", "code_configuration.code")
+    script = r.string(data, "scoring_script", "code_configuration.scoring_script")
+    if not code:
+        r.error("code_configuration.code", "is required: the folder holding the scoring script")
+    if not script:
+        r.error("code_configuration.scoring_script", "is required: the script's path inside code (score.py)")
+    elif Path(script).is_absolute() or ".." in Path(script).parts:
+        r.error("code_configuration.scoring_script", f"{script!r} must be a path inside the code folder")
+    r.unknown(data, {"code", "scoring_script"}, {}, "code_configuration.")
+    if not code or not script:
+        return None, None
+    return _local_path(code, base_dir), script
+
+
+_ENVIRONMENT_FIELDS = {
+    "conda_file", "name", "version", "description", "tags", "properties", "image", "build",
+    "inference_config", "os_type", "datastore",
+}  # fmt: skip
+
+
+def _environment(r: _Reader, raw: Mapping[str, Any], base_dir: Path | None) -> Path | None:
+    """``environment``: its ``conda_file`` is applied; an image, a build or a reference is a note."""
+    environment = raw.get("environment")
+    if environment is None:
+        return None
+    if isinstance(environment, str):
+        r.note(
+            "environment", f"{environment!r}: instances run from flowport's own environment; kept as a label"
+        )
+        return None
+    data = r.mapping(raw, "environment", "environment")
+    unapplied = [key for key in ("image", "build", "inference_config", "os_type") if key in data]
+    if unapplied:
+        r.note("environment", f"{', '.join(unapplied)}: instances run as local processes; kept and ignored")
+    r.unknown(data, _ENVIRONMENT_FIELDS, {}, "environment.")
+    conda = data.get("conda_file")
+    if conda is None:
+        return None
+    if not isinstance(conda, str):
+        r.error("environment.conda_file", f"must be the path of a conda YAML file, got {_kind(conda)}")
+        return None
+    return _local_path(conda, base_dir)
+
+
+def _model_field(
+    r: _Reader, raw: Mapping[str, Any], base_dir: Path | None, required: bool = True
 ) -> tuple[str | None, Path | None, dict[str, str]]:
     model = raw.get("model")
     if model is None:
-        r.error("model", "is required: a registered model (azureml:name:version) or an inline path")
+        if required:
+            r.error(
+                "model",
+                "is required: a registered model (azureml:name:version) or an inline path; "
+                "or give code_configuration to run a scoring script",
+            )
         return None, None, {}
     if isinstance(model, str):
         try:
@@ -697,12 +790,9 @@ def _model_field(
     if not path_text:
         r.error("model.path", "is required for an inline model: the flow folder")
         return None, None, {}
-    path = Path(path_text).expanduser()
-    if not path.is_absolute() and base_dir is not None:
-        path = base_dir / path
     r.choice(model, "type", "model.type", MODEL_TYPES)
     r.unknown(model, _MODEL_FIELDS, _MODEL_IGNORED, "model.", "an inline model")
-    return None, path.resolve(), r.string_map(model, "properties", "model.properties")
+    return None, _local_path(path_text, base_dir), r.string_map(model, "properties", "model.properties")
 
 
 def _probe(r: _Reader, raw: Mapping[str, Any], key: str) -> Probe:

@@ -43,6 +43,7 @@ def plan_to_json(plan: DeploymentPlan) -> dict[str, Any]:
         "liveness": asdict(plan.liveness),
         "readiness": asdict(plan.readiness),
         "requirements": str(plan.requirements) if plan.requirements else None,
+        "pip_requirements": list(plan.pip_requirements),
         "masked": sorted(plan.masked),
     }
 
@@ -56,6 +57,7 @@ def plan_from_json(data: dict[str, Any]) -> DeploymentPlan:
         liveness=Probe(**data["liveness"]),
         readiness=Probe(**data["readiness"]),
         requirements=Path(data["requirements"]) if data.get("requirements") else None,
+        pip_requirements=tuple(data.get("pip_requirements") or ()),
         masked=frozenset(data.get("masked", ())),
     )
 

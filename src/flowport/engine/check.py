@@ -24,7 +24,7 @@ from flowport.flow import MISSING, FlowError, NodeDef, Problem, build_plan, load
 from flowport.flow.flex import flex_file, load_flex
 from flowport.tools.compat import install_promptflow_shim
 from flowport.tools.installed_tools import InstalledTools, PackageToolError
-from flowport.tools.package_tools import BUILTIN_PACKAGE_TOOLS, PROMPT_LLM_TOOL
+from flowport.tools.package_tools import BUILTIN_PACKAGE_TOOLS, PROMPT_LLM_TOOL, VISION_TOOLS
 from flowport.tools.python_tool import ToolLoadError, find_tool_function, import_module_from_file
 from flowport.tools.templates import TemplateError, compile_template
 
@@ -113,7 +113,7 @@ def _check_package_tool(
 ) -> list[Problem]:
     """A package tool is built in or installed here, and its module imports. One that is not
     installed may come with the flow's requirements.txt: then the deployment tells."""
-    if node.source_tool in BUILTIN_PACKAGE_TOOLS or node.source_tool == PROMPT_LLM_TOOL:
+    if node.source_tool in BUILTIN_PACKAGE_TOOLS or node.source_tool in (PROMPT_LLM_TOOL, *VISION_TOOLS):
         return []
     try:
         installed.find(str(node.source_tool)).load()

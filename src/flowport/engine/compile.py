@@ -9,7 +9,7 @@ import inspect
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from flowport.tools.installed_tools import InstalledTools, PackageToolError
 from flowport.tools.llm import ClientPool, LLMTool, tool_parameters
 from flowport.tools.package_tools import (
     PROMPT_LLM_TOOL,
+    VISION_TOOLS,
     builtin_package_tool,
     prompt_llm_tool,
 )
@@ -208,10 +209,11 @@ class FlowCompiler:
             raise self._error(node, f"node {node.node.name!r}: {exc}", exc.code) from None
         return ToolCallable.from_function(func)
 
-    def _read_template(self, node: NodePlan) -> Any:
+    def _read_template(self, node: NodePlan, build: Callable[[str, str], Any] = compile_template) -> Any:
+        """``build(text, file name)`` of the node's template file (compiled by default)."""
         path = self._source(node)
         try:
-            return compile_template(path.read_text(encoding="utf-8"), path.name)
+            return build(path.read_text(encoding="utf-8"), path.name)
         except (OSError, UnicodeDecodeError) as exc:
             raise self._error(node, f"cannot read template {path}: {exc}", "TemplateNotReadable") from None
         except TemplateError as exc:
@@ -235,6 +237,9 @@ class FlowCompiler:
             )
         if node.node.source_tool == PROMPT_LLM_TOOL:
             return prompt_llm_tool(self._read_template(node), self.pool, node.node.name)
+        vision = VISION_TOOLS.get(str(node.node.source_tool))
+        if vision is not None:
+            return self._read_template(node, lambda text, _: vision(text, self.pool, node.node.name))
         return self._installed_tool(node)
 
     def _installed_tool(self, node: NodePlan) -> ToolCallable:

@@ -129,7 +129,7 @@ class OpenAIChatRoute:
         model = str(body.get("model") or scoring.name)
         stream = bool(body.get("stream"))
         try:
-            result = await scoring.execute(inputs, stream, request_id)
+            result = await scoring.execute(inputs, stream, request_id, headers)
         except Refused as refused:
             code, error_type = _REFUSALS.get(refused.status, (None, "invalid_request_error"))
             error = refused.error

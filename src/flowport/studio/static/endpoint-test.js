@@ -250,13 +250,15 @@ flowport.tabs["test"] = async (panel, page) => {
         const response = await score(payload, false);
         const ms = Math.round(performance.now() - started);
         const served = response.headers.get("azureml-model-deployment");
+        const requestId = response.headers.get("x-request-id");
+        const traceLink = () => requestId ? [" · ", el("a", { href: `/studio/traces?request_id=${encodeURIComponent(requestId)}` }, "Trace")] : [];
         if (!response.ok) {
           status.className = "test-status error";
-          status.textContent = `${await errorText(response)} (${ms} ms)`;
+          status.replaceChildren(`${await errorText(response)} (${ms} ms)`, ...traceLink());
           return;
         }
         const text = await response.text();
-        status.textContent = `${response.status} ${response.statusText || "OK"} · ${ms} ms${served ? ` · ${served}` : ""}`;
+        status.replaceChildren(`${response.status} ${response.statusText || "OK"} · ${ms} ms${served ? ` · ${served}` : ""}`, ...traceLink());
         try { output.textContent = JSON.stringify(JSON.parse(text), null, 2); } catch { output.textContent = text; }
       } catch (error) {
         status.className = "test-status error";
@@ -427,6 +429,14 @@ flowport.tabs["test"] = async (panel, page) => {
     const loading = el("p", { class: "muted" }, "Loading the flow's inputs…");
     body.prepend(loading);
     try {
+      const script = deployment.code_configuration;
+      if (script) { // a scoring script: any JSON body, no flow inputs to list
+        shownModel = null;
+        body.replaceChildren(
+          el("p", { class: "muted" }, `Scoring script ${script.scoring_script} (from ${deployment.name})`),
+          standard({ flow: { inputs: {} } }));
+        return;
+      }
       const model = await modelOf(deployment);
       if (shownModel === model.id) {
         loading.remove(); // the same flow: keep the form and the conversation
