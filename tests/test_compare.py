@@ -18,14 +18,32 @@ CALLER_SECRET = "sk-caller-4f1e9a7c2b"
 """A secret a caller put in a request field named like one: never kept."""
 
 
-def _migration(fp: Flowport) -> str:
-    """Endpoint ``move``: blue (the probe flow) serves, green (its rewrite) mirrors 50% (Azure's
-    most); the endpoint's key."""
+REWRITE_SCRIPT = """\
+import json
+import os
+
+
+def init():
+    global color
+    color = os.environ["COLOR"]
+
+
+def run(raw_data):
+    text = json.loads(raw_data)["text"]
+    return {"echoed": text.upper() if text.startswith("new") else text, "color": color}
+"""
+"""The rewrite flow as a scoring script: the target of docs/migrate.md."""
+
+
+def _migration(fp: Flowport, green: dict[str, Any] | None = None) -> str:
+    """Endpoint ``move``: blue (the probe flow) serves, green (its rewrite, a flow unless
+    ``green`` says otherwise) mirrors 50% (Azure's most); the endpoint's key."""
     fp.endpoint("move")
     fp.deploy("move", "blue", environment_variables={"COLOR": "teal"})
-    fp.deploy(
-        "move", "green", model={"path": str(FLOWS / "rewrite")}, environment_variables={"COLOR": "teal"}
-    )
+    spec = green or {"model": {"path": str(FLOWS / "rewrite")}}
+    spec = {**spec, "environment_variables": {"COLOR": "teal"}}
+    body = fp.ok("POST", "/endpoints/move/deployments", params={"name": "green"}, json={"spec": spec})
+    assert fp.wait(body["operation"], timeout=180)["status"] == "Succeeded"
     shares = {"traffic": {"blue": 100}, "mirror_traffic": {"green": 50}}
     done = fp.api("PUT", "/endpoints/move/traffic", json=shares)
     assert done.status_code < 300, done.text
@@ -166,6 +184,23 @@ def test_compare_reports_agreement_latency_and_the_differing_pairs(home: Path) -
         assert after["pairs"] == len(after["mirrored"]) > 0
         assert after["agreed"] == 0
         assert {p["request_id"] for p in after["differing"]} == after["mirrored"]
+
+
+def test_a_scoring_script_green_is_compared_with_the_flow_blue(home: Path, tmp_path: Path) -> None:
+    code = tmp_path / "green"
+    code.mkdir()
+    (code / "score.py").write_text(REWRITE_SCRIPT)
+    with Flowport(home) as fp:
+        key = _migration(fp, {"code_configuration": {"code": str(code), "scoring_script": "score.py"}})
+        texts = _send(fp, key)
+        found = _compare(fp)
+        mirrored = found.pop("mirrored")
+        changed = {rid for rid in mirrored if texts[rid].startswith("new")}
+        assert found["pairs"] == len(mirrored) > 0
+        assert found["agreed"] == len(mirrored) - len(changed)
+        assert {pair["request_id"] for pair in found["differing"]} == changed
+        assert found["field_agreement"]["color"] == 1.0
+        assert key not in json.dumps(found) and CALLER_SECRET not in json.dumps(found)
 
 
 def _side(name: str, answer: Any) -> Side:
