@@ -160,6 +160,8 @@ def test_compare_reports_agreement_latency_and_the_differing_pairs(home: Path) -
             "online-endpoint", "compare", "-n", "move", "--deployments", "blue", "gren", check=False
         )
         assert unknown.returncode != 0 and "no deployment 'gren'" in unknown.stderr
+        neither = fp.cli("online-endpoint", "compare", "-n", "move", check=False)
+        assert neither.returncode != 0 and "--deployments blue green (or --clear)" in neither.stderr
         nowhere = fp.api("GET", "/endpoints/nowhere/compare", params={"deployments": ["a", "b"]})
         assert nowhere.status_code == 404
 
