@@ -312,6 +312,18 @@ def build_api(
         control.show_endpoint(name)
         return await control.dataplane.stats(name)
 
+    @api.get("/endpoints/{name}/compare", dependencies=secured, tags=["endpoints"])
+    async def endpoint_compare(name: str, deployments: list[str] = Query([])) -> dict[str, Any]:
+        """Agreement, latency and token deltas of two deployments on mirrored traffic."""
+        return await control.compare(name, deployments)
+
+    @api.delete("/endpoints/{name}/compare", dependencies=secured, tags=["endpoints"])
+    async def endpoint_compare_clear(name: str) -> dict[str, Any]:
+        """Forget the recorded pairs (after changing a deployment, to judge it afresh)."""
+        control.show_endpoint(name)
+        await control.dataplane.forget_pairs(name)
+        return {}
+
     # -- deployments ----------------------------------------------------------------------
 
     @api.post(

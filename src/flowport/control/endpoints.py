@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,12 +35,9 @@ from flowport.runtime.base import (
     InstanceConfig,
     Probe,
 )
+from flowport.scrub import SCRUBBED, SECRET_NAME
 from flowport.store import Documents
 from flowport.tracing.setup import CONTENT_ENV as TRACE_CONTENT_ENV
-
-SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL|CONNECTION_STRING", re.IGNORECASE)
-SCRUBBED = "******"
-"""How a secret value is shown (as connection secrets are)."""
 
 
 def new_key() -> str:
@@ -92,6 +88,27 @@ class ControlPlane:
 
     def show_endpoint(self, name: str) -> dict[str, Any]:
         return self._endpoint_view(self._endpoint_row(name))
+
+    async def compare(self, name: str, deployments: list[str]) -> dict[str, Any]:
+        """Two deployments' answers to the same mirrored requests, as the gateway recorded them."""
+        self._endpoint_row(name)
+        if len(deployments) != 2 or deployments[0] == deployments[1]:
+            raise ApiError(
+                400,
+                "InvalidDeployments",
+                f"compare takes two different deployments, got {deployments}; "
+                "give them as --deployments blue green",
+            )
+        known = {row["name"] for row in self.deployments.list(endpoint=name)}
+        unknown = [d for d in deployments if d not in known]
+        if unknown:
+            raise ApiError(
+                404,
+                "DeploymentNotFound",
+                f"endpoint {name!r} has no deployment {unknown[0]!r}; its deployments: "
+                f"{', '.join(sorted(known)) or 'none'}",
+            )
+        return await self.dataplane.compare(name, deployments[0], deployments[1])
 
     def list_endpoints(self) -> list[dict[str, Any]]:
         return [self._endpoint_view(row) for row in self.endpoints.list()]
