@@ -7,7 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from flowport.gateway import DataCollection, DeploymentRoute, EndpointRoute
-from flowport.runtime.base import DeploymentKey, DeploymentPlan, InstanceConfig, InstanceState, Probe
+from flowport.runtime.base import (
+    ComputeTarget,
+    DeploymentKey,
+    DeploymentPlan,
+    InstanceConfig,
+    InstanceState,
+    Probe,
+)
 
 
 def route_to_json(route: EndpointRoute) -> dict[str, Any]:
@@ -44,6 +51,7 @@ def plan_to_json(plan: DeploymentPlan) -> dict[str, Any]:
         "readiness": asdict(plan.readiness),
         "requirements": str(plan.requirements) if plan.requirements else None,
         "masked": sorted(plan.masked),
+        "compute": asdict(plan.compute),
     }
 
 
@@ -57,6 +65,7 @@ def plan_from_json(data: dict[str, Any]) -> DeploymentPlan:
         readiness=Probe(**data["readiness"]),
         requirements=Path(data["requirements"]) if data.get("requirements") else None,
         masked=frozenset(data.get("masked", ())),
+        compute=ComputeTarget(**data.get("compute") or {}),
     )
 
 
