@@ -28,7 +28,7 @@ def test_computes_are_registered_listed_and_picked_by_an_endpoint(flowport: Flow
     compute_file.write_text(
         "$schema: https://azuremlschemas.azureedge.net/latest/kubernetesCompute.schema.json\n"
         "name: aks\ntype: kubernetes\nnamespace: prod\ncontext: aks-admin\n"
-        "resource_id: /subscriptions/x/resourceGroups/y/providers/Microsoft.ContainerService/managedClusters/z\n"
+        "resource_id: /subscriptions/x/resourceGroups/y/providers/Microsoft.Kubernetes/connectedClusters/z\n"
     )
     created = fp.cli("compute", "create", "--file", str(compute_file), "-o", "json")
     assert "resource_id: Azure-only" in created.stderr
