@@ -37,6 +37,7 @@ from flowport.runtime.ray.instance import RayInstance
 log = logging.getLogger("flowport.runtime.ray")
 
 NAMESPACE = "flowport"
+REACH_SECONDS = 10.0
 _connected: str | None = None
 """The cluster this process is a driver of: Ray allows one per process."""
 
@@ -51,6 +52,16 @@ async def connect(compute: ComputeTarget) -> None:
             f"compute {compute.name!r} is the Ray cluster at {compute.address}, but this server already "
             f"drives the one at {_connected}: one flowport server runs on one Ray cluster"
         )
+    host, _, port = compute.address.removeprefix("ray://").rpartition(":")
+    try:  # ray.init waits minutes for a head that is not there: ask the port first
+        reach = asyncio.open_connection(host.strip("[]"), int(port))
+        _, writer = await asyncio.wait_for(reach, REACH_SECONDS)
+        writer.close()
+    except (OSError, ValueError, TimeoutError) as exc:
+        raise DeploymentFailed(
+            f"cannot join the Ray cluster of compute {compute.name!r}: nothing answers at "
+            f"{compute.address} ({exc or 'timed out'}); is `ray start --head` running there?"
+        ) from None
     try:
         await asyncio.to_thread(
             ray.init,
@@ -174,13 +185,16 @@ class RayRuntime:
         )
 
     async def _place(self, key: DeploymentKey, instance: RayInstance) -> str:
-        """The alive node with the fewest instances of this deployment (SPREAD, one at a time)."""
+        """The alive node with the fewest instances of this deployment's revision (SPREAD, one at a time)."""
         nodes = sorted(n["NodeID"] for n in await asyncio.to_thread(ray.nodes) if n.get("Alive"))
         if not nodes:
             raise DeploymentFailed(f"the Ray cluster of compute {self.compute.name!r} has no alive node")
-        deployment = self._deployments[key]
-        used = Counter(m.node for m in deployment.members if m is not instance and isinstance(m, RayInstance))
-        return min(nodes, key=lambda node: used[node])
+        members = self._deployments[key].members
+        others = [m for m in members if m is not instance and isinstance(m, RayInstance)]
+        same = Counter(m.node for m in others if m.revision == instance.revision)
+        used = Counter(m.node for m in others)
+        # the new revision spread first (a rolling update ends spread), then all the deployment's
+        return min(nodes, key=lambda node: (same[node], used[node]))
 
     def _publish(self, key: DeploymentKey, addresses: list[str]) -> None:
         if self._listener is None:
