@@ -15,10 +15,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import free_port
@@ -62,15 +65,17 @@ class RayCluster:
         self._start("--address", self.address)
         self.wait_for_nodes(2)
 
+    def status(self) -> str:
+        return subprocess.run(
+            [RAY, "status", "--address", self.address], capture_output=True, text=True, timeout=60
+        ).stdout
+
     def wait_for_nodes(self, count: int, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if any(node.poll() is not None for node in self.nodes):
                 break
-            status = subprocess.run(
-                [RAY, "status", "--address", self.address], capture_output=True, text=True, timeout=60
-            )
-            active = status.stdout.partition("Active:")[2].partition("Pending:")[0]
+            active = self.status().partition("Active:")[2].partition("Pending:")[0]
             if active.count("node_") >= count:
                 return
             time.sleep(1)
@@ -88,6 +93,20 @@ class RayCluster:
                 os.killpg(node.pid, signal.SIGKILL)  # whatever of the node's group is left
             node.wait()
         self.nodes.clear()
+
+    def kill_raylet(self, index: int) -> str:
+        """``kill -9`` the raylet of node ``index``; the id of the node lost."""
+        group = self.nodes[index].pid
+        for proc in Path("/proc").iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                if not proc.name.isdigit() or os.getpgid(int(proc.name)) != group:
+                    continue
+                args = (proc / "cmdline").read_bytes().split(b"\0")
+                if args[0].endswith(b"/raylet"):
+                    node_id = next(a for a in args if a.startswith(b"--node_id="))
+                    os.kill(int(proc.name), signal.SIGKILL)
+                    return node_id.partition(b"=")[2].decode()
+        raise AssertionError(f"node {index} has no raylet")
 
     def files_holding(self, text: str) -> list[str]:
         found = []
@@ -185,3 +204,49 @@ def test_an_unreachable_ray_cluster_fails_the_deployment_with_the_reason(home: P
         assert operation["status"] == "Failed"
         message = operation["error"]["message"]
         assert "cannot join the Ray cluster of compute 'gone': nothing answers" in message
+
+
+def test_instances_come_back_when_a_node_is_lost(ray_cluster: RayCluster, home: Path) -> None:
+    """Last in the module: it kills the second node (``kill -9`` of its raylet)."""
+    with Flowport(home) as fp:
+        compute = {"name": "lab", "type": "ray", "address": ray_cluster.address}
+        fp.ok("POST", "/computes", json={"spec": compute})
+        fp.endpoint("sturdy", compute="azureml:lab")
+        probes = {"initial_delay": 1, "period": 1, "failure_threshold": 3}
+        shown = fp.deploy("sturdy", "red", instance_count=3, liveness_probe=probes, readiness_probe=probes)
+        assert len({i["node"] for i in shown["instances"]}) == 2, (shown, ray_cluster.status())
+        fp.traffic("sturdy", red=100)
+        key = fp.key("sturdy")
+
+        results: list[int] = []
+        stop = threading.Event()
+
+        def score() -> None:
+            with httpx.Client(timeout=30) as client:
+                while not stop.is_set():
+                    response = client.post(
+                        f"{fp.url}/endpoints/sturdy/score",
+                        json={"text": "x"},
+                        headers={"authorization": f"Bearer {key}"},
+                    )
+                    results.append(response.status_code)
+
+        scorer = threading.Thread(target=score)
+        scorer.start()
+        try:
+            time.sleep(1)
+            lost = ray_cluster.kill_raylet(1)
+            deadline = time.monotonic() + 180
+            while True:
+                instances = fp.ok("GET", "/endpoints/sturdy/deployments/red")["instances"]
+                back = [i for i in instances if i["ready"] and i["node"] != lost]
+                if len(back) == 3:
+                    break
+                assert time.monotonic() < deadline, f"the instances did not come back: {instances}"
+                time.sleep(1)
+            time.sleep(1)
+        finally:
+            stop.set()
+            scorer.join()
+        # one request at a time: at most the one in flight on a lost instance fails
+        assert len(results) > 10 and sum(code != 200 for code in results) <= 1, Counter(results)
