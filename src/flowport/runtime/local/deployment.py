@@ -6,7 +6,13 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
-from flowport.runtime.base import DeploymentFailed, DeploymentKey, DeploymentPlan, InstanceState
+from flowport.runtime.base import (
+    DeploymentFailed,
+    DeploymentKey,
+    DeploymentPlan,
+    InstanceState,
+    ReadyListener,
+)
 from flowport.runtime.local.supervisor import ManagedInstance
 
 log = logging.getLogger("flowport.runtime.local")
@@ -151,3 +157,61 @@ class Deployment:
 
 def _ready_first(instance: ManagedInstance) -> bool:
     return not instance.in_ready_set
+
+
+class SupervisedRuntime:
+    """What a runtime that supervises its instances itself (local processes, Ray actors) shares:
+    its deployments, the ready listener, removal. A subclass makes the instances
+    (``_new_instance``) and brings deployments to their plans (``apply``)."""
+
+    def __init__(self, drain_seconds: float) -> None:
+        self.drain_seconds = drain_seconds
+        self._listener: ReadyListener | None = None
+        self._deployments: dict[DeploymentKey, Deployment] = {}
+        self._masked: dict[DeploymentKey, frozenset[str]] = {}
+        """Every secret of every plan applied per deployment: older lines may hold older ones."""
+
+    def set_listener(self, listener: ReadyListener) -> None:
+        self._listener = listener
+
+    async def remove(self, key: DeploymentKey) -> None:
+        deployment = self._deployments.get(key)
+        if deployment is None:
+            return
+        async with deployment.lock:
+            await deployment.remove()
+
+    def deployments(self) -> list[DeploymentKey]:
+        return [key for key, deployment in self._deployments.items() if deployment.plan is not None]
+
+    def instances(self, key: DeploymentKey) -> list[InstanceState]:
+        deployment = self._deployments.get(key)
+        return deployment.states() if deployment else []
+
+    def _deployment(self, plan: DeploymentPlan) -> Deployment:
+        """The plan's deployment (made on first use); remembers the plan's secrets for masking."""
+        key = plan.key
+        self._masked[key] = self._masked.get(key, frozenset()) | plan.masked
+        deployment = self._deployments.get(key)
+        if deployment is None:
+            deployment = Deployment(
+                key,
+                new_instance=lambda plan, python, on_change: self._new_instance(key, plan, python, on_change),
+                publish=self._publish,
+                drain_seconds=self.drain_seconds,
+            )
+            self._deployments[key] = deployment
+        return deployment
+
+    def _new_instance(
+        self, key: DeploymentKey, plan: DeploymentPlan, python: str, on_change: Callable[[], None]
+    ) -> ManagedInstance:
+        raise NotImplementedError
+
+    def _publish(self, key: DeploymentKey, addresses: list[str]) -> None:
+        if self._listener is None:
+            return
+        try:
+            self._listener(key, list(addresses))
+        except Exception:
+            log.exception("the ready listener failed for %s", key)

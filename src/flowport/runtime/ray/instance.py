@@ -134,7 +134,7 @@ class RayInstance(ManagedInstance):
         """A new actor on the least used node, its server started with the sealed config, gated."""
         self.node = await self._place(self)
         actor = InstanceActor.options(  # type: ignore[attr-defined]
-            scheduling_strategy=NodeAffinitySchedulingStrategy(self.node, soft=True),
+            scheduling_strategy=NodeAffinitySchedulingStrategy(self.node, soft=False),
             runtime_env=self._runtime_env,
         ).remote()
         self.process = self.actor_process = process = ActorProcess(actor)  # type: ignore[assignment]
@@ -155,13 +155,6 @@ class RayInstance(ManagedInstance):
             await self.actor_process.stop(0)
         await self._release()
 
-    async def stop(self, drain_seconds: float) -> None:
-        self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+    async def _terminate(self, drain_seconds: float) -> None:
         if self.actor_process is not None:
             await self.actor_process.stop(drain_seconds)
-        self.ready = False
-        await self._release()

@@ -17,20 +17,14 @@ import logging
 import secrets
 import zipfile
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import ray
 
-from flowport.runtime.base import (
-    ComputeTarget,
-    DeploymentFailed,
-    DeploymentKey,
-    DeploymentPlan,
-    InstanceState,
-    ReadyListener,
-)
-from flowport.runtime.local.deployment import Deployment
+from flowport.runtime.base import ComputeTarget, DeploymentFailed, DeploymentKey, DeploymentPlan
+from flowport.runtime.local.deployment import SupervisedRuntime
 from flowport.runtime.local.logs import LogFiles
 from flowport.runtime.ray.instance import RayInstance
 
@@ -96,27 +90,20 @@ def zip_folder(folder: Path) -> bytes:
     return buffer.getvalue()
 
 
-class RayRuntime:
+class RayRuntime(SupervisedRuntime):
     def __init__(self, compute: ComputeTarget, state_dir: Path, *, drain_seconds: float = 30) -> None:
+        super().__init__(drain_seconds)
         self.compute = compute
-        self.drain_seconds = drain_seconds
-        self._listener: ReadyListener | None = None
-        self._deployments: dict[DeploymentKey, Deployment] = {}
-        self._masked: dict[DeploymentKey, frozenset[str]] = {}
         self._logs = LogFiles(Path(state_dir) / "logs")
         self._flows: dict[str, tuple[ray.ObjectRef, dict[str, Any] | None]] = {}
         """Per revision: the flow's zip in the object store and its runtime environment."""
         self._closed = False
 
-    def set_listener(self, listener: ReadyListener) -> None:
-        self._listener = listener
-
     async def apply(self, plan: DeploymentPlan) -> None:
         if self._closed:
             raise RuntimeError("the runtime is closed")
         await connect(self.compute)
-        deployment = self._deployment(plan.key)
-        self._masked[plan.key] = self._masked.get(plan.key, frozenset()) | plan.masked
+        deployment = self._deployment(plan)
         async with deployment.lock:
             if plan.revision not in self._flows:
                 data = await asyncio.to_thread(zip_folder, Path(plan.config.source))
@@ -125,19 +112,6 @@ class RayRuntime:
             live = {m.revision for d in self._deployments.values() for m in d.members}
             for revision in set(self._flows) - live - {plan.revision}:
                 del self._flows[revision]
-
-    async def remove(self, key: DeploymentKey) -> None:
-        deployment = self._deployments.get(key)
-        if deployment is not None:
-            async with deployment.lock:
-                await deployment.remove()
-
-    def deployments(self) -> list[DeploymentKey]:
-        return [key for key, deployment in self._deployments.items() if deployment.plan is not None]
-
-    def instances(self, key: DeploymentKey) -> list[InstanceState]:
-        deployment = self._deployments.get(key)
-        return deployment.states() if deployment else []
 
     def logs(self, key: DeploymentKey, lines: int) -> list[str]:
         """Each instance's last lines, read on its node (the agent calls this in a thread)."""
@@ -158,19 +132,9 @@ class RayRuntime:
 
     # -- internals ----------------------------------------------------------------------
 
-    def _deployment(self, key: DeploymentKey) -> Deployment:
-        deployment = self._deployments.get(key)
-        if deployment is None:
-            deployment = Deployment(
-                key,
-                new_instance=lambda plan, _python, on_change: self._new_instance(key, plan, on_change),
-                publish=self._publish,
-                drain_seconds=self.drain_seconds,
-            )
-            self._deployments[key] = deployment
-        return deployment
-
-    def _new_instance(self, key: DeploymentKey, plan: DeploymentPlan, on_change: Any) -> RayInstance:
+    def _new_instance(
+        self, key: DeploymentKey, plan: DeploymentPlan, python: str, on_change: Callable[[], None]
+    ) -> RayInstance:
         live = {m.log_path for d in self._deployments.values() for m in d.members}
         instance_id = secrets.token_hex(4)
         flow, runtime_env = self._flows[plan.revision]
@@ -195,11 +159,3 @@ class RayRuntime:
         used = Counter(m.node for m in others)
         # the new revision spread first (a rolling update ends spread), then all the deployment's
         return min(nodes, key=lambda node: (same[node], used[node]))
-
-    def _publish(self, key: DeploymentKey, addresses: list[str]) -> None:
-        if self._listener is None:
-            return
-        try:
-            self._listener(key, list(addresses))
-        except Exception:
-            log.exception("the ready listener failed for %s", key)
