@@ -66,7 +66,10 @@ def test_computes_are_registered_listed_and_picked_by_an_endpoint(flowport: Flow
     assert fp.wait(body["operation"])["status"] == "Succeeded"
     blue = fp.ok("GET", "/endpoints/shop/deployments/blue")
     assert blue["instances"] == [] and blue["provisioning_state"] == "Succeeded"
-    assert fp.ok("POST", "/endpoints/shop/export")["deployments"][0]["name"] == "blue"
+    exported = fp.ok("POST", "/endpoints/shop/export")
+    assert exported["deployments"][0]["name"] == "blue" and exported["endpoint"]["namespace"] == "prod"
+    manifests = fp.cli("online-endpoint", "export", "-n", "shop", "--format", "kubernetes").stdout
+    assert "namespace: prod" in manifests  # the compute's namespace, unless --namespace says
 
     # a compute in use cannot go; the built-in one never
     in_use = fp.api("DELETE", "/computes/aks")

@@ -250,3 +250,18 @@ def test_instances_come_back_when_a_node_is_lost(ray_cluster: RayCluster, home: 
             scorer.join()
         # one request at a time: at most the one in flight on a lost instance fails
         assert len(results) > 10 and sum(code != 200 for code in results) <= 1, Counter(results)
+
+
+def test_a_sealed_config_opens_only_for_its_actor() -> None:
+    from cryptography.exceptions import InvalidTag
+
+    from flowport.runtime.ray.sealing import Opener, seal
+
+    actor, other = Opener(), Opener()
+    sealed = seal(actor.public_key, SECRET.encode())
+    assert SECRET.encode() not in sealed
+    assert actor.open(sealed) == SECRET.encode()
+    with pytest.raises(InvalidTag):
+        other.open(sealed)
+    with pytest.raises(InvalidTag):
+        actor.open(sealed[:-1] + bytes([sealed[-1] ^ 1]))

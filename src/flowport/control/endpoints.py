@@ -372,9 +372,17 @@ class ControlPlane:
                 "traffic": dict(row.get("traffic", {})),
                 "mirror_traffic": dict(row.get("mirror_traffic", {})),
                 "keys": keys,
+                **self._compute_namespace(row),
             },
             "deployments": [self._export_deployment(name, r) for r in rows],
         }
+
+    def _compute_namespace(self, row: Mapping[str, Any]) -> dict[str, str]:
+        """A kubernetes compute's namespace: where the export goes unless ``--namespace`` says."""
+        if not row.get("compute"):
+            return {}
+        namespace = self.computes.get(row["compute"]).get("namespace")
+        return {"namespace": namespace} if namespace else {}
 
     def _export_deployment(self, endpoint: str, row: Mapping[str, Any]) -> dict[str, Any]:
         spec = row["spec"]
