@@ -21,11 +21,10 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.conftest import free_port
-from tests.endpoint_harness import FLOWS, Flowport
+from tests.endpoint_harness import FLOWS, Flowport, score_continuously
 
 pytest.importorskip("ray", reason="Ray is not installed (pip install 'flowport[ray]')")
 
@@ -218,20 +217,9 @@ def test_instances_come_back_when_a_node_is_lost(ray_cluster: RayCluster, home: 
         fp.traffic("sturdy", red=100)
         key = fp.key("sturdy")
 
-        results: list[int] = []
+        results: list[list[int]] = []
         stop = threading.Event()
-
-        def score() -> None:
-            with httpx.Client(timeout=30) as client:
-                while not stop.is_set():
-                    response = client.post(
-                        f"{fp.url}/endpoints/sturdy/score",
-                        json={"text": "x"},
-                        headers={"authorization": f"Bearer {key}"},
-                    )
-                    results.append(response.status_code)
-
-        scorer = threading.Thread(target=score)
+        scorer = threading.Thread(target=lambda: results.append(score_continuously(fp, "sturdy", key, stop)))
         scorer.start()
         try:
             time.sleep(1)
@@ -249,7 +237,8 @@ def test_instances_come_back_when_a_node_is_lost(ray_cluster: RayCluster, home: 
             stop.set()
             scorer.join()
         # one request at a time: at most the one in flight on a lost instance fails
-        assert len(results) > 10 and sum(code != 200 for code in results) <= 1, Counter(results)
+        (statuses,) = results
+        assert len(statuses) > 10 and sum(code != 200 for code in statuses) <= 1, Counter(statuses)
 
 
 def test_a_sealed_config_opens_only_for_its_actor() -> None:
