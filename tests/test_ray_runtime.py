@@ -31,6 +31,7 @@ pytest.importorskip("ray", reason="Ray is not installed (pip install 'flowport[r
 RAY = str(Path(sys.executable).parent / "ray")
 NODE_IP = "127.0.0.1"
 SECRET = "ray-secret-value-8d1f"
+RUNTIME_FLOWS = Path(__file__).parent / "runtime_flows"
 
 
 class RayCluster:
@@ -52,7 +53,8 @@ class RayCluster:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+                # pip in a runtime environment finds what it needs installed: no network
+                env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PIP_NO_INDEX": "1"},
             )
         )
 
@@ -129,7 +131,9 @@ def ray_cluster() -> Iterator[RayCluster]:
         shutil.rmtree(cluster.temp, ignore_errors=True)
 
 
-def test_deployments_run_on_a_ray_cluster_behind_the_gateway(ray_cluster: RayCluster, home: Path) -> None:
+def test_deployments_run_on_a_ray_cluster_behind_the_gateway(
+    ray_cluster: RayCluster, home: Path, tmp_path: Path
+) -> None:
     with Flowport(home) as fp:
         fp.cli("compute", "create", "--name", "lab", "--type", "ray", "--address", ray_cluster.address)
         fp.endpoint("shop", compute="azureml:lab")
@@ -173,6 +177,13 @@ def test_deployments_run_on_a_ray_cluster_behind_the_gateway(ray_cluster: RayClu
         assert {i["id"] for i in after["instances"]} == {i["id"] for i in rolled}
         again = fp.score("shop", {"text": "z"}, **{"azureml-model-deployment": "blue"})
         assert again.json() == {"echoed": "z", "color": "navy"}
+
+        # the flow's requirements.txt is the actor's pip runtime environment (a virtualenv Ray makes)
+        flow = shutil.copytree(RUNTIME_FLOWS / "info", tmp_path / "info")
+        (flow / "requirements.txt").write_text("pyyaml\n")
+        fp.deploy("shop", "yellow", model={"path": str(flow)})
+        info = fp.score("shop", {"text": "x"}, **{"azureml-model-deployment": "yellow"}).json()
+        assert info["prefix"].startswith(str(ray_cluster.temp)) and "pip" in info["prefix"], info
 
         logs = fp.ok("GET", "/endpoints/shop/deployments/green/logs", params={"lines": 50})["lines"]
         assert any("instance ready to serve" in line for line in logs)
