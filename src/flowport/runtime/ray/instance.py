@@ -24,6 +24,8 @@ from flowport.runtime.local.supervisor import ManagedInstance
 from flowport.runtime.ray.actor import InstanceActor
 from flowport.runtime.ray.sealing import seal
 
+ACTOR_START_SECONDS = 900.0
+"""How long an actor may take to be created (Ray may build a virtualenv for it first)."""
 STOP_GRACE = 10.0
 """Seconds the actor gets beyond the drain time to answer ``stop`` before it is killed."""
 
@@ -138,14 +140,15 @@ class RayInstance(ManagedInstance):
             runtime_env=self._runtime_env,
         ).remote()
         self.process = self.actor_process = process = ActorProcess(actor)  # type: ignore[assignment]
-        try:
-            public_key = await actor.public_key.remote()
+        try:  # the actor's creation includes building its pip environment on the node
+            public_key = await asyncio.wait_for(actor.public_key.remote(), ACTOR_START_SECONDS)
             config = json.dumps(self.plan.config.to_json()).encode()
             started = await actor.start.remote(self._flow, seal(public_key, config))
-        except ray.exceptions.RayError as exc:
-            process.tail = [_reason(exc)]
+        except (ray.exceptions.RayError, TimeoutError) as exc:
+            reason = _reason(exc) if str(exc) else f"no actor running after {ACTOR_START_SECONDS:g} s"
+            process.tail = [reason]
             await self._discard()
-            raise DeploymentFailed(f"instance {self.id} could not start on Ray: {_reason(exc)}") from None
+            raise DeploymentFailed(f"instance {self.id} could not start on Ray: {reason}") from None
         self.node, self.url, process.pid = started["node"], started["address"], started["pid"]
         self.client = InstanceClient(url=self.url)
         await self._gate()
