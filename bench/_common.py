@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +29,11 @@ REPO = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 PYTHON_FLOW = REPO / "tests" / "flows" / "three_node_python"
 CHAT_FLOW = REPO / "src" / "flowport" / "examples" / "chat_basic"
+FLEX_FLOW = BENCH_DIR / "flows" / "flex_text"
+PROMPTY_FLOW = BENCH_DIR / "flows" / "prompty_echo" / "chat.prompty"
+PROMPTY_KEY_ENV = "FLOWPORT_BENCH_LLM_KEY"
+PROMPTY_URL_ENV = "FLOWPORT_BENCH_LLM_URL"
+"""The bench prompty reads its model's key and base URL from these (``${env:...}``)."""
 CONNECTION_NAME = "open_ai_connection"
 API_KEY = "bench-key"
 
@@ -44,6 +49,15 @@ def chat_inputs(index: int) -> dict[str, Any]:
     return {"question": f"Question {index}: how do I deploy a flow?", "chat_history": []}
 
 
+def flex_inputs(index: int) -> dict[str, Any]:
+    text = f"Line {index}: the flow engine reads line {index} and the engine counts the words of line {index}"
+    return {"text": text}
+
+
+def prompty_inputs(index: int) -> dict[str, Any]:
+    return {"question": f"Question {index}: how do I deploy a prompty?"}
+
+
 def python_output_ok(inputs: dict[str, Any], outputs: dict[str, Any]) -> bool:
     text = inputs["text"].upper()
     return outputs.get("result") == f"{text} ({len(text.split())} words)"
@@ -51,6 +65,32 @@ def python_output_ok(inputs: dict[str, Any], outputs: dict[str, Any]) -> bool:
 
 def chat_output_ok(inputs: dict[str, Any], outputs: dict[str, Any]) -> bool:
     return outputs.get("answer") == f"Echo: {inputs['question']}" and outputs.get("topic") == "deployment"
+
+
+def flex_output_ok(inputs: dict[str, Any], outputs: dict[str, Any]) -> bool:
+    words = inputs["text"].lower().replace(":", "").split()
+    return (
+        outputs.get("words") == len(words)
+        and outputs.get("slug") == "-".join(words[:6])
+        and outputs.get("keywords") == ["line", words[1], "engine"]
+    )
+
+
+def prompty_output_ok(inputs: dict[str, Any], outputs: Any) -> bool:
+    """flowport answers ``{"output": text}``, prompt flow's executor the bare text."""
+    answer = outputs.get("output") if isinstance(outputs, dict) else outputs
+    return answer == f"Echo: {inputs['question']}"
+
+
+Inputs = Callable[[int], dict[str, Any]]
+Check = Callable[[dict[str, Any], Any], bool]
+WORKLOADS: dict[str, tuple[Inputs, Check]] = {
+    "python": (python_inputs, python_output_ok),
+    "chat": (chat_inputs, chat_output_ok),
+    "flex": (flex_inputs, flex_output_ok),
+    "prompty": (prompty_inputs, prompty_output_ok),
+}
+"""Each engine benchmark workload: the inputs of line N, and whether a line's outputs are right."""
 
 
 # -- statistics -----------------------------------------------------------------
@@ -78,10 +118,18 @@ class Measurement:
     latencies: list[float] = field(default_factory=list, repr=False)
     rates: list[float] = field(default_factory=list)
     """Lines per second of every repeat, when this is the median of several runs."""
+    cpu_seconds: float = 0.0
+    """CPU time the engine's process used for the lines (all its threads): steadier than the
+    wall clock on a machine other work is using."""
 
     @property
     def rate(self) -> float:
         return self.lines / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_rate(self) -> float:
+        """Lines per CPU second."""
+        return self.lines / self.cpu_seconds if self.cpu_seconds else 0.0
 
     @property
     def p50_ms(self) -> float:
@@ -95,6 +143,7 @@ class Measurement:
         keys = ("engine", "flow", "mode", "lines", "seconds", "failed")
         row = {key: getattr(self, key) for key in keys}
         figures = {"lines_per_s": self.rate, "p50_ms": self.p50_ms, "p99_ms": self.p99_ms}
+        figures |= {"cpu_seconds": self.cpu_seconds, "lines_per_cpu_s": self.cpu_rate}
         return row | figures | {"lines_per_s_all_runs": self.rates or [self.rate]}
 
 
@@ -112,7 +161,8 @@ def spread(m: Measurement) -> str:
 
 
 def print_table(rows: Sequence[Measurement]) -> None:
-    header = ("engine", "flow", "mode", "lines", "seconds", "lines/s", "range", "p50 ms", "p99 ms", "failed")
+    header = ("engine", "flow", "mode", "lines", "seconds", "lines/s", "range", "lines/CPU-s")
+    header += ("p50 ms", "p99 ms", "failed")
     cells = [
         (
             r.engine,
@@ -122,6 +172,7 @@ def print_table(rows: Sequence[Measurement]) -> None:
             f"{r.seconds:.2f}",
             f"{r.rate:,.0f}",
             spread(r),
+            f"{r.cpu_rate:,.0f}" if r.cpu_seconds else "-",
             f"{r.p50_ms:.1f}",
             f"{r.p99_ms:.1f}",
             str(r.failed),

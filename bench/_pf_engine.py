@@ -9,7 +9,11 @@ Runs inside the prompt flow venv (see ``_promptflow.py``), never in flowport's. 
 * ``threads``: ``exec_line`` from a pool of ``--concurrency`` threads, as pf's Flask serving app
   (one request per thread) drives it.
 
-Prints one ``BENCH_RESULT {json}`` line: lines, seconds, failed, latencies, first error.
+``--flow`` is a DAG flow's folder, a flex flow's folder (``flow.flex.yaml``) or a ``.prompty``
+file; ``FlowExecutor.create`` gives the executor prompt flow itself uses for each (for a flex
+flow its ``ScriptExecutor``, for a prompty its ``PromptyExecutor``, which has no async path).
+
+Prints one ``BENCH_RESULT {json}`` line: lines, seconds, CPU seconds, failed, latencies, first error.
 """
 
 from __future__ import annotations
@@ -19,21 +23,13 @@ import asyncio
 import itertools
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from _common import API_KEY, CONNECTION_NAME, chat_inputs, chat_output_ok, python_inputs, python_output_ok
+from _common import API_KEY, CONNECTION_NAME, WORKLOADS, Check
 from _promptflow import emit_result
 from promptflow.executor import FlowExecutor
-
-Inputs = Callable[[int], dict[str, Any]]
-Check = Callable[[dict[str, Any], dict[str, Any]], bool]
-WORKLOADS: dict[str, tuple[Inputs, Check]] = {
-    "python": (python_inputs, python_output_ok),
-    "chat": (chat_inputs, chat_output_ok),
-}
 
 
 class Recorder:
@@ -49,7 +45,8 @@ class Recorder:
     def record(self, inputs: dict[str, Any], result: Any, started: float) -> None:
         elapsed = time.perf_counter() - started
         status = getattr(result.run_info.status, "value", result.run_info.status)
-        ok = status == "Completed" and self.check(inputs, result.output or {})
+        output = {} if result.output is None else result.output  # a prompty's may be a string
+        ok = status == "Completed" and self.check(inputs, output)
         with self._lock:
             self.latencies.append(elapsed)
             if not ok:
@@ -94,18 +91,26 @@ def run_threads(
 
 def measure(
     executor: FlowExecutor, args: argparse.Namespace, start: int, count: int
-) -> tuple[Recorder, float]:
+) -> tuple[Recorder, float, float]:
     make_inputs, check = WORKLOADS[args.workload]
     rows = [make_inputs(start + i) for i in range(count)]
     recorder = Recorder(check)
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     if args.mode == "sequential":
         run_sequential(executor, rows, recorder)
     elif args.mode == "async":
         run_async(executor, rows, recorder, args.concurrency)
     else:
         run_threads(executor, rows, recorder, args.concurrency)
-    return recorder, time.perf_counter() - began
+    return recorder, time.perf_counter() - began, time.process_time() - cpu
+
+
+def flow_file(flow: Path) -> Path:
+    """The file prompt flow loads: a ``.prompty`` as given, else the folder's flow YAML."""
+    if flow.is_file():
+        return flow
+    flex = flow / "flow.flex.yaml"
+    return flex if flex.is_file() else flow / "flow.dag.yaml"
 
 
 def main() -> None:
@@ -119,19 +124,20 @@ def main() -> None:
     parser.add_argument("--base-url", default="")
     args = parser.parse_args()
 
+    flow = args.flow.resolve()
+    folder = flow if flow.is_dir() else flow.parent
     connections: dict[str, Any] = {}
     if args.base_url:
         value = {"api_key": API_KEY, "base_url": args.base_url}
         connections[CONNECTION_NAME] = {"type": "OpenAIConnection", "value": value}
-    executor = FlowExecutor.create(
-        args.flow / "flow.dag.yaml", connections, working_dir=args.flow, raise_ex=False
-    )
+    executor = FlowExecutor.create(flow_file(flow), connections, working_dir=folder, raise_ex=False)
     measure(executor, args, args.lines, args.warmup)
-    recorder, seconds = measure(executor, args, 0, args.lines)
+    recorder, seconds, cpu = measure(executor, args, 0, args.lines)
     emit_result(
         {
             "lines": args.lines,
             "seconds": seconds,
+            "cpu_seconds": cpu,
             "failed": recorder.failed,
             "first_error": recorder.first_error,
             "latencies": recorder.latencies,

@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,14 @@ def pf(args: list[str], home: Path, cwd: Path = ROOT) -> subprocess.CompletedPro
     )
 
 
-def record_case(flow: Path, case: dict[str, Any], home: Path, server: LLMServer) -> None:
+def record_case(
+    flow: Path,
+    case: dict[str, Any],
+    home: Path,
+    server: LLMServer,
+    on_output: Callable[[Path, dict[str, Any], str], None] | None = None,
+) -> None:
+    """``on_output(flow, case, printed)`` runs while pf's ``.promptflow`` folder is still there."""
     rel = flow.relative_to(ROOT)
     args = ["flow", "test", "--flow", str(rel)]
     shown = list(args)
@@ -100,8 +108,9 @@ def record_case(flow: Path, case: dict[str, Any], home: Path, server: LLMServer)
         # An error raised before running (no detail file) names its code in the printed line:
         # "... failed with ResolveToolError: Tool load failed in 'x': (NodeInputValidationError) ..."
         named = re.search(r"failed with (\w+): .*?\((\w+)\)", line)
+        bare = re.search(r"failed with (\w+): ", line)  # no inner code: "failed with PackageToolNotFound..."
         case["expected_error"] = {
-            "code": error.get("code") or (named.group(1) if named else None),
+            "code": error.get("code") or (named.group(1) if named else bare.group(1) if bare else None),
             "message": error.get("message"),
             "inner_code": (error.get("innerError") or {}).get("code") or (named.group(2) if named else None),
             "printed": line,
@@ -109,6 +118,8 @@ def record_case(flow: Path, case: dict[str, Any], home: Path, server: LLMServer)
     sent = httpx.get(f"{server.url}/_requests").json()
     if sent:
         case["llm_requests"] = [{"path": r["path"], "body": r["body"]} for r in sent]
+    if on_output is not None:
+        on_output(flow, case, done.stdout)
     shutil.rmtree(flow / ".promptflow", ignore_errors=True)
 
 

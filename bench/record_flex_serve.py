@@ -104,6 +104,23 @@ def exchange(
     return request, {"status": answer.status_code, "headers": kept, "body": answer.text}
 
 
+def record_exchange(
+    port: int, request: tuple[str, str, dict[str, str], object], flow: str, out_file: Path, recorder: str
+) -> dict[str, object]:
+    """One request (method, path, headers, body) to ``pf flow serve`` of ``flow`` (``flows/x``),
+    written to ``out_file`` in tests/serve_recordings' format; the response part is returned."""
+    sent, response = exchange(port, *request)
+    record = {
+        "flow": flow,
+        "env": {"PF_DISABLE_TRACING": "true"},
+        "request": sent,
+        "response": response,
+        "notes": f"recorded by bench/{recorder} (httpx, not a raw socket)",
+    }
+    out_file.write_text(json.dumps(record, indent=2) + "\n")
+    return response
+
+
 def main() -> None:
     ensure_venv()
     with tempfile.TemporaryDirectory() as scratch:

@@ -7,7 +7,6 @@ Run: ``python bench/record_prompty_serve.py``.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import tempfile
 import time
@@ -15,12 +14,14 @@ from pathlib import Path
 
 from _promptflow import ensure_venv, pf_env, venv_pf
 from record_cases import create_connections
-from record_flex_serve import JSON, OUT, SSE, exchange, wait_until_serving
+from record_flex_serve import JSON, OUT, SSE, record_exchange, wait_until_serving
 
 from flowport.testing.llm_server import LLMServer
 
 ROOT = Path(__file__).resolve().parent.parent
 PORT = 18604
+HISTORY = [{"role": "user", "content": "First"}, {"role": "assistant", "content": "Echo: First"}]
+ASK = {"role": "user", "content": "Second?"}
 CASES = {
     # pf 1.18.5 serves no .prompty file ("Support directory `source` for Python flow only"): a prompty
     # is served through a flex flow that loads it (promptflow.core.Prompty)
@@ -29,6 +30,14 @@ CASES = {
         ("score_style", "POST", "/score", JSON, {"question": "Hi", "style": "formal"}),
         ("score_missing_input", "POST", "/score", JSON, {}),
         ("sse_no_stream", "POST", "/score", SSE, {"question": "a b"}),
+        ("get_swagger", "GET", "/swagger.json", {}, None),
+    ],
+    # a chat prompty (history as OpenAI messages) behind a chat flex flow: what pf serves of it
+    "prompty_chat_history": [
+        ("score_history", "POST", "/score", JSON, {"question": "Second?", "chat_history": HISTORY}),
+        ("score_no_history", "POST", "/score", JSON, {"question": "Alone"}),
+        ("sse_no_stream", "POST", "/score", SSE, {"question": "a b"}),
+        ("chat_completions", "POST", "/v1/chat/completions", JSON, {"messages": [*HISTORY, ASK]}),
         ("get_swagger", "GET", "/swagger.json", {}, None),
     ],
 }
@@ -54,16 +63,9 @@ def main() -> None:
             process = serve(ROOT / "tests" / "flows" / flow, home)
             stem = flow.split("/")[0]
             try:
-                for name, method, path, headers, body in requests:
-                    request, response = exchange(PORT, method, path, headers, body)
-                    record = {
-                        "flow": f"flows/{flow}",
-                        "env": {"PF_DISABLE_TRACING": "true"},
-                        "request": request,
-                        "response": response,
-                        "notes": "recorded by bench/record_prompty_serve.py (httpx, not a raw socket)",
-                    }
-                    (OUT / f"{stem}__{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+                for name, *request in requests:
+                    out_file = OUT / f"{stem}__{name}.json"
+                    response = record_exchange(PORT, request, f"flows/{flow}", out_file, Path(__file__).name)
                     print(flow, name, response["status"], str(response["body"])[:300])
             finally:
                 process.terminate()

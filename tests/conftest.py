@@ -6,6 +6,8 @@ import datetime
 import ipaddress
 import os
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +25,9 @@ from flowport.store import ConnectionRows, open_database
 from flowport.testing.llm_server import LLMServer
 
 FLOWS = Path(__file__).parent / "flows"
+TOOL_PACKAGE = Path(__file__).parent / "tool_packages" / "my_tools"
+"""A prompt flow tool package (``package_tools`` entry point); its own build backend, so pip
+installs it offline."""
 POSTGRES_ENV = "FLOWPORT_TEST_DATABASE_URL"
 
 # Tests run as root with an interpreter under /root (0700), which the default instance user
@@ -43,6 +48,24 @@ def restore_environ() -> Iterator[None]:
 def llm_server() -> Iterator[LLMServer]:
     with LLMServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def tool_package_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding tests/tool_packages/my_tools installed (``pip install --target``)."""
+    target = tmp_path_factory.mktemp("tool_package_site")
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index"]
+    subprocess.run([*pip, "--target", str(target), str(TOOL_PACKAGE)], check=True, capture_output=True)
+    return target
+
+
+@pytest.fixture
+def tool_package(tool_package_site: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """my_tools importable (and its entry point found) in this process, for one test."""
+    monkeypatch.syspath_prepend(str(tool_package_site))
+    yield tool_package_site
+    for name in [m for m in sys.modules if m == "my_tools" or m.startswith("my_tools.")]:
+        del sys.modules[name]
 
 
 @pytest.fixture

@@ -418,3 +418,95 @@ def test_validate_names_the_tool_that_fails_to_import(tmp_path: Path) -> None:
     done = flowport("flow", "validate", "--flow", str(flow), home=tmp_path)
     assert done.returncode == 1
     assert "flow.dag.yaml:6: node 'a': importing a.py failed at a.py:2: (ModuleNotFoundError)" in done.stderr
+
+
+def _recording_api() -> tuple[object, list[dict[str, object]]]:
+    """A stand-in flowport API on loopback that records what the CLI sends and answers plainly."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    seen: list[dict[str, object]] = []
+
+    async def record(request: Request) -> JSONResponse:
+        body = await request.body()
+        seen.append(
+            {
+                "method": request.method,
+                "path": request.url.path.removeprefix("/api/v1"),
+                "query": dict(request.query_params),
+                "body": json.loads(body) if body else None,
+            }
+        )
+        if request.url.path.endswith("/logs"):
+            return JSONResponse({"lines": ["first", "second"]})
+        operation = {"id": "op", "status": "Succeeded", "kind": "x"}
+        return JSONResponse({"operation": operation, "endpoint": {"name": "ep"}, "notes": [], "name": "x"})
+
+    methods = ["GET", "POST", "PATCH", "PUT", "DELETE"]
+    return Starlette(routes=[Route("/{path:path}", record, methods=methods)]), seen
+
+
+def test_az_flags_from_the_azure_guide_and_az_help_reach_the_api(tmp_path: Path) -> None:
+    from flowport.testing.threaded_server import ThreadedServer
+
+    app, seen = _recording_api()
+    deployment = tmp_path / "blue.yml"
+    deployment.write_text("name: blue\nendpoint_name: ep\nmodel: azureml:m:1\n")
+    ignored = ["-g", "rg", "-w", "ws", "--subscription", "sub"]
+    with ThreadedServer(app) as server:
+        env = {"FLOWPORT_URL": server.url, "FLOWPORT_ADMIN_TOKEN": "t"}
+
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            done = flowport(*args, *ignored, home=tmp_path / "home", env=env)
+            assert done.returncode == 0, done.stderr
+            return done
+
+        logs = run(
+            "online-deployment", "get-logs", "--name", "blue", "--endpoint", "ep", "--lines", "5", "-c", "x"
+        )
+        assert logs.stdout.splitlines() == ["first", "second"]
+        run("online-deployment", "create", "--file", str(deployment), "--all-traffic", "--local", "--web")
+        run(
+            "online-deployment",
+            "create",
+            "-f",
+            str(deployment),
+            "--package-model",
+            "--skip-script-validation",
+        )
+        run(
+            "online-deployment",
+            "update",
+            "-n",
+            "blue",
+            "--endpoint",
+            "ep",
+            "--set",
+            "instance_count=2",
+            "--no-wait",
+        )
+        run("online-deployment", "show", "-n", "blue", "--endpoint", "ep", "--web")
+        run(
+            "online-endpoint", "update", "-n", "ep", "--set", "description=010", "--force-string",
+            "--add", "tags", "team=ml", "--remove", "tags.old", "--local", "--web",
+        )  # fmt: skip
+        run("model", "create", "-n", "m", "-p", str(tmp_path), "-t", "custom_model", "-d", "010")
+    requests = [(r["method"], r["path"], r["query"]) for r in seen]
+    assert requests[0] == ("GET", "/endpoints/ep/deployments/blue/logs", {"lines": "5"})
+    assert requests[1][:2] == ("POST", "/endpoints/ep/deployments")
+    assert requests[1][2] == {"name": "blue", "all_traffic": "true"}
+    patch = next(r for r in seen if r["method"] == "PATCH" and r["path"] == "/endpoints/ep/deployments/blue")
+    assert patch["body"] == {"set": ["instance_count=2"]}
+    endpoint = next(r for r in seen if r["path"] == "/endpoints/ep" and r["method"] == "PATCH")
+    assert endpoint["body"] == {
+        "set": ["description=010"],
+        "add": [["tags", "team=ml"]],
+        "remove": ["tags.old"],
+        "force_string": True,
+    }
+    model = next(r for r in seen if r["path"] == "/models")
+    expected = {"name=m", "type=custom_model", f"path={tmp_path.resolve()}", "description=010"}
+    assert set(model["body"]["set"]) == expected
+    assert model["body"]["force_string"] is True

@@ -583,8 +583,22 @@ def test_inline_policy_excuses_slow_runs_that_neither_waited_nor_worked() -> Non
     assert policy.inline
     policy.record(0.05, inline=True, cpu=0.0002, waited=False)
     assert policy.inline
-    policy.record(0.05, inline=True, cpu=0.03, waited=False)  # the tool itself is heavy
+    policy.record(0.05, inline=True, cpu=0.03, waited=False)  # heavy once: a hiccup of the machine?
+    assert policy.inline
+    policy.record(0.05, inline=True, cpu=0.03, waited=False)  # heavy again: the tool itself is heavy
     assert policy.demoted and not policy.inline
+
+
+def test_inline_policy_forgives_a_heavy_run_long_past() -> None:
+    policy = InlinePolicy(True, fast_seconds=0.001, proof_runs=1, demote_seconds=0.01, heavy_window=3)
+    policy.record(0.0001, inline=False)
+    policy.record(0.05, inline=True, cpu=0.03, waited=False)
+    for _ in range(3):
+        policy.record(0.0001, inline=True)
+    policy.record(0.05, inline=True, cpu=0.03, waited=False)  # 4 runs after the first heavy one
+    assert policy.inline
+    policy.record(0.05, inline=True, cpu=0.0001, waited=True)  # a run that blocked: at once
+    assert policy.demoted
 
 
 def test_inline_policy_sees_a_sleeping_run_as_waiting() -> None:
@@ -667,7 +681,7 @@ async def test_a_tool_that_starts_its_own_event_loop_leaves_inline_mode(tmp_path
     assert (await executor.run_line({"nested": True})).outputs == {"out": "nested ok"}
 
 
-def test_a_package_tool_flowport_does_not_have_is_named_with_its_line(tmp_path: Path) -> None:
+def test_a_package_tool_that_is_not_installed_is_named_with_its_line_and_the_fix(tmp_path: Path) -> None:
     folder = write_flow(
         tmp_path / "f",
         """\
@@ -682,10 +696,13 @@ def test_a_package_tool_flowport_does_not_have_is_named_with_its_line(tmp_path: 
     )
     with pytest.raises(FlowError) as info:
         load(folder, connections={})
-    assert info.value.code == "UnsupportedTool"
-    assert "promptflow.tools.serpapi.SerpAPI.search" in info.value.message
-    assert "promptflow.tools.embedding.embedding" in info.value.message  # what is built in
-    assert info.value.problems[0].line == 4
+    assert info.value.code == "PackageToolNotFoundError"  # prompt flow's code
+    [problem] = info.value.problems
+    assert problem.line == 4
+    assert problem.message.startswith(
+        "node 'search': package tool 'promptflow.tools.serpapi.SerpAPI.search' is not installed"
+    )
+    assert "module 'promptflow'" in problem.message and "requirements.txt" in problem.message
 
 
 def test_the_model_check_knows_the_built_in_package_tools(tmp_path: Path) -> None:
@@ -707,4 +724,6 @@ def test_the_model_check_knows_the_built_in_package_tools(tmp_path: Path) -> Non
         """,
     )
     [problem] = check_flow(folder, has_requirements=False)
-    assert problem.code == "UnsupportedTool" and "my_tools.search" in problem.message
+    assert problem.code == "PackageToolNotFoundError" and "my_tools.search" in problem.message
+    assert "requirements.txt" in problem.message
+    assert check_flow(folder, has_requirements=True) == []  # requirements.txt may install it

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from flowport.engine import FlexExecutor, load_executor, parse_init
+from flowport.engine.inline import InlinePolicy
 from flowport.flow import FlowError
 from flowport.serving import ScoringApp, ServeSettings
 from flowport.testing.threaded_server import ThreadedServer
@@ -313,3 +314,33 @@ def test_a_flex_models_document_lists_the_entrys_inputs(tmp_path: Path) -> None:
     assert (inputs["count"]["type"], inputs["count"]["default"]) == ("int", 2)
     _, _, flow = snapshot_flow(FLOWS / "flex_class", tmp_path / "home" / "models")
     assert list(flow_interface(flow)["inputs"]) == ["name", "punctuation"]  # __call__'s, without self
+
+
+async def test_a_fast_sync_entry_runs_on_the_loop_until_it_blocks(tmp_path: Path) -> None:
+    (tmp_path / "flow.flex.yaml").write_text("entry: where_entry:where\n")
+    (tmp_path / "where_entry.py").write_text(
+        "import threading, time\n"
+        "def where(delay: float = 0):\n"
+        "    time.sleep(delay)\n"
+        "    return {'thread': threading.current_thread().name}\n"
+    )
+    executor = load_executor(tmp_path)
+    assert isinstance(executor, FlexExecutor)
+    # generous thresholds: the test is about the policy, not the machine's speed under load
+    executor.inline_policy = InlinePolicy(True, fast_seconds=1.0, proof_runs=3, demote_seconds=0.15)
+    seen = [(await executor.run_line({})).outputs["thread"] for _ in range(5)]
+    assert seen[0].startswith("flowport-flex")
+    assert seen[-1] == "MainThread"
+    slow = await executor.run_line({"delay": 0.3})
+    assert slow.ok and slow.outputs == {"thread": "MainThread"}  # ran inline once, then demoted
+    assert executor.inline_policy.demoted
+    assert (await executor.run_line({})).outputs["thread"].startswith("flowport-flex")
+    executor.close()
+
+
+def test_async_and_generator_entries_never_run_inline() -> None:
+    for flow in ("flex_async", "flex_generator"):
+        executor = load_executor(FLOWS / flow)
+        assert isinstance(executor, FlexExecutor)
+        assert executor.inline_policy.demoted, flow
+        executor.close()

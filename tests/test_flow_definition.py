@@ -401,3 +401,24 @@ def test_an_include_that_is_a_symlink_loop_is_an_error(tmp_path: Path) -> None:
         load_flow(folder)
     assert info.value.code == "SymlinkLoop"
     assert "'../loop'" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [("openai-vision", "is not supported by flowport yet"), ("fancy", "Invalid message format 'fancy'")],
+)
+def test_a_message_format_other_than_basic_is_refused_by_name(tmp_path: Path, value: str, words: str) -> None:
+    text = f"message_format: {value}\ninputs:\n  x:\n    type: string\noutputs: {{}}\nnodes: []\n"
+    folder = write_flow(tmp_path, text)
+    with pytest.raises(FlowError) as info:
+        load_flow(folder)
+    [problem] = info.value.problems
+    assert (problem.code, problem.line) == ("InvalidMessageFormatType", 1)
+    assert words in problem.message
+
+
+def test_the_basic_message_format_loads(tmp_path: Path) -> None:
+    folder = write_flow(
+        tmp_path, "message_format: basic\ninputs:\n  x:\n    type: image\noutputs: {}\nnodes: []\n"
+    )
+    assert load_flow(folder).inputs["x"].type.value == "image"

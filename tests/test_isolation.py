@@ -127,11 +127,17 @@ def test_flow_code_gets_a_minimal_environment_without_a_user_switch(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", CLOUD)
     monkeypatch.setenv("FLOWPORT_INSTANCE_PASS_ENV", "OTEL_SERVICE_NAME")
     monkeypatch.setenv("OTEL_SERVICE_NAME", "passed on purpose")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"api-key={CLOUD}")
+    monkeypatch.setenv("APPLICATIONINSIGHTS_CONNECTION_STRING", f"InstrumentationKey={CLOUD}")
     with Flowport(home) as fp:
         seen = _snoop(fp, home, GREETING="hello from the deployment")
     assert seen["uid"] == os.getuid()
     _assert_no_control_plane_environment(seen, home)
     assert seen["environ"]["OTEL_SERVICE_NAME"] == "passed on purpose"
+    assert seen["environ"]["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"  # tracing settings pass
+    for credential in ("OTEL_EXPORTER_OTLP_HEADERS", "APPLICATIONINSIGHTS_CONNECTION_STRING"):
+        assert credential not in seen["environ"]  # credentials stay with the server
 
 
 @as_root

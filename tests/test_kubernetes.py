@@ -24,19 +24,40 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from flowport.build.kubernetes import (
+from flowport.build.image import (
     CONNECTIONS_ENV,
+    CONNECTIONS_MOUNT,
+    FLOW_ENV,
+    IMAGE_COMMAND,
+    IMAGE_PORT,
+    IMAGE_USER,
+    PORT_ENV,
+    READY_PATH,
+    SCORE_PATH,
+)
+from flowport.build.kubernetes import (
     DEFAULT_RESOURCES,
-    IMAGE_UID,
     KUBERNETES_VERSION,
     ExportError,
     ExportOptions,
     export_manifests,
 )
-from flowport.connections import CONNECTIONS_FILE_ENV
+from flowport.runtime.container import instance_config
 from flowport.testing.threaded_server import ThreadedServer
 from tests.conftest import free_port
 from tests.endpoint_harness import FLOWS, Flowport
+from tests.test_build import (
+    BASE_IMAGE,
+    GREET,
+    GREETING,
+    PODMAN,
+    SECRET,
+    build_image,
+    container_environment,
+    remove_container,
+    running,
+    wait_healthy,
+)
 
 CONNECTION_SECRET = "conn-secret-value-123"
 TOKEN_VALUE = "token-secret-value-456"
@@ -68,6 +89,7 @@ BLUE = {
         "max_instances": 6,
         "target_utilization_percentage": 55,
         "polling_interval": 10,
+        "cooldown_seconds": 120,
     },
     "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": 2, "memory": "2Gi"}},
 }
@@ -173,9 +195,14 @@ def test_secrets_appear_only_in_secret_objects(exported: Path, shop: tuple[Flowp
     assert env["API_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "shop-blue-env", "key": "API_TOKEN"}
     assert env["SALT"]["valueFrom"]["secretKeyRef"] == {"name": "shop-blue-env", "key": "SALT"}
     connections = by_kind(blue, "Secret", "shop-blue-connections")
-    handed = json.loads(base64.b64decode(connections["data"]["connections.json"]))
-    assert handed["shop_conn"]["secrets"] == {"key": CONNECTION_SECRET}
-    assert handed["shop_conn"]["configs"] == {"region": "west"}
+    assert list(connections["data"]) == ["shop_conn.yaml"]  # one <name>.yaml per connection
+    handed = yaml.safe_load(base64.b64decode(connections["data"]["shop_conn.yaml"]))
+    assert handed == {
+        "name": "shop_conn",
+        "type": "custom",
+        "configs": {"region": "west"},
+        "secrets": {"key": CONNECTION_SECRET},
+    }
     gateway_keys = by_kind(load(exported / "shop.yaml"), "Secret", "shop-keys")["data"]
     assert base64.b64decode(gateway_keys["primary"]).decode() == keys["primaryKey"]
 
@@ -200,11 +227,16 @@ def test_probes_resources_and_scaling_follow_the_yaml(exported: Path) -> None:
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["FLOWPORT_MAX_CONCURRENT_REQUESTS"] == "4"
     assert env["FLOWPORT_REQUEST_TIMEOUT_MS"] == "7000"
-    assert env["FLOWPORT_CONNECTIONS_FILE"] == "/etc/flowport/connections/connections.json"
+    assert CONNECTIONS_ENV not in env  # the Secret is mounted where the image looks by default
+    assert container["command"] == list(IMAGE_COMMAND)  # the image's own entry
+    assert container["ports"][0]["containerPort"] == IMAGE_PORT
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["connections"] == {"name": "connections", "mountPath": CONNECTIONS_MOUNT, "readOnly": True}
     hpa = by_kind(blue, "HorizontalPodAutoscaler")["spec"]
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 6)
     assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "shop-blue"}
     assert hpa["metrics"][0]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 55}
+    assert hpa["behavior"] == {"scaleDown": {"stabilizationWindowSeconds": 120}}
 
     green = by_kind(load(exported / "shop-green.yaml"), "Deployment")
     assert green["spec"]["replicas"] == 3
@@ -220,7 +252,7 @@ def test_pods_run_locked_down_and_labels_tie_the_objects_together(exported: Path
         deployment = by_kind(objects, "Deployment")
         pod = deployment["spec"]["template"]
         assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
-        assert pod["spec"]["securityContext"]["runAsUser"] == IMAGE_UID
+        assert pod["spec"]["securityContext"]["runAsUser"] == IMAGE_USER
         assert pod["spec"]["automountServiceAccountToken"] is False
         for container in pod["spec"]["containers"]:
             assert container["securityContext"] == {
@@ -325,6 +357,9 @@ def test_bad_settings_are_one_clear_error() -> None:
         scale_settings={"type": "target_utilization", "min_instances": 3, "max_instances": 2}
     )
     assert "must be default or target_utilization" in error(scale_settings={"type": "bursty"})
+    assert "cooldown_seconds must be a number of seconds from 0 to 3600, got 7200" in error(
+        scale_settings={"type": "target_utilization", "cooldown_seconds": 7200}
+    )
     token = {"endpoint": {**endpoint, "auth_mode": "aml_token"}, "deployments": [base]}
     with pytest.raises(ExportError, match="checks keys only"):
         export_manifests(token, ExportOptions())
@@ -379,8 +414,24 @@ class Pod:
         return env
 
     def start(self, log: Path, args: list[str]) -> Process:
-        """Run ``flowport ARGS`` with the pod's environment on a free loopback port."""
-        return Process(log, self.environment(), *args)
+        """Run ``flowport ARGS --port P`` with the pod's environment on a free loopback port."""
+        port = free_port()
+        argv = [sys.executable, "-m", "flowport.cli.main", *args, "--port", str(port)]
+        return Process(log, self.environment(), argv, port)
+
+    def run_image(self, log: Path, flow: Path) -> Process:
+        """The container's command (the image's entry) with this machine's Python, as the image
+        would run it: its flow at ``flow``, the mounted connections and port moved here."""
+        command = self.container["command"]
+        assert command == list(IMAGE_COMMAND)
+        port = free_port()
+        env = {
+            **self.environment(),
+            FLOW_ENV: str(flow),  # the image's ENV
+            CONNECTIONS_ENV: self.local(CONNECTIONS_MOUNT),
+            PORT_ENV: str(port),
+        }
+        return Process(log, env, [sys.executable, *command[1:]], port)
 
     def probe(self, process: Process) -> None:
         """Until the readiness probe's path answers 200; then the liveness path must too."""
@@ -389,15 +440,15 @@ class Pod:
 
 
 class Process:
-    """``flowport ARGS --port P`` as a child process with exactly ``env``, its output in a log file."""
+    """A child process with exactly ``env`` serving on loopback ``port``, its output in a log file."""
 
-    def __init__(self, log: Path, env: dict[str, str], *args: str) -> None:
-        self.port = free_port()
+    def __init__(self, log: Path, env: dict[str, str], argv: list[str], port: int) -> None:
+        self.port = port
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         with log.open("wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "flowport.cli.main", *args, "--port", str(self.port)],
+                argv,
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -438,8 +489,8 @@ async def busy_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 def test_the_exported_pods_serve_the_endpoint_on_loopback(
     exported: Path, shop: tuple[Flowport, dict[str, str]], tmp_path: Path
 ) -> None:
-    """Each exported pod as a process: instances with the manifests' variables, Secrets and
-    probes (the image's ``flowport flow serve``), then ``flowport gateway`` with the exported
+    """Each exported pod as a process: instances with the manifests' command (the image's entry),
+    variables, Secrets and probes, then ``flowport gateway`` with the exported
     command, ConfigMap and keys Secret: 401s, the 70/30 split, the pin header, a 429 passed
     through, and a rotated key taken without a restart."""
     _, keys = shop
@@ -447,8 +498,7 @@ def test_the_exported_pods_serve_the_endpoint_on_loopback(
         color: Pod(load(exported / f"shop-{color}.yaml"), tmp_path / color) for color in ("blue", "green")
     }
     instances = {
-        color: pod.start(tmp_path / f"{color}.log", ["flow", "serve", "--source", str(FLOWS / "connected")])
-        for color, pod in pods.items()
+        color: pod.run_image(tmp_path / f"{color}.log", FLOWS / "connected") for color, pod in pods.items()
     }
     busy = ThreadedServer(busy_app).start()
     gateway = None
@@ -518,23 +568,15 @@ def test_the_exported_pods_serve_the_endpoint_on_loopback(
         busy.stop()
 
 
-def test_the_manifests_name_the_connections_file_flowport_reads() -> None:
-    assert CONNECTIONS_ENV == CONNECTIONS_FILE_ENV
-
-
-def test_a_bad_connections_file_is_one_line(tmp_path: Path) -> None:
-    bad = tmp_path / "connections.json"
-    bad.write_text('{"shop_conn": "not an object"}')
-    done = subprocess.run(
-        [sys.executable, "-m", "flowport.cli.main", "flow", "test", "--flow", str(FLOWS / "connected")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, CONNECTIONS_FILE_ENV: str(bad)},
-    )
-    assert done.returncode == 1
-    shape = "must map connection names to {type, configs, secrets} objects"
-    assert done.stderr.strip() == f"error: {CONNECTIONS_FILE_ENV} ({bad}) {shape}"
+def test_the_request_settings_reach_the_image_entry(exported: Path, tmp_path: Path) -> None:
+    """The image's entry, given the exported pod's variables and mounted Secret, serves with the
+    deployment's request settings and its connection (the settings are not baked into the image)."""
+    pod = Pod(load(exported / "shop-blue.yaml"), tmp_path / "blue")
+    env = {**pod.environment(), CONNECTIONS_ENV: pod.local(CONNECTIONS_MOUNT)}
+    config = instance_config(env)
+    assert (config.max_concurrent_requests, config.request_timeout_ms) == (4, 7000)
+    assert config.connections["shop_conn"]["secrets"] == {"key": CONNECTION_SECRET}
+    assert pod.container["readinessProbe"]["httpGet"]["path"] == READY_PATH
 
 
 def test_the_gateway_refuses_bad_files_with_one_line(tmp_path: Path) -> None:
@@ -602,3 +644,126 @@ def test_upstream_names_resolve_to_every_address() -> None:
     assert resolve("http://10.1.2.3:8080") == ["http://10.1.2.3:8080"]
     assert resolve("https://shop-blue:8443") == ["https://shop-blue:8443"]  # TLS names the host
     assert resolve("unix:/run/instance.sock") == ["unix:/run/instance.sock"]
+
+
+# -- the exported deployment under podman, with the image build-image makes -------------------
+
+
+@pytest.fixture(scope="module")
+def containers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return container_environment(tmp_path_factory)
+
+
+def podman_run_arguments(objects: list[dict[str, Any]], folder: Path) -> list[str]:
+    """``podman run`` options for the exported Deployment's container, as a kubelet sets it up.
+
+    Variables from ``env`` (``secretKeyRef`` read from the exported Secrets), each Secret volume's
+    items written as files under ``folder`` (mode and group as ``defaultMode`` and ``fsGroup``
+    give them) and mounted read-only, an emptyDir as a tmpfs when the root filesystem is
+    read-only, the user, dropped capabilities and the command from the security contexts.
+    """
+    spec = by_kind(objects, "Deployment")["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    security = {**spec["securityContext"], **container["securityContext"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    args = ["--user", f"{security['runAsUser']}:{security['runAsGroup']}"]
+    if security.get("readOnlyRootFilesystem"):
+        args.append("--read-only")
+    args += [f"--cap-drop={cap}" for cap in security.get("capabilities", {}).get("drop", [])]
+    if security.get("allowPrivilegeEscalation") is False:
+        args += ["--security-opt", "no-new-privileges"]
+    for item in container["env"]:
+        if "value" in item:
+            value = item["value"]
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            value = base64.b64decode(by_kind(objects, "Secret", ref["name"])["data"][ref["key"]]).decode()
+        args += ["-e", f"{item['name']}={value}"]
+    for mount in container["volumeMounts"]:
+        volume = volumes[mount["name"]]
+        if "emptyDir" in volume:
+            args += ["--tmpfs", f"{mount['mountPath']}:rw,mode=1777"]
+            continue
+        source = folder / mount["name"]
+        source.mkdir(parents=True)
+        source.chmod(0o755)
+        secret = by_kind(objects, "Secret", volume["secret"]["secretName"])
+        for key, value in secret["data"].items():
+            (source / key).write_bytes(base64.b64decode(value))
+            os.chown(source / key, 0, security["fsGroup"])
+            (source / key).chmod(volume["secret"]["defaultMode"])
+        assert mount["readOnly"] is True
+        args += ["-v", f"{source}:{mount['mountPath']}:ro"]
+    args += ["--entrypoint", json.dumps(container["command"])]  # Kubernetes' command: the entrypoint
+    return args
+
+
+def test_the_exported_deployment_runs_the_built_image_under_podman(
+    containers: dict[str, str], tmp_path: Path
+) -> None:
+    """The image ``build-image`` makes for a deployment, run as its exported Deployment says:
+    the manifest's command, variables and Secrets, connection folder, user and read-only root;
+    both probe paths answer on the manifest's port, and ``/score`` uses the mounted connection
+    (no variable for its secret is set: the baked template is replaced by the Secret's file)."""
+    name = f"flowport-test-k8s-{os.getpid()}"
+    with Flowport(tmp_path / "home") as server:
+        server.ok("PUT", "/connections/greeting", json=GREETING)
+        server.endpoint("kube")
+        server.deploy(
+            "kube",
+            "blue",
+            model={"path": str(GREET)},
+            environment_variables={"API_TOKEN": TOKEN_VALUE},
+            request_settings={"max_concurrent_requests_per_instance": 3, "request_timeout_ms": 9000},
+        )
+        exported = server.cli(
+            "online-deployment", "export", "-e", "kube", "-n", "blue", "--format", "kubernetes"
+        )
+        objects = [obj for obj in yaml.safe_load_all(exported.stdout) if obj]
+        container = by_kind(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+        tag = container["image"]
+        assert tag == "flowport-kube-blue:1"  # the image build-image is told to make, by default name
+        done = build_image(
+            server, containers, "kube", "blue", tag, tmp_path / "ctx", "--base-image", BASE_IMAGE
+        )
+    assert done.returncode == 0, done.stderr[-4000:]
+    for obj in objects:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    env = {item["name"]: item for item in container["env"]}
+    assert env["API_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "kube-blue-env"
+    assert env["FLOWPORT_MAX_CONCURRENT_REQUESTS"]["value"] == "3"
+    assert "GREETING_API_KEY" not in env
+
+    # The host's network (podman's bridge does not run here): the manifest's port, moved to a
+    # free one with the image's FLOWPORT_PORT, as ``-p FREE:8080`` would.
+    (port_spec,) = container["ports"]
+    assert port_spec["containerPort"] == IMAGE_PORT
+    port = free_port()
+    run = [*PODMAN, "run", "--detach", "--rm", "--name", name, "--network=host", "--no-healthcheck",
+           *podman_run_arguments(objects, tmp_path / "volumes"), "-e", f"{PORT_ENV}={port}", tag]  # fmt: skip
+    started = subprocess.run(run, env=containers, capture_output=True, text=True, check=False)
+    assert started.returncode == 0, started.stderr
+    log = tmp_path / "container.log"
+    try:
+        url = f"http://127.0.0.1:{port}"
+        alive = lambda: running(name, containers, log)  # noqa: E731
+        for probe in ("livenessProbe", "readinessProbe"):
+            wait_healthy(url, alive, log, path=container[probe]["httpGet"]["path"])
+        answer = httpx.post(f"{url}{SCORE_PATH}", json={"name": "Ada"}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {
+            "greeting": "Hello, Ada!",  # the connection's config
+            "key_seen": SECRET,  # its secret, from the mounted Secret's file
+            "uid": IMAGE_USER,  # the security context's user
+        }
+        # the root filesystem is read-only; /tmp (the emptyDir) is the writable place
+        probe = subprocess.run(
+            [*PODMAN, "exec", name, "sh", "-c", "touch /app/x 2>/dev/null && echo rw || echo ro; "
+             "touch /tmp/x && echo tmp-rw"],
+            env=containers, capture_output=True, text=True,
+        )  # fmt: skip
+        assert probe.stdout.split() == ["ro", "tmp-rw"], probe.stderr
+    finally:
+        stopped = remove_container(name, containers)
+    assert stopped.returncode == 0, stopped.stderr
+    assert subprocess.run([*PODMAN, "container", "exists", name], env=containers).returncode == 1

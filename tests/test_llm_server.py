@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import openai
@@ -83,7 +84,33 @@ def test_chat_uses_last_user_message_and_text_parts(client: OpenAI) -> None:
         {"role": "system", "content": "trailing system"},
     ]
     result = client.chat.completions.create(model="m", messages=messages)
-    assert result.choices[0].message.content == "Echo: second part"
+    assert result.choices[0].message.content == "Echo: second [image image/png 1 bytes] part"
+
+
+def test_chat_shows_each_image_part(client: OpenAI) -> None:
+    messages: list[ChatCompletionMessageParam] = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": "https://example.invalid/a.png"}},
+                {"type": "text", "text": "two"},
+                {
+                    "type": "image_url",
+                    "image_url": {"url": "data:image/jpeg;base64,AAECAw==", "detail": "low"},
+                },
+            ],
+        }
+    ]
+    result = client.chat.completions.create(model="m", messages=messages)
+    reply = "Echo: [image https://example.invalid/a.png] two [image image/jpeg 4 bytes]"
+    assert result.choices[0].message.content == reply
+
+
+def test_chat_refuses_a_broken_image_part(client: OpenAI) -> None:
+    for url in ("data:image/png;base64,@@@", None):
+        part: Any = {"type": "image_url", "image_url": {"url": url}}
+        with pytest.raises(openai.BadRequestError):
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": [part]}])
 
 
 def test_chat_without_user_message(client: OpenAI) -> None:

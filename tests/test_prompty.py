@@ -177,3 +177,94 @@ def test_a_prompty_folder_registers_and_deploys_as_an_endpoint(
         answer = fp.score("prompty", {"question": "deployed"})
         assert answer.status_code == 200, answer.text
         assert answer.json() == "Echo: deployed"
+
+
+@pytest.mark.parametrize("served", ["prompty_chat_history/chat.prompty"], indirect=True)
+def test_a_chat_prompty_answers_openai_chat_completions_with_its_history(
+    served: ThreadedServer, llm_server: LLMServer
+) -> None:
+    messages = [
+        {"role": "system", "content": "ignored: the prompty has its own"},
+        {"role": "user", "content": "First"},
+        {"role": "assistant", "content": "Echo: First"},
+        {"role": "user", "content": "Second"},
+        {"role": "assistant", "content": "Echo: Second"},
+        {"role": "user", "content": "Third?"},
+    ]
+    httpx.delete(f"{llm_server.url}/_requests")
+    answer = httpx.post(f"{served.url}/v1/chat/completions", json={"messages": messages})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["choices"][0]["message"] == {"role": "assistant", "content": "Echo: Third?"}
+    # The prompty got the history as OpenAI messages: what pf flow test sent for the same inputs.
+    [sent] = httpx.get(f"{llm_server.url}/_requests").json()
+    recorded = json.loads((FLOWS / "prompty_chat_history" / "cases.json").read_text())[1]
+    assert sent["body"] == recorded["llm_requests"][0]["body"]
+
+    chunks = httpx.post(
+        f"{served.url}/v1/chat/completions", json={"messages": messages[-1:], "stream": True}
+    ).text.split("\n\n")
+    deltas = [json.loads(c[len("data: ") :])["choices"][0]["delta"] for c in chunks if c[6:7] == "{"]
+    assert "".join(d.get("content", "") for d in deltas) == "Echo: Third?"
+    assert chunks[-2] == "data: [DONE]"
+    swagger = httpx.get(f"{served.url}/swagger.json").json()
+    assert swagger["info"]["x-flow-type"] == "chat"
+    assert (swagger["info"]["x-chat-input"], swagger["info"]["x-chat-history"]) == (
+        "question",
+        "chat_history",
+    )
+
+
+@pytest.mark.parametrize("served", ["prompty_chat_history/marked.prompty"], indirect=True)
+def test_a_marked_chat_prompty_takes_its_other_inputs_from_the_request(
+    served: ThreadedServer, llm_server: LLMServer
+) -> None:
+    messages = [
+        {"role": "user", "content": "Hello"},
+        {"role": "assistant", "content": "Echo: Hello"},
+        {"role": "user", "content": "Well?"},
+    ]
+    httpx.delete(f"{llm_server.url}/_requests")
+    answer = httpx.post(f"{served.url}/v1/chat/completions", json={"messages": messages, "tone": "warm"})
+    assert answer.json()["choices"][0]["message"]["content"] == "Echo: Well?"
+    [sent] = httpx.get(f"{llm_server.url}/_requests").json()
+    recorded = json.loads((FLOWS / "prompty_chat_history" / "cases.json").read_text())[2]
+    assert sent["body"] == recorded["llm_requests"][0]["body"]
+
+
+@pytest.mark.parametrize("served", ["prompty_chat/chat.prompty"], indirect=True)
+def test_a_prompty_without_a_chat_history_is_not_a_chat_flow(served: ThreadedServer) -> None:
+    refused = httpx.post(
+        f"{served.url}/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]}
+    )
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "not_a_chat_flow"
+
+
+def test_a_deployed_chat_prompty_answers_the_openai_route_through_the_gateway(
+    home: Path, openai_connection: ConnectionService, tmp_path: Path
+) -> None:
+    from tests.endpoint_harness import Flowport
+
+    folder = tmp_path / "chat_prompty"
+    folder.mkdir()
+    (folder / "chat.prompty").write_bytes((FLOWS / "prompty_chat_history" / "chat.prompty").read_bytes())
+    with Flowport(home) as fp:
+        model = fp.ok("POST", "/models", json={"spec": {"name": "chatty", "path": str(folder)}})
+        assert model["flow"]["chat_history_format"] == "messages"
+        assert model["properties"]["azureml.promptflow.chat_output"] == "output"
+        fp.endpoint("chatty")
+        fp.deploy("chatty", "blue", model="azureml:chatty:1")
+        assert fp.traffic("chatty", blue=100).status_code == 200
+        messages = [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Echo: Hi"},
+            {"role": "user", "content": "And now?"},
+        ]
+        answer = fp.http.post(
+            f"{fp.url}/endpoints/chatty/v1/chat/completions",
+            json={"messages": messages},
+            headers={"authorization": f"Bearer {fp.key('chatty')}"},
+        )
+        assert answer.status_code == 200, answer.text
+        recorded = json.loads((FLOWS / "prompty_chat_history" / "cases.json").read_text())[0]
+        assert answer.json()["choices"][0]["message"]["content"] == recorded["expected"]["output"]

@@ -88,6 +88,10 @@ DIFFERENCES: dict[str, str] = {
     "`pf flow test` does (400 InputTypeError); pf's server passes the string on and answers 500",
     "flex_chat__get_swagger": "a flex flow whose YAML marks is_chat_input/is_chat_output is a chat flow: its "
     "swagger carries the chat markers (and it gets /v1/chat/completions); pf flow serve leaves them out",
+    "prompty_chat_history__get_swagger": "a chat flex flow (here serving a chat prompty) has all its chat "
+    "markers in swagger (x-flow-type, x-chat-input, x-chat-history); pf flow serve gives only x-chat-output",
+    "prompty_chat_history__chat_completions": "chat flows, flex flows and prompty files answer the OpenAI "
+    "chat API at /v1/chat/completions; pf flow serve has no such route (404)",
     "flex_generator__init_env__json": _INIT_CONFIG,
     "flex_generator__init_env__sse": _INIT_CONFIG,
 }

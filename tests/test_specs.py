@@ -93,14 +93,18 @@ def test_invalid_values_name_the_field_file_and_line() -> None:
     assert "between 1 and 300000" in problems["request_settings.request_timeout_ms"].message
 
 
-def test_unknown_fields_are_notes_not_errors() -> None:
-    spec = parse_deployment({"name": "blue", "model": "m:1", "colour": "blue"})
-    assert spec.notes == ("colour: is not a field flowport knows; kept and ignored",)
+def test_unknown_fields_are_errors_naming_the_nearest_field() -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_deployment({"name": "blue", "model": "m:1", "instance_cont": 2})
+    assert str(caught.value.problems[0].message) == (
+        "instance_cont: is not a field of a deployment; did you mean 'instance_count'?"
+    )
 
 
-def test_aad_token_is_refused_with_the_alternatives() -> None:
-    with pytest.raises(SpecError, match="supports key and aml_token"):
-        parse_endpoint({"name": "abc", "auth_mode": "aad_token"})
+def test_aad_token_is_accepted_as_flowports_own_tokens() -> None:
+    assert parse_endpoint({"name": "abc", "auth_mode": "aad_token"}).auth_mode == "aad_token"
+    with pytest.raises(SpecError, match="must be one of key, aml_token, aad_token, got 'token'"):
+        parse_endpoint({"name": "abc", "auth_mode": "token"})
 
 
 def test_mirror_traffic_shape() -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from flowport.testing.llm_server import LLMServer
 from tests.endpoint_harness import Flowport
@@ -12,10 +15,37 @@ from tests.studio_harness import screenshot
 ROOT = Path(__file__).parents[1]
 CHAT_BASIC = ROOT / "src" / "flowport" / "examples" / "chat_basic"
 DRIP = Path(__file__).parent / "gateway_flows" / "drip"
+CHAT_PROMPTY = Path(__file__).parent / "flows" / "prompty_chat_history" / "chat.prompty"
 
 
 def register(server: Flowport, name: str, path: Path) -> dict[str, Any]:
     return server.ok("POST", "/models", json={"spec": {"name": name, "path": str(path)}})
+
+
+def add_openai_connection(server: Flowport, llm_server: LLMServer) -> None:
+    server.ok(
+        "PUT",
+        "/connections/open_ai_connection",
+        json={"type": "open_ai", "api_key": "k", "base_url": llm_server.base_url},
+    )
+
+
+def deploy(server: Flowport, endpoint: str, deployment: str, model: str) -> None:
+    """A new endpoint with one deployment of ``model`` taking all its traffic."""
+    server.endpoint(endpoint)
+    started = server.ok(
+        "POST",
+        f"/endpoints/{endpoint}/deployments",
+        params={"name": deployment, "all_traffic": "true"},
+        json={"spec": {"model": model}},
+    )
+    assert server.wait(started["operation"])["status"] == "Succeeded"
+
+
+def register_chat(server: Flowport, llm_server: LLMServer) -> None:
+    """The chat example registered as ``chat:1``, its connection pointing at the test LLM server."""
+    add_openai_connection(server, llm_server)
+    register(server, "chat", CHAT_BASIC)
 
 
 def open_test_tab(server: Flowport, page: Any, endpoint: str) -> None:
@@ -33,12 +63,7 @@ def test_deploy_a_chat_flow_with_the_wizard_then_chat_with_it(
     studio: tuple[Flowport, Any], llm_server: LLMServer
 ) -> None:
     server, page = studio
-    server.ok(
-        "PUT",
-        "/connections/open_ai_connection",
-        json={"type": "open_ai", "api_key": "k", "base_url": llm_server.base_url},
-    )
-    register(server, "chat", CHAT_BASIC)
+    register_chat(server, llm_server)
 
     page.goto(f"{server.url}/studio/deploy?model=azureml:chat:1")
     page.locator("#model option[value='azureml:chat:1']").wait_for(state="attached")
@@ -104,14 +129,7 @@ def test_deploy_a_chat_flow_with_the_wizard_then_chat_with_it(
 def test_the_chat_window_streams_the_answer_and_sends_the_history(studio: tuple[Flowport, Any]) -> None:
     server, page = studio
     register(server, "drip", DRIP)
-    server.endpoint("drip-endpoint")
-    started = server.ok(
-        "POST",
-        "/endpoints/drip-endpoint/deployments",
-        params={"name": "slow", "all_traffic": "true"},
-        json={"spec": {"model": "azureml:drip:1"}},
-    )
-    assert server.wait(started["operation"])["status"] == "Succeeded"
+    deploy(server, "drip-endpoint", "slow", "azureml:drip:1")
 
     open_test_tab(server, page, "drip-endpoint")
     page.get_by_label("pause", exact=True).fill("0.3")
@@ -265,3 +283,30 @@ def test_a_flow_folder_replaces_an_existing_deployment_after_confirmation(
     assert deployment["environment_variables"]["PROMPTFLOW_RESPONSE_INCLUDED_FIELDS"] == '["echoed"]'
     answer = server.score("probe-endpoint", {"text": "hi"}, **{"azureml-model-deployment": "blue"})
     assert answer.json() == {"echoed": "hi"}
+
+
+def test_chat_with_a_deployed_chat_prompty(
+    studio: tuple[Flowport, Any], llm_server: LLMServer, tmp_path: Path
+) -> None:
+    server, page = studio
+    add_openai_connection(server, llm_server)
+    folder = tmp_path / "chat_prompty"
+    folder.mkdir()
+    shutil.copy(CHAT_PROMPTY, folder)
+    model = register(server, "prompty", folder)
+    assert model["flow"]["chat_history_format"] == "messages"
+    deploy(server, "prompty-chat", "blue", "azureml:prompty:1")
+
+    open_test_tab(server, page, "prompty-chat")
+    httpx.delete(f"{llm_server.url}/_requests")
+    ask(page, "First")
+    page.locator(".chat-message.assistant").first.get_by_text("Echo: First").wait_for()
+    ask(page, "Second")
+    page.locator(".chat-message.assistant").nth(1).get_by_text("Echo: Second").wait_for()
+    sent = httpx.get(f"{llm_server.url}/_requests").json()
+    assert sent[-1]["body"]["messages"] == [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "First"},
+        {"role": "assistant", "content": "Echo: First"},
+        {"role": "user", "content": "Second"},
+    ]

@@ -4,8 +4,10 @@ The control plane gathers the endpoint and its deployments (``ControlPlane.expor
 YAML fields, keys and connections in clear) and hands that document here; this module only
 turns it into objects a cluster admin can ``kubectl apply``:
 
-- per deployment: a Deployment of the flow's image (probes, resources, variables from the
-  YAML), its Service, a Secret for its secret variables and one for its connections, a
+- per deployment: a Deployment of the flow's image (its contract in ``build/image.py``; probes,
+  resources, variables and request settings from the YAML), its Service, a Secret for its
+  secret variables and one for its connections (one ``<name>.yaml`` key per connection, mounted
+  where the image reads them), a
   HorizontalPodAutoscaler when ``scale_settings`` says ``target_utilization``, and a
   PodDisruptionBudget;
 - per endpoint: the gateway (``flowport gateway``) as a Deployment and Service named after the
@@ -21,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -30,26 +33,20 @@ from typing import Any
 
 import yaml
 
-# -- the image a deployment runs (``flowport online-deployment build-image``) ----------------
-# The values the image promises; build/image.py builds it. Kept here under these names until
-# the two modules share them.
+from flowport.build.image import (
+    CONNECTIONS_MOUNT,
+    HEALTH_PATH,
+    IMAGE_COMMAND,
+    IMAGE_PORT,
+    IMAGE_USER,
+    MAX_CONCURRENT_ENV,
+    READY_PATH,
+    REQUEST_TIMEOUT_ENV,
+    WRITABLE_DIR,
+)
 
-IMAGE_PORT = 8080
-"""The instance server listens here (all interfaces)."""
-HEALTH_PATH = "/health"
-"""Liveness: the process answers."""
-READY_PATH = "/ready"
-"""Readiness: the flow is loaded and the instance is not draining."""
-SCORE_PATH = "/score"
-IMAGE_UID = 10001
-"""The image's non-root user and group."""
-CONNECTIONS_DIR = "/etc/flowport/connections"
-CONNECTIONS_FILE = "connections.json"
-CONNECTIONS_ENV = "FLOWPORT_CONNECTIONS_FILE"
-"""Names the mounted JSON file of the deployment's connections: ``{name: {type, module,
-configs, secrets}}``, the shape ``InstanceConfig.connections`` has."""
-WRITABLE_DIR = "/tmp"
-"""The one writable folder (an emptyDir): the root filesystem is read-only."""
+# The image a deployment runs is the one ``flowport online-deployment build-image`` makes: its
+# port, user, command, probe paths, connection mount and variables come from build/image.py.
 
 # -- the gateway (``flowport gateway``) ---------------------------------------------------------
 
@@ -168,9 +165,9 @@ def _pdb(name: str, labels: Mapping[str, str], options: ExportOptions) -> dict[s
 def _pod_security() -> dict[str, Any]:
     return {
         "runAsNonRoot": True,
-        "runAsUser": IMAGE_UID,
-        "runAsGroup": IMAGE_UID,
-        "fsGroup": IMAGE_UID,
+        "runAsUser": IMAGE_USER,
+        "runAsGroup": IMAGE_USER,
+        "fsGroup": IMAGE_USER,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 
@@ -250,6 +247,8 @@ class Scaling:
     min_instances: int
     max_instances: int
     target_utilization_percentage: int
+    cooldown_seconds: int | None = None
+    """flowport's ``cooldown_seconds``: the HPA's scale-down stabilization window when given."""
 
 
 def scaling(document: Mapping[str, Any]) -> Scaling | None:
@@ -276,12 +275,24 @@ def scaling(document: Mapping[str, Any]) -> Scaling | None:
         number("min_instances", 1, 1, 1000),
         number("max_instances", 1, 1, 1000),
         number("target_utilization_percentage", 70, 1, 100),
+        _cooldown(settings.get("cooldown_seconds"), where),
     )
     if result.max_instances < result.min_instances:
         raise ExportError(
             f"{where}.max_instances ({result.max_instances}) is below min_instances ({result.min_instances})"
         )
     return result
+
+
+def _cooldown(value: Any, where: str) -> int | None:
+    """``cooldown_seconds`` as whole seconds (Kubernetes allows up to an hour), or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 3600:
+        raise ExportError(
+            f"{where}.cooldown_seconds must be a number of seconds from 0 to 3600, got {value!r}"
+        )
+    return math.ceil(value)
 
 
 def resources(document: Mapping[str, Any]) -> dict[str, dict[str, str]]:
@@ -319,11 +330,9 @@ def _environment(
         "HOME": WRITABLE_DIR,
         "TMPDIR": WRITABLE_DIR,
         "PYTHONDONTWRITEBYTECODE": "1",
-        "FLOWPORT_MAX_CONCURRENT_REQUESTS": str(settings.get("max_concurrent_requests_per_instance", 10)),
-        "FLOWPORT_REQUEST_TIMEOUT_MS": str(settings.get("request_timeout_ms", 5000)),
+        MAX_CONCURRENT_ENV: str(settings.get("max_concurrent_requests_per_instance", 10)),
+        REQUEST_TIMEOUT_ENV: str(settings.get("request_timeout_ms", 5000)),
     }
-    if document.get("connections"):
-        plain[CONNECTIONS_ENV] = f"{CONNECTIONS_DIR}/{CONNECTIONS_FILE}"
     secret_names = set(document.get("secret_environment_variables") or ())
     secret: dict[str, str] = {}
     for key, value in (document.get("environment_variables") or {}).items():
@@ -340,6 +349,21 @@ def _environment(
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in plain.items()]
     env += [{"name": key, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": key}}} for key in secret]
     return env, secret
+
+
+def connection_files(document: Mapping[str, Any]) -> dict[str, str]:
+    """``{<name>.yaml: the connection's YAML}``: the Secret's keys, as the image reads them from
+    its connections folder (``document["connections"]`` maps names to YAML mappings, secrets in clear)."""
+    files: dict[str, str] = {}
+    for name, spec in sorted((document.get("connections") or {}).items()):
+        key = f"{name}.yaml"
+        if not SECRET_KEY.match(key):
+            raise ExportError(
+                f"deployment {document['name']!r}: connection {name!r} cannot name a Secret key "
+                "(letters, digits, '-', '_', '.'): rename the connection"
+            )
+        files[key] = yaml.safe_dump({**spec, "name": name}, sort_keys=False, allow_unicode=True)
+    return files
 
 
 def deployment_objects(
@@ -360,11 +384,10 @@ def deployment_objects(
         objects.append(_secret(env_secret, labels, secret_values, options))
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": WRITABLE_DIR}]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
-    connections = document.get("connections") or {}
+    connections = connection_files(document)
     if connections:
-        text = json.dumps(connections, sort_keys=True)
-        objects.append(_secret(connections_secret, labels, {CONNECTIONS_FILE: text}, options))
-        mounts.append({"name": "connections", "mountPath": CONNECTIONS_DIR, "readOnly": True})
+        objects.append(_secret(connections_secret, labels, connections, options))
+        mounts.append({"name": "connections", "mountPath": CONNECTIONS_MOUNT, "readOnly": True})
         volumes.append(
             {"name": "connections", "secret": {"secretName": connections_secret, "defaultMode": 0o440}}
         )
@@ -372,6 +395,7 @@ def deployment_objects(
     container = {
         "name": "instance",
         "image": options.images.get(name) or default_image(endpoint, name, str(document.get("model", ""))),
+        "command": list(IMAGE_COMMAND),
         "ports": [{"name": "http", "containerPort": IMAGE_PORT, "protocol": "TCP"}],
         "env": env,
         "resources": resources(document),
@@ -413,11 +437,18 @@ def deployment_objects(
                             },
                         }
                     ],
+                    **_behavior(auto),
                 },
             }
         )
     objects.append(_pdb(base, labels, options))
     return objects
+
+
+def _behavior(auto: Scaling) -> dict[str, Any]:
+    if auto.cooldown_seconds is None:
+        return {}
+    return {"behavior": {"scaleDown": {"stabilizationWindowSeconds": auto.cooldown_seconds}}}
 
 
 # -- the endpoint's gateway -----------------------------------------------------------------

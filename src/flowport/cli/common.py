@@ -13,15 +13,12 @@ from typing import Any, NoReturn
 import typer
 
 from flowport.connections import (
-    CONNECTIONS_FILE_ENV,
     Cipher,
     ConnectionNotFound,
     ConnectionResolver,
     ConnectionService,
     ConnectionSpecError,
-    StaticConnections,
     load_or_create_key,
-    read_connection_rows,
 )
 from flowport.connections.crypto import SecretKeyError
 from flowport.flow import FlowError
@@ -102,23 +99,8 @@ def connection_service() -> ConnectionService:
     return ConnectionService(ConnectionRows(open_database(home)), Cipher(load_or_create_key(home)))
 
 
-def file_connections() -> dict[str, dict[str, Any]] | None:
-    """The connections of ``FLOWPORT_CONNECTIONS_FILE`` when it is set (a container has no store)."""
-    path = os.environ.get(CONNECTIONS_FILE_ENV)
-    return read_connection_rows(Path(path)) if path else None
-
-
-def handover(names: set[str]) -> dict[str, dict[str, Any]]:
-    """Connections in clear for an instance process: the file's, else the stored ones ``names`` may mean."""
-    rows = file_connections()
-    return rows if rows is not None else connection_service().handover(names)
-
-
 def connection_resolver() -> ConnectionResolver:
-    """The file's connections, else the local store's (opened only if a flow uses one)."""
-    rows = file_connections()
-    if rows is not None:
-        return ConnectionResolver(StaticConnections.from_rows(rows))
+    """The local store's connections; the store is opened only if a flow uses one."""
     return ConnectionResolver(connection_service)
 
 

@@ -7,13 +7,22 @@ from typing import Any
 
 import typer
 
+from flowport.cli import build_cmds
 from flowport.cli.api_client import ApiClient, print_notes
 from flowport.cli.common import fail
 from flowport.cli.endpoint_cmds import (
+    AddOption,
+    ChangeReferenceOption,
     FileOption,
+    ForceStringOption,
     GroupOption,
+    LocalOption,
     NoWaitOption,
+    PolicyTokenOption,
+    RemoveOption,
     SetOption,
+    SubscriptionOption,
+    WebOption,
     WorkspaceOption,
     confirm,
     spec_body,
@@ -24,10 +33,15 @@ from flowport.cli.output import Output, OutputOption, emit
 
 app = typer.Typer(help="Deployments: a flow version on N instances under an endpoint.", no_args_is_help=True)
 
+app.command("build-image")(build_cmds.build_image)
+
 DEPLOYMENT_COLUMNS = ["name", "endpoint_name", "model", "instance_count", "provisioning_state"]
 
 NameOption = typer.Option(None, "--name", "-n", help="Deployment name (overrides the file's).")
-EndpointOption = typer.Option(None, "--endpoint-name", "-e", help="The endpoint (overrides the file's).")
+# az accepts any unambiguous prefix of a flag, so the Azure guide writes --endpoint for --endpoint-name
+ENDPOINT_FLAGS = ("--endpoint-name", "--endpoint", "-e")
+EndpointOption = typer.Option(None, *ENDPOINT_FLAGS, help="The endpoint (overrides the file's).")
+EndpointRequired = typer.Option(..., *ENDPOINT_FLAGS, help="The endpoint.")
 
 
 def _target(body: dict[str, Any], name: str | None, endpoint: str | None) -> tuple[str, str]:
@@ -75,6 +89,14 @@ def create(
     output: Output = OutputOption,
     resource_group: str | None = GroupOption,
     workspace_name: str | None = WorkspaceOption,
+    subscription: str | None = SubscriptionOption,
+    local: bool = LocalOption,
+    local_enable_gpu: bool = typer.Option(False, "--local-enable-gpu", hidden=True),
+    package_model: bool = typer.Option(False, "--package-model", hidden=True),
+    vscode_debug: bool = typer.Option(False, "--vscode-debug", hidden=True),
+    web: bool = WebOption,
+    policy_token: str | None = PolicyTokenOption,
+    change_reference: str | None = ChangeReferenceOption,
 ) -> None:
     """Create a deployment from Azure's deployment YAML; waits until its instances are ready."""
     body = spec_body(file, set_)
@@ -92,13 +114,23 @@ def update(
     name: str | None = NameOption,
     endpoint_name: str | None = EndpointOption,
     set_: list[str] | None = SetOption,
+    add: tuple[str, str] | None = AddOption,
+    remove: list[str] | None = RemoveOption,
+    force_string: bool = ForceStringOption,
     no_wait: bool = NoWaitOption,
     output: Output = OutputOption,
     resource_group: str | None = GroupOption,
     workspace_name: str | None = WorkspaceOption,
+    subscription: str | None = SubscriptionOption,
+    local: bool = LocalOption,
+    skip_script_validation: bool = typer.Option(False, "--skip-script-validation", hidden=True),
+    vscode_debug: bool = typer.Option(False, "--vscode-debug", hidden=True),
+    web: bool = WebOption,
+    policy_token: str | None = PolicyTokenOption,
+    change_reference: str | None = ChangeReferenceOption,
 ) -> None:
     """Change a deployment (e.g. --set instance_count=3); instances roll one by one."""
-    body = spec_body(file, set_)
+    body = spec_body(file, set_, add, remove, force_string)
     name, endpoint = _target(body, name, endpoint_name)
     client = ApiClient.discover()
     result = client.call("PATCH", f"/endpoints/{endpoint}/deployments/{name}", json=body)
@@ -109,10 +141,13 @@ def update(
 @app.command()
 def show(
     name: str = typer.Option(..., "--name", "-n"),
-    endpoint_name: str = typer.Option(..., "--endpoint-name", "-e"),
+    endpoint_name: str = EndpointRequired,
     output: Output = OutputOption,
     resource_group: str | None = GroupOption,
     workspace_name: str | None = WorkspaceOption,
+    subscription: str | None = SubscriptionOption,
+    local: bool = LocalOption,
+    web: bool = WebOption,
 ) -> None:
     """Show a deployment, its provisioning_state and, on failure, the reason."""
     emit(ApiClient.discover().call("GET", f"/endpoints/{endpoint_name}/deployments/{name}"), output)
@@ -120,10 +155,12 @@ def show(
 
 @app.command("list")
 def list_(
-    endpoint_name: str = typer.Option(..., "--endpoint-name", "-e"),
+    endpoint_name: str = EndpointRequired,
     output: Output = OutputOption,
     resource_group: str | None = GroupOption,
     workspace_name: str | None = WorkspaceOption,
+    subscription: str | None = SubscriptionOption,
+    local: bool = LocalOption,
 ) -> None:
     """List an endpoint's deployments."""
     emit(
@@ -136,11 +173,13 @@ def list_(
 @app.command()
 def delete(
     name: str = typer.Option(..., "--name", "-n"),
-    endpoint_name: str = typer.Option(..., "--endpoint-name", "-e"),
+    endpoint_name: str = EndpointRequired,
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     no_wait: bool = NoWaitOption,
     resource_group: str | None = GroupOption,
     workspace_name: str | None = WorkspaceOption,
+    subscription: str | None = SubscriptionOption,
+    local: bool = LocalOption,
 ) -> None:
     """Delete a deployment (it must have no traffic)."""
     confirm(yes, f"Delete deployment {name!r} of endpoint {endpoint_name!r}?")
@@ -152,11 +191,13 @@ def delete(
 @app.command("get-logs")
 def get_logs(
     name: str = typer.Option(..., "--name", "-n"),
-    endpoint_name: str = typer.Option(..., "--endpoint-name", "-e"),
+    endpoint_name: str = EndpointRequired,
     lines: int = typer.Option(100, "--lines", "-l", min=1, help="How many of the last lines."),
     container: str | None = typer.Option(None, "--container", "-c", hidden=True),
     resource_group: str | None = GroupOption,
     workspace_name: str | None = WorkspaceOption,
+    subscription: str | None = SubscriptionOption,
+    local: bool = LocalOption,
 ) -> None:
     """The last lines of the deployment's instance logs (console and access log)."""
     path = f"/endpoints/{endpoint_name}/deployments/{name}/logs"
@@ -167,7 +208,7 @@ def get_logs(
 @app.command("get-data")
 def get_data(
     name: str = typer.Option(..., "--name", "-n"),
-    endpoint_name: str = typer.Option(..., "--endpoint-name", "-e"),
+    endpoint_name: str = EndpointRequired,
     since: str | None = typer.Option(
         None, "--since", help="Only records from this ISO time on (e.g. 2026-11-21T14:00Z)."
     ),

@@ -23,14 +23,35 @@ FileOption = typer.Option(None, "--file", "-f", help="Azure endpoint YAML.")
 NameOption = typer.Option(None, "--name", "-n", help="Endpoint name (overrides the file's).")
 SetOption = typer.Option(None, "--set", help="path=value to change a field, e.g. --set description=new.")
 NoWaitOption = typer.Option(False, "--no-wait", help="Do not wait for the operation to finish.")
-# az's workspace flags, accepted so copied commands run unchanged
+AddOption = typer.Option(None, "--add", help="PATH VALUE: append to a list, or PATH key=value.")
+RemoveOption = typer.Option(None, "--remove", help="Remove a field (or a list item by index).")
+ForceStringOption = typer.Option(False, "--force-string", help="Keep --set/--add values as text.")
+# az's workspace and placement flags, accepted so copied commands run unchanged: flowport has one
+# workspace, and every endpoint already runs locally (az's --local) and opens no browser (--web)
 GroupOption = typer.Option(None, "--resource-group", "-g", hidden=True)
 WorkspaceOption = typer.Option(None, "--workspace-name", "-w", hidden=True)
+SubscriptionOption = typer.Option(None, "--subscription", hidden=True)
+LocalOption = typer.Option(False, "--local", hidden=True)
+WebOption = typer.Option(False, "--web", hidden=True)
+PolicyTokenOption = typer.Option(None, "--acquire-policy-token", hidden=True)
+ChangeReferenceOption = typer.Option(None, "--change-reference", hidden=True)
 
 
-def spec_body(file: Path | None, assignments: list[str] | None) -> dict[str, Any]:
-    """The API body for a YAML file: its text, its path (for errors) and --set assignments."""
+def spec_body(
+    file: Path | None,
+    assignments: list[str] | None,
+    add: tuple[str, str] | None = None,
+    remove: list[str] | None = None,
+    force_string: bool = False,
+) -> dict[str, Any]:
+    """The API body for a YAML file: its text, its path (for errors) and az's update flags."""
     body: dict[str, Any] = {"set": list(assignments or [])}
+    if add:
+        body["add"] = [list(add)]
+    if remove:
+        body["remove"] = list(remove)
+    if force_string:
+        body["force_string"] = True
     if file is not None:
         from flowport.flow import FlowError
         from flowport.flow.yaml import read_text_file
@@ -65,12 +86,19 @@ def require_name(name: str | None, file: Path | None) -> None:
 def create(
     file: Path | None = FileOption,
     name: str | None = NameOption,
-    auth_mode: str | None = typer.Option(None, "--auth-mode", help="key (default) or aml_token."),
+    auth_mode: str | None = typer.Option(
+        None, "--auth-mode", help="key (default), aml_token or aad_token (flowport's tokens)."
+    ),
     set_: list[str] | None = SetOption,
     no_wait: bool = NoWaitOption,
     output: Output = OutputOption,
     resource_group: str | None = GroupOption,
     workspace_name: str | None = WorkspaceOption,
+    subscription: str | None = SubscriptionOption,
+    local: bool = LocalOption,
+    web: bool = WebOption,
+    policy_token: str | None = PolicyTokenOption,
+    change_reference: str | None = ChangeReferenceOption,
 ) -> None:
     """Create an endpoint from Azure's endpoint YAML."""
     require_name(name, file)
@@ -94,18 +122,27 @@ def update(
         None, "--mirror-traffic", help='Mirrored share, e.g. "green=10".'
     ),
     set_: list[str] | None = SetOption,
+    add: tuple[str, str] | None = AddOption,
+    remove: list[str] | None = RemoveOption,
+    force_string: bool = ForceStringOption,
     no_wait: bool = NoWaitOption,
     output: Output = OutputOption,
     resource_group: str | None = GroupOption,
     workspace_name: str | None = WorkspaceOption,
+    subscription: str | None = SubscriptionOption,
+    local: bool = LocalOption,
+    web: bool = WebOption,
+    policy_token: str | None = PolicyTokenOption,
+    change_reference: str | None = ChangeReferenceOption,
 ) -> None:
     """Change an endpoint: description, tags, auth mode, traffic, mirror traffic."""
     require_name(name, file)
     split, mirror = traffic_flag(traffic, "--traffic"), traffic_flag(mirror_traffic, "--mirror-traffic")
     client = ApiClient.discover()
-    body = spec_body(file, set_)
+    body = spec_body(file, set_, add, remove, force_string)
     name = name or _name_in_file(body)
-    if file is None and not set_ and (split is not None or mirror is not None):
+    edits = set_ or add or remove
+    if file is None and not edits and (split is not None or mirror is not None):
         shares = {"traffic": split, "mirror_traffic": mirror}
         emit(
             client.call("PUT", f"/endpoints/{name}/traffic", json=shares)["endpoint"],
@@ -138,6 +175,9 @@ def show(
     output: Output = OutputOption,
     resource_group: str | None = GroupOption,
     workspace_name: str | None = WorkspaceOption,
+    subscription: str | None = SubscriptionOption,
+    local: bool = LocalOption,
+    web: bool = WebOption,
 ) -> None:
     """Show an endpoint with its scoring_uri and openapi_uri."""
     emit(ApiClient.discover().call("GET", f"/endpoints/{name}"), output, ENDPOINT_COLUMNS)
@@ -148,6 +188,8 @@ def list_(
     output: Output = OutputOption,
     resource_group: str | None = GroupOption,
     workspace_name: str | None = WorkspaceOption,
+    subscription: str | None = SubscriptionOption,
+    local: bool = LocalOption,
 ) -> None:
     """List endpoints."""
     emit(ApiClient.discover().call("GET", "/endpoints"), output, ENDPOINT_COLUMNS)
@@ -160,6 +202,8 @@ def delete(
     no_wait: bool = NoWaitOption,
     resource_group: str | None = GroupOption,
     workspace_name: str | None = WorkspaceOption,
+    subscription: str | None = SubscriptionOption,
+    local: bool = LocalOption,
 ) -> None:
     """Delete an endpoint and all its deployments."""
     confirm(yes, f"Delete endpoint {name!r} and all its deployments?")
@@ -184,6 +228,8 @@ def invoke(
     ),
     resource_group: str | None = GroupOption,
     workspace_name: str | None = WorkspaceOption,
+    subscription: str | None = SubscriptionOption,
+    local: bool = LocalOption,
 ) -> None:
     """Call the endpoint's scoring URI with its key or token; prints the response body."""
     try:
@@ -217,6 +263,8 @@ def get_credentials(
     output: Output = OutputOption,
     resource_group: str | None = GroupOption,
     workspace_name: str | None = WorkspaceOption,
+    subscription: str | None = SubscriptionOption,
+    local: bool = LocalOption,
 ) -> None:
     """Print the endpoint's keys (primaryKey, secondaryKey) or a fresh token (accessToken, expiryTimeUtc)."""
     emit(ApiClient.discover().call("POST", f"/endpoints/{name}/credentials"), output)
@@ -232,6 +280,8 @@ def regenerate_keys(
     no_wait: bool = NoWaitOption,
     resource_group: str | None = GroupOption,
     workspace_name: str | None = WorkspaceOption,
+    subscription: str | None = SubscriptionOption,
+    local: bool = LocalOption,
 ) -> None:
     """Replace one of the endpoint's keys."""
     body = {"key_type": key_type, "key_value": key_value}

@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from flowport.cli import serve_cmd
+from flowport.cli import build_cmds, serve_cmd
 from flowport.cli.common import (
     connection_resolver,
     fail,
@@ -21,10 +21,12 @@ from flowport.cli.common import (
     print_json,
     read_json_file,
 )
-from flowport.engine import FlexExecutor, FlowExecutor, NodeStream, load_executor, parse_init
+from flowport.cli.trace_cmds import local_trace
+from flowport.engine import FlexExecutor, FlowExecutor, NodeStream, load_executor, parse_init, persist_images
 
-app = typer.Typer(help="Test, validate and serve prompt flow folders.", no_args_is_help=True)
+app = typer.Typer(help="Test, validate, serve and build prompt flow folders.", no_args_is_help=True)
 app.command("serve")(serve_cmd.serve)
+app.command("build")(build_cmds.flow_build)
 
 
 def _show_llm_retries() -> None:
@@ -79,6 +81,14 @@ async def _run(executor: FlowExecutor | FlexExecutor, values: dict[str, Any], no
     return outputs
 
 
+def _output_folder(executor: FlowExecutor | FlexExecutor, source: Any) -> Path:
+    """``<flow folder>/.promptflow/output``: where pf flow test writes output images."""
+    folder = executor.flow.path if isinstance(executor, FlowExecutor) else Path(str(source))
+    if not folder.is_dir():
+        folder = folder.parent if folder.exists() else Path.cwd()
+    return folder / ".promptflow" / "output"
+
+
 @app.command("test", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 @guarded
 def test(
@@ -96,12 +106,30 @@ def test(
     init: list[str] | None = typer.Option(
         None, "--init", help="A flex flow class's __init__ arguments: JSON, a JSON/YAML file, or key=value."
     ),
+    trace: bool = typer.Option(
+        False, "--trace", help="Trace the run: print its span tree and keep it under .promptflow/traces."
+    ),
 ) -> None:
     """Run the flow once and print its outputs as JSON (streamed outputs shown as they come)."""
     _show_llm_retries()
     values = _gather_inputs(inputs, list(ctx.args), inputs_file)
     init_values = parse_init(init)
     source = flow_source(flow)
+    if trace:
+        with local_trace(source):
+            _test(source, values, variant, node, environment_variables, init_values)
+    else:
+        _test(source, values, variant, node, environment_variables, init_values)
+
+
+def _test(
+    source: Any,
+    values: dict[str, Any],
+    variant: str | None,
+    node: str | None,
+    environment_variables: list[str] | None,
+    init_values: Any,
+) -> None:
     executor = load_executor(
         source,
         variant=variant,
@@ -112,7 +140,9 @@ def test(
     if isinstance(executor, FlexExecutor) and not values:
         values = dict(executor.definition.sample_inputs)  # as pf does: the YAML's sample.inputs
     try:
-        print_json(asyncio.run(_run(executor, values, node)))
+        outputs = asyncio.run(_run(executor, values, node))
+        # images go to files, as pf flow test writes them: {"data:image/png;path": "<absolute path>"}
+        print_json(persist_images(outputs, _output_folder(executor, source)))
     finally:
         executor.close()
 

@@ -15,6 +15,7 @@ from flowport.cli import (
     model_cmds,
     run_cmds,
     server_cmd,
+    trace_cmds,
 )
 from flowport.settings import keep_private
 
@@ -34,6 +35,7 @@ app.add_typer(endpoint_cmds.app, name="endpoint", help="Alias of online-endpoint
 app.add_typer(deployment_cmds.app, name="online-deployment")
 app.add_typer(deployment_cmds.app, name="deployment", help="Alias of online-deployment.")
 app.add_typer(compute_cmds.app, name="compute")
+app.add_typer(trace_cmds.app, name="trace")
 app.command("server")(server_cmd.server)
 app.command("gateway")(gateway_cmd.gateway)
 

@@ -7,7 +7,14 @@ from pathlib import Path
 import typer
 
 from flowport.cli.api_client import ApiClient, print_notes
-from flowport.cli.endpoint_cmds import FileOption, GroupOption, SetOption, WorkspaceOption, spec_body
+from flowport.cli.endpoint_cmds import (
+    FileOption,
+    GroupOption,
+    SetOption,
+    SubscriptionOption,
+    WorkspaceOption,
+    spec_body,
+)
 from flowport.cli.output import Output, OutputOption, emit
 
 app = typer.Typer(help="Models: flow folders registered as immutable versions.", no_args_is_help=True)
@@ -21,16 +28,25 @@ def create(
     name: str | None = typer.Option(None, "--name", "-n"),
     version: str | None = typer.Option(None, "--version", "-v", help="Default: the next number."),
     path: Path | None = typer.Option(None, "--path", "-p", help="The flow folder (overrides the file's)."),
+    type_: str | None = typer.Option(None, "--type", "-t", help="custom_model (a flow folder)."),
+    description: str | None = typer.Option(None, "--description", "-d"),
+    stage: str | None = typer.Option(None, "--stage", hidden=True),
+    datastore: str | None = typer.Option(None, "--datastore", hidden=True),
     set_: list[str] | None = SetOption,
     output: Output = OutputOption,
     resource_group: str | None = GroupOption,
     workspace_name: str | None = WorkspaceOption,
+    subscription: str | None = SubscriptionOption,
 ) -> None:
     """Validate a flow folder and register a snapshot of it as a model version."""
     body = spec_body(file, set_)
-    for key, value in (("name", name), ("version", version)):
+    flags = {"name": name, "version": version, "type": type_, "stage": stage, "datastore": datastore}
+    for key, value in flags.items():
         if value:
             body["set"].append(f"{key}={value}")
+    if description is not None:
+        body["set"].append(f"description={description}")
+        body["force_string"] = True  # az keeps a flag's text as given
     if path is not None:
         body["set"].append(f"path={path.expanduser().resolve()}")
     result = ApiClient.discover().call("POST", "/models", json=body)
@@ -45,6 +61,7 @@ def list_(
     output: Output = OutputOption,
     resource_group: str | None = GroupOption,
     workspace_name: str | None = WorkspaceOption,
+    subscription: str | None = SubscriptionOption,
 ) -> None:
     """List model versions."""
     params = {"archived": str(archived).lower(), **({"name": name} if name else {})}
@@ -58,6 +75,7 @@ def show(
     output: Output = OutputOption,
     resource_group: str | None = GroupOption,
     workspace_name: str | None = WorkspaceOption,
+    subscription: str | None = SubscriptionOption,
 ) -> None:
     """Show a model version."""
     params = {"version": version} if version else None
@@ -71,6 +89,7 @@ def archive(
     output: Output = OutputOption,
     resource_group: str | None = GroupOption,
     workspace_name: str | None = WorkspaceOption,
+    subscription: str | None = SubscriptionOption,
 ) -> None:
     """Archive a model version (or all): hidden from list, still usable by existing deployments."""
     params = {"version": version} if version else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from pathlib import Path
@@ -21,6 +22,7 @@ from flowport.cli.common import (
     parse_pairs,
     print_json,
 )
+from flowport.cli.trace_cmds import local_trace
 from flowport.engine import LineResult, load_executor, parse_init
 from flowport.engine.bulk import BulkRunner, load_run_lines, read_jsonl
 from flowport.settings import runs_dir
@@ -55,8 +57,25 @@ def create(
     variant: str | None = typer.Option(None, "--variant", help="Variant to use, as '${node.variant_1}'."),
     concurrency: int = typer.Option(16, "--concurrency", min=1, help="Lines in flight at once."),
     init: list[str] | None = typer.Option(None, "--init", help="A flex flow class's __init__ arguments."),
+    trace: bool = typer.Option(
+        False, "--trace", help="Trace every line; the spans are kept under the flow's .promptflow/traces."
+    ),
 ) -> None:
     """Run the flow over every line, then its aggregation nodes; print the run summary."""
+    with local_trace(flow_source(flow), show=False) if trace else contextlib.nullcontext():
+        _create(flow, data, column_mapping, run, name, variant, concurrency, init)
+
+
+def _create(
+    flow: Path,
+    data: Path,
+    column_mapping: list[str] | None,
+    run: str | None,
+    name: str | None,
+    variant: str | None,
+    concurrency: int,
+    init: list[str] | None,
+) -> None:
     data = data.resolve()
     rows = read_jsonl(data)
     base_lines = load_run_lines(_existing_run(run)) if run else None

@@ -12,10 +12,10 @@ import typer
 
 from flowport.cli.common import (
     connection_resolver,
+    connection_service,
     enter_flow_dir,
     fail,
     guarded,
-    handover,
     parse_pairs,
 )
 from flowport.flow import FlowDef, load_flow
@@ -39,6 +39,7 @@ def create_app() -> ScoringApp:
     """
     from flowport.engine import load_executor
     from flowport.serving import ScoringApp
+    from flowport.serving.traced import trace_app
 
     source = enter_flow_dir(Path(os.environ[SOURCE_ENV]))
     settings = ServeSettings.from_env()
@@ -49,7 +50,9 @@ def create_app() -> ScoringApp:
         environment_variables=json.loads(os.environ.get(VARIABLES_ENV) or "{}"),
         process_environment_wins=True,
     )
-    return ScoringApp(executor, settings)
+    app = ScoringApp(executor, settings)
+    trace_app(app, "flowport-serve")
+    return app
 
 
 @guarded
@@ -134,7 +137,7 @@ def exec_instance(
     config = InstanceConfig(
         source=str(source),
         environment_variables=variables,
-        connections=handover(names),
+        connections=connection_service().handover(names),
         max_concurrent_requests=settings.max_concurrent_requests,
         request_timeout_ms=settings.request_timeout_ms,
     )

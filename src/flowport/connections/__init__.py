@@ -2,16 +2,19 @@
 
 from flowport.connections.crypto import Cipher, load_or_create_key
 from flowport.connections.service import (
-    CONNECTIONS_FILE_ENV,
     ConnectionNotFound,
     ConnectionResolver,
     ConnectionService,
     ConnectionSource,
     StaticConnections,
     connection_row,
-    read_connection_rows,
 )
-from flowport.connections.spec import apply_env_overrides, apply_set, connection_from_spec
+from flowport.connections.spec import (
+    apply_env_overrides,
+    apply_set,
+    connection_from_spec,
+    connection_template,
+)
 from flowport.connections.types import (
     SCRUBBED,
     AzureOpenAIConnection,
@@ -24,7 +27,6 @@ from flowport.connections.types import (
 )
 
 __all__ = [
-    "CONNECTIONS_FILE_ENV",
     "SCRUBBED",
     "AzureOpenAIConnection",
     "Cipher",
@@ -43,6 +45,6 @@ __all__ = [
     "build_connection",
     "connection_from_spec",
     "connection_row",
+    "connection_template",
     "load_or_create_key",
-    "read_connection_rows",
 ]

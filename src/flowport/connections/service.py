@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from pathlib import Path
 from typing import Any, Protocol
 
 from flowport.connections.crypto import Cipher
@@ -121,28 +120,6 @@ class StaticConnections:
 
     def list(self) -> list[Connection]:
         return list(self.connections.values())
-
-
-CONNECTIONS_FILE_ENV = "FLOWPORT_CONNECTIONS_FILE"
-"""Names a JSON file of connections in ``connection_row`` form (``{name: {type, module, configs,
-secrets}}``): the CLI's local verbs read connections from it instead of the store. A container
-gets its deployment's connections so, from a mounted Secret."""
-
-
-def read_connection_rows(path: Path) -> dict[str, dict[str, Any]]:
-    """The connections of a ``FLOWPORT_CONNECTIONS_FILE``; a bad file is a ``ConnectionSpecError``."""
-    where = f"{CONNECTIONS_FILE_ENV} ({path})"
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConnectionSpecError(f"cannot read {where}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise ConnectionSpecError(f"{where} is not valid JSON: {exc}") from None
-    if not isinstance(rows, dict) or not all(
-        isinstance(row, dict) and isinstance(row.get("type"), str) for row in rows.values()
-    ):
-        raise ConnectionSpecError(f"{where} must map connection names to {{type, configs, secrets}} objects")
-    return rows
 
 
 def connection_row(connection: Connection) -> dict[str, Any]:

@@ -164,3 +164,17 @@ def apply_env_overrides(
         return build_connection(connection.name or name, connection.type, configs, secrets, connection.module)
     merged = {**connection.configs, **connection.secrets, **overrides}
     return build_connection(connection.name or name, connection.type, {}, merged, connection.module)
+
+
+def connection_template(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A connection's YAML (``Connection.to_dict``'s shape) with every secret field replaced by
+    ``${env:<NAME>_<FIELD>}``: what a container image may carry (``flowport flow build``)."""
+    name = str(data["name"])
+    template = {k: v for k, v in data.items() if v is not None}
+    if isinstance(data.get("secrets"), Mapping):  # a custom connection: configs and secrets
+        secret_fields = list(data["secrets"])
+        template["secrets"] = {f: f"${{env:{env_override_name(name, f)}}}" for f in secret_fields}
+        return template
+    for field in connection_class(str(data["type"])).secret_fields:
+        template[field] = f"${{env:{env_override_name(name, field)}}}"
+    return template

@@ -8,6 +8,7 @@ Changes to endpoints and deployments return an operation; ``GET /operations/{id}
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from flowport.control.specs import (
     parse_model,
     read_yaml,
 )
+from flowport.control.traces import MAX_TRACES, TraceQuery, TraceStore
 from flowport.control.usage import deployment_tokens
 from flowport.dataplane.client import DataPlaneUnavailable
 
@@ -46,6 +48,9 @@ class SpecBody(BaseModel):
     )
     spec: dict[str, Any] | None = Field(None, description="The fields as JSON, instead of yaml.")
     set: list[str] = Field(default_factory=list, description="az's --set path=value assignments.")
+    add: list[tuple[str, str]] = Field(default_factory=list, description="az's --add path value.")
+    remove: list[str] = Field(default_factory=list, description="az's --remove path.")
+    force_string: bool = Field(False, description="az's --force-string: --set/--add values stay text.")
 
     def document(self, base: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
         raw: Any = dict(base or {})
@@ -60,7 +65,9 @@ class SpecBody(BaseModel):
         for key, value in overrides.items():
             if value is not None:
                 raw[key] = value
-        return apply_set(raw, self.set) if self.set else raw
+        if not (self.set or self.add or self.remove):
+            return raw
+        return apply_set(raw, self.set, force_string=self.force_string, add=self.add, remove=self.remove)
 
     @property
     def directory(self) -> Path | None:
@@ -90,7 +97,13 @@ class LoginBody(BaseModel):
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path, base_url: str) -> FastAPI:
+def build_api(
+    control: ControlPlane,
+    sessions: Sessions,
+    data_dir: Path,
+    base_url: str,
+    traces: TraceStore | None = None,
+) -> FastAPI:
     def refuse_while_recovering(request: Request) -> None:
         if control.recovering and request.method not in SAFE_METHODS:
             raise ApiError(
@@ -219,7 +232,8 @@ def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path, base_ur
     async def create_model(body: SpecBody) -> dict[str, Any]:
         spec = parse_model(body.document(), body.file, body.directory)
         # Snapshotting and checking a model reads files and runs a child: off the loop.
-        return {**await asyncio.to_thread(control.models.register, spec), "notes": list(spec.notes)}
+        model = await asyncio.to_thread(control.models.register, spec)
+        return {**model, "notes": [*spec.notes, *model.get("notes", ())]}
 
     @api.get("/models", dependencies=secured, tags=["models"])
     async def list_models(name: str | None = None, archived: bool = False) -> list[dict[str, Any]]:
@@ -256,9 +270,13 @@ def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path, base_ur
     @api.patch("/endpoints/{name}", dependencies=secured, tags=["endpoints"])
     async def update_endpoint(name: str, body: SpecBody) -> dict[str, Any]:
         current = control.show_endpoint(name)
-        raw = body.document(name=name)
-        spec = parse_endpoint({"auth_mode": current["auth_mode"], **raw}, body.file)
-        operation = await control.update_endpoint(spec, set(raw))
+        # --set/--add/--remove edit what the endpoint has (az's generic update), not an empty document
+        base = {key: current[key] for key in ("description", "tags", "properties") if key in current}
+        raw = body.document(base, name=name)
+        fields = set(raw)
+        raw.setdefault("auth_mode", current["auth_mode"])  # in place: the document keeps its lines
+        spec = parse_endpoint(raw, body.file)
+        operation = await control.update_endpoint(spec, fields)
         return {"operation": operation, "endpoint": control.show_endpoint(name), "notes": list(spec.notes)}
 
     @api.put("/endpoints/{name}/traffic", dependencies=secured, tags=["endpoints"])
@@ -286,6 +304,8 @@ def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path, base_ur
     @api.get("/endpoints/{name}/operations", dependencies=secured, tags=["operations"])
     async def endpoint_operations(name: str) -> list[dict[str, Any]]:
         control.show_endpoint(name)
+        with contextlib.suppress(DataPlaneUnavailable):
+            await control.collect_scaling(name)
         return control.operations.list(name)
 
     @api.get("/endpoints/{name}/stats", dependencies=secured, tags=["endpoints"])
@@ -303,7 +323,8 @@ def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path, base_ur
     ) -> dict[str, Any]:
         raw = body.document(name=name)
         _same_endpoint(raw, endpoint)
-        spec = parse_deployment({**raw, "endpoint_name": endpoint}, body.file, body.directory)
+        raw["endpoint_name"] = endpoint  # set in place: the document keeps its line numbers
+        spec = parse_deployment(raw, body.file, body.directory)
         operation = await control.create_deployment(spec, all_traffic)
         return {"operation": operation, "notes": [*spec.notes, *control.compute_notes(endpoint, spec.name)]}
 
@@ -319,7 +340,8 @@ def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path, base_ur
         base = control.deployment_document(endpoint, name)
         raw = _keep_scrubbed_variables(body.document(base, name=name), base)
         _same_endpoint(raw, endpoint)
-        spec = parse_deployment({**raw, "endpoint_name": endpoint}, body.file, body.directory)
+        raw["endpoint_name"] = endpoint
+        spec = parse_deployment(raw, body.file, body.directory)
         operation = await control.update_deployment(spec, all_traffic)
         return {"operation": operation, "notes": [*spec.notes, *control.compute_notes(endpoint, spec.name)]}
 
@@ -378,6 +400,25 @@ def build_api(control: ControlPlane, sessions: Sessions, data_dir: Path, base_ur
     async def delete_compute(name: str) -> dict[str, Any]:
         control.computes.delete(name)
         return {"deleted": name}
+
+    # -- traces ---------------------------------------------------------------------------
+
+    trace_store = traces or TraceStore(data_dir.parent / "runtime" / "logs")
+
+    @api.get("/traces", dependencies=secured, tags=["traces"])
+    async def list_traces(query: TraceQuery = Depends()) -> dict[str, Any]:
+        """Recent traces in the built-in store, newest first (filters: endpoint, deployment, request
+        id, time range, status)."""
+        if not 1 <= query.limit <= MAX_TRACES:
+            raise ApiError(
+                400, "InvalidLimit", f"limit must be between 1 and {MAX_TRACES}, got {query.limit}"
+            )
+        return {"value": await asyncio.to_thread(trace_store.list, query)}
+
+    @api.get("/traces/{trace_id}", dependencies=secured, tags=["traces"])
+    async def show_trace(trace_id: str) -> dict[str, Any]:
+        """One trace: its summary and every span (gateway, line, nodes, LLM calls)."""
+        return await asyncio.to_thread(trace_store.get, trace_id)
 
     # -- operations -----------------------------------------------------------------------
 
@@ -439,8 +480,10 @@ def _keep_scrubbed_variables(raw: dict[str, Any], base: dict[str, Any]) -> dict[
     variables, stored = raw.get("environment_variables"), base.get("environment_variables") or {}
     if not isinstance(variables, dict):
         return raw
-    kept = {k: stored[k] if v == SCRUBBED and k in stored else v for k, v in variables.items()}
-    return {**raw, "environment_variables": kept}
+    for key, value in variables.items():  # in place: the document keeps its line numbers
+        if value == SCRUBBED and key in stored:
+            variables[key] = stored[key]
+    return raw
 
 
 def _keep_secrets(spec: dict[str, Any], stored: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from flowport.control.errors import ApiError
 
 def read_records(folder: Path, since: str | None = None) -> Iterator[bytes]:
     """Every collected line under ``folder`` (one deployment), optionally from ``since`` (ISO time) on."""
-    start = _parse_time(since) if since else None
+    start = parse_time(since) if since else None
     if not folder.is_dir():
         return
     for file in sorted(folder.rglob("*.jsonl")):
@@ -26,21 +26,23 @@ def read_records(folder: Path, since: str | None = None) -> Iterator[bytes]:
                 yield line if line.endswith(b"\n") else line + b"\n"
 
 
-def _parse_time(text: str) -> datetime:
+def parse_time(text: str, name: str = "since") -> datetime:
+    """A query parameter's ISO time, with its zone; a 400 naming the parameter otherwise."""
+    code = f"Invalid{name.title()}"
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ApiError(
-            400, "InvalidSince", f"since must be an ISO time such as 2026-11-21T14:00:00Z, got {text!r}"
+            400, code, f"{name} must be an ISO time such as 2026-11-21T14:00:00Z, got {text!r}"
         ) from None
     if value.tzinfo is None:
-        raise ApiError(400, "InvalidSince", f"since must name its time zone (e.g. end with Z), got {text!r}")
+        raise ApiError(400, code, f"{name} must name its time zone (e.g. end with Z), got {text!r}")
     return value
 
 
 def _after(line: bytes, start: datetime) -> bool:
     try:
         when = orjson.loads(line).get("time")
-        return _parse_time(when) >= start
+        return parse_time(when) >= start
     except (orjson.JSONDecodeError, ApiError, AttributeError, TypeError):
         return False

@@ -15,16 +15,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flowport.connections import Cipher, ConnectionService
+from flowport.connections import Cipher, ConnectionService, ConnectionSpecError, StaticConnections
+from flowport.connections.references import resolve_connection_references
+from flowport.control import scaling
 from flowport.control.computes import Computes
+from flowport.control.conda import read_conda_file
 from flowport.control.errors import ApiError
-from flowport.control.models import ModelRegistry, flow_folder_name
+from flowport.control.models import ModelRegistry, flow_folder_name, snapshot_files
 from flowport.control.operations import Operations
 from flowport.control.specs import DeploymentSpec, EndpointSpec, ModelSpec, check_mirror_shape
 from flowport.dataplane.client import DataPlaneClient, DataPlaneFailed
 from flowport.flow import FlowDef, FlowError
 from flowport.flow.flex import load_any_flow as load_flow
 from flowport.gateway import DataCollection, DeploymentRoute, EndpointRoute, TokenSigner, key_digest
+from flowport.gateway.auth import TOKEN_MODES
+from flowport.runtime.autoscale import ScaleSettings
 from flowport.runtime.base import (
     DeploymentFailed,
     DeploymentKey,
@@ -33,6 +38,7 @@ from flowport.runtime.base import (
     Probe,
 )
 from flowport.store import Documents
+from flowport.tracing.setup import CONTENT_ENV as TRACE_CONTENT_ENV
 
 SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL|CONNECTION_STRING", re.IGNORECASE)
 SCRUBBED = "******"
@@ -245,7 +251,7 @@ class ControlPlane:
 
     def credentials(self, name: str) -> dict[str, Any]:
         row = self._endpoint_row(name)
-        if row["auth_mode"] == "aml_token":
+        if row["auth_mode"] in TOKEN_MODES:
             return self.tokens.issue(name, self._incarnation(row)).as_credentials()
         keys = self._keys(row)
         return {"primaryKey": keys["primary"], "secondaryKey": keys["secondary"]}
@@ -292,7 +298,7 @@ class ControlPlane:
         spec = row["spec"]
         key = DeploymentKey(row["endpoint"], row["name"])
         variables = self._variables(spec)
-        instances = await self.dataplane.instances(key)
+        instances, status = await asyncio.gather(self.dataplane.instances(key), self.dataplane.scaling(key))
         view = {
             "name": row["name"],
             "endpoint_name": row["endpoint"],
@@ -320,11 +326,22 @@ class ControlPlane:
         }
         if spec.get("data_collector") is not None:
             view["data_collector"] = spec["data_collector"]
+        if status is not None:
+            view["scaling"] = scaling.view(status)
+            scaling.record(self.operations, row["endpoint"], row["name"], status)
         if row.get("error"):
             view["error"] = row["error"]
         if row.get("notes"):
             view["notes"] = row["notes"]
         return view
+
+    async def collect_scaling(self, endpoint: str) -> None:
+        """Record the scaling events the data plane kept for ``endpoint``'s autoscaled deployments."""
+        for row in self.deployments.list(endpoint=endpoint):
+            if _scale(row["spec"]) is not None:
+                status = await self.dataplane.scaling(DeploymentKey(endpoint, row["name"]))
+                if status is not None:
+                    scaling.record(self.operations, endpoint, row["name"], status)
 
     def deployment_document(self, endpoint: str, name: str) -> dict[str, Any]:
         """The deployment as Azure YAML fields (secrets in clear): the base ``update --set`` edits."""
@@ -345,6 +362,8 @@ class ControlPlane:
         }
         if spec.get("instance_type"):
             document["instance_type"] = spec["instance_type"]
+        if document["model"] is None:  # a scoring script without a model
+            del document["model"]
         collector = spec.get("data_collector")
         if collector:
             document["data_collector"] = {
@@ -358,7 +377,8 @@ class ControlPlane:
         """Everything an artifact builder needs, as plain data: keys and secrets in clear.
 
         The endpoint (keys, traffic, mirror) and its deployments (or the one named), each as its
-        Azure YAML fields plus the names of its secret variables and the connections its flow uses.
+        Azure YAML fields plus the names of its secret variables and the connections its flow uses
+        (each as its YAML mapping).
         """
         row = self._endpoint_row(name)
         keys = self._keys(row) if row["auth_mode"] == "key" else {}
@@ -386,19 +406,35 @@ class ControlPlane:
 
     def _export_deployment(self, endpoint: str, row: Mapping[str, Any]) -> dict[str, Any]:
         spec = row["spec"]
+        if spec.get("scoring_script"):  # the exported image holds a flow; nothing would run the script
+            raise ApiError(
+                400,
+                "ExportNotSupported",
+                f"deployment {row['name']!r} runs a scoring script; export builds flow deployments only "
+                "(export each of those with flowport online-deployment export --name NAME)",
+            )
         plan = self._plan(endpoint, row["name"], spec)
         document = self.deployment_document(endpoint, row["name"])
         return {
             **document,
             "secret_environment_variables": sorted(_secret_names(spec, plan.config.environment_variables)),
-            "connections": {k: dict(v) for k, v in plan.config.connections.items()},
+            # as connection YAML (secrets in clear): what the image reads from its mounted folder
+            "connections": {
+                conn.name: conn.to_dict(show_secrets=True)
+                for conn in StaticConnections.from_rows(plan.config.connections).list()
+            },
         }
 
     def _variables(self, spec: Mapping[str, Any]) -> dict[str, str]:
         sealed = spec.get("environment_variables_sealed")
         return json.loads(self.cipher.decrypt(sealed)) if sealed else {}
 
-    def _resolve_model(self, spec: DeploymentSpec) -> dict[str, Any]:
+    def _resolve_model(self, spec: DeploymentSpec) -> dict[str, Any] | None:
+        """The deployment's model, registered first when inline; None for a script without one.
+
+        With a scoring script the model is files for ``init()`` to read, whatever they hold
+        (a flow folder too): snapshotted as they are, never loaded as a flow.
+        """
         if spec.model_path is not None:
             anonymous = ModelSpec(
                 name=f"{spec.endpoint_name}-{spec.name}-model",
@@ -407,17 +443,62 @@ class ControlPlane:
                 properties=spec.model_properties,
                 description=f"registered for deployment {spec.name} of endpoint {spec.endpoint_name}",
             )
+            if spec.scoring_script:
+                return self.models.register_files(anonymous)
             return self.models.register(anonymous)
-        assert spec.model_ref is not None
+        if spec.model_ref is None:
+            return None
         name, _, version = spec.model_ref.partition(":")
         return self.models.get(name, version or None)
 
-    def _stored_spec(self, spec: DeploymentSpec, model: Mapping[str, Any]) -> dict[str, Any]:
+    def _prepare(self, spec: DeploymentSpec) -> dict[str, Any]:
+        """Snapshot what the deployment runs (model, code) and read its conda file: the stored spec."""
+        model = self._resolve_model(spec)
+        stored = self._stored_spec(spec, model)
+        if spec.scoring_script:
+            assert spec.code_path is not None
+            home = self.models.models_dir.parent
+            code = snapshot_files(spec.code_path, home / "code", home)
+            if not (code / spec.scoring_script).is_file():
+                raise ApiError(
+                    400,
+                    "ScoringScriptNotFound",
+                    f"code_configuration.scoring_script: {spec.scoring_script!r} is not in {spec.code_path}",
+                )
+            stored["code_path"] = str(code)
+            stored["scoring_script"] = spec.scoring_script
+            stored["flow_name"] = spec.code_path.name
+            stored["model_dir"] = str(self.models.model_dir(model)) if model is not None else None
+            # as given, but absolute: ``update --set`` reads the document again from elsewhere
+            stored["extras"]["code_configuration"] = {
+                "code": str(spec.code_path),
+                "scoring_script": spec.scoring_script,
+            }
+        elif model is not None and model.get("layout") == "files":
+            raise ApiError(
+                400,
+                "ModelIsNotAFlow",
+                f"model {model['id']} holds files, not a flow (no flow.dag.yaml, flow.flex.yaml or "
+                ".prompty at its top); give code_configuration (code, scoring_script) to serve it "
+                "with a scoring script",
+            )
+        if spec.conda_file is not None:
+            try:
+                conda = read_conda_file(spec.conda_file, str(spec.conda_file))
+            except FlowError as exc:
+                raise ApiError(400, "InvalidCondaFile", str(exc), problems=exc.problems) from None
+            stored["pip_requirements"] = list(conda.pip)
+            environment = stored["extras"].get("environment")
+            if isinstance(environment, dict):
+                stored["extras"]["environment"] = {**environment, "conda_file": str(spec.conda_file)}
+        return stored
+
+    def _stored_spec(self, spec: DeploymentSpec, model: Mapping[str, Any] | None) -> dict[str, Any]:
         collector = spec.data_collector
         return {
-            "model": model["id"],
-            "model_path": model["path"],
-            "flow_name": flow_folder_name(model.get("source_path") or model["path"]),
+            "model": model["id"] if model is not None else None,
+            "model_path": model["path"] if model is not None else None,
+            "flow_name": flow_folder_name(model.get("source_path") or model["path"]) if model else "",
             "description": spec.description,
             "tags": spec.tags,
             "instance_type": spec.instance_type,
@@ -431,7 +512,7 @@ class ControlPlane:
             "liveness_probe": spec.liveness_probe.__dict__,
             "readiness_probe": spec.readiness_probe.__dict__,
             "data_collector": collector.__dict__ if collector else None,
-            "extras": spec.extras,
+            "extras": dict(spec.extras),
         }
 
     async def create_deployment(self, spec: DeploymentSpec, all_traffic: bool = False) -> dict[str, Any]:
@@ -463,7 +544,7 @@ class ControlPlane:
         endpoint = spec.endpoint_name or ""
         self.operations.ensure_free(endpoint)
         # Snapshotting and checking a model reads files and runs a child: off the loop.
-        stored = self._stored_spec(spec, await asyncio.to_thread(self._resolve_model, spec))
+        stored = await asyncio.to_thread(self._prepare, spec)
         plan = self._plan(endpoint, spec.name, stored)
         operation = self.operations.claim(endpoint, kind, spec.name)
         key = {"endpoint": endpoint, "name": spec.name}
@@ -535,14 +616,24 @@ class ControlPlane:
     # -- plans and routes -------------------------------------------------------------------
 
     def _plan(self, endpoint: str, name: str, stored: Mapping[str, Any]) -> DeploymentPlan:
-        source = Path(stored["model_path"])
-        try:
-            flow = load_flow(source)
-        except FlowError as exc:
-            raise ApiError(400, "InvalidFlow", str(exc), problems=exc.problems) from None
-        variables = self._variables(stored)
+        variables, referenced = self._resolved_variables(stored)
+        collector = stored.get("data_collector") or {}
+        if collector.get("request") or collector.get("response"):  # data capture allowed: traces keep content
+            variables = {TRACE_CONTENT_ENV: "true", **variables}
         settings = stored["request_settings"]
-        connections = self._connections_for(flow, variables)
+        requirements: Path | None = None
+        if stored.get("scoring_script"):  # the script runs; the model (if any) is its files
+            source = Path(stored["code_path"])
+            # the script reads resolved references from its variables; handed over to be masked
+            connections = self.connections.handover(referenced)
+        else:
+            source = Path(stored["model_path"])
+            try:
+                flow = load_flow(source)
+            except FlowError as exc:
+                raise ApiError(400, "InvalidFlow", str(exc), problems=exc.problems) from None
+            connections = self._connections_for(flow, variables, referenced)
+            requirements = _requirements(flow)
         config = InstanceConfig(
             source=str(source),
             environment_variables=variables,
@@ -550,11 +641,15 @@ class ControlPlane:
             max_concurrent_requests=settings["max_concurrent_requests_per_instance"],
             request_timeout_ms=settings["request_timeout_ms"],
             name=stored.get("flow_name") or "",
+            secret_variables=tuple(sorted(_secret_names(stored, variables))),
+            scoring_script=stored.get("scoring_script") or "",
+            model_dir=stored.get("model_dir") or "",
         )
         liveness, readiness = Probe(**stored["liveness_probe"]), Probe(**stored["readiness_probe"])
-        requirements = _requirements(flow)
+        pip = tuple(stored.get("pip_requirements") or ())
         fingerprint = json.dumps(
-            [config.to_json(), liveness.__dict__, readiness.__dict__, str(requirements)], sort_keys=True
+            [config.to_json(), liveness.__dict__, readiness.__dict__, str(requirements), list(pip)],
+            sort_keys=True,
         )
         return DeploymentPlan(
             key=DeploymentKey(endpoint, name),
@@ -564,15 +659,40 @@ class ControlPlane:
             liveness=liveness,
             readiness=readiness,
             requirements=requirements,
+            pip_requirements=pip,
             masked=_secret_values(stored, variables, connections),
+            scale=_scale(stored),
             compute=self.computes.target(self._endpoint_row(endpoint).get("compute")),
         )
 
-    def _connections_for(self, flow: FlowDef, variables: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    def _resolved_variables(self, stored: Mapping[str, Any]) -> tuple[dict[str, str], set[str]]:
+        """The variables with ``${{azureml://connections/...}}`` resolved, and the connections named.
+
+        A missing connection is a 400 naming the variable (``show`` of a deployment restarted
+        without it says the same line).
+        """
+        try:
+            return resolve_connection_references(self._variables(stored), self.connections)
+        except ConnectionSpecError as exc:
+            raise ApiError(400, "ConnectionNotFound", str(exc)) from None
+
+    def _connections_for(
+        self, flow: FlowDef, variables: Mapping[str, str], referenced: set[str]
+    ) -> dict[str, dict[str, Any]]:
         """The stored connections the flow may use: named by a node, a literal input, or a variable."""
-        names = flow.connection_candidates() | set(variables.values())
+        names = flow.connection_candidates() | set(variables.values()) | referenced
         names |= _init_config_names(variables)
-        return self.connections.handover(names)
+        handed = self.connections.handover(names)
+        for used in sorted({node.connection for node in flow.nodes.values() if node.connection}):
+            swap = (variables.get(used) or "").strip()
+            if swap and not swap.startswith("{") and swap not in handed:
+                raise ApiError(
+                    400,
+                    "ConnectionNotFound",
+                    f"environment_variables.{used}: connection {swap!r} does not exist; create it "
+                    "(flowport connection create --file ...) or name another one",
+                )
+        return handed
 
     def _incarnation(self, row: dict[str, Any]) -> str:
         """The endpoint's incarnation; one stored now for an endpoint created before they existed."""
@@ -594,7 +714,7 @@ class ControlPlane:
                 max_concurrent_requests_per_instance=spec["request_settings"][
                     "max_concurrent_requests_per_instance"
                 ],
-                instance_count=spec["instance_count"],
+                instance_count=auto.max_instances if (auto := _scale(spec)) else spec["instance_count"],
                 request_timeout_ms=spec["request_settings"]["request_timeout_ms"],
                 data_collection=DataCollection(**collector) if collector else None,
             )
@@ -679,6 +799,11 @@ def exported_note(endpoint: str, name: str, compute: str) -> str:
         f"export the manifests with flowport online-endpoint export -n {endpoint} --format kubernetes "
         f"--output DIR (or online-deployment export -e {endpoint} -n {name} ...) and kubectl apply them"
     )
+
+
+def _scale(spec: Mapping[str, Any]) -> ScaleSettings | None:
+    """The autoscaling of a stored spec (``scale_settings: type: target_utilization``), or None."""
+    return ScaleSettings.from_scale_settings(spec.get("extras", {}).get("scale_settings"))
 
 
 def _document(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -9,10 +9,9 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from flowport.control.errors import ApiError
 from flowport.control.specs import ModelSpec
@@ -21,8 +20,8 @@ from flowport.flow import MISSING, FlowDef, FlowError, InputDef, ValueType
 from flowport.flow.flex import FLEX_MARK
 from flowport.flow.flex import find_any_flow_file as find_flow_file
 from flowport.flow.flex import load_any_flow as load_flow
-from flowport.flow.includes import copy_files, flow_files
-from flowport.flow.yaml import load_yaml_file, to_plain
+from flowport.flow.includes import copy_files, drop_includes, flow_files
+from flowport.flow.yaml import load_yaml_file
 from flowport.settings import make_private
 from flowport.store import Documents
 from flowport.store.tables import utcnow
@@ -72,22 +71,31 @@ def snapshot_flow(source: Path, models_dir: Path) -> tuple[Path, str, FlowDef]:
         checked = Path(scratch) / "check"
         _copy_flow(files, checked, file.name, flow, source)
         signature = check_tools(flow, checked, file.parent)
-        models_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=models_dir, prefix=".staging-"))
-        try:
-            digest = _copy_flow(files, staging, file.name, flow, source)
-            make_private(staging)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-    target = models_dir / digest[:24]
+        target, digest = _publish(
+            models_dir, lambda staging: _copy_flow(files, staging, file.name, flow, source)
+        )
+    return target, digest, _with_signature(load_flow(target), signature)
+
+
+def _publish(root: Path, fill: Callable[[Path], str]) -> tuple[Path, str]:
+    """``fill`` a fresh private folder under ``root`` (it returns the content's digest), then move
+    it to ``root/<digest>``; when that snapshot exists already, it is the one kept."""
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=".staging-"))
+    try:
+        digest = fill(staging)
+        make_private(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    target = root / digest[:24]
     try:
         staging.rename(target)
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)
         if not target.is_dir():
             raise
-    return target, digest, _with_signature(load_flow(target), signature)
+    return target, digest
 
 
 def _with_signature(flow: FlowDef, inputs: dict[str, Any] | None) -> FlowDef:
@@ -103,6 +111,43 @@ def _with_signature(flow: FlowDef, inputs: dict[str, Any] | None) -> FlowDef:
     return dataclasses.replace(flow, inputs=read)
 
 
+def snapshot_files(source: Path, root: Path, home: Path | None, under: str | None = None) -> Path:
+    """Copy a folder (or one file) as it is into ``root/<content hash>``: no flow validation.
+
+    ``under`` puts the files in a subfolder of that name (Azure's model layout: the model
+    folder's own name below ``AZUREML_MODEL_DIR``). Same content, same snapshot.
+    """
+    if not source.exists():
+        raise ApiError(400, "ModelPathNotFound", f"path {str(source)!r} does not exist on the server")
+    if home is not None:  # None: ``source`` is one of flowport's own snapshots
+        _refuse_home(source, home, "the path")
+    try:
+        files = flow_files(source)
+    except FlowError as exc:
+        raise ApiError(400, "PathNotReadable", str(exc), problems=exc.problems) from None
+    if under is not None and source.is_dir():
+        files = {f"{under}/{rel}": path for rel, path in files.items()}
+
+    def fill(staging: Path) -> str:
+        try:
+            return copy_files(files, staging)
+        except OSError as exc:
+            raise ApiError(400, "PathNotReadable", f"cannot copy {source}: {exc}") from None
+
+    return _publish(root, fill)[0]
+
+
+def _holds_a_flow(path: Path) -> bool:
+    """A flow file (YAML or ``.prompty``), or a folder with one at its top."""
+    if path.is_file():
+        return path.suffix in (".yaml", ".yml", ".prompty")
+    try:
+        find_flow_file(path)
+    except FlowError:
+        return False
+    return True
+
+
 def flow_folder_name(source: Path | str) -> str:
     """The name users know a flow by: its folder's (the snapshot's is a content hash)."""
     path = Path(source)
@@ -114,7 +159,7 @@ def _copy_flow(files: dict[str, Path], target: Path, flow_file: str, flow: FlowD
     try:
         digest = copy_files(files, target)
         if flow.additional_includes:
-            _drop_includes(target / flow_file)
+            drop_includes(target / flow_file)
     except OSError as exc:
         raise ApiError(400, "ModelNotReadable", f"cannot copy the flow from {source}: {exc}") from None
     return digest
@@ -124,19 +169,16 @@ def _invalid(exc: FlowError) -> ApiError:
     return ApiError(400, "InvalidFlow", f"the model's flow is not valid:\n{exc}", problems=exc.problems)
 
 
-def _drop_includes(flow_file: Path) -> None:
-    """The snapshot holds the included files already; its flow file must not look for them."""
-    raw = to_plain(load_yaml_file(flow_file))
-    raw.pop("additional_includes", None)
-    flow_file.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True), encoding="utf-8")
-
-
 class ModelRegistry:
     def __init__(self, rows: Documents, models_dir: Path) -> None:
         self.rows = rows
         self.models_dir = models_dir
 
     def register(self, spec: ModelSpec) -> dict[str, Any]:
+        """A flow folder, validated and snapshotted; any other folder or file as plain files
+        (Azure's ``custom_model``: what a scoring script reads from ``AZUREML_MODEL_DIR``)."""
+        if spec.path.exists() and not _holds_a_flow(spec.path):
+            return self.register_files(spec)
         snapshot, digest, flow = snapshot_flow(spec.path, self.models_dir)
         version = spec.version or self._next_version(spec.name)
         if self.rows.get(name=spec.name, version=version) is not None:
@@ -164,6 +206,40 @@ class ModelRegistry:
         }
         self.rows.put({"name": spec.name, "version": version}, document, archived=False, created_at=utcnow())
         return self.get(spec.name, version)
+
+    def register_files(self, spec: ModelSpec) -> dict[str, Any]:
+        """A model that is files for a scoring script, not a flow: snapshotted in Azure's layout."""
+        snapshot = snapshot_files(spec.path, self.models_dir, self.models_dir.parent, spec.path.name)
+        version = spec.version or self._next_version(spec.name)
+        if self.rows.get(name=spec.name, version=version) is not None:
+            raise ApiError(409, "ModelVersionExists", f"model {spec.name}:{version} already exists")
+        document = {
+            "description": spec.description,
+            "tags": spec.tags,
+            "properties": dict(spec.properties),
+            "path": str(snapshot),
+            "source_path": str(spec.path),
+            "content_hash": snapshot.name,
+            "flow_name": flow_folder_name(spec.path),
+            "layout": "files",
+            "notes": [
+                "no flow file (flow.dag.yaml, flow.flex.yaml, .prompty): registered as plain files, "
+                "for a scoring-script deployment (code_configuration) to read from AZUREML_MODEL_DIR"
+            ],
+        }
+        self.rows.put({"name": spec.name, "version": version}, document, archived=False, created_at=utcnow())
+        return self.get(spec.name, version)
+
+    def model_dir(self, model: dict[str, Any]) -> Path:
+        """What ``AZUREML_MODEL_DIR`` points at: a folder holding the model under its folder's name.
+
+        A flow model's snapshot holds the flow's files at its top: it is laid out anew (once
+        per content) with the flow folder's name above them, as Azure mounts models.
+        """
+        if model.get("layout") == "files":
+            return Path(model["path"])
+        name = model.get("flow_name") or "model"
+        return snapshot_files(Path(model["path"]), self.models_dir, None, name)
 
     def _next_version(self, name: str) -> str:
         numbers = [int(m["version"]) for m in self.rows.list(name=name) if str(m["version"]).isdigit()]
@@ -220,6 +296,11 @@ def flow_interface(flow: FlowDef) -> dict[str, Any]:
         },
         "connections": sorted({n.connection for n in flow.nodes.values() if n.connection}),
         **({"entry": flow.raw[FLEX_MARK]["entry"]} if FLEX_MARK in flow.raw else {}),
+        **(
+            {"chat_history_format": "messages"}
+            if flow.is_chat and flow.chat_history_format == "messages"
+            else {}
+        ),
     }
 
 

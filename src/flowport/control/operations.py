@@ -10,6 +10,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 from flowport.control.errors import ApiError
@@ -76,6 +77,11 @@ class Operations:
     def finish(self, operation: dict[str, Any], status: str, error: dict[str, Any] | None) -> None:
         document = {k: operation[k] for k in ("kind", "target")}
         self.rows.put({"id": operation["id"]}, {**document, "status": status, "error": error})
+
+    def record(self, op_id: str, endpoint: str, document: dict[str, Any], at: datetime) -> None:
+        """An operation carried out elsewhere (the data plane's autoscaler): stored once, as it ended."""
+        if self.rows.get(id=op_id) is None:
+            self.rows.put({"id": op_id}, document, endpoint=endpoint, created_at=at, updated_at=at)
 
     def get(self, op_id: str) -> dict[str, Any]:
         row = self.rows.get(id=op_id)

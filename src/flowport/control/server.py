@@ -26,6 +26,7 @@ from flowport.control.endpoints import ControlPlane
 from flowport.control.models import ModelRegistry
 from flowport.control.operations import Operations
 from flowport.control.sessions import COOKIE, Sessions
+from flowport.control.traces import TraceStore
 from flowport.dataplane.client import DataPlaneClient
 from flowport.gateway import TokenSigner
 from flowport.gateway.tokens import DEFAULT_TTL_SECONDS, signing_key
@@ -85,7 +86,7 @@ def build_control(home: Path, base_url: str, dataplane: DataPlaneClient) -> Cont
             await dataplane.aclose()
             db.dispose()
 
-    api = build_api(control, sessions, home / "data", base_url)
+    api = build_api(control, sessions, home / "data", base_url, TraceStore(home / "runtime" / "logs"))
     studio = build_studio(lambda request: sessions.get(request.cookies.get(COOKIE)) is not None)
     app = Starlette(routes=[Mount("/api/v1", app=api), *studio], lifespan=lifespan)
     return ControlServer(app, control, sessions)

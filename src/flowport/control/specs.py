@@ -1,12 +1,19 @@
 """Azure ML's model, endpoint and deployment YAML, read as Azure means it.
 
-Every field Azure defines is accepted. Fields that cannot apply on flowport (``identity``,
-``instance_type``, ``environment.image`` ...) are kept and reported once as notes; unknown
-fields are notes too. Invalid values are errors naming the field, the file and the line.
+Files are parsed as Azure ML's SDK (``azure-ai-ml``) parses them: YAML 1.1 scalars, so
+``on``/``yes`` are booleans and ``010`` is 8. Every field Azure defines is accepted; fields
+that cannot apply on flowport (``identity``, ``instance_type``, ``environment.image`` ...) are
+kept and reported once as notes, and so are the read-only fields ``show`` prints. A field
+Azure does not define is an error naming the file, the line and the nearest known field, as
+are invalid values and values outside an Azure enum. docs/endpoints.md lists every field.
 """
 
 from __future__ import annotations
 
+import copy
+import datetime
+import difflib
+import importlib.util
 import json
 import re
 from collections.abc import Mapping
@@ -14,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flowport.connections.references import parse_connection_reference
 from flowport.flow.errors import FlowError, Problem
 from flowport.flow.yaml import YamlMap, parse_yaml, to_plain
 from flowport.gateway.routes import DataCollection
@@ -23,6 +31,21 @@ NAME_RULE = re.compile(r"^[A-Za-z](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){2,31}$")
 NAME_HELP = "3-32 characters: a letter first, then letters, digits and single dashes, not ending in a dash"
 MODEL_NAME_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 ROLLING_RATES = ("Minute", "Hour", "Day", "Month", "Year")
+AUTH_MODES = ("key", "aml_token", "aad_token")
+NETWORK_ACCESS = ("enabled", "disabled")
+MODEL_TYPES = ("custom_model", "mlflow_model", "triton_model")
+DEPLOYMENT_TYPES = ("managed", "kubernetes")
+SCALE_TYPES = {"managed": ("default",), "kubernetes": ("default", "target_utilization")}
+"""What Azure takes per deployment kind; flowport keeps a Kubernetes-only value on a managed
+deployment as a note, for ``export --format kubernetes``."""
+FLOW_TIMEOUT_MS = 300_000
+"""The longest request_timeout_ms of a prompt flow deployment (Azure: 180000 for others)."""
+SCRIPT_TIMEOUT_MS = 180_000
+READ_ONLY = ("id", "provisioning_state", "scoring_uri", "openapi_uri", "creation_context", "created_at")
+READ_ONLY += ("updated_at", "instances", "error", "notes", "latest_version", "utc_time_created")
+READ_ONLY += ("scaling",)
+"""Fields ``show`` prints (Azure's and flowport's): a shown document applies again unchanged."""
+_READ_ONLY_NOTE = "is read-only (printed by show); ignored"
 MAX_FIELD_CHARS = 64 * 1024
 """The longest text one field (a description, a tag, a variable's value) may hold."""
 MAX_DOCUMENT_BYTES = 256 * 1024
@@ -81,9 +104,32 @@ class _Reader:
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, str | int | float):
-            self.error(path, f"must be a string, got {_kind(value)}")
+            self.error(path, f"must be a string, got {_kind(value)}{_yaml11_hint(value)}")
             return default
         return self.bounded(path, str(value), default)
+
+    def choice(
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        path: str,
+        allowed: tuple[str, ...],
+        default: str | None = None,
+        *,
+        exact: bool = False,
+    ) -> str | None:
+        """One of Azure's enum values, matched without regard to case unless ``exact`` (as
+        ``azure-ai-ml`` does: ``auth_mode`` is the one enum it matches exactly)."""
+        value = data.get(key)
+        if value is None:
+            return default
+        if isinstance(value, str):
+            fold = (lambda text: text) if exact else str.lower
+            found = next((a for a in allowed if fold(a) == fold(value.strip())), None)
+            if found is not None:
+                return found
+        self.error(path, f"must be one of {', '.join(allowed)}, got {_shown(value)}{_yaml11_hint(value)}")
+        return default
 
     def bounded(self, path: str, text: str, default: str | None) -> str | None:
         if len(text) > MAX_FIELD_CHARS:
@@ -98,7 +144,7 @@ class _Reader:
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
-            self.error(path, f"must be a whole number, got {value!r}")
+            self.error(path, f"must be a whole number, got {_shown(value)}{_yaml11_hint(value)}")
             return default
         if not low <= value <= high:
             self.error(path, f"must be between {low} and {high}, got {value}")
@@ -152,6 +198,8 @@ class _Reader:
                 text = self.bounded(f"{path}.{name}", "" if value is None else _scalar_text(value), None)
                 if text is not None:
                     result[str(name)] = text
+                if isinstance(value, bool):  # Azure does the same, silently: say it once
+                    self.note(f"{path}.{name}", f"YAML 1.1 reads it as {text}; quote it to keep the text")
         return result
 
     def name(self, data: Mapping[str, Any], key: str, path: str, required: bool = True) -> str:
@@ -171,14 +219,24 @@ class _Reader:
         return result
 
     def unknown(
-        self, data: Mapping[str, Any], known: set[str], ignored: Mapping[str, str], prefix: str = ""
+        self,
+        data: Mapping[str, Any],
+        known: set[str],
+        ignored: Mapping[str, str],
+        prefix: str = "",
+        what: str = "",
     ) -> None:
+        """Note the fields in ``ignored``; a field in neither is an error naming the nearest one."""
+        fields = set(known) | set(ignored)
         for key in data:
             path = f"{prefix}{key}"
             if key in ignored:
                 self.note(path, ignored[key])
             elif key not in known and key != "$schema":
-                self.note(path, "is not a field flowport knows; kept and ignored")
+                nearest = difflib.get_close_matches(str(key), sorted(fields), n=1, cutoff=0.6)
+                hint = f"did you mean {nearest[0]!r}?" if nearest else "docs/endpoints.md lists the fields"
+                where = what or (f"{prefix.rstrip('.')}" if prefix else "this document")
+                self.error(path, f"is not a field of {where}; {hint}")
 
 
 def _kind(value: Any) -> str:
@@ -189,9 +247,31 @@ def _kind(value: Any) -> str:
 
 
 def _scalar_text(value: Any) -> str:
+    """A variable's or tag's value as text: YAML 1.1 values as Azure sends them (JSON spelling)."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, datetime.date):
+        return value.isoformat()
     return str(value)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return (
+        repr(value)
+        if isinstance(value, str)
+        else str(value)
+        if isinstance(value, int | float)
+        else _kind(value)
+    )
+
+
+def _yaml11_hint(value: Any) -> str:
+    """Azure files are YAML 1.1: an unquoted on/off/yes/no is a boolean, 010 is octal, 1:30 is 90."""
+    if isinstance(value, bool):
+        return " (YAML 1.1 reads unquoted yes/no/on/off as booleans; quote the value)"
+    return ""
 
 
 def _extras(raw: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -201,39 +281,80 @@ def _extras(raw: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
 # -- --set --------------------------------------------------------------------------------
 
 
-def apply_set(raw: Mapping[str, Any], assignments: list[str]) -> dict[str, Any]:
-    """``az``'s ``--set path.to.field=value``: the value is read as a YAML scalar."""
-    result = to_plain(dict(raw))
+def apply_set(
+    raw: Mapping[str, Any],
+    assignments: list[str],
+    *,
+    force_string: bool = False,
+    add: list[tuple[str, str]] | None = None,
+    remove: list[str] | None = None,
+) -> dict[str, Any]:
+    """``az``'s generic update flags, applied in az's order: ``--set path.to.field=value`` (the
+    value read as a YAML scalar, or kept as text with ``--force-string``), ``--add path value``
+    (appended to a list; ``key=value`` into a mapping) and ``--remove path`` (a field, or a list
+    item by index)."""
+    result = copy.deepcopy(raw) if isinstance(raw, YamlMap) else to_plain(dict(raw))  # keeps lines
     for item in assignments:
         path, sep, text = item.partition("=")
         if not sep or not path.strip():
             raise SpecError([Problem("InvalidSet", f"--set expects path=value, got {item!r}")])
-        parts = path.strip().split(".")
-        node = result
-        for part in parts[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = node[part] = {}
-            node = child
+        parent, last = _walk(result, path.strip(), create=True, flag="--set")
+        parent[last] = _set_value(path.strip(), text, force_string, "--set")
+    for path, value in add or []:
+        parent, last = _walk(result, path.strip(), create=True, flag="--add")
+        target = parent.get(last) if isinstance(parent, dict) else None
+        if isinstance(target, list):
+            target.append(_set_value(path, value, force_string, "--add"))
+        else:
+            key, sep, text = value.partition("=")
+            if not sep or not key:
+                raise SpecError([Problem("InvalidSet", f"--add {path}: expects key=value for a mapping")])
+            mapping = parent.setdefault(last, {}) if isinstance(parent, dict) else None
+            if not isinstance(mapping, dict):
+                raise SpecError([Problem("InvalidSet", f"--add {path}: is neither a list nor a mapping")])
+            mapping[key] = _set_value(f"{path}.{key}", text, force_string, "--add")
+    for path in remove or []:
+        parent, last = _walk(result, path.strip(), create=False, flag="--remove")
         try:
-            node[parts[-1]] = parse_yaml(text, "--set") if text else ""
-        except FlowError as exc:
-            detail = exc.problems[0].message
-            raise SpecError(
-                [
-                    Problem(
-                        "InvalidSet",
-                        f"--set {path.strip()}: the value is not valid YAML ({detail}); quote it",
-                    )
-                ]
-            ) from None
+            del parent[int(last) if isinstance(parent, list) else last]
+        except (KeyError, IndexError, ValueError):
+            raise SpecError([Problem("InvalidSet", f"--remove {path}: no such field")]) from None
     return result
 
 
-def read_yaml(text: str, file: str) -> Any:
-    """Parse a YAML document; a syntax error becomes a SpecError with file and line."""
+def _walk(root: dict[str, Any], path: str, *, create: bool, flag: str) -> tuple[Any, str]:
+    """The container holding the last part of ``path`` (``a.b.0.c``), and that part."""
+    parts = path.split(".")
+    node: Any = root
+    for part in parts[:-1]:
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+            continue
+        child = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(child, dict | list):
+            if not create or not isinstance(node, dict):
+                raise SpecError([Problem("InvalidSet", f"{flag} {path}: no such field")])
+            child = node[part] = {}
+        node = child
+    return node, parts[-1]
+
+
+def _set_value(path: str, text: str, force_string: bool, flag: str) -> Any:
+    if force_string or not text:
+        return text
     try:
-        return parse_yaml(text, file)
+        return parse_yaml(text, flag)  # az passes flag values as text, so 010 is 10 and yes stays "yes"
+    except FlowError as exc:
+        detail = exc.problems[0].message
+        message = f"{flag} {path}: the value is not valid YAML ({detail}); quote it or use --force-string"
+        raise SpecError([Problem("InvalidSet", message)]) from None
+
+
+def read_yaml(text: str, file: str) -> Any:
+    """Parse an Azure YAML document as ``azure-ai-ml`` does (YAML 1.1 scalars); a syntax error
+    becomes a SpecError with file and line."""
+    try:
+        return parse_yaml(text, file, yaml11=True)
     except FlowError as exc:
         raise SpecError(exc.problems) from None
 
@@ -258,6 +379,11 @@ _MODEL_IGNORED = {
     "datastore": "models are snapshotted to the flowport home; kept and ignored",
     "flavors": "kept and ignored",
     "job_name": "kept and ignored",
+    "intellectual_property": "kept and ignored",
+    "allowed_deployment_templates": "kept and ignored",
+    "default_deployment_template": "kept and ignored",
+    "system_metadata": "kept and ignored",
+    **dict.fromkeys(READ_ONLY, _READ_ONLY_NOTE),
 }
 
 
@@ -274,10 +400,10 @@ def parse_model(raw: Any, file: str | None = None, base_dir: Path | None = None)
     path_text = r.string(raw, "path", "path")
     if not path_text:
         r.error("path", "is required: the flow folder to register")
-    kind = r.string(raw, "type", "type")
+    kind = r.choice(raw, "type", "type", MODEL_TYPES)
     if kind not in (None, "custom_model"):
         r.note("type", f"{kind!r} is treated as a prompt flow folder (custom_model)")
-    r.unknown(raw, _MODEL_FIELDS, _MODEL_IGNORED)
+    r.unknown(raw, _MODEL_FIELDS, _MODEL_IGNORED, what="a model")
     description = r.string(raw, "description", "description", "") or ""
     tags = r.string_map(raw, "tags", "tags")
     properties = r.string_map(raw, "properties", "properties")
@@ -335,16 +461,19 @@ _AZURE_ONLY_NOTE = "Azure-only; kept and not applicable on flowport"
 def parse_endpoint(raw: Any, file: str | None = None) -> EndpointSpec:
     r = _Reader(raw, file, "endpoint")
     name = r.name(raw, "name", "name")
-    auth_mode = (r.string(raw, "auth_mode", "auth_mode", "key") or "key").lower()
-    if auth_mode == "aad_token":
-        r.error("auth_mode", "aad_token needs Microsoft Entra ID; flowport supports key and aml_token")
-    elif auth_mode not in ("key", "aml_token"):
-        r.error("auth_mode", f"must be key or aml_token, got {auth_mode!r}")
+    auth_mode = r.choice(raw, "auth_mode", "auth_mode", AUTH_MODES, "key", exact=True) or "key"
     traffic = r.percentages(raw, "traffic", "traffic") if "traffic" in raw else None
     mirror = r.percentages(raw, "mirror_traffic", "mirror_traffic") if "mirror_traffic" in raw else None
     if mirror:
         check_mirror_shape(mirror, r.error)
-    r.unknown(raw, _ENDPOINT_FIELDS, dict.fromkeys(_ENDPOINT_AZURE_ONLY, _AZURE_ONLY_NOTE))
+    extras = _extras(raw, _ENDPOINT_AZURE_ONLY)
+    if "public_network_access" in raw:
+        if "compute" in raw:
+            r.error("public_network_access", "applies to managed endpoints only (this one names a compute)")
+        access = r.choice(raw, "public_network_access", "public_network_access", NETWORK_ACCESS)
+        extras["public_network_access"] = access
+    ignored = {**dict.fromkeys(_ENDPOINT_AZURE_ONLY, _AZURE_ONLY_NOTE), **_read_only(raw)}
+    r.unknown(raw, _ENDPOINT_FIELDS, ignored, what="an endpoint")
     description = r.string(raw, "description", "description", "") or ""
     tags = r.string_map(raw, "tags", "tags")
     compute = r.string(raw, "compute", "compute")
@@ -353,17 +482,12 @@ def parse_endpoint(raw: Any, file: str | None = None) -> EndpointSpec:
         if not COMPUTE_NAME_RULE.match(compute):
             r.error("compute", f"{compute!r} is not a compute: use azureml:NAME (flowport compute list)")
     r.done()
-    return EndpointSpec(
-        name,
-        auth_mode,
-        description,
-        tags,
-        traffic,
-        mirror,
-        _extras(raw, _ENDPOINT_AZURE_ONLY),
-        tuple(r.notes),
-        compute,
-    )
+    return EndpointSpec(name, auth_mode, description, tags, traffic, mirror, extras, tuple(r.notes), compute)
+
+
+def _read_only(raw: Mapping[str, Any]) -> dict[str, str]:
+    """The read-only fields a shown document carries: ignored (noted) when it is applied again."""
+    return {key: _READ_ONLY_NOTE for key in READ_ONLY if key in raw}
 
 
 def compute_reference(text: str) -> str:
@@ -475,35 +599,61 @@ class DeploymentSpec:
     liveness_probe: Probe = field(default_factory=Probe)
     readiness_probe: Probe = field(default_factory=Probe)
     data_collector: DataCollection | None = None
+    code_path: Path | None = None
+    """``code_configuration.code``: the folder holding the scoring script."""
+    scoring_script: str | None = None
+    """``code_configuration.scoring_script``: set, the deployment runs it (``init()``/``run()``)."""
+    conda_file: Path | None = None
+    """``environment.conda_file``: its pip packages go into the deployment's virtualenv."""
     extras: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
 
+AZURE_TRACES_ENV = "APPLICATIONINSIGHTS_CONNECTION_STRING"
+"""In a deployment's variables: its traces go to Azure Monitor (``tracing.setup`` reads it)."""
+
 _DEPLOYMENT_FIELDS = {
     "name", "endpoint_name", "model", "description", "tags", "instance_type", "instance_count",
     "environment_variables", "request_settings", "liveness_probe", "readiness_probe", "data_collector",
-    "secret_environment_variables",
+    "secret_environment_variables", "code_configuration", "environment", "scale_settings",
 }  # fmt: skip
 _DEPLOYMENT_KEPT = {
-    "environment": "runs as local processes from flowport's own environment; kept as a label",
-    "code_configuration": "a flow deployment needs no scoring script; kept and ignored",
-    "app_insights_enabled": "use the Prometheus /metrics and JSON logs instead; kept and ignored",
-    "scale_settings": "instance_count is applied as given; kept and ignored",
+    "app_insights_enabled": (
+        "traces go to flowport's built-in store (flowport trace list); set "
+        "APPLICATIONINSIGHTS_CONNECTION_STRING in environment_variables to send them to Azure Monitor "
+        "(docs/traces.md)"
+    ),
     "egress_public_network_access": _AZURE_ONLY_NOTE,
     "type": "every deployment runs on the configured flowport runtime; kept and ignored",
     "properties": "kept",
     "resources": "kept; used by `export --format kubernetes` (requests and limits)",
-    "default_instance_type": "kept and ignored",
+    "model_mount_path": "instances read the model from its snapshot; kept and ignored",
+    "private_network_connection": _AZURE_ONLY_NOTE,
 }
+_MANAGED_ONLY = ("egress_public_network_access", "private_network_connection")
+_KUBERNETES_ONLY = ("resources",)
+_TARGET_UTILIZATION = ("polling_interval", "target_utilization_percentage", "min_instances", "max_instances")
+_TARGET_UTILIZATION += ("cooldown_seconds",)
+"""Azure's fields, and flowport's ``cooldown_seconds`` (low load this long before scaling down)."""
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 def parse_deployment(raw: Any, file: str | None = None, base_dir: Path | None = None) -> DeploymentSpec:
     r = _Reader(raw, file, "deployment")
     name = r.name(raw, "name", "name")
     endpoint_name = r.name(raw, "endpoint_name", "endpoint_name", required=False) or None
-    model_ref, model_path, model_properties = _model_field(r, raw, base_dir)
+    code_path, scoring_script = _code_configuration(r, raw, base_dir)
+    model_ref, model_path, model_properties = _model_field(r, raw, base_dir, scoring_script is None)
+    conda_file = _environment(r, raw, base_dir)
     settings = r.mapping(raw, "request_settings", "request_settings")
     if "max_queue_wait_ms" in settings:
+        r.integer(settings, "max_queue_wait_ms", "request_settings.max_queue_wait_ms", 500, 1, 2**31 - 1)
         r.note("request_settings.max_queue_wait_ms", "deprecated by Azure; flowport queues for up to 500 ms")
     r.unknown(
         settings,
@@ -513,6 +663,8 @@ def parse_deployment(raw: Any, file: str | None = None, base_dir: Path | None = 
     )
     collector = _data_collector(r, raw)
     variables = r.string_map(raw, "environment_variables", "environment_variables")
+    _connection_references(r, variables)
+    flow = "code_configuration" not in raw  # a prompt flow, not a scoring script: the guide's defaults
     spec = DeploymentSpec(
         name=name,
         endpoint_name=endpoint_name,
@@ -526,26 +678,114 @@ def parse_deployment(raw: Any, file: str | None = None, base_dir: Path | None = 
         environment_variables=variables,
         secret_environment_variables=_secret_names(r, raw, variables),
         request_timeout_ms=r.integer(
-            settings, "request_timeout_ms", "request_settings.request_timeout_ms", 5000, 1, 300_000
+            settings,
+            "request_timeout_ms",
+            "request_settings.request_timeout_ms",
+            5000,
+            1,
+            FLOW_TIMEOUT_MS if flow else SCRIPT_TIMEOUT_MS,
         ),
         max_concurrent_requests_per_instance=r.integer(
             settings,
             "max_concurrent_requests_per_instance",
             "request_settings.max_concurrent_requests_per_instance",
-            10,
+            10 if flow else 1,
             1,
             1000,
         ),
         liveness_probe=_probe(r, raw, "liveness_probe"),
         readiness_probe=_probe(r, raw, "readiness_probe"),
         data_collector=collector,
-        extras=_extras(raw, tuple(_DEPLOYMENT_KEPT)),
+        code_path=code_path,
+        scoring_script=scoring_script,
+        conda_file=conda_file,
+        extras=_deployment_extras(r, raw),
     )
     if spec.instance_type:
         r.note("instance_type", f"{spec.instance_type!r} is kept as a label; instances run on this machine")
-    r.unknown(raw, _DEPLOYMENT_FIELDS, _DEPLOYMENT_KEPT)
+    if variables.get(AZURE_TRACES_ENV) and not _installed("azure.monitor.opentelemetry.exporter"):
+        r.note(
+            f"environment_variables.{AZURE_TRACES_ENV}",
+            "exporting traces to Azure Monitor needs azure-monitor-opentelemetry-exporter "
+            "(pip install 'flowport[azure]'); until then they go to the built-in store",
+        )
+    r.unknown(raw, _DEPLOYMENT_FIELDS, {**_DEPLOYMENT_KEPT, **_read_only(raw)}, what="a deployment")
     r.done()
     return DeploymentSpec(**{**spec.__dict__, "notes": tuple(r.notes)})
+
+
+def _deployment_extras(r: _Reader, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The Azure-only fields, kept as given once their enums and shapes are checked (normalised)."""
+    extras = _extras(raw, (*_DEPLOYMENT_KEPT, "code_configuration", "environment"))
+    kind = r.choice(raw, "type", "type", DEPLOYMENT_TYPES, "managed") or "managed"
+    if "type" in raw:
+        extras["type"] = kind
+    kubernetes_only = (
+        "Azure takes it on type: kubernetes deployments only; kept for export --format kubernetes"
+    )
+    for key in _MANAGED_ONLY if kind == "kubernetes" else _KUBERNETES_ONLY:
+        if key in raw and kind == "kubernetes":
+            r.error(key, f"applies to managed deployments only (this one is type: {kind})")
+        elif key in raw:
+            r.note(key, kubernetes_only)
+    if "egress_public_network_access" in raw:
+        extras["egress_public_network_access"] = r.choice(
+            raw, "egress_public_network_access", "egress_public_network_access", NETWORK_ACCESS
+        )
+    if "app_insights_enabled" in raw:
+        extras["app_insights_enabled"] = r.boolean(raw, "app_insights_enabled", "app_insights_enabled", False)
+    if "scale_settings" in raw:
+        scale = r.mapping(raw, "scale_settings", "scale_settings")
+        allowed = SCALE_TYPES["kubernetes"]
+        scale_type = r.choice(scale, "type", "scale_settings.type", allowed, "default")
+        if "type" not in scale:
+            r.error("scale_settings.type", f"is required: one of {', '.join(allowed)}")
+        elif scale_type not in SCALE_TYPES[kind]:
+            r.note(
+                "scale_settings.type",
+                f"{scale_type}: Azure takes it on type: kubernetes deployments only; "
+                "flowport autoscales with it, and export --format kubernetes makes it an HPA",
+            )
+        fields = set(_TARGET_UTILIZATION) if scale_type == "target_utilization" else set()
+        r.unknown(scale, {"type", *fields}, {}, "scale_settings.")
+        extras["scale_settings"] = {
+            **to_plain(scale),
+            **({"type": scale_type} if scale_type else {}),
+            **(_target_utilization(r, scale) if fields else {}),
+        }
+    return extras
+
+
+def _target_utilization(r: _Reader, scale: Mapping[str, Any]) -> dict[str, Any]:
+    """The given ``target_utilization`` fields, checked and normalised (Azure's defaults apply later)."""
+    bounds = {"min_instances": (1, 50), "max_instances": (1, 50), "target_utilization_percentage": (1, 100)}
+    bounds["polling_interval"] = (1, 3600)
+    given: dict[str, Any] = {}
+    for key, (low, high) in bounds.items():
+        if key in scale:
+            given[key] = r.integer(scale, key, f"scale_settings.{key}", low, low, high)
+    if "cooldown_seconds" in scale:
+        given["cooldown_seconds"] = r.number(
+            scale, "cooldown_seconds", "scale_settings.cooldown_seconds", 60, 0, 3600
+        )
+    low, high = given.get("min_instances", 1), given.get("max_instances", 1)
+    if high < low:
+        r.error(
+            "scale_settings.max_instances",
+            f"({high}) is below min_instances ({low}); raise it or lower min_instances",
+        )
+    return given
+
+
+def _connection_references(r: _Reader, variables: Mapping[str, str]) -> None:
+    """``${{azureml://connections/NAME[/target|/credentials/X|/metadata/X]}}`` values must be whole."""
+    for key, value in variables.items():
+        if "azureml://connections" in value and parse_connection_reference(value) is None:
+            r.error(
+                f"environment_variables.{key}",
+                f"{value!r} is not a connection reference; write ${{{{azureml://connections/NAME}}}} "
+                "(or .../NAME/target, .../NAME/credentials/FIELD, .../NAME/metadata/FIELD)",
+            )
 
 
 def _secret_names(r: _Reader, raw: Mapping[str, Any], variables: Mapping[str, str]) -> tuple[str, ...]:
@@ -568,12 +808,75 @@ def _secret_names(r: _Reader, raw: Mapping[str, Any], variables: Mapping[str, st
     return tuple(dict.fromkeys(names))
 
 
-def _model_field(
+def _local_path(text: str, base_dir: Path | None) -> Path:
+    path = Path(text).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    return path.resolve()
+
+
+def _code_configuration(
     r: _Reader, raw: Mapping[str, Any], base_dir: Path | None
+) -> tuple[Path | None, str | None]:
+    """``code_configuration: {code, scoring_script}``: the folder and the script in it."""
+    if raw.get("code_configuration") is None:
+        return None, None
+    data = r.mapping(raw, "code_configuration", "code_configuration")
+    code = r.string(data, "code", "code_configuration.code")
+    script = r.string(data, "scoring_script", "code_configuration.scoring_script")
+    if not code:
+        r.error("code_configuration.code", "is required: the folder holding the scoring script")
+    if not script:
+        r.error("code_configuration.scoring_script", "is required: the script's path inside code (score.py)")
+    elif Path(script).is_absolute() or ".." in Path(script).parts:
+        r.error("code_configuration.scoring_script", f"{script!r} must be a path inside the code folder")
+    r.unknown(data, {"code", "scoring_script"}, {}, "code_configuration.")
+    if not code or not script:
+        return None, None
+    return _local_path(code, base_dir), script
+
+
+_ENVIRONMENT_FIELDS = {
+    "conda_file", "name", "version", "description", "tags", "properties", "image", "build",
+    "inference_config", "os_type", "datastore",
+}  # fmt: skip
+
+
+def _environment(r: _Reader, raw: Mapping[str, Any], base_dir: Path | None) -> Path | None:
+    """``environment``: its ``conda_file`` is applied; an image, a build or a reference is a note."""
+    environment = raw.get("environment")
+    if environment is None:
+        return None
+    if isinstance(environment, str):
+        r.note(
+            "environment", f"{environment!r}: instances run from flowport's own environment; kept as a label"
+        )
+        return None
+    data = r.mapping(raw, "environment", "environment")
+    unapplied = [key for key in ("image", "build", "inference_config", "os_type") if key in data]
+    if unapplied:
+        r.note("environment", f"{', '.join(unapplied)}: instances run as local processes; kept and ignored")
+    r.unknown(data, _ENVIRONMENT_FIELDS, {}, "environment.")
+    conda = data.get("conda_file")
+    if conda is None:
+        return None
+    if not isinstance(conda, str):
+        r.error("environment.conda_file", f"must be the path of a conda YAML file, got {_kind(conda)}")
+        return None
+    return _local_path(conda, base_dir)
+
+
+def _model_field(
+    r: _Reader, raw: Mapping[str, Any], base_dir: Path | None, required: bool = True
 ) -> tuple[str | None, Path | None, dict[str, str]]:
     model = raw.get("model")
     if model is None:
-        r.error("model", "is required: a registered model (azureml:name:version) or an inline path")
+        if required:
+            r.error(
+                "model",
+                "is required: a registered model (azureml:name:version) or an inline path; "
+                "or give code_configuration to run a scoring script",
+            )
         return None, None, {}
     if isinstance(model, str):
         try:
@@ -589,11 +892,9 @@ def _model_field(
     if not path_text:
         r.error("model.path", "is required for an inline model: the flow folder")
         return None, None, {}
-    path = Path(path_text).expanduser()
-    if not path.is_absolute() and base_dir is not None:
-        path = base_dir / path
-    r.unknown(model, {"path", "properties", "name", "version", "description", "type", "tags"}, {}, "model.")
-    return None, path.resolve(), r.string_map(model, "properties", "model.properties")
+    r.choice(model, "type", "model.type", MODEL_TYPES)
+    r.unknown(model, _MODEL_FIELDS, _MODEL_IGNORED, "model.", "an inline model")
+    return None, _local_path(path_text, base_dir), r.string_map(model, "properties", "model.properties")
 
 
 def _probe(r: _Reader, raw: Mapping[str, Any], key: str) -> Probe:
@@ -625,11 +926,9 @@ def _data_collector(r: _Reader, raw: Mapping[str, Any]) -> DataCollection | None
         enabled[name] = r.boolean(body, "enabled", f"{path}.enabled", False)
         if "data" in body:
             r.note(f"{path}.data", "records go to JSONL under the flowport home; kept and ignored")
-    rolling = r.string(data, "rolling_rate", "data_collector.rolling_rate", "Hour") or "Hour"
-    matched = next((rate for rate in ROLLING_RATES if rate.lower() == rolling.lower()), None)
-    if matched is None:
-        r.error("data_collector.rolling_rate", f"must be one of {', '.join(ROLLING_RATES)}, got {rolling!r}")
-    r.unknown(data, {"collections", "rolling_rate", "sampling_rate"}, {}, "data_collector.")
+    matched = r.choice(data, "rolling_rate", "data_collector.rolling_rate", ROLLING_RATES, "Hour")
+    ignored = {"request_logging": "request headers are not logged; kept and ignored"}
+    r.unknown(data, {"collections", "rolling_rate", "sampling_rate"}, ignored, "data_collector.")
     return DataCollection(
         request=enabled.get("request", False),
         response=enabled.get("response", False),

@@ -36,8 +36,9 @@ def check_tools(flow: FlowDef, folder: Path, shown_as: Path) -> dict[str, Any] |
     ``folder`` holds the copy to check; messages name ``shown_as`` (the user's folder) instead.
     For a flex flow, return the inputs its entry's signature gives (``{name: {type, default}}``).
     """
-    if not any(node.source_path for node in flow.nodes.values()) and "flowport.flex" not in flow.raw:
-        return None  # no code to import (a flex flow's entry always is)
+    imports = any(node.source_path or node.source_type == "package" for node in flow.nodes.values())
+    if not imports and "flowport.flex" not in flow.raw:
+        return None  # no code to import (a flex flow's entry always is; a package tool's module is)
     if Path(flow.file).suffix == ".prompty":
         return None  # a prompty holds no code to import
     user = _instance_user()

@@ -47,6 +47,7 @@ class Agent:
                 Route(one, self.remove, methods=["DELETE"]),
                 Route(one + "/instances", self.instances),
                 Route(one + "/logs", self.logs),
+                Route(one + "/scaling", self.scaling),
                 Route("/stats/{endpoint}", self.stats),
             ],
             exception_handlers={Exception: self.failed},
@@ -122,6 +123,10 @@ class Agent:
 
     async def instances(self, request: Request) -> Response:
         return JSONResponse(wire.instances_to_json(self.runtime.instances(self._key(request))))
+
+    async def scaling(self, request: Request) -> Response:
+        status = self.runtime.scaling(self._key(request))
+        return JSONResponse(status.to_json() if status is not None else None)
 
     async def logs(self, request: Request) -> Response:
         lines = int(request.query_params.get("lines", "100"))

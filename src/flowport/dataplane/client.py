@@ -8,6 +8,7 @@ import httpx
 
 from flowport.dataplane import wire
 from flowport.gateway import EndpointRoute
+from flowport.runtime.autoscale import ScalingStatus
 from flowport.runtime.base import DeploymentFailed, DeploymentKey, DeploymentPlan, InstanceState
 
 CALL_TIMEOUT = 30.0
@@ -83,6 +84,12 @@ class DataPlaneClient:
     async def instances(self, key: DeploymentKey) -> list[InstanceState]:
         response = await self._call("GET", f"/deployments/{key.endpoint}/{key.deployment}/instances")
         return wire.instances_from_json(response.json())
+
+    async def scaling(self, key: DeploymentKey) -> ScalingStatus | None:
+        """An autoscaled deployment's count and the scaling events the data plane keeps."""
+        response = await self._call("GET", f"/deployments/{key.endpoint}/{key.deployment}/scaling")
+        data = response.json()
+        return ScalingStatus.from_json(data) if data is not None else None
 
     async def logs(self, key: DeploymentKey, lines: int) -> list[str]:
         path = f"/deployments/{key.endpoint}/{key.deployment}/logs"

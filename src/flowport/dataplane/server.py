@@ -16,6 +16,7 @@ import secrets
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -35,6 +36,9 @@ from flowport.runtime.local import LocalRuntime
 from flowport.runtime.local.isolation import instance_python
 from flowport.runtime.router import ComputeRouter
 from flowport.settings import SERVER_FILE, admin_token, private_home, run_dir
+from flowport.tracing.setup import configure
+
+GATEWAY_TRACES = "gateway.traces.jsonl"
 
 GRACEFUL_SECONDS = 30
 DATAPLANE_SOCKET = "dataplane.sock"
@@ -93,6 +97,13 @@ def public_app(gateway: Gateway, relay: ControlRelay, admin: str) -> ASGIApp:
     return app
 
 
+def gateway_traces(home: Path) -> BinaryIO:
+    """The built-in trace store's file for the gateway's spans (beside the instances' files)."""
+    folder = home / "runtime" / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    return open(folder / GATEWAY_TRACES, "ab", buffering=0)
+
+
 async def serve(home: Path, listener: socket.socket, base_url: str) -> int:
     """Serve until SIGTERM or Ctrl-C, then stop the control plane and drain every instance.
 
@@ -106,12 +117,17 @@ async def serve(home: Path, listener: socket.socket, base_url: str) -> int:
     agent_socket, control_socket = run / DATAPLANE_SOCKET, run / CONTROL_SOCKET
 
     gateway = Gateway(TokenSigner(signing_key(load_or_create_key(home))), data_dir=home / "data")
+    traces = gateway_traces(home)
+    tracing = configure(
+        "flowport-gateway", os.environ, builtin=traces, on_drop=gateway.metrics.trace_dropped.inc
+    )
     runtime = ComputeRouter(
         LocalRuntime(home / "runtime", python=instance_python()), {"ray": ray_runtime(home)}
     )
     runtime.set_listener(
         lambda key, addresses: gateway.set_instances(key.endpoint, key.deployment, addresses)
     )
+    runtime.set_load_source(lambda key: gateway.in_flight(key.endpoint, key.deployment))
     relay = ControlRelay(str(control_socket))
     token = secrets.token_urlsafe(32)
     agent = Agent(gateway, runtime, token)
@@ -157,6 +173,9 @@ async def serve(home: Path, listener: socket.socket, base_url: str) -> int:
         agent_server.should_exit = True
         await agent_task
         await relay.aclose()
+        if tracing is not None:
+            tracing.shutdown()
+        traces.close()
         with contextlib.suppress(FileNotFoundError):
             server_file.unlink()
     return 1 if control.gave_up else 0

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from flowport.gateway import DataCollection, DeploymentRoute, EndpointRoute
+from flowport.runtime.autoscale import ScaleSettings
 from flowport.runtime.base import (
     ComputeTarget,
     DeploymentKey,
@@ -50,8 +51,10 @@ def plan_to_json(plan: DeploymentPlan) -> dict[str, Any]:
         "liveness": asdict(plan.liveness),
         "readiness": asdict(plan.readiness),
         "requirements": str(plan.requirements) if plan.requirements else None,
+        "pip_requirements": list(plan.pip_requirements),
         "masked": sorted(plan.masked),
         "compute": asdict(plan.compute),
+        "scale": plan.scale.to_json() if plan.scale else None,
     }
 
 
@@ -64,8 +67,10 @@ def plan_from_json(data: dict[str, Any]) -> DeploymentPlan:
         liveness=Probe(**data["liveness"]),
         readiness=Probe(**data["readiness"]),
         requirements=Path(data["requirements"]) if data.get("requirements") else None,
+        pip_requirements=tuple(data.get("pip_requirements") or ()),
         masked=frozenset(data.get("masked", ())),
         compute=ComputeTarget(**data.get("compute") or {}),
+        scale=ScaleSettings.from_json(data["scale"]) if data.get("scale") else None,
     )
 
 

@@ -6,6 +6,7 @@ from flowport.engine.flex import FlexExecutor, load_executor
 from flowport.engine.flex_init import parse_init
 from flowport.engine.records import LineRun, NodeRun, Status
 from flowport.engine.streams import NodeStream
+from flowport.tools.multimedia import PFBytes, base64_reference, persist_images
 
 __all__ = [
     "ExecutionError",
@@ -15,7 +16,10 @@ __all__ = [
     "LineRun",
     "NodeRun",
     "NodeStream",
+    "PFBytes",
     "Status",
+    "base64_reference",
     "load_executor",
     "parse_init",
+    "persist_images",
 ]

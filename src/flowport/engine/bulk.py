@@ -3,7 +3,8 @@
 Lines run concurrently (bounded); a failing line is recorded and the run goes on.
 Results are written under the run folder: ``outputs.jsonl`` (one object per completed
 line, with ``line_number``), ``details.jsonl`` (inputs, outputs, status, error, node
-runs per line), ``metrics.json`` and ``meta.json``.
+runs per line), ``metrics.json`` and ``meta.json``; output images as files beside them
+(``{"data:image/png;path": "<uuid>.png"}`` in the outputs, as prompt flow writes them).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from flowport.engine.errors import user_error
 from flowport.engine.executor import FlowExecutor, LineResult
 from flowport.engine.streams import join_async
+from flowport.tools.multimedia import data_file_paths, has_media_dict, persist_images
 
 _MAPPING_REF = re.compile(r"^\$\{(data|run\.outputs|run\.inputs)\.([^}]+)\}$")
 
@@ -47,7 +49,8 @@ class RunSummary:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Read a JSONL file; a bad line is an error naming its number."""
+    """Read a JSONL file; a bad line is an error naming its number. Image files named by
+    ``{"data:image/png;path": ...}`` are relative to the file's folder, as in prompt flow."""
     rows = []
     try:
         text = path.read_text(encoding="utf-8")
@@ -62,7 +65,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
             raise user_error(f"{path}:{number}: not valid JSON: {exc}", "InvalidData") from None
         if not isinstance(row, dict):
             raise user_error(f"{path}:{number}: each line must be a JSON object", "InvalidData")
-        rows.append(row)
+        rows.append(data_file_paths(row, path.parent) if has_media_dict(row) else row)
     return rows
 
 
@@ -205,6 +208,7 @@ async def write_run(
     ):
         for result in results:
             outputs = {k: await join_async(v) for k, v in result.outputs.items()}
+            outputs = persist_images(outputs, run_dir, relative_to=run_dir)  # <uuid>.png beside
             if result.ok:
                 out.write(
                     json.dumps({"line_number": result.run.line_number, **outputs}, default=_json_default)

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from flowport.engine.flex_signature import signature_inputs
-from flowport.flow import MISSING, FlowError, Problem, build_plan, load_flow
+from flowport.flow import MISSING, FlowError, NodeDef, Problem, build_plan, load_flow
 from flowport.flow.flex import flex_file, load_flex
 from flowport.tools.compat import install_promptflow_shim
-from flowport.tools.package_tools import BUILTIN_PACKAGE_TOOLS, PROMPT_LLM_TOOL
+from flowport.tools.installed_tools import InstalledTools, PackageToolError
+from flowport.tools.package_tools import BUILTIN_PACKAGE_TOOLS, PROMPT_LLM_TOOL, VISION_TOOLS
 from flowport.tools.python_tool import ToolLoadError, find_tool_function, import_module_from_file
 from flowport.tools.templates import TemplateError, compile_template
 
@@ -84,16 +85,11 @@ def check_flow(folder: Path, *, has_requirements: bool) -> list[Problem]:
         return exc.problems
     plan = build_plan(flow)
     problems = []
+    installed = InstalledTools()
     for node_plan in (*plan.line_nodes, *plan.aggregation_nodes):
         node = node_plan.node
-        unknown = (
-            node.type == "python" and not node.source_path and node.source_tool not in BUILTIN_PACKAGE_TOOLS
-        ) or (node.type == "custom_llm" and node.source_tool != PROMPT_LLM_TOOL)
-        if unknown:
-            message = (
-                f"node {node.name!r} uses package tool {node.source_tool!r}, which flowport does not provide"
-            )
-            problems.append(Problem("UnsupportedTool", message, str(flow.file), node.line))
+        if node.source_type in ("package", "package_with_prompt"):
+            problems += _check_package_tool(node, str(flow.file), installed, has_requirements)
         if not node.source_path:
             continue
         path = flow.path / node.source_path
@@ -110,6 +106,22 @@ def check_flow(folder: Path, *, has_requirements: bool) -> list[Problem]:
                 Problem("InvalidTemplate", f"node {node.name!r}: {exc}", str(flow.file), node.line)
             )
     return problems
+
+
+def _check_package_tool(
+    node: NodeDef, where: str, installed: InstalledTools, has_requirements: bool
+) -> list[Problem]:
+    """A package tool is built in or installed here, and its module imports. One that is not
+    installed may come with the flow's requirements.txt: then the deployment tells."""
+    if node.source_tool in BUILTIN_PACKAGE_TOOLS or node.source_tool in (PROMPT_LLM_TOOL, *VISION_TOOLS):
+        return []
+    try:
+        installed.find(str(node.source_tool)).load()
+    except PackageToolError as exc:
+        if exc.code == "PackageToolNotFoundError" and has_requirements:
+            return []
+        return [Problem(exc.code, f"node {node.name!r}: {exc}", where, node.line)]
+    return []
 
 
 def _reportable(cause: BaseException | None, has_requirements: bool) -> bool:

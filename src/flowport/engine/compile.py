@@ -9,7 +9,7 @@ import inspect
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,14 +17,16 @@ from typing import Any
 from flowport.connections import AzureOpenAIConnection, Connection
 from flowport.connections.types import CONNECTION_TYPES
 from flowport.engine.errors import ExecutionError, system_error, user_error
+from flowport.engine.package_node import PackageToolBuilder
 from flowport.flow import FlowDef, FlowError, NodePlan, Plan
 from flowport.flow.reference import InputRef, Literal, NodeRef
 from flowport.tools.callable import CallMode, Param, ToolCallable
 from flowport.tools.chat_parser import ChatFormatError
+from flowport.tools.installed_tools import InstalledTools, PackageToolError
 from flowport.tools.llm import ClientPool, LLMTool, tool_parameters
 from flowport.tools.package_tools import (
-    BUILTIN_PACKAGE_TOOLS,
     PROMPT_LLM_TOOL,
+    VISION_TOOLS,
     builtin_package_tool,
     prompt_llm_tool,
 )
@@ -126,6 +128,7 @@ class FlowCompiler:
         self.flow = plan.flow
         self.connections = connections
         self.pool = pool
+        self.installed = InstalledTools()
 
     def compile(self) -> dict[str, CompiledNode]:
         nodes = {}
@@ -155,6 +158,8 @@ class FlowCompiler:
         literals: dict[str, Any] = {}
         refs: list[tuple[str, InputRef | NodeRef]] = []
         for key, binding in node.node.inputs.items():
+            if key in tool.init_inputs:
+                continue
             if not isinstance(binding, Literal):
                 refs.append((key, binding))
             elif binding.value is not None and binding.value != "":
@@ -195,15 +200,7 @@ class FlowCompiler:
     def _python_tool(self, node: NodePlan) -> ToolCallable:
         if node.node.source_type == "package" and not node.node.source_path:
             tool = builtin_package_tool(node.node.source_tool, self.pool, node.node.name)
-            if tool is None:
-                raise self._error(
-                    node,
-                    f"node {node.node.name!r} uses package tool {node.node.source_tool!r}, which flowport "
-                    f"does not provide (built in: {', '.join(BUILTIN_PACKAGE_TOOLS)}); copy the tool into "
-                    "the flow folder as a python node",
-                    "UnsupportedTool",
-                )
-            return tool
+            return tool if tool is not None else self._installed_tool(node)
         path = self._source(node)
         try:
             module = import_module_from_file(path)
@@ -212,10 +209,11 @@ class FlowCompiler:
             raise self._error(node, f"node {node.node.name!r}: {exc}", exc.code) from None
         return ToolCallable.from_function(func)
 
-    def _read_template(self, node: NodePlan) -> Any:
+    def _read_template(self, node: NodePlan, build: Callable[[str, str], Any] = compile_template) -> Any:
+        """``build(text, file name)`` of the node's template file (compiled by default)."""
         path = self._source(node)
         try:
-            return compile_template(path.read_text(encoding="utf-8"), path.name)
+            return build(path.read_text(encoding="utf-8"), path.name)
         except (OSError, UnicodeDecodeError) as exc:
             raise self._error(node, f"cannot read template {path}: {exc}", "TemplateNotReadable") from None
         except TemplateError as exc:
@@ -230,15 +228,28 @@ class FlowCompiler:
         return ToolCallable(func=render_prompt, mode=CallMode.INLINE, accepts_any=True)
 
     def _custom_llm_tool(self, node: NodePlan) -> ToolCallable:
-        if node.node.source_type != "package_with_prompt" or node.node.source_tool != PROMPT_LLM_TOOL:
+        if node.node.source_type != "package_with_prompt":
             raise self._error(
                 node,
-                f"custom_llm node {node.node.name!r} uses {node.node.source_tool!r} "
-                f"(source type {node.node.source_type!r}), which flowport does not provide; built in: "
-                f"{PROMPT_LLM_TOOL} with source type package_with_prompt",
+                f"custom_llm node {node.node.name!r} has source type {node.node.source_type!r}; "
+                "a custom_llm node's source is {type: package_with_prompt, tool: ..., path: ...}",
                 "UnsupportedTool",
             )
-        return prompt_llm_tool(self._read_template(node), self.pool, node.node.name)
+        if node.node.source_tool == PROMPT_LLM_TOOL:
+            return prompt_llm_tool(self._read_template(node), self.pool, node.node.name)
+        vision = VISION_TOOLS.get(str(node.node.source_tool))
+        if vision is not None:
+            return self._read_template(node, lambda text, _: vision(text, self.pool, node.node.name))
+        return self._installed_tool(node)
+
+    def _installed_tool(self, node: NodePlan) -> ToolCallable:
+        """A tool from a package installed in this environment (``tools.installed_tools``)."""
+        try:
+            found = self.installed.find(str(node.node.source_tool))
+            target = found.load()
+        except PackageToolError as exc:
+            raise self._error(node, f"node {node.node.name!r}: {exc}", exc.code) from None
+        return PackageToolBuilder(self, node, found).build(target)
 
     def _llm_tool(self, node: NodePlan) -> ToolCallable:
         api = node.node.api or "chat"

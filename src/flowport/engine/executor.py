@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from flowport import tracing
 from flowport.connections import Connection
 from flowport.engine.compile import (
     CompiledNode,
@@ -33,8 +34,9 @@ from flowport.engine.compile import (
 )
 from flowport.engine.errors import ExecutionError, system_error, tool_error, user_error
 from flowport.engine.inline import InlinePolicy
-from flowport.engine.inputs import prepare_inputs
+from flowport.engine.inputs import has_media, load_media, prepare_inputs
 from flowport.engine.records import LineRun, NodeRun, Status, now
+from flowport.engine.spans import cancel_line, end_line, node_attributes, node_failed, start_line, start_node
 from flowport.engine.streams import NodeStream, SharedGenerator, join_async, join_sync
 from flowport.flow import MISSING, FlowDef, Plan, build_plan, load_flow
 from flowport.flow.reference import InputRef, Literal, NodeRef, resolve_path
@@ -43,6 +45,7 @@ from flowport.tools.chat_parser import ChatFormatError
 from flowport.tools.compat import install_promptflow_shim
 from flowport.tools.llm import ClientPool, LLMCallError, LLMParamError, line_deadline
 from flowport.tools.metrics import collect_metrics, stop_collecting
+from flowport.tools.multimedia import PFBytes, has_image
 from flowport.tools.usage import current_usage
 
 LINE_TIMEOUT_ENV = "PF_LINE_TIMEOUT_SEC"
@@ -120,6 +123,8 @@ class FlowExecutor:
         )
         """Every node is sync and each reads the one before: run each line in one thread hop."""
         self.inline_policy = InlinePolicy()
+        self.confine_image_files = False
+        """Image files only from inside the flow folder (set when serving: inputs are a client's text)."""
         self._run_prefix = uuid.uuid4().hex
         self._run_numbers = itertools.count()
         """Whether such a chain has proven fast enough to run on the event loop itself."""
@@ -130,6 +135,16 @@ class FlowExecutor:
             if not (isinstance(output.reference, NodeRef) and output.reference.node in aggregation)
         }
         """Outputs of one line: those that read aggregation nodes are left out, as in prompt flow."""
+        self.span_attributes = {
+            name: node_attributes(
+                name,
+                node.plan.node.type,
+                node.plan.node.source_path or node.plan.node.source_tool or node.plan.node.api or "",
+                node.plan.node.variant_id,
+            )
+            for name, node in nodes.items()
+        }
+        """Each node span's fixed attributes, computed once."""
 
     @classmethod
     def load(
@@ -188,15 +203,40 @@ class FlowExecutor:
         run_id: str | None = None,
         record_io: bool = False,
         deadline: float | None = None,
+        span_attributes: Mapping[str, Any] | None = None,
     ) -> LineResult:
         """Run the flow on one set of inputs. Errors come back in the result, never raised.
 
         ``deadline`` (event loop time): when the caller gives up on the line, if before the
-        line timeout; LLM retries never wait past the earlier of the two.
+        line timeout; LLM retries never wait past the earlier of the two. ``span_attributes``
+        go on the line's span when tracing.
         """
         run = LineRun(run_id or f"{self._run_prefix}_{next(self._run_numbers)}", line_number, dict(inputs))
+        token = start_line(self.flow.name, run, span_attributes)
+        if token is None:
+            return await self._run_line(run, inputs, stream, line_number, record_io, deadline)
+        record_io = record_io or tracing.capture_content()
+        try:
+            result = await self._run_line(run, inputs, stream, line_number, record_io, deadline)
+        except BaseException:
+            cancel_line(run, token, self.span_attributes.__getitem__)
+            raise
+        end_line(run, token, result.outputs, self.span_attributes.__getitem__)
+        return result
+
+    async def _run_line(
+        self,
+        run: LineRun,
+        inputs: Mapping[str, Any],
+        stream: bool,
+        line_number: int | None,
+        record_io: bool,
+        deadline: float | None,
+    ) -> LineResult:
         try:
             values = prepare_inputs(self.flow, inputs, line_number)
+            if has_media(self.flow, values):  # files and URLs: off the event loop
+                values = await asyncio.to_thread(load_media, self.flow, values, self.confine_image_files)
         except ExecutionError as exc:
             return self._failed(run, exc)
         line = _Line(values, run, stream, record_io)
@@ -331,6 +371,7 @@ class FlowExecutor:
     def _node_error(self, node: CompiledNode, node_run: NodeRun, exc: Exception) -> ExecutionError:
         error = self._as_error(node.name, exc)
         self._node_failed(node_run, error)
+        node_failed(node_run, exc)
         return error
 
     async def _run_node(self, node: CompiledNode, line: _Line) -> None:
@@ -344,6 +385,7 @@ class FlowExecutor:
         if kwargs is None:
             return
         streaming = line.stream and node.name in self.stream_nodes
+        span_token = start_node(node_run, line.run.span)
         try:
             result = await self._invoke(node, kwargs, streaming, node_run)
         except asyncio.CancelledError:
@@ -353,6 +395,9 @@ class FlowExecutor:
         except Exception as exc:
             error = self._node_error(node, node_run, exc)
             raise error from (None if error is exc else exc)
+        finally:
+            if span_token is not None:
+                tracing.deactivate(span_token)
         self._finish_node(node, line, node_run, result)
 
     def _timed_chain(self, line: _Line, inline: bool) -> None:
@@ -378,12 +423,15 @@ class FlowExecutor:
                 continue
             streaming = line.stream and node.name in self.stream_nodes
             token = current_usage.set(node_run.usage)
+            span_token = start_node(node_run, line.run.span)
             try:
                 result = _call_sync(node, kwargs, streaming)
             except Exception as exc:
                 error = self._node_error(node, node_run, exc)
                 raise error from (None if error is exc else exc)
             finally:
+                if span_token is not None:
+                    tracing.deactivate(span_token)
                 current_usage.reset(token)
             if inspect.isgenerator(result):
                 result = NodeStream(result, node_run, self.pool, partial(self._as_error, node.name))
@@ -464,6 +512,10 @@ class FlowExecutor:
             if isinstance(ref, NodeRef) and found != key:
                 value = self._follow(ref, value, f"input {key!r} of node {name!r}")
             kwargs[key] = value
+        given = {ref.name: kwargs[key] for key, ref in node.refs if isinstance(ref, InputRef)}
+        if has_media(self.flow, given):  # image inputs read as a line reads them
+            loaded = await asyncio.to_thread(load_media, self.flow, given)
+            kwargs.update({key: loaded[ref.name] for key, ref in node.refs if isinstance(ref, InputRef)})
         node_run = NodeRun(name, start_time=now())
         try:
             return await self._invoke(node, kwargs, False, node_run)
@@ -524,7 +576,9 @@ def json_ready(name: str, value: Any) -> Any:
     try:
         return orjson.loads(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS))
     except TypeError:
-        pass  # orjson refuses more than json does (big ints, ...): let json decide and explain
+        if has_image(value):  # kept as they are: each answer writes them its own way
+            return _ready_around_images(name, value)
+        # orjson refuses more than json does (big ints, ...): let json decide and explain
     try:
         return json.loads(json.dumps(value, ensure_ascii=False))
     except (TypeError, ValueError) as exc:
@@ -534,6 +588,16 @@ def json_ready(name: str, value: Any) -> Any:
             "sure the value serializable.",
             "FlowOutputUnserializable",
         ) from None
+
+
+def _ready_around_images(name: str, value: Any) -> Any:
+    if isinstance(value, PFBytes):
+        return value
+    if isinstance(value, list | tuple):
+        return [_ready_around_images(name, item) for item in value]
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(k): _ready_around_images(name, v) for k, v in value.items()}
+    return json_ready(name, value)
 
 
 def _call_sync(node: CompiledNode, kwargs: dict[str, Any], streaming: bool) -> Any:

@@ -20,12 +20,14 @@ import itertools
 import logging
 import os
 import sys
+import types
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from flowport import tracing
 from flowport.connections import Connection
 from flowport.engine.compile import apply_environment, resolve_environment_variables
 from flowport.engine.errors import ExecutionError, tool_error, user_error
@@ -47,8 +49,10 @@ from flowport.engine.flex_signature import (
     output_names,
     signature_inputs,
 )
+from flowport.engine.inline import InlinePolicy
 from flowport.engine.inputs import prepare_inputs
 from flowport.engine.records import LineRun, NodeRun, Status, now
+from flowport.engine.spans import cancel_line, end_line, node_attributes, node_failed, start_line, start_node
 from flowport.engine.streams import NodeStream, join_async
 from flowport.flow import FlowDef, FlowError, ValueType
 from flowport.flow.flex import FLEX_MARK, FlexDef, describe_flow_path, is_flex, load_flex
@@ -57,6 +61,7 @@ from flowport.tools.compat import install_promptflow_shim
 from flowport.tools.usage import current_usage
 
 logger = logging.getLogger("flowport.flex")
+_STREAMS = (types.GeneratorType, types.AsyncGeneratorType)
 
 
 def _import_entry(definition: FlexDef) -> Any:
@@ -133,11 +138,15 @@ class FlexExecutor:
         self.aggregation_nodes = ("__aggregate__",) if self.aggregate else ()
         """Bulk runs call ``run_aggregation`` when this is not empty, as for a DAG's aggregation nodes."""
         self.is_async = inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
+        may_inline = not self.is_async and not inspect.isgeneratorfunction(func)
+        self.inline_policy = InlinePolicy(None if may_inline else False)
+        """Whether a sync entry has proven fast enough to run on the event loop (as a DAG's chain)."""
         threads = worker_threads or int(_env_float(WORKER_THREADS_ENV, DEFAULT_WORKER_THREADS))
         self.pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="flowport-flex")
         self.line_timeout = line_timeout or _env_float(LINE_TIMEOUT_ENV, DEFAULT_LINE_TIMEOUT)
         self._run_prefix = uuid.uuid4().hex
         self._run_numbers = itertools.count()
+        self.span_attributes = node_attributes(name, "flex", name, None)
 
     @classmethod
     def load(
@@ -214,9 +223,28 @@ class FlexExecutor:
         run_id: str | None = None,
         record_io: bool = False,
         deadline: float | None = None,
+        span_attributes: Mapping[str, Any] | None = None,
     ) -> LineResult:
         """Call the entry on one line's inputs. Errors come back in the result, never raised."""
         run = LineRun(run_id or f"{self._run_prefix}_{next(self._run_numbers)}", line_number, dict(inputs))
+        token = start_line(self.flow.name, run, span_attributes)
+        if token is None:
+            return await self._run_line(run, inputs, stream, line_number, record_io)
+        record_io = record_io or tracing.capture_content()
+        try:
+            result = await self._run_line(run, inputs, stream, line_number, record_io)
+        except BaseException:
+            cancel_line(run, token, self._span_attributes)
+            raise
+        end_line(run, token, result.outputs, self._span_attributes)
+        return result
+
+    def _span_attributes(self, name: str) -> dict[str, Any]:
+        return self.span_attributes
+
+    async def _run_line(
+        self, run: LineRun, inputs: Mapping[str, Any], stream: bool, line_number: int | None, record_io: bool
+    ) -> LineResult:
         try:
             values = prepare_inputs(self.flow, inputs, line_number)
         except ExecutionError as exc:
@@ -226,25 +254,30 @@ class FlexExecutor:
         if record_io:
             node_run.inputs = values
         token = current_usage.set(node_run.usage)
+        span_token = start_node(node_run, run.span)
         try:
-            async with asyncio.timeout(self.line_timeout):
-                if self.is_async:
-                    result = self.func(**values)
-                    if inspect.isawaitable(result):
-                        result = await result
+            if self.inline_policy.inline:
+                # On the loop the call cannot be interrupted: the line timeout can only fire in a stream.
+                result = contextvars.copy_context().run(self._timed_call, values, True)
+                if _is_stream(result):
+                    async with asyncio.timeout(self.line_timeout):
+                        outputs, bare = await self._shape(result, stream, node_run)
                 else:
-                    ctx = contextvars.copy_context()
-                    loop = asyncio.get_running_loop()
-                    result = await loop.run_in_executor(self.pool, ctx.run, lambda: self.func(**values))
-                outputs, bare = await self._shape(result, stream, node_run)
+                    outputs, bare = _shape_value(result)
+            else:
+                async with asyncio.timeout(self.line_timeout):
+                    result = await self._call(values)
+                    outputs, bare = await self._shape(result, stream, node_run)
         except TimeoutError:
             message = f"Line {line_number} execution timeout for exceeding {self.line_timeout:g} seconds"
             return _failed(run, user_error(message, "LineExecutionTimeoutError"), node_run)
         except ExecutionError as exc:
             return _failed(run, exc, node_run)
         except Exception as exc:
-            return _failed(run, tool_error(self.entry_name, exc), node_run)
+            return _failed(run, tool_error(self.entry_name, exc), node_run, exc)
         finally:
+            if span_token is not None:
+                tracing.deactivate(span_token)
             current_usage.reset(token)
         if not any(isinstance(v, NodeStream) for v in outputs.values()):
             node_run.status = Status.COMPLETED
@@ -255,6 +288,28 @@ class FlexExecutor:
         run.end_time = now()
         result_value = outputs["output"] if bare else outputs
         return LineResult(outputs, run, None, {"result": result_value}, values, bare=bare)
+
+    async def _call(self, values: dict[str, Any]) -> Any:
+        """The entry's result: awaited when async, else from a worker thread."""
+        if self.is_async:
+            result = self.func(**values)
+            return (await result) if inspect.isawaitable(result) else result
+        ctx = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, ctx.run, self._timed_call, values, False)
+
+    def _timed_call(self, values: dict[str, Any], inline: bool) -> Any:
+        """Call a sync entry, timing the call for the inline policy (``inline``: on the loop)."""
+        policy = self.inline_policy
+        mark = policy.start()
+        try:
+            result = self.func(**values)
+        except BaseException:
+            if inline:
+                policy.failed()
+            raise
+        policy.finish(mark, inline)
+        return result
 
     async def run_aggregation(
         self, lines: list[tuple[dict[str, Any], dict[str, Any]]]
@@ -277,21 +332,35 @@ class FlexExecutor:
 
     async def _shape(self, result: Any, stream: bool, node_run: NodeRun) -> tuple[dict[str, Any], bool]:
         """The line's outputs, and whether they hold a bare (non-dict) result as ``output``."""
-        if inspect.isgenerator(result) or inspect.isasyncgen(result):
+        if _is_stream(result):
             source = NodeStream(result, node_run, self.pool, lambda exc: tool_error(self.entry_name, exc))
             return {"output": source if stream else await join_async(source)}, True
-        if dataclasses.is_dataclass(result) and not isinstance(result, type):
-            result = dataclasses.asdict(result)
-        if not isinstance(result, dict):
-            return {"output": json_ready("output", result)}, True
+        return _shape_value(result)
+
+
+def _is_stream(result: Any) -> bool:
+    return isinstance(result, _STREAMS)
+
+
+def _shape_value(result: Any) -> tuple[dict[str, Any], bool]:
+    """A result that is not a stream as the line's outputs, and whether it was bare (not a dict)."""
+    if type(result) is dict:  # the common case, never a dataclass
         return {str(k): json_ready(str(k), v) for k, v in result.items()}, False
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        result = dataclasses.asdict(result)
+    if not isinstance(result, dict):
+        return {"output": json_ready("output", result)}, True
+    return {str(k): json_ready(str(k), v) for k, v in result.items()}, False
 
 
-def _failed(run: LineRun, exc: ExecutionError, node_run: NodeRun | None = None) -> LineResult:
+def _failed(
+    run: LineRun, exc: ExecutionError, node_run: NodeRun | None = None, cause: BaseException | None = None
+) -> LineResult:
     if node_run is not None:
         node_run.status = Status.FAILED
         node_run.end_time = now()
         node_run.error = exc.to_dict()
+        node_failed(node_run, cause or exc)
     return LineResult.failed(run, exc)
 
 

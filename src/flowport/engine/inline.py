@@ -11,14 +11,25 @@ milliseconds looks slow although it neither waited nor worked. So a slow run is 
 twice more: the thread's CPU time (``time.thread_time``) tells a heavy tool, and on Linux its
 voluntary context switches (``getrusage(RUSAGE_THREAD)``) tell a run that waited (I/O, sleep,
 a lock). A slow run that did neither only lost the core: it neither breaks the proof nor ends
-the inline mode.
+the inline mode. Time the garbage collector took during a run is not the run's either: a full
+collection stops the whole process wherever the tool runs (one of 9 ms, in a process holding
+many lines, used to end the inline mode of a 7 µs flex entry). A run that blocked ends the inline
+mode at once; one that only computed too long ends it when another did within the last
+``heavy_window`` inline runs: on a shared virtual machine the thread's CPU clock now and then
+charges a 7 µs run with milliseconds, and a tool that is heavy every time is caught at its second
+run (in a worker thread it would hold the GIL, and so the loop, much the same). Nor does a run
+that blocked while the trace export thread was working (``tracing.export.exporting_since``): it
+waited for the GIL, not for I/O.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import time
-from typing import NamedTuple
+from typing import Any
+
+from flowport.tracing.export import ACTIVITY, exporting_since
 
 try:
     from resource import RUSAGE_THREAD, getrusage
@@ -28,16 +39,32 @@ except ImportError:  # not Linux: every slow run counts as one that waited
 INLINE_ENV = "FLOWPORT_INLINE_FAST_TOOLS"
 
 
-class Mark(NamedTuple):
-    """Where a run started: wall clock, the thread's CPU clock and its voluntary switches."""
-
-    started: float
-    cpu: float
-    voluntary: int
+Mark = tuple[float, float, int, float, int]
+"""Where a run started: wall clock, the thread's CPU seconds, its voluntary context switches,
+the garbage collector's seconds so far and the trace exporter's activity count (a plain tuple:
+it is made for every run)."""
 
 
 def _voluntary_switches() -> int:
     return getrusage(RUSAGE_THREAD).ru_nvcsw if RUSAGE_THREAD is not None else 0
+
+
+class _CollectorClock:
+    """Seconds the garbage collector has spent, summed over every collection of the process."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._began = 0.0
+        gc.callbacks.append(self._on_collect)
+
+    def _on_collect(self, phase: str, _info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._began
+
+
+_collector = _CollectorClock()
 
 
 class InlinePolicy:
@@ -50,6 +77,7 @@ class InlinePolicy:
         fast_seconds: float = 0.0002,
         proof_runs: int = 200,
         demote_seconds: float = 0.002,
+        heavy_window: int = 1000,
     ) -> None:
         if enabled is None:
             enabled = os.environ.get(INLINE_ENV, "1").lower() not in ("0", "false", "no")
@@ -59,23 +87,40 @@ class InlinePolicy:
         self.demote_seconds = demote_seconds
         self.inline = False
         self.demoted = not enabled
+        self.heavy_window = heavy_window
         self._fast_runs = 0
+        self._inline_runs = 0
+        self._last_heavy = -heavy_window - 1
+        """The inline run (by number) that last computed for longer than ``demote_seconds``."""
 
     def start(self) -> Mark:
         """Call in the thread about to run the chain; pass the mark to ``finish``."""
         if self.demoted:  # nothing more to decide: spare the two system calls
-            return Mark(time.perf_counter(), 0.0, 0)
-        return Mark(time.perf_counter(), time.thread_time(), _voluntary_switches())
+            return (time.perf_counter(), 0.0, 0, 0.0, 0)
+        # the thread's CPU clock, not getrusage's: that one moves in jumps of a scheduler tick
+        return (
+            time.perf_counter(),
+            time.thread_time(),
+            _voluntary_switches(),
+            _collector.seconds,
+            ACTIVITY.count,
+        )
 
     def finish(self, mark: Mark, inline: bool) -> None:
         """Account the run that started at ``mark`` (same thread); ``inline``: it ran on the loop."""
-        seconds = time.perf_counter() - mark.started
+        seconds = time.perf_counter() - mark[0]
+        if inline and seconds <= self.demote_seconds:  # the inline mode's steady state
+            self._inline_runs += 1
+            return
         if seconds <= self.fast_seconds or self.demoted:
             self.record(seconds, inline=inline)
             return
-        cpu = time.thread_time() - mark.cpu
-        waited = RUSAGE_THREAD is None or _voluntary_switches() > mark.voluntary
-        self.record(seconds, inline=inline, cpu=cpu, waited=waited)
+        collecting = _collector.seconds - mark[3]
+        cpu = max(0.0, time.thread_time() - mark[1] - collecting)
+        waited = RUSAGE_THREAD is None or _voluntary_switches() > mark[2]
+        if waited and exporting_since(mark[4]):
+            waited = False  # the trace export thread had the GIL
+        self.record(max(0.0, seconds - collecting), inline=inline, cpu=cpu, waited=waited)
 
     def record(self, seconds: float, *, inline: bool, cpu: float | None = None, waited: bool = True) -> None:
         """Account one run. Worker threads call this too: a race may promote a run or two
@@ -89,9 +134,13 @@ class InlinePolicy:
             return
         cpu = seconds if cpu is None else cpu
         if inline:
-            if seconds > self.demote_seconds and (waited or cpu > self.demote_seconds):
+            self._inline_runs += 1
+            if seconds <= self.demote_seconds or not (waited or cpu > self.demote_seconds):
+                return
+            if waited or self._inline_runs - self._last_heavy <= self.heavy_window:
                 self.inline = False
                 self.demoted = True
+            self._last_heavy = self._inline_runs
         elif self.inline:
             return  # a pool run that began before the promotion proves nothing more
         elif seconds <= self.fast_seconds:

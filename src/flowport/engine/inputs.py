@@ -6,8 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from flowport.engine.errors import user_error
-from flowport.flow import FlowDef
+from flowport.flow import MISSING, FlowDef
+from flowport.flow.model import ValueType
 from flowport.flow.values import InputValueError, convert, type_name
+from flowport.tools.multimedia import has_media_dict, image_from, images_in
 
 
 def prepare_inputs(flow: FlowDef, given: Mapping[str, Any], line_number: int | None = None) -> dict[str, Any]:
@@ -16,19 +18,19 @@ def prepare_inputs(flow: FlowDef, given: Mapping[str, Any], line_number: int | N
     Messages are prompt flow's, word for word: clients match on them. Without a line number
     (one request, not a bulk line) the message names no line, as prompt flow's server does.
     """
-    missing = [name for name, spec in flow.inputs.items() if spec.required and name not in given]
-    if missing:
-        raise user_error(f'Required input(s) {missing} are missing for "flow".', "InputNotFound")
     where = "" if line_number is None else f" in line {line_number} of input data"
     values: dict[str, Any] = {}
     for name, spec in flow.inputs.items():
         if name not in given:
+            if spec.default is MISSING:
+                _raise_missing(flow, given)
             values[name] = spec.default
             continue
         value = given[name]
         try:
             values[name] = convert(value, spec.type)
         except InputValueError as exc:
+            _raise_missing(flow, given)  # a missing input is named first, wherever it comes
             kind = type_name(spec.type)
             if exc.parse_error:
                 raise user_error(
@@ -45,3 +47,49 @@ def prepare_inputs(flow: FlowDef, given: Mapping[str, Any], line_number: int | N
                 "InputTypeError",
             ) from None
     return values
+
+
+def _raise_missing(flow: FlowDef, given: Mapping[str, Any]) -> None:
+    """Raise the error naming every required input ``given`` lacks, if it lacks any."""
+    missing = [name for name, spec in flow.inputs.items() if spec.required and name not in given]
+    if missing:
+        raise user_error(f'Required input(s) {missing} are missing for "flow".', "InputNotFound")
+
+
+_MEDIA_HOLDERS = (ValueType.LIST, ValueType.OBJECT)
+
+
+def has_media(flow: FlowDef, values: Mapping[str, Any]) -> bool:
+    """Whether the line's inputs hold images to read (``image`` inputs, or media dicts inside
+    ``list``/``object`` inputs)."""
+    for name, spec in flow.inputs.items():
+        value = values.get(name)
+        if value is None:
+            continue
+        if spec.type is ValueType.IMAGE or (spec.type in _MEDIA_HOLDERS and has_media_dict(value)):
+            return True
+    return False
+
+
+def load_media(flow: FlowDef, values: dict[str, Any], confine: bool = False) -> dict[str, Any]:
+    """The inputs with their images read as ``Image`` values (paths relative to the flow folder;
+    ``confine``: only files inside it), as prompt flow reads them: an ``image`` input (a list of
+    them for aggregation), and media dicts inside ``list``/``object`` inputs. A failure is prompt
+    flow's ``LoadMultimediaDataError``."""
+    loaded = dict(values)
+    for name, spec in flow.inputs.items():
+        value = loaded.get(name)
+        try:
+            if spec.type is ValueType.IMAGE and value is not None:
+                if isinstance(value, list):
+                    loaded[name] = [image_from(item, flow.path, confine) for item in value]
+                else:
+                    loaded[name] = image_from(value, flow.path, confine)
+            elif spec.type in _MEDIA_HOLDERS:
+                loaded[name] = images_in(value, flow.path, confine)
+        except Exception as exc:
+            raise user_error(
+                f"Failed to load image for input '{name}': ({type(exc).__name__}) {exc}",
+                "LoadMultimediaDataError",
+            ) from None
+    return loaded

@@ -11,6 +11,7 @@ prompt flow 1.18.5 (recorded in tests/flows/prompty_*): the body holds the model
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -29,11 +30,13 @@ from flowport.flow import FlowError
 from flowport.flow.flex import FlexDef
 from flowport.flow.prompty import PromptyDef, as_flow_def, load_prompty
 from flowport.tools import prompty_hook
-from flowport.tools.chat_parser import ChatFormatError, parse_chat
-from flowport.tools.llm import ClientPool, LLMTool, escape_roles, full_message, unescape_roles
+from flowport.tools.chat_parser import ChatFormatError
+from flowport.tools.llm import ClientPool, LLMTool, full_message
+from flowport.tools.multimedia import is_prompty_image, prompty_image
 from flowport.tools.openai_http import OpenAIHTTP
 from flowport.tools.templates import TemplateError, compile_template, render
 from flowport.tools.usage import record_usage
+from flowport.tools.vision import place_images, vision_messages
 
 _ENV_REF = re.compile(r"^\$\{env:([^}]+)\}$")
 
@@ -106,7 +109,7 @@ class PromptyCall:
         self.pool = ClientPool()
         self.llm = LLMTool(None, definition.api, connection, self.pool, node=definition.name)
         try:
-            self.template = compile_template(definition.template, definition.file.name)
+            self.template = compile_template(place_images(definition.template), definition.file.name)
         except TemplateError as exc:
             raise FlowError.single("InvalidPrompty", str(exc), str(definition.file)) from None
         self.parameters = dict(definition.parameters)
@@ -124,14 +127,16 @@ class PromptyCall:
                 "prompt": str(render(self.template, dict(inputs))),
                 **self.parameters,
             }
-        escaped, markers = escape_roles(dict(inputs))
         try:
-            messages = unescape_roles(parse_chat(render(self.template, escaped)), markers)
+            messages = vision_messages(self.template, dict(inputs), chat_lists=False)
         except ChatFormatError as exc:
             raise user_error(f"{self.definition.file.name}: {exc}", "ChatAPIInvalidRole") from None
         return {"model": self.model, "messages": messages, **self.parameters}
 
     async def __call__(self, **inputs: Any) -> Any:
+        if any(is_prompty_image(v) for v in inputs.values()):  # files and URLs: off the event loop
+            folder = self.definition.file.parent
+            inputs = await asyncio.to_thread(lambda: {k: prompty_image(v, folder) for k, v in inputs.items()})
         body = self.body(inputs)
         path = "completions" if self.definition.api == "completion" else "chat/completions"
         client = self.pool.get(self.connection)

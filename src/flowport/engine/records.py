@@ -32,6 +32,10 @@ class NodeRun:
     output: Any = None
     error: dict[str, Any] | None = None
     usage: Usage = field(default_factory=Usage)
+    span_id: int | None = field(default=None, repr=False, compare=False)
+    """Its trace span's id, while tracing (``engine.spans``: the span is built from this record)."""
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
+    """What it raised, when it failed while tracing (its span's ``exception`` event)."""
 
     @property
     def duration(self) -> float | None:
@@ -63,6 +67,10 @@ class LineRun:
     end_time: datetime | None = None
     node_runs: dict[str, NodeRun] = field(default_factory=dict)
     error: dict[str, Any] | None = None
+    span: Any = field(default=None, repr=False, compare=False)
+    """Its open trace span, while tracing (``engine.spans``)."""
+    traceparent: str | None = None
+    """The W3C ``traceparent`` of the line's span (when traced): what the caller's next hop continues."""
 
     @property
     def duration(self) -> float | None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from flowport.engine.errors import ExecutionError, tool_error
 from flowport.engine.records import NodeRun, Status, now
+from flowport.engine.spans import node_failed
 from flowport.tools.usage import current_usage
 
 _DONE = object()
@@ -88,6 +89,8 @@ class NodeStream:
         self._as_error = as_error or (lambda exc: tool_error(node_run.node, exc))
         self._chunks: list[str] = []
         self._finished = False
+        self.on_done: Callable[[], None] | None = None
+        """Called once the stream is over (the line's trace span waits for it)."""
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self._iterate()
@@ -136,3 +139,6 @@ class NodeStream:
             run.error = exc.to_dict()
         elif exc is not None:
             run.error = {"code": "StreamError", "message": f"({type(exc).__name__}) {exc}"}
+        node_failed(run, exc)
+        if self.on_done is not None:
+            self.on_done()

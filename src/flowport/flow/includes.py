@@ -21,7 +21,10 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+import yaml
+
 from flowport.flow.errors import FlowError
+from flowport.flow.yaml import load_yaml_file, to_plain
 
 _SKIP_DIRS = {"__pycache__", ".promptflow", ".git", ".venv", "node_modules"}
 _CHUNK = 1024 * 1024
@@ -121,6 +124,13 @@ def copy_files(files: Mapping[str, Path], target: Path) -> str:
 
 def _add(digest: hashlib._Hash, rel: str) -> None:
     digest.update(f"./{rel}\0".encode())
+
+
+def drop_includes(flow_file: Path) -> None:
+    """A copy that holds the included files already: its flow file must not look for them."""
+    raw = to_plain(load_yaml_file(flow_file))
+    raw.pop("additional_includes", None)
+    flow_file.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True), encoding="utf-8")
 
 
 def materialize_includes(

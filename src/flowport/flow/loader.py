@@ -116,6 +116,7 @@ class _Reader:
         nodes, variants = self.read_nodes(raw)
         outputs = self.read_outputs(_mapping(raw.get("outputs")))
         env_vars = self.read_environment_variables(raw)
+        self.check_message_format(raw)
         if self.variant and self.variant[0] not in variants:
             self.problem(
                 "VariantNotFound",
@@ -140,6 +141,22 @@ class _Reader:
         if self.problems:
             raise FlowError(self.problems)
         return flow
+
+    def check_message_format(self, raw: YamlMap) -> None:
+        """``message_format``: ``basic`` (images as ``{"data:image/png;path": ...}``) is what runs."""
+        given = raw.get("message_format")
+        if given is None or str(given).lower() == "basic":
+            return
+        if str(given).lower() == "openai-vision":
+            message = (
+                "message_format 'openai-vision' (images as OpenAI content parts) is not supported by "
+                'flowport yet; remove it to use the basic format ({"data:image/png;path": ...})'
+            )
+        else:
+            message = (
+                f"Invalid message format '{given}'. Supported message formats are ['basic', 'openai-vision']."
+            )
+        self.problem("InvalidMessageFormatType", message, _line(raw, "message_format"))
 
     def read_environment_variables(self, raw: YamlMap) -> dict[str, Any]:
         env_vars = raw.get("environment_variables") or {}

@@ -123,6 +123,12 @@ class FlowDef:
     def chat_output(self) -> str | None:
         return next((o.name for o in self.outputs.values() if o.is_chat_output), None)
 
+    @property
+    def chat_history_format(self) -> str:
+        """``turns`` (prompt flow's ``{"inputs", "outputs"}`` pairs) or ``messages`` (a prompty's
+        OpenAI ``{"role", "content"}`` messages): what the chat history input holds."""
+        return str((self.raw.get("flowport.flex") or {}).get("chat_history_format") or "turns")
+
     def connection_candidates(self) -> set[str]:
         """Every name that may be a connection: node ``connection`` fields and literal string
         inputs (a Python tool's connection parameter is a literal name) and the flow's variables."""

@@ -8,6 +8,7 @@ are left for the engine, which reads them when the prompty is loaded to run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ CONFIG_TYPES = ("openai", "azure_openai")
 _FRONT = re.compile(r"\A\s*---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)(.*)\Z", re.DOTALL)
 _FILE_REF = re.compile(r"^\$\{file:(.+)\}$")
 _TYPES = {t.value for t in ValueType}
+CHAT_HISTORY = "chat_history"
 
 
 @dataclass(frozen=True)
@@ -144,20 +146,48 @@ def _outputs(raw: Any, file: Path) -> dict[str, OutputDef]:
     return outputs
 
 
+def chat_ports(definition: PromptyDef) -> tuple[dict[str, InputDef], dict[str, OutputDef]]:
+    """The prompty's inputs and outputs, with a chat prompty's chat input, history and output marked.
+
+    Marked in the file (``is_chat_input``, ``is_chat_history``, ``is_chat_output``, as in a flow), or
+    not: an ``api: chat`` prompty with a list input ``chat_history`` and a string input ``question``
+    (or one other string input) is a chat prompty, as prompt flow's chat prompty examples are written.
+    A chat prompty that declares no outputs answers its text as ``output``, its chat output.
+    """
+    inputs, outputs = dict(definition.inputs), dict(definition.outputs)
+    if definition.api != "chat":
+        return inputs, outputs
+    history = inputs.get(CHAT_HISTORY)
+    if history is not None and history.type is ValueType.LIST:
+        if not any(i.is_chat_history for i in inputs.values()):
+            inputs[CHAT_HISTORY] = dataclasses.replace(history, is_chat_history=True)
+        if not any(i.is_chat_input for i in inputs.values()):
+            strings = [i for n, i in inputs.items() if n != CHAT_HISTORY and i.type is ValueType.STRING]
+            chat_input = inputs.get("question") or (strings[0] if len(strings) == 1 else None)
+            if chat_input is not None:
+                inputs[chat_input.name] = dataclasses.replace(chat_input, is_chat_input=True)
+    if any(i.is_chat_input for i in inputs.values()) and not outputs and definition.response == "first":
+        outputs["output"] = OutputDef("output", Literal(None), ValueType.STRING, None, is_chat_output=True)
+    return inputs, outputs
+
+
 def as_flow_def(definition: PromptyDef) -> FlowDef:
     """The prompty's inputs and outputs as a FlowDef, marked as the flex flows are (its connection
-    name, if any, is a connection candidate for the control plane)."""
+    name, if any, is a connection candidate for the control plane). A chat prompty's history holds
+    OpenAI messages (``{"role", "content"}``, what its template reads), not a flow's turns."""
     name = definition.configuration.get("connection")
+    inputs, outputs = chat_ports(definition)
     return FlowDef(
         path=definition.path,
         file=definition.file,
-        inputs=dict(definition.inputs),
-        outputs=dict(definition.outputs),
+        inputs=inputs,
+        outputs=outputs,
         nodes={},
         raw={
             FLEX_MARK: {
                 "entry": definition.file.name,
                 "connection_names": [name] if isinstance(name, str) else [],
+                "chat_history_format": "messages",
             }
         },
     )

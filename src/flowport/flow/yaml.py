@@ -1,8 +1,11 @@
-"""YAML loading that remembers line numbers and follows YAML 1.2 scalar rules.
+"""YAML loading that remembers line numbers, with YAML 1.2 or YAML 1.1 scalar rules.
 
 prompt flow reads YAML as 1.2 (only ``true``/``false`` are booleans, no sexagesimal
-numbers), so ``is: yes`` stays the string ``"yes"``. Mappings come back as ``YamlMap``,
-which records the line of every key, so errors can point at the line that is wrong.
+numbers), so ``is: yes`` stays the string ``"yes"``. Azure's endpoint, deployment and model
+files are read as Azure ML's SDK reads them, with PyYAML's safe loader: YAML 1.1, where
+``on``/``yes``/``no``/``off`` are booleans, ``010`` is octal 8 and ``1:30`` is 90
+(``parse_yaml(..., yaml11=True)``). Mappings come back as ``YamlMap``, which records the
+line of every key, so errors can point at the line that is wrong.
 
 Inputs are bounded before any work: a document larger than ``MAX_YAML_BYTES`` is refused
 unread, and aliases may not expand a document beyond ``MAX_YAML_NODES`` nodes (an "alias
@@ -45,14 +48,18 @@ MAX_YAML_NODES = 100_000
 """The most nodes a document may hold once its aliases are expanded."""
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 core-schema scalars, line tracking and an expansion bound."""
+class _Yaml11Loader(yaml.SafeLoader):
+    """SafeLoader (YAML 1.1 scalars, as ``yaml.safe_load``) with line tracking and an expansion bound."""
 
     def get_single_node(self) -> yaml.Node | None:
         node = super().get_single_node()
         if node is not None:
             _check_expansion(node)
         return node
+
+
+class _Loader(_Yaml11Loader):
+    """The same with YAML 1.2 core-schema scalars."""
 
 
 class _Refused(Exception):
@@ -161,18 +168,21 @@ def _construct_sequence(loader: yaml.SafeLoader, node: yaml.SequenceNode) -> Yam
     return result
 
 
+_Yaml11Loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+_Yaml11Loader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
 _Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 _Loader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
-_Loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
-_Loader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
 
 
-def parse_yaml(text: str, file: str = "<string>") -> Any:
-    """Parse YAML text; a syntax error or an oversized document is a FlowError with file and line."""
+def parse_yaml(text: str, file: str = "<string>", *, yaml11: bool = False) -> Any:
+    """Parse YAML text; a syntax error or an oversized document is a FlowError with file and line.
+
+    ``yaml11``: YAML 1.1 scalars, as ``yaml.safe_load`` reads them (Azure's files); else YAML 1.2.
+    """
     if len(text) > MAX_YAML_BYTES:
         raise _too_big(file)
     try:
-        return yaml.load(text, Loader=_Loader)
+        return yaml.load(text, Loader=_Yaml11Loader if yaml11 else _Loader)
     except _Refused as exc:
         raise FlowError.single(exc.code, str(exc), file, exc.line) from None
     except RecursionError:

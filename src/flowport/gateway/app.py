@@ -25,12 +25,14 @@ from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from flowport import tracing
 from flowport.gateway import errors
 from flowport.gateway.auth import authorize
 from flowport.gateway.collector import DataCollector, Record
 from flowport.gateway.errors import Refusal, error_response
 from flowport.gateway.headers import (
     PIN_HEADERS,
+    TRACEPARENT,
     downstream_headers,
     upstream_headers,
 )
@@ -44,6 +46,8 @@ from flowport.gateway.tokens import TokenSigner
 from flowport.gateway.upstream import Upstream
 from flowport.request_ids import client_request_id
 from flowport.request_ids import request_id as accepted_request_id
+from flowport.tracing.propagation import parse as parse_traceparent
+from flowport.tracing.propagation import traceparent
 from flowport.transport import TransportError, UpstreamResponse
 
 log = logging.getLogger("flowport.gateway")
@@ -70,6 +74,18 @@ ROUTES = {
 }
 
 
+def _end_span(span: Any, status: int, reply: dict[str, str]) -> None:
+    """Close a request's span with its answer: the status, the ids and deployment it carried."""
+    span.set_attribute("http.response.status_code", status)
+    if "x-request-id" in reply:
+        span.set_attribute("flowport.request_id", reply["x-request-id"])
+    if "azureml-model-deployment" in reply:
+        span.set_attribute("flowport.deployment", reply["azureml-model-deployment"])
+    if status >= 500 or status == 424:
+        tracing.fail(span, None, f"HTTP {status}")
+    span.end()
+
+
 class ClientGone(Exception):
     """The client disconnected before its request body arrived."""
 
@@ -94,6 +110,8 @@ class Exchange:
     body: bytes | None
     collect: DataCollection | None
     events: bool = False
+    span: Any = None
+    """The request's trace span (while tracing): it ends with the answer."""
 
 
 class Gateway:
@@ -247,7 +265,35 @@ class Gateway:
         """The answer to one request (raises ClientGone if the client left mid-body).
 
         ``reply`` gets the headers every answer carries (request ids, then the deployment).
+        While tracing, the request is a span (a child of the client's ``traceparent``) that the
+        instance's spans continue; it ends with the answer.
         """
+        if not tracing.enabled():
+            return await self._handle(scope, receive, reply, None)
+        client = next((value for name, value in scope["headers"] if name == TRACEPARENT), None)
+        span = tracing.start(
+            f"{scope['method']} {scope['path']}",
+            {"http.request.method": scope["method"], "url.path": scope["path"]},
+            tracing.SERVER,
+            parse_traceparent(client),
+        )
+        if span is None:
+            return await self._handle(scope, receive, reply, None)
+        reply["traceparent"] = traceparent(span)
+        holder = [span]
+        try:
+            response = await self._handle(scope, receive, reply, holder)
+        except BaseException as exc:
+            tracing.fail(span, exc)
+            span.end()
+            raise
+        if holder[0] is not None:  # refused: no exchange took the span
+            _end_span(span, response.status_code, reply)
+        return response
+
+    async def _handle(
+        self, scope: Scope, receive: Receive, reply: dict[str, str], span: list[Any] | None
+    ) -> Response:
         started = time.perf_counter()
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
@@ -269,6 +315,8 @@ class Gateway:
         table = self._tables.get(endpoint)
         if table is None:
             return self._refuse(UNKNOWN, None, errors.endpoint_not_found(endpoint), reply, started)
+        if span is not None:
+            span[0].set_attribute("flowport.endpoint", endpoint)
         authorization = headers.get(b"authorization")
         credential = authorization.decode("latin-1") if authorization is not None else None
         refusal = authorize(table.route, credential, self.tokens)
@@ -288,7 +336,7 @@ class Gateway:
         state.in_flight += 1
         try:
             body = await self._read_body(receive, headers.get(b"content-length")) if route.scoring else None
-            forwarded = upstream_headers(scope["headers"], request_id, client_id)
+            forwarded = upstream_headers(scope["headers"], request_id, client_id, reply.get("traceparent"))
             if body is not None and not pinned and table.mirrors:
                 for target in table.mirror_targets():
                     self.mirror.copy(target, route.path, forwarded, body)
@@ -305,6 +353,9 @@ class Gateway:
 
         collect = self._sampled(settings.data_collection) if route.scoring else None
         exchange = Exchange(state, upstream, request_id, started, body, collect)
+        if span is not None:
+            exchange.span, span[0] = span[0], None
+            exchange.span.set_attribute("server.address", upstream.address)
         return await self._answer(exchange, response, reply)
 
     @staticmethod
@@ -323,7 +374,9 @@ class Gateway:
         """Relay 2xx, 408 and 429 as they stream; turn any other status into Azure's 424."""
         state, collect = exchange.state, exchange.collect
         done = partial(self._finish, exchange)
-        returned = downstream_headers(response.headers, exchange.request_id, state.name)
+        returned = downstream_headers(
+            response.headers, exchange.request_id, state.name, reply.get("traceparent")
+        )
         status = response.status_code
         if 200 <= status < 300 or status in PASSED_THROUGH:
             exchange.events = (response.header(b"content-type") or b"").startswith(b"text/event-stream")
@@ -406,6 +459,9 @@ class Gateway:
         state.pool.release(exchange.upstream)
         elapsed = time.perf_counter() - exchange.started
         self._count(state.endpoint, state, status, elapsed)
+        if exchange.span is not None:
+            exchange.span.set_attribute("flowport.deployment", state.name)
+            _end_span(exchange.span, status, {"x-request-id": exchange.request_id})
         collect = exchange.collect
         if collect is not None and self.collector is not None:
             self.collector.submit(
@@ -433,6 +489,11 @@ class Gateway:
             if state.live:
                 metrics.child(metrics.in_flight, state.endpoint, state.name).set(state.in_flight)
         return metrics.render()
+
+    def in_flight(self, endpoint: str, deployment: str) -> dict[str, int]:
+        """Requests outstanding per ready instance address of a deployment (what autoscaling samples)."""
+        state = self._states.get((endpoint, deployment))
+        return {u.address: u.outstanding for u in state.pool.active} if state is not None else {}
 
     def stats(self, endpoint: str) -> dict[str, Any]:
         """The last 60 minutes of each deployment of ``endpoint``, one entry per minute."""

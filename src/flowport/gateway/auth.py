@@ -1,4 +1,8 @@
-"""Who may call an endpoint: a key (``auth_mode: key``) or a signed token (``aml_token``)."""
+"""Who may call an endpoint: a key (``auth_mode: key``) or a signed token (``aml_token``).
+
+``aad_token`` endpoints take flowport's own signed tokens too: there is no Microsoft Entra ID
+here, so ``get-credentials`` issues the token, as it does for ``aml_token``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,9 @@ import hmac
 from flowport.gateway.errors import Refusal, unauthorized
 from flowport.gateway.routes import EndpointRoute, key_digest
 from flowport.gateway.tokens import TokenSigner
+
+TOKEN_MODES = ("aml_token", "aad_token")
+"""Auth modes whose callers present a token that ``get-credentials`` issued."""
 
 
 def bearer(authorization: str | None) -> str | None:
@@ -44,7 +51,7 @@ def authorize(route: EndpointRoute, authorization: str | None, tokens: TokenSign
             f"The key is not valid for endpoint {route.name!r}. Use its primary or secondary key "
             f"(`flowport online-endpoint get-credentials -n {route.name}`)."
         )
-    if route.auth_mode == "aml_token":
+    if route.auth_mode in TOKEN_MODES:
         if tokens.verify(credential, route.name, route.incarnation):
             return None
         return unauthorized(
@@ -54,5 +61,5 @@ def authorize(route: EndpointRoute, authorization: str | None, tokens: TokenSign
         )
     return unauthorized(
         f"Endpoint {route.name!r} has auth_mode {route.auth_mode!r}, which this gateway cannot check. "
-        "Use auth_mode key or aml_token."
+        "Use auth_mode key, aml_token or aad_token."
     )

@@ -23,6 +23,7 @@ _IDS = frozenset({b"x-request-id", b"x-ms-client-request-id"})
 """Replaced by the ids the gateway accepted (``flowport.request_ids``)."""
 
 PIN_HEADERS = (b"azureml-model-deployment", b"flowport-model-deployment")
+TRACEPARENT = b"traceparent"
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -36,9 +37,14 @@ def _connection_tokens(headers: Headers) -> set[bytes]:
     return named
 
 
-def upstream_headers(raw: Headers, request_id: str, client_id: str | None = None) -> Headers:
-    """The request headers an instance gets, with the request ids the gateway accepted."""
+def upstream_headers(
+    raw: Headers, request_id: str, client_id: str | None = None, traceparent: str | None = None
+) -> Headers:
+    """The request headers an instance gets, with the request ids the gateway accepted and,
+    while the gateway traces, its span's ``traceparent`` in place of the client's."""
     extra = _connection_tokens(raw)
+    if traceparent:
+        extra.add(TRACEPARENT)
     out = [
         (name, value)
         for name, value in raw
@@ -47,12 +53,19 @@ def upstream_headers(raw: Headers, request_id: str, client_id: str | None = None
     out.append((b"x-request-id", request_id.encode("latin-1")))
     if client_id:
         out.append((b"x-ms-client-request-id", client_id.encode("latin-1")))
+    if traceparent:
+        out.append((TRACEPARENT, traceparent.encode("latin-1")))
     return out
 
 
-def downstream_headers(raw: Headers, request_id: str, deployment: str) -> Headers:
-    """The instance's response headers the client gets, plus the request id and the deployment."""
+def downstream_headers(
+    raw: Headers, request_id: str, deployment: str, traceparent: str | None = None
+) -> Headers:
+    """The instance's response headers the client gets, plus the request id and the deployment
+    (and the gateway span's ``traceparent`` in place of the instance's, while tracing)."""
     extra = _connection_tokens(raw)
+    if traceparent:
+        extra.add(TRACEPARENT)
     out = [
         (name, value)
         for name, value in raw
@@ -60,4 +73,6 @@ def downstream_headers(raw: Headers, request_id: str, deployment: str) -> Header
     ]
     out.append((b"x-request-id", request_id.encode("latin-1")))
     out.append((b"azureml-model-deployment", deployment.encode("latin-1")))
+    if traceparent:
+        out.append((TRACEPARENT, traceparent.encode("latin-1")))
     return out

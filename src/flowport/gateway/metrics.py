@@ -59,6 +59,11 @@ class GatewayMetrics(Metrics):
             ["reason"],
             registry=self.registry,
         )
+        self.trace_dropped = Counter(
+            "flowport_gateway_trace_spans_dropped",
+            "Finished trace spans dropped: the export queue was full or an export failed",
+            registry=self.registry,
+        )
         self.collection_written = Counter(
             "flowport_gateway_data_collection_written",
             "Data collection records written",

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from flowport.runtime.autoscale import ScaleSettings, ScalingStatus
+
 
 @dataclass(frozen=True)
 class DeploymentKey:
@@ -38,7 +40,7 @@ class InstanceConfig:
     """Everything one instance process needs to serve a flow; sent to it on stdin as JSON."""
 
     source: str
-    """Absolute path of the flow folder (a model snapshot)."""
+    """Absolute path of the flow folder (a model snapshot), or of the scoring script's code folder."""
     environment_variables: Mapping[str, str] = field(default_factory=dict)
     """The deployment's variables; they win over the flow's own ``environment_variables``."""
     connections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -47,9 +49,18 @@ class InstanceConfig:
     request_timeout_ms: int = 5000
     name: str = ""
     """The flow's name for clients (swagger title); empty: the source folder's name."""
+    secret_variables: tuple[str, ...] = ()
+    """Names of the variables whose values are secret: scrubbed from the instance's trace spans."""
+    scoring_script: str = ""
+    """Set: the instance runs this Azure-style script (``init()``/``run()``), relative to ``source``."""
+    model_dir: str = ""
+    """Set: ``AZUREML_MODEL_DIR``, the folder holding the deployment's model (Azure's layout)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "secret_variables": list(self.secret_variables),
+            **({"scoring_script": self.scoring_script} if self.scoring_script else {}),
+            **({"model_dir": self.model_dir} if self.model_dir else {}),
             "source": self.source,
             "name": self.name,
             "environment_variables": dict(self.environment_variables),
@@ -67,6 +78,9 @@ class InstanceConfig:
             max_concurrent_requests=int(data.get("max_concurrent_requests", 10)),
             request_timeout_ms=int(data.get("request_timeout_ms", 5000)),
             name=str(data.get("name") or ""),
+            secret_variables=tuple(data.get("secret_variables") or ()),
+            scoring_script=str(data.get("scoring_script") or ""),
+            model_dir=str(data.get("model_dir") or ""),
         )
 
 
@@ -96,11 +110,17 @@ class DeploymentPlan:
     readiness: Probe = field(default_factory=Probe)
     requirements: Path | None = None
     """The flow's ``requirements.txt``: installed into a virtualenv cached by its hash."""
+    pip_requirements: tuple[str, ...] = ()
+    """Requirement lines from the deployment's ``environment.conda_file`` (pip names, local
+    paths made absolute): installed, after ``requirements``, into the same cached virtualenv."""
     masked: frozenset[str] = frozenset()
     """Secret values (variables, connection secrets) shown as ``******`` wherever the runtime
     shows the instance logs (``logs``, ``DeploymentFailed.log_tail``)."""
     compute: ComputeTarget = LOCAL
     """The compute the deployment's endpoint runs on; the data plane picks the runtime by it."""
+    scale: ScaleSettings | None = None
+    """``scale_settings: type: target_utilization``: the runtime keeps between ``min_instances``
+    and ``max_instances`` instances (``instance_count`` is then ignored); None: ``instance_count``."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +156,10 @@ class DeploymentFailed(Exception):
 ReadyListener = Callable[[DeploymentKey, list[str]], None]
 """Called with the addresses of a deployment's ready instances whenever that set changes."""
 
+LoadSource = Callable[[DeploymentKey], Mapping[str, int]]
+"""The requests in flight per ready-instance address of a deployment (the gateway knows them):
+what an autoscaling runtime samples."""
+
 
 class Runtime(Protocol):
     def set_listener(self, listener: ReadyListener) -> None: ...
@@ -157,6 +181,10 @@ class Runtime(Protocol):
         ...
 
     def instances(self, key: DeploymentKey) -> list[InstanceState]: ...
+
+    def scaling(self, key: DeploymentKey) -> ScalingStatus | None:
+        """An autoscaled deployment's current count and scaling events; None when not autoscaled."""
+        ...
 
     def logs(self, key: DeploymentKey, lines: int) -> list[str]:
         """The last ``lines`` lines of the deployment's instance logs (console and access log)."""

@@ -15,13 +15,19 @@ import ctypes
 import json
 import os
 import sys
+from pathlib import Path
 
-from flowport.connections import ConnectionResolver, StaticConnections
+from flowport.connections import ConnectionResolver, ConnectionSpecError, StaticConnections
 from flowport.engine import load_executor
 from flowport.flow import FlowError
 from flowport.runtime.base import InstanceConfig
+from flowport.runtime.local.logs import masking
 from flowport.serving import ScoringApp, ServeSettings
+from flowport.serving.script_app import ScriptApp
 from flowport.serving.server import run
+from flowport.serving.traced import trace_app
+from flowport.serving.user_script import FAILED_TO_START, ScriptError, UserScript
+from flowport.tracing.setup import Tracing
 
 CONFIG_ENV = "FLOWPORT_INSTANCE_CONFIG"
 PR_SET_DUMPABLE = 4
@@ -42,14 +48,19 @@ def apply_environment(config: InstanceConfig) -> None:
     os.environ.update({k: str(v) for k, v in config.environment_variables.items()})
     os.environ["FLOWPORT_MAX_CONCURRENT_REQUESTS"] = str(config.max_concurrent_requests)
     os.environ["FLOWPORT_REQUEST_TIMEOUT_MS"] = str(config.request_timeout_ms)
+    if config.model_dir:
+        os.environ["AZUREML_MODEL_DIR"] = config.model_dir
 
 
-def create_app() -> ScoringApp:
+def create_app() -> ScoringApp | ScriptApp:
     """Build the scoring app from the config in the environment (the uvicorn factory)."""
     keep_private()  # again in each worker: exec made it dumpable
     config = InstanceConfig.from_json(json.loads(os.environ[CONFIG_ENV]))
     os.chdir(config.source)
     settings = ServeSettings.from_env()
+    if config.scoring_script:  # init() runs when the server starts (the app's lifespan)
+        script = UserScript.load(Path(config.source), config.scoring_script)
+        return ScriptApp(script, settings, name=config.name or None)
     executor = load_executor(
         config.source,
         connections=ConnectionResolver(StaticConnections.from_rows(config.connections)),
@@ -57,7 +68,30 @@ def create_app() -> ScoringApp:
         environment_variables=config.environment_variables,
         process_environment_wins=True,
     )
-    return ScoringApp(executor, settings, name=config.name or None)
+    app = ScoringApp(executor, settings, name=config.name or None)
+    start_tracing(config, app)
+    return app
+
+
+def start_tracing(config: InstanceConfig, app: ScoringApp) -> Tracing | None:
+    """Trace with the deployment's identity on every span, its secret values scrubbed."""
+    secrets = {
+        str(config.environment_variables[name])
+        for name in config.secret_variables
+        if name in config.environment_variables
+    }
+    for connection in config.connections.values():
+        secrets.update(v for v in (connection.get("secrets") or {}).values() if isinstance(v, str))
+    resource = {
+        name: os.environ[variable]
+        for name, variable in (
+            ("flowport.endpoint", "FLOWPORT_ENDPOINT"),
+            ("flowport.deployment", "FLOWPORT_DEPLOYMENT"),
+            ("flowport.instance", "FLOWPORT_INSTANCE_ID"),
+        )
+        if os.environ.get(variable)
+    }
+    return trace_app(app, "flowport-instance", resource, masking(secrets))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -68,17 +102,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address for --port (default 127.0.0.1)")
     args = parser.parse_args(argv)
     config = InstanceConfig.from_json(json.loads(sys.stdin.read()))
+    serve(config, host=args.host, port=args.port or 0, uds=args.uds)
+
+
+def serve(config: InstanceConfig, *, host: str = "127.0.0.1", port: int = 0, uds: str | None = None) -> None:
+    """Load the flow and serve it until stopped (a flow that fails to load: its problems, exit 1)."""
     apply_environment(config)
     os.environ[CONFIG_ENV] = json.dumps(config.to_json())
     workers = int(os.environ.get("PROMPTFLOW_WORKER_NUM") or 1)
     try:
         app = create_app()
-    except FlowError as exc:  # the runtime shows the log's tail: the problem, not a traceback
+    except (FlowError, ConnectionSpecError) as exc:  # the log's tail shows the problem, no traceback
         print(f"the flow failed to load:\n{exc}", file=sys.stderr, flush=True)
         sys.exit(1)
-    print(f"instance ready to serve {app.name} ({workers} worker(s))", file=sys.stderr, flush=True)
+    except ScriptError as exc:
+        print(f"{FAILED_TO_START}{exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    if isinstance(app, ScriptApp):
+        message = f"instance loaded {app.script.name}; init() runs before it serves ({workers} worker(s))"
+    else:
+        message = f"instance ready to serve {app.name} ({workers} worker(s))"
+    print(message, file=sys.stderr, flush=True)
     target = "flowport.runtime.instance:create_app" if workers > 1 else app
-    run(target, host=args.host, port=args.port or 0, uds=args.uds, workers=workers)
+    run(target, host=host, port=port, uds=uds, workers=workers)
 
 
 if __name__ == "__main__":

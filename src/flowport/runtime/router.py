@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from flowport.runtime.autoscale import ScalingStatus
 from flowport.runtime.base import (
     ComputeTarget,
     DeploymentFailed,
     DeploymentKey,
     DeploymentPlan,
     InstanceState,
+    LoadSource,
     ReadyListener,
     Runtime,
 )
@@ -32,11 +34,18 @@ class ComputeRouter:
         self._remote: dict[ComputeTarget, Runtime] = {}
         self._owner: dict[DeploymentKey, Runtime] = {}
         self._listener: ReadyListener | None = None
+        self._load: LoadSource | None = None
 
     def set_listener(self, listener: ReadyListener) -> None:
         self._listener = listener
         for runtime in self._runtimes():
             runtime.set_listener(listener)
+
+    def set_load_source(self, source: LoadSource) -> None:
+        """Where autoscaled deployments read their in-flight requests (the gateway's counts)."""
+        self._load = source
+        for runtime in self._runtimes():
+            _set_load(runtime, source)
 
     def _runtimes(self) -> list[Runtime]:
         return [self.local, *self._remote.values()]
@@ -55,6 +64,8 @@ class ComputeRouter:
             runtime = factory(compute)
             if self._listener is not None:
                 runtime.set_listener(self._listener)
+            if self._load is not None:
+                _set_load(runtime, self._load)
             self._remote[compute] = runtime
         return runtime
 
@@ -78,9 +89,19 @@ class ComputeRouter:
         runtime = self._owner.get(key)
         return runtime.instances(key) if runtime is not None else []
 
+    def scaling(self, key: DeploymentKey) -> ScalingStatus | None:
+        runtime = self._owner.get(key)
+        return runtime.scaling(key) if runtime is not None else None
+
     def logs(self, key: DeploymentKey, lines: int) -> list[str]:
         runtime = self._owner.get(key)
         return runtime.logs(key, lines) if runtime is not None else []
 
     async def close(self) -> None:
         await asyncio.gather(*(runtime.close() for runtime in self._runtimes()))
+
+
+def _set_load(runtime: Runtime, source: LoadSource) -> None:
+    setter = getattr(runtime, "set_load_source", None)  # runtimes that autoscale take the counts
+    if setter is not None:
+        setter(source)

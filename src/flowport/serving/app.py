@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from flowport import __version__
+from flowport import __version__, tracing
 from flowport.engine import ExecutionError, FlexExecutor, FlowExecutor, LineResult, NodeStream
 from flowport.engine.errors import system_error, user_error
 from flowport.engine.streams import join_async
@@ -44,15 +44,17 @@ from flowport.serving.negotiation import (
 from flowport.serving.openai_chat import OpenAIChatRoute, not_a_chat_flow
 from flowport.serving.refused import Refused, status_for
 from flowport.serving.settings import ServeSettings
-from flowport.serving.sse import error_frame, frame
+from flowport.serving.sse import error_frame, frame, image_default
 from flowport.serving.swagger import build_swagger
+from flowport.tracing.propagation import HEADER as TRACEPARENT
+from flowport.tracing.propagation import parse as parse_traceparent
 
 
 def _encode(payload: Any) -> bytes:
     try:
-        return orjson.dumps(payload)
+        return orjson.dumps(payload, default=image_default)
     except TypeError:  # what orjson refuses (integers past 64 bits): the standard library writes it
-        return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=image_default).encode()
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -87,6 +89,8 @@ class ScoringApp:
     ) -> None:
         self.executor = executor
         self.flow = executor.flow
+        if isinstance(executor, FlowExecutor):  # a request's image paths stay inside the flow folder
+            executor.confine_image_files = True
         self.name = name or self.flow.name
         """The flow's name for clients (swagger title): the flow folder's, not its snapshot's."""
         self.settings = settings or ServeSettings()
@@ -177,34 +181,57 @@ class ScoringApp:
         return await read_body(request, self.settings.max_body_bytes)
 
     def request_headers(self, request: Request) -> dict[str, str]:
+        """The headers every answer carries; while tracing, also the caller's ``traceparent``
+        (``execute`` takes it out and puts the line's in)."""
         headers = {"x-request-id": accepted_request_id(request.headers.get("x-request-id"))}
         client_id = client_request_id(request.headers.get("x-ms-client-request-id"))
         if client_id:
             headers["x-ms-client-request-id"] = client_id
+        if tracing.enabled() and (parent := request.headers.get(TRACEPARENT)):
+            headers[TRACEPARENT] = parent
         return headers
 
-    async def execute(self, inputs: dict[str, Any], stream: bool, request_id: str) -> LineResult:
+    async def execute(
+        self, inputs: dict[str, Any], stream: bool, request_id: str, headers: dict[str, str] | None = None
+    ) -> LineResult:
         """Run one line in a concurrency slot, under the request timeout.
 
         A result without error comes back with the slot still held: the caller releases it
         (``self.limit.__aexit__()``) once the answer is sent. Anything else releases the slot
-        and raises Refused with the status to answer.
+        and raises Refused with the status to answer. When tracing, the line's span continues
+        the caller's ``traceparent`` and ``headers`` (the answer's) get the line's.
         """
         try:
             await self.limit.__aenter__()
         except Overloaded:
             raise Refused(429, self.overloaded(), {"retry-after": "1"}) from None
+        trace_token = None
+        if tracing.enabled() and headers is not None:
+            parent = parse_traceparent(headers.pop(TRACEPARENT, None))
+            if parent is not None:
+                trace_token = tracing.activate(parent)
         try:
             async with asyncio.timeout(self.timeout) as budget:
                 result = await self.executor.run_line(
-                    inputs, stream=stream, run_id=request_id, deadline=budget.when()
+                    inputs,
+                    stream=stream,
+                    run_id=request_id,
+                    deadline=budget.when(),
+                    span_attributes={"flowport.request_id": request_id, "flowport.flow": self.name}
+                    if tracing.enabled()
+                    else None,
                 )
+            if result.run.traceparent and headers is not None:
+                headers[TRACEPARENT] = result.run.traceparent
         except TimeoutError:
             await self.limit.__aexit__()
             raise Refused(408, self.timed_out()) from None
         except BaseException:
             await self.limit.__aexit__()
             raise
+        finally:
+            if trace_token is not None:
+                tracing.deactivate(trace_token)
         if result.error is not None:
             await self.limit.__aexit__()
             self.metrics.child(self.metrics.errors, result.error.inner_code or result.error.code).inc()
@@ -265,7 +292,7 @@ class ScoringApp:
                 status = 400
                 return _json(_error_body(exc), 400, headers)
             try:
-                result = await self.execute(inputs, reply is Reply.EVENTS, request_id)
+                result = await self.execute(inputs, reply is Reply.EVENTS, request_id, headers)
             except Refused as refused:
                 status, result = refused.status, refused.result
                 return _json(_error_body(refused.error), status, {**headers, **refused.headers})

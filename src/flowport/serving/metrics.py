@@ -40,6 +40,11 @@ class InstanceMetrics(Metrics):
             registry=self.registry,
         )
         self.errors = Counter("flowport_errors", "Errors by code", ["code"], registry=self.registry)
+        self.trace_dropped = Counter(
+            "flowport_trace_spans_dropped",
+            "Finished trace spans dropped: the export queue was full or an export failed",
+            registry=self.registry,
+        )
 
     def observe_run(self, run: LineRun) -> None:
         for node_run in run.node_runs.values():

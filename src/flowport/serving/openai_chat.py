@@ -1,7 +1,8 @@
 """``POST /v1/chat/completions``: a chat flow behind the OpenAI chat API.
 
-Messages map to the flow's chat history (user/assistant pairs) and chat input (the last
-user message); the chat output is the assistant's answer. ``stream: true`` answers with
+Messages map to the flow's chat history (user/assistant pairs, or for a chat prompty the
+messages themselves) and chat input (the last user message); the chat output is the assistant's
+answer. ``stream: true`` answers with
 OpenAI's chunk events, so any OpenAI client can talk to a deployed chat flow.
 """
 
@@ -55,8 +56,9 @@ def not_a_chat_flow(scoring: ScoringApp) -> Callable[[Request], Awaitable[Respon
     message = (
         f"flow {scoring.name!r} is not a chat flow, so it cannot answer chat completions. A chat flow "
         "marks the user's message input with 'is_chat_input: true', a list input with "
-        "'is_chat_history: true' and the answer output with 'is_chat_output: true' in flow.dag.yaml. "
-        "Call this endpoint's /score route with the flow's inputs instead."
+        "'is_chat_history: true' and the answer output with 'is_chat_output: true' in flow.dag.yaml "
+        "(a chat .prompty: api chat, a list input 'chat_history' and a string input 'question', or those "
+        "markers on its inputs). Call this endpoint's /score route with the flow's inputs instead."
     )
 
     async def refuse(request: Request) -> Response:
@@ -73,8 +75,10 @@ class OpenAIChatRoute:
         flow = scoring.flow
         self.chat_input = flow.chat_input or ""
         self.chat_history = flow.chat_history
-        self.chat_output = flow.chat_output or next(iter(flow.outputs), "")
+        self.chat_output = flow.chat_output or next(iter(flow.outputs), "output")
         self.other_inputs = set(flow.inputs) - {self.chat_input, self.chat_history}
+        self.history_messages = flow.chat_history_format == "messages"
+        """A prompty's history is the OpenAI messages themselves, not the flow's turns."""
 
     def to_inputs(self, body: Any) -> dict[str, Any]:
         """The flow inputs an OpenAI chat request stands for."""
@@ -85,8 +89,11 @@ class OpenAIChatRoute:
         ]
         if not turns or turns[-1].get("role") != "user":
             raise ChatRequestError("the last message must come from the user")
-        history = []
+        history: list[dict[str, Any]] = []
         pending: str | None = None
+        if self.history_messages:
+            history = [{"role": m["role"], "content": _text(m.get("content"))} for m in turns[:-1]]
+            turns = turns[-1:]
         for message in turns[:-1]:
             if message["role"] == "user":
                 pending = _text(message.get("content"))
@@ -122,7 +129,7 @@ class OpenAIChatRoute:
         model = str(body.get("model") or scoring.name)
         stream = bool(body.get("stream"))
         try:
-            result = await scoring.execute(inputs, stream, request_id)
+            result = await scoring.execute(inputs, stream, request_id, headers)
         except Refused as refused:
             code, error_type = _REFUSALS.get(refused.status, (None, "invalid_request_error"))
             error = refused.error

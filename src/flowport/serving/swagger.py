@@ -20,7 +20,7 @@ _SCHEMA_TYPES: dict[ValueType, dict[str, Any]] = {
     ValueType.STRING: {"type": "string"},
     ValueType.LIST: {"type": "array", "items": _OBJECT},
     ValueType.OBJECT: _OBJECT,
-    ValueType.IMAGE: {"type": "string"},
+    ValueType.IMAGE: {"type": "object"},  # a path, URL or base64 string, or a one-key dict
 }
 _ERRORS = {"400": {"description": "Invalid input"}, "default": {"description": "unexpected error"}}
 

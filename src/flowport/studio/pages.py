@@ -22,7 +22,13 @@ LINK_NOTICE = (
     "Sign in with the admin token instead."
 )
 
-NAV = (("endpoints", "Endpoints"), ("models", "Models"), ("connections", "Connections"), ("deploy", "Deploy"))
+NAV = (
+    ("endpoints", "Endpoints"),
+    ("models", "Models"),
+    ("connections", "Connections"),
+    ("traces", "Traces"),
+    ("deploy", "Deploy"),
+)
 
 
 def build_studio(signed_in: SignedIn) -> list[BaseRoute]:
@@ -61,5 +67,7 @@ def build_studio(signed_in: SignedIn) -> list[BaseRoute]:
         Route("/studio/models", page("models.html", "models")),
         Route("/studio/connections", page("connections.html", "connections")),
         Route("/studio/deploy", page("deploy.html", "deploy")),
+        Route("/studio/traces", page("traces.html", "traces")),
+        Route("/studio/traces/{trace_id}", page("trace.html", "traces")),
         Mount("/studio/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]

@@ -2,8 +2,10 @@
 
 Behaviour (all deterministic):
 
-* Chat replies ``"Echo: " + <text of the last user message>`` (list contents join the ``text``
-  of their ``type: text`` parts with a space); completions reply ``"Echo: " + prompt`` (a list
+* Chat replies ``"Echo: " + <text of the last user message>`` (list contents join their parts
+  with a space: a ``type: text`` part is its ``text``, a ``type: image_url`` part is
+  ``[image <mime> <N> bytes]`` for a ``data:`` URL (N decoded bytes) or ``[image <url>]``, so a
+  reply shows which images arrived, in order); completions reply ``"Echo: " + prompt`` (a list
   prompt uses its first element). With ``response_format={"type": "json_object"}`` the reply
   is ``json.dumps({"echo": <user text or prompt>})``.
 * Tokens are whitespace-separated words. ``prompt_tokens`` counts the words of all message
@@ -159,12 +161,33 @@ def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return " ".join(
-            part["text"]
-            for part in content
-            if isinstance(part, dict) and part.get("type") == "text" and "text" in part
-        )
+        return " ".join(text for part in content if (text := _part_text(part)) is not None)
     return ""
+
+
+_DATA_URL_RE = re.compile(r"^data:([^;,]*)(;base64)?,(.*)$", re.DOTALL)
+
+
+def _part_text(part: Any) -> str | None:
+    """A content part as the reply shows it: its text, or what image it carries."""
+    if not isinstance(part, dict):
+        return None
+    if part.get("type") == "text" and "text" in part:
+        return str(part["text"])
+    if part.get("type") != "image_url":
+        return None
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, dict) else image
+    if not isinstance(url, str):
+        raise _BadRequest("An image_url part needs image_url.url.", "messages")
+    data = _DATA_URL_RE.match(url)
+    if data is None:
+        return f"[image {url}]"
+    try:
+        size = len(base64.b64decode(data.group(3), validate=True)) if data.group(2) else len(data.group(3))
+    except ValueError:
+        raise _BadRequest("The image data URL is not valid base64.", "messages") from None
+    return f"[image {data.group(1) or 'application/octet-stream'} {size} bytes]"
 
 
 def _delay_ms(request: Request, header: str, default: float) -> float:

@@ -38,6 +38,8 @@ class ToolCallable:
     """The function takes ``**kwargs``: every node input is passed."""
     streams: bool = False
     """The tool takes ``stream=True`` to return an iterator of text chunks."""
+    init_inputs: frozenset[str] = frozenset()
+    """Node inputs a class-based tool took in ``__init__`` when it loaded: not passed per line."""
 
     @classmethod
     def from_function(cls, func: Callable[..., Any], mode: CallMode | None = None) -> ToolCallable:

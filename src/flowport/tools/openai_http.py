@@ -27,6 +27,7 @@ import orjson
 
 from flowport import __version__, transport
 from flowport.connections import AzureOpenAIConnection, Connection, CustomConnection
+from flowport.tracing import genai
 from flowport.transport import HTTP11Transport
 
 if TYPE_CHECKING:
@@ -288,10 +289,27 @@ class OpenAIHTTP:
                 )
                 return _HttpxAnswer(await self.proxied.send(request, stream=True))
 
+    def _span(self, path: str, body: dict[str, Any]) -> Any:
+        url = urlsplit(self.origin)
+        provider = "azure.ai.openai" if self.azure_version is not None else "openai"
+        return genai.start_call(path, body, provider, url.hostname or "", url.port)
+
     async def create(
         self, path: str, body: dict[str, Any], connect_timeout: float = CONNECT_TIMEOUT
     ) -> dict[str, Any]:
         """The JSON answer. ``connect_timeout``: a caller with a deadline may shorten it."""
+        span = self._span(path, body)
+        if span is None:
+            return await self._create(path, body, connect_timeout)
+        try:
+            answer = await self._create(path, body, connect_timeout)
+        except BaseException as exc:
+            genai.failed_call(span, exc)
+            raise
+        genai.end_call(span, answer)
+        return answer
+
+    async def _create(self, path: str, body: dict[str, Any], connect_timeout: float) -> dict[str, Any]:
         answer = await self._post(path, body, connect_timeout)
         url = self.url(body["model"], path)
         try:
@@ -313,15 +331,22 @@ class OpenAIHTTP:
     ) -> AsyncIterator[dict[str, Any]]:
         """The server-sent chunks of a streamed answer. Errors before the first chunk raise;
         later ones (the connection cut, an error event) raise ``APIError`` from the iterator."""
-        answer = await self._post(path, body, connect_timeout)
-        url = self.url(body["model"], path)
-        if answer.status_code >= 400:
-            try:
-                with _api_errors(url):
-                    raise await _status_error(answer, url)
-            finally:
-                await answer.aclose()
-        return _events(answer, url)
+        span = self._span(path, body)
+        try:
+            answer = await self._post(path, body, connect_timeout)
+            url = self.url(body["model"], path)
+            if answer.status_code >= 400:
+                try:
+                    with _api_errors(url):
+                        raise await _status_error(answer, url)
+                finally:
+                    await answer.aclose()
+        except BaseException as exc:
+            if span is not None:
+                genai.failed_call(span, exc)
+            raise
+        events = _events(answer, url)
+        return events if span is None else genai.traced_stream(span, events)
 
 
 _CLOSED_EARLY = "the server closed the connection without answering"

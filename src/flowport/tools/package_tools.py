@@ -8,6 +8,9 @@ without prompt flow or promptflow-tools installed, against the same connections:
   meant for the API is a template variable (the llm node's rules, ``tools.llm.LLMTool``);
 * ``promptflow.tools.embedding.embedding``: ``input`` embedded with ``model`` (OpenAI) or
   ``deployment_name`` (Azure OpenAI); the vector as a list of floats.
+
+``type: custom_llm`` nodes (``source: {type: package_with_prompt, path}``) run prompt flow's LLM
+tool (``promptflow.tools.llm.llm``) and its vision chat tools (``VISION_TOOLS``, ``tools.vision``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 from flowport.connections import AzureOpenAIConnection, Connection, OpenAIConnection, ServerlessConnection
 from flowport.tools.callable import CallMode, Param, ToolCallable
 from flowport.tools.llm import ClientPool, LLMTool, _connect_timeout, _record
+from flowport.tools.vision import vision_tool
 
 _ANY_LLM_CONNECTION = AzureOpenAIConnection | OpenAIConnection | ServerlessConnection
 EMBEDDING_MODEL = "text-embedding-ada-002"
@@ -126,6 +130,17 @@ def prompt_llm_tool(template: Any, pool: ClientPool, node: str) -> ToolCallable:
 
     params = {"connection": Param("connection", _ANY_LLM_CONNECTION), "api": Param("api", str, "chat")}
     return ToolCallable(func=llm, mode=CallMode.ASYNC, params=params, accepts_any=True, streams=True)
+
+
+VISION_TOOLS: dict[str, Callable[[str, ClientPool, str], ToolCallable]] = {
+    "promptflow.tools.openai_gpt4v.OpenAI.chat": lambda source, pool, node: vision_tool(
+        source, OpenAIConnection, pool, node
+    ),
+    "promptflow.tools.aoai_gpt4v.AzureOpenAI.chat": lambda source, pool, node: vision_tool(
+        source, AzureOpenAIConnection, pool, node
+    ),
+}
+"""prompt flow's vision chat tools (``type: custom_llm``), built from the node's template text."""
 
 
 _bridge: _Bridge | None = None

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
+from flowport.runtime.autoscale import ScalingStatus
 from flowport.runtime.base import (
     DeploymentFailed,
     DeploymentKey,
     DeploymentPlan,
     InstanceState,
+    LoadSource,
     ReadyListener,
 )
+from flowport.runtime.local.scaler import Load, Scaler
 from flowport.runtime.local.supervisor import ManagedInstance
 
 log = logging.getLogger("flowport.runtime.local")
@@ -28,7 +32,13 @@ Publisher = Callable[[DeploymentKey, list[str]], None]
 
 class Deployment:
     def __init__(
-        self, key: DeploymentKey, *, new_instance: InstanceFactory, publish: Publisher, drain_seconds: float
+        self,
+        key: DeploymentKey,
+        *,
+        new_instance: InstanceFactory,
+        publish: Publisher,
+        drain_seconds: float,
+        load: Load = lambda key: {},
     ) -> None:
         self.key = key
         self.lock = asyncio.Lock()
@@ -36,7 +46,10 @@ class Deployment:
         self.members: list[ManagedInstance] = []
         """Starting and running instances (not those draining)."""
         self.plan: DeploymentPlan | None = None
+        """The plan applied, its ``instance_count`` the count the autoscaler chose if it scales."""
+        self.python = ""
         self.closed = False
+        self.scaler = Scaler(self, load)
         self._new_instance = new_instance
         self._publish = publish
         self._drain_seconds = drain_seconds
@@ -45,17 +58,30 @@ class Deployment:
     def states(self) -> list[InstanceState]:
         return [member.state() for member in self.members]
 
+    def count(self) -> int:
+        return len(self.members)
+
+    def ready_addresses(self) -> list[str]:
+        return [member.address for member in self.members if member.in_ready_set]
+
+    def scaling(self) -> ScalingStatus | None:
+        return self.scaler.status()
+
     def notify(self, force: bool = False) -> None:
         """Tell the listener the ready set, if it changed since last time."""
-        addresses = [member.address for member in self.members if member.in_ready_set]
+        addresses = self.ready_addresses()
         if force or addresses != self._published:
             self._published = addresses
             self._publish(self.key, addresses)
 
     async def apply(self, plan: DeploymentPlan, python: str) -> None:
-        """Scale to ``plan.instance_count``; replace instances of other revisions one by one."""
+        """Scale to ``plan.instance_count`` (or, autoscaled, keep the count within the plan's
+        bounds); replace instances of other revisions one by one."""
         if self.closed:
             raise DeploymentFailed("the runtime is shutting down")
+        if plan.scale is not None:  # a running deployment keeps its count (within the new bounds)
+            start = self.count() if self.plan is not None else plan.scale.min_instances
+            plan = replace(plan, instance_count=plan.scale.clamp(start))
         wanted = plan.instance_count
         # Keep the ready instances of this revision; replace the broken ones of others first.
         current = sorted((m for m in self.members if m.revision == plan.revision), key=_ready_first)
@@ -85,10 +111,24 @@ class Deployment:
         finally:
             await asyncio.gather(*drains)
         await self._retire(stale)
-        self.plan = plan
+        self.plan, self.python = plan, python
+        self.scaler.configure(plan)
+
+    async def scale(self, count: int, load: Mapping[str, int]) -> None:
+        """Start instances (routed once ready) or retire the least busy ones; the lock is held."""
+        assert self.plan is not None
+        plan, have = self.plan, len(self.members)
+        if count > have:
+            self._admit(await self._start([(plan, self.python)] * (count - have)))
+        elif count < have:
+            idle_first = sorted(self.members, key=lambda m: (m.in_ready_set, load.get(m.address, 0)))
+            await self._retire(idle_first[: have - count])
+        self.plan = replace(plan, instance_count=count)
 
     async def remove(self) -> None:
         """Withdraw every instance (the listener hears ``[]``), then drain them all."""
+        await self.scaler.stop()
+        self.scaler.policy = None
         instances = list(self.members)
         for member in instances:
             member.serving = False
@@ -167,12 +207,17 @@ class SupervisedRuntime:
     def __init__(self, drain_seconds: float) -> None:
         self.drain_seconds = drain_seconds
         self._listener: ReadyListener | None = None
+        self._load: LoadSource | None = None
         self._deployments: dict[DeploymentKey, Deployment] = {}
         self._masked: dict[DeploymentKey, frozenset[str]] = {}
         """Every secret of every plan applied per deployment: older lines may hold older ones."""
 
     def set_listener(self, listener: ReadyListener) -> None:
         self._listener = listener
+
+    def set_load_source(self, source: LoadSource) -> None:
+        """Where autoscaled deployments read their in-flight requests (the gateway's counts)."""
+        self._load = source
 
     async def remove(self, key: DeploymentKey) -> None:
         deployment = self._deployments.get(key)
@@ -188,6 +233,10 @@ class SupervisedRuntime:
         deployment = self._deployments.get(key)
         return deployment.states() if deployment else []
 
+    def scaling(self, key: DeploymentKey) -> ScalingStatus | None:
+        deployment = self._deployments.get(key)
+        return deployment.scaling() if deployment else None
+
     def _deployment(self, plan: DeploymentPlan) -> Deployment:
         """The plan's deployment (made on first use); remembers the plan's secrets for masking."""
         key = plan.key
@@ -199,6 +248,7 @@ class SupervisedRuntime:
                 new_instance=lambda plan, python, on_change: self._new_instance(key, plan, python, on_change),
                 publish=self._publish,
                 drain_seconds=self.drain_seconds,
+                load=self._in_flight,
             )
             self._deployments[key] = deployment
         return deployment
@@ -207,6 +257,9 @@ class SupervisedRuntime:
         self, key: DeploymentKey, plan: DeploymentPlan, python: str, on_change: Callable[[], None]
     ) -> ManagedInstance:
         raise NotImplementedError
+
+    def _in_flight(self, key: DeploymentKey) -> dict[str, int]:
+        return dict(self._load(key)) if self._load is not None else {}
 
     def _publish(self, key: DeploymentKey, addresses: list[str]) -> None:
         if self._listener is None:

@@ -57,10 +57,17 @@ INHERITED = frozenset(
         "FLOWPORT_INLINE_FAST_TOOLS",
         "FLOWPORT_MAX_QUEUE_WAIT_MS",
         "FLOWPORT_MAX_BODY_BYTES",
+        # tracing: off, content, and where spans go (the OTEL_ prefix below; Azure Monitor)
+        "FLOWPORT_TRACING",
+        "FLOWPORT_TRACE_CONTENT",
     }
 )
 """The server's variables an instance inherits: everything it needs to run, nothing of the control plane."""
-INHERITED_PREFIXES = ("LC_",)
+INHERITED_PREFIXES = ("LC_", "OTEL_")
+CREDENTIAL_MARKERS = ("HEADERS", "CLIENT_KEY", "CONNECTION_STRING")
+"""Tracing variables that carry credentials (``OTEL_EXPORTER_OTLP_HEADERS``, client keys) stay with
+the server: flow code is untrusted. A deployment that wants its spans sent with credentials sets
+them in its own ``environment_variables`` (or the operator names them in ``FLOWPORT_INSTANCE_PASS_ENV``)."""
 INSTANCE_PYTHON_ENV = "FLOWPORT_INSTANCE_PYTHON"
 
 
@@ -234,7 +241,9 @@ class Isolation:
         env = {
             name: value
             for name, value in os.environ.items()
-            if name in INHERITED or name in self.pass_env or name.startswith(INHERITED_PREFIXES)
+            if name in self.pass_env
+            or name in INHERITED
+            or (name.startswith(INHERITED_PREFIXES) and not any(m in name for m in CREDENTIAL_MARKERS))
         }
         env.setdefault("PATH", os.defpath)
         env["PYTHONUNBUFFERED"] = "1"

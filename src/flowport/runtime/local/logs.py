@@ -13,6 +13,8 @@ from flowport.runtime.base import DeploymentKey
 
 KEEP_FILES = 20
 """Log files of gone instances kept per deployment (those of live instances always are)."""
+TRACE_SUFFIX = ".traces.jsonl"
+"""An instance's spans for the built-in trace store sit beside its log: ``<instance id>.traces.jsonl``."""
 MASK = "******"
 MIN_MASKED = 4
 """Shorter secret values are not masked: replacing every ``1`` or ``on`` would garble the logs."""
@@ -46,11 +48,11 @@ def tail_lines(path: Path, count: int, block: int = 8192) -> list[str]:
     return data.decode("utf-8", "replace").splitlines()[-count:]
 
 
-def note(path: Path, message: str) -> None:
+def note(path: Path, message: str, source: str = "flowport runtime") -> None:
     """Append a line from the runtime itself to an instance's log (restarts, kills)."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     with contextlib.suppress(OSError), open(path, "a", encoding="utf-8") as file:
-        file.write(f"{stamp} flowport runtime: {message}\n")
+        file.write(f"{stamp} {source}: {message}\n")
 
 
 def _safe(name: str) -> str:
@@ -83,9 +85,18 @@ class LogFiles:
         for path in old[: max(0, len(old) - self.keep)]:
             with contextlib.suppress(OSError):
                 path.unlink()
+            with contextlib.suppress(OSError):
+                path.with_suffix(TRACE_SUFFIX).unlink()
         path = folder / f"{instance_id}.log"
         path.touch()
         return path
+
+    def provisioning(self, key: DeploymentKey) -> Callable[[str], None]:
+        """A writer of the deployment's ``provisioning.log`` (environment builds), shown by ``tail``."""
+        folder = self.folder(key)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "provisioning.log"
+        return lambda line: note(path, line, source="provisioning")
 
     def tail(self, key: DeploymentKey, lines: int) -> list[str]:
         """The last ``lines`` lines over all the deployment's files, each prefixed with its instance id."""

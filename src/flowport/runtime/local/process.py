@@ -9,12 +9,23 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 from flowport.runtime.base import InstanceConfig
+from flowport.serving.traced import TRACE_FD_ENV
 
 PR_SET_PDEATHSIG = 1
+
+
+@contextlib.contextmanager
+def _trace_file(path: Path | None) -> Iterator[BinaryIO | None]:
+    if path is None:
+        yield None
+        return
+    with open(path, "ab") as file:
+        yield file
 
 
 def preexec(become: Callable[[], None] | None = None) -> Callable[[], None] | None:
@@ -44,15 +55,20 @@ async def spawn(
     env: Mapping[str, str],
     cwd: str | None = None,
     become: Callable[[], None] | None = None,
+    trace_path: Path | None = None,
 ) -> asyncio.subprocess.Process:
     """Start ``python -m flowport.runtime.instance --uds socket``, its config on stdin, output to the log.
 
     ``env`` is the process's whole environment and ``become`` switches the child to the
     instance user before it execs (see ``isolation.py``). The process gets its
     own session, so a Ctrl-C at the server's terminal reaches only the server, which then
-    drains its instances itself.
+    drains its instances itself. ``trace_path``: the built-in trace store's file, opened here
+    and inherited as ``FLOWPORT_TRACE_FD`` (the instance user need not be able to open it).
     """
-    with open(log_path, "ab") as log:
+    with open(log_path, "ab") as log, _trace_file(trace_path) as traces:
+        fds = (traces.fileno(),) if traces is not None else ()
+        if traces is not None:
+            env = {**env, TRACE_FD_ENV: str(traces.fileno())}
         process = await asyncio.create_subprocess_exec(
             python,
             "-m",
@@ -66,6 +82,7 @@ async def spawn(
             cwd=cwd,
             start_new_session=True,
             preexec_fn=preexec(become),
+            pass_fds=fds,
         )
     assert process.stdin is not None
     try:

@@ -51,12 +51,17 @@ class LocalRuntime(SupervisedRuntime):
         deployment = self._deployment(plan)
         async with deployment.lock:
             python = self.python
-            if plan.requirements:
-                venv = Path(await self._venvs.python_for(plan.requirements)).parent.parent
+            if plan.requirements or plan.pip_requirements:
+                progress = self._logs.provisioning(plan.key)
+                built = await self._venvs.python_for(plan.requirements, plan.pip_requirements, progress)
+                venv = Path(built).parent.parent
                 python = str(await self.isolation.readable(venv) / "bin" / "python")
             await self.isolation.check_python(python)
-            source = str(await self.isolation.readable(Path(plan.config.source)))
-            await deployment.apply(replace(plan, config=replace(plan.config, source=source)), python)
+            config = plan.config
+            source = str(await self.isolation.readable(Path(config.source)))
+            model_dir = str(await self.isolation.readable(Path(config.model_dir))) if config.model_dir else ""
+            config = replace(config, source=source, model_dir=model_dir)
+            await deployment.apply(replace(plan, config=config), python)
 
     def logs(self, key: DeploymentKey, lines: int) -> list[str]:
         return list(map(masking(self._masked.get(key, ())), self._logs.tail(key, lines)))

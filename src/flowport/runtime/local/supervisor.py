@@ -11,8 +11,9 @@ from pathlib import Path
 from flowport.runtime.base import DeploymentFailed, DeploymentPlan, InstanceState, Probe
 from flowport.runtime.local import process as processes
 from flowport.runtime.local.isolation import Isolation, Workspace
-from flowport.runtime.local.logs import masking, note, tail_lines
+from flowport.runtime.local.logs import TRACE_SUFFIX, masking, note, tail_lines
 from flowport.runtime.local.probes import InstanceClient
+from flowport.serving.user_script import FAILED_TO_START
 
 log = logging.getLogger("flowport.runtime.local")
 
@@ -135,6 +136,15 @@ class ManagedInstance:
             self.ready = ready
             self._on_change()
 
+    def _trace_environment(self) -> dict[str, str]:
+        """Who the instance is, for its spans (the built-in store's files are per instance)."""
+        key = self.plan.key
+        return {
+            "FLOWPORT_ENDPOINT": key.endpoint,
+            "FLOWPORT_DEPLOYMENT": key.deployment,
+            "FLOWPORT_INSTANCE_ID": self.id,
+        }
+
     async def _spawn_ready(self) -> None:
         """Start a fresh process in a fresh workspace (its socket) and wait until it answers ``/ready``."""
         self._workspace = workspace = self._isolation.new_workspace()
@@ -145,9 +155,10 @@ class ManagedInstance:
                 self.socket,
                 self.plan.config,
                 self.log_path,
-                env=self._isolation.environment(workspace, self.python),
+                env={**self._isolation.environment(workspace, self.python), **self._trace_environment()},
                 cwd=str(workspace.root),
                 become=self._isolation.become(),
+                trace_path=self.log_path.with_suffix(TRACE_SUFFIX),
             )
         except OSError as exc:
             raise DeploymentFailed(f"instance {self.id} could not start: {exc}") from None
@@ -175,9 +186,11 @@ class ManagedInstance:
             exited.cancel()
         code = self.process.returncode
         await self._release()
-        raise DeploymentFailed(
-            f"instance {self.id} exited with code {code} before it was ready", self.log_tail()
-        )
+        tail = self.log_tail()
+        told = next((line for line in reversed(tail) if line.startswith(FAILED_TO_START)), None)
+        if told is not None:  # the scoring script's own words: where and why, in one line
+            raise DeploymentFailed(told, [line for line in tail if line != told])
+        raise DeploymentFailed(f"instance {self.id} exited with code {code} before it was ready", tail)
 
     async def _supervise(self) -> None:
         """Watch the running process; restart it when it exits or fails its liveness probe."""

@@ -72,12 +72,13 @@ async def connect(compute: ComputeTarget) -> None:
     _connected = compute.address
 
 
-def requirements_env(requirements: Path | None) -> dict[str, Any] | None:
-    """The flow's ``requirements.txt`` as a Ray runtime environment (a virtualenv on each node)."""
-    if requirements is None:
-        return None
-    lines = [line.strip() for line in requirements.read_text(encoding="utf-8").splitlines()]
-    packages = [line for line in lines if line and not line.startswith("#")]
+def requirements_env(plan: DeploymentPlan) -> dict[str, Any] | None:
+    """The flow's ``requirements.txt`` and the conda file's pip lines as a Ray runtime environment
+    (a virtualenv Ray builds on each node)."""
+    lines = []
+    if plan.requirements is not None:
+        lines = [line.strip() for line in plan.requirements.read_text(encoding="utf-8").splitlines()]
+    packages = [line for line in [*lines, *plan.pip_requirements] if line and not line.startswith("#")]
     return {"pip": packages} if packages else None
 
 
@@ -102,12 +103,17 @@ class RayRuntime(SupervisedRuntime):
     async def apply(self, plan: DeploymentPlan) -> None:
         if self._closed:
             raise RuntimeError("the runtime is closed")
+        if plan.config.model_dir:
+            raise DeploymentFailed(
+                f"compute {self.compute.name!r}: a scoring-script deployment with a model runs on the "
+                "local compute only for now (its model folder is not shipped to Ray nodes)"
+            )
         await connect(self.compute)
         deployment = self._deployment(plan)
         async with deployment.lock:
             if plan.revision not in self._flows:
                 data = await asyncio.to_thread(zip_folder, Path(plan.config.source))
-                self._flows[plan.revision] = (ray.put(data), requirements_env(plan.requirements))
+                self._flows[plan.revision] = (ray.put(data), requirements_env(plan))
             await deployment.apply(plan, "")
             live = {m.revision for d in self._deployments.values() for m in d.members}
             for revision in set(self._flows) - live - {plan.revision}:

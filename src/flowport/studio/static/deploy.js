@@ -40,7 +40,8 @@
   [models, endpoints, connections] = await Promise.all([
     call("GET", "/models"), call("GET", "/endpoints"), call("GET", "/connections"),
   ]);
-  fillSelect($("model"), models.map((m) => [m.id, `${m.name}:${m.version} (${m.flow_type} flow)`]),
+  const flows = models.filter((m) => m.layout !== "files"); // plain files need a scoring script
+  fillSelect($("model"), flows.map((m) => [m.id, `${m.name}:${m.version} (${m.flow_type} flow)`]),
     "No models registered yet");
   fillSelect($("endpoint-existing"), endpoints.map((e) => [e.name, `${e.name} (${e.auth_mode})`]),
     "No endpoints yet");
@@ -142,6 +143,10 @@
       if (!registered || registered.path !== path || registered.name !== name) {
         try {
           const model = await call("POST", "/models", { spec: { name, path } });
+          if (model.layout === "files") {
+            return fieldError("flow-path",
+              "No flow there (flow.dag.yaml, flow.flex.yaml or .prompty): a scoring-script deployment needs its YAML file.");
+          }
           registered = { path, name, model };
           models.push(model);
         } catch (error) {

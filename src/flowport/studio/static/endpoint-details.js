@@ -52,7 +52,9 @@ flowport.tabs["details"] = async (panel, page) => {
         el("td", {},
           el("span", { class: `state ${String(d.provisioning_state).toLowerCase()}` }, d.provisioning_state),
           failed ? errorBlock(d.error) : null),
-        el("td", { class: "number" }, d.instance_count),
+        el("td", { class: "number" }, d.scaling
+          ? `${d.scaling.current_instances} (autoscaled ${d.scaling.min_instances} to ${d.scaling.max_instances})`
+          : d.instance_count),
         el("td", { class: "number" }, `${ready} / ${instances.length}`),
         el("td", {}, el("code", {}, d.model || "")),
         el("td", { class: "number" }, `${(endpoint.traffic || {})[d.name] || 0}%`));
@@ -137,7 +139,7 @@ flowport.tabs["details"] = async (panel, page) => {
           el("thead", {}, el("tr", {}, ["Kind", "Target", "Status", "Time", "Error"].map((h) =>
             el("th", { scope: "col" }, h)))),
           el("tbody", {}, sorted.map((op) => el("tr", {},
-            el("td", {}, op.kind),
+            el("td", {}, op.kind, op.to_instances ? ` ${op.from_instances} → ${op.to_instances}` : ""),
             el("td", {}, op.target),
             el("td", {}, el("span", { class: `state ${String(op.status).toLowerCase()}` }, op.status)),
             el("td", {}, el("time", { datetime: op.created_at }, when(op.created_at))),

@@ -143,6 +143,7 @@ flowport.tabs["monitoring"] = async (panel, page) => {
     status, headline, charts);
 
   let stats = null;
+  let deployments = {}; // name -> the deployment as shown (instances, scaling)
   const usage = {}; // deployment -> {tokens, history: [{t, prompt, completion}]}
   let chosen = "";
 
@@ -158,6 +159,7 @@ flowport.tabs["monitoring"] = async (panel, page) => {
   // The endpoint's current deployments: the stats still hold the minutes of deleted ones.
   async function deploymentNames() {
     const current = await call("GET", `/endpoints/${encodeURIComponent(page.name)}/deployments`);
+    deployments = Object.fromEntries(current.map((d) => [d.name, d]));
     return current.map((d) => d.name).sort();
   }
 
@@ -219,6 +221,7 @@ flowport.tabs["monitoring"] = async (panel, page) => {
       el("div", {}, el("dt", {}, "Last 5 minutes"), el("dd", {}, `${requests5} request${requests5 === 1 ? "" : "s"}`)),
       el("div", {}, el("dt", {}, "Error rate"), el("dd", {}, requests5 ? percent((100 * errors5) / requests5) : "–")),
       el("div", {}, el("dt", {}, "p99 latency"), el("dd", {}, p99s.length ? `${Math.round(Math.max(...p99s))} ms` : "–")),
+      instancesHeadline(),
     );
 
     const busy = points.filter((p) => p.total);
@@ -282,6 +285,18 @@ flowport.tabs["monitoring"] = async (panel, page) => {
         codes.length ? null : "No errors in the last hour."),
       tokensFigure(scope),
     );
+  }
+
+  // Ready instances now; for one autoscaled deployment its bounds and its last change.
+  function instancesHeadline() {
+    const shown = (chosen ? [chosen] : Object.keys(deployments)).map((n) => deployments[n]).filter(Boolean);
+    const ready = shown.reduce((sum, d) => sum + (d.instances || []).filter((i) => i.ready).length, 0);
+    const scaling = shown.length === 1 ? shown[0].scaling : null;
+    const last = scaling && scaling.last_scaling;
+    return el("div", { id: "monitor-instances" }, el("dt", {}, "Instances"),
+      el("dd", {}, `${ready} ready`),
+      scaling ? el("dd", { class: "muted small" }, `autoscaled ${scaling.min_instances} to ${scaling.max_instances}` +
+        (last ? `; last ${last.from_instances} → ${last.to_instances} at ${new Date(last.time).toLocaleTimeString()}` : "")) : null);
   }
 
   function tokensFigure(scope) {

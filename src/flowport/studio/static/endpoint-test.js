@@ -28,14 +28,14 @@ flowport.tabs["test"] = async (panel, page) => {
     return credentials.primaryKey || credentials.accessToken;
   }
 
-  async function score(payload, stream) {
+  async function score(payload, stream, route = "score") {
     const headers = {
       "content-type": "application/json",
       authorization: `Bearer ${await secret()}`,
       accept: stream ? "text/event-stream" : "application/json",
     };
     if (picker.value) headers["azureml-model-deployment"] = picker.value;
-    return fetch(`/endpoints/${encodeURIComponent(page.name)}/score`, {
+    return fetch(`/endpoints/${encodeURIComponent(page.name)}/${route}`, {
       method: "POST", headers, body: JSON.stringify(payload), credentials: "omit",
     });
   }
@@ -250,13 +250,15 @@ flowport.tabs["test"] = async (panel, page) => {
         const response = await score(payload, false);
         const ms = Math.round(performance.now() - started);
         const served = response.headers.get("azureml-model-deployment");
+        const requestId = response.headers.get("x-request-id");
+        const traceLink = () => requestId ? [" · ", el("a", { href: `/studio/traces?request_id=${encodeURIComponent(requestId)}` }, "Trace")] : [];
         if (!response.ok) {
           status.className = "test-status error";
-          status.textContent = `${await errorText(response)} (${ms} ms)`;
+          status.replaceChildren(`${await errorText(response)} (${ms} ms)`, ...traceLink());
           return;
         }
         const text = await response.text();
-        status.textContent = `${response.status} ${response.statusText || "OK"} · ${ms} ms${served ? ` · ${served}` : ""}`;
+        status.replaceChildren(`${response.status} ${response.statusText || "OK"} · ${ms} ms${served ? ` · ${served}` : ""}`, ...traceLink());
         try { output.textContent = JSON.stringify(JSON.parse(text), null, 2); } catch { output.textContent = text; }
       } catch (error) {
         status.className = "test-status error";
@@ -281,6 +283,9 @@ flowport.tabs["test"] = async (panel, page) => {
     const others = Object.entries(inputs).filter(([n]) => n !== chatInput && n !== chatHistory)
       .map(([name, input]) => field(name, input));
     const history = [];
+    // A chat prompty's history is OpenAI messages: it talks over the OpenAI route, which streams
+    // whether or not the prompty itself does.
+    const openai = model.flow.chat_history_format === "messages";
 
     const log = el("ol", { class: "chat-log", role: "log", "aria-live": "polite", "aria-label": "Conversation" });
     const empty = el("li", { class: "chat-empty muted" }, "Ask something to start the conversation.");
@@ -328,7 +333,9 @@ flowport.tabs["test"] = async (panel, page) => {
       const reply = bubble("assistant", "");
       reply.item.classList.add("streaming");
       reply.item.setAttribute("aria-busy", "true");
-      const payload = { ...extra, [chatInput]: question, [chatHistory]: history.slice() };
+      const payload = openai
+        ? { ...extra, stream: true, messages: [...history, { role: "user", content: question }] }
+        : { ...extra, [chatInput]: question, [chatHistory]: history.slice() };
       let answer = "";
       const extras = {};
       const append = (chunk) => {
@@ -337,13 +344,19 @@ flowport.tabs["test"] = async (panel, page) => {
         log.scrollTop = log.scrollHeight;
       };
       const frame = (data) => {
+        if (openai) {  // an OpenAI chunk, or its error event
+          if (data && data.error) throw new Error(data.error.message || data.error.code);
+          const delta = (((data || {}).choices || [])[0] || {}).delta || {};
+          if (delta.content) append(delta.content);
+          return;
+        }
         for (const [key, value] of Object.entries(data || {})) {
           if (key === chatOutput) append(value);
           else extras[key] = value;
         }
       };
       try {
-        const response = await score(payload, true);
+        const response = await score(payload, true, openai ? "v1/chat/completions" : "score");
         if (!response.ok) throw new Error(await errorText(response));
         const type = response.headers.get("content-type") || "";
         if (type.includes("text/event-stream") && response.body) {
@@ -383,7 +396,11 @@ flowport.tabs["test"] = async (panel, page) => {
             Object.entries(extras).flatMap(([k, v]) => [el("dt", {}, k),
               el("dd", {}, typeof v === "string" ? v : JSON.stringify(v))])));
         }
-        history.push({ inputs: { [chatInput]: question }, outputs: { [chatOutput]: answer } });
+        if (openai) {
+          history.push({ role: "user", content: question }, { role: "assistant", content: answer });
+        } else {
+          history.push({ inputs: { [chatInput]: question }, outputs: { [chatOutput]: answer } });
+        }
       } catch (error) {
         reply.item.classList.add("failed");
         reply.content.textContent = answer;
@@ -412,6 +429,14 @@ flowport.tabs["test"] = async (panel, page) => {
     const loading = el("p", { class: "muted" }, "Loading the flow's inputs…");
     body.prepend(loading);
     try {
+      const script = deployment.code_configuration;
+      if (script) { // a scoring script: any JSON body, no flow inputs to list
+        shownModel = null;
+        body.replaceChildren(
+          el("p", { class: "muted" }, `Scoring script ${script.scoring_script} (from ${deployment.name})`),
+          standard({ flow: { inputs: {} } }));
+        return;
+      }
       const model = await modelOf(deployment);
       if (shownModel === model.id) {
         loading.remove(); // the same flow: keep the form and the conversation

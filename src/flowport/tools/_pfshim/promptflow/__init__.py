@@ -3,7 +3,7 @@
 On sys.path only when the real ``promptflow`` is not installed.
 """
 
-from flowport.tools.decorator import tool
+from flowport.tools.decorator import ToolProvider, tool
 from flowport.tools.metrics import log_metric
 
-__all__ = ["log_metric", "tool"]
+__all__ = ["ToolProvider", "log_metric", "tool"]

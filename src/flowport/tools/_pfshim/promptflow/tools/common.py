@@ -6,6 +6,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from flowport.tools.chat_parser import ROLES
 from flowport.tools.chat_parser import parse_chat as _parse_chat
+from flowport.tools.vision import as_chat_lists, place_images, referenced_images, with_images
 
 
 def parse_chat(
@@ -15,13 +16,14 @@ def parse_chat(
     image_detail: str = "auto",
     escape_dict: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Split a rendered chat prompt into ``{"role", "content"}`` messages at role lines."""
+    """Split a rendered chat prompt into ``{"role", "content"}`` messages at role lines; a line
+    naming one of ``images`` (``Image(<hash>)``) becomes an image content part."""
     messages = _parse_chat(chat_str)
     allowed = valid_roles or list(ROLES)
     for message in messages:
         if message["role"] not in allowed:
             raise ValueError(f"role {message['role']!r} is not one of {', '.join(allowed)}")
-    return messages
+    return with_images(messages, list(images or []), image_detail)
 
 
 def render_jinja_template(
@@ -36,8 +38,24 @@ def render_jinja_template(
 def build_messages(
     prompt: str, images: list[Any] | None = None, image_detail: str = "auto", **kwargs: Any
 ) -> list[dict[str, Any]]:
-    """Render a chat template with ``kwargs`` and split it into messages."""
-    return parse_chat(render_jinja_template(prompt, **kwargs))
+    """Render a chat template with ``kwargs`` and split it into messages (images as content parts
+    when ``images`` lists them)."""
+    return parse_chat(render_jinja_template(prompt, **kwargs), images=images, image_detail=image_detail)
+
+
+def preprocess_template_string(template_string: str) -> str:
+    """``![image]({{x}})`` on a line of its own as ``{{x}}``, for ``build_messages``."""
+    return place_images(template_string)
+
+
+def find_referenced_image_set(kwargs: dict[str, Any]) -> set[Any]:
+    """The images inside the tool's inputs."""
+    return set(referenced_images(kwargs.values()))
+
+
+def convert_to_chat_list(obj: Any) -> Any:
+    """Lists (at any depth) rendered one item per line."""
+    return as_chat_lists(obj)
 
 
 def to_bool(value: Any) -> bool:
@@ -45,4 +63,12 @@ def to_bool(value: Any) -> bool:
     return value if isinstance(value, bool) else str(value).lower() == "true"
 
 
-__all__ = ["build_messages", "parse_chat", "render_jinja_template", "to_bool"]
+__all__ = [
+    "build_messages",
+    "convert_to_chat_list",
+    "find_referenced_image_set",
+    "parse_chat",
+    "preprocess_template_string",
+    "render_jinja_template",
+    "to_bool",
+]

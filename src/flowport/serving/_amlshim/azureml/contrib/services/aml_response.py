@@ -1,0 +1,5 @@
+"""flowport's stand-in for Azure's ``AMLResponse``."""
+
+from flowport.serving.aml import AMLResponse
+
+__all__ = ["AMLResponse"]

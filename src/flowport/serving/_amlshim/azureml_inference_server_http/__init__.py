@@ -1,0 +1,1 @@
+"""flowport's stand-in: see flowport.serving.aml."""

@@ -1,0 +1,510 @@
+"""Traces: spans of lines, nodes and LLM calls, trace context across hops, export, the built-in store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from flowport.connections import OpenAIConnection
+from flowport.control.errors import ApiError
+from flowport.control.specs import parse_deployment
+from flowport.control.traces import TraceQuery, TraceStore
+from flowport.engine import FlowExecutor, load_executor
+from flowport.testing.llm_server import LLMServer
+from flowport.testing.threaded_server import ThreadedServer
+from flowport.tracing.setup import Tracing, configure
+from tests.endpoint_harness import Flowport
+from tests.test_cli import flowport
+from tests.test_flow_definition import write_flow
+from tests.test_llm_nodes import CHAT_FLOW, CHAT_TEMPLATE
+from tests.test_serve_process import start
+
+FLOWS = Path(__file__).parent / "flows"
+
+Spans = Callable[[], list[dict[str, Any]]]
+
+
+def read_spans(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+@pytest.fixture
+def traced(tmp_path: Path) -> Iterator[tuple[Tracing, Spans]]:
+    """Tracing on in this process, to a built-in store file; spans() flushes and reads it."""
+    path = tmp_path / "spans.jsonl"
+    with open(path, "ab") as file:
+        tracing = configure("test", {}, builtin=file, resource={"flowport.deployment": "blue"})
+        assert tracing is not None
+
+        def spans() -> list[dict[str, Any]]:
+            tracing.flush()
+            return read_spans(path)
+
+        yield tracing, spans
+        tracing.shutdown()
+
+
+def by_name(spans: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {span["name"]: span for span in spans}
+
+
+async def test_a_dag_line_is_one_trace_with_a_span_per_node(traced: tuple[Tracing, Spans]) -> None:
+    _, spans = traced
+    executor = FlowExecutor.load(FLOWS / "three_node_python")
+    try:
+        result = await executor.run_line(
+            {"text": "a b c"}, run_id="req-1", span_attributes={"flowport.request_id": "req-1"}
+        )
+    finally:
+        executor.close()
+    assert result.ok
+    found = by_name(spans())
+    line = found["three_node_python"]
+    assert line["parent_id"] is None
+    assert line["attributes"]["flowport.request_id"] == "req-1"
+    assert line["attributes"]["flowport.deployment"] == "blue"
+    assert line["status"] == "UNSET"
+    for node in ("to_upper", "count_words", "format_result"):
+        span = found[node]
+        assert span["trace_id"] == line["trace_id"]
+        assert span["parent_id"] == line["span_id"]
+        assert span["attributes"]["flowport.node"] == node
+        assert span["attributes"]["flowport.node.type"] == "python"
+        assert span["attributes"]["gen_ai.operation.name"] == "execute_tool"
+        assert line["start"] <= span["start"] <= span["end"] <= line["end"]
+    assert "flowport.inputs" not in line["attributes"]  # content is kept only when asked for
+
+
+async def test_a_failed_node_fails_its_span_and_the_line(traced: tuple[Tracing, Spans]) -> None:
+    _, spans = traced
+    executor = FlowExecutor.load(FLOWS / "tool_error")
+    try:
+        result = await executor.run_line({"text": "bad"})
+    finally:
+        executor.close()
+    assert not result.ok
+    found = by_name(spans())
+    check = found["check"]
+    assert check["status"] == "ERROR"
+    assert "bad value" in check["status_message"]
+    [event] = check["events"]
+    assert event["name"] == "exception"
+    assert event["attributes"]["exception.type"] == "ValueError"
+    assert event["attributes"]["exception.message"] == "bad value"
+    assert found["prepare"]["status"] == "UNSET"
+    line = found["tool_error"]
+    assert line["status"] == "ERROR"
+    assert "UserError" in line["status_message"] or "ToolExecutionError" in line["status_message"]
+
+
+def chat_executor(tmp_path: Path, llm_server: LLMServer) -> FlowExecutor:
+    folder = write_flow(tmp_path / "chat_flow", CHAT_FLOW, {"chat.jinja2": CHAT_TEMPLATE})
+    connection = OpenAIConnection(name="llm", api_key="k", base_url=llm_server.base_url)
+    return FlowExecutor.load(folder, connections={"llm": connection})
+
+
+async def test_a_streamed_chat_line_has_a_genai_span_that_ends_with_the_stream(
+    tmp_path: Path, llm_server: LLMServer, traced: tuple[Tracing, Spans]
+) -> None:
+    _, spans = traced
+    executor = chat_executor(tmp_path, llm_server)
+    try:
+        result = await executor.run_line({"question": "one two three"}, stream=True)
+        assert spans() == []  # nothing ends before the stream is read
+        chunks = [chunk async for chunk in result.outputs["answer"]]
+    finally:
+        executor.close()
+    assert "".join(chunks) == "Echo: one two three"
+    found = by_name(spans())
+    llm = found["chat gpt-test"]
+    node, line = found["chat"], found["chat_flow"]
+    assert llm["kind"] == "CLIENT"
+    assert llm["parent_id"] == node["span_id"]
+    assert node["parent_id"] == line["span_id"]
+    attributes = llm["attributes"]
+    assert attributes["gen_ai.operation.name"] == "chat"
+    assert attributes["gen_ai.request.model"] == "gpt-test"
+    assert attributes["gen_ai.provider.name"] == "openai"
+    assert attributes["gen_ai.request.temperature"] == 0.2
+    assert attributes["gen_ai.request.max_tokens"] == 50
+    assert attributes["gen_ai.usage.output_tokens"] == 4
+    assert attributes["gen_ai.usage.input_tokens"] > 0
+    assert attributes["gen_ai.response.finish_reasons"] == ["stop"]
+    assert "gen_ai.input.messages" not in attributes
+    assert node["attributes"]["gen_ai.usage.output_tokens"] == 4
+    assert line["attributes"]["gen_ai.usage.output_tokens"] == 4
+    assert line["end"] >= llm["end"]
+
+
+async def test_llm_messages_are_kept_only_when_content_is_captured(
+    tmp_path: Path, llm_server: LLMServer
+) -> None:
+    path = tmp_path / "spans.jsonl"
+    with open(path, "ab") as file:
+        tracing = configure("test", {"FLOWPORT_TRACE_CONTENT": "true"}, builtin=file)
+        assert tracing is not None
+        executor = chat_executor(tmp_path, llm_server)
+        try:
+            result = await executor.run_line({"question": "hi there"})
+        finally:
+            executor.close()
+            tracing.flush()
+            tracing.shutdown()
+    assert result.ok
+    found = by_name(read_spans(path))
+    llm = found["chat gpt-test"]["attributes"]
+    assert json.loads(llm["gen_ai.input.messages"])[-1] == {"role": "user", "content": "hi there"}
+    assert json.loads(llm["gen_ai.output.messages"])[0]["content"] == "Echo: hi there"
+    assert json.loads(found["chat"]["attributes"]["flowport.output"]) == "Echo: hi there"
+
+
+async def test_a_flex_line_has_its_entry_as_one_node(traced: tuple[Tracing, Spans]) -> None:
+    _, spans = traced
+    executor = load_executor(FLOWS / "flex_function")
+    try:
+        result = await executor.run_line({"question": "what is flex"})
+    finally:
+        executor.close()
+    assert result.ok, result.error
+    found = spans()
+    [line] = [s for s in found if s["parent_id"] is None]
+    [entry] = [s for s in found if s["parent_id"] == line["span_id"]]
+    assert entry["attributes"]["flowport.node.type"] == "flex"
+
+
+async def test_tracing_off_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "spans.jsonl"
+    with open(path, "ab") as file:
+        assert configure("test", {"FLOWPORT_TRACING": "off"}, builtin=file) is None
+    executor = FlowExecutor.load(FLOWS / "three_node_python")
+    try:
+        assert (await executor.run_line({"text": "a"})).ok
+    finally:
+        executor.close()
+    assert path.read_bytes() == b""
+
+
+CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CLIENT_PARENT = f"00-{CLIENT_TRACE}-00f067aa0ba902b7-01"
+
+
+def wait_for_trace(fp: Flowport, request_id: str, spans: int) -> dict[str, Any]:
+    """The request's trace once it holds ``spans`` spans (they arrive off the request path)."""
+    deadline = time.monotonic() + 30
+    while True:
+        found = fp.ok("GET", "/traces", params={"request_id": request_id})["value"]
+        if found and found[0]["span_count"] >= spans:
+            return fp.ok("GET", f"/traces/{found[0]['trace_id']}")
+        assert time.monotonic() < deadline, f"no trace of {request_id} with {spans} spans: {found}"
+        time.sleep(0.1)
+
+
+def test_one_trace_from_the_client_through_the_gateway_to_the_instance(home: Path) -> None:
+    with Flowport(home) as fp:
+        fp.endpoint("traced")
+        fp.deploy(
+            "traced", "blue", environment_variables={"PROBE_SECRET_KEY": "s3cr3t-value", "COLOR": "blue"}
+        )
+        fp.traffic("traced", blue=100)
+        answer = fp.score(
+            "traced", {"text": "s3cr3t-value"}, **{"x-request-id": "trace-me", "traceparent": CLIENT_PARENT}
+        )
+        assert answer.status_code == 200
+        returned = answer.headers["traceparent"]
+        assert returned.startswith(f"00-{CLIENT_TRACE}-") and not returned.startswith(CLIENT_PARENT[:52])
+        trace = wait_for_trace(fp, "trace-me", 3)
+        assert trace["trace_id"] == CLIENT_TRACE
+        assert (trace["endpoint"], trace["deployment"], trace["status"]) == ("traced", "blue", "Completed")
+        spans = {span["name"]: span for span in trace["spans"]}
+        gateway = spans["POST /endpoints/traced/score"]
+        assert gateway["kind"] == "SERVER"
+        assert gateway["parent_id"] == "00f067aa0ba902b7"  # the client's span
+        assert returned == f"00-{CLIENT_TRACE}-{gateway['span_id']}-01"
+        assert gateway["attributes"]["http.response.status_code"] == 200
+        line = spans["probe"]
+        assert line["parent_id"] == gateway["span_id"]
+        assert line["attributes"]["flowport.request_id"] == "trace-me"
+        assert line["attributes"]["flowport.instance"]
+        node = spans["answer"]
+        assert node["parent_id"] == line["span_id"]
+        assert node["attributes"]["flowport.endpoint"] == "traced"
+        assert "flowport.inputs" not in line["attributes"]  # no data capture: no inputs kept
+
+        failed = fp.score("traced", {"fail": True}, **{"x-request-id": "trace-fail"})
+        assert failed.status_code == 424
+        trace = wait_for_trace(fp, "trace-fail", 3)
+        assert trace["status"] == "Failed"
+        assert [e["name"] for s in trace["spans"] if s["name"] == "answer" for e in s["events"]] == [
+            "exception"
+        ]
+        metrics = fp.http.get(f"{fp.url}/metrics", headers={"authorization": f"Bearer {fp.token}"}).text
+        assert "flowport_gateway_trace_spans_dropped_total 0.0" in metrics
+        listed = fp.cli("trace", "list", "--endpoint", "traced", "-o", "json").stdout
+        assert {t["request_id"] for t in json.loads(listed)} == {"trace-me", "trace-fail"}
+        shown = fp.cli("trace", "show", "trace-fail").stdout
+        assert "answer" in shown and "Failed" in shown
+
+
+def test_captured_content_is_scrubbed_of_secrets(home: Path) -> None:
+    with Flowport(home) as fp:
+        fp.endpoint("captured")
+        collector = {"collections": {"request": {"enabled": True}}, "rolling_rate": "Day"}
+        fp.deploy(
+            "captured",
+            "blue",
+            data_collector=collector,
+            environment_variables={"PROBE_API_KEY": "s3cr3t-value"},
+        )
+        fp.traffic("captured", blue=100)
+        assert (
+            fp.score("captured", {"text": "say s3cr3t-value"}, **{"x-request-id": "cap"}).status_code == 200
+        )
+        trace = wait_for_trace(fp, "cap", 3)
+        line = next(s for s in trace["spans"] if s["name"] == "probe")
+        assert json.loads(line["attributes"]["flowport.inputs"])["text"] == "say ******"
+        assert "s3cr3t-value" not in json.dumps(trace)
+
+
+def test_flow_test_trace_prints_the_tree_and_keeps_the_spans(tmp_path: Path, home: Path) -> None:
+    flow = tmp_path / "three"
+    shutil.copytree(FLOWS / "three_node_python", flow)
+    done = flowport("flow", "test", "--flow", str(flow), "--trace", "--inputs", "text=a b", home=home)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"result": "A B (2 words)"}
+    tree = [line for line in done.stderr.splitlines() if line.startswith("  ")]
+    assert [line.split()[0] for line in tree] == ["three", "to_upper", "count_words", "format_result"]
+    [kept] = (flow / ".promptflow" / "traces").glob("*.traces.jsonl")
+    spans = by_name(read_spans(kept))
+    assert json.loads(spans["to_upper"]["attributes"]["flowport.inputs"]) == {
+        "text": "a b"
+    }  # local: content kept
+
+
+def span_line(trace_id: str, start_seconds: float) -> bytes:
+    start = int(start_seconds * 1e9)
+    span = {"trace_id": trace_id, "span_id": "1" * 16, "parent_id": None, "name": "x", "start": start,
+            "end": start + 1000, "status": "UNSET", "attributes": {}, "events": []}  # fmt: skip
+    return json.dumps(span).encode() + b"\n"
+
+
+def test_the_store_keeps_the_newest_traces_within_count_and_age(tmp_path: Path) -> None:
+    folder = tmp_path / "logs" / "ep" / "blue"
+    folder.mkdir(parents=True)
+    now = time.time()
+    old = span_line("0" * 31 + "1", now - 7200)
+    recent = [span_line(f"{i:032x}", now - 60 + i) for i in range(2, 7)]
+    (folder / "i1.traces.jsonl").write_bytes(old + b"".join(recent) + b'{"half": ')
+    store = TraceStore(tmp_path / "logs", max_traces=3, max_age=3600)
+    listed = store.list()
+    assert [t["trace_id"] for t in listed] == [f"{i:032x}" for i in (6, 5, 4)]  # newest three, none too old
+    with pytest.raises(ApiError):
+        store.get("0" * 31 + "1")
+    with open(folder / "i1.traces.jsonl", "ab") as file:  # the half line completes; a new trace arrives
+        file.write(b'"line"}\n' + span_line(f"{7:032x}", now))
+    assert [t["trace_id"] for t in store.list(TraceQuery(limit=1))] == [f"{7:032x}"]
+
+
+def test_the_builtin_file_starts_over_past_its_limit(tmp_path: Path) -> None:
+    path = tmp_path / "spans.jsonl"
+    with open(path, "ab") as file:
+        tracing = configure("test", {}, builtin=file)
+        assert tracing is not None
+        exporter = tracing.processor.exporters[0]
+        exporter.limit = 4000
+        executor = FlowExecutor.load(FLOWS / "three_node_python")
+        try:
+            for _ in range(10):
+                assert (await_line(executor)).ok
+                tracing.flush()
+                assert path.stat().st_size <= 4000
+        finally:
+            executor.close()
+            tracing.shutdown()
+    assert read_spans(path)  # what is there is whole lines
+
+
+def await_line(executor: FlowExecutor) -> Any:
+    return asyncio.run(executor.run_line({"text": "a"}))
+
+
+class OTLPReceiver:
+    """A tiny OTLP/HTTP trace receiver: decodes each protobuf export request with opentelemetry-proto."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[dict[str, Any], Any]] = []
+        self.requests: list[str] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+            ExportTraceServiceResponse,
+        )
+
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = dict(scope["headers"])
+        self.requests.append(
+            f"{scope['method']} {scope['path']} {headers.get(b'content-type', b'').decode()}"
+        )
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        for resource_spans in request.resource_spans:
+            resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+            for scope_spans in resource_spans.scope_spans:
+                self.spans.extend((resource, span) for span in scope_spans.spans)
+        answer = ExportTraceServiceResponse().SerializeToString()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/x-protobuf")],
+            }
+        )
+        await send({"type": "http.response.body", "body": answer})
+
+    def named(self, name: str) -> tuple[dict[str, Any], Any]:
+        return next((r, s) for r, s in self.spans if s.name == name)
+
+
+def attributes(span: Any) -> dict[str, Any]:
+    found = {}
+    for attribute in span.attributes:
+        value = attribute.value
+        found[attribute.key] = getattr(value, value.WhichOneof("value"))
+    return found
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[OTLPReceiver, str]]:
+    app = OTLPReceiver()
+    with ThreadedServer(app) as server:
+        yield app, server.url
+
+
+async def test_spans_are_exported_over_otlp_http(
+    tmp_path: Path, llm_server: LLMServer, receiver: tuple[OTLPReceiver, str]
+) -> None:
+    app, url = receiver
+    tracing = configure("otlp-test", {"OTEL_EXPORTER_OTLP_ENDPOINT": url}, builtin=None)
+    assert tracing is not None and tracing.exporters == ["otlp-http"]
+    executor = chat_executor(tmp_path, llm_server)
+    try:
+        assert (await executor.run_line({"question": "exported"})).ok
+    finally:
+        executor.close()
+        tracing.shutdown()  # exports what is queued
+    assert app.requests[0] == "POST /v1/traces application/x-protobuf"
+    resource, llm = app.named("chat gpt-test")
+    assert resource["service.name"] == "otlp-test"
+    llm_attributes = attributes(llm)
+    assert llm_attributes["gen_ai.operation.name"] == "chat"
+    assert llm_attributes["gen_ai.usage.output_tokens"] == 2  # "Echo: exported"
+    _, node = app.named("chat")
+    assert node.span_id == llm.parent_span_id and node.trace_id == llm.trace_id
+    assert tracing.dropped == 0
+
+
+def test_a_deployment_exports_over_otlp_when_its_variables_say_so(
+    home: Path, receiver: tuple[OTLPReceiver, str]
+) -> None:
+    app, url = receiver
+    with Flowport(home) as fp:
+        fp.endpoint("exported")
+        fp.deploy("exported", "blue", environment_variables={"OTEL_EXPORTER_OTLP_ENDPOINT": url})
+        fp.traffic("exported", blue=100)
+        assert fp.score("exported", {"text": "hi"}, **{"x-request-id": "otlp-1"}).status_code == 200
+        deadline = time.monotonic() + 30
+        while not any(s.name == "answer" for _, s in app.spans):
+            assert time.monotonic() < deadline, app.spans
+            time.sleep(0.1)
+        resource, node = app.named("answer")
+        assert resource["flowport.endpoint"] == "exported" and resource["flowport.deployment"] == "blue"
+        line = next(s for _, s in app.spans if s.span_id == node.parent_span_id)
+        assert attributes(line)["flowport.request_id"] == "otlp-1"
+        # the server exports nowhere: its gateway span is in the built-in store, the instance's are not
+        trace = wait_for_trace(fp, "otlp-1", 1)
+        assert trace["span_count"] == 1
+        [gateway] = trace["spans"]
+        assert (gateway["trace_id"], gateway["span_id"]) == (line.trace_id.hex(), line.parent_span_id.hex())
+
+
+def test_app_insights_settings_say_where_traces_go() -> None:
+    spec = parse_deployment(
+        {
+            "name": "blue",
+            "model": {"path": str(FLOWS / "three_node_python")},
+            "app_insights_enabled": True,
+            "environment_variables": {"APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=x"},
+        }
+    )
+    notes = "\n".join(spec.notes)
+    assert "app_insights_enabled" in notes and "flowport trace list" in notes
+    assert "pip install 'flowport[azure]'" in notes  # the exporter package is not installed here
+
+
+def test_azure_monitor_without_its_package_is_one_note_and_the_builtin_store(tmp_path: Path) -> None:
+    with open(tmp_path / "spans.jsonl", "ab") as file:
+        tracing = configure(
+            "t", {"APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=x"}, builtin=file
+        )
+        assert tracing is not None
+        try:
+            assert tracing.exporters == ["builtin"]
+            [note] = tracing.notes
+            assert "azure-monitor-opentelemetry-exporter is not installed" in note
+        finally:
+            tracing.shutdown()
+
+
+def test_flow_serve_traces_to_a_file_and_continues_the_callers_trace(tmp_path: Path) -> None:
+    spans_file = tmp_path / "serve.traces.jsonl"
+    process, url = start(FLOWS / "three_node_python", tmp_path / "home", FLOWPORT_TRACE_FILE=str(spans_file))
+    try:
+        answer = httpx.post(f"{url}/score", json={"text": "x y"}, headers={"traceparent": CLIENT_PARENT})
+        assert answer.status_code == 200
+        returned = answer.headers["traceparent"]
+        deadline = time.monotonic() + 20
+        while len(read_spans(spans_file)) < 4:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        process.terminate()
+        process.wait(10)
+    spans = by_name(read_spans(spans_file))
+    line = spans["three_node_python"]
+    assert (line["trace_id"], line["parent_id"]) == (CLIENT_TRACE, "00f067aa0ba902b7")
+    assert returned == f"00-{CLIENT_TRACE}-{line['span_id']}-01"
+    assert line["attributes"]["service.name"] == "flowport-serve"
+
+
+def test_a_bulk_run_traces_every_line_and_trace_list_reads_the_file(tmp_path: Path, home: Path) -> None:
+    flow = tmp_path / "three"
+    shutil.copytree(FLOWS / "three_node_python", flow)
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"text": "a"}\n{"text": "b c"}\n')
+    done = flowport("run", "create", "--flow", str(flow), "--data", str(data), "--trace", home=home)
+    assert done.returncode == 0, done.stderr
+    assert "2 trace(s) kept in" in done.stderr
+    [kept] = (flow / ".promptflow" / "traces").glob("*.traces.jsonl")
+    listed = flowport("trace", "list", "--file", str(kept), "-o", "json", home=home)
+    traces = json.loads(listed.stdout)
+    assert sorted(t["line_number"] for t in traces) == [0, 1]
+    assert all(t["span_count"] == 4 and t["status"] == "Completed" for t in traces)
+    shown = flowport("trace", "show", traces[0]["trace_id"], "--file", str(kept), home=home)
+    assert [line.split()[0] for line in shown.stdout.splitlines()[1:]] == [
+        "three", "to_upper", "count_words", "format_result",
+    ]  # fmt: skip
+    missing = flowport("trace", "show", "0" * 32, "--file", str(kept), home=home)
+    assert missing.returncode == 1 and "no trace" in missing.stderr and "Traceback" not in missing.stderr

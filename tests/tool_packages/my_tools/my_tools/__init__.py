@@ -1,0 +1,1 @@
+"""flowport's test tool package."""
