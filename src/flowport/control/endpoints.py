@@ -17,6 +17,7 @@ from typing import Any
 from flowport.connections import Cipher, ConnectionService, ConnectionSpecError, StaticConnections
 from flowport.connections.references import resolve_connection_references
 from flowport.control import scaling
+from flowport.control.computes import Computes
 from flowport.control.conda import read_conda_file
 from flowport.control.errors import ApiError
 from flowport.control.models import ModelRegistry, flow_folder_name, snapshot_files
@@ -54,6 +55,7 @@ class ControlPlane:
         self,
         *,
         endpoints: Documents,
+        computes: Computes,
         deployments: Documents,
         operations: Operations,
         models: ModelRegistry,
@@ -64,6 +66,7 @@ class ControlPlane:
         base_url: str,
     ) -> None:
         self.endpoints = endpoints
+        self.computes = computes
         self.deployments = deployments
         self.operations = operations
         self.models = models
@@ -130,6 +133,9 @@ class ControlPlane:
             "updated_at": row["updated_at"],
             **row.get("extras", {}),
         }
+        if row.get("compute"):
+            view["compute"] = f"azureml:{row['compute']}"
+            view["kind"] = "K8S" if self.computes.target(row["compute"]).type == "kubernetes" else "Managed"
         if row.get("notes"):
             view["notes"] = row["notes"]
         return view
@@ -153,6 +159,8 @@ class ControlPlane:
             )
         traffic, mirror = spec.traffic or {}, spec.mirror_traffic or {}
         self._check_traffic(spec.name, traffic, mirror, deployments=set())
+        if spec.compute:
+            self.computes.check_reference(spec.compute)
         operation = self.operations.claim(spec.name, "CreateEndpoint", spec.name)
         document = {
             "name": spec.name,
@@ -166,6 +174,8 @@ class ControlPlane:
             "provisioning_state": "Succeeded",
             "incarnation": new_incarnation(),
         }
+        if spec.compute and spec.compute != "local":
+            document["compute"] = spec.compute
 
         async def work() -> None:
             self._save_endpoint(document, {"primary": new_key(), "secondary": new_key()})
@@ -176,6 +186,13 @@ class ControlPlane:
     async def update_endpoint(self, spec: EndpointSpec, fields: set[str]) -> dict[str, Any]:
         """Change the fields given (``fields``: the keys present in the request)."""
         row = self._endpoint_row(spec.name)
+        if "compute" in fields and (spec.compute or "local") != (row.get("compute") or "local"):
+            raise ApiError(
+                400,
+                "ComputeImmutable",
+                f"compute: endpoint {spec.name!r} runs on {row.get('compute') or 'local'}; a compute "
+                "cannot change (as on Azure): create a new endpoint on the other compute",
+            )
         document = dict(row)
         for key in ("auth_mode", "description", "tags"):
             if key in fields:
@@ -316,7 +333,9 @@ class ControlPlane:
             "readiness_probe": spec["readiness_probe"],
             "provisioning_state": row.get("provisioning_state", "Succeeded"),
             "instances": [
-                {"id": i.id, "ready": i.ready, "pid": i.pid, "restarts": i.restarts} for i in instances
+                {"id": i.id, "ready": i.ready, "pid": i.pid, "restarts": i.restarts}
+                | ({"node": i.node} if i.node else {})
+                for i in instances
             ],
             "created_at": row["created_at"],
             "updated_at": row["updated_at"],
@@ -390,9 +409,17 @@ class ControlPlane:
                 "traffic": dict(row.get("traffic", {})),
                 "mirror_traffic": dict(row.get("mirror_traffic", {})),
                 "keys": keys,
+                **self._compute_namespace(row),
             },
             "deployments": [self._export_deployment(name, r) for r in rows],
         }
+
+    def _compute_namespace(self, row: Mapping[str, Any]) -> dict[str, str]:
+        """A kubernetes compute's namespace: where the export goes unless ``--namespace`` says."""
+        if not row.get("compute"):
+            return {}
+        namespace = self.computes.get(row["compute"]).get("namespace")
+        return {"namespace": namespace} if namespace else {}
 
     def _export_deployment(self, endpoint: str, row: Mapping[str, Any]) -> dict[str, Any]:
         spec = row["spec"]
@@ -539,12 +566,14 @@ class ControlPlane:
         operation = self.operations.claim(endpoint, kind, spec.name)
         key = {"endpoint": endpoint, "name": spec.name}
         row = {"spec": stored, "provisioning_state": state, "notes": list(spec.notes)}
+        row["notes"] += self.compute_notes(endpoint, spec.name)
         kept = previous if previous is not None else row
         self.deployments.put(key, {**kept, "provisioning_state": state})
 
         async def work() -> None:
             try:
-                await self.dataplane.apply(plan)
+                if plan.compute.type != "kubernetes":  # a cluster admin applies its manifests
+                    await self.dataplane.apply(plan)
             except DeploymentFailed as exc:
                 self._fail_deployment(endpoint, spec.name, kept, exc)
                 raise ApiError(424, "DeploymentFailed", str(exc)) from None
@@ -558,6 +587,11 @@ class ControlPlane:
 
         self.operations.start(operation, work)
         return operation
+
+    def compute_notes(self, endpoint: str, name: str) -> list[str]:
+        """What a deployment's compute means for it (a kubernetes one is exported, not run)."""
+        compute = self.computes.target(self._endpoint_row(endpoint).get("compute"))
+        return [exported_note(endpoint, name, compute.name)] if compute.type == "kubernetes" else []
 
     def _fail_deployment(self, endpoint: str, name: str, row: dict[str, Any], exc: DeploymentFailed) -> None:
         error = {"reason": exc.reason, "log_tail": exc.log_tail}
@@ -645,6 +679,7 @@ class ControlPlane:
             pip_requirements=pip,
             masked=_secret_values(stored, variables, connections),
             scale=_scale(stored),
+            compute=self.computes.target(self._endpoint_row(endpoint).get("compute")),
         )
 
     def _resolved_variables(self, stored: Mapping[str, Any]) -> tuple[dict[str, str], set[str]]:
@@ -756,7 +791,9 @@ class ControlPlane:
     async def _restart(self, row: dict[str, Any]) -> None:
         endpoint, name, state = row["endpoint"], row["name"], row.get("provisioning_state")
         try:
-            await self.dataplane.apply(self._plan(endpoint, name, row["spec"]))
+            plan = self._plan(endpoint, name, row["spec"])
+            if plan.compute.type != "kubernetes":
+                await self.dataplane.apply(plan)
         except (DeploymentFailed, ApiError, DataPlaneFailed) as exc:
             failed = exc if isinstance(exc, DeploymentFailed) else DeploymentFailed(str(exc))
             self._fail_deployment(endpoint, name, _document(row), failed)
@@ -771,6 +808,14 @@ class ControlPlane:
                 f"run the update again (flowport online-deployment update -e {endpoint} -n {name} ...)"
             )
             self._fail_deployment(endpoint, name, _document(row), interrupted)
+
+
+def exported_note(endpoint: str, name: str, compute: str) -> str:
+    return (
+        f"compute: {compute} is a kubernetes compute: flowport does not start instances on it; "
+        f"export the manifests with flowport online-endpoint export -n {endpoint} --format kubernetes "
+        f"--output DIR (or online-deployment export -e {endpoint} -n {name} ...) and kubectl apply them"
+    )
 
 
 def _scale(spec: Mapping[str, Any]) -> ScaleSettings | None:

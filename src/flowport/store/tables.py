@@ -75,3 +75,13 @@ operations = Table(
     _created(),
     _updated(),
 )
+
+computes = Table(
+    "computes",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("document", Text, nullable=False),
+    _created(),
+    _updated(),
+)
+"""A registered compute target (``ray``, ``kubernetes``); ``document`` its JSON, no secret."""
