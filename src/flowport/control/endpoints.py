@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flowport.connections import Cipher, ConnectionService, ConnectionSpecError, StaticConnections
+from flowport.connections import SCRUBBED, Cipher, ConnectionService, ConnectionSpecError, StaticConnections
 from flowport.connections.references import resolve_connection_references
 from flowport.control import scaling
 from flowport.control.conda import read_conda_file
@@ -40,7 +40,6 @@ from flowport.store import Documents
 from flowport.tracing.setup import CONTENT_ENV as TRACE_CONTENT_ENV
 
 SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL|CONNECTION_STRING", re.IGNORECASE)
-SCRUBBED = "******"
 """How a secret value is shown (as connection secrets are)."""
 
 

@@ -10,6 +10,9 @@ from flowport.gateway import DataCollection, DeploymentRoute, EndpointRoute
 from flowport.runtime.autoscale import ScaleSettings
 from flowport.runtime.base import DeploymentKey, DeploymentPlan, InstanceConfig, InstanceState, Probe
 
+TOKEN_ENV = "FLOWPORT_DATAPLANE_TOKEN"
+"""The private API's token, handed to the control plane's process in its environment."""
+
 
 def route_to_json(route: EndpointRoute) -> dict[str, Any]:
     data = asdict(route)

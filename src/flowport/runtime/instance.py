@@ -25,6 +25,7 @@ from flowport.runtime.local.logs import masking
 from flowport.serving import ScoringApp, ServeSettings
 from flowport.serving.script_app import ScriptApp
 from flowport.serving.server import run
+from flowport.serving.settings import MAX_CONCURRENT_ENV, REQUEST_TIMEOUT_ENV
 from flowport.serving.traced import trace_app
 from flowport.serving.user_script import FAILED_TO_START, ScriptError, UserScript
 from flowport.tracing.setup import Tracing
@@ -46,8 +47,8 @@ def keep_private() -> None:
 def apply_environment(config: InstanceConfig) -> None:
     """The deployment's variables and request settings, as the serving settings read them."""
     os.environ.update({k: str(v) for k, v in config.environment_variables.items()})
-    os.environ["FLOWPORT_MAX_CONCURRENT_REQUESTS"] = str(config.max_concurrent_requests)
-    os.environ["FLOWPORT_REQUEST_TIMEOUT_MS"] = str(config.request_timeout_ms)
+    os.environ[MAX_CONCURRENT_ENV] = str(config.max_concurrent_requests)
+    os.environ[REQUEST_TIMEOUT_ENV] = str(config.request_timeout_ms)
     if config.model_dir:
         os.environ["AZUREML_MODEL_DIR"] = config.model_dir
 
