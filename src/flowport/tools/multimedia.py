@@ -353,10 +353,6 @@ def base64_reference(image: PFBytes) -> dict[str, str]:
     return {f"data:{image._mime_type};base64": image.to_base64()}
 
 
-def to_base64_references(value: Any) -> Any:
-    return replace_images(value, base64_reference)
-
-
 def file_writer(folder: Path, relative_to: Path | None = None) -> Callable[[PFBytes], dict[str, str]]:
     """An encoder writing each image to ``folder/<uuid>.<ext>`` and answering its reference:
     the path relative to ``relative_to``, or absolute. An image from a URL stays that URL."""
