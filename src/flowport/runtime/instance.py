@@ -20,7 +20,7 @@ from pathlib import Path
 from flowport.connections import ConnectionResolver, ConnectionSpecError, StaticConnections
 from flowport.engine import load_executor
 from flowport.flow import FlowError
-from flowport.runtime.base import InstanceConfig
+from flowport.runtime.base import IDENTITY_ENV, InstanceConfig
 from flowport.runtime.local.logs import masking
 from flowport.serving import ScoringApp, ServeSettings
 from flowport.serving.script_app import ScriptApp
@@ -84,13 +84,7 @@ def start_tracing(config: InstanceConfig, app: ScoringApp) -> Tracing | None:
     for connection in config.connections.values():
         secrets.update(v for v in (connection.get("secrets") or {}).values() if isinstance(v, str))
     resource = {
-        name: os.environ[variable]
-        for name, variable in (
-            ("flowport.endpoint", "FLOWPORT_ENDPOINT"),
-            ("flowport.deployment", "FLOWPORT_DEPLOYMENT"),
-            ("flowport.instance", "FLOWPORT_INSTANCE_ID"),
-        )
-        if os.environ.get(variable)
+        name: os.environ[variable] for name, variable in IDENTITY_ENV.items() if os.environ.get(variable)
     }
     return trace_app(app, "flowport-instance", resource, masking(secrets))
 

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from flowport.runtime.base import DeploymentFailed, DeploymentPlan, InstanceState, Probe
+from flowport.runtime.base import IDENTITY_ENV, DeploymentFailed, DeploymentPlan, InstanceState, Probe
 from flowport.runtime.local import process as processes
 from flowport.runtime.local.isolation import Isolation, Workspace
 from flowport.runtime.local.logs import TRACE_SUFFIX, masking, note, tail_lines
@@ -135,11 +135,12 @@ class ManagedInstance:
     def _trace_environment(self) -> dict[str, str]:
         """Who the instance is, for its spans (the built-in store's files are per instance)."""
         key = self.plan.key
-        return {
-            "FLOWPORT_ENDPOINT": key.endpoint,
-            "FLOWPORT_DEPLOYMENT": key.deployment,
-            "FLOWPORT_INSTANCE_ID": self.id,
+        identity = {
+            "flowport.endpoint": key.endpoint,
+            "flowport.deployment": key.deployment,
+            "flowport.instance": self.id,
         }
+        return {IDENTITY_ENV[name]: value for name, value in identity.items()}
 
     async def _spawn_ready(self) -> None:
         """Start a fresh process in a fresh workspace (its socket) and wait until it answers ``/ready``."""
