@@ -25,7 +25,7 @@ from flowport.runtime.local.logs import masking
 from flowport.serving import ScoringApp, ServeSettings
 from flowport.serving.script_app import ScriptApp
 from flowport.serving.server import run
-from flowport.serving.settings import MAX_CONCURRENT_ENV, REQUEST_TIMEOUT_ENV
+from flowport.serving.settings import MAX_CONCURRENT_ENV, REQUEST_TIMEOUT_ENV, WORKERS_ENV
 from flowport.serving.traced import trace_app
 from flowport.serving.user_script import FAILED_TO_START, ScriptError, UserScript
 from flowport.tracing.setup import Tracing
@@ -104,7 +104,7 @@ def serve(config: InstanceConfig, *, host: str = "127.0.0.1", port: int = 0, uds
     """Load the flow and serve it until stopped (a flow that fails to load: its problems, exit 1)."""
     apply_environment(config)
     os.environ[CONFIG_ENV] = json.dumps(config.to_json())
-    workers = int(os.environ.get("PROMPTFLOW_WORKER_NUM") or 1)
+    workers = int(os.environ.get(WORKERS_ENV) or 1)
     try:
         app = create_app()
     except (FlowError, ConnectionSpecError) as exc:  # the log's tail shows the problem, no traceback

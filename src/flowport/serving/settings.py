@@ -11,6 +11,8 @@ MAX_CONCURRENT_ENV = "FLOWPORT_MAX_CONCURRENT_REQUESTS"
 REQUEST_TIMEOUT_ENV = "FLOWPORT_REQUEST_TIMEOUT_MS"
 """The two settings a deployment's ``request_settings`` sets (``build/image.py`` names them too:
 ``build`` may not import ``serving``; ``tests/test_build.py`` keeps the two in step)."""
+WORKERS_ENV = "PROMPTFLOW_WORKER_NUM"
+"""Processes sharing one port (prompt flow's name), read where the server starts, not per process."""
 
 
 class SettingsError(ValueError):
