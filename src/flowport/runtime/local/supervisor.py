@@ -132,7 +132,7 @@ class ManagedInstance:
             self.ready = ready
             self._on_change()
 
-    def _trace_environment(self) -> dict[str, str]:
+    def _identity_environment(self) -> dict[str, str]:
         """Who the instance is, for its spans (the built-in store's files are per instance)."""
         key = self.plan.key
         identity = {
@@ -152,7 +152,7 @@ class ManagedInstance:
                 self.socket,
                 self.plan.config,
                 self.log_path,
-                env={**self._isolation.environment(workspace, self.python), **self._trace_environment()},
+                env={**self._isolation.environment(workspace, self.python), **self._identity_environment()},
                 cwd=str(workspace.root),
                 become=self._isolation.become(),
                 trace_path=self.log_path.with_suffix(TRACE_SUFFIX),
