@@ -32,12 +32,15 @@ from flowport.build.image import (
     IMAGE_COMMAND,
     IMAGE_PORT,
     IMAGE_USER,
+    MAX_CONCURRENT_ENV,
     PIP_CERT_SECRET,
     PIP_CONFIG_SECRET,
+    REQUEST_TIMEOUT_ENV,
 )
 from flowport.build.wheel import source_checkout
 from flowport.cli.build_cmds import _environment, environment_tag
 from flowport.runtime.container import ContainerError, gather_connections
+from flowport.serving import settings as serving_settings
 from tests.conftest import FLOWS, free_port
 from tests.endpoint_harness import Flowport
 from tests.test_cli import flowport
@@ -97,6 +100,11 @@ def test_context_holds_the_flow_with_its_includes_requirements_and_flowport(
     assert json.loads((out / "settings.json").read_text()) == {}
     # the image's non-root user must read every file: the CLI's umask is 077
     assert all(p.stat().st_mode & 0o444 == 0o444 for p in out.rglob("*"))
+
+
+def test_the_image_sets_the_request_settings_serving_reads() -> None:
+    assert MAX_CONCURRENT_ENV == serving_settings.MAX_CONCURRENT_ENV
+    assert REQUEST_TIMEOUT_ENV == serving_settings.REQUEST_TIMEOUT_ENV
 
 
 def test_dockerfile_is_slim_non_root_and_serves_on_the_image_port(tmp_path: Path, wheel: Path) -> None:

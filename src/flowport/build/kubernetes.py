@@ -490,6 +490,7 @@ def gateway_routes(endpoint: Mapping[str, Any], deployments: list[Mapping[str, A
 def gateway_objects(
     endpoint: Mapping[str, Any], deployments: list[Mapping[str, Any]], options: ExportOptions
 ) -> list[dict[str, Any]]:
+    """The endpoint's gateway: keys Secret, routes ConfigMap, Deployment, Service, PDB (key auth only)."""
     name = endpoint["name"]
     if endpoint.get("auth_mode", "key") != "key":
         raise ExportError(

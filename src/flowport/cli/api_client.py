@@ -13,10 +13,9 @@ import httpx
 import typer
 
 from flowport.cli.common import fail
-from flowport.settings import flowport_home
+from flowport.settings import ADMIN_TOKEN_ENV, ADMIN_TOKEN_FILE, SERVER_FILE, flowport_home
 
 URL_ENV = "FLOWPORT_URL"
-TOKEN_ENV = "FLOWPORT_ADMIN_TOKEN"
 POLL_SECONDS = 0.2
 WAIT_SECONDS = 120.0
 """How long a call waits for a server that answers 503 (starting, recovering, restarting)."""
@@ -36,20 +35,19 @@ class ApiClient:
         url = os.environ.get(URL_ENV)
         if not url:
             try:
-                url = json.loads((home / "server.json").read_text())["url"]
+                url = json.loads((home / SERVER_FILE).read_text())["url"]
             except (OSError, ValueError, KeyError):
                 fail(
                     "no flowport server found: start one with 'flowport server --detach' "
                     f"or set {URL_ENV} to its address"
                 )
-        token = os.environ.get(TOKEN_ENV)
+        token = os.environ.get(ADMIN_TOKEN_ENV)
         if not token:
             try:
-                token = (home / "admin_token").read_text().strip()
+                token = (home / ADMIN_TOKEN_FILE).read_text().strip()
             except OSError:
-                fail(
-                    f"no admin token: set {TOKEN_ENV} or run on the server's machine ({home / 'admin_token'})"
-                )
+                where = home / ADMIN_TOKEN_FILE
+                fail(f"no admin token: set {ADMIN_TOKEN_ENV} or run on the server's machine ({where})")
         return cls(url, token)
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:

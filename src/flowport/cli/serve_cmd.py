@@ -21,14 +21,13 @@ from flowport.cli.common import (
 from flowport.flow import FlowDef, load_flow
 from flowport.flow.flex import describe_flow_path, is_flex
 from flowport.flow.prompty import is_prompty
-from flowport.serving.settings import ServeSettings, SettingsError
+from flowport.serving.settings import WORKERS_ENV, ServeSettings, SettingsError
 
 if TYPE_CHECKING:
     from flowport.serving import ScoringApp
 
 SOURCE_ENV = "FLOWPORT_SERVE_SOURCE"
 VARIABLES_ENV = "FLOWPORT_SERVE_ENVIRONMENT_VARIABLES"
-WORKERS_ENV = "PROMPTFLOW_WORKER_NUM"
 
 
 def create_app() -> ScoringApp:

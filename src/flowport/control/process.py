@@ -19,9 +19,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from flowport.control.server import build_control
 from flowport.dataplane.client import DataPlaneClient
 from flowport.dataplane.sockets import listen_unix
+from flowport.dataplane.wire import TOKEN_ENV
 from flowport.settings import flowport_home
 
-TOKEN_ENV = "FLOWPORT_DATAPLANE_TOKEN"
 NICENESS = 10
 """The control plane yields the CPU to the data plane: scoring first, administration after."""
 

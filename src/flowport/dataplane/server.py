@@ -26,6 +26,7 @@ from flowport.dataplane.agent import Agent
 from flowport.dataplane.control_process import ControlProcess
 from flowport.dataplane.relay import ControlRelay
 from flowport.dataplane.sockets import listen_unix
+from flowport.dataplane.wire import TOKEN_ENV
 from flowport.gateway import Gateway, TokenSigner, signing_key
 from flowport.gateway.app import PREFIX
 from flowport.gateway.metrics import CONTENT_TYPE
@@ -43,7 +44,6 @@ GATEWAY_TRACES = "gateway.traces.jsonl"
 GRACEFUL_SECONDS = 30
 DATAPLANE_SOCKET = "dataplane.sock"
 CONTROL_SOCKET = "control.sock"
-TOKEN_ENV = "FLOWPORT_DATAPLANE_TOKEN"
 
 
 class _QuietServer(uvicorn.Server):

@@ -17,6 +17,9 @@ from flowport.runtime.base import (
     Probe,
 )
 
+TOKEN_ENV = "FLOWPORT_DATAPLANE_TOKEN"
+"""The private API's token, handed to the control plane's process in its environment."""
+
 
 def route_to_json(route: EndpointRoute) -> dict[str, Any]:
     data = asdict(route)

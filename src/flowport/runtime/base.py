@@ -14,6 +14,13 @@ from typing import Any, Protocol
 
 from flowport.runtime.autoscale import ScaleSettings, ScalingStatus
 
+IDENTITY_ENV = {
+    "flowport.endpoint": "FLOWPORT_ENDPOINT",
+    "flowport.deployment": "FLOWPORT_DEPLOYMENT",
+    "flowport.instance": "FLOWPORT_INSTANCE_ID",
+}
+"""Who an instance is: the variables a runtime sets for it, by the span attribute they become."""
+
 
 @dataclass(frozen=True)
 class DeploymentKey:

@@ -27,8 +27,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from flowport.build.image import (
     CONNECTION_TEMPLATES_DIR,
     CONNECTIONS_ENV,
@@ -41,6 +39,8 @@ from flowport.build.image import (
     PORT_ENV,
 )
 from flowport.connections import ConnectionSpecError, connection_from_spec, connection_row
+from flowport.flow import FlowError
+from flowport.flow.yaml import load_yaml_file, to_plain
 from flowport.runtime.base import InstanceConfig
 from flowport.serving.settings import ServeSettings, SettingsError
 
@@ -57,11 +57,9 @@ def read_specs(path: Path) -> list[tuple[Path, dict[str, Any]]]:
         files = sorted(p for p in path.iterdir() if p.suffix in _SUFFIXES and p.is_file())
         return [spec for file in files for spec in read_specs(file)]
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ContainerError(f"cannot read connections file {path}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ContainerError(f"connections file {path} is not valid YAML: {exc}") from None
+        data = to_plain(load_yaml_file(path))  # read as `flowport connection create` reads it
+    except FlowError as exc:
+        raise ContainerError(f"connections file: {exc.message}") from None
     items = data if isinstance(data, list) else [data]
     if not all(isinstance(item, dict) and item.get("name") for item in items):
         raise ContainerError(f"{path} must hold a connection (a mapping with a name) or a list of them")

@@ -20,11 +20,12 @@ from pathlib import Path
 from flowport.connections import ConnectionResolver, ConnectionSpecError, StaticConnections
 from flowport.engine import load_executor
 from flowport.flow import FlowError
-from flowport.runtime.base import InstanceConfig
+from flowport.runtime.base import IDENTITY_ENV, InstanceConfig
 from flowport.runtime.local.logs import masking
 from flowport.serving import ScoringApp, ServeSettings
 from flowport.serving.script_app import ScriptApp
 from flowport.serving.server import run
+from flowport.serving.settings import MAX_CONCURRENT_ENV, REQUEST_TIMEOUT_ENV, WORKERS_ENV
 from flowport.serving.traced import trace_app
 from flowport.serving.user_script import FAILED_TO_START, ScriptError, UserScript
 from flowport.tracing.setup import Tracing
@@ -46,8 +47,8 @@ def keep_private() -> None:
 def apply_environment(config: InstanceConfig) -> None:
     """The deployment's variables and request settings, as the serving settings read them."""
     os.environ.update({k: str(v) for k, v in config.environment_variables.items()})
-    os.environ["FLOWPORT_MAX_CONCURRENT_REQUESTS"] = str(config.max_concurrent_requests)
-    os.environ["FLOWPORT_REQUEST_TIMEOUT_MS"] = str(config.request_timeout_ms)
+    os.environ[MAX_CONCURRENT_ENV] = str(config.max_concurrent_requests)
+    os.environ[REQUEST_TIMEOUT_ENV] = str(config.request_timeout_ms)
     if config.model_dir:
         os.environ["AZUREML_MODEL_DIR"] = config.model_dir
 
@@ -83,13 +84,7 @@ def start_tracing(config: InstanceConfig, app: ScoringApp) -> Tracing | None:
     for connection in config.connections.values():
         secrets.update(v for v in (connection.get("secrets") or {}).values() if isinstance(v, str))
     resource = {
-        name: os.environ[variable]
-        for name, variable in (
-            ("flowport.endpoint", "FLOWPORT_ENDPOINT"),
-            ("flowport.deployment", "FLOWPORT_DEPLOYMENT"),
-            ("flowport.instance", "FLOWPORT_INSTANCE_ID"),
-        )
-        if os.environ.get(variable)
+        name: os.environ[variable] for name, variable in IDENTITY_ENV.items() if os.environ.get(variable)
     }
     return trace_app(app, "flowport-instance", resource, masking(secrets))
 
@@ -109,7 +104,7 @@ def serve(config: InstanceConfig, *, host: str = "127.0.0.1", port: int = 0, uds
     """Load the flow and serve it until stopped (a flow that fails to load: its problems, exit 1)."""
     apply_environment(config)
     os.environ[CONFIG_ENV] = json.dumps(config.to_json())
-    workers = int(os.environ.get("PROMPTFLOW_WORKER_NUM") or 1)
+    workers = int(os.environ.get(WORKERS_ENV) or 1)
     try:
         app = create_app()
     except (FlowError, ConnectionSpecError) as exc:  # the log's tail shows the problem, no traceback

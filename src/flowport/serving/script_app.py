@@ -77,7 +77,9 @@ def _is_response(value: Any) -> bool:
 class ScriptApp:
     """An ASGI app serving one loaded scoring script; ``init()`` runs when it starts."""
 
-    def __init__(self, script: UserScript, settings: ServeSettings | None = None, name: str | None = None):
+    def __init__(
+        self, script: UserScript, settings: ServeSettings | None = None, name: str | None = None
+    ) -> None:
         self.script = script
         self.name = name or script.folder.name
         self.settings = settings or ServeSettings()

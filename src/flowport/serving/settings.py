@@ -7,6 +7,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+MAX_CONCURRENT_ENV = "FLOWPORT_MAX_CONCURRENT_REQUESTS"
+REQUEST_TIMEOUT_ENV = "FLOWPORT_REQUEST_TIMEOUT_MS"
+"""The two settings a deployment's ``request_settings`` sets (``build/image.py`` names them too:
+``build`` may not import ``serving``; ``tests/test_build.py`` keeps the two in step)."""
+WORKERS_ENV = "PROMPTFLOW_WORKER_NUM"
+"""Processes sharing one port (prompt flow's name), read where the server starts, not per process."""
+
 
 class SettingsError(ValueError):
     """A serving setting has a value it cannot take."""
@@ -54,9 +61,9 @@ class ServeSettings:
             included = tuple(parsed)
         threads = env.get("PROMPTFLOW_WORKER_THREADS")
         return cls(
-            max_concurrent_requests=_int(env, "FLOWPORT_MAX_CONCURRENT_REQUESTS", 10, 1, 100_000),
+            max_concurrent_requests=_int(env, MAX_CONCURRENT_ENV, 10, 1, 100_000),
             max_queue_wait_ms=_int(env, "FLOWPORT_MAX_QUEUE_WAIT_MS", 500, 0, 300_000),
-            request_timeout_ms=_int(env, "FLOWPORT_REQUEST_TIMEOUT_MS", 5000, 1, 300_000),
+            request_timeout_ms=_int(env, REQUEST_TIMEOUT_ENV, 5000, 1, 300_000),
             max_body_bytes=_int(env, "FLOWPORT_MAX_BODY_BYTES", 32 * 1024 * 1024, 1, 1 << 31),
             response_included_fields=included,
             worker_threads=_int(env, "PROMPTFLOW_WORKER_THREADS", 16, 1, 1024) if threads else None,

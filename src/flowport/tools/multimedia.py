@@ -241,6 +241,7 @@ def data_file_paths(value: Any, folder: Path) -> Any:
 
 
 def has_media_dict(value: Any) -> bool:
+    """Whether an image as a dict (``{"data:image/png;url": ...}``) is inside ``value``, at any depth."""
     if isinstance(value, list):
         return any(has_media_dict(item) for item in value)
     if isinstance(value, dict):
@@ -328,6 +329,7 @@ def fetch_image(url: str, mime_type: str | None = None) -> Image:
 
 
 def has_image(value: Any) -> bool:
+    """Whether an ``Image`` is inside ``value``, at any depth."""
     if isinstance(value, PFBytes):
         return True
     if isinstance(value, list | tuple):
@@ -351,10 +353,6 @@ def replace_images(value: Any, encode: Callable[[PFBytes], Any]) -> Any:
 def base64_reference(image: PFBytes) -> dict[str, str]:
     """``{"data:image/png;base64": "..."}``: how a served answer carries an image."""
     return {f"data:{image._mime_type};base64": image.to_base64()}
-
-
-def to_base64_references(value: Any) -> Any:
-    return replace_images(value, base64_reference)
 
 
 def file_writer(folder: Path, relative_to: Path | None = None) -> Callable[[PFBytes], dict[str, str]]:

@@ -41,6 +41,7 @@ class ChatInputList(list[Any]):
 
 
 def as_chat_lists(value: Any) -> Any:
+    """``value`` with every list, at any depth, a ``ChatInputList``."""
     if isinstance(value, dict):
         return {k: as_chat_lists(v) for k, v in value.items()}
     if isinstance(value, list):

@@ -9,13 +9,13 @@ import time
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 
+from flowport.connections import SCRUBBED
 from flowport.runtime.base import DeploymentKey
 
 KEEP_FILES = 20
 """Log files of gone instances kept per deployment (those of live instances always are)."""
 TRACE_SUFFIX = ".traces.jsonl"
 """An instance's spans for the built-in trace store sit beside its log: ``<instance id>.traces.jsonl``."""
-MASK = "******"
 MIN_MASKED = 4
 """Shorter secret values are not masked: replacing every ``1`` or ``on`` would garble the logs."""
 
@@ -27,7 +27,7 @@ def masking(secrets: Iterable[str]) -> Callable[[str], str]:
     if not parts:
         return lambda line: line
     pattern = re.compile("|".join(re.escape(part) for part in sorted(parts, key=len, reverse=True)))
-    return lambda line: pattern.sub(MASK, line)
+    return lambda line: pattern.sub(SCRUBBED, line)
 
 
 def tail_lines(path: Path, count: int, block: int = 8192) -> list[str]:

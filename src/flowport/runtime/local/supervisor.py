@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from flowport.runtime.base import DeploymentFailed, DeploymentPlan, InstanceState, Probe
+from flowport.runtime.base import IDENTITY_ENV, DeploymentFailed, DeploymentPlan, InstanceState, Probe
 from flowport.runtime.local import process as processes
 from flowport.runtime.local.isolation import Isolation, Workspace
 from flowport.runtime.local.logs import TRACE_SUFFIX, masking, note, tail_lines
@@ -136,14 +136,15 @@ class ManagedInstance:
             self.ready = ready
             self._on_change()
 
-    def _trace_environment(self) -> dict[str, str]:
+    def _identity_environment(self) -> dict[str, str]:
         """Who the instance is, for its spans (the built-in store's files are per instance)."""
         key = self.plan.key
-        return {
-            "FLOWPORT_ENDPOINT": key.endpoint,
-            "FLOWPORT_DEPLOYMENT": key.deployment,
-            "FLOWPORT_INSTANCE_ID": self.id,
+        identity = {
+            "flowport.endpoint": key.endpoint,
+            "flowport.deployment": key.deployment,
+            "flowport.instance": self.id,
         }
+        return {IDENTITY_ENV[name]: value for name, value in identity.items()}
 
     async def _spawn_ready(self) -> None:
         """Start a fresh process in a fresh workspace (its socket) and wait until it answers ``/ready``."""
@@ -155,7 +156,7 @@ class ManagedInstance:
                 self.socket,
                 self.plan.config,
                 self.log_path,
-                env={**self._isolation.environment(workspace, self.python), **self._trace_environment()},
+                env={**self._isolation.environment(workspace, self.python), **self._identity_environment()},
                 cwd=str(workspace.root),
                 become=self._isolation.become(),
                 trace_path=self.log_path.with_suffix(TRACE_SUFFIX),
