@@ -14,6 +14,8 @@ the others are measured:
                 alone, its InstanceConfig on stdin: 1 process)
     deployment  flowport server: a scoring-script deployment (code_configuration, instance_count
                 1) through the gateway with the endpoint's key (2 processes: server + instance)
+    no-inline   with ``--compare-inline``: the instance with ``FLOWPORT_INLINE_FAST_TOOLS=0`` (a sync
+                ``run()`` always in the thread pool, never on the event loop)
 
 azureml-inference-server-http is installed into its own venv: ``bench/.venv-azmlinfsrv`` by
 default, or the folder named by ``FLOWPORT_BENCH_AZML_VENV`` (populated there if it lacks it).
@@ -31,6 +33,7 @@ Targets: flowport req/s >= 5x azmlinfsrv's at c=32; p50 overhead over noop <= 1 
     .venv/bin/python bench/scoring.py                 # about 2 minutes
     .venv/bin/python bench/scoring.py --rounds 1      # under a minute
     .venv/bin/python bench/scoring.py --skip-deployment --seconds 5
+    .venv/bin/python bench/scoring.py --compare-inline   # also the instance with run() never inline
 """
 
 from __future__ import annotations
@@ -343,15 +346,12 @@ def started_ways(stack: contextlib.ExitStack, scratch: Path, args: argparse.Name
     }
     env = {**base_env, "FLOWPORT_HOME": str(scratch / "instance-home")}
     command = [sys.executable, "-m", "flowport.runtime.instance", "--port", "{port}"]
-    add(
-        "instance",
-        "flowport instance process",
-        1,
-        command,
-        "/health",
-        env=env,
-        stdin=json.dumps(config).encode(),
-    )
+    stdin = json.dumps(config).encode()
+    add("instance", "flowport instance process", 1, command, "/health", env=env, stdin=stdin)
+    if args.compare_inline:  # run() always in the thread pool, as before the inline policy applied
+        env = {**env, "FLOWPORT_INLINE_FAST_TOOLS": "0"}
+        label = "flowport instance, run() in its thread pool"
+        add("no-inline", label, 1, command, "/health", env=env, stdin=stdin)
     if not args.skip_deployment:
         ways.append(deployment_way(stack, scratch))
     return ways
@@ -516,6 +516,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32, help="connections for req/s (32)")
     parser.add_argument("--client-processes", type=int, default=2, help="load processes at c=32 (2)")
     parser.add_argument("--skip-deployment", action="store_true", help="no flowport server / deployment way")
+    parser.add_argument(
+        "--compare-inline", action="store_true", help="also the instance with FLOWPORT_INLINE_FAST_TOOLS=0"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (server logs)")
     parser.add_argument("--noop-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
