@@ -190,25 +190,13 @@ class ScriptApp:
         if self.run_is_async:
             result = self.script.run(**arguments)
         elif self.inline_policy.inline:  # on the loop the call cannot be interrupted by the timeout
-            result = self._timed_run(arguments, True)
+            result = self.inline_policy.call(self.script.run, arguments, True)
         else:
             loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self.threads, partial(self._timed_run, arguments, False))
+            call = partial(self.inline_policy.call, self.script.run, arguments, False)
+            result = await loop.run_in_executor(self.threads, call)
         if inspect.isawaitable(result):
             result = await result
-        return result
-
-    def _timed_run(self, arguments: dict[str, Any], inline: bool) -> Any:
-        """A sync ``run()``, timed for the inline policy (``inline``: on the event loop)."""
-        policy = self.inline_policy
-        mark = policy.start()
-        try:
-            result = self.script.run(**arguments)
-        except BaseException:
-            if inline:
-                policy.failed()
-            raise
-        policy.finish(mark, inline)
         return result
 
     def _run_failed(self, exc: BaseException, request_id: str) -> None:
