@@ -70,7 +70,7 @@ from _common import (
     verdict,
     write_results,
 )
-from serve import raise_open_files, src_fingerprint, stop, tail
+from serve import raise_open_files, src_fingerprint, stop, wait_healthy
 
 FLOWPORT = Path(sys.executable).with_name("flowport")
 """The CLI next to the Python running this script (``.venv/bin/flowport``)."""
@@ -267,21 +267,6 @@ def checked_target(name: str, port: int, path: str, headers: dict[str, str] | No
     return Target(port=port, path=path, body=BODY, headers=pairs, expected=body)
 
 
-def wait_answering(url: str, process: subprocess.Popen[bytes], log_path: Path, limit: float = 120) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url}: server exited ({process.returncode}):\n{tail(log_path)}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{url}: no answer within {limit:g} s:\n{tail(log_path)}")
-
-
 @contextlib.contextmanager
 def process_way(
     scratch: Path,
@@ -311,7 +296,7 @@ def process_way(
             assert process.stdin is not None
             process.stdin.write(stdin)
             process.stdin.close()
-        wait_answering(f"http://{HOST}:{port}{probe}", process, log_path)
+        wait_healthy(port, process, log_path, path=probe)
         yield process, port, time.monotonic() - began
     finally:
         stop(process)
