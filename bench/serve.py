@@ -366,19 +366,21 @@ def serving(ctx: Context, spec: ServerSpec, flow: Path) -> Iterator[Server]:
         stop(process)
 
 
-def wait_healthy(port: int, process: subprocess.Popen[bytes], log_path: Path, limit: float = 120.0) -> None:
+def wait_healthy(
+    port: int, process: subprocess.Popen[bytes], log_path: Path, limit: float = 120.0, path: str = "/health"
+) -> None:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited ({process.returncode}):\n{tail(log_path)}")
         try:
-            with urllib.request.urlopen(f"http://{HOST}:{port}/health", timeout=2) as answer:
+            with urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=2) as answer:
                 if answer.status == 200:
                     return
         except OSError:
             pass
         time.sleep(0.02)
-    raise RuntimeError(f"server did not answer /health within {limit:g} s:\n{tail(log_path)}")
+    raise RuntimeError(f"server did not answer {path} within {limit:g} s:\n{tail(log_path)}")
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

@@ -681,6 +681,46 @@ def test_the_script_app_answers_the_inference_servers_routes(tmp_path: Path) -> 
         assert 'flowport_requests_total{route="score",status="400"} 1.0' in client.get("/metrics").text
 
 
+THREAD_SCORE = """
+import threading
+
+
+def init():
+    pass
+
+
+def run(raw_data):
+    if raw_data == "fail":
+        raise ValueError("asked to fail")
+    return {"thread": threading.current_thread().name, "echo": raw_data}
+"""
+
+
+def test_a_fast_sync_run_moves_onto_the_event_loop_and_back_to_the_pool_when_it_fails(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from flowport.engine.inline import InlinePolicy
+    from flowport.serving.script_app import RUN_FAILED, ScriptApp
+    from flowport.serving.user_script import UserScript
+
+    code = _script(tmp_path / "src", THREAD_SCORE)
+    app = ScriptApp(UserScript.load(code, "score.py"), name="src")
+    app.inline_policy = InlinePolicy(True, fast_seconds=1.0, proof_runs=3)  # any run counts as fast here
+    with TestClient(app) as client:
+        threads = [client.post("/score", content=f"x{i}".encode()).json() for i in range(5)]
+        assert [t["echo"] for t in threads] == [f"x{i}" for i in range(5)]
+        assert all(t["thread"].startswith("run") for t in threads[:3])  # the pool, until proven fast
+        assert not threads[4]["thread"].startswith("run")  # then on the event loop's thread
+        failed = client.post("/score", content=b"fail")
+        assert failed.status_code == 500
+        assert failed.json() == {"message": RUN_FAILED}
+        assert failed.headers["x-ms-run-function-failed"] == "True"
+        after = client.post("/score", content=b"again")
+        assert after.status_code == 200
+        assert after.json()["thread"].startswith("run")  # back in the pool for good
+        assert after.headers["x-ms-run-function-failed"] == "False"
+
+
 def test_the_studio_test_tab_sends_json_to_a_scoring_script(
     studio: tuple[Flowport, Any], tmp_path: Path
 ) -> None:

@@ -300,16 +300,7 @@ class FlexExecutor:
 
     def _timed_call(self, values: dict[str, Any], inline: bool) -> Any:
         """Call a sync entry, timing the call for the inline policy (``inline``: on the loop)."""
-        policy = self.inline_policy
-        mark = policy.start()
-        try:
-            result = self.func(**values)
-        except BaseException:
-            if inline:
-                policy.failed()
-            raise
-        policy.finish(mark, inline)
-        return result
+        return self.inline_policy.call(self.func, values, inline)
 
     async def run_aggregation(
         self, lines: list[tuple[dict[str, Any], dict[str, Any]]]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import gc
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from flowport.tracing.export import ACTIVITY, exporting_since
@@ -149,6 +150,19 @@ class InlinePolicy:
                 self.inline = True
         elif waited or cpu > self.fast_seconds:
             self._fast_runs = 0
+
+    def call(self, func: Callable[..., Any], arguments: dict[str, Any], inline: bool) -> Any:
+        """``func(**arguments)``, timed for this policy (``inline``: on the event loop, where a
+        failure ends the inline mode)."""
+        mark = self.start()
+        try:
+            result = func(**arguments)
+        except BaseException:
+            if inline:
+                self.failed()
+            raise
+        self.finish(mark, inline)
+        return result
 
     def failed(self) -> None:
         """An inline run raised: it may be a tool that cannot run on the loop; stop inlining."""
