@@ -611,6 +611,24 @@ def test_inline_policy_sees_a_sleeping_run_as_waiting() -> None:
     assert policy.demoted
 
 
+def test_inline_policy_measures_in_full_after_the_promotion_and_after_a_slow_run() -> None:
+    policy = InlinePolicy(True, fast_seconds=0.001, proof_runs=1, demote_seconds=0.005, heavy_window=3)
+    policy.finish(policy.start(), inline=False)
+    assert policy.inline
+    for _ in range(3):
+        policy.finish(policy.start(), inline=True)
+    light = policy.start()
+    assert light[1] < 0  # the steady inline mode reads the wall clock only
+    time.sleep(0.02)
+    policy.finish(light, inline=True)  # slow, but it cannot be judged: nothing ends
+    assert policy.inline
+    mark = policy.start()
+    assert mark[1] >= 0  # the next runs are measured in full again
+    time.sleep(0.02)
+    policy.finish(mark, inline=True)
+    assert policy.demoted
+
+
 async def test_fast_chains_go_inline_and_slow_ones_stay_in_threads(tmp_path: Path) -> None:
     folder = write_flow(
         tmp_path / "f",

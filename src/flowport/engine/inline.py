@@ -20,13 +20,20 @@ charges a 7 µs run with milliseconds, and a tool that is heavy every time is ca
 run (in a worker thread it would hold the GIL, and so the loop, much the same). Nor does a run
 that blocked while the trace export thread was working (``tracing.export.exporting_since``): it
 waited for the GIL, not for I/O.
+
+Those two system calls cost more than a small flex entry's whole engine path otherwise (about
+1.3 µs a run), and their readings only matter for a slow run. So once the inline mode holds, runs
+are measured in full only for ``heavy_window`` inline runs after the promotion and after any slow
+inline run; in between, a run only reads the wall clock. A slow run without the full readings
+cannot be judged: it ends nothing, and the next ``heavy_window`` runs are measured in full, so a
+tool that blocks or computes too long again soon after is caught as before.
 """
 
 from __future__ import annotations
 
 import gc
 import os
-import time
+from time import perf_counter, thread_time
 from typing import Any
 
 from flowport.tracing.export import ACTIVITY, exporting_since
@@ -42,7 +49,8 @@ INLINE_ENV = "FLOWPORT_INLINE_FAST_TOOLS"
 Mark = tuple[float, float, int, float, int]
 """Where a run started: wall clock, the thread's CPU seconds, its voluntary context switches,
 the garbage collector's seconds so far and the trace exporter's activity count (a plain tuple:
-it is made for every run)."""
+it is made for every run). A light mark (only the wall clock and the collector's seconds) has a
+negative CPU reading."""
 
 
 def _voluntary_switches() -> int:
@@ -59,9 +67,9 @@ class _CollectorClock:
 
     def _on_collect(self, phase: str, _info: dict[str, Any]) -> None:
         if phase == "start":
-            self._began = time.perf_counter()
+            self._began = perf_counter()
         else:
-            self.seconds += time.perf_counter() - self._began
+            self.seconds += perf_counter() - self._began
 
 
 _collector = _CollectorClock()
@@ -92,23 +100,20 @@ class InlinePolicy:
         self._inline_runs = 0
         self._last_heavy = -heavy_window - 1
         """The inline run (by number) that last computed for longer than ``demote_seconds``."""
+        self._measured_until = 0
+        """Inline runs are measured in full (CPU, context switches) until this many have run."""
 
     def start(self) -> Mark:
         """Call in the thread about to run the chain; pass the mark to ``finish``."""
-        if self.demoted:  # nothing more to decide: spare the two system calls
-            return (time.perf_counter(), 0.0, 0, 0.0, 0)
+        if self.demoted or (self.inline and self._inline_runs >= self._measured_until):
+            # nothing more to decide, or a steady inline mode: spare the two system calls
+            return (perf_counter(), -1.0, 0, _collector.seconds, 0)
         # the thread's CPU clock, not getrusage's: that one moves in jumps of a scheduler tick
-        return (
-            time.perf_counter(),
-            time.thread_time(),
-            _voluntary_switches(),
-            _collector.seconds,
-            ACTIVITY.count,
-        )
+        return (perf_counter(), thread_time(), _voluntary_switches(), _collector.seconds, ACTIVITY.count)
 
     def finish(self, mark: Mark, inline: bool) -> None:
         """Account the run that started at ``mark`` (same thread); ``inline``: it ran on the loop."""
-        seconds = time.perf_counter() - mark[0]
+        seconds = perf_counter() - mark[0]
         if inline and seconds <= self.demote_seconds:  # the inline mode's steady state
             self._inline_runs += 1
             return
@@ -116,7 +121,12 @@ class InlinePolicy:
             self.record(seconds, inline=inline)
             return
         collecting = _collector.seconds - mark[3]
-        cpu = max(0.0, time.thread_time() - mark[1] - collecting)
+        if inline and seconds - collecting > self.demote_seconds:
+            self._measured_until = self._inline_runs + 1 + self.heavy_window  # watch the next ones
+        if mark[1] < 0:  # a light mark: this run cannot be judged (a pool run's proves nothing now)
+            self._inline_runs += inline
+            return
+        cpu = max(0.0, thread_time() - mark[1] - collecting)
         waited = RUSAGE_THREAD is None or _voluntary_switches() > mark[2]
         if waited and exporting_since(mark[4]):
             waited = False  # the trace export thread had the GIL
@@ -147,6 +157,7 @@ class InlinePolicy:
             self._fast_runs += 1
             if self._fast_runs >= self.proof_runs:
                 self.inline = True
+                self._measured_until = self._inline_runs + self.heavy_window
         elif waited or cpu > self.fast_seconds:
             self._fast_runs = 0
 
