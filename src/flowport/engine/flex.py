@@ -59,6 +59,7 @@ from flowport.flow.flex import FLEX_MARK, FlexDef, describe_flow_path, is_flex, 
 from flowport.flow.prompty import is_prompty
 from flowport.tools.compat import install_promptflow_shim
 from flowport.tools.usage import current_usage
+from flowport.tracing.spans import STATE
 
 logger = logging.getLogger("flowport.flex")
 _STREAMS = (types.GeneratorType, types.AsyncGeneratorType)
@@ -229,7 +230,7 @@ class FlexExecutor:
     ) -> LineResult:
         """Call the entry on one line's inputs. Errors come back in the result, never raised."""
         run = LineRun(run_id or f"{self._run_prefix}_{next(self._run_numbers)}", line_number, dict(inputs))
-        token = start_line(self.flow_name, run, span_attributes)
+        token = None if STATE.sink is None else start_line(self.flow_name, run, span_attributes)
         if token is None:
             return await self._run_line(run, inputs, stream, line_number, record_io)
         record_io = record_io or tracing.capture_content()
@@ -256,13 +257,13 @@ class FlexExecutor:
         if record_io:
             node_run.inputs = values
         token = current_usage.set(node_run.usage)
-        span_token = start_node(node_run, run.span)
+        span_token = None if run.span is None else start_node(node_run, run.span)
         streaming = False
         try:
             if self.inline_policy.inline:
                 # On the loop the call cannot be interrupted: the line timeout can only fire in a stream.
                 result = contextvars.copy_context().run(self._timed_call, values, True)
-                if _is_stream(result):
+                if isinstance(result, _STREAMS):
                     async with asyncio.timeout(self.line_timeout):
                         outputs, bare = await self._shape(result, stream, node_run)
                     streaming = stream

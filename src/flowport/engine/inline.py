@@ -8,32 +8,32 @@ first time an inline run is slow or fails.
 
 Wall time alone misjudges a busy machine: a 50 µs run that the OS preempts for a few
 milliseconds looks slow although it neither waited nor worked. So a slow run is looked at
-twice more: the thread's CPU time (``time.thread_time``) tells a heavy tool, and on Linux its
-voluntary context switches (``getrusage(RUSAGE_THREAD)``) tell a run that waited (I/O, sleep,
-a lock). A slow run that did neither only lost the core: it neither breaks the proof nor ends
-the inline mode. Time the garbage collector took during a run is not the run's either: a full
-collection stops the whole process wherever the tool runs (one of 9 ms, in a process holding
-many lines, used to end the inline mode of a 7 µs flex entry). A run that blocked ends the inline
-mode at once; one that only computed too long ends it when another did within the last
-``heavy_window`` inline runs: on a shared virtual machine the thread's CPU clock now and then
-charges a 7 µs run with milliseconds, and a tool that is heavy every time is caught at its second
-run (in a worker thread it would hold the GIL, and so the loop, much the same). Nor does a run
-that blocked while the trace export thread was working (``tracing.export.exporting_since``): it
-waited for the GIL, not for I/O.
+again through the thread's context switches (``getrusage(RUSAGE_THREAD)``, read once when a run
+starts, again only when it turns out slow): a voluntary one means the run waited (I/O, sleep, a
+lock); an involuntary one means the OS took the core away; a slow run with neither computed all
+along (a heavy tool). A run that was only preempted neither breaks the proof nor ends the inline
+mode. Time the garbage collector took during a run is not the run's either: a full collection
+stops the whole process wherever the tool runs (one of 9 ms, in a process holding many lines,
+used to end the inline mode of a 7 µs flex entry). A run that blocked ends the inline mode at
+once; one that only computed too long ends it when another did within the last ``heavy_window``
+inline runs: on a shared virtual machine the hypervisor now and then stalls a 7 µs run for
+milliseconds without a context switch the guest can see, and a tool that is heavy every time is
+caught at its second run (in a worker thread it would hold the GIL, and so the loop, much the
+same). Nor does a run that blocked while the trace export thread was working
+(``tracing.export.exporting_since``): it waited for the GIL, not for I/O.
 
-Those two system calls cost more than a small flex entry's whole engine path otherwise (about
-1.3 µs a run), and their readings only matter for a slow run. So once the inline mode holds, runs
-are measured in full only for ``heavy_window`` inline runs after the promotion and after any slow
-inline run; in between, a run only reads the wall clock. A slow run without the full readings
-cannot be judged: it ends nothing, and the next ``heavy_window`` runs are measured in full, so a
-tool that blocks or computes too long again soon after is caught as before.
+One system call per run, not two: the thread's CPU clock (``time.thread_time``), which used to
+tell a heavy run, is a system call of its own, and the two cost more than a small flex entry's
+whole engine path otherwise; the involuntary switches tell a preempted run without it (a run
+both preempted and heavy is given the benefit of the doubt: a heavy tool is caught on its runs
+that were not preempted).
 """
 
 from __future__ import annotations
 
 import gc
 import os
-from time import perf_counter, thread_time
+from time import perf_counter
 from typing import Any
 
 from flowport.tracing.export import ACTIVITY, exporting_since
@@ -46,15 +46,18 @@ except ImportError:  # not Linux: every slow run counts as one that waited
 INLINE_ENV = "FLOWPORT_INLINE_FAST_TOOLS"
 
 
-Mark = tuple[float, float, int, float, int]
-"""Where a run started: wall clock, the thread's CPU seconds, its voluntary context switches,
+Mark = tuple[float, int, int, float, int]
+"""Where a run started: wall clock, the thread's voluntary and involuntary context switches,
 the garbage collector's seconds so far and the trace exporter's activity count (a plain tuple:
-it is made for every run). A light mark (only the wall clock and the collector's seconds) has a
-negative CPU reading."""
+it is made for every run)."""
 
 
-def _voluntary_switches() -> int:
-    return getrusage(RUSAGE_THREAD).ru_nvcsw if RUSAGE_THREAD is not None else 0
+def _switches() -> tuple[int, int]:
+    """The calling thread's voluntary and involuntary context switches so far."""
+    if RUSAGE_THREAD is None:
+        return (0, 0)
+    usage = getrusage(RUSAGE_THREAD)
+    return (usage.ru_nvcsw, usage.ru_nivcsw)
 
 
 class _CollectorClock:
@@ -100,16 +103,13 @@ class InlinePolicy:
         self._inline_runs = 0
         self._last_heavy = -heavy_window - 1
         """The inline run (by number) that last computed for longer than ``demote_seconds``."""
-        self._measured_until = 0
-        """Inline runs are measured in full (CPU, context switches) until this many have run."""
 
     def start(self) -> Mark:
         """Call in the thread about to run the chain; pass the mark to ``finish``."""
-        if self.demoted or (self.inline and self._inline_runs >= self._measured_until):
-            # nothing more to decide, or a steady inline mode: spare the two system calls
-            return (perf_counter(), -1.0, 0, _collector.seconds, 0)
-        # the thread's CPU clock, not getrusage's: that one moves in jumps of a scheduler tick
-        return (perf_counter(), thread_time(), _voluntary_switches(), _collector.seconds, ACTIVITY.count)
+        if self.demoted:  # nothing more to decide: spare the system call
+            return (perf_counter(), 0, 0, 0.0, 0)
+        voluntary, involuntary = _switches()
+        return (perf_counter(), voluntary, involuntary, _collector.seconds, ACTIVITY.count)
 
     def finish(self, mark: Mark, inline: bool) -> None:
         """Account the run that started at ``mark`` (same thread); ``inline``: it ran on the loop."""
@@ -121,16 +121,14 @@ class InlinePolicy:
             self.record(seconds, inline=inline)
             return
         collecting = _collector.seconds - mark[3]
-        if inline and seconds - collecting > self.demote_seconds:
-            self._measured_until = self._inline_runs + 1 + self.heavy_window  # watch the next ones
-        if mark[1] < 0:  # a light mark: this run cannot be judged (a pool run's proves nothing now)
-            self._inline_runs += inline
-            return
-        cpu = max(0.0, thread_time() - mark[1] - collecting)
-        waited = RUSAGE_THREAD is None or _voluntary_switches() > mark[2]
+        seconds = max(0.0, seconds - collecting)
+        voluntary, involuntary = _switches()
+        waited = RUSAGE_THREAD is None or voluntary > mark[1]
+        # on the core all along (no switch at all): it computed; else its CPU is not known
+        cpu = seconds if not waited and involuntary == mark[2] else 0.0
         if waited and exporting_since(mark[4]):
             waited = False  # the trace export thread had the GIL
-        self.record(max(0.0, seconds - collecting), inline=inline, cpu=cpu, waited=waited)
+        self.record(seconds, inline=inline, cpu=cpu, waited=waited)
 
     def record(self, seconds: float, *, inline: bool, cpu: float | None = None, waited: bool = True) -> None:
         """Account one run. Worker threads call this too: a race may promote a run or two
@@ -157,7 +155,6 @@ class InlinePolicy:
             self._fast_runs += 1
             if self._fast_runs >= self.proof_runs:
                 self.inline = True
-                self._measured_until = self._inline_runs + self.heavy_window
         elif waited or cpu > self.fast_seconds:
             self._fast_runs = 0
 
