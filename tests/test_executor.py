@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from flowport.connections import CustomConnection
-from flowport.engine import FlowExecutor, NodeStream, Status
+from flowport.engine import FlowExecutor, NodeStream, Status, inline
 from flowport.engine.inline import InlinePolicy
 from flowport.flow import FlowError
 from tests.test_flow_definition import write_flow
@@ -608,6 +608,34 @@ def test_inline_policy_sees_a_sleeping_run_as_waiting() -> None:
     mark = policy.start()
     time.sleep(0.02)
     policy.finish(mark, inline=True)
+    assert policy.demoted
+
+
+def test_inline_policy_tells_a_slow_run_by_its_context_switches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The kernel's counts decide; they are set here because a real preemption cannot be ordered."""
+    counts = [(0, 0)]
+    monkeypatch.setattr(inline, "_switches", lambda: counts[-1])
+
+    def slow_run(policy: InlinePolicy, switches: tuple[int, int]) -> None:
+        mark = policy.start()
+        time.sleep(0.02)
+        counts.append(switches)
+        policy.finish(mark, inline=True)
+
+    policy = InlinePolicy(True, fast_seconds=0.001, proof_runs=1, demote_seconds=0.005)
+    policy.finish(policy.start(), inline=False)
+    slow_run(policy, (0, 1))  # preempted only: excused
+    slow_run(policy, (0, 2))
+    assert policy.inline
+    slow_run(policy, (0, 2))  # no switch at all: it computed all along, heavy once is forgiven
+    assert policy.inline
+    slow_run(policy, (0, 2))  # heavy again soon after: the tool is heavy
+    assert policy.demoted
+    policy = InlinePolicy(True, fast_seconds=0.001, proof_runs=1, demote_seconds=0.005)
+    policy.finish(policy.start(), inline=False)
+    slow_run(policy, (1, 2))  # a voluntary switch: it waited, at once
     assert policy.demoted
 
 

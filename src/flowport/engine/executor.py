@@ -35,7 +35,7 @@ from flowport.engine.compile import (
 from flowport.engine.errors import ExecutionError, system_error, tool_error, user_error
 from flowport.engine.inline import InlinePolicy
 from flowport.engine.inputs import has_media, load_media, prepare_inputs
-from flowport.engine.records import LineRun, NodeRun, Status, now
+from flowport.engine.records import LineRun, NodeRun, Status, clock
 from flowport.engine.spans import cancel_line, end_line, node_attributes, node_failed, start_line, start_node
 from flowport.engine.streams import NodeStream, SharedGenerator, join_async, join_sync
 from flowport.flow import MISSING, FlowDef, Plan, build_plan, load_flow
@@ -74,7 +74,7 @@ class LineResult:
     def failed(cls, run: LineRun, exc: ExecutionError) -> LineResult:
         """The line failed with ``exc``: its run closed as failed, no outputs."""
         run.status = Status.FAILED
-        run.end_time = now()
+        run.ended = clock()
         run.error = exc.to_dict()
         return cls({}, run, exc)
 
@@ -274,7 +274,7 @@ class FlowExecutor:
         except ExecutionError as exc:
             return self._failed(run, exc, line)
         run.status = Status.COMPLETED
-        run.end_time = now()
+        run.ended = clock()
         return LineResult(outputs, run, None, line.outputs, line.inputs)
 
     def _failed(self, run: LineRun, exc: ExecutionError, line: _Line | None = None) -> LineResult:
@@ -284,7 +284,7 @@ class FlowExecutor:
         for node_run in list(run.node_runs.values()):
             if node_run.status is Status.RUNNING:
                 node_run.status = Status.CANCELED
-                node_run.end_time = now()
+                node_run.ended = clock()
         return LineResult.failed(run, exc)
 
     def _output_value(self, ref: Any, line: _Line) -> Any:
@@ -346,12 +346,12 @@ class FlowExecutor:
 
     def _start_node(self, node: CompiledNode, line: _Line) -> tuple[NodeRun, dict[str, Any] | None]:
         """Record the node as started; its inputs, or None when it is bypassed."""
-        node_run = NodeRun(node.name, start_time=now())
+        node_run = NodeRun(node.name, started=clock())
         line.run.node_runs[node.name] = node_run
         if self._is_bypassed(node, line):
             line.bypassed.add(node.name)
             node_run.status = Status.BYPASSED
-            node_run.end_time = node_run.start_time
+            node_run.ended = node_run.started
             return node_run, None
         kwargs = self._node_inputs(node, line)
         if line.record_io:
@@ -364,7 +364,7 @@ class FlowExecutor:
         if isinstance(result, NodeStream):
             return  # the stream completes the record when it is drained
         node_run.status = Status.COMPLETED
-        node_run.end_time = now()
+        node_run.ended = clock()
         if line.record_io:
             node_run.output = result
 
@@ -390,7 +390,7 @@ class FlowExecutor:
             result = await self._invoke(node, kwargs, streaming, node_run)
         except asyncio.CancelledError:
             node_run.status = Status.CANCELED
-            node_run.end_time = now()
+            node_run.ended = clock()
             raise
         except Exception as exc:
             error = self._node_error(node, node_run, exc)
@@ -440,7 +440,7 @@ class FlowExecutor:
     @staticmethod
     def _node_failed(node_run: NodeRun, exc: ExecutionError) -> None:
         node_run.status = Status.FAILED
-        node_run.end_time = now()
+        node_run.ended = clock()
         node_run.error = exc.to_dict()
 
     @staticmethod
@@ -516,7 +516,7 @@ class FlowExecutor:
         if has_media(self.flow, given):  # image inputs read as a line reads them
             loaded = await asyncio.to_thread(load_media, self.flow, given)
             kwargs.update({key: loaded[ref.name] for key, ref in node.refs if isinstance(ref, InputRef)})
-        node_run = NodeRun(name, start_time=now())
+        node_run = NodeRun(name, started=clock())
         try:
             return await self._invoke(node, kwargs, False, node_run)
         except Exception as exc:
@@ -550,14 +550,14 @@ class FlowExecutor:
                             self._follow(ref, outs[ref.node], f"input {key!r}") if ref.node in outs else None
                             for _, outs in lines
                         ]
-                node_run = NodeRun(node.name, start_time=now(), inputs=kwargs)
+                node_run = NodeRun(node.name, started=clock(), inputs=kwargs)
                 runs[node.name] = node_run
                 try:
                     results[node.name] = await self._invoke(node, kwargs, False, node_run)
                 except Exception as exc:
                     return metrics, runs, self._node_error(node, node_run, exc)
                 node_run.status = Status.COMPLETED
-                node_run.end_time = now()
+                node_run.ended = clock()
                 node_run.output = results[node.name]
         finally:
             stop_collecting(token)

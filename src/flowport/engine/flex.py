@@ -51,7 +51,7 @@ from flowport.engine.flex_signature import (
 )
 from flowport.engine.inline import InlinePolicy
 from flowport.engine.inputs import prepare_inputs
-from flowport.engine.records import LineRun, NodeRun, Status, now
+from flowport.engine.records import LineRun, NodeRun, Status, clock
 from flowport.engine.spans import cancel_line, end_line, node_attributes, node_failed, start_line, start_node
 from flowport.engine.streams import NodeStream, join_async
 from flowport.flow import FlowDef, FlowError, ValueType
@@ -59,9 +59,11 @@ from flowport.flow.flex import FLEX_MARK, FlexDef, describe_flow_path, is_flex, 
 from flowport.flow.prompty import is_prompty
 from flowport.tools.compat import install_promptflow_shim
 from flowport.tools.usage import current_usage
+from flowport.tracing.spans import STATE
 
 logger = logging.getLogger("flowport.flex")
 _STREAMS = (types.GeneratorType, types.AsyncGeneratorType)
+_SCALARS = frozenset((str, int, float, bool, type(None)))
 
 
 def _import_entry(definition: FlexDef) -> Any:
@@ -147,6 +149,7 @@ class FlexExecutor:
         self._run_prefix = uuid.uuid4().hex
         self._run_numbers = itertools.count()
         self.span_attributes = node_attributes(name, "flex", name, None)
+        self.flow_name = flow.name
 
     @classmethod
     def load(
@@ -227,7 +230,7 @@ class FlexExecutor:
     ) -> LineResult:
         """Call the entry on one line's inputs. Errors come back in the result, never raised."""
         run = LineRun(run_id or f"{self._run_prefix}_{next(self._run_numbers)}", line_number, dict(inputs))
-        token = start_line(self.flow.name, run, span_attributes)
+        token = None if STATE.sink is None else start_line(self.flow_name, run, span_attributes)
         if token is None:
             return await self._run_line(run, inputs, stream, line_number, record_io)
         record_io = record_io or tracing.capture_content()
@@ -249,25 +252,28 @@ class FlexExecutor:
             values = prepare_inputs(self.flow, inputs, line_number)
         except ExecutionError as exc:
             return _failed(run, exc)
-        node_run = NodeRun(self.entry_name, start_time=now())
+        node_run = NodeRun(self.entry_name, started=run.started)  # one clock reading for both
         run.node_runs[self.entry_name] = node_run
         if record_io:
             node_run.inputs = values
         token = current_usage.set(node_run.usage)
-        span_token = start_node(node_run, run.span)
+        span_token = None if run.span is None else start_node(node_run, run.span)
+        streaming = False
         try:
             if self.inline_policy.inline:
                 # On the loop the call cannot be interrupted: the line timeout can only fire in a stream.
                 result = contextvars.copy_context().run(self._timed_call, values, True)
-                if _is_stream(result):
+                if isinstance(result, _STREAMS):
                     async with asyncio.timeout(self.line_timeout):
                         outputs, bare = await self._shape(result, stream, node_run)
+                    streaming = stream
                 else:
                     outputs, bare = _shape_value(result)
             else:
                 async with asyncio.timeout(self.line_timeout):
                     result = await self._call(values)
                     outputs, bare = await self._shape(result, stream, node_run)
+                streaming = stream and _is_stream(result)
         except TimeoutError:
             message = f"Line {line_number} execution timeout for exceeding {self.line_timeout:g} seconds"
             return _failed(run, user_error(message, "LineExecutionTimeoutError"), node_run)
@@ -279,13 +285,14 @@ class FlexExecutor:
             if span_token is not None:
                 tracing.deactivate(span_token)
             current_usage.reset(token)
-        if not any(isinstance(v, NodeStream) for v in outputs.values()):
+        ended = clock()
+        if not streaming:  # a stream's node run ends with the stream
             node_run.status = Status.COMPLETED
-            node_run.end_time = now()
+            node_run.ended = ended
             if record_io:
                 node_run.output = outputs
         run.status = Status.COMPLETED
-        run.end_time = now()
+        run.ended = ended
         result_value = outputs["output"] if bare else outputs
         return LineResult(outputs, run, None, {"result": result_value}, values, bare=bare)
 
@@ -308,7 +315,7 @@ class FlexExecutor:
         """Call ``__aggregate__`` once with every completed line's result; its dict is the run's
         metrics. As in prompt flow, a failure is only a warning: the run completes without metrics."""
         results = [AttrDict(r) if isinstance(r := outs.get("result"), dict) else r for _, outs in lines]
-        node_run = NodeRun("__aggregate__", start_time=now(), inputs={"line_results": results})
+        node_run = NodeRun("__aggregate__", started=clock(), inputs={"line_results": results})
         try:
             metrics = self.aggregate(results) if self.aggregate else {}
             if inspect.isawaitable(metrics):
@@ -316,9 +323,9 @@ class FlexExecutor:
         except Exception as exc:
             error = tool_error("__aggregate__", exc)
             logger.warning("Failed to execute aggregation function: %s", error.message)
-            node_run.status, node_run.end_time, node_run.error = Status.FAILED, now(), error.to_dict()
+            node_run.status, node_run.ended, node_run.error = Status.FAILED, clock(), error.to_dict()
             return {}, {"__aggregate__": node_run}, None
-        node_run.status, node_run.end_time, node_run.output = Status.COMPLETED, now(), metrics
+        node_run.status, node_run.ended, node_run.output = Status.COMPLETED, clock(), metrics
         return (dict(metrics) if isinstance(metrics, dict) else {}), {"__aggregate__": node_run}, None
 
     async def _shape(self, result: Any, stream: bool, node_run: NodeRun) -> tuple[dict[str, Any], bool]:
@@ -335,13 +342,18 @@ def _is_stream(result: Any) -> bool:
 
 def _shape_value(result: Any) -> tuple[dict[str, Any], bool]:
     """A result that is not a stream as the line's outputs, and whether it was bare (not a dict)."""
-    if type(result) is dict:  # the common case, never a dataclass
-        return {str(k): json_ready(str(k), v) for k, v in result.items()}, False
-    if dataclasses.is_dataclass(result) and not isinstance(result, type):
-        result = dataclasses.asdict(result)
-    if not isinstance(result, dict):
-        return {"output": json_ready("output", result)}, True
-    return {str(k): json_ready(str(k), v) for k, v in result.items()}, False
+    if type(result) is not dict:  # a plain dict, the common case, is never a dataclass
+        if dataclasses.is_dataclass(result) and not isinstance(result, type):
+            result = dataclasses.asdict(result)
+        if not isinstance(result, dict):
+            return {"output": json_ready("output", result)}, True
+    outputs = {}
+    for key, value in result.items():
+        if type(key) is not str:
+            key = str(key)
+        # a plain scalar is ready as it is (json_ready would say so, one call later)
+        outputs[key] = value if type(value) in _SCALARS else json_ready(key, value)
+    return outputs, False
 
 
 def _failed(
@@ -349,7 +361,7 @@ def _failed(
 ) -> LineResult:
     if node_run is not None:
         node_run.status = Status.FAILED
-        node_run.end_time = now()
+        node_run.ended = clock()
         node_run.error = exc.to_dict()
         node_failed(node_run, cause or exc)
     return LineResult.failed(run, exc)

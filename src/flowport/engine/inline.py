@@ -8,26 +8,33 @@ first time an inline run is slow or fails.
 
 Wall time alone misjudges a busy machine: a 50 µs run that the OS preempts for a few
 milliseconds looks slow although it neither waited nor worked. So a slow run is looked at
-twice more: the thread's CPU time (``time.thread_time``) tells a heavy tool, and on Linux its
-voluntary context switches (``getrusage(RUSAGE_THREAD)``) tell a run that waited (I/O, sleep,
-a lock). A slow run that did neither only lost the core: it neither breaks the proof nor ends
-the inline mode. Time the garbage collector took during a run is not the run's either: a full
-collection stops the whole process wherever the tool runs (one of 9 ms, in a process holding
-many lines, used to end the inline mode of a 7 µs flex entry). A run that blocked ends the inline
-mode at once; one that only computed too long ends it when another did within the last
-``heavy_window`` inline runs: on a shared virtual machine the thread's CPU clock now and then
-charges a 7 µs run with milliseconds, and a tool that is heavy every time is caught at its second
-run (in a worker thread it would hold the GIL, and so the loop, much the same). Nor does a run
-that blocked while the trace export thread was working (``tracing.export.exporting_since``): it
-waited for the GIL, not for I/O.
+again through the thread's context switches (``getrusage(RUSAGE_THREAD)``, read once when a run
+starts, again only when it turns out slow): a voluntary one means the run waited (I/O, sleep, a
+lock); an involuntary one means the OS took the core away; a slow run with neither computed all
+along (a heavy tool). A run that was only preempted neither breaks the proof nor ends the inline
+mode. Time the garbage collector took during a run is not the run's either: a full collection
+stops the whole process wherever the tool runs (one of 9 ms, in a process holding many lines,
+used to end the inline mode of a 7 µs flex entry). A run that blocked ends the inline mode at
+once; one that only computed too long ends it when another did within the last ``heavy_window``
+inline runs: on a shared virtual machine a 7 µs run now and then takes milliseconds that the
+guest cannot explain (its CPU clock charged them to the run), and a tool that is heavy every
+time is caught at its second run (in a worker thread it would hold the GIL, and so the loop, much the
+same). Nor does a run that blocked while the trace export thread was working
+(``tracing.export.exporting_since``): it waited for the GIL, not for I/O.
+
+One system call per run, not two: the thread's CPU clock (``time.thread_time``), which used to
+tell a heavy run, is a system call of its own (the two took about 1.3 µs a run, a sixth of what
+the engine added to a small flex entry's line); the involuntary switches tell a preempted run
+without it (a run both preempted and heavy is given the benefit of the doubt: a heavy tool is
+caught on its runs that were not preempted).
 """
 
 from __future__ import annotations
 
 import gc
 import os
-import time
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any
 
 from flowport.tracing.export import ACTIVITY, exporting_since
@@ -40,14 +47,18 @@ except ImportError:  # not Linux: every slow run counts as one that waited
 INLINE_ENV = "FLOWPORT_INLINE_FAST_TOOLS"
 
 
-Mark = tuple[float, float, int, float, int]
-"""Where a run started: wall clock, the thread's CPU seconds, its voluntary context switches,
+Mark = tuple[float, int, int, float, int]
+"""Where a run started: wall clock, the thread's voluntary and involuntary context switches,
 the garbage collector's seconds so far and the trace exporter's activity count (a plain tuple:
 it is made for every run)."""
 
 
-def _voluntary_switches() -> int:
-    return getrusage(RUSAGE_THREAD).ru_nvcsw if RUSAGE_THREAD is not None else 0
+def _switches() -> tuple[int, int]:
+    """The calling thread's voluntary and involuntary context switches so far."""
+    if RUSAGE_THREAD is None:
+        return (0, 0)
+    usage = getrusage(RUSAGE_THREAD)
+    return (usage.ru_nvcsw, usage.ru_nivcsw)
 
 
 class _CollectorClock:
@@ -60,9 +71,9 @@ class _CollectorClock:
 
     def _on_collect(self, phase: str, _info: dict[str, Any]) -> None:
         if phase == "start":
-            self._began = time.perf_counter()
+            self._began = perf_counter()
         else:
-            self.seconds += time.perf_counter() - self._began
+            self.seconds += perf_counter() - self._began
 
 
 _collector = _CollectorClock()
@@ -96,20 +107,14 @@ class InlinePolicy:
 
     def start(self) -> Mark:
         """Call in the thread about to run the chain; pass the mark to ``finish``."""
-        if self.demoted:  # nothing more to decide: spare the two system calls
-            return (time.perf_counter(), 0.0, 0, 0.0, 0)
-        # the thread's CPU clock, not getrusage's: that one moves in jumps of a scheduler tick
-        return (
-            time.perf_counter(),
-            time.thread_time(),
-            _voluntary_switches(),
-            _collector.seconds,
-            ACTIVITY.count,
-        )
+        if self.demoted:  # nothing more to decide: spare the system call
+            return (perf_counter(), 0, 0, 0.0, 0)
+        voluntary, involuntary = _switches()
+        return (perf_counter(), voluntary, involuntary, _collector.seconds, ACTIVITY.count)
 
     def finish(self, mark: Mark, inline: bool) -> None:
         """Account the run that started at ``mark`` (same thread); ``inline``: it ran on the loop."""
-        seconds = time.perf_counter() - mark[0]
+        seconds = perf_counter() - mark[0]
         if inline and seconds <= self.demote_seconds:  # the inline mode's steady state
             self._inline_runs += 1
             return
@@ -117,11 +122,14 @@ class InlinePolicy:
             self.record(seconds, inline=inline)
             return
         collecting = _collector.seconds - mark[3]
-        cpu = max(0.0, time.thread_time() - mark[1] - collecting)
-        waited = RUSAGE_THREAD is None or _voluntary_switches() > mark[2]
+        seconds = max(0.0, seconds - collecting)
+        voluntary, involuntary = _switches()
+        waited = RUSAGE_THREAD is None or voluntary > mark[1]
+        # on the core all along (no switch at all): it computed; else its CPU is not known
+        cpu = seconds if not waited and involuntary == mark[2] else 0.0
         if waited and exporting_since(mark[4]):
             waited = False  # the trace export thread had the GIL
-        self.record(max(0.0, seconds - collecting), inline=inline, cpu=cpu, waited=waited)
+        self.record(seconds, inline=inline, cpu=cpu, waited=waited)
 
     def record(self, seconds: float, *, inline: bool, cpu: float | None = None, waited: bool = True) -> None:
         """Account one run. Worker threads call this too: a race may promote a run or two

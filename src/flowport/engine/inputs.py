@@ -18,7 +18,6 @@ def prepare_inputs(flow: FlowDef, given: Mapping[str, Any], line_number: int | N
     Messages are prompt flow's, word for word: clients match on them. Without a line number
     (one request, not a bulk line) the message names no line, as prompt flow's server does.
     """
-    where = "" if line_number is None else f" in line {line_number} of input data"
     values: dict[str, Any] = {}
     for name, spec in flow.inputs.items():
         if name not in given:
@@ -27,11 +26,15 @@ def prepare_inputs(flow: FlowDef, given: Mapping[str, Any], line_number: int | N
             values[name] = spec.default
             continue
         value = given[name]
+        if type(value) is str and spec.type is ValueType.STRING:  # the common case, nothing to convert
+            values[name] = value
+            continue
         try:
             values[name] = convert(value, spec.type)
         except InputValueError as exc:
             _raise_missing(flow, given)  # a missing input is named first, wherever it comes
             kind = type_name(spec.type)
+            where = "" if line_number is None else f" in line {line_number} of input data"
             if exc.parse_error:
                 raise user_error(
                     f"Failed to parse the flow input. The value for flow input '{name}'{where} "

@@ -1,10 +1,16 @@
-"""Run records: what happened to each node of a line, and to the line."""
+"""Run records: what happened to each node of a line, and to the line.
+
+Times are kept as the wall clock's seconds (``clock()``, one cheap read) and read as UTC
+``datetime`` values (``start_time``, ``end_time``) only when someone asks: building a
+``datetime`` costs more than the rest of a small flex line's record.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from time import time as clock
 from typing import Any
 
 from flowport.tools.usage import Usage
@@ -18,16 +24,56 @@ class Status(StrEnum):
     RUNNING = "Running"
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
+def _as_datetime(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
 
 
-@dataclass
-class NodeRun:
+def _as_seconds(when: datetime | None) -> float | None:
+    return None if when is None else when.timestamp()
+
+
+def _duration(started: float | None, ended: float | None) -> float | None:
+    """Seconds between two clock readings, to the microsecond as the datetimes give it."""
+    if started is None or ended is None:
+        return None
+    return (_as_datetime(ended) - _as_datetime(started)).total_seconds()  # type: ignore[operator]
+
+
+class _Times:
+    """``start_time``/``end_time`` as datetimes over the ``started``/``ended`` clock readings."""
+
+    __slots__ = ()
+    started: float | None
+    ended: float | None
+
+    @property
+    def start_time(self) -> datetime | None:
+        return _as_datetime(self.started)
+
+    @start_time.setter
+    def start_time(self, when: datetime | None) -> None:
+        self.started = _as_seconds(when)
+
+    @property
+    def end_time(self) -> datetime | None:
+        return _as_datetime(self.ended)
+
+    @end_time.setter
+    def end_time(self, when: datetime | None) -> None:
+        self.ended = _as_seconds(when)
+
+    @property
+    def duration(self) -> float | None:
+        return _duration(self.started, self.ended)
+
+
+@dataclass(slots=True)
+class NodeRun(_Times):
     node: str
     status: Status = Status.RUNNING
-    start_time: datetime | None = None
-    end_time: datetime | None = None
+    started: float | None = None
+    """When it started (``clock()``); ``start_time`` gives it as a datetime."""
+    ended: float | None = None
     inputs: dict[str, Any] | None = None
     output: Any = None
     error: dict[str, Any] | None = None
@@ -37,18 +83,12 @@ class NodeRun:
     exception: BaseException | None = field(default=None, repr=False, compare=False)
     """What it raised, when it failed while tracing (its span's ``exception`` event)."""
 
-    @property
-    def duration(self) -> float | None:
-        if self.start_time and self.end_time:
-            return (self.end_time - self.start_time).total_seconds()
-        return None
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "node": self.node,
             "status": self.status.value,
-            "start_time": self.start_time.isoformat() if self.start_time else None,
-            "end_time": self.end_time.isoformat() if self.end_time else None,
+            "start_time": _isoformat(self.started),
+            "end_time": _isoformat(self.ended),
             "duration": self.duration,
             "inputs": self.inputs,
             "output": self.output,
@@ -57,24 +97,21 @@ class NodeRun:
         }
 
 
-@dataclass
-class LineRun:
+@dataclass(slots=True)
+class LineRun(_Times):
     run_id: str
     line_number: int | None
     inputs: dict[str, Any]
     status: Status = Status.RUNNING
-    start_time: datetime = field(default_factory=now)
-    end_time: datetime | None = None
+    started: float = field(default_factory=clock)
+    """When it started (``clock()``); ``start_time`` gives it as a datetime."""
+    ended: float | None = None
     node_runs: dict[str, NodeRun] = field(default_factory=dict)
     error: dict[str, Any] | None = None
     span: Any = field(default=None, repr=False, compare=False)
     """Its open trace span, while tracing (``engine.spans``)."""
     traceparent: str | None = None
     """The W3C ``traceparent`` of the line's span (when traced): what the caller's next hop continues."""
-
-    @property
-    def duration(self) -> float | None:
-        return (self.end_time - self.start_time).total_seconds() if self.end_time else None
 
     @property
     def usage(self) -> Usage:
@@ -88,11 +125,16 @@ class LineRun:
             "run_id": self.run_id,
             "line_number": self.line_number,
             "status": self.status.value,
-            "start_time": self.start_time.isoformat(),
-            "end_time": self.end_time.isoformat() if self.end_time else None,
+            "start_time": _isoformat(self.started),
+            "end_time": _isoformat(self.ended),
             "duration": self.duration,
             "inputs": self.inputs,
             "error": self.error,
             "usage": self.usage.to_dict(),
             "node_runs": {name: run.to_dict() for name, run in self.node_runs.items()},
         }
+
+
+def _isoformat(seconds: float | None) -> str | None:
+    when = _as_datetime(seconds)
+    return when.isoformat() if when is not None else None

@@ -10,7 +10,6 @@ path. The line's span ends with the line, or with its last stream.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from flowport import tracing
@@ -108,8 +107,9 @@ def node_failed(node_run: NodeRun, exc: BaseException | None) -> None:
         node_run.exception = exc
 
 
-def _ns(when: datetime | None, default: int) -> int:
-    return int(when.timestamp() * 1e9) if when is not None else default
+def _ns(seconds: float | None, default: int) -> int:
+    """A record's clock reading (to the microsecond) in nanoseconds, or ``default``."""
+    return round(seconds * 1e6) * 1000 if seconds is not None else default
 
 
 def node_spans(line: Span, run: LineRun, node_attributes: Any, content: bool) -> list[Span]:
@@ -120,8 +120,8 @@ def node_spans(line: Span, run: LineRun, node_attributes: Any, content: bool) ->
         span_id = node_run.span_id
         if span_id is None and node_run.status is not Status.BYPASSED:
             continue  # never started (or recorded before tracing was on)
-        start = _ns(node_run.start_time, line.start_time)
-        end = _ns(node_run.end_time, line.end_time or start)
+        start = _ns(node_run.started, line.start_time)
+        end = _ns(node_run.ended, line.end_time or start)
         attributes = dict(node_attributes(node_run.node))
         attributes["flowport.status"] = node_run.status.value
         usage = node_run.usage

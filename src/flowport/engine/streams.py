@@ -10,7 +10,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 from flowport.engine.errors import ExecutionError, tool_error
-from flowport.engine.records import NodeRun, Status, now
+from flowport.engine.records import NodeRun, Status, clock
 from flowport.engine.spans import node_failed
 from flowport.tools.usage import current_usage
 
@@ -133,7 +133,7 @@ class NodeStream:
         self._finished = True
         run = self._node_run
         run.status = status
-        run.end_time = now()
+        run.ended = clock()
         run.output = "".join(self._chunks)
         if isinstance(exc, ExecutionError):
             run.error = exc.to_dict()
