@@ -75,3 +75,14 @@ operations = Table(
     _created(),
     _updated(),
 )
+
+environments = Table(
+    "environments",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("version", String(64), primary_key=True),
+    Column("document", Text, nullable=False),
+    Column("archived", Boolean, nullable=False, default=False),
+    _created(),
+)
+"""A registered environment version; ``document`` is its JSON (image, conda file, build snapshot)."""
