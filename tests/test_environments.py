@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from flowport.cli.api_client import ApiClient
+from flowport.cli.build_cmds import _environment
 from flowport.control.environments import read_dockerfile
 from flowport.control.specs import SpecError, parse_environment, read_yaml
 from tests.endpoint_harness import Flowport
@@ -116,6 +118,13 @@ def test_a_build_folder_applies_requirements_and_pip_lines_and_notes_the_rest(
     snapshot = Path(created["build"]["path"])
     assert snapshot != build and (snapshot / "Dockerfile").is_file()  # snapshotted like a model
 
+    client = ApiClient(fp.url, fp.token)  # build-image builds the registered folder as the base
+    assert _environment({"environment": "azureml:built:1"}, client) == (
+        None,
+        snapshot,
+        snapshot / "Dockerfile",
+    )
+
     _script(
         tmp_path / "src",
         "import flowport_envdep, flowport_envtwo\n\ndef init():\n    pass\n\n"
@@ -128,6 +137,18 @@ def test_a_build_folder_applies_requirements_and_pip_lines_and_notes_the_rest(
     answer = fp.score("built", {})
     assert answer.status_code == 200, answer.text
     assert answer.json() == ["from requirements.txt", 2]
+
+    # the same folder inline (environment.build in the deployment): applied and noted the same way
+    inline = {
+        "code_configuration": {"code": str(tmp_path / "src"), "scoring_script": "score.py"},
+        "environment": {"build": {"path": str(build), "dockerfile_path": "Dockerfile"}},
+    }
+    body = fp.ok("POST", "/endpoints/built/deployments", params={"name": "green"}, json={"spec": inline})
+    assert any("Dockerfile:2 RUN apt-get update" in note for note in body["notes"])
+    assert fp.wait(body["operation"], timeout=180)["status"] == "Succeeded"
+    pinned = fp.score("built", {}, **{"azureml-model-deployment": "green"})
+    assert pinned.status_code == 200, pinned.text
+    assert pinned.json() == ["from requirements.txt", 2]
 
 
 def test_an_unknown_environment_is_one_line_naming_file_and_line(any_store: Flowport, tmp_path: Path) -> None:
