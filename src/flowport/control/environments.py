@@ -21,7 +21,8 @@ import yaml
 
 from flowport.control.conda import absolute_requirement, read_conda_file
 from flowport.control.errors import ApiError
-from flowport.control.models import snapshot_files
+from flowport.control.models import shown_version as _shown
+from flowport.control.models import snapshot_files, version_order
 from flowport.control.specs import EnvironmentSpec
 from flowport.flow import FlowError
 from flowport.store import Documents
@@ -225,7 +226,7 @@ class EnvironmentRegistry:
             row = self.rows.get(name=name, version=version)
             return _shown(row) if row is not None else None
         live = [e for e in self.rows.list(name=name) if not e["archived"]]
-        return _shown(max(live, key=_version_order)) if live else None
+        return _shown(max(live, key=version_order)) if live else None
 
     def get(self, name: str, version: str | None = None) -> dict[str, Any]:
         found = self.find(name, version)
@@ -246,19 +247,3 @@ class EnvironmentRegistry:
         for environment in found:
             self.rows.delete(name=name, version=environment["version"])
         return found
-
-
-def _version_order(row: dict[str, Any]) -> tuple[int, str]:
-    version = str(row["version"])
-    return (int(version) if version.isdigit() else -1, version)
-
-
-def _shown(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": row["name"],
-        "version": str(row["version"]),
-        "id": f"azureml:{row['name']}:{row['version']}",
-        "archived": bool(row["archived"]),
-        "created_at": row["created_at"],
-        **{k: v for k, v in row.items() if k not in ("name", "version", "archived", "created_at")},
-    }

@@ -387,16 +387,22 @@ _MODEL_IGNORED = {
 }
 
 
-def parse_model(raw: Any, file: str | None = None, base_dir: Path | None = None) -> ModelSpec:
-    r = _Reader(raw, file, "model")
+def _name_and_version(r: _Reader, raw: Mapping[str, Any], kind: str) -> tuple[str, str | None]:
+    """A versioned asset's ``name`` (required) and ``version`` (optional), checked as Azure names them."""
     name = r.string(raw, "name", "name") or ""
     if not name:
         r.error("name", "is required")
     elif not MODEL_NAME_RULE.match(name):
-        r.error("name", f"{name!r} is not a valid model name: letters, digits, '_', '.', '-', up to 255")
+        r.error("name", f"{name!r} is not a valid {kind} name: letters, digits, '_', '.', '-', up to 255")
     version = r.string(raw, "version", "version")
     if version is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", version):
         r.error("version", f"{version!r} is not a valid version: letters, digits, '_', '.', '-'")
+    return name, version
+
+
+def parse_model(raw: Any, file: str | None = None, base_dir: Path | None = None) -> ModelSpec:
+    r = _Reader(raw, file, "model")
+    name, version = _name_and_version(r, raw, "model")
     path_text = r.string(raw, "path", "path")
     if not path_text:
         r.error("path", "is required: the flow folder to register")
@@ -450,14 +456,7 @@ _ENVIRONMENT_IGNORED = {
 
 def parse_environment(raw: Any, file: str | None = None, base_dir: Path | None = None) -> EnvironmentSpec:
     r = _Reader(raw, file, "environment")
-    name = r.string(raw, "name", "name") or ""
-    if not name:
-        r.error("name", "is required")
-    elif not MODEL_NAME_RULE.match(name):
-        r.error("name", f"{name!r} is not a valid environment name: letters, digits, '_', '.', '-'")
-    version = r.string(raw, "version", "version")
-    if version is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", version):
-        r.error("version", f"{version!r} is not a valid version: letters, digits, '_', '.', '-'")
+    name, version = _name_and_version(r, raw, "environment")
     image = r.string(raw, "image", "image")
     conda = raw.get("conda_file")
     conda_file, conda_inline = None, None
