@@ -14,8 +14,9 @@ import pytest
 
 from flowport.cli.api_client import ApiClient
 from flowport.cli.build_cmds import _environment
-from flowport.control.environments import read_dockerfile
-from flowport.control.specs import SpecError, parse_environment, read_yaml
+from flowport.control.environments import conda_requirements, read_dockerfile
+from flowport.control.errors import ApiError
+from flowport.control.specs import SpecError, parse_deployment, parse_environment, read_yaml
 from tests.endpoint_harness import Flowport
 from tests.test_scoring_scripts import _script, _wheel
 
@@ -179,7 +180,7 @@ def test_the_environment_yaml_is_read_as_azure_documents_it(tmp_path: Path) -> N
         tmp_path,
     )
     assert (spec.name, spec.version, spec.image) == ("e", "3", "python:3.11")
-    assert spec.conda_inline == {"dependencies": ["pip"]}
+    assert spec.conda_inline == {"dependencies": ["pip"]} and spec.base_dir == tmp_path
     assert any(note.startswith("inference_config:") for note in spec.notes)
     with pytest.raises(SpecError) as both:
         parse_environment(read_yaml("name: e\nimage: x\nbuild: {path: .}\n", "e.yml"), "e.yml")
@@ -187,6 +188,25 @@ def test_the_environment_yaml_is_read_as_azure_documents_it(tmp_path: Path) -> N
     with pytest.raises(SpecError) as neither:
         parse_environment(read_yaml("name: e\nconda_file: c.yml\n", "e.yml"), "e.yml")
     assert "one of image or build is required" in str(neither.value)
+
+
+def test_an_inline_conda_mapping_reads_its_local_paths_from_the_files_folder(tmp_path: Path) -> None:
+    inline = {"dependencies": ["pip", {"pip": ["./wheels/x-1.0-py3-none-any.whl", "six==1.16"]}]}
+    pip = conda_requirements(None, inline, "environment.conda_file", tmp_path)
+    assert pip == (str(tmp_path / "wheels" / "x-1.0-py3-none-any.whl"), "six==1.16")
+    spec = parse_deployment(
+        read_yaml(
+            "name: blue\ncode_configuration: {code: ./src, scoring_script: score.py}\n"
+            "environment:\n  image: python:3.11\n  conda_file:\n    dependencies: [numpy=1.26]\n",
+            "d.yml",
+        ),
+        "d.yml",
+        tmp_path,
+    )
+    assert spec.conda_inline == {"dependencies": ["numpy=1.26"]} and spec.base_dir == tmp_path
+    with pytest.raises(ApiError) as refused:
+        conda_requirements(None, {"dependencies": ["cudatoolkit=11.8"]}, "environment.conda_file")
+    assert "cudatoolkit" in refused.value.message
 
 
 def test_a_dockerfile_gives_its_pip_installs_and_notes_the_rest(tmp_path: Path) -> None:

@@ -93,8 +93,10 @@ def _python_matches(version: str) -> bool:
     return wanted == have[: len(wanted)]
 
 
-def read_conda_file(path: Path, shown: str | None = None) -> CondaEnvironment:
-    """The pip requirements of a conda environment file; FlowError naming file and line if it has none."""
+def read_conda_file(path: Path, shown: str | None = None, base: Path | None = None) -> CondaEnvironment:
+    """The pip requirements of a conda environment file; FlowError naming file and line if it has none.
+
+    Local paths in the ``pip:`` list are relative to ``base`` (default: the file's folder)."""
     file = shown or str(path)
     try:
         raw = load_yaml_file(path)
@@ -124,7 +126,7 @@ def read_conda_file(path: Path, shown: str | None = None) -> CondaEnvironment:
             if not isinstance(entries, list):
                 problems.append(Problem("InvalidCondaFile", "dependencies.pip: must be a list", file, line))
                 continue
-            pip += [absolute_requirement(str(entry), path.parent) for entry in entries]
+            pip += [absolute_requirement(str(entry), base or path.parent) for entry in entries]
             continue
         if not isinstance(item, str | int | float):
             problems.append(

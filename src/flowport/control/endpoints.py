@@ -485,6 +485,8 @@ class ControlPlane:
             return list(found.get("pip_requirements") or ()), []
         pip: list[str] = []
         notes: list[str] = []
+        if spec.conda_inline is not None:
+            pip += conda_requirements(None, spec.conda_inline, "environment.conda_file", spec.base_dir)
         if spec.conda_file is not None:
             pip += conda_requirements(spec.conda_file, None, str(spec.conda_file))
             if isinstance(environment, dict):

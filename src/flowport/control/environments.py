@@ -153,14 +153,17 @@ def read_dockerfile(folder: Path, dockerfile: str) -> LocalRequirements:
     return LocalRequirements(tuple(pip), tuple(notes))
 
 
-def conda_requirements(conda_file: Path | None, inline: dict[str, Any] | None, shown: str) -> tuple[str, ...]:
-    """The pip lines of a conda file (a path, or its mapping given inline); 400 naming file and line."""
+def conda_requirements(
+    conda_file: Path | None, inline: dict[str, Any] | None, shown: str, base: Path | None = None
+) -> tuple[str, ...]:
+    """The pip lines of a conda file (a path, or its mapping given inline, its local paths relative
+    to ``base``); 400 naming file and line."""
     try:
         if inline is not None:
             with tempfile.TemporaryDirectory(prefix="flowport-conda-") as scratch:
                 path = Path(scratch) / "conda.yml"
                 path.write_text(yaml.safe_dump(inline), encoding="utf-8")
-                return read_conda_file(path, shown).pip
+                return read_conda_file(path, shown, base or Path.cwd()).pip
         if conda_file is None:
             return ()
         return read_conda_file(conda_file, shown).pip
@@ -184,7 +187,7 @@ class EnvironmentRegistry:
                 "Leave out version to get the next one.",
             )
         shown = str(spec.conda_file) if spec.conda_file else "conda_file"
-        pip = list(conda_requirements(spec.conda_file, spec.conda_inline, shown))
+        pip = list(conda_requirements(spec.conda_file, spec.conda_inline, shown, spec.base_dir))
         conda = spec.conda_inline
         if spec.conda_file is not None:
             try:

@@ -444,6 +444,8 @@ class EnvironmentSpec:
     tags: dict[str, str] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
     """``os_type``, ``inference_config``, ``properties``: kept as given."""
+    base_dir: Path | None = None
+    """Where the file is: local paths in an inline conda mapping are relative to it."""
     notes: tuple[str, ...] = ()
 
 
@@ -511,6 +513,7 @@ def parse_environment(raw: Any, file: str | None = None, base_dir: Path | None =
         description=description,
         tags=tags,
         extras=extras,
+        base_dir=base_dir,
         notes=tuple(r.notes),
     )
 
@@ -633,6 +636,10 @@ class DeploymentSpec:
     """``code_configuration.scoring_script``: set, the deployment runs it (``init()``/``run()``)."""
     conda_file: Path | None = None
     """``environment.conda_file``: its pip packages go into the deployment's virtualenv."""
+    conda_inline: dict[str, Any] | None = None
+    """``environment.conda_file`` given as the conda mapping itself."""
+    base_dir: Path | None = None
+    """The deployment file's folder: an inline conda mapping's local paths are relative to it."""
     build_path: Path | None = None
     """``environment.build.path``: its requirements.txt and ``RUN pip install`` lines apply."""
     dockerfile_path: str = "Dockerfile"
@@ -913,8 +920,10 @@ def _environment(r: _Reader, raw: Mapping[str, Any], base_dir: Path | None) -> d
     conda = data.get("conda_file")
     if conda is None:
         return found
+    if isinstance(conda, dict):  # the conda file's content, inline (as Azure takes it)
+        return {**found, "conda_inline": to_plain(conda), "base_dir": base_dir}
     if not isinstance(conda, str):
-        r.error("environment.conda_file", f"must be the path of a conda YAML file, got {_kind(conda)}")
+        r.error("environment.conda_file", f"must be a conda YAML file's path or mapping, got {_kind(conda)}")
         return found
     return {**found, "conda_file": _local_path(conda, base_dir)}
 
