@@ -88,6 +88,13 @@ def test_a_registered_environment_installs_its_conda_packages_for_a_script(
     deployment = fp.ok("GET", "/endpoints/envs/deployments/blue")
     assert deployment["environment"] == "azureml:env:1"
 
+    archived = fp.cli("environment", "archive", "-n", "env", "-v", "2")
+    assert json.loads(archived.stdout)[0]["archived"] is True
+    assert json.loads(fp.cli("environment", "show", "-n", "env").stdout)["version"] == "1"  # latest live
+    assert [e["version"] for e in json.loads(fp.cli("environment", "list", "-o", "json").stdout)] == ["1"]
+    fp.cli("environment", "restore", "-n", "env", "-v", "2")
+    assert json.loads(fp.cli("environment", "show", "-n", "env").stdout)["version"] == "2"
+
     deleted = fp.cli("environment", "delete", "-n", "env", "-v", "1")
     assert json.loads(deleted.stdout)[0]["id"] == "azureml:env:1"
     assert fp.cli("environment", "show", "-n", "env", "-v", "1", check=False).returncode != 0

@@ -68,13 +68,14 @@ def create(
 @app.command("list")
 def list_(
     name: str | None = typer.Option(None, "--name", "-n"),
+    archived: bool = typer.Option(False, "--include-archived", help="Also list archived versions."),
     output: Output = OutputOption,
     resource_group: str | None = GroupOption,
     workspace_name: str | None = WorkspaceOption,
     subscription: str | None = SubscriptionOption,
 ) -> None:
     """List environment versions."""
-    params = {"name": name} if name else None
+    params = {"archived": str(archived).lower(), **({"name": name} if name else {})}
     emit(ApiClient.discover().call("GET", "/environments", params=params), output, ENVIRONMENT_COLUMNS)
 
 
@@ -107,3 +108,23 @@ def delete(
     """Delete an environment version (or all); deployments keep the packages they resolved."""
     params = {"version": version} if version else None
     emit(ApiClient.discover().call("DELETE", f"/environments/{name}", params=params), output)
+
+
+def _archiving(verb: str, what: str) -> None:
+    @app.command(verb, help=what)
+    def command(
+        name: str = typer.Option(..., "--name", "-n"),
+        version: str | None = typer.Option(None, "--version", "-v", help="Default: every version."),
+        output: Output = OutputOption,
+        resource_group: str | None = GroupOption,
+        workspace_name: str | None = WorkspaceOption,
+        subscription: str | None = SubscriptionOption,
+    ) -> None:
+        params = {"version": version} if version else None
+        emit(ApiClient.discover().call("POST", f"/environments/{name}/{verb}", params=params), output)
+
+
+_archiving(
+    "archive", "Archive a version (or all): left out of list and @latest, still usable by name:version."
+)
+_archiving("restore", "Restore an archived version (or all).")

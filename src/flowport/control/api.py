@@ -242,6 +242,14 @@ def build_api(
     async def show_environment(name: str, version: str | None = None) -> dict[str, Any]:
         return control.environments.get(name, version)
 
+    @api.post("/environments/{name}/archive", dependencies=secured, tags=["environments"])
+    async def archive_environment(name: str, version: str | None = None) -> list[dict[str, Any]]:
+        return control.environments.archive(name, version)
+
+    @api.post("/environments/{name}/restore", dependencies=secured, tags=["environments"])
+    async def restore_environment(name: str, version: str | None = None) -> list[dict[str, Any]]:
+        return control.environments.archive(name, version, archived=False)
+
     @api.delete("/environments/{name}", dependencies=secured, tags=["environments"])
     async def delete_environment(name: str, version: str | None = None) -> list[dict[str, Any]]:
         return control.environments.delete(name, version)

@@ -242,6 +242,21 @@ class EnvironmentRegistry:
         rows = self.rows.list(name=name) if name else self.rows.list()
         return [_shown(r) for r in rows if archived or not r["archived"]]
 
+    def archive(self, name: str, version: str | None, archived: bool = True) -> list[dict[str, Any]]:
+        """``az ml environment archive`` / ``restore``: an archived version is left out of ``list`` and
+        of ``@latest``; named by its version it still resolves."""
+        found = [self.get(name, version)] if version else self.list(name, archived=True)
+        if not found:
+            raise ApiError(404, "EnvironmentNotFound", f"environment {name!r} does not exist")
+        for environment in found:
+            row = self.rows.get(name=name, version=environment["version"])
+            assert row is not None
+            document = {
+                k: v for k, v in row.items() if k not in ("name", "version", "archived", "created_at")
+            }
+            self.rows.put({"name": name, "version": environment["version"]}, document, archived=archived)
+        return [self.get(name, e["version"]) for e in found]
+
     def delete(self, name: str, version: str | None = None) -> list[dict[str, Any]]:
         """Remove a version (or every version). Deployments keep what they resolved it to."""
         found = [self.get(name, version)] if version else self.list(name, archived=True)
