@@ -126,6 +126,9 @@ def test_a_build_folder_applies_requirements_and_pip_lines_and_notes_the_rest(
     snapshot = Path(created["build"]["path"])
     assert snapshot != build and (snapshot / "Dockerfile").is_file()  # snapshotted like a model
 
+    by_flags = fp.cli("environment", "create", "--name", "flags", "--build-context", str(build))
+    assert json.loads(by_flags.stdout)["build"]["path"] == str(snapshot)  # same content, one snapshot
+
     client = ApiClient(fp.url, fp.token)  # build-image builds the registered folder as the base
     assert _environment({"environment": "azureml:built:1"}, client) == (
         None,
