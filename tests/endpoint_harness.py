@@ -6,6 +6,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -205,3 +206,24 @@ class Flowport:
         if check:
             assert done.returncode == 0, f"flowport {' '.join(args)}\n{done.stdout}\n{done.stderr}"
         return done
+
+
+def score_continuously(fp: Flowport, endpoint: str, key: str, stop: threading.Event) -> list[int]:
+    """Statuses of requests sent one after another until ``stop`` (run it in a thread)."""
+    statuses: list[int] = []
+
+    def run() -> None:
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                response = client.post(
+                    f"{fp.url}/endpoints/{endpoint}/score",
+                    json={"text": "x"},
+                    headers={"authorization": f"Bearer {key}"},
+                )
+                statuses.append(response.status_code)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    stop.wait()
+    thread.join()
+    return statuses

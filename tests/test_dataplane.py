@@ -22,7 +22,7 @@ import pytest
 
 from flowport.dataplane.relay import ControlRelay
 from flowport.testing.threaded_server import ThreadedServer
-from tests.endpoint_harness import Flowport
+from tests.endpoint_harness import Flowport, score_continuously
 
 SETTLED = {"Succeeded", "Failed"}
 
@@ -31,27 +31,6 @@ SETTLED = {"Succeeded", "Failed"}
 def flowport(home: Path, database_url: str) -> Iterator[Flowport]:
     with Flowport(home, database_url) as server:
         yield server
-
-
-def score_continuously(fp: Flowport, key: str, stop: threading.Event) -> list[int]:
-    """Statuses of requests sent one after another until ``stop`` (in a thread)."""
-    statuses: list[int] = []
-
-    def run() -> None:
-        with httpx.Client(timeout=30) as client:
-            while not stop.is_set():
-                response = client.post(
-                    f"{fp.url}/endpoints/steady/score",
-                    json={"text": "x"},
-                    headers={"authorization": f"Bearer {key}"},
-                )
-                statuses.append(response.status_code)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    stop.wait()
-    thread.join()
-    return statuses
 
 
 def settled(fp: Flowport, endpoint: str, name: str, timeout: float = 90) -> dict:
@@ -75,7 +54,7 @@ def test_scoring_goes_on_while_the_control_plane_is_killed(flowport: Flowport) -
 
     stop = threading.Event()
     results: list[list[int]] = []
-    worker = threading.Thread(target=lambda: results.append(score_continuously(fp, key, stop)))
+    worker = threading.Thread(target=lambda: results.append(score_continuously(fp, "steady", key, stop)))
     worker.start()
     time.sleep(0.3)
     os.kill(old_control, signal.SIGKILL)

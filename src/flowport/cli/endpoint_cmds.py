@@ -308,3 +308,70 @@ def export(
     """Write the endpoint as Kubernetes manifests: its gateway and every deployment (Secrets included)."""
     images = parse_pairs(image or [], "--image")
     export_manifests(name, None, format_, output, namespace, images, gateway_image, gateway_replicas)
+
+
+@app.command()
+def compare(
+    name: str = typer.Option(..., "--name", "-n"),
+    deployments: tuple[str, str] | None = typer.Option(
+        None, "--deployments", help="Two deployments, e.g. --deployments blue green (one mirrors the other)."
+    ),
+    clear: bool = typer.Option(
+        False, "--clear", help="Forget the pairs recorded so far (after changing a deployment)."
+    ),
+    output: Output = typer.Option(
+        Output.table,
+        "--output",
+        "-o",
+        help="table (default, a summary), json, yaml or none.",
+        case_sensitive=False,
+    ),
+) -> None:
+    """Compare two deployments' answers to the same mirrored requests: agreement, latency, tokens."""
+    client = ApiClient.discover()
+    if clear:
+        client.call("DELETE", f"/endpoints/{name}/compare")
+        typer.echo(f"forgot the recorded pairs of {name}; new mirrored requests are recorded from now on")
+        return
+    if deployments is None:
+        fail("give the two deployments to compare: --deployments blue green (or --clear)")
+    found = client.call("GET", f"/endpoints/{name}/compare", params={"deployments": list(deployments)})
+    if output in (Output.table, Output.tsv):
+        typer.echo(compare_summary(found))
+    else:
+        emit(found, output)
+
+
+def compare_summary(found: dict[str, Any]) -> str:
+    """The report as a few lines for a terminal."""
+    a, b = found["deployments"]
+    if not found["pairs"]:
+        return (
+            f"no recorded pairs of {a} and {b} on {found['endpoint']} yet: send traffic to one "
+            "with the other in mirror_traffic (flowport online-endpoint update -n NAME --mirror-traffic ...)"
+        )
+    lines = [
+        f"{found['pairs']} mirrored requests answered by both {a} and {b}",
+        f"agreement: {found['agreement_rate']:.1%} exact ({found['agreed']} of {found['pairs']})",
+    ]
+    for field, rate in found["field_agreement"].items():
+        lines.append(f"  {field}: {rate:.1%}")
+    latency = found["latency_ms"]
+    for q in ("p50", "p95"):
+        lines.append(
+            f"latency {q}: {a} {latency[a][q]} ms, {b} {latency[b][q]} ms, delta {latency['delta'][q]:+} ms"
+        )
+    tokens = found["tokens"]
+    if tokens:
+        means = f"{a} {tokens[a]['mean']}, {b} {tokens[b]['mean']}"
+        lines.append(f"tokens per request: {means}, delta {tokens['delta']['mean']:+}")
+    if found["differing"]:
+        lines.append(f"differing pairs ({found['differing_count']}, most recent first):")
+    for pair in found["differing"]:
+        fields = f" fields: {', '.join(pair['fields'])}" if pair["fields"] else ""
+        lines.append(f"- {pair['request_id']}{fields}")
+        lines.append(f"    request: {json.dumps(pair['request'], ensure_ascii=False)}")
+        for side in (a, b):
+            answer = json.dumps(pair[side]["answer"], ensure_ascii=False)
+            lines.append(f"    {side} ({pair[side]['status']}): {answer}")
+    return "\n".join(lines)

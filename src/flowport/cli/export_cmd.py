@@ -42,7 +42,10 @@ def export(
     params = {"deployment": deployment} if deployment else None
     document = ApiClient.discover().call("POST", f"/endpoints/{endpoint}/export", params=params)
     options = ExportOptions(
-        namespace=namespace, images=images, gateway_image=gateway_image, gateway_replicas=gateway_replicas
+        namespace=namespace or document["endpoint"].get("namespace"),
+        images=images,
+        gateway_image=gateway_image,
+        gateway_replicas=gateway_replicas,
     )
     try:
         files = export_manifests(document, options, deployment)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from flowport.cli import (
+    compute_cmds,
     connection_cmds,
     deployment_cmds,
     dev_cmds,
@@ -35,6 +36,7 @@ app.add_typer(endpoint_cmds.app, name="online-endpoint")
 app.add_typer(endpoint_cmds.app, name="endpoint", help="Alias of online-endpoint.")
 app.add_typer(deployment_cmds.app, name="online-deployment")
 app.add_typer(deployment_cmds.app, name="deployment", help="Alias of online-deployment.")
+app.add_typer(compute_cmds.app, name="compute")
 app.add_typer(trace_cmds.app, name="trace")
 app.command("server")(server_cmd.server)
 app.command("gateway")(gateway_cmd.gateway)

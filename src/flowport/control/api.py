@@ -27,6 +27,7 @@ from flowport.control.sessions import COOKIE, CSRF_HEADER, SESSION_SECONDS, Sess
 from flowport.control.specs import (
     SpecError,
     apply_set,
+    parse_compute,
     parse_deployment,
     parse_endpoint,
     parse_environment,
@@ -341,6 +342,18 @@ def build_api(
         control.show_endpoint(name)
         return await control.dataplane.stats(name)
 
+    @api.get("/endpoints/{name}/compare", dependencies=secured, tags=["endpoints"])
+    async def endpoint_compare(name: str, deployments: list[str] = Query([])) -> dict[str, Any]:
+        """Agreement, latency and token deltas of two deployments on mirrored traffic."""
+        return await control.compare(name, deployments)
+
+    @api.delete("/endpoints/{name}/compare", dependencies=secured, tags=["endpoints"])
+    async def endpoint_compare_clear(name: str) -> dict[str, Any]:
+        """Forget the recorded pairs (after changing a deployment, to judge it afresh)."""
+        control.show_endpoint(name)
+        await control.dataplane.forget_pairs(name)
+        return {}
+
     # -- deployments ----------------------------------------------------------------------
 
     @api.post(
@@ -354,7 +367,8 @@ def build_api(
         raw["endpoint_name"] = endpoint  # set in place: the document keeps its line numbers
         spec = parse_deployment(raw, body.file, body.directory)
         operation = await control.create_deployment(spec, all_traffic)
-        return {"operation": operation, "notes": [*spec.notes, *operation.pop("environment_notes", ())]}
+        notes = [*spec.notes, *operation.pop("environment_notes", ())]
+        return {"operation": operation, "notes": [*notes, *control.compute_notes(endpoint, spec.name)]}
 
     @api.patch(
         "/endpoints/{endpoint}/deployments/{name}",
@@ -371,7 +385,8 @@ def build_api(
         raw["endpoint_name"] = endpoint
         spec = parse_deployment(raw, body.file, body.directory)
         operation = await control.update_deployment(spec, all_traffic)
-        return {"operation": operation, "notes": [*spec.notes, *operation.pop("environment_notes", ())]}
+        notes = [*spec.notes, *operation.pop("environment_notes", ())]
+        return {"operation": operation, "notes": [*notes, *control.compute_notes(endpoint, spec.name)]}
 
     @api.get("/endpoints/{endpoint}/deployments", dependencies=secured, tags=["deployments"])
     async def list_deployments(endpoint: str) -> list[dict[str, Any]]:
@@ -407,6 +422,27 @@ def build_api(
         await control.show_deployment(endpoint, name)
         body = b"".join(read_records(data_dir / endpoint / name, since))
         return Response(body, media_type="application/x-ndjson")
+
+    # -- computes -------------------------------------------------------------------------
+
+    @api.post("/computes", status_code=201, dependencies=secured, tags=["computes"])
+    async def create_compute(body: SpecBody, name: str | None = None) -> dict[str, Any]:
+        """Register where instances run: a ``ray`` cluster (``address``) or a ``kubernetes`` one."""
+        spec = parse_compute(body.document(name=name), body.file)
+        return {**control.computes.create(spec), "notes": list(spec.notes)}
+
+    @api.get("/computes", dependencies=secured, tags=["computes"])
+    async def list_computes() -> list[dict[str, Any]]:
+        return control.computes.list()
+
+    @api.get("/computes/{name}", dependencies=secured, tags=["computes"])
+    async def show_compute(name: str) -> dict[str, Any]:
+        return control.computes.get(name)
+
+    @api.delete("/computes/{name}", dependencies=secured, tags=["computes"])
+    async def delete_compute(name: str) -> dict[str, Any]:
+        control.computes.delete(name)
+        return {"deleted": name}
 
     # -- traces ---------------------------------------------------------------------------
 

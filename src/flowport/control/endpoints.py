@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 from flowport.connections import Cipher, ConnectionService, ConnectionSpecError, StaticConnections
 from flowport.connections.references import resolve_connection_references
 from flowport.control import scaling
+from flowport.control.computes import Computes
 from flowport.control.environments import EnvironmentRegistry, conda_requirements, read_dockerfile
 from flowport.control.errors import ApiError
 from flowport.control.models import ModelRegistry, flow_folder_name, snapshot_files
@@ -36,12 +36,9 @@ from flowport.runtime.base import (
     InstanceConfig,
     Probe,
 )
+from flowport.scrub import SCRUBBED, SECRET_NAME
 from flowport.store import Documents
 from flowport.tracing.setup import CONTENT_ENV as TRACE_CONTENT_ENV
-
-SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL|CONNECTION_STRING", re.IGNORECASE)
-SCRUBBED = "******"
-"""How a secret value is shown (as connection secrets are)."""
 
 
 def new_key() -> str:
@@ -58,6 +55,7 @@ class ControlPlane:
         self,
         *,
         endpoints: Documents,
+        computes: Computes,
         deployments: Documents,
         operations: Operations,
         models: ModelRegistry,
@@ -69,6 +67,7 @@ class ControlPlane:
         base_url: str,
     ) -> None:
         self.endpoints = endpoints
+        self.computes = computes
         self.deployments = deployments
         self.operations = operations
         self.models = models
@@ -95,6 +94,27 @@ class ControlPlane:
     def show_endpoint(self, name: str) -> dict[str, Any]:
         return self._endpoint_view(self._endpoint_row(name))
 
+    async def compare(self, name: str, deployments: list[str]) -> dict[str, Any]:
+        """Two deployments' answers to the same mirrored requests, as the gateway recorded them."""
+        self._endpoint_row(name)
+        if len(deployments) != 2 or deployments[0] == deployments[1]:
+            raise ApiError(
+                400,
+                "InvalidDeployments",
+                f"compare takes two different deployments, got {deployments}; "
+                "give them as --deployments blue green",
+            )
+        known = {row["name"] for row in self.deployments.list(endpoint=name)}
+        unknown = [d for d in deployments if d not in known]
+        if unknown:
+            raise ApiError(
+                404,
+                "DeploymentNotFound",
+                f"endpoint {name!r} has no deployment {unknown[0]!r}; its deployments: "
+                f"{', '.join(sorted(known)) or 'none'}",
+            )
+        return await self.dataplane.compare(name, deployments[0], deployments[1])
+
     def list_endpoints(self) -> list[dict[str, Any]]:
         return [self._endpoint_view(row) for row in self.endpoints.list()]
 
@@ -115,6 +135,9 @@ class ControlPlane:
             "updated_at": row["updated_at"],
             **row.get("extras", {}),
         }
+        if row.get("compute"):
+            view["compute"] = f"azureml:{row['compute']}"
+            view["kind"] = "K8S" if self.computes.target(row["compute"]).type == "kubernetes" else "Managed"
         if row.get("notes"):
             view["notes"] = row["notes"]
         return view
@@ -138,6 +161,8 @@ class ControlPlane:
             )
         traffic, mirror = spec.traffic or {}, spec.mirror_traffic or {}
         self._check_traffic(spec.name, traffic, mirror, deployments=set())
+        if spec.compute:
+            self.computes.check_reference(spec.compute)
         operation = self.operations.claim(spec.name, "CreateEndpoint", spec.name)
         document = {
             "name": spec.name,
@@ -151,6 +176,8 @@ class ControlPlane:
             "provisioning_state": "Succeeded",
             "incarnation": new_incarnation(),
         }
+        if spec.compute and spec.compute != "local":
+            document["compute"] = spec.compute
 
         async def work() -> None:
             self._save_endpoint(document, {"primary": new_key(), "secondary": new_key()})
@@ -161,6 +188,13 @@ class ControlPlane:
     async def update_endpoint(self, spec: EndpointSpec, fields: set[str]) -> dict[str, Any]:
         """Change the fields given (``fields``: the keys present in the request)."""
         row = self._endpoint_row(spec.name)
+        if "compute" in fields and (spec.compute or "local") != (row.get("compute") or "local"):
+            raise ApiError(
+                400,
+                "ComputeImmutable",
+                f"compute: endpoint {spec.name!r} runs on {row.get('compute') or 'local'}; a compute "
+                "cannot change (as on Azure): create a new endpoint on the other compute",
+            )
         document = dict(row)
         for key in ("auth_mode", "description", "tags"):
             if key in fields:
@@ -301,7 +335,9 @@ class ControlPlane:
             "readiness_probe": spec["readiness_probe"],
             "provisioning_state": row.get("provisioning_state", "Succeeded"),
             "instances": [
-                {"id": i.id, "ready": i.ready, "pid": i.pid, "restarts": i.restarts} for i in instances
+                {"id": i.id, "ready": i.ready, "pid": i.pid, "restarts": i.restarts}
+                | ({"node": i.node} if i.node else {})
+                for i in instances
             ],
             "created_at": row["created_at"],
             "updated_at": row["updated_at"],
@@ -375,9 +411,17 @@ class ControlPlane:
                 "traffic": dict(row.get("traffic", {})),
                 "mirror_traffic": dict(row.get("mirror_traffic", {})),
                 "keys": keys,
+                **self._compute_namespace(row),
             },
             "deployments": [self._export_deployment(name, r) for r in rows],
         }
+
+    def _compute_namespace(self, row: Mapping[str, Any]) -> dict[str, str]:
+        """A kubernetes compute's namespace: where the export goes unless ``--namespace`` says."""
+        if not row.get("compute"):
+            return {}
+        namespace = self.computes.get(row["compute"]).get("namespace")
+        return {"namespace": namespace} if namespace else {}
 
     def _export_deployment(self, endpoint: str, row: Mapping[str, Any]) -> dict[str, Any]:
         spec = row["spec"]
@@ -566,12 +610,14 @@ class ControlPlane:
         key = {"endpoint": endpoint, "name": spec.name}
         notes = list(stored.pop("environment_notes", ()))
         row = {"spec": stored, "provisioning_state": state, "notes": [*spec.notes, *notes]}
+        row["notes"] += self.compute_notes(endpoint, spec.name)
         kept = previous if previous is not None else row
         self.deployments.put(key, {**kept, "provisioning_state": state})
 
         async def work() -> None:
             try:
-                await self.dataplane.apply(plan)
+                if plan.compute.type != "kubernetes":  # a cluster admin applies its manifests
+                    await self.dataplane.apply(plan)
             except DeploymentFailed as exc:
                 self._fail_deployment(endpoint, spec.name, kept, exc)
                 raise ApiError(424, "DeploymentFailed", str(exc)) from None
@@ -585,6 +631,11 @@ class ControlPlane:
 
         self.operations.start(operation, work)
         return {**operation, "environment_notes": notes} if notes else operation
+
+    def compute_notes(self, endpoint: str, name: str) -> list[str]:
+        """What a deployment's compute means for it (a kubernetes one is exported, not run)."""
+        compute = self.computes.target(self._endpoint_row(endpoint).get("compute"))
+        return [exported_note(endpoint, name, compute.name)] if compute.type == "kubernetes" else []
 
     def _fail_deployment(self, endpoint: str, name: str, row: dict[str, Any], exc: DeploymentFailed) -> None:
         error = {"reason": exc.reason, "log_tail": exc.log_tail}
@@ -672,6 +723,7 @@ class ControlPlane:
             pip_requirements=pip,
             masked=_secret_values(stored, variables, connections),
             scale=_scale(stored),
+            compute=self.computes.target(self._endpoint_row(endpoint).get("compute")),
         )
 
     def _resolved_variables(self, stored: Mapping[str, Any]) -> tuple[dict[str, str], set[str]]:
@@ -783,7 +835,9 @@ class ControlPlane:
     async def _restart(self, row: dict[str, Any]) -> None:
         endpoint, name, state = row["endpoint"], row["name"], row.get("provisioning_state")
         try:
-            await self.dataplane.apply(self._plan(endpoint, name, row["spec"]))
+            plan = self._plan(endpoint, name, row["spec"])
+            if plan.compute.type != "kubernetes":
+                await self.dataplane.apply(plan)
         except (DeploymentFailed, ApiError, DataPlaneFailed) as exc:
             failed = exc if isinstance(exc, DeploymentFailed) else DeploymentFailed(str(exc))
             self._fail_deployment(endpoint, name, _document(row), failed)
@@ -798,6 +852,14 @@ class ControlPlane:
                 f"run the update again (flowport online-deployment update -e {endpoint} -n {name} ...)"
             )
             self._fail_deployment(endpoint, name, _document(row), interrupted)
+
+
+def exported_note(endpoint: str, name: str, compute: str) -> str:
+    return (
+        f"compute: {compute} is a kubernetes compute: flowport does not start instances on it; "
+        f"export the manifests with flowport online-endpoint export -n {endpoint} --format kubernetes "
+        f"--output DIR (or online-deployment export -e {endpoint} -n {name} ...) and kubectl apply them"
+    )
 
 
 def _scale(spec: Mapping[str, Any]) -> ScaleSettings | None:

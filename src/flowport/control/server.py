@@ -21,6 +21,7 @@ from starlette.types import ASGIApp
 
 from flowport.connections import Cipher, ConnectionService, load_or_create_key
 from flowport.control.api import build_api
+from flowport.control.computes import Computes
 from flowport.control.endpoints import ControlPlane
 from flowport.control.environments import EnvironmentRegistry
 from flowport.control.models import ModelRegistry
@@ -32,7 +33,7 @@ from flowport.gateway import TokenSigner
 from flowport.gateway.tokens import DEFAULT_TTL_SECONDS, signing_key
 from flowport.settings import admin_token, private_home
 from flowport.store import ConnectionRows, Documents, open_database
-from flowport.store.tables import deployments, endpoints, environments, models, operations
+from flowport.store.tables import computes, deployments, endpoints, environments, models, operations
 from flowport.studio import build_studio
 
 TOKEN_TTL_ENV = "FLOWPORT_TOKEN_TTL_SECONDS"
@@ -60,8 +61,10 @@ def build_control(home: Path, base_url: str, dataplane: DataPlaneClient) -> Cont
     db = open_database(home)
     secret = load_or_create_key(home)
     cipher = Cipher(secret)
+    endpoint_rows = Documents(db, endpoints)
     control = ControlPlane(
-        endpoints=Documents(db, endpoints),
+        endpoints=endpoint_rows,
+        computes=Computes(Documents(db, computes), endpoint_rows),
         deployments=Documents(db, deployments),
         operations=Operations(Documents(db, operations)),
         models=ModelRegistry(Documents(db, models), home / "models"),

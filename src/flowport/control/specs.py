@@ -553,10 +553,12 @@ class EndpointSpec:
     extras: dict[str, Any] = field(default_factory=dict)
     """Azure-only fields, kept as given."""
     notes: tuple[str, ...] = ()
+    compute: str | None = None
+    """The name of the compute its deployments run on (``compute: azureml:NAME``); None: local."""
 
 
-_ENDPOINT_FIELDS = {"name", "auth_mode", "description", "tags", "traffic", "mirror_traffic"}
-_ENDPOINT_AZURE_ONLY = ("identity", "properties", "compute", "public_network_access", "kind", "location")
+_ENDPOINT_FIELDS = {"name", "auth_mode", "description", "tags", "traffic", "mirror_traffic", "compute"}
+_ENDPOINT_AZURE_ONLY = ("identity", "properties", "public_network_access", "kind", "location")
 _AZURE_ONLY_NOTE = "Azure-only; kept and not applicable on flowport"
 
 
@@ -578,13 +580,84 @@ def parse_endpoint(raw: Any, file: str | None = None) -> EndpointSpec:
     r.unknown(raw, _ENDPOINT_FIELDS, ignored, what="an endpoint")
     description = r.string(raw, "description", "description", "") or ""
     tags = r.string_map(raw, "tags", "tags")
+    compute = r.string(raw, "compute", "compute")
+    if compute is not None:
+        compute = compute_reference(compute)
+        if not COMPUTE_NAME_RULE.match(compute):
+            r.error("compute", f"{compute!r} is not a compute: use azureml:NAME (flowport compute list)")
     r.done()
-    return EndpointSpec(name, auth_mode, description, tags, traffic, mirror, extras, tuple(r.notes))
+    return EndpointSpec(name, auth_mode, description, tags, traffic, mirror, extras, tuple(r.notes), compute)
 
 
 def _read_only(raw: Mapping[str, Any]) -> dict[str, str]:
     """The read-only fields a shown document carries: ignored (noted) when it is applied again."""
     return {key: _READ_ONLY_NOTE for key in READ_ONLY if key in raw}
+
+
+def compute_reference(text: str) -> str:
+    """``azureml:NAME``, an Azure resource id ``.../computes/NAME`` or ``NAME`` -> ``NAME``."""
+    ref = text.strip().removeprefix("azureml:")
+    return ref.rpartition("/computes/")[2] if "/computes/" in ref else ref
+
+
+# -- compute ------------------------------------------------------------------------------
+
+COMPUTE_TYPES = ("local", "ray", "kubernetes")
+COMPUTE_NAME_RULE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,31}$")
+COMPUTE_NAME_HELP = "2-32 characters: a letter first, then letters, digits and dashes"
+
+
+@dataclass(frozen=True)
+class ComputeSpec:
+    name: str
+    type: str
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    address: str = ""
+    """``ray``: the cluster's head (``HOST:PORT``, or ``ray://HOST:PORT`` through Ray Client)."""
+    kubeconfig: str = ""
+    context: str = ""
+    namespace: str = ""
+    notes: tuple[str, ...] = ()
+
+
+_COMPUTE_FIELDS = {"name", "type", "description", "tags", "address", "kubeconfig", "context", "namespace"}
+_COMPUTE_AZURE_ONLY = ("resource_id", "identity", "location", "size", "min_instances", "max_instances")
+
+
+def parse_compute(raw: Any, file: str | None = None) -> ComputeSpec:
+    """A compute target: ``local``, ``ray`` (``address``) or ``kubernetes`` (``kubeconfig``,
+    ``context``, ``namespace``). Azure's ``kubernetes`` compute YAML is read as is."""
+    r = _Reader(raw, file, "compute")
+    name = r.string(raw, "name", "name") or ""
+    if not name:
+        r.error("name", f"is required ({COMPUTE_NAME_HELP})")
+    elif not COMPUTE_NAME_RULE.match(name):
+        r.error("name", f"{name!r} is not a valid compute name: {COMPUTE_NAME_HELP}")
+    elif name.lower() == "local":
+        r.error("name", "'local' is the built-in compute of this server; pick another name")
+    kind = (r.string(raw, "type", "type") or "").lower()
+    if kind not in COMPUTE_TYPES:
+        r.error("type", f"must be one of {', '.join(COMPUTE_TYPES)}, got {kind or 'nothing'!r}")
+    address = r.string(raw, "address", "address", "") or ""
+    if kind == "ray" and not address:
+        r.error("address", "a ray compute needs the cluster's address (HOST:PORT of its head)")
+    if kind != "ray" and address:
+        r.error("address", f"only a ray compute has an address, this one is {kind}")
+    kubeconfig = r.string(raw, "kubeconfig", "kubeconfig", "") or ""
+    context = r.string(raw, "context", "context", "") or ""
+    namespace = r.string(raw, "namespace", "namespace", "") or ""
+    if kind != "kubernetes":
+        for key, value in (("kubeconfig", kubeconfig), ("context", context), ("namespace", namespace)):
+            if value:
+                r.error(key, f"only a kubernetes compute has a {key}, this one is {kind}")
+    elif namespace and not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", namespace):
+        r.error("namespace", f"{namespace!r} is not a Kubernetes namespace (lowercase letters, digits, '-')")
+    r.unknown(raw, _COMPUTE_FIELDS, dict.fromkeys(_COMPUTE_AZURE_ONLY, _AZURE_ONLY_NOTE))
+    description = r.string(raw, "description", "description", "") or ""
+    tags = r.string_map(raw, "tags", "tags")
+    r.done()
+    return ComputeSpec(name, kind, description, tags, address, kubeconfig, context, namespace, tuple(r.notes))
 
 
 def check_mirror_shape(mirror: Mapping[str, int], error: Any) -> None:

@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from flowport.dataplane import wire
 from flowport.gateway import Gateway
+from flowport.gateway.compare import report
 from flowport.runtime.base import DeploymentFailed, DeploymentKey, Runtime
 
 log = logging.getLogger("flowport.dataplane")
@@ -49,6 +50,8 @@ class Agent:
                 Route(one + "/logs", self.logs),
                 Route(one + "/scaling", self.scaling),
                 Route("/stats/{endpoint}", self.stats),
+                Route("/compare/{endpoint}", self.compare),
+                Route("/compare/{endpoint}", self.forget_pairs, methods=["DELETE"]),
             ],
             exception_handlers={Exception: self.failed},
         )
@@ -102,6 +105,17 @@ class Agent:
 
     async def stats(self, request: Request) -> Response:
         return JSONResponse(self.gateway.stats(request.path_params["endpoint"]))
+
+    async def compare(self, request: Request) -> Response:
+        """The report on two deployments' recorded answers to the same mirrored requests."""
+        endpoint, query = request.path_params["endpoint"], request.query_params
+        pairs = self.gateway.comparisons.pairs(endpoint)
+        found = await asyncio.to_thread(report, endpoint, pairs, query["a"], query["b"])
+        return JSONResponse(found)
+
+    async def forget_pairs(self, request: Request) -> Response:
+        self.gateway.comparisons.forget(request.path_params["endpoint"])
+        return JSONResponse({})
 
     # -- the runtime --------------------------------------------------------------------------
 

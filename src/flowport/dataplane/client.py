@@ -64,6 +64,12 @@ class DataPlaneClient:
     async def stats(self, endpoint: str) -> dict[str, Any]:
         return (await self._call("GET", f"/stats/{endpoint}")).json()
 
+    async def compare(self, endpoint: str, a: str, b: str) -> dict[str, Any]:
+        return (await self._call("GET", f"/compare/{endpoint}", params={"a": a, "b": b})).json()
+
+    async def forget_pairs(self, endpoint: str) -> None:
+        await self._call("DELETE", f"/compare/{endpoint}")
+
     # -- the runtime ----------------------------------------------------------------------------
 
     async def apply(self, plan: DeploymentPlan) -> None:

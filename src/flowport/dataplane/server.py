@@ -14,7 +14,7 @@ import json
 import os
 import secrets
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -31,8 +31,10 @@ from flowport.gateway.app import PREFIX
 from flowport.gateway.metrics import CONTENT_TYPE
 from flowport.gateway.proxy import RawResponse
 from flowport.http_limits import uvicorn_options
+from flowport.runtime.base import ComputeTarget, DeploymentFailed, Runtime
 from flowport.runtime.local import LocalRuntime
 from flowport.runtime.local.isolation import instance_python
+from flowport.runtime.router import ComputeRouter
 from flowport.settings import SERVER_FILE, admin_token, private_home, run_dir
 from flowport.tracing.setup import configure
 
@@ -50,6 +52,22 @@ class _QuietServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+def ray_runtime(home: Path) -> Callable[[ComputeTarget], Runtime]:
+    """The factory of a Ray compute's runtime; Ray is imported only when one is used."""
+
+    def make(compute: ComputeTarget) -> Runtime:
+        try:
+            from flowport.runtime.ray import RayRuntime
+        except ImportError as exc:
+            raise DeploymentFailed(
+                f"compute {compute.name!r} is a Ray cluster, but Ray is not installed where "
+                f"flowport server runs ({exc}); install it with: pip install 'flowport[ray]'"
+            ) from None
+        return RayRuntime(compute, home / "runtime" / "ray")
+
+    return make
 
 
 def public_app(gateway: Gateway, relay: ControlRelay, admin: str) -> ASGIApp:
@@ -103,7 +121,9 @@ async def serve(home: Path, listener: socket.socket, base_url: str) -> int:
     tracing = configure(
         "flowport-gateway", os.environ, builtin=traces, on_drop=gateway.metrics.trace_dropped.inc
     )
-    runtime = LocalRuntime(home / "runtime", python=instance_python())
+    runtime = ComputeRouter(
+        LocalRuntime(home / "runtime", python=instance_python()), {"ray": ray_runtime(home)}
+    )
     runtime.set_listener(
         lambda key, addresses: gateway.set_instances(key.endpoint, key.deployment, addresses)
     )

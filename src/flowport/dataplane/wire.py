@@ -8,7 +8,14 @@ from typing import Any
 
 from flowport.gateway import DataCollection, DeploymentRoute, EndpointRoute
 from flowport.runtime.autoscale import ScaleSettings
-from flowport.runtime.base import DeploymentKey, DeploymentPlan, InstanceConfig, InstanceState, Probe
+from flowport.runtime.base import (
+    ComputeTarget,
+    DeploymentKey,
+    DeploymentPlan,
+    InstanceConfig,
+    InstanceState,
+    Probe,
+)
 
 
 def route_to_json(route: EndpointRoute) -> dict[str, Any]:
@@ -46,6 +53,7 @@ def plan_to_json(plan: DeploymentPlan) -> dict[str, Any]:
         "requirements": str(plan.requirements) if plan.requirements else None,
         "pip_requirements": list(plan.pip_requirements),
         "masked": sorted(plan.masked),
+        "compute": asdict(plan.compute),
         "scale": plan.scale.to_json() if plan.scale else None,
     }
 
@@ -61,6 +69,7 @@ def plan_from_json(data: dict[str, Any]) -> DeploymentPlan:
         requirements=Path(data["requirements"]) if data.get("requirements") else None,
         pip_requirements=tuple(data.get("pip_requirements") or ()),
         masked=frozenset(data.get("masked", ())),
+        compute=ComputeTarget(**data.get("compute") or {}),
         scale=ScaleSettings.from_json(data["scale"]) if data.get("scale") else None,
     )
 

@@ -29,10 +29,12 @@ from flowport import tracing
 from flowport.gateway import errors
 from flowport.gateway.auth import authorize
 from flowport.gateway.collector import DataCollector, Record
+from flowport.gateway.compare import Comparisons, Side
 from flowport.gateway.errors import Refusal, error_response
 from flowport.gateway.headers import (
     PIN_HEADERS,
     TRACEPARENT,
+    Headers,
     downstream_headers,
     upstream_headers,
 )
@@ -109,6 +111,8 @@ class Exchange:
     started: float
     body: bytes | None
     collect: DataCollection | None
+    ticket: int | None = None
+    """Set when mirrors answered the same request: the comparison waiting for this answer."""
     events: bool = False
     span: Any = None
     """The request's trace span (while tracing): it ends with the answer."""
@@ -140,6 +144,10 @@ class Gateway:
             )
             if data_dir is not None
             else None
+        )
+        self.comparisons = Comparisons(
+            on_drop=lambda reason: self.metrics.child(self.metrics.compare_dropped, reason).inc(),
+            on_recorded=self.metrics.compare_recorded.inc,
         )
         self._tables: dict[str, EndpointTable] = {}
         self._states: dict[tuple[str, str], DeploymentState] = {}
@@ -197,6 +205,7 @@ class Gateway:
             for key in [key for key in self._states if key[0] == endpoint]:
                 self._drop(key)
         self.metrics.forget(endpoint)
+        self.comparisons.forget(endpoint)
 
     def set_instances(self, endpoint: str, deployment: str, addresses: list[str]) -> None:
         """The ready instances of a deployment (``unix:/path.sock`` or ``http://host:port``).
@@ -334,29 +343,55 @@ class Gateway:
             refusal = errors.too_many_requests(state.name, settings.max_in_flight)
             return self._refuse(endpoint, state, refusal, reply, started)
         state.in_flight += 1
+        ticket = None
         try:
             body = await self._read_body(receive, headers.get(b"content-length")) if route.scoring else None
             forwarded = upstream_headers(scope["headers"], request_id, client_id, reply.get("traceparent"))
             if body is not None and not pinned and table.mirrors:
-                for target in table.mirror_targets():
-                    self.mirror.copy(target, route.path, forwarded, body)
+                ticket = self._mirror(
+                    state, table.mirror_targets(), route.path, forwarded, body, request_id, credential
+                )
             timeout = settings.request_timeout_ms / 1000 + self.timeout_grace_seconds
             response, upstream = await open_upstream(
                 state, route.method, route.path.encode(), forwarded, body, timeout, self._count_retry
             )
         except Refusal as refused:
             state.in_flight -= 1
+            self.comparisons.cancel(ticket)
             return self._refuse(endpoint, state, refused, reply, started)
         except BaseException:
             state.in_flight -= 1
+            self.comparisons.cancel(ticket)
             raise
 
         collect = self._sampled(settings.data_collection) if route.scoring else None
-        exchange = Exchange(state, upstream, request_id, started, body, collect)
+        exchange = Exchange(state, upstream, request_id, started, body, collect, ticket=ticket)
         if span is not None:
             exchange.span, span[0] = span[0], None
             exchange.span.set_attribute("server.address", upstream.address)
         return await self._answer(exchange, response, reply)
+
+    def _mirror(
+        self,
+        state: DeploymentState,
+        targets: list[DeploymentState],
+        path: str,
+        forwarded: Headers,
+        body: bytes,
+        request_id: str,
+        credential: str | None,
+    ) -> int | None:
+        """Send the copies; the ticket of the comparison that waits for their answers, if any."""
+        if not targets:
+            return None
+        secrets = (credential, credential.partition(" ")[2]) if credential else ()
+        names = [target.name for target in targets]
+        ticket = self.comparisons.expect(state.endpoint, state.name, names, request_id, body, secrets)
+        answered = partial(self.comparisons.answered, ticket)
+        for target in targets:
+            if not self.mirror.copy(target, path, forwarded, body, answered):
+                answered(Side(target.name, 0, 0.0, b""))
+        return ticket
 
     @staticmethod
     def _choose(table: EndpointTable, pinned: str | None) -> DeploymentState | Refusal:
@@ -380,7 +415,7 @@ class Gateway:
         status = response.status_code
         if 200 <= status < 300 or status in PASSED_THROUGH:
             exchange.events = (response.header(b"content-type") or b"").startswith(b"text/event-stream")
-            capture = collect is not None and collect.response
+            capture = (collect is not None and collect.response) or exchange.ticket is not None
             return StreamedResponse(response, returned, done, capture, watch=exchange.events)
         try:
             error_body = await response.aread()
@@ -459,6 +494,9 @@ class Gateway:
         state.pool.release(exchange.upstream)
         elapsed = time.perf_counter() - exchange.started
         self._count(state.endpoint, state, status, elapsed)
+        if exchange.ticket is not None:
+            side = Side(state.name, status, elapsed * 1000, captured or b"", exchange.events, truncated)
+            self.comparisons.answered(exchange.ticket, side)
         if exchange.span is not None:
             exchange.span.set_attribute("flowport.deployment", state.name)
             _end_span(exchange.span, status, {"x-request-id": exchange.request_id})
@@ -518,3 +556,4 @@ class Gateway:
         self._upstreams.clear()
         if self.collector is not None:
             await asyncio.to_thread(self.collector.close)
+        await asyncio.to_thread(self.comparisons.close)

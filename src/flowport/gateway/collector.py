@@ -8,9 +8,6 @@ request.
 
 from __future__ import annotations
 
-import contextlib
-import queue
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from flowport.gateway.background import Background
 
 MAX_BODY_BYTES = 1024 * 1024
 """Of a response (and a request), at most this much is kept."""
@@ -54,14 +53,14 @@ class Record:
     response_truncated: bool = False
 
 
-def _parse_json(body: bytes) -> Any:
+def parse_json(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         return body.decode("utf-8", "replace")
 
 
-def _parse_events(body: bytes) -> list[Any]:
+def parse_events(body: bytes) -> list[Any]:
     """The JSON payloads of ``data:`` lines of server-sent events (``[DONE]`` left out)."""
     frames = []
     for line in body.splitlines():
@@ -69,7 +68,7 @@ def _parse_events(body: bytes) -> list[Any]:
             continue
         data = line[5:].strip()
         if data and data != b"[DONE]":
-            frames.append(_parse_json(data))
+            frames.append(parse_json(data))
     return frames
 
 
@@ -89,22 +88,24 @@ def to_line(record: Record) -> tuple[str, bytes]:
             line["request"] = None
             line["request_truncated"] = True
         else:
-            line["request"] = _parse_json(record.request) if record.request else None
+            line["request"] = parse_json(record.request) if record.request else None
     if record.response is not None:
         if record.response_is_events:
-            line["response"] = _parse_events(record.response)
+            line["response"] = parse_events(record.response)
         elif record.response_truncated:
             line["response"] = None
         else:
-            line["response"] = _parse_json(record.response) if record.response else None
+            line["response"] = parse_json(record.response) if record.response else None
         if record.response_truncated:
             line["response_truncated"] = True
     path = f"{record.endpoint}/{record.deployment}/{partition(record.rolling_rate, when)}.jsonl"
     return path, orjson.dumps(line) + b"\n"
 
 
-class DataCollector:
-    """A bounded queue drained by one daemon thread, started with the first record."""
+class DataCollector(Background[Record]):
+    """Records appended to JSON lines files by one daemon thread, started with the first record."""
+
+    thread_name = "flowport-data-collector"
 
     def __init__(
         self,
@@ -113,46 +114,11 @@ class DataCollector:
         on_written: Callable[[int], None] = lambda count: None,
         queue_size: int = QUEUE_SIZE,
     ) -> None:
+        super().__init__(on_drop, queue_size)
         self.root = root
-        self.on_drop = on_drop
         self.on_written = on_written
-        self._queue: queue.Queue[Record | None] = queue.Queue(queue_size)
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
 
-    def submit(self, record: Record) -> None:
-        """Queue a record, or drop (and count) it when the queue is full. Never blocks."""
-        if self._thread is None:
-            self._start()
-        try:
-            self._queue.put_nowait(record)
-        except queue.Full:
-            self.on_drop("queue_full")
-
-    def _start(self) -> None:
-        with self._lock:
-            if self._thread is None:
-                thread = threading.Thread(target=self._drain, name="flowport-data-collector", daemon=True)
-                thread.start()
-                self._thread = thread
-
-    def _drain(self) -> None:
-        while True:
-            batch = [self._queue.get()]
-            while len(batch) < 512:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            records = [r for r in batch if r is not None]
-            if records:
-                self._write(records)
-            for _ in batch:
-                self._queue.task_done()
-            if len(records) < len(batch):
-                return
-
-    def _write(self, records: list[Record]) -> None:
+    def _handle(self, records: list[Record]) -> None:
         files: dict[str, list[bytes]] = {}
         for record in records:
             try:
@@ -172,22 +138,3 @@ class DataCollector:
                     self.on_drop("write_error")
                 continue
             self.on_written(len(lines))
-
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every queued record is written or dropped; False on timeout."""
-        if self._thread is None:
-            return True
-        done = threading.Event()
-        waiter = threading.Thread(target=lambda: (self._queue.join(), done.set()), daemon=True)
-        waiter.start()
-        return done.wait(timeout)
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Write what is queued, then stop the thread."""
-        thread = self._thread
-        if thread is None:
-            return
-        with contextlib.suppress(queue.Full):
-            self._queue.put(None, timeout=timeout)
-        thread.join(timeout)
-        self._thread = None

@@ -59,6 +59,17 @@ class GatewayMetrics(Metrics):
             ["reason"],
             registry=self.registry,
         )
+        self.compare_recorded = Counter(
+            "flowport_gateway_compare_pairs",
+            "Pairs of answers (a request's primary and a mirror) recorded for comparison",
+            registry=self.registry,
+        )
+        self.compare_dropped = Counter(
+            "flowport_gateway_compare_dropped",
+            "Pairs of answers not recorded, by reason (queue_full, pending_full, error)",
+            ["reason"],
+            registry=self.registry,
+        )
         self.trace_dropped = Counter(
             "flowport_gateway_trace_spans_dropped",
             "Finished trace spans dropped: the export queue was full or an export failed",

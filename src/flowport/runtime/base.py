@@ -85,6 +85,20 @@ class InstanceConfig:
 
 
 @dataclass(frozen=True)
+class ComputeTarget:
+    """Where a deployment's instances run: an endpoint's ``compute`` (``local`` by default)."""
+
+    name: str = "local"
+    type: str = "local"
+    """``local``, ``ray`` or ``kubernetes``."""
+    address: str = ""
+    """A Ray cluster's address (``HOST:PORT`` of its head, or ``ray://HOST:PORT``)."""
+
+
+LOCAL = ComputeTarget()
+
+
+@dataclass(frozen=True)
 class DeploymentPlan:
     key: DeploymentKey
     revision: str
@@ -102,6 +116,8 @@ class DeploymentPlan:
     masked: frozenset[str] = frozenset()
     """Secret values (variables, connection secrets) shown as ``******`` wherever the runtime
     shows the instance logs (``logs``, ``DeploymentFailed.log_tail``)."""
+    compute: ComputeTarget = LOCAL
+    """The compute the deployment's endpoint runs on; the data plane picks the runtime by it."""
     scale: ScaleSettings | None = None
     """``scale_settings: type: target_utilization``: the runtime keeps between ``min_instances``
     and ``max_instances`` instances (``instance_count`` is then ignored); None: ``instance_count``."""
@@ -116,6 +132,8 @@ class InstanceState:
     ready: bool
     pid: int | None
     restarts: int = 0
+    node: str = ""
+    """The cluster node the instance runs on (empty for a local instance)."""
 
 
 class DeploymentFailed(Exception):

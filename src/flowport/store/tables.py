@@ -83,3 +83,13 @@ operations = Table(
 
 environments = _versioned("environments")
 """A registered environment version; ``document`` is its JSON (image, conda file, build snapshot)."""
+
+computes = Table(
+    "computes",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("document", Text, nullable=False),
+    _created(),
+    _updated(),
+)
+"""A registered compute target (``ray``, ``kubernetes``); ``document`` its JSON, no secret."""

@@ -8,7 +8,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 from flowport.runtime.autoscale import ScalingStatus
-from flowport.runtime.base import DeploymentFailed, DeploymentKey, DeploymentPlan, InstanceState
+from flowport.runtime.base import (
+    DeploymentFailed,
+    DeploymentKey,
+    DeploymentPlan,
+    InstanceState,
+    LoadSource,
+    ReadyListener,
+)
 from flowport.runtime.local.scaler import Load, Scaler
 from flowport.runtime.local.supervisor import ManagedInstance
 
@@ -190,3 +197,74 @@ class Deployment:
 
 def _ready_first(instance: ManagedInstance) -> bool:
     return not instance.in_ready_set
+
+
+class SupervisedRuntime:
+    """What a runtime that supervises its instances itself (local processes, Ray actors) shares:
+    its deployments, the ready listener, removal. A subclass makes the instances
+    (``_new_instance``) and brings deployments to their plans (``apply``)."""
+
+    def __init__(self, drain_seconds: float) -> None:
+        self.drain_seconds = drain_seconds
+        self._listener: ReadyListener | None = None
+        self._load: LoadSource | None = None
+        self._deployments: dict[DeploymentKey, Deployment] = {}
+        self._masked: dict[DeploymentKey, frozenset[str]] = {}
+        """Every secret of every plan applied per deployment: older lines may hold older ones."""
+
+    def set_listener(self, listener: ReadyListener) -> None:
+        self._listener = listener
+
+    def set_load_source(self, source: LoadSource) -> None:
+        """Where autoscaled deployments read their in-flight requests (the gateway's counts)."""
+        self._load = source
+
+    async def remove(self, key: DeploymentKey) -> None:
+        deployment = self._deployments.get(key)
+        if deployment is None:
+            return
+        async with deployment.lock:
+            await deployment.remove()
+
+    def deployments(self) -> list[DeploymentKey]:
+        return [key for key, deployment in self._deployments.items() if deployment.plan is not None]
+
+    def instances(self, key: DeploymentKey) -> list[InstanceState]:
+        deployment = self._deployments.get(key)
+        return deployment.states() if deployment else []
+
+    def scaling(self, key: DeploymentKey) -> ScalingStatus | None:
+        deployment = self._deployments.get(key)
+        return deployment.scaling() if deployment else None
+
+    def _deployment(self, plan: DeploymentPlan) -> Deployment:
+        """The plan's deployment (made on first use); remembers the plan's secrets for masking."""
+        key = plan.key
+        self._masked[key] = self._masked.get(key, frozenset()) | plan.masked
+        deployment = self._deployments.get(key)
+        if deployment is None:
+            deployment = Deployment(
+                key,
+                new_instance=lambda plan, python, on_change: self._new_instance(key, plan, python, on_change),
+                publish=self._publish,
+                drain_seconds=self.drain_seconds,
+                load=self._in_flight,
+            )
+            self._deployments[key] = deployment
+        return deployment
+
+    def _new_instance(
+        self, key: DeploymentKey, plan: DeploymentPlan, python: str, on_change: Callable[[], None]
+    ) -> ManagedInstance:
+        raise NotImplementedError
+
+    def _in_flight(self, key: DeploymentKey) -> dict[str, int]:
+        return dict(self._load(key)) if self._load is not None else {}
+
+    def _publish(self, key: DeploymentKey, addresses: list[str]) -> None:
+        if self._listener is None:
+            return
+        try:
+            self._listener(key, list(addresses))
+        except Exception:
+            log.exception("the ready listener failed for %s", key)

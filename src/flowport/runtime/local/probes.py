@@ -1,4 +1,4 @@
-"""HTTP probes of one instance over its Unix socket."""
+"""HTTP probes of one instance, over its Unix socket or (a cluster's instance) its URL."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ import httpx
 class InstanceClient:
     """Asks an instance's ``/health`` or ``/ready`` whether it answers 200 in time."""
 
-    def __init__(self, socket: str) -> None:
-        self._client = httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(uds=socket), base_url="http://instance"
-        )
+    def __init__(self, socket: str = "", url: str = "") -> None:
+        if url:
+            self._client = httpx.AsyncClient(base_url=url, trust_env=False)
+        else:
+            self._client = httpx.AsyncClient(
+                transport=httpx.AsyncHTTPTransport(uds=socket), base_url="http://instance"
+            )
 
     async def ok(self, path: str, timeout: float) -> bool:
         try:

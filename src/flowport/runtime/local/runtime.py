@@ -10,15 +10,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from flowport.runtime.autoscale import ScalingStatus
-from flowport.runtime.base import (
-    DeploymentKey,
-    DeploymentPlan,
-    InstanceState,
-    LoadSource,
-    ReadyListener,
-)
-from flowport.runtime.local.deployment import Deployment
+from flowport.runtime.base import DeploymentKey, DeploymentPlan
+from flowport.runtime.local.deployment import SupervisedRuntime
 from flowport.runtime.local.isolation import Isolation
 from flowport.runtime.local.logs import LogFiles, masking
 from flowport.runtime.local.supervisor import ManagedInstance
@@ -27,7 +20,7 @@ from flowport.runtime.local.venvs import VenvCache
 log = logging.getLogger("flowport.runtime.local")
 
 
-class LocalRuntime:
+class LocalRuntime(SupervisedRuntime):
     """Runs each instance as a process serving on a Unix socket, probes and restarts it.
 
     State lives under ``state_dir``: ``logs/<endpoint>/<deployment>/<instance>.log`` and
@@ -44,31 +37,18 @@ class LocalRuntime:
         drain_seconds: float = 30,
         isolation: Isolation | None = None,
     ) -> None:
+        super().__init__(drain_seconds)
         self.state_dir = Path(state_dir)
         self.python = python
-        self.drain_seconds = drain_seconds
-        self._listener: ReadyListener | None = None
-        self._load: LoadSource | None = None
-        self._deployments: dict[DeploymentKey, Deployment] = {}
-        self._masked: dict[DeploymentKey, frozenset[str]] = {}
-        """Every secret of every plan applied per deployment: older lines may hold older ones."""
         self._logs = LogFiles(self.state_dir / "logs")
         self._venvs = VenvCache(self.state_dir / "venvs", python)
         self.isolation = isolation or Isolation.from_environment()
         self._closed = False
 
-    def set_listener(self, listener: ReadyListener) -> None:
-        self._listener = listener
-
-    def set_load_source(self, source: LoadSource) -> None:
-        """Where autoscaled deployments read their in-flight requests (the gateway's counts)."""
-        self._load = source
-
     async def apply(self, plan: DeploymentPlan) -> None:
         if self._closed:
             raise RuntimeError("the runtime is closed")
-        deployment = self._deployment(plan.key)
-        self._masked[plan.key] = self._masked.get(plan.key, frozenset()) | plan.masked
+        deployment = self._deployment(plan)
         async with deployment.lock:
             python = self.python
             if plan.requirements or plan.pip_requirements:
@@ -83,24 +63,6 @@ class LocalRuntime:
             config = replace(config, source=source, model_dir=model_dir)
             await deployment.apply(replace(plan, config=config), python)
 
-    async def remove(self, key: DeploymentKey) -> None:
-        deployment = self._deployments.get(key)
-        if deployment is None:
-            return
-        async with deployment.lock:
-            await deployment.remove()
-
-    def deployments(self) -> list[DeploymentKey]:
-        return [key for key, deployment in self._deployments.items() if deployment.plan is not None]
-
-    def instances(self, key: DeploymentKey) -> list[InstanceState]:
-        deployment = self._deployments.get(key)
-        return deployment.states() if deployment else []
-
-    def scaling(self, key: DeploymentKey) -> ScalingStatus | None:
-        deployment = self._deployments.get(key)
-        return deployment.scaling() if deployment else None
-
     def logs(self, key: DeploymentKey, lines: int) -> list[str]:
         return list(map(masking(self._masked.get(key, ())), self._logs.tail(key, lines)))
 
@@ -111,19 +73,6 @@ class LocalRuntime:
         self.isolation.close()
 
     # -- internals ----------------------------------------------------------------------
-
-    def _deployment(self, key: DeploymentKey) -> Deployment:
-        deployment = self._deployments.get(key)
-        if deployment is None:
-            deployment = Deployment(
-                key,
-                new_instance=lambda plan, python, on_change: self._new_instance(key, plan, python, on_change),
-                publish=self._publish,
-                drain_seconds=self.drain_seconds,
-                load=self._in_flight,
-            )
-            self._deployments[key] = deployment
-        return deployment
 
     def _new_instance(
         self, key: DeploymentKey, plan: DeploymentPlan, python: str, on_change: Callable[[], None]
@@ -138,14 +87,3 @@ class LocalRuntime:
             isolation=self.isolation,
             on_change=on_change,
         )
-
-    def _in_flight(self, key: DeploymentKey) -> dict[str, int]:
-        return dict(self._load(key)) if self._load is not None else {}
-
-    def _publish(self, key: DeploymentKey, addresses: list[str]) -> None:
-        if self._listener is None:
-            return
-        try:
-            self._listener(key, list(addresses))
-        except Exception:
-            log.exception("the ready listener failed for %s", key)

@@ -116,10 +116,14 @@ class ManagedInstance:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self.process is not None:
-            await processes.stop(self.process, drain_seconds)
+        await self._terminate(drain_seconds)
         self.ready = False
         await self._release()
+
+    async def _terminate(self, drain_seconds: float) -> None:
+        """SIGTERM the process, SIGKILL it after ``drain_seconds`` (a subclass ends its own kind)."""
+        if self.process is not None:
+            await processes.stop(self.process, drain_seconds)
 
     # -- internals ----------------------------------------------------------------------
 
