@@ -96,21 +96,9 @@ def show(
     emit(ApiClient.discover().call("GET", f"/environments/{name}", params=params), output)
 
 
-@app.command()
-def delete(
-    name: str = typer.Option(..., "--name", "-n"),
-    version: str | None = typer.Option(None, "--version", "-v", help="Default: every version."),
-    output: Output = OutputOption,
-    resource_group: str | None = GroupOption,
-    workspace_name: str | None = WorkspaceOption,
-    subscription: str | None = SubscriptionOption,
-) -> None:
-    """Delete an environment version (or all); deployments keep the packages they resolved."""
-    params = {"version": version} if version else None
-    emit(ApiClient.discover().call("DELETE", f"/environments/{name}", params=params), output)
+def _on_versions(verb: str, method: str, suffix: str, what: str) -> None:
+    """A command on one version (``--version``) or every version of an environment."""
 
-
-def _archiving(verb: str, what: str) -> None:
     @app.command(verb, help=what)
     def command(
         name: str = typer.Option(..., "--name", "-n"),
@@ -121,10 +109,19 @@ def _archiving(verb: str, what: str) -> None:
         subscription: str | None = SubscriptionOption,
     ) -> None:
         params = {"version": version} if version else None
-        emit(ApiClient.discover().call("POST", f"/environments/{name}/{verb}", params=params), output)
+        emit(ApiClient.discover().call(method, f"/environments/{name}{suffix}", params=params), output)
 
 
-_archiving(
-    "archive", "Archive a version (or all): left out of list and @latest, still usable by name:version."
+_on_versions(
+    "archive",
+    "POST",
+    "/archive",
+    "Archive a version (or all): left out of list and @latest, still usable by name:version.",
 )
-_archiving("restore", "Restore an archived version (or all).")
+_on_versions("restore", "POST", "/restore", "Restore an archived version (or all).")
+_on_versions(
+    "delete",
+    "DELETE",
+    "",
+    "Delete an environment version (or all); deployments keep the packages they resolved.",
+)
