@@ -508,3 +508,56 @@ def test_a_bulk_run_traces_every_line_and_trace_list_reads_the_file(tmp_path: Pa
     ]  # fmt: skip
     missing = flowport("trace", "show", "0" * 32, "--file", str(kept), home=home)
     assert missing.returncode == 1 and "no trace" in missing.stderr and "Traceback" not in missing.stderr
+
+
+SCORE_PY = """
+import json
+
+def init():
+    pass
+
+def run(raw_data):
+    data = json.loads(raw_data)
+    if data.get("fail"):
+        raise ValueError("asked to fail")
+    return {"echo": data.get("text")}
+"""
+
+
+def test_a_scoring_script_request_is_one_trace_with_the_instances_span(home: Path, tmp_path: Path) -> None:
+    code = tmp_path / "src"
+    code.mkdir()
+    (code / "score.py").write_text(SCORE_PY)
+    with Flowport(home) as fp:
+        fp.endpoint("scripted")
+        spec = {"code_configuration": {"code": str(code), "scoring_script": "score.py"}}
+        body = fp.ok("POST", "/endpoints/scripted/deployments", params={"name": "green"}, json={"spec": spec})
+        assert fp.wait(body["operation"], timeout=120)["status"] == "Succeeded"
+        fp.traffic("scripted", green=100)
+        answer = fp.score(
+            "scripted", {"text": "hi"}, **{"x-request-id": "script-ok", "traceparent": CLIENT_PARENT}
+        )
+        assert answer.status_code == 200 and answer.json() == {"echo": "hi"}
+        trace = wait_for_trace(fp, "script-ok", 2)
+        assert trace["trace_id"] == CLIENT_TRACE
+        assert (trace["endpoint"], trace["deployment"], trace["status"]) == ("scripted", "green", "Completed")
+        spans = {span["name"]: span for span in trace["spans"]}
+        gateway = spans["POST /endpoints/scripted/score"]
+        script = spans["src"]  # named after the code folder, as a flow's line is after its flow
+        assert script["parent_id"] == gateway["span_id"] and script["kind"] == "SERVER"
+        attributes = script["attributes"]
+        assert attributes["flowport.request_id"] == "script-ok"
+        assert attributes["flowport.scoring_script"] == "score.py"
+        assert attributes["http.response.status_code"] == 200
+        assert (attributes["flowport.endpoint"], attributes["flowport.deployment"]) == ("scripted", "green")
+        assert attributes["flowport.instance"] and "flowport.inputs" not in attributes
+
+        failed = fp.score("scripted", {"fail": True}, **{"x-request-id": "script-fail"})
+        assert failed.status_code == 424
+        trace = wait_for_trace(fp, "script-fail", 2)
+        assert trace["status"] == "Failed"
+        script = next(s for s in trace["spans"] if s["name"] == "src")
+        assert script["status"] == "ERROR" and "score.py:10" in script["status_message"]
+        assert [e["name"] for e in script["events"]] == ["exception"]
+        listed = fp.cli("trace", "list", "--endpoint", "scripted", "-o", "json").stdout
+        assert {t["request_id"] for t in json.loads(listed)} == {"script-ok", "script-fail"}

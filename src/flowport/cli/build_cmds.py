@@ -113,17 +113,31 @@ def _report(context: BuildContext, kept: bool = True, **extra: Any) -> None:
     )
 
 
-def _environment(deployment: Mapping[str, Any]) -> tuple[str | None, Path | None, Path | None]:
-    """A deployment's ``environment``: (image, build context, Dockerfile) as far as they apply."""
+def _registered(reference: str, client: Any) -> Mapping[str, Any] | None:
+    """A registered environment (``azureml:name:version`` or ``name@latest``) from the server."""
+    from flowport.control.specs import SpecError, parse_reference
+
+    try:
+        name, version = parse_reference(reference, "environment")
+    except SpecError:
+        typer.echo(
+            f"note: environment {reference!r} is not a reference; using the default base image", err=True
+        )
+        return None
+    return client.call("GET", f"/environments/{name}", params={"version": version} if version else None)
+
+
+def _environment(
+    deployment: Mapping[str, Any], client: Any = None
+) -> tuple[str | None, Path | None, Path | None]:
+    """A deployment's ``environment`` (inline or registered): (image, build context, Dockerfile)."""
     environment = deployment.get("environment")
     if environment is None:
         return None, None, None
     if not isinstance(environment, Mapping):
-        typer.echo(
-            f"note: environment {environment!r} names an Azure environment; using the default base image",
-            err=True,
-        )
-        return None, None, None
+        environment = _registered(str(environment), client) if client is not None else None
+        if environment is None:
+            return None, None, None
     image = environment.get("image")
     build = environment.get("build")
     if not isinstance(build, Mapping) or not build.get("path"):
@@ -180,7 +194,7 @@ def build_image(
             f"the model's files ({source}) are not readable here: run build-image on the machine "
             "where flowport server runs, as its user"
         )
-    image, env_folder, env_dockerfile = _environment(deployment)
+    image, env_folder, env_dockerfile = _environment(deployment, client)
     stored = client.call("GET", "/connections")
     templates = {c["name"]: connection_template(c) for c in stored}
     with build_errors(), tempfile.TemporaryDirectory(prefix="flowport-image-") as scratch:

@@ -10,6 +10,7 @@ from flowport.cli import (
     deployment_cmds,
     dev_cmds,
     endpoint_cmds,
+    environment_cmds,
     flow_cmds,
     gateway_cmd,
     model_cmds,
@@ -30,6 +31,7 @@ app.add_typer(connection_cmds.app, name="connection")
 app.add_typer(run_cmds.app, name="run")
 app.add_typer(dev_cmds.app, name="dev")
 app.add_typer(model_cmds.app, name="model")
+app.add_typer(environment_cmds.app, name="environment")
 app.add_typer(endpoint_cmds.app, name="online-endpoint")
 app.add_typer(endpoint_cmds.app, name="endpoint", help="Alias of online-endpoint.")
 app.add_typer(deployment_cmds.app, name="online-deployment")

@@ -30,6 +30,7 @@ from flowport.control.specs import (
     parse_compute,
     parse_deployment,
     parse_endpoint,
+    parse_environment,
     parse_model,
     read_yaml,
 )
@@ -226,6 +227,34 @@ def build_api(
         """A new one-time studio login link (10 minutes), like the one the server prints."""
         return {"url": f"{base_url.rstrip('/')}/api/v1/sessions/redeem?code={sessions.login_code()}"}
 
+    # -- environments ---------------------------------------------------------------------
+
+    @api.post("/environments", status_code=201, dependencies=secured, tags=["environments"])
+    async def create_environment(body: SpecBody) -> dict[str, Any]:
+        spec = parse_environment(body.document(), body.file, body.directory)
+        environment = await asyncio.to_thread(control.environments.register, spec)
+        return {**environment, "notes": [*spec.notes, *environment.get("notes", ())]}
+
+    @api.get("/environments", dependencies=secured, tags=["environments"])
+    async def list_environments(name: str | None = None, archived: bool = False) -> list[dict[str, Any]]:
+        return control.environments.list(name, archived)
+
+    @api.get("/environments/{name}", dependencies=secured, tags=["environments"])
+    async def show_environment(name: str, version: str | None = None) -> dict[str, Any]:
+        return control.environments.get(name, version)
+
+    @api.post("/environments/{name}/archive", dependencies=secured, tags=["environments"])
+    async def archive_environment(name: str, version: str | None = None) -> list[dict[str, Any]]:
+        return control.environments.archive(name, version)
+
+    @api.post("/environments/{name}/restore", dependencies=secured, tags=["environments"])
+    async def restore_environment(name: str, version: str | None = None) -> list[dict[str, Any]]:
+        return control.environments.archive(name, version, archived=False)
+
+    @api.delete("/environments/{name}", dependencies=secured, tags=["environments"])
+    async def delete_environment(name: str, version: str | None = None) -> list[dict[str, Any]]:
+        return control.environments.delete(name, version)
+
     # -- models ---------------------------------------------------------------------------
 
     @api.post("/models", status_code=201, dependencies=secured, tags=["models"])
@@ -338,7 +367,8 @@ def build_api(
         raw["endpoint_name"] = endpoint  # set in place: the document keeps its line numbers
         spec = parse_deployment(raw, body.file, body.directory)
         operation = await control.create_deployment(spec, all_traffic)
-        return {"operation": operation, "notes": [*spec.notes, *control.compute_notes(endpoint, spec.name)]}
+        notes = [*spec.notes, *operation.pop("environment_notes", ())]
+        return {"operation": operation, "notes": [*notes, *control.compute_notes(endpoint, spec.name)]}
 
     @api.patch(
         "/endpoints/{endpoint}/deployments/{name}",
@@ -355,7 +385,8 @@ def build_api(
         raw["endpoint_name"] = endpoint
         spec = parse_deployment(raw, body.file, body.directory)
         operation = await control.update_deployment(spec, all_traffic)
-        return {"operation": operation, "notes": [*spec.notes, *control.compute_notes(endpoint, spec.name)]}
+        notes = [*spec.notes, *operation.pop("environment_notes", ())]
+        return {"operation": operation, "notes": [*notes, *control.compute_notes(endpoint, spec.name)]}
 
     @api.get("/endpoints/{endpoint}/deployments", dependencies=secured, tags=["deployments"])
     async def list_deployments(endpoint: str) -> list[dict[str, Any]]:

@@ -93,8 +93,10 @@ def _python_matches(version: str) -> bool:
     return wanted == have[: len(wanted)]
 
 
-def read_conda_file(path: Path, shown: str | None = None) -> CondaEnvironment:
-    """The pip requirements of a conda environment file; FlowError naming file and line if it has none."""
+def read_conda_file(path: Path, shown: str | None = None, base: Path | None = None) -> CondaEnvironment:
+    """The pip requirements of a conda environment file; FlowError naming file and line if it has none.
+
+    Local paths in the ``pip:`` list are relative to ``base`` (default: the file's folder)."""
     file = shown or str(path)
     try:
         raw = load_yaml_file(path)
@@ -124,7 +126,7 @@ def read_conda_file(path: Path, shown: str | None = None) -> CondaEnvironment:
             if not isinstance(entries, list):
                 problems.append(Problem("InvalidCondaFile", "dependencies.pip: must be a list", file, line))
                 continue
-            pip += [_absolute(str(entry), path.parent) for entry in entries]
+            pip += [absolute_requirement(str(entry), base or path.parent) for entry in entries]
             continue
         if not isinstance(item, str | int | float):
             problems.append(
@@ -178,7 +180,7 @@ def _conda_requirement(item: str, file: str, line: int | None, problems: list[Pr
     return PIP_NAMES.get(name, match["name"]) + _pip_version(version)
 
 
-def _absolute(entry: str, base: Path) -> str:
+def absolute_requirement(entry: str, base: Path) -> str:
     """A pip line with its local path (``./x.whl``, ``-e ../pkg``, ``-r reqs.txt``) made absolute."""
     entry = entry.strip()
     for flag in ("-r ", "--requirement ", "-e ", "--editable ", "-c ", "--constraint "):

@@ -18,7 +18,7 @@ from flowport.connections import Cipher, ConnectionService, ConnectionSpecError,
 from flowport.connections.references import resolve_connection_references
 from flowport.control import scaling
 from flowport.control.computes import Computes
-from flowport.control.conda import read_conda_file
+from flowport.control.environments import EnvironmentRegistry, conda_requirements, read_dockerfile
 from flowport.control.errors import ApiError
 from flowport.control.models import ModelRegistry, flow_folder_name, snapshot_files
 from flowport.control.operations import Operations
@@ -59,6 +59,7 @@ class ControlPlane:
         deployments: Documents,
         operations: Operations,
         models: ModelRegistry,
+        environments: EnvironmentRegistry,
         connections: ConnectionService,
         cipher: Cipher,
         tokens: TokenSigner,
@@ -70,6 +71,7 @@ class ControlPlane:
         self.deployments = deployments
         self.operations = operations
         self.models = models
+        self.environments = environments
         self.connections = connections
         self.cipher = cipher
         self.tokens = tokens
@@ -499,16 +501,57 @@ class ControlPlane:
                 ".prompty at its top); give code_configuration (code, scoring_script) to serve it "
                 "with a scoring script",
             )
-        if spec.conda_file is not None:
-            try:
-                conda = read_conda_file(spec.conda_file, str(spec.conda_file))
-            except FlowError as exc:
-                raise ApiError(400, "InvalidCondaFile", str(exc), problems=exc.problems) from None
-            stored["pip_requirements"] = list(conda.pip)
-            environment = stored["extras"].get("environment")
-            if isinstance(environment, dict):
-                stored["extras"]["environment"] = {**environment, "conda_file": str(spec.conda_file)}
+        pip, notes = self._environment_requirements(spec, stored)
+        if pip:
+            stored["pip_requirements"] = pip
+        if notes:
+            stored["environment_notes"] = notes
         return stored
+
+    def _environment_requirements(
+        self, spec: DeploymentSpec, stored: dict[str, Any]
+    ) -> tuple[list[str], list[str]]:
+        """The pip lines a local process takes from the deployment's environment, and the notes
+        on what it leaves out: a registered environment's, or the inline conda file's and build's."""
+        environment = stored["extras"].get("environment")
+        if spec.environment_ref is not None:
+            name, _, version = spec.environment_ref.partition(":")
+            found = self.environments.find(name, version or None)
+            if found is None:
+                what = f"{name}:{version}" if version else f"{name}@latest"
+                message = (
+                    f"environment: azureml:{what} does not exist; register it with flowport environment "
+                    "create --file ENV.yml, or see flowport environment list"
+                )
+                where = f"{spec.environment_where}: " if spec.environment_where else ""
+                raise ApiError(404, "EnvironmentNotFound", where + message)
+            stored["environment"] = found["id"]
+            return list(found.get("pip_requirements") or ()), []
+        pip: list[str] = []
+        notes: list[str] = []
+        if spec.conda_inline is not None:
+            pip += conda_requirements(None, spec.conda_inline, "environment.conda_file", spec.base_dir)
+        if spec.conda_file is not None:
+            pip += conda_requirements(spec.conda_file, None, str(spec.conda_file))
+            if isinstance(environment, dict):
+                environment = stored["extras"]["environment"] = {
+                    **environment,
+                    "conda_file": str(spec.conda_file),
+                }
+        if spec.build_path is not None:
+            home = self.models.models_dir.parent
+            if not spec.build_path.is_dir():
+                raise ApiError(
+                    400, "BuildPathNotFound", f"environment.build.path: {spec.build_path} is not a folder"
+                )
+            snapshot = snapshot_files(spec.build_path, home / "environments", home)
+            local = read_dockerfile(snapshot, spec.dockerfile_path)
+            pip += local.pip
+            notes += local.notes
+            if isinstance(environment, dict):  # absolute, as code_configuration's: read again elsewhere
+                build = {"path": str(spec.build_path), "dockerfile_path": spec.dockerfile_path}
+                stored["extras"]["environment"] = {**environment, "build": build}
+        return pip, notes
 
     def _stored_spec(self, spec: DeploymentSpec, model: Mapping[str, Any] | None) -> dict[str, Any]:
         collector = spec.data_collector
@@ -565,7 +608,8 @@ class ControlPlane:
         plan = self._plan(endpoint, spec.name, stored)
         operation = self.operations.claim(endpoint, kind, spec.name)
         key = {"endpoint": endpoint, "name": spec.name}
-        row = {"spec": stored, "provisioning_state": state, "notes": list(spec.notes)}
+        notes = list(stored.pop("environment_notes", ()))
+        row = {"spec": stored, "provisioning_state": state, "notes": [*spec.notes, *notes]}
         row["notes"] += self.compute_notes(endpoint, spec.name)
         kept = previous if previous is not None else row
         self.deployments.put(key, {**kept, "provisioning_state": state})
@@ -586,7 +630,7 @@ class ControlPlane:
             await self.publish(endpoint)
 
         self.operations.start(operation, work)
-        return operation
+        return {**operation, "environment_notes": notes} if notes else operation
 
     def compute_notes(self, endpoint: str, name: str) -> list[str]:
         """What a deployment's compute means for it (a kubernetes one is exported, not run)."""

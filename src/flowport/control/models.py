@@ -251,7 +251,7 @@ class ModelRegistry:
             live = [m for m in self.rows.list(name=name) if not m["archived"]]
             if not live:
                 raise ApiError(404, "ModelNotFound", f"model {name!r} has no versions that are not archived")
-            return _shown(max(live, key=_version_order))
+            return _shown(max(live, key=version_order))
         row = self.rows.get(name=name, version=version)
         if row is None:
             raise ApiError(404, "ModelNotFound", f"model {name}:{version} does not exist")
@@ -304,17 +304,23 @@ def flow_interface(flow: FlowDef) -> dict[str, Any]:
     }
 
 
-def _version_order(row: dict[str, Any]) -> tuple[int, str]:
+def version_order(row: dict[str, Any]) -> tuple[int, str]:
+    """Numbered versions in number order, the others before them."""
     version = str(row["version"])
     return (int(version) if version.isdigit() else -1, version)
 
 
 def _shown(row: dict[str, Any]) -> dict[str, Any]:
+    return shown_version(row, type="custom_model")
+
+
+def shown_version(row: dict[str, Any], **fixed: Any) -> dict[str, Any]:
+    """A versioned row (a model, an environment) as the API shows it, with its ``azureml:`` id."""
     return {
         "name": row["name"],
         "version": str(row["version"]),
         "id": f"azureml:{row['name']}:{row['version']}",
-        "type": "custom_model",
+        **fixed,
         "archived": bool(row["archived"]),
         "created_at": row["created_at"],
         **{k: v for k, v in row.items() if k not in ("name", "version", "archived", "created_at")},

@@ -23,6 +23,7 @@ from flowport.connections import Cipher, ConnectionService, load_or_create_key
 from flowport.control.api import build_api
 from flowport.control.computes import Computes
 from flowport.control.endpoints import ControlPlane
+from flowport.control.environments import EnvironmentRegistry
 from flowport.control.models import ModelRegistry
 from flowport.control.operations import Operations
 from flowport.control.sessions import COOKIE, Sessions
@@ -32,7 +33,7 @@ from flowport.gateway import TokenSigner
 from flowport.gateway.tokens import DEFAULT_TTL_SECONDS, signing_key
 from flowport.settings import admin_token, private_home
 from flowport.store import ConnectionRows, Documents, open_database
-from flowport.store.tables import computes, deployments, endpoints, models, operations
+from flowport.store.tables import computes, deployments, endpoints, environments, models, operations
 from flowport.studio import build_studio
 
 TOKEN_TTL_ENV = "FLOWPORT_TOKEN_TTL_SECONDS"
@@ -67,6 +68,7 @@ def build_control(home: Path, base_url: str, dataplane: DataPlaneClient) -> Cont
         deployments=Documents(db, deployments),
         operations=Operations(Documents(db, operations)),
         models=ModelRegistry(Documents(db, models), home / "models"),
+        environments=EnvironmentRegistry(Documents(db, environments), home / "environments"),
         connections=ConnectionService(ConnectionRows(db), cipher),
         cipher=cipher,
         tokens=token_signer(secret),

@@ -387,16 +387,22 @@ _MODEL_IGNORED = {
 }
 
 
-def parse_model(raw: Any, file: str | None = None, base_dir: Path | None = None) -> ModelSpec:
-    r = _Reader(raw, file, "model")
+def _name_and_version(r: _Reader, raw: Mapping[str, Any], kind: str) -> tuple[str, str | None]:
+    """A versioned asset's ``name`` (required) and ``version`` (optional), checked as Azure names them."""
     name = r.string(raw, "name", "name") or ""
     if not name:
         r.error("name", "is required")
     elif not MODEL_NAME_RULE.match(name):
-        r.error("name", f"{name!r} is not a valid model name: letters, digits, '_', '.', '-', up to 255")
+        r.error("name", f"{name!r} is not a valid {kind} name: letters, digits, '_', '.', '-', up to 255")
     version = r.string(raw, "version", "version")
     if version is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", version):
         r.error("version", f"{version!r} is not a valid version: letters, digits, '_', '.', '-'")
+    return name, version
+
+
+def parse_model(raw: Any, file: str | None = None, base_dir: Path | None = None) -> ModelSpec:
+    r = _Reader(raw, file, "model")
+    name, version = _name_and_version(r, raw, "model")
     path_text = r.string(raw, "path", "path")
     if not path_text:
         r.error("path", "is required: the flow folder to register")
@@ -416,18 +422,116 @@ def parse_model(raw: Any, file: str | None = None, base_dir: Path | None = None)
 
 def parse_model_reference(text: str) -> tuple[str, str | None]:
     """``azureml:name:version``, ``name:version``, ``name@latest`` or ``name`` -> (name, version)."""
+    return parse_reference(text, "model")
+
+
+# -- environment --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnvironmentSpec:
+    """Azure's environment YAML: ``name``, ``version``, ``image``, ``conda_file``, ``build`` ..."""
+
+    name: str
+    version: str | None
+    image: str | None = None
+    conda_file: Path | None = None
+    """A conda file's path; ``conda_inline`` holds one given as a mapping instead."""
+    conda_inline: dict[str, Any] | None = None
+    build_path: Path | None = None
+    dockerfile_path: str = "Dockerfile"
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+    """``os_type``, ``inference_config``, ``properties``: kept as given."""
+    base_dir: Path | None = None
+    """Where the file is: local paths in an inline conda mapping are relative to it."""
+    notes: tuple[str, ...] = ()
+
+
+_ENVIRONMENT_KEPT = ("os_type", "inference_config", "properties")
+_ENVIRONMENT_IGNORED = {
+    "datastore": "the build folder is snapshotted to the flowport home; kept and ignored",
+    **dict.fromkeys(READ_ONLY, _READ_ONLY_NOTE),
+}
+
+
+def parse_environment(raw: Any, file: str | None = None, base_dir: Path | None = None) -> EnvironmentSpec:
+    r = _Reader(raw, file, "environment")
+    name, version = _name_and_version(r, raw, "environment")
+    image = r.string(raw, "image", "image")
+    conda = raw.get("conda_file")
+    conda_file, conda_inline = None, None
+    if isinstance(conda, dict):
+        conda_inline = to_plain(conda)
+    elif isinstance(conda, str):
+        conda_file = _local_path(conda, base_dir)
+    elif conda is not None:
+        r.error("conda_file", f"must be the path of a conda YAML file or its mapping, got {_kind(conda)}")
+    build = r.mapping(raw, "build", "build")
+    build_path = None
+    if "build" in raw:
+        r.unknown(build, {"path", "dockerfile_path"}, {}, "build.")
+        path_text = r.string(build, "path", "build.path")
+        if not path_text:
+            r.error("build.path", "is required: the folder holding the Dockerfile (the build context)")
+        else:
+            build_path = _local_path(path_text, base_dir)
+    dockerfile = r.string(build, "dockerfile_path", "build.dockerfile_path", "Dockerfile") or "Dockerfile"
+    if Path(dockerfile).is_absolute() or ".." in Path(dockerfile).parts:
+        r.error("build.dockerfile_path", f"{dockerfile!r} must be a path inside build.path")
+    if image is None and "build" not in raw:
+        r.error("image", "one of image or build is required (as Azure requires)")
+    if image is not None and "build" in raw:
+        r.error("build", "give image or build, not both (as Azure requires)")
+    if (conda_file or conda_inline) and image is None:
+        r.error("conda_file", "needs image (the base it is installed on, as Azure requires)")
+    extras = _extras(raw, _ENVIRONMENT_KEPT)
+    if "os_type" in raw:
+        extras["os_type"] = r.choice(raw, "os_type", "os_type", ("linux", "windows"), "linux")
+        if extras["os_type"] == "windows":
+            r.note("os_type", "windows: instances run on this machine's operating system; kept as a label")
+    if "inference_config" in raw:
+        r.note("inference_config", "instances serve flowport's routes (/score, /health); kept as a label")
+    r.unknown(
+        raw,
+        {"name", "version", "description", "tags", "image", "conda_file", "build", *_ENVIRONMENT_KEPT},
+        _ENVIRONMENT_IGNORED,
+        what="an environment",
+    )
+    description = r.string(raw, "description", "description", "") or ""
+    tags = r.string_map(raw, "tags", "tags")
+    r.done()
+    return EnvironmentSpec(
+        name=name,
+        version=version,
+        image=image,
+        conda_file=conda_file,
+        conda_inline=conda_inline,
+        build_path=build_path,
+        dockerfile_path=dockerfile,
+        description=description,
+        tags=tags,
+        extras=extras,
+        base_dir=base_dir,
+        notes=tuple(r.notes),
+    )
+
+
+def parse_reference(text: str, kind: str = "model") -> tuple[str, str | None]:
+    """``azureml:name:version``, ``name:version``, ``name@latest`` or ``name`` -> (name, version)."""
     ref = text.strip()
     if ref.startswith("azureml:"):
         ref = ref[len("azureml:") :]
     if ref.startswith("//") or "/" in ref:
         raise SpecError(
-            [Problem("InvalidField", f"model: {text!r} is not a model reference; use name:version")]
+            [Problem("InvalidField", f"{kind}: {text!r} is not a {kind} reference; use name:version")]
         )
     if "@" in ref:
         name, _, label = ref.partition("@")
         if label != "latest":
             raise SpecError(
-                [Problem("InvalidField", f"model: label {label!r} is not supported; use @latest")]
+                [Problem("InvalidField", f"{kind}: label {label!r} is not supported; use @latest")]
             )
         return name, None
     name, _, version = ref.partition(":")
@@ -605,6 +709,17 @@ class DeploymentSpec:
     """``code_configuration.scoring_script``: set, the deployment runs it (``init()``/``run()``)."""
     conda_file: Path | None = None
     """``environment.conda_file``: its pip packages go into the deployment's virtualenv."""
+    conda_inline: dict[str, Any] | None = None
+    """``environment.conda_file`` given as the conda mapping itself."""
+    base_dir: Path | None = None
+    """The deployment file's folder: an inline conda mapping's local paths are relative to it."""
+    build_path: Path | None = None
+    """``environment.build.path``: its requirements.txt and ``RUN pip install`` lines apply."""
+    dockerfile_path: str = "Dockerfile"
+    environment_ref: str | None = None
+    """``environment: azureml:name:version`` (or ``name@latest``): a registered environment."""
+    environment_where: str | None = None
+    """Where that reference is written (``file:line``), for the error when it does not exist."""
     extras: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
@@ -650,7 +765,7 @@ def parse_deployment(raw: Any, file: str | None = None, base_dir: Path | None = 
     endpoint_name = r.name(raw, "endpoint_name", "endpoint_name", required=False) or None
     code_path, scoring_script = _code_configuration(r, raw, base_dir)
     model_ref, model_path, model_properties = _model_field(r, raw, base_dir, scoring_script is None)
-    conda_file = _environment(r, raw, base_dir)
+    environment = _environment(r, raw, base_dir)
     settings = r.mapping(raw, "request_settings", "request_settings")
     if "max_queue_wait_ms" in settings:
         r.integer(settings, "max_queue_wait_ms", "request_settings.max_queue_wait_ms", 500, 1, 2**31 - 1)
@@ -698,7 +813,7 @@ def parse_deployment(raw: Any, file: str | None = None, base_dir: Path | None = 
         data_collector=collector,
         code_path=code_path,
         scoring_script=scoring_script,
-        conda_file=conda_file,
+        **environment,
         extras=_deployment_extras(r, raw),
     )
     if spec.instance_type:
@@ -842,28 +957,48 @@ _ENVIRONMENT_FIELDS = {
 }  # fmt: skip
 
 
-def _environment(r: _Reader, raw: Mapping[str, Any], base_dir: Path | None) -> Path | None:
-    """``environment``: its ``conda_file`` is applied; an image, a build or a reference is a note."""
+def _environment(r: _Reader, raw: Mapping[str, Any], base_dir: Path | None) -> dict[str, Any]:
+    """``environment``: a registered one by reference, or inline: its ``conda_file`` and ``build``
+    apply (a local process takes their pip packages); ``image`` is a label."""
     environment = raw.get("environment")
     if environment is None:
-        return None
+        return {}
     if isinstance(environment, str):
-        r.note(
-            "environment", f"{environment!r}: instances run from flowport's own environment; kept as a label"
-        )
-        return None
+        try:
+            name, version = parse_reference(environment, "environment")
+        except SpecError as exc:
+            r.error("environment", exc.problems[0].message.removeprefix("environment: "))
+            return {}
+        line = r.line("environment")
+        where = f"{r.file}:{line}" if r.file and line else r.file or (f"line {line}" if line else None)
+        return {"environment_ref": f"{name}:{version}" if version else name, "environment_where": where}
     data = r.mapping(raw, "environment", "environment")
-    unapplied = [key for key in ("image", "build", "inference_config", "os_type") if key in data]
+    unapplied = [key for key in ("image", "inference_config", "os_type") if key in data]
     if unapplied:
-        r.note("environment", f"{', '.join(unapplied)}: instances run as local processes; kept and ignored")
+        r.note("environment", f"{', '.join(unapplied)}: instances run as local processes; kept as labels")
     r.unknown(data, _ENVIRONMENT_FIELDS, {}, "environment.")
+    found: dict[str, Any] = {}
+    build = r.mapping(data, "build", "environment.build")
+    if build:
+        r.unknown(build, {"path", "dockerfile_path"}, {}, "environment.build.")
+        path = r.string(build, "path", "environment.build.path")
+        dockerfile = r.string(build, "dockerfile_path", "environment.build.dockerfile_path", "Dockerfile")
+        if not path:
+            r.error("environment.build.path", "is required: the folder holding the Dockerfile")
+        elif dockerfile and (Path(dockerfile).is_absolute() or ".." in Path(dockerfile).parts):
+            r.error("environment.build.dockerfile_path", f"{dockerfile!r} must be a path inside build.path")
+        else:
+            found["build_path"] = _local_path(path, base_dir)
+            found["dockerfile_path"] = dockerfile or "Dockerfile"
     conda = data.get("conda_file")
     if conda is None:
-        return None
+        return found
+    if isinstance(conda, dict):  # the conda file's content, inline (as Azure takes it)
+        return {**found, "conda_inline": to_plain(conda), "base_dir": base_dir}
     if not isinstance(conda, str):
-        r.error("environment.conda_file", f"must be the path of a conda YAML file, got {_kind(conda)}")
-        return None
-    return _local_path(conda, base_dir)
+        r.error("environment.conda_file", f"must be a conda YAML file's path or mapping, got {_kind(conda)}")
+        return found
+    return {**found, "conda_file": _local_path(conda, base_dir)}
 
 
 def _model_field(

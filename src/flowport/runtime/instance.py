@@ -61,7 +61,9 @@ def create_app() -> ScoringApp | ScriptApp:
     settings = ServeSettings.from_env()
     if config.scoring_script:  # init() runs when the server starts (the app's lifespan)
         script = UserScript.load(Path(config.source), config.scoring_script)
-        return ScriptApp(script, settings, name=config.name or None)
+        script_app = ScriptApp(script, settings, name=config.name or None)
+        start_tracing(config, script_app)
+        return script_app
     executor = load_executor(
         config.source,
         connections=ConnectionResolver(StaticConnections.from_rows(config.connections)),
@@ -74,7 +76,7 @@ def create_app() -> ScoringApp | ScriptApp:
     return app
 
 
-def start_tracing(config: InstanceConfig, app: ScoringApp) -> Tracing | None:
+def start_tracing(config: InstanceConfig, app: ScoringApp | ScriptApp) -> Tracing | None:
     """Trace with the deployment's identity on every span, its secret values scrubbed."""
     secrets = {
         str(config.environment_variables[name])

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from flowport import __version__
+from flowport import __version__, tracing
 from flowport.engine.inline import InlinePolicy
 from flowport.request_ids import client_request_id
 from flowport.request_ids import request_id as accepted_request_id
@@ -40,6 +40,10 @@ from flowport.serving.limits import ConcurrencyLimit, Overloaded
 from flowport.serving.metrics import CONTENT_TYPE, InstanceMetrics
 from flowport.serving.settings import ServeSettings
 from flowport.serving.user_script import FAILED_TO_START, InputMode, ScriptError, UserScript, describe
+from flowport.tracing.propagation import HEADER as TRACEPARENT
+from flowport.tracing.propagation import parse as parse_traceparent
+from flowport.tracing.propagation import traceparent
+from flowport.tracing.spans import Span
 
 RUN_FAILED = "An unexpected error occurred in scoring script. Check the logs for more info."
 _END = object()
@@ -201,10 +205,12 @@ class ScriptApp:
             result = await result
         return result
 
-    def _run_failed(self, exc: BaseException, request_id: str) -> None:
+    def _run_failed(self, exc: BaseException, request_id: str, span: Span | None = None) -> None:
         """One line in the log: where the script failed and why (the client gets Azure's message)."""
-        line = f"run() failed for request {request_id} at {describe(exc, self.script.folder)}"
-        print(line, file=sys.stderr, flush=True)
+        where = describe(exc, self.script.folder)
+        print(f"run() failed for request {request_id} at {where}", file=sys.stderr, flush=True)
+        if span is not None:
+            tracing.fail(span, exc, f"run() failed at {where}")
         self.metrics.child(self.metrics.errors, "RunFunctionFailed").inc()
 
     # -- routes ---------------------------------------------------------------------------
@@ -215,11 +221,14 @@ class ScriptApp:
         request_id = headers["x-request-id"]
         status = 200
         streaming = False
+        span = self._start_span(request, request_id, headers) if tracing.enabled() else None
         try:
             if request.method == "OPTIONS":
                 return Response(b"", 200, headers)
             try:
                 body = await read_body(request, self.settings.max_body_bytes)
+                if span is not None and tracing.capture_content():
+                    span.attributes["flowport.inputs"] = tracing.content(body.decode("utf-8", "replace"))
                 arguments = self._arguments(request, body)
             except BodyTooLarge:
                 status = 413
@@ -250,10 +259,10 @@ class ScriptApp:
             except Exception as exc:
                 await self.limit.__aexit__()
                 status = 500
-                self._run_failed(exc, request_id)
+                self._run_failed(exc, request_id, span)
                 return _message(500, RUN_FAILED, headers, failed=True)
             headers["x-ms-run-fn-exec-ms"] = f"{(time.perf_counter() - ran) * 1000:.3f}"
-            response = self._answer(result, headers, started, request_id)
+            response = self._answer(result, headers, started, request_id, span)
             if isinstance(response, StreamingResponse):
                 streaming = True
             else:
@@ -262,16 +271,35 @@ class ScriptApp:
             return response
         finally:
             if not streaming:
-                self.finish_request(status, started, request_id)
+                self.finish_request(status, started, request_id, span=span)
 
-    def _answer(self, result: Any, headers: dict[str, str], started: float, request_id: str) -> Response:
+    def _start_span(self, request: Request, request_id: str, headers: dict[str, str]) -> Span | None:
+        """The request's span, child of the caller's ``traceparent`` (the gateway's); the answer
+        names it in its own ``traceparent``."""
+        attributes = {
+            "flowport.span_type": "scoring_script",
+            "flowport.flow": self.name,
+            "flowport.run_id": request_id,
+            "flowport.request_id": request_id,
+            "flowport.scoring_script": self.script.name,
+            "http.request.method": request.method,
+        }
+        parent = parse_traceparent(request.headers.get(TRACEPARENT))
+        span = tracing.start(self.name, attributes, tracing.SERVER, parent)
+        if span is not None:
+            headers[TRACEPARENT] = traceparent(span)
+        return span
+
+    def _answer(
+        self, result: Any, headers: dict[str, str], started: float, request_id: str, span: Span | None = None
+    ) -> Response:
         """The response for what ``run()`` returned; a stream holds the slot until it ends."""
         if _is_response(result):
-            return self._relay(result, headers, started, request_id)
+            return self._relay(result, headers, started, request_id, span)
         if inspect.isgenerator(result) or inspect.isasyncgen(result):
             headers = {**headers, "x-ms-run-function-failed": "False"}
             return StreamingResponse(
-                self._stream(result, started, request_id, 200, raw=False),
+                self._stream(result, started, request_id, 200, raw=False, span=span),
                 media_type="text/event-stream",
                 headers=headers,
             )
@@ -281,10 +309,16 @@ class ScriptApp:
             self.metrics.child(self.metrics.errors, "RunFunctionFailed").inc()
             message = f"run() returned a {type(result).__name__}, which is not JSON"
             print(f"{message} (request {request_id})", file=sys.stderr, flush=True)
+            if span is not None:
+                tracing.fail(span, None, message)
             return _message(500, RUN_FAILED, headers, failed=True)
+        if span is not None and tracing.capture_content():
+            span.attributes["flowport.output"] = tracing.content(result)
         return Response(payload, 200, {**headers, "x-ms-run-function-failed": "False"}, "application/json")
 
-    def _relay(self, result: Any, headers: dict[str, str], started: float, request_id: str) -> Response:
+    def _relay(
+        self, result: Any, headers: dict[str, str], started: float, request_id: str, span: Span | None = None
+    ) -> Response:
         """An ``AMLResponse``: its status, headers and body as given (a 5xx marks the run failed)."""
         status = int(result.status_code)
         failed = status >= 500
@@ -298,7 +332,7 @@ class ScriptApp:
             self.metrics.child(self.metrics.errors, "RunFunctionFailed").inc()
         response: Response
         if getattr(result, "is_streamed", False):
-            source = self._stream(result.response, started, request_id, status, raw=True)
+            source = self._stream(result.response, started, request_id, status, raw=True, span=span)
             response = StreamingResponse(source, status)
         else:
             data = result.get_data()
@@ -308,7 +342,7 @@ class ScriptApp:
         return response
 
     async def _stream(
-        self, source: Any, started: float, request_id: str, status: int, raw: bool
+        self, source: Any, started: float, request_id: str, status: int, raw: bool, span: Span | None = None
     ) -> AsyncIterator[bytes]:
         """The chunks of a generator (sync ones pulled in the thread pool) or a streamed response."""
         encode = (lambda item: item.encode() if isinstance(item, str) else bytes(item)) if raw else _sse
@@ -321,12 +355,12 @@ class ScriptApp:
                 yield encode(item)
         except Exception as exc:  # the status is sent: an error event ends the answer
             status = 500
-            self._run_failed(exc, request_id)
+            self._run_failed(exc, request_id, span)
             if not raw:
                 yield b"event: error\ndata: " + orjson.dumps({"message": RUN_FAILED}) + b"\n\n"
         finally:
             await self.limit.__aexit__()
-            self.finish_request(status, started, request_id, streamed=True)
+            self.finish_request(status, started, request_id, streamed=True, span=span)
 
     async def _items(self, source: Any) -> AsyncIterator[Any]:
         if hasattr(source, "__aiter__"):
@@ -338,8 +372,15 @@ class ScriptApp:
         while (item := await loop.run_in_executor(self.threads, next, iterator, _END)) is not _END:
             yield item
 
-    def finish_request(self, status: int, started: float, request_id: str, streamed: bool = False) -> None:
+    def finish_request(
+        self, status: int, started: float, request_id: str, streamed: bool = False, span: Span | None = None
+    ) -> None:
         elapsed = time.perf_counter() - started
+        if span is not None:
+            span.attributes["http.response.status_code"] = status
+            if (status >= 500 or status == 408) and span.status != "ERROR":
+                tracing.fail(span, None, f"HTTP {status}")
+            span.end()
         metrics = self.metrics
         metrics.child(metrics.requests, "score", str(status)).inc()
         metrics.child(metrics.latency, "score", "last").observe(elapsed)

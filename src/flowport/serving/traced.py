@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO
 
 from flowport.serving.app import ScoringApp
+from flowport.serving.script_app import ScriptApp
 from flowport.tracing.setup import Tracing, configure
 
 TRACE_FD_ENV = "FLOWPORT_TRACE_FD"
@@ -28,7 +29,7 @@ def _builtin_file(environ: Mapping[str, str]) -> BinaryIO | None:
 
 
 def trace_app(
-    app: ScoringApp,
+    app: ScoringApp | ScriptApp,
     service: str,
     resource: Mapping[str, Any] | None = None,
     scrub: Callable[[str], str] | None = None,

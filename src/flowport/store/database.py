@@ -10,7 +10,7 @@ from sqlalchemy.exc import DBAPIError
 
 DATABASE_URL_ENV = "FLOWPORT_DATABASE_URL"
 _MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 """The newest migration; a test keeps it equal to the scripts' head."""
 
 

@@ -34,15 +34,20 @@ def _updated() -> Column:
     return Column("updated_at", DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow)
 
 
-models = Table(
-    "models",
-    metadata,
-    Column("name", String(255), primary_key=True),
-    Column("version", String(64), primary_key=True),
-    Column("document", Text, nullable=False),
-    Column("archived", Boolean, nullable=False, default=False),
-    _created(),
-)
+def _versioned(name: str) -> Table:
+    """A table of immutable versions: (name, version) -> JSON document, archived flag."""
+    return Table(
+        name,
+        metadata,
+        Column("name", String(255), primary_key=True),
+        Column("version", String(64), primary_key=True),
+        Column("document", Text, nullable=False),
+        Column("archived", Boolean, nullable=False, default=False),
+        _created(),
+    )
+
+
+models = _versioned("models")
 """A registered flow version; ``document`` is its JSON (snapshot path, hash, tags, properties)."""
 
 endpoints = Table(
@@ -75,6 +80,9 @@ operations = Table(
     _created(),
     _updated(),
 )
+
+environments = _versioned("environments")
+"""A registered environment version; ``document`` is its JSON (image, conda file, build snapshot)."""
 
 computes = Table(
     "computes",
