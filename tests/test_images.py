@@ -28,7 +28,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from flowport.connections import ConnectionResolver, ConnectionService
-from flowport.engine import FlowExecutor
+from flowport.engine import FlowExecutor, load_executor
 from flowport.engine.bulk import BulkRunner, read_jsonl
 from flowport.serving import ScoringApp, ServeSettings
 from flowport.testing.llm_server import LLMServer
@@ -334,6 +334,28 @@ def test_a_served_flow_reads_image_files_only_from_its_folder(
         inside = httpx.post(f"{server.url}/score", json={"image": "red.png"}, timeout=30)
         assert inside.status_code == 200, inside.text
         assert inside.json()["image"] == {"data:image/png;base64": base64.b64encode(RED).decode()}
+    finally:
+        server.stop()
+        executor.close()
+
+
+def test_a_served_prompty_reads_image_files_only_from_its_folder(
+    openai_connection: ConnectionService, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(RED)
+    executor = load_executor(FLOWS / "prompty_image", connections=ConnectionResolver(openai_connection))
+    server = ThreadedServer(ScoringApp(executor, ServeSettings.from_env({})), lifespan="on").start()
+    try:
+        for path in (str(secret), "../image_flow/red.png"):
+            answer = httpx.post(
+                f"{server.url}/score", json={"picture": f"data:image/png;path: {path}"}, timeout=30
+            )
+            assert answer.status_code == 400, answer.text
+            assert "is outside the flow folder" in answer.json()["error"]["message"]
+        inside_path = {"picture": "data:image/png;path: red.png"}
+        inside = httpx.post(f"{server.url}/score", json=inside_path, timeout=30)
+        assert inside.status_code == 200, inside.text
     finally:
         server.stop()
         executor.close()

@@ -251,15 +251,16 @@ def has_media_dict(value: Any) -> bool:
 _PROMPTY_IMAGE = re.compile(r"^data:image/(.*);(path|base64|url):\s*(.*)$")
 
 
-def prompty_image(value: Any, folder: Path) -> Any:
+def prompty_image(value: Any, folder: Path, confine: bool = False) -> Any:
     """A prompty input as prompt flow reads it: ``"data:image/png;path: x.png"`` (relative to the
-    prompty's ``folder``), ``";base64: ..."`` or ``";url: ..."`` is an Image, anything else stays."""
+    prompty's ``folder``; with ``confine``, only inside it), ``";base64: ..."`` or ``";url: ..."``
+    is an Image, anything else stays."""
     match = _PROMPTY_IMAGE.match(value) if isinstance(value, str) else None
     if match is None:
         return value
     mime_type, resource, data = f"image/{match.group(1)}", match.group(2), match.group(3)
     if resource == "path":
-        return _from_file(folder, data, mime_type)
+        return _from_file(folder, data, mime_type, confine)
     if resource == "base64":
         return _from_base64(data, mime_type)
     return fetch_image(data, mime_type)
