@@ -18,6 +18,10 @@ from flowport.control.errors import ApiError
 from flowport.control.specs import parse_deployment
 from flowport.control.traces import TraceQuery, TraceStore
 from flowport.engine import FlowExecutor, load_executor
+from flowport.runtime.base import InstanceConfig
+from flowport.runtime.instance import start_tracing
+from flowport.runtime.local.logs import masking
+from flowport.serving import ScoringApp
 from flowport.testing.llm_server import LLMServer
 from flowport.testing.threaded_server import ThreadedServer
 from flowport.tracing.setup import Tracing, configure
@@ -508,3 +512,47 @@ def test_a_bulk_run_traces_every_line_and_trace_list_reads_the_file(tmp_path: Pa
     ]  # fmt: skip
     missing = flowport("trace", "show", "0" * 32, "--file", str(kept), home=home)
     assert missing.returncode == 1 and "no trace" in missing.stderr and "Traceback" not in missing.stderr
+
+
+async def test_spans_exported_over_otlp_are_scrubbed_of_secrets(
+    tmp_path: Path, llm_server: LLMServer, receiver: tuple[OTLPReceiver, str]
+) -> None:
+    app, url = receiver
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": url, "FLOWPORT_TRACE_CONTENT": "true"}
+    tracing = configure("otlp-test", environ, scrub=masking({"s3cr3t-value"}))
+    assert tracing is not None and tracing.exporters == ["otlp-http"]
+    executor = chat_executor(tmp_path, llm_server)
+    try:
+        assert (await executor.run_line({"question": "say s3cr3t-value"})).ok
+    finally:
+        executor.close()
+        tracing.shutdown()
+    values = [str(v) for _, span in app.spans for v in attributes(span).values()]
+    assert any("say ******" in v for v in values), values
+    assert not any("s3cr3t-value" in v for v in values)
+
+
+async def test_an_instance_scrubs_secrets_that_json_escapes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A secret with a quote or a backslash is masked in the span file, where it is JSON-escaped."""
+    path = tmp_path / "spans.jsonl"
+    monkeypatch.setenv("FLOWPORT_TRACE_FILE", str(path))
+    monkeypatch.setenv("FLOWPORT_TRACE_CONTENT", "true")
+    secret = 'pa"ss\\word-42'
+    config = InstanceConfig(
+        source=str(FLOWS / "three_node_python"),
+        environment_variables={"DB_PASSWORD": secret},
+        secret_variables=("DB_PASSWORD",),
+    )
+    executor = FlowExecutor.load(FLOWS / "three_node_python")
+    tracing = start_tracing(config, ScoringApp(executor))
+    assert tracing is not None
+    try:
+        assert (await executor.run_line({"text": f"x {secret}"})).ok
+    finally:
+        executor.close()
+        tracing.shutdown()
+    text = path.read_text()
+    assert "x ******" in text
+    assert "ss\\\\word" not in text and "ss\\\\\\\\word" not in text
