@@ -556,3 +556,45 @@ async def test_an_instance_scrubs_secrets_that_json_escapes(
     text = path.read_text()
     assert "x ******" in text
     assert "ss\\\\word" not in text and "ss\\\\\\\\word" not in text
+
+
+def test_the_store_takes_only_well_formed_spans_and_the_instances_own_identity(tmp_path: Path) -> None:
+    """Flow code can write to its instance's span file: a malformed span is skipped (never a 500),
+    and a span cannot claim another endpoint or deployment than the file's."""
+    folder = tmp_path / "logs" / "ep" / "blue"
+    folder.mkdir(parents=True)
+    now = time.time()
+    good = json.loads(span_line("a" * 32, now))
+    claimed = {"flowport.endpoint": "other", "flowport.deployment": "green", "flowport.request_id": "r"}
+    good["attributes"] = claimed
+    bad = [
+        {"trace_id": "b" * 32, "span_id": "1" * 16},  # no times
+        {**good, "trace_id": "c" * 32, "start": "yesterday"},
+        {**good, "trace_id": "d" * 32, "attributes": ["x"]},
+        {**good, "trace_id": "e" * 32, "events": "x"},
+        {**good, "trace_id": "f" * 32, "span_id": 7},
+        [1, 2],
+    ]
+    lines = [json.dumps(span).encode() + b"\n" for span in [good, *bad]]
+    (folder / "i1.traces.jsonl").write_bytes(b"".join(lines))
+    store = TraceStore(tmp_path / "logs")
+    [listed] = store.list()
+    assert (listed["trace_id"], listed["endpoint"], listed["deployment"]) == ("a" * 32, "ep", "blue")
+    assert store.list(TraceQuery(endpoint="other")) == []
+    assert store.get("a" * 32)["spans"][0]["attributes"]["flowport.request_id"] == "r"
+
+
+def test_the_store_reads_at_most_its_limit_of_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file that grew past the read limit (flow code writing to it) costs the store only its tail."""
+    import flowport.control.traces as traces
+
+    now = time.time()
+    lines = [span_line(f"{i:032x}", now - 10 + i) for i in range(1, 6)]
+    monkeypatch.setattr(traces, "MAX_READ", len(lines[-1]) + 10)
+    path = tmp_path / "spans.jsonl"
+    path.write_bytes(b"".join(lines))
+    store = TraceStore(path)
+    assert [t["trace_id"] for t in store.list()] == [f"{5:032x}"]
+    with open(path, "ab") as file:
+        file.write(span_line(f"{6:032x}", now))
+    assert [t["trace_id"] for t in store.list()] == [f"{6:032x}", f"{5:032x}"]
