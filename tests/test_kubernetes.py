@@ -636,6 +636,24 @@ def test_a_routes_file_that_breaks_keeps_the_last_good_table(tmp_path: Path) -> 
     assert app.routing.upstreams == {"blue": ["http://b:8080"]}
 
 
+def test_a_key_file_that_cannot_be_read_is_one_line_and_keeps_the_last_good_keys(tmp_path: Path) -> None:
+    from flowport.dataplane.standalone import RoutesError, StandaloneGateway
+
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "primary").write_bytes(b"\xff\xfe not text")
+    routes = tmp_path / "routes.json"
+    table = {"endpoint": {"name": "shop", "traffic": {"blue": 100}}, "upstreams": {"blue": ["http://b:8080"]}}
+    routes.write_text(json.dumps(table))
+    with pytest.raises(RoutesError, match="primary"):
+        StandaloneGateway(routes, keys)
+    (keys / "primary").write_text("primary-key-0123456789\n")
+    app = StandaloneGateway(routes, keys)
+    (keys / "secondary").write_bytes(b"\xff")
+    app._tick()  # the watcher's check: logs and keeps the table (it must not raise: the watcher would die)
+    assert len(app.routing.route.key_digests) == 1
+
+
 def test_upstream_names_resolve_to_every_address() -> None:
     """A headless Service's name gives its ready pods; here ``localhost`` gives the loopback address."""
     from flowport.dataplane.standalone import resolve
