@@ -60,6 +60,8 @@ def read_specs(path: Path) -> list[tuple[Path, dict[str, Any]]]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ContainerError(f"cannot read connections file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ContainerError(f"connections file {path} is not UTF-8 text: mount connection YAML") from None
     except yaml.YAMLError as exc:
         raise ContainerError(f"connections file {path} is not valid YAML: {exc}") from None
     items = data if isinstance(data, list) else [data]
