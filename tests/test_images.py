@@ -34,7 +34,13 @@ from flowport.serving import ScoringApp, ServeSettings
 from flowport.testing.llm_server import LLMServer
 from flowport.testing.threaded_server import ThreadedServer
 from flowport.tools.compat import SHIM_ROOT
-from flowport.tools.multimedia import ALLOW_PRIVATE_ENV, Image, guess_image_mime
+from flowport.tools.multimedia import (
+    ALLOW_PRIVATE_ENV,
+    Image,
+    InvalidImageInput,
+    fetch_image,
+    guess_image_mime,
+)
 from tests.conftest import FLOWS
 from tests.test_cli import flowport
 from tests.test_prompt_flow_parity import line_statuses
@@ -359,3 +365,29 @@ def test_a_served_prompty_reads_image_files_only_from_its_folder(
     finally:
         server.stop()
         executor.close()
+
+
+def test_an_image_url_whose_name_rebinds_to_a_private_address_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DNS rebinding: the name answers a public address to the guard, then loopback to the fetch.
+    No DNS server here can do that, so ``getaddrinfo`` answers as one would."""
+    import socket
+
+    host = _image_host()
+    port = int(host.url.rsplit(":", 1)[1])
+    real = socket.getaddrinfo
+    answers = iter(["93.184.216.34"])  # public the first time, loopback after
+
+    def rebinding(name: Any, *args: Any, **kwargs: Any) -> Any:
+        if name != "rebind.test":
+            return real(name, *args, **kwargs)
+        address = next(answers, "127.0.0.1")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    try:
+        with pytest.raises(InvalidImageInput, match="Failed to fetch image from URL"):
+            fetch_image(f"http://rebind.test:{port}/red.png")
+    finally:
+        host.stop()

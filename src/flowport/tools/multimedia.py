@@ -8,8 +8,9 @@ holding images are written the three ways prompt flow writes them: files and
 ...}`` (served answers) or ``"Image(<hash>)"`` text (run records).
 
 URLs are fetched only from public addresses (loopback, private, link-local and reserved ranges
-are refused, at every redirect), as prompt flow's own guard does; ``FLOWPORT_IMAGE_URL_ALLOW_PRIVATE``
-lifts that for private networks one trusts.
+are refused, at every redirect), as prompt flow's own guard does, and nothing is read from a
+connection whose peer is not public (a name that resolves again to another address).
+``FLOWPORT_IMAGE_URL_ALLOW_PRIVATE`` lifts that for private networks one trusts.
 """
 
 from __future__ import annotations
@@ -270,25 +271,43 @@ def is_prompty_image(value: Any) -> bool:
     return isinstance(value, str) and value.startswith("data:image/") and bool(_PROMPTY_IMAGE.match(value))
 
 
+def _private_allowed() -> bool:
+    return os.environ.get(ALLOW_PRIVATE_ENV, "").lower() in ("1", "true", "yes")
+
+
+def _public_address(text: str) -> bool:
+    """Whether an address (as a socket gives it) may be fetched from."""
+    try:
+        address = ipaddress.ip_address(str(text).split("%")[0])
+    except ValueError:
+        return False
+    address = getattr(address, "ipv4_mapped", None) or address
+    return not (
+        not address.is_global
+        or address.is_multicast
+        or any(address in network for network in _DENIED if network.version == address.version)
+    )
+
+
 def _public(host: str) -> bool:
     """Whether every address ``host`` resolves to may be fetched from."""
-    if os.environ.get(ALLOW_PRIVATE_ENV, "").lower() in ("1", "true", "yes"):
+    if _private_allowed():
         return True
     try:
         infos = socket.getaddrinfo(host, None)
     except (OSError, UnicodeError):
         return False
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-        mapped = getattr(address, "ipv4_mapped", None)
-        address = mapped or address
-        if (
-            not address.is_global
-            or address.is_multicast
-            or any(address in network for network in _DENIED if network.version == address.version)
-        ):
-            return False
-    return bool(infos)
+    return bool(infos) and all(_public_address(info[4][0]) for info in infos)
+
+
+def _connected_public(response: httpx.Response) -> bool:
+    """Whether the address the answer came from is public: the name may have resolved to another
+    address for the connection than for ``_public`` (DNS rebinding)."""
+    if _private_allowed():
+        return True
+    stream = response.extensions.get("network_stream")
+    peer = stream.get_extra_info("server_addr") if stream is not None else None
+    return isinstance(peer, tuple) and bool(peer) and _public_address(peer[0])
 
 
 def fetch_image(url: str, mime_type: str | None = None) -> Image:
@@ -302,6 +321,8 @@ def fetch_image(url: str, mime_type: str | None = None) -> Image:
                 raise refused
             try:
                 with client.stream("GET", target) as response:
+                    if not _connected_public(response):  # nothing of its answer is read
+                        raise refused
                     if response.is_redirect:
                         target = urljoin(target, response.headers.get("location", ""))
                         continue
