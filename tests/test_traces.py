@@ -242,6 +242,11 @@ def test_one_trace_from_the_client_through_the_gateway_to_the_instance(home: Pat
         assert node["attributes"]["flowport.endpoint"] == "traced"
         assert "flowport.inputs" not in line["attributes"]  # no data capture: no inputs kept
 
+        # anyone can send these: they make no trace (the store keeps a bounded number of them)
+        for path, key in (("/endpoints/traced/score", "wrong"), ("/endpoints/nowhere/score", "k")):
+            headers = {"authorization": f"Bearer {key}", "x-request-id": "refused"}
+            refused = fp.http.post(f"{fp.url}{path}", json={}, headers=headers)
+            assert refused.status_code in (401, 404)
         failed = fp.score("traced", {"fail": True}, **{"x-request-id": "trace-fail"})
         assert failed.status_code == 424
         trace = wait_for_trace(fp, "trace-fail", 3)
@@ -253,6 +258,7 @@ def test_one_trace_from_the_client_through_the_gateway_to_the_instance(home: Pat
         assert "flowport_gateway_trace_spans_dropped_total 0.0" in metrics
         listed = fp.cli("trace", "list", "--endpoint", "traced", "-o", "json").stdout
         assert {t["request_id"] for t in json.loads(listed)} == {"trace-me", "trace-fail"}
+        assert fp.ok("GET", "/traces", params={"request_id": "refused"})["value"] == []
         shown = fp.cli("trace", "show", "trace-fail").stdout
         assert "answer" in shown and "Failed" in shown
 
