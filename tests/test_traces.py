@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -604,3 +605,43 @@ def test_the_store_reads_at_most_its_limit_of_a_file(tmp_path: Path, monkeypatch
     with open(path, "ab") as file:
         file.write(span_line(f"{6:032x}", now))
     assert [t["trace_id"] for t in store.list()] == [f"{6:032x}", f"{5:032x}"]
+
+
+def test_worker_processes_never_write_spans_to_a_descriptor_they_did_not_inherit(tmp_path: Path) -> None:
+    """With several workers, the trace file's descriptor number means something else in a worker
+    (here: its stderr, the instance log); a worker must not write spans to it."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    config = InstanceConfig(source=str(FLOWS / "three_node_python"))
+    log = tmp_path / "instance.log"
+    env = {**os.environ, "FLOWPORT_TRACE_FD": "2", "PROMPTFLOW_WORKER_NUM": "2"}
+    with open(log, "wb") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "flowport.runtime.instance", "--port", str(port)],
+            stdin=subprocess.PIPE, stderr=err, env=env,
+        )  # fmt: skip
+        assert process.stdin is not None
+        process.stdin.write(json.dumps(config.to_json()).encode())
+        process.stdin.close()
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.05)
+            for n in range(6):
+                answer = httpx.post(f"http://127.0.0.1:{port}/score", json={"text": f"w {n}"})
+                assert answer.status_code == 200
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(20)  # each worker exports what it has queued as it exits
+    assert '"trace_id"' not in log.read_text()

@@ -25,7 +25,7 @@ from flowport.runtime.local.logs import masking
 from flowport.serving import ScoringApp, ServeSettings
 from flowport.serving.script_app import ScriptApp
 from flowport.serving.server import run
-from flowport.serving.traced import trace_app
+from flowport.serving.traced import TRACE_FD_ENV, trace_app
 from flowport.serving.user_script import FAILED_TO_START, ScriptError, UserScript
 from flowport.tracing.setup import Tracing
 
@@ -125,6 +125,8 @@ def serve(config: InstanceConfig, *, host: str = "127.0.0.1", port: int = 0, uds
     else:
         message = f"instance ready to serve {app.name} ({workers} worker(s))"
     print(message, file=sys.stderr, flush=True)
+    if workers > 1:  # a worker does not inherit the trace file's descriptor: its number is another file
+        os.environ.pop(TRACE_FD_ENV, None)
     target = "flowport.runtime.instance:create_app" if workers > 1 else app
     run(target, host=host, port=port, uds=uds, workers=workers)
 
