@@ -72,6 +72,8 @@ BLUE = {
         "COLOR": "blue",
         "API_TOKEN": TOKEN_VALUE,  # secret by its name
         "SALT": SALT_VALUE,  # secret because it is marked
+        "UPSTREAM": "${{azureml://connections/shop_conn/credentials/key}}",  # a secret, by reference
+        "WHERE": "${{azureml://connections/shop_conn/metadata/region}}",
     },
     "secret_environment_variables": ["SALT"],
     "request_settings": {"request_timeout_ms": 7000, "max_concurrent_requests_per_instance": 4},
@@ -194,6 +196,11 @@ def test_secrets_appear_only_in_secret_objects(exported: Path, shop: tuple[Flowp
     assert env["COLOR"]["value"] == "blue"
     assert env["API_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "shop-blue-env", "key": "API_TOKEN"}
     assert env["SALT"]["valueFrom"]["secretKeyRef"] == {"name": "shop-blue-env", "key": "SALT"}
+    # connection references are resolved as the local instances see them; a credential stays secret
+    assert env["UPSTREAM"]["valueFrom"]["secretKeyRef"] == {"name": "shop-blue-env", "key": "UPSTREAM"}
+    assert env["WHERE"]["value"] == "west"
+    variables = by_kind(blue, "Secret", "shop-blue-env")["data"]
+    assert base64.b64decode(variables["UPSTREAM"]).decode() == CONNECTION_SECRET
     connections = by_kind(blue, "Secret", "shop-blue-connections")
     assert list(connections["data"]) == ["shop_conn.yaml"]  # one <name>.yaml per connection
     handed = yaml.safe_load(base64.b64decode(connections["data"]["shop_conn.yaml"]))
