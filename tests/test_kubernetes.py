@@ -792,3 +792,24 @@ def test_the_exported_deployment_runs_the_built_image_under_podman(
         stopped = remove_container(name, containers)
     assert stopped.returncode == 0, stopped.stderr
     assert subprocess.run([*PODMAN, "container", "exists", name], env=containers).returncode == 1
+
+
+def test_manifests_are_never_written_through_a_link_or_into_a_file(tmp_path: Path) -> None:
+    """They hold Secrets: a link planted where a manifest goes is refused, not followed, and a
+    folder that cannot be written is one line, never a traceback."""
+    from flowport.build.kubernetes import ExportError, write_manifests
+
+    objects = {"shop.yaml": [{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "k"}}]}
+    out = tmp_path / "out"
+    out.mkdir()
+    elsewhere = tmp_path / "elsewhere.yaml"
+    elsewhere.write_text("")
+    elsewhere.chmod(0o644)
+    (out / "shop.yaml").symlink_to(elsewhere)
+    with pytest.raises(ExportError, match=r"shop\.yaml: it is a link"):
+        write_manifests(objects, out)
+    assert elsewhere.read_text() == "" and stat.S_IMODE(elsewhere.stat().st_mode) == 0o644
+    taken = tmp_path / "a-file"
+    taken.write_text("x")
+    with pytest.raises(ExportError, match="a-file"):
+        write_manifests(objects, taken)
