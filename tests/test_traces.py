@@ -645,3 +645,32 @@ def test_worker_processes_never_write_spans_to_a_descriptor_they_did_not_inherit
             process.send_signal(signal.SIGTERM)
             process.wait(20)  # each worker exports what it has queued as it exits
     assert '"trace_id"' not in log.read_text()
+
+
+async def test_a_secret_cut_by_the_content_limit_is_masked_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Content is cut at 32 KiB: a secret that straddles the cut leaves a prefix, masked as well."""
+    from flowport.tracing.spans import CONTENT_LIMIT
+
+    path = tmp_path / "spans.jsonl"
+    monkeypatch.setenv("FLOWPORT_TRACE_FILE", str(path))
+    monkeypatch.setenv("FLOWPORT_TRACE_CONTENT", "true")
+    secret = "Zq8-secret-value-77"
+    config = InstanceConfig(
+        source=str(FLOWS / "three_node_python"),
+        environment_variables={"DB_PASSWORD": secret},
+        secret_variables=("DB_PASSWORD",),
+    )
+    text = "a" * (CONTENT_LIMIT - len('{"text":"') - 8) + secret  # the cut keeps its first 8 characters
+    executor = FlowExecutor.load(FLOWS / "three_node_python")
+    tracing = start_tracing(config, ScoringApp(executor))
+    assert tracing is not None
+    try:
+        assert (await executor.run_line({"text": text})).ok
+    finally:
+        executor.close()
+        tracing.shutdown()
+    written = path.read_text()
+    assert "aaa******..." in written
+    assert secret[:8] not in written

@@ -15,19 +15,21 @@ import ctypes
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from flowport.connections import ConnectionResolver, ConnectionSpecError, StaticConnections
 from flowport.engine import load_executor
 from flowport.flow import FlowError
 from flowport.runtime.base import InstanceConfig
-from flowport.runtime.local.logs import masking
+from flowport.runtime.local.logs import MASK, MIN_MASKED, masking
 from flowport.serving import ScoringApp, ServeSettings
 from flowport.serving.script_app import ScriptApp
 from flowport.serving.server import run
 from flowport.serving.traced import TRACE_FD_ENV, trace_app
 from flowport.serving.user_script import FAILED_TO_START, ScriptError, UserScript
 from flowport.tracing.setup import Tracing
+from flowport.tracing.spans import CONTENT_LIMIT
 
 CONFIG_ENV = "FLOWPORT_INSTANCE_CONFIG"
 PR_SET_DUMPABLE = 4
@@ -93,7 +95,29 @@ def start_tracing(config: InstanceConfig, app: ScoringApp) -> Tracing | None:
         )
         if os.environ.get(variable)
     }
-    return trace_app(app, "flowport-instance", resource, masking(secrets))
+    return trace_app(app, "flowport-instance", resource, _span_scrub(secrets))
+
+
+def _span_scrub(secrets: set[str]) -> Callable[[str], str]:
+    """``masking(secrets)``, and for content cut at ``CONTENT_LIMIT`` (it ends ``...``) also the
+    part of a secret the cut left at its end."""
+    mask = masking(secrets)
+    kept = sorted((s for s in secrets if len(s) > MIN_MASKED), key=len, reverse=True)
+
+    def scrub(text: str) -> str:
+        text = mask(text)
+        if not kept or len(text) <= CONTENT_LIMIT or not text.endswith("..."):
+            return text
+        body = text[:-3]
+        for secret in kept:
+            cut = next(
+                (n for n in range(len(secret) - 1, MIN_MASKED - 1, -1) if body.endswith(secret[:n])), 0
+            )
+            if cut:
+                return body[:-cut] + MASK + "..."
+        return text
+
+    return scrub
 
 
 def main(argv: list[str] | None = None) -> None:
