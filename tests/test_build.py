@@ -285,6 +285,9 @@ def test_connections_come_from_templates_files_and_the_environment(tmp_path: Pat
     write_yaml(tmp_path / "bad.yaml", ["not a connection"])
     with pytest.raises(ContainerError, match="must hold a connection"):
         gather_connections(templates, tmp_path / "bad.yaml", {})
+    (tmp_path / "binary.yaml").write_bytes(b"name: \xff\xfe")
+    with pytest.raises(ContainerError, match=r"binary\.yaml is not UTF-8 text"):
+        gather_connections(templates, tmp_path / "binary.yaml", {})
 
 
 @pytest.fixture

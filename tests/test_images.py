@@ -28,13 +28,19 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from flowport.connections import ConnectionResolver, ConnectionService
-from flowport.engine import FlowExecutor
+from flowport.engine import FlowExecutor, load_executor
 from flowport.engine.bulk import BulkRunner, read_jsonl
 from flowport.serving import ScoringApp, ServeSettings
 from flowport.testing.llm_server import LLMServer
 from flowport.testing.threaded_server import ThreadedServer
 from flowport.tools.compat import SHIM_ROOT
-from flowport.tools.multimedia import ALLOW_PRIVATE_ENV, Image, guess_image_mime
+from flowport.tools.multimedia import (
+    ALLOW_PRIVATE_ENV,
+    Image,
+    InvalidImageInput,
+    fetch_image,
+    guess_image_mime,
+)
 from tests.conftest import FLOWS
 from tests.test_cli import flowport
 from tests.test_prompt_flow_parity import line_statuses
@@ -337,3 +343,51 @@ def test_a_served_flow_reads_image_files_only_from_its_folder(
     finally:
         server.stop()
         executor.close()
+
+
+def test_a_served_prompty_reads_image_files_only_from_its_folder(
+    openai_connection: ConnectionService, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(RED)
+    executor = load_executor(FLOWS / "prompty_image", connections=ConnectionResolver(openai_connection))
+    server = ThreadedServer(ScoringApp(executor, ServeSettings.from_env({})), lifespan="on").start()
+    try:
+        for path in (str(secret), "../image_flow/red.png"):
+            answer = httpx.post(
+                f"{server.url}/score", json={"picture": f"data:image/png;path: {path}"}, timeout=30
+            )
+            assert answer.status_code == 400, answer.text
+            assert "is outside the flow folder" in answer.json()["error"]["message"]
+        inside_path = {"picture": "data:image/png;path: red.png"}
+        inside = httpx.post(f"{server.url}/score", json=inside_path, timeout=30)
+        assert inside.status_code == 200, inside.text
+    finally:
+        server.stop()
+        executor.close()
+
+
+def test_an_image_url_whose_name_rebinds_to_a_private_address_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DNS rebinding: the name answers a public address to the guard, then loopback to the fetch.
+    No DNS server here can do that, so ``getaddrinfo`` answers as one would."""
+    import socket
+
+    host = _image_host()
+    port = int(host.url.rsplit(":", 1)[1])
+    real = socket.getaddrinfo
+    answers = iter(["93.184.216.34"])  # public the first time, loopback after
+
+    def rebinding(name: Any, *args: Any, **kwargs: Any) -> Any:
+        if name != "rebind.test":
+            return real(name, *args, **kwargs)
+        address = next(answers, "127.0.0.1")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    try:
+        with pytest.raises(InvalidImageInput, match="Failed to fetch image from URL"):
+            fetch_image(f"http://rebind.test:{port}/red.png")
+    finally:
+        host.stop()

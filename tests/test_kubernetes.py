@@ -72,6 +72,8 @@ BLUE = {
         "COLOR": "blue",
         "API_TOKEN": TOKEN_VALUE,  # secret by its name
         "SALT": SALT_VALUE,  # secret because it is marked
+        "UPSTREAM": "${{azureml://connections/shop_conn/credentials/key}}",  # a secret, by reference
+        "WHERE": "${{azureml://connections/shop_conn/metadata/region}}",
     },
     "secret_environment_variables": ["SALT"],
     "request_settings": {"request_timeout_ms": 7000, "max_concurrent_requests_per_instance": 4},
@@ -194,6 +196,11 @@ def test_secrets_appear_only_in_secret_objects(exported: Path, shop: tuple[Flowp
     assert env["COLOR"]["value"] == "blue"
     assert env["API_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "shop-blue-env", "key": "API_TOKEN"}
     assert env["SALT"]["valueFrom"]["secretKeyRef"] == {"name": "shop-blue-env", "key": "SALT"}
+    # connection references are resolved as the local instances see them; a credential stays secret
+    assert env["UPSTREAM"]["valueFrom"]["secretKeyRef"] == {"name": "shop-blue-env", "key": "UPSTREAM"}
+    assert env["WHERE"]["value"] == "west"
+    variables = by_kind(blue, "Secret", "shop-blue-env")["data"]
+    assert base64.b64decode(variables["UPSTREAM"]).decode() == CONNECTION_SECRET
     connections = by_kind(blue, "Secret", "shop-blue-connections")
     assert list(connections["data"]) == ["shop_conn.yaml"]  # one <name>.yaml per connection
     handed = yaml.safe_load(base64.b64decode(connections["data"]["shop_conn.yaml"]))
@@ -636,6 +643,24 @@ def test_a_routes_file_that_breaks_keeps_the_last_good_table(tmp_path: Path) -> 
     assert app.routing.upstreams == {"blue": ["http://b:8080"]}
 
 
+def test_a_key_file_that_cannot_be_read_is_one_line_and_keeps_the_last_good_keys(tmp_path: Path) -> None:
+    from flowport.dataplane.standalone import RoutesError, StandaloneGateway
+
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "primary").write_bytes(b"\xff\xfe not text")
+    routes = tmp_path / "routes.json"
+    table = {"endpoint": {"name": "shop", "traffic": {"blue": 100}}, "upstreams": {"blue": ["http://b:8080"]}}
+    routes.write_text(json.dumps(table))
+    with pytest.raises(RoutesError, match="primary"):
+        StandaloneGateway(routes, keys)
+    (keys / "primary").write_text("primary-key-0123456789\n")
+    app = StandaloneGateway(routes, keys)
+    (keys / "secondary").write_bytes(b"\xff")
+    app._tick()  # the watcher's check: logs and keeps the table (it must not raise: the watcher would die)
+    assert len(app.routing.route.key_digests) == 1
+
+
 def test_upstream_names_resolve_to_every_address() -> None:
     """A headless Service's name gives its ready pods; here ``localhost`` gives the loopback address."""
     from flowport.dataplane.standalone import resolve
@@ -767,3 +792,24 @@ def test_the_exported_deployment_runs_the_built_image_under_podman(
         stopped = remove_container(name, containers)
     assert stopped.returncode == 0, stopped.stderr
     assert subprocess.run([*PODMAN, "container", "exists", name], env=containers).returncode == 1
+
+
+def test_manifests_are_never_written_through_a_link_or_into_a_file(tmp_path: Path) -> None:
+    """They hold Secrets: a link planted where a manifest goes is refused, not followed, and a
+    folder that cannot be written is one line, never a traceback."""
+    from flowport.build.kubernetes import ExportError, write_manifests
+
+    objects = {"shop.yaml": [{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "k"}}]}
+    out = tmp_path / "out"
+    out.mkdir()
+    elsewhere = tmp_path / "elsewhere.yaml"
+    elsewhere.write_text("")
+    elsewhere.chmod(0o644)
+    (out / "shop.yaml").symlink_to(elsewhere)
+    with pytest.raises(ExportError, match=r"shop\.yaml: it is a link"):
+        write_manifests(objects, out)
+    assert elsewhere.read_text() == "" and stat.S_IMODE(elsewhere.stat().st_mode) == 0o644
+    taken = tmp_path / "a-file"
+    taken.write_text("x")
+    with pytest.raises(ExportError, match="a-file"):
+        write_manifests(objects, taken)

@@ -774,3 +774,40 @@ def test_a_script_reads_connection_references_and_its_logs_mask_them(
     assert answer.json() == {"target": "http://127.0.0.1:9/v1", "key_length": len(secret)}
     logs = fp.cli("online-deployment", "get-logs", "-n", "blue", "-e", "referenced").stdout
     assert "key is ******" in logs and secret not in logs
+
+
+ECHO_HEADER_SCORE = """
+from azureml.contrib.services.aml_response import AMLResponse
+
+
+def init():
+    pass
+
+
+def run(raw_data):
+    return AMLResponse("ok", 200, {"x-echo": raw_data})
+"""
+
+
+@pytest.mark.parametrize("body", ["caf\u20ac", "a\r\nset-cookie: x=1", "a\x00b"])
+def test_a_response_header_http_cannot_carry_is_a_run_failure_not_a_lost_slot(
+    tmp_path: Path, body: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from starlette.testclient import TestClient
+
+    from flowport.serving.script_app import RUN_FAILED, ScriptApp
+    from flowport.serving.settings import ServeSettings
+    from flowport.serving.user_script import UserScript
+
+    code = _script(tmp_path / "src", ECHO_HEADER_SCORE)
+    settings = ServeSettings(max_concurrent_requests=1, max_queue_wait_ms=0)
+    app = ScriptApp(UserScript.load(code, "score.py"), settings, name="src")
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for _ in range(3):  # each answer frees its slot: never a 429
+            got = client.post("/score", content=body.encode())
+            assert got.status_code == 500, got.text
+            assert got.json() == {"message": RUN_FAILED}
+            assert "set-cookie" not in got.headers
+        assert client.post("/score", content=b"fine").headers["x-echo"] == "fine"
+    err = capfd.readouterr().err
+    assert "run() failed for request" in err and "Traceback" not in err

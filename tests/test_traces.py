@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +19,10 @@ from flowport.control.errors import ApiError
 from flowport.control.specs import parse_deployment
 from flowport.control.traces import TraceQuery, TraceStore
 from flowport.engine import FlowExecutor, load_executor
+from flowport.runtime.base import InstanceConfig
+from flowport.runtime.instance import start_tracing
+from flowport.runtime.local.logs import masking
+from flowport.serving import ScoringApp
 from flowport.testing.llm_server import LLMServer
 from flowport.testing.threaded_server import ThreadedServer
 from flowport.tracing.setup import Tracing, configure
@@ -238,6 +243,11 @@ def test_one_trace_from_the_client_through_the_gateway_to_the_instance(home: Pat
         assert node["attributes"]["flowport.endpoint"] == "traced"
         assert "flowport.inputs" not in line["attributes"]  # no data capture: no inputs kept
 
+        # anyone can send these: they make no trace (the store keeps a bounded number of them)
+        for path, key in (("/endpoints/traced/score", "wrong"), ("/endpoints/nowhere/score", "k")):
+            headers = {"authorization": f"Bearer {key}", "x-request-id": "refused"}
+            refused = fp.http.post(f"{fp.url}{path}", json={}, headers=headers)
+            assert refused.status_code in (401, 404)
         failed = fp.score("traced", {"fail": True}, **{"x-request-id": "trace-fail"})
         assert failed.status_code == 424
         trace = wait_for_trace(fp, "trace-fail", 3)
@@ -249,6 +259,7 @@ def test_one_trace_from_the_client_through_the_gateway_to_the_instance(home: Pat
         assert "flowport_gateway_trace_spans_dropped_total 0.0" in metrics
         listed = fp.cli("trace", "list", "--endpoint", "traced", "-o", "json").stdout
         assert {t["request_id"] for t in json.loads(listed)} == {"trace-me", "trace-fail"}
+        assert fp.ok("GET", "/traces", params={"request_id": "refused"})["value"] == []
         shown = fp.cli("trace", "show", "trace-fail").stdout
         assert "answer" in shown and "Failed" in shown
 
@@ -561,3 +572,158 @@ def test_a_scoring_script_request_is_one_trace_with_the_instances_span(home: Pat
         assert [e["name"] for e in script["events"]] == ["exception"]
         listed = fp.cli("trace", "list", "--endpoint", "scripted", "-o", "json").stdout
         assert {t["request_id"] for t in json.loads(listed)} == {"script-ok", "script-fail"}
+
+
+async def test_spans_exported_over_otlp_are_scrubbed_of_secrets(
+    tmp_path: Path, llm_server: LLMServer, receiver: tuple[OTLPReceiver, str]
+) -> None:
+    app, url = receiver
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": url, "FLOWPORT_TRACE_CONTENT": "true"}
+    tracing = configure("otlp-test", environ, scrub=masking({"s3cr3t-value"}))
+    assert tracing is not None and tracing.exporters == ["otlp-http"]
+    executor = chat_executor(tmp_path, llm_server)
+    try:
+        assert (await executor.run_line({"question": "say s3cr3t-value"})).ok
+    finally:
+        executor.close()
+        tracing.shutdown()
+    values = [str(v) for _, span in app.spans for v in attributes(span).values()]
+    assert any("say ******" in v for v in values), values
+    assert not any("s3cr3t-value" in v for v in values)
+
+
+async def test_an_instance_scrubs_secrets_that_json_escapes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A secret with a quote or a backslash is masked in the span file, where it is JSON-escaped."""
+    path = tmp_path / "spans.jsonl"
+    monkeypatch.setenv("FLOWPORT_TRACE_FILE", str(path))
+    monkeypatch.setenv("FLOWPORT_TRACE_CONTENT", "true")
+    secret = 'pa"ss\\word-42'
+    config = InstanceConfig(
+        source=str(FLOWS / "three_node_python"),
+        environment_variables={"DB_PASSWORD": secret},
+        secret_variables=("DB_PASSWORD",),
+    )
+    executor = FlowExecutor.load(FLOWS / "three_node_python")
+    tracing = start_tracing(config, ScoringApp(executor))
+    assert tracing is not None
+    try:
+        assert (await executor.run_line({"text": f"x {secret}"})).ok
+    finally:
+        executor.close()
+        tracing.shutdown()
+    text = path.read_text()
+    assert "x ******" in text
+    assert "ss\\\\word" not in text and "ss\\\\\\\\word" not in text
+
+
+def test_the_store_takes_only_well_formed_spans_and_the_instances_own_identity(tmp_path: Path) -> None:
+    """Flow code can write to its instance's span file: a malformed span is skipped (never a 500),
+    and a span cannot claim another endpoint or deployment than the file's."""
+    folder = tmp_path / "logs" / "ep" / "blue"
+    folder.mkdir(parents=True)
+    now = time.time()
+    good = json.loads(span_line("a" * 32, now))
+    claimed = {"flowport.endpoint": "other", "flowport.deployment": "green", "flowport.request_id": "r"}
+    good["attributes"] = claimed
+    bad = [
+        {"trace_id": "b" * 32, "span_id": "1" * 16},  # no times
+        {**good, "trace_id": "c" * 32, "start": "yesterday"},
+        {**good, "trace_id": "d" * 32, "attributes": ["x"]},
+        {**good, "trace_id": "e" * 32, "events": "x"},
+        {**good, "trace_id": "f" * 32, "span_id": 7},
+        [1, 2],
+    ]
+    lines = [json.dumps(span).encode() + b"\n" for span in [good, *bad]]
+    (folder / "i1.traces.jsonl").write_bytes(b"".join(lines))
+    store = TraceStore(tmp_path / "logs")
+    [listed] = store.list()
+    assert (listed["trace_id"], listed["endpoint"], listed["deployment"]) == ("a" * 32, "ep", "blue")
+    assert store.list(TraceQuery(endpoint="other")) == []
+    assert store.get("a" * 32)["spans"][0]["attributes"]["flowport.request_id"] == "r"
+
+
+def test_the_store_reads_at_most_its_limit_of_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file that grew past the read limit (flow code writing to it) costs the store only its tail."""
+    import flowport.control.traces as traces
+
+    now = time.time()
+    lines = [span_line(f"{i:032x}", now - 10 + i) for i in range(1, 6)]
+    monkeypatch.setattr(traces, "MAX_READ", len(lines[-1]) + 10)
+    path = tmp_path / "spans.jsonl"
+    path.write_bytes(b"".join(lines))
+    store = TraceStore(path)
+    assert [t["trace_id"] for t in store.list()] == [f"{5:032x}"]
+    with open(path, "ab") as file:
+        file.write(span_line(f"{6:032x}", now))
+    assert [t["trace_id"] for t in store.list()] == [f"{6:032x}", f"{5:032x}"]
+
+
+def test_worker_processes_never_write_spans_to_a_descriptor_they_did_not_inherit(tmp_path: Path) -> None:
+    """With several workers, the trace file's descriptor number means something else in a worker
+    (here: its stderr, the instance log); a worker must not write spans to it."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    config = InstanceConfig(source=str(FLOWS / "three_node_python"))
+    log = tmp_path / "instance.log"
+    env = {**os.environ, "FLOWPORT_TRACE_FD": "2", "PROMPTFLOW_WORKER_NUM": "2"}
+    with open(log, "wb") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "flowport.runtime.instance", "--port", str(port)],
+            stdin=subprocess.PIPE, stderr=err, env=env,
+        )  # fmt: skip
+        assert process.stdin is not None
+        process.stdin.write(json.dumps(config.to_json()).encode())
+        process.stdin.close()
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.05)
+            for n in range(6):
+                answer = httpx.post(f"http://127.0.0.1:{port}/score", json={"text": f"w {n}"})
+                assert answer.status_code == 200
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(20)  # each worker exports what it has queued as it exits
+    assert '"trace_id"' not in log.read_text()
+
+
+async def test_a_secret_cut_by_the_content_limit_is_masked_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Content is cut at 32 KiB: a secret that straddles the cut leaves a prefix, masked as well."""
+    from flowport.tracing.spans import CONTENT_LIMIT
+
+    path = tmp_path / "spans.jsonl"
+    monkeypatch.setenv("FLOWPORT_TRACE_FILE", str(path))
+    monkeypatch.setenv("FLOWPORT_TRACE_CONTENT", "true")
+    secret = "Zq8-secret-value-77"
+    config = InstanceConfig(
+        source=str(FLOWS / "three_node_python"),
+        environment_variables={"DB_PASSWORD": secret},
+        secret_variables=("DB_PASSWORD",),
+    )
+    text = "a" * (CONTENT_LIMIT - len('{"text":"') - 8) + secret  # the cut keeps its first 8 characters
+    executor = FlowExecutor.load(FLOWS / "three_node_python")
+    tracing = start_tracing(config, ScoringApp(executor))
+    assert tracing is not None
+    try:
+        assert (await executor.run_line({"text": text})).ok
+    finally:
+        executor.close()
+        tracing.shutdown()
+    written = path.read_text()
+    assert "aaa******..." in written
+    assert secret[:8] not in written

@@ -631,14 +631,23 @@ def render(objects: list[dict[str, Any]]) -> str:
 
 
 def write_manifests(files: Mapping[str, list[dict[str, Any]]], directory: Path) -> list[Path]:
-    """Write each file (0600: they hold Secrets) into ``directory`` (made 0700 if new)."""
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Write each file (0600 before anything is in it: they hold Secrets; never through a link)
+    into ``directory`` (made 0700 if new); ExportError naming the path when that cannot be done."""
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        why = f"cannot make the folder {directory}: {exc.strerror}"
+        raise ExportError(f"{why}; give another --output") from None
     written = []
     for name, objects in files.items():
         path = directory / name
-        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(render(objects))
-        os.chmod(path, 0o600)
+        try:
+            handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                os.fchmod(handle, 0o600)  # a file that was there keeps its mode until this
+                out.write(render(objects))
+        except OSError as exc:
+            why = "it is a link (remove it)" if os.path.islink(path) else exc.strerror
+            raise ExportError(f"cannot write {path}: {why}; give another --output") from None
         written.append(path)
     return written

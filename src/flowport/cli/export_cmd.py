@@ -54,6 +54,10 @@ def export(
     if output is None:
         typer.echo("---\n".join(render(objects) for objects in files.values()), nl=False)
         return
-    for path in write_manifests(files, output):
+    try:
+        written = write_manifests(files, output)
+    except ExportError as exc:
+        fail(str(exc))
+    for path in written:
         typer.echo(f"wrote {path}", err=True)
     typer.echo(f"apply with: kubectl apply -f {output}", err=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from flowport.connections import Cipher, ConnectionService, ConnectionSpecError, StaticConnections
-from flowport.connections.references import resolve_connection_references
+from flowport.connections.references import parse_connection_reference, resolve_connection_references
 from flowport.control import scaling
 from flowport.control.computes import Computes
 from flowport.control.environments import EnvironmentRegistry, conda_requirements, read_dockerfile
@@ -434,9 +434,19 @@ class ControlPlane:
             )
         plan = self._plan(endpoint, row["name"], spec)
         document = self.deployment_document(endpoint, row["name"])
+        # ``${{azureml://connections/...}}`` resolved, as the local instances get them (an image has no
+        # store to resolve them from); a connection's credential is a secret whatever its name
+        variables, _ = self._resolved_variables(spec)
+        credentials = {
+            name
+            for name, value in document["environment_variables"].items()
+            if (reference := parse_connection_reference(str(value)))
+            and (reference.part or "").startswith("credentials/")
+        }
         return {
             **document,
-            "secret_environment_variables": sorted(_secret_names(spec, plan.config.environment_variables)),
+            "environment_variables": variables,
+            "secret_environment_variables": sorted(_secret_names(spec, variables) | credentials),
             # as connection YAML (secrets in clear): what the image reads from its mounted folder
             "connections": {
                 conn.name: conn.to_dict(show_secrets=True)

@@ -26,6 +26,9 @@ TRACE_GLOB = "**/*.traces.jsonl"
 MAX_TRACES = 2000
 MAX_AGE_SECONDS = 24 * 3600
 LLM_OPERATIONS = frozenset({"chat", "text_completion", "embeddings"})
+MAX_READ = 64 * 1024 * 1024
+"""Bytes read from one file per refresh: an instance writes at most 16 MiB before starting over, but
+flow code holds the file too; past this, the older part is skipped."""
 
 
 def iso(nanoseconds: int | None) -> str | None:
@@ -124,14 +127,42 @@ class Trace:
         }
 
 
-def add_spans(traces: dict[str, Trace], lines: Iterable[bytes]) -> None:
-    """Add each JSON line's span to its trace in ``traces`` (lines that are no span are skipped)."""
+def _span(line: bytes) -> dict[str, Any] | None:
+    """The span a JSON line holds, or None when it is not a well-formed one (the file is written by
+    an instance, whose flow code can write to it too)."""
+    try:
+        span = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not (
+        isinstance(span, dict)
+        and isinstance(span.get("trace_id"), str)
+        and isinstance(span.get("span_id"), str)
+        and isinstance(span.get("name"), str)
+        and isinstance(span.get("start"), int)
+        and isinstance(span.get("end"), int | None)
+        and isinstance(span.get("parent_id"), str | None)
+        and isinstance(span.get("attributes", {}), dict)
+        and isinstance(span.get("events", []), list)
+        and all(isinstance(e, dict) and isinstance(e.get("time"), int | None) for e in span.get("events", []))
+    ):
+        return None
+    return span
+
+
+def add_spans(
+    traces: dict[str, Trace], lines: Iterable[bytes], identity: dict[str, str] | None = None
+) -> None:
+    """Add each JSON line's span to its trace in ``traces`` (lines that are no span are skipped);
+    ``identity``: attributes that replace what the spans say (the endpoint and deployment whose
+    folder the file is in)."""
     for line in lines:
-        try:
-            span = orjson.loads(line)
-            trace_id, span_id = span["trace_id"], span["span_id"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+        span = _span(line)
+        if span is None:
             continue
+        if identity:
+            span["attributes"] = {**span.get("attributes", {}), **identity}
+        trace_id, span_id = span["trace_id"], span["span_id"]
         trace = traces.get(trace_id)
         if trace is None:
             trace = traces[trace_id] = Trace(trace_id)
@@ -158,28 +189,42 @@ class TraceStore:
             else:
                 paths = sorted(self.root.glob(TRACE_GLOB)) if self.root.is_dir() else []
             for path in paths:
-                self._read(path)
+                self._read(path, self._identity(path))
             for gone in set(self._files) - set(paths):
                 del self._files[gone]
             self._prune()
 
-    def _read(self, path: Path) -> None:
+    def _identity(self, path: Path) -> dict[str, str] | None:
+        """An instance's file (``<endpoint>/<deployment>/<instance>.traces.jsonl``): who wrote it."""
+        try:
+            parts = path.relative_to(self.root).parts
+        except ValueError:
+            return None
+        if len(parts) != 3:
+            return None
+        return {"flowport.endpoint": parts[0], "flowport.deployment": parts[1]}
+
+    def _read(self, path: Path, identity: dict[str, str] | None = None) -> None:
         state = self._files.setdefault(path, _File())
         try:
             with open(path, "rb") as file:
                 stat = os.fstat(file.fileno())
                 if stat.st_ino != state.inode or stat.st_size < state.offset:  # new, or started over
                     state.inode, state.offset = stat.st_ino, 0
-                file.seek(state.offset)
-                data = file.read()
+                start = max(state.offset, stat.st_size - MAX_READ)
+                file.seek(start)
+                data = file.read(MAX_READ)
         except OSError:
             return
+        if start > state.offset:  # the older part skipped: so is the rest of the line it cut
+            cut = data.find(b"\n") + 1 or len(data)
+            start, data = start + cut, data[cut:]
         complete = data.rfind(b"\n") + 1  # a line still being written waits for the next read
-        state.offset += complete
-        self._add(data[:complete].splitlines())
+        state.offset = start + complete
+        self._add(data[:complete].splitlines(), identity)
 
-    def _add(self, lines: Iterable[bytes]) -> None:
-        add_spans(self._traces, lines)
+    def _add(self, lines: Iterable[bytes], identity: dict[str, str] | None = None) -> None:
+        add_spans(self._traces, lines, identity)
 
     def _prune(self) -> None:
         oldest = int((time.time() - self.max_age) * 1e9)

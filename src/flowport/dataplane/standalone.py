@@ -59,7 +59,14 @@ def read_keys(directory: Path) -> list[str]:
         files = sorted(p for p in directory.iterdir() if not p.name.startswith(".") and p.is_file())
     except OSError as exc:
         raise RoutesError(f"cannot read the keys folder {directory}: {exc.strerror}") from None
-    keys = [p.read_text(encoding="utf-8").strip() for p in files]
+    keys = []
+    for path in files:
+        try:
+            keys.append(path.read_text(encoding="utf-8").strip())
+        except OSError as exc:
+            raise RoutesError(f"cannot read the key file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise RoutesError(f"the key file {path} is not UTF-8 text: put the key itself in it") from None
     return [key for key in keys if key]
 
 

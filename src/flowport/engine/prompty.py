@@ -118,6 +118,8 @@ class PromptyCall:
         response_format = self.parameters.get("response_format")
         self.json = isinstance(response_format, dict) and response_format.get("type") == "json_object"
         self.stream = bool(self.parameters.get("stream"))
+        self.confine_image_files = False
+        """Served: a request's image paths stay inside the prompty's folder (``ScoringApp`` sets it)."""
 
     def body(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """The request body for these inputs."""
@@ -135,8 +137,7 @@ class PromptyCall:
 
     async def __call__(self, **inputs: Any) -> Any:
         if any(is_prompty_image(v) for v in inputs.values()):  # files and URLs: off the event loop
-            folder = self.definition.file.parent
-            inputs = await asyncio.to_thread(lambda: {k: prompty_image(v, folder) for k, v in inputs.items()})
+            inputs = await asyncio.to_thread(self._images, inputs)
         body = self.body(inputs)
         path = "completions" if self.definition.api == "completion" else "chat/completions"
         client = self.pool.get(self.connection)
@@ -162,6 +163,11 @@ class PromptyCall:
         else:
             content = (choice.get("message") or {}).get("content")
         return self._shape_json(content) if self.json else content
+
+    def _images(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """The inputs with their ``data:image/...`` values read (served: files only in its folder)."""
+        folder, confine = self.definition.file.parent, self.confine_image_files
+        return {k: prompty_image(v, folder, confine) for k, v in inputs.items()}
 
     async def _request(self, client: OpenAIHTTP, path: str, body: dict[str, Any]) -> Any:
         if self.stream:
@@ -201,6 +207,9 @@ async def _text_chunks(events: AsyncIterator[dict[str, Any]], api: str) -> Async
 
 class PromptyExecutor(FlexExecutor):
     """A prompty run as a flex flow; only a missing input is worded otherwise (prompt flow's words)."""
+
+    prompty: PromptyCall | None = None
+    """The prompty it calls (``ScoringApp`` confines its image files to the prompty's folder)."""
 
     async def run_line(self, inputs: Mapping[str, Any], **kwargs: Any) -> LineResult:
         missing = [n for n, spec in self.flow.inputs.items() if spec.required and n not in inputs]
@@ -254,9 +263,11 @@ def load_prompty_executor(
     flow = as_flow_def(definition)
     if whole:
         flow = dataclasses.replace(flow, outputs={})
-    return PromptyExecutor(
+    executor = PromptyExecutor(
         prompty_flex_def(definition), entry, definition.name, flow, dynamic_outputs=True, **options
     )
+    executor.prompty = call
+    return executor
 
 
 _code_connections: Mapping[str, Connection] = {}

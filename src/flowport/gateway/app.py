@@ -76,6 +76,12 @@ ROUTES = {
 }
 
 
+AUTHORIZED = "flowport.endpoint"
+"""Set on a request's span once its caller is authorized: a request refused before that (a wrong
+path, no such endpoint, no valid key) is never exported, since anyone can send those and the
+built-in store keeps a bounded number of traces."""
+
+
 def _end_span(span: Any, status: int, reply: dict[str, str]) -> None:
     """Close a request's span with its answer: the status, the ids and deployment it carried."""
     span.set_attribute("http.response.status_code", status)
@@ -296,7 +302,7 @@ class Gateway:
             tracing.fail(span, exc)
             span.end()
             raise
-        if holder[0] is not None:  # refused: no exchange took the span
+        if holder[0] is not None and AUTHORIZED in span.attributes:  # refused: no exchange took it
             _end_span(span, response.status_code, reply)
         return response
 
@@ -324,13 +330,13 @@ class Gateway:
         table = self._tables.get(endpoint)
         if table is None:
             return self._refuse(UNKNOWN, None, errors.endpoint_not_found(endpoint), reply, started)
-        if span is not None:
-            span[0].set_attribute("flowport.endpoint", endpoint)
         authorization = headers.get(b"authorization")
         credential = authorization.decode("latin-1") if authorization is not None else None
         refusal = authorize(table.route, credential, self.tokens)
         if refusal is not None:
             return self._refuse(endpoint, None, refusal, reply, started)
+        if span is not None:
+            span[0].set_attribute(AUTHORIZED, endpoint)
         pin = headers.get(PIN_HEADERS[0]) or headers.get(PIN_HEADERS[1])
         pinned = pin.decode("latin-1") if pin else None
         state = self._choose(table, pinned)

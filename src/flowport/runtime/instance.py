@@ -15,20 +15,22 @@ import ctypes
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from flowport.connections import ConnectionResolver, ConnectionSpecError, StaticConnections
+from flowport.connections import SCRUBBED, ConnectionResolver, ConnectionSpecError, StaticConnections
 from flowport.engine import load_executor
 from flowport.flow import FlowError
 from flowport.runtime.base import IDENTITY_ENV, InstanceConfig
-from flowport.runtime.local.logs import masking
+from flowport.runtime.local.logs import MIN_MASKED, masking
 from flowport.serving import ScoringApp, ServeSettings
 from flowport.serving.script_app import ScriptApp
 from flowport.serving.server import run
 from flowport.serving.settings import MAX_CONCURRENT_ENV, REQUEST_TIMEOUT_ENV, WORKERS_ENV
-from flowport.serving.traced import trace_app
+from flowport.serving.traced import TRACE_FD_ENV, trace_app
 from flowport.serving.user_script import FAILED_TO_START, ScriptError, UserScript
 from flowport.tracing.setup import Tracing
+from flowport.tracing.spans import CONTENT_LIMIT
 
 CONFIG_ENV = "FLOWPORT_INSTANCE_CONFIG"
 PR_SET_DUMPABLE = 4
@@ -85,10 +87,34 @@ def start_tracing(config: InstanceConfig, app: ScoringApp | ScriptApp) -> Tracin
     }
     for connection in config.connections.values():
         secrets.update(v for v in (connection.get("secrets") or {}).values() if isinstance(v, str))
+    # captured content is JSON text: a secret with a quote or a backslash is in it escaped
+    secrets |= {json.dumps(value, ensure_ascii=False)[1:-1] for value in secrets}
     resource = {
         name: os.environ[variable] for name, variable in IDENTITY_ENV.items() if os.environ.get(variable)
     }
-    return trace_app(app, "flowport-instance", resource, masking(secrets))
+    return trace_app(app, "flowport-instance", resource, _span_scrub(secrets))
+
+
+def _span_scrub(secrets: set[str]) -> Callable[[str], str]:
+    """``masking(secrets)``, and for content cut at ``CONTENT_LIMIT`` (it ends ``...``) also the
+    part of a secret the cut left at its end."""
+    mask = masking(secrets)
+    kept = sorted((s for s in secrets if len(s) > MIN_MASKED), key=len, reverse=True)
+
+    def scrub(text: str) -> str:
+        text = mask(text)
+        if not kept or len(text) <= CONTENT_LIMIT or not text.endswith("..."):
+            return text
+        body = text[:-3]
+        for secret in kept:
+            cut = next(
+                (n for n in range(len(secret) - 1, MIN_MASKED - 1, -1) if body.endswith(secret[:n])), 0
+            )
+            if cut:
+                return body[:-cut] + SCRUBBED + "..."
+        return text
+
+    return scrub
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -120,6 +146,8 @@ def serve(config: InstanceConfig, *, host: str = "127.0.0.1", port: int = 0, uds
     else:
         message = f"instance ready to serve {app.name} ({workers} worker(s))"
     print(message, file=sys.stderr, flush=True)
+    if workers > 1:  # a worker does not inherit the trace file's descriptor: its number is another file
+        os.environ.pop(TRACE_FD_ENV, None)
     target = "flowport.runtime.instance:create_app" if workers > 1 else app
     run(target, host=host, port=port, uds=uds, workers=workers)
 

@@ -26,6 +26,7 @@ from starlette.routing import Route
 from flowport import __version__, tracing
 from flowport.engine import ExecutionError, FlexExecutor, FlowExecutor, LineResult, NodeStream
 from flowport.engine.errors import system_error, user_error
+from flowport.engine.prompty import PromptyExecutor
 from flowport.engine.streams import join_async
 from flowport.flow.reference import Literal
 from flowport.request_ids import client_request_id
@@ -91,6 +92,8 @@ class ScoringApp:
         self.flow = executor.flow
         if isinstance(executor, FlowExecutor):  # a request's image paths stay inside the flow folder
             executor.confine_image_files = True
+        elif isinstance(executor, PromptyExecutor) and executor.prompty is not None:
+            executor.prompty.confine_image_files = True
         self.name = name or self.flow.name
         """The flow's name for clients (swagger title): the flow folder's, not its snapshot's."""
         self.settings = settings or ServeSettings()

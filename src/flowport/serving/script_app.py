@@ -15,6 +15,7 @@ import contextlib
 import inspect
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -46,6 +47,10 @@ from flowport.tracing.propagation import traceparent
 from flowport.tracing.spans import Span
 
 RUN_FAILED = "An unexpected error occurred in scoring script. Check the logs for more info."
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+"""A header name HTTP allows."""
+_UNSENDABLE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
+"""What a header value cannot hold: line breaks, other control characters, anything past latin-1."""
 _END = object()
 
 
@@ -262,7 +267,13 @@ class ScriptApp:
                 self._run_failed(exc, request_id, span)
                 return _message(500, RUN_FAILED, headers, failed=True)
             headers["x-ms-run-fn-exec-ms"] = f"{(time.perf_counter() - ran) * 1000:.3f}"
-            response = self._answer(result, headers, started, request_id, span)
+            try:
+                response = self._answer(result, headers, started, request_id, span)
+            except Exception as exc:  # an answer HTTP cannot carry (a header with a line break ...)
+                await self.limit.__aexit__()
+                status = 500
+                self._run_failed(exc, request_id, span)
+                return _message(500, RUN_FAILED, headers, failed=True)
             if isinstance(response, StreamingResponse):
                 streaming = True
             else:
@@ -325,6 +336,9 @@ class ScriptApp:
         given = result.headers.items() if hasattr(result.headers, "items") else result.headers
         skipped = ("x-ms-run-function-failed", "content-length")
         pairs = [(k, str(v)) for k, v in given if k.lower() not in skipped]
+        for name, value in pairs:
+            if not _TOKEN.match(name) or _UNSENDABLE.search(value):
+                raise ValueError(f"run() answered the header {name!r} with {value!r}: HTTP cannot carry it")
         if not any(k.lower() == "content-type" for k, _ in pairs):
             pairs.append(("content-type", getattr(result, "mimetype", None) or "text/html; charset=utf-8"))
         pairs += [("x-ms-run-function-failed", str(failed)), *headers.items()]

@@ -23,7 +23,7 @@ def _builtin_file(environ: Mapping[str, str]) -> BinaryIO | None:
             return os.fdopen(int(environ[TRACE_FD_ENV]), "ab", buffering=0)
         if environ.get(TRACE_FILE_ENV):
             return open(environ[TRACE_FILE_ENV], "ab", buffering=0)
-    except (OSError, ValueError):  # a worker process (PROMPTFLOW_WORKER_NUM > 1) does not inherit the fd
+    except (OSError, ValueError):
         return None
     return None
 

@@ -8,8 +8,9 @@ holding images are written the three ways prompt flow writes them: files and
 ...}`` (served answers) or ``"Image(<hash>)"`` text (run records).
 
 URLs are fetched only from public addresses (loopback, private, link-local and reserved ranges
-are refused, at every redirect), as prompt flow's own guard does; ``FLOWPORT_IMAGE_URL_ALLOW_PRIVATE``
-lifts that for private networks one trusts.
+are refused, at every redirect), as prompt flow's own guard does, and nothing is read from a
+connection whose peer is not public (a name that resolves again to another address).
+``FLOWPORT_IMAGE_URL_ALLOW_PRIVATE`` lifts that for private networks one trusts.
 """
 
 from __future__ import annotations
@@ -252,15 +253,16 @@ def has_media_dict(value: Any) -> bool:
 _PROMPTY_IMAGE = re.compile(r"^data:image/(.*);(path|base64|url):\s*(.*)$")
 
 
-def prompty_image(value: Any, folder: Path) -> Any:
+def prompty_image(value: Any, folder: Path, confine: bool = False) -> Any:
     """A prompty input as prompt flow reads it: ``"data:image/png;path: x.png"`` (relative to the
-    prompty's ``folder``), ``";base64: ..."`` or ``";url: ..."`` is an Image, anything else stays."""
+    prompty's ``folder``; with ``confine``, only inside it), ``";base64: ..."`` or ``";url: ..."``
+    is an Image, anything else stays."""
     match = _PROMPTY_IMAGE.match(value) if isinstance(value, str) else None
     if match is None:
         return value
     mime_type, resource, data = f"image/{match.group(1)}", match.group(2), match.group(3)
     if resource == "path":
-        return _from_file(folder, data, mime_type)
+        return _from_file(folder, data, mime_type, confine)
     if resource == "base64":
         return _from_base64(data, mime_type)
     return fetch_image(data, mime_type)
@@ -270,25 +272,43 @@ def is_prompty_image(value: Any) -> bool:
     return isinstance(value, str) and value.startswith("data:image/") and bool(_PROMPTY_IMAGE.match(value))
 
 
+def _private_allowed() -> bool:
+    return os.environ.get(ALLOW_PRIVATE_ENV, "").lower() in ("1", "true", "yes")
+
+
+def _public_address(text: str) -> bool:
+    """Whether an address (as a socket gives it) may be fetched from."""
+    try:
+        address = ipaddress.ip_address(str(text).split("%")[0])
+    except ValueError:
+        return False
+    address = getattr(address, "ipv4_mapped", None) or address
+    return not (
+        not address.is_global
+        or address.is_multicast
+        or any(address in network for network in _DENIED if network.version == address.version)
+    )
+
+
 def _public(host: str) -> bool:
     """Whether every address ``host`` resolves to may be fetched from."""
-    if os.environ.get(ALLOW_PRIVATE_ENV, "").lower() in ("1", "true", "yes"):
+    if _private_allowed():
         return True
     try:
         infos = socket.getaddrinfo(host, None)
     except (OSError, UnicodeError):
         return False
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-        mapped = getattr(address, "ipv4_mapped", None)
-        address = mapped or address
-        if (
-            not address.is_global
-            or address.is_multicast
-            or any(address in network for network in _DENIED if network.version == address.version)
-        ):
-            return False
-    return bool(infos)
+    return bool(infos) and all(_public_address(info[4][0]) for info in infos)
+
+
+def _connected_public(response: httpx.Response) -> bool:
+    """Whether the address the answer came from is public: the name may have resolved to another
+    address for the connection than for ``_public`` (DNS rebinding)."""
+    if _private_allowed():
+        return True
+    stream = response.extensions.get("network_stream")
+    peer = stream.get_extra_info("server_addr") if stream is not None else None
+    return isinstance(peer, tuple) and bool(peer) and _public_address(peer[0])
 
 
 def fetch_image(url: str, mime_type: str | None = None) -> Image:
@@ -302,6 +322,8 @@ def fetch_image(url: str, mime_type: str | None = None) -> Image:
                 raise refused
             try:
                 with client.stream("GET", target) as response:
+                    if not _connected_public(response):  # nothing of its answer is read
+                        raise refused
                     if response.is_redirect:
                         target = urljoin(target, response.headers.get("location", ""))
                         continue

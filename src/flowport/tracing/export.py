@@ -172,10 +172,21 @@ def span_record(span: Span, resource: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def scrubbed(value: Any, scrub: Callable[[str], str]) -> Any:
+    """``value`` with ``scrub`` applied to every text in it (attribute values, messages, content)."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {k: scrubbed(v, scrub) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(scrubbed(v, scrub) for v in value)
+    return value
+
+
 class JsonLinesExporter:
     """The built-in store's exporter: one JSON line per span, appended to an open file.
 
-    ``scrub`` replaces secret values in each line; the file starts over past ``limit`` bytes.
+    ``scrub`` replaces secret values in each text of a span; the file starts over past ``limit`` bytes.
     """
 
     def __init__(
@@ -193,10 +204,10 @@ class JsonLinesExporter:
     def export(self, spans: Sequence[Span]) -> bool:
         lines = []
         for span in yielding(spans):
-            line = orjson.dumps(span_record(span, self.resource), default=str)
-            if self.scrub is not None:
-                line = self.scrub(line.decode()).encode()
-            lines.append(line + b"\n")
+            record = span_record(span, self.resource)
+            if self.scrub is not None:  # before encoding: a secret is matched as it is, not escaped
+                record = scrubbed(record, self.scrub)
+            lines.append(orjson.dumps(record, default=str) + b"\n")
         data = b"".join(lines)
         try:
             fd = self.file.fileno()
@@ -212,14 +223,16 @@ class JsonLinesExporter:
 
 
 class SdkExporter:
-    """An OpenTelemetry SDK exporter (OTLP, Azure Monitor) fed with our spans, made SDK spans here."""
+    """An OpenTelemetry SDK exporter (OTLP, Azure Monitor) fed with our spans, made SDK spans here;
+    ``scrub`` replaces secret values in each text, as for the built-in store."""
 
-    def __init__(self, exporter: Any, resource: Any) -> None:
+    def __init__(self, exporter: Any, resource: Any, scrub: Callable[[str], str] | None = None) -> None:
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
         self.exporter = exporter
         self.resource = resource
         self.scope = InstrumentationScope("flowport")
+        self.scrub = scrub or (lambda text: text)
 
     def export(self, spans: Sequence[Span]) -> bool:
         from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -227,20 +240,22 @@ class SdkExporter:
         from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
         sampled = TraceFlags(TraceFlags.SAMPLED)
+        scrub = self.scrub
         converted = []
         for span in yielding(spans):
             parent = None
             if span.parent_id is not None:
                 parent = SpanContext(span.trace_id, span.parent_id, is_remote=True, trace_flags=sampled)
-            status = Status(StatusCode.ERROR, span.status_message) if span.status == "ERROR" else Status()
+            message = scrub(span.status_message) if span.status_message else span.status_message
+            status = Status(StatusCode.ERROR, message) if span.status == "ERROR" else Status()
             converted.append(
                 ReadableSpan(
                     name=span.name,
                     context=SpanContext(span.trace_id, span.span_id, is_remote=False, trace_flags=sampled),
                     parent=parent,
                     resource=self.resource,
-                    attributes=span.attributes,
-                    events=[Event(name, attributes, when) for name, when, attributes in span.events],
+                    attributes=scrubbed(span.attributes, scrub),
+                    events=[Event(name, scrubbed(attrs, scrub), when) for name, when, attrs in span.events],
                     kind=SpanKind[span.kind],
                     status=status,
                     start_time=span.start_time,

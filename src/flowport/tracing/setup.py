@@ -130,7 +130,7 @@ def configure(
         else:
             from opentelemetry.sdk.resources import Resource  # only when exporting through the SDK
 
-            exporters.append(SdkExporter(exporter, Resource.create(attributes)))
+            exporters.append(SdkExporter(exporter, Resource.create(attributes), scrub))
             names.append(said)
     if builtin is not None and (not exporters or force):
         exporters.append(JsonLinesExporter(builtin, dict(attributes), scrub))
