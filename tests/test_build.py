@@ -286,7 +286,7 @@ def test_connections_come_from_templates_files_and_the_environment(tmp_path: Pat
     with pytest.raises(ContainerError, match="must hold a connection"):
         gather_connections(templates, tmp_path / "bad.yaml", {})
     (tmp_path / "binary.yaml").write_bytes(b"name: \xff\xfe")
-    with pytest.raises(ContainerError, match=r"binary\.yaml is not UTF-8 text"):
+    with pytest.raises(ContainerError, match=r"binary\.yaml:1: the file is not UTF-8 text"):
         gather_connections(templates, tmp_path / "binary.yaml", {})
 
 
