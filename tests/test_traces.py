@@ -19,6 +19,7 @@ from flowport.control.specs import parse_deployment
 from flowport.control.traces import TraceQuery, TraceStore
 from flowport.engine import FlowExecutor, load_executor
 from flowport.testing.llm_server import LLMServer
+from flowport.testing.otlp import GrpcReceiver, OTLPReceiver, attributes
 from flowport.testing.threaded_server import ThreadedServer
 from flowport.tracing.setup import Tracing, configure
 from tests.endpoint_harness import Flowport
@@ -335,57 +336,6 @@ def await_line(executor: FlowExecutor) -> Any:
     return asyncio.run(executor.run_line({"text": "a"}))
 
 
-class OTLPReceiver:
-    """A tiny OTLP/HTTP trace receiver: decodes each protobuf export request with opentelemetry-proto."""
-
-    def __init__(self) -> None:
-        self.spans: list[tuple[dict[str, Any], Any]] = []
-        self.requests: list[str] = []
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-            ExportTraceServiceRequest,
-            ExportTraceServiceResponse,
-        )
-
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        headers = dict(scope["headers"])
-        self.requests.append(
-            f"{scope['method']} {scope['path']} {headers.get(b'content-type', b'').decode()}"
-        )
-        request = ExportTraceServiceRequest()
-        request.ParseFromString(body)
-        for resource_spans in request.resource_spans:
-            resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
-            for scope_spans in resource_spans.scope_spans:
-                self.spans.extend((resource, span) for span in scope_spans.spans)
-        answer = ExportTraceServiceResponse().SerializeToString()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"application/x-protobuf")],
-            }
-        )
-        await send({"type": "http.response.body", "body": answer})
-
-    def named(self, name: str) -> tuple[dict[str, Any], Any]:
-        return next((r, s) for r, s in self.spans if s.name == name)
-
-
-def attributes(span: Any) -> dict[str, Any]:
-    found = {}
-    for attribute in span.attributes:
-        value = attribute.value
-        found[attribute.key] = getattr(value, value.WhichOneof("value"))
-    return found
-
-
 @pytest.fixture
 def receiver() -> Iterator[tuple[OTLPReceiver, str]]:
     app = OTLPReceiver()
@@ -438,6 +388,33 @@ def test_a_deployment_exports_over_otlp_when_its_variables_say_so(
         assert trace["span_count"] == 1
         [gateway] = trace["spans"]
         assert (gateway["trace_id"], gateway["span_id"]) == (line.trace_id.hex(), line.parent_span_id.hex())
+
+
+def test_flow_serve_exports_over_otlp_grpc(tmp_path: Path) -> None:
+    with GrpcReceiver() as grpc_receiver:
+        process, url = start(
+            FLOWS / "three_node_python",
+            tmp_path / "home",
+            OTEL_EXPORTER_OTLP_ENDPOINT=grpc_receiver.endpoint,
+            OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+        )
+        try:
+            answer = httpx.post(f"{url}/score", json={"text": "x y"}, headers={"traceparent": CLIENT_PARENT})
+            assert answer.status_code == 200
+            deadline = time.monotonic() + 20
+            while len(grpc_receiver.spans) < 4:  # the line and its three nodes
+                assert time.monotonic() < deadline, grpc_receiver.spans
+                time.sleep(0.1)
+        finally:
+            process.terminate()
+            process.wait(10)
+        assert grpc_receiver.requests[0].startswith("Export OTel-OTLP-Exporter-Python")
+        resource, line = grpc_receiver.named("three_node_python")
+        assert resource["service.name"] == "flowport-serve"
+        assert (line.trace_id.hex(), line.parent_span_id.hex()) == (CLIENT_TRACE, "00f067aa0ba902b7")
+        _, node = grpc_receiver.named("count_words")
+        assert node.parent_span_id == line.span_id
+        assert attributes(node)["flowport.node"] == "count_words"
 
 
 def test_app_insights_settings_say_where_traces_go() -> None:
