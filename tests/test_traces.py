@@ -466,6 +466,26 @@ def test_flow_serve_traces_to_a_file_and_continues_the_callers_trace(tmp_path: P
     assert line["attributes"]["service.name"] == "flowport-serve"
 
 
+def test_a_not_sampled_traceparent_is_still_recorded_and_continued(tmp_path: Path) -> None:
+    """The operator's traces do not depend on the client's sampling: ``-00`` is recorded (docs/traces.md)."""
+    spans_file = tmp_path / "serve.traces.jsonl"
+    process, url = start(FLOWS / "three_node_python", tmp_path / "home", FLOWPORT_TRACE_FILE=str(spans_file))
+    try:
+        not_sampled = f"00-{CLIENT_TRACE}-00f067aa0ba902b7-00"
+        answer = httpx.post(f"{url}/score", json={"text": "x y"}, headers={"traceparent": not_sampled})
+        assert answer.status_code == 200
+        deadline = time.monotonic() + 20
+        while len(read_spans(spans_file)) < 4:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        process.terminate()
+        process.wait(10)
+    line = by_name(read_spans(spans_file))["three_node_python"]
+    assert (line["trace_id"], line["parent_id"]) == (CLIENT_TRACE, "00f067aa0ba902b7")
+    assert answer.headers["traceparent"] == f"00-{CLIENT_TRACE}-{line['span_id']}-01"  # this hop recorded
+
+
 def test_a_bulk_run_traces_every_line_and_trace_list_reads_the_file(tmp_path: Path, home: Path) -> None:
     flow = tmp_path / "three"
     shutil.copytree(FLOWS / "three_node_python", flow)
