@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import importlib.util
 import json
 import shutil
 import time
@@ -417,6 +419,68 @@ def test_flow_serve_exports_over_otlp_grpc(tmp_path: Path) -> None:
         assert attributes(node)["flowport.node"] == "count_words"
 
 
+AZURE_INSTALLED = importlib.util.find_spec("azure.monitor.opentelemetry.exporter") is not None
+without_azure = pytest.mark.skipif(AZURE_INSTALLED, reason="the Azure Monitor exporter is installed")
+
+
+class BreezeReceiver:
+    """Azure Monitor's ingestion API on loopback: ``POST /v2.1/track``, gzip'd JSON envelopes."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[dict[str, Any]] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if dict(scope["headers"]).get(b"content-encoding") == b"gzip":
+            body = gzip.decompress(body)
+        assert scope["path"] == "/v2.1/track", scope["path"]
+        envelopes = json.loads(body)
+        self.envelopes.extend(envelopes)
+        answer = json.dumps({"itemsReceived": len(envelopes), "itemsAccepted": len(envelopes), "errors": []})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": answer.encode()})
+
+
+@pytest.mark.skipif(not AZURE_INSTALLED, reason="needs pip install 'flowport[azure]'")
+async def test_spans_are_exported_to_azure_monitor(
+    tmp_path: Path, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # nothing goes to Azure's own endpoints (the exporter's statsbeat)
+    monkeypatch.setenv("APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL", "true")
+    app = BreezeReceiver()
+    with ThreadedServer(app) as server:
+        key = "00000000-0000-0000-0000-000000000000"
+        connection = f"InstrumentationKey={key};IngestionEndpoint={server.url}"
+        tracing = configure("azure-test", {"APPLICATIONINSIGHTS_CONNECTION_STRING": connection}, builtin=None)
+        assert tracing is not None and tracing.exporters == ["azure-monitor"]
+        executor = chat_executor(tmp_path, llm_server)
+        try:
+            assert (await executor.run_line({"question": "exported"})).ok  # "Echo: exported": 2 tokens
+        finally:
+            executor.close()
+            tracing.shutdown()
+    spans = {e["data"]["baseData"]["name"]: e for e in app.envelopes if "RemoteDependency" in e["name"]}
+    llm, node = spans["chat gpt-test"], spans["chat"]
+    assert llm["iKey"] == key and llm["tags"]["ai.cloud.role"] == "azure-test"
+    assert llm["tags"]["ai.operation.id"] == node["tags"]["ai.operation.id"]  # one trace
+    assert llm["tags"]["ai.operation.parentId"] == node["data"]["baseData"]["id"]
+    assert llm["data"]["baseData"]["properties"]["gen_ai.usage.output_tokens"] == "2"
+    assert tracing.dropped == 0
+    assert not [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]  # no traceback in the log
+
+
+@without_azure
 def test_app_insights_settings_say_where_traces_go() -> None:
     spec = parse_deployment(
         {
@@ -431,6 +495,7 @@ def test_app_insights_settings_say_where_traces_go() -> None:
     assert "pip install 'flowport[azure]'" in notes  # the exporter package is not installed here
 
 
+@without_azure
 def test_azure_monitor_without_its_package_is_one_note_and_the_builtin_store(tmp_path: Path) -> None:
     with open(tmp_path / "spans.jsonl", "ab") as file:
         tracing = configure(
