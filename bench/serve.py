@@ -83,6 +83,7 @@ from _common import (
     percentile,
     python_output_ok,
     read_chunks,
+    tree_cpu_seconds,
     verdict,
     write_results,
 )
@@ -270,18 +271,6 @@ def role(pid: int, root: int) -> str:
     if b"spawn_main" in command:
         return "worker"
     return "main" if pid == root else "other"
-
-
-def cpu_seconds(root: int) -> float:
-    """User + system CPU time so far of ``root`` and every live process below it."""
-    ticks = 0
-    for pid in descendants(root):
-        try:
-            fields = Path("/proc", str(pid), "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def open_files_limit(pid: int) -> int:
@@ -703,7 +692,7 @@ def measure(
             run_async(
                 python_load(server.port, body, check, connections=min(connections, 64), accept=accept, **warm)
             )
-        cpu_before = cpu_seconds(server.process.pid)
+        cpu_before = tree_cpu_seconds(server.process.pid)
         with RssSampler(server.process.pid) as memory:
             if client == "wrk":
                 figures = wrk(ctx, server.url, body, connections, sizes.seconds)
@@ -716,7 +705,7 @@ def measure(
                 load = python_load(server.port, body, check, connections=connections, accept=accept, **limits)
                 tally, seconds = run_async(load)
                 result = from_tally(tally, seconds, scenario, spec, connections, streamed)
-        cpu = cpu_seconds(server.process.pid) - cpu_before
+        cpu = tree_cpu_seconds(server.process.pid) - cpu_before
         result.cpu_ms_per_request = cpu * 1000 / result.ok if result.ok else 0.0
         result.startup_s = server.startup_s
         result.workers = spec.workers

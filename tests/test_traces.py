@@ -510,11 +510,14 @@ def test_azure_monitor_without_its_package_is_one_note_and_the_builtin_store(tmp
             tracing.shutdown()
 
 
-def test_flow_serve_traces_to_a_file_and_continues_the_callers_trace(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sampled", ["01", "00"])
+def test_flow_serve_traces_to_a_file_and_continues_the_callers_trace(tmp_path: Path, sampled: str) -> None:
+    """A client's trace is continued and recorded, sampled or not (``-00``: docs/traces.md)."""
     spans_file = tmp_path / "serve.traces.jsonl"
     process, url = start(FLOWS / "three_node_python", tmp_path / "home", FLOWPORT_TRACE_FILE=str(spans_file))
     try:
-        answer = httpx.post(f"{url}/score", json={"text": "x y"}, headers={"traceparent": CLIENT_PARENT})
+        parent = CLIENT_PARENT[:-2] + sampled
+        answer = httpx.post(f"{url}/score", json={"text": "x y"}, headers={"traceparent": parent})
         assert answer.status_code == 200
         returned = answer.headers["traceparent"]
         deadline = time.monotonic() + 20
@@ -527,28 +530,8 @@ def test_flow_serve_traces_to_a_file_and_continues_the_callers_trace(tmp_path: P
     spans = by_name(read_spans(spans_file))
     line = spans["three_node_python"]
     assert (line["trace_id"], line["parent_id"]) == (CLIENT_TRACE, "00f067aa0ba902b7")
-    assert returned == f"00-{CLIENT_TRACE}-{line['span_id']}-01"
+    assert returned == f"00-{CLIENT_TRACE}-{line['span_id']}-01"  # this hop recorded
     assert line["attributes"]["service.name"] == "flowport-serve"
-
-
-def test_a_not_sampled_traceparent_is_still_recorded_and_continued(tmp_path: Path) -> None:
-    """The operator's traces do not depend on the client's sampling: ``-00`` is recorded (docs/traces.md)."""
-    spans_file = tmp_path / "serve.traces.jsonl"
-    process, url = start(FLOWS / "three_node_python", tmp_path / "home", FLOWPORT_TRACE_FILE=str(spans_file))
-    try:
-        not_sampled = f"00-{CLIENT_TRACE}-00f067aa0ba902b7-00"
-        answer = httpx.post(f"{url}/score", json={"text": "x y"}, headers={"traceparent": not_sampled})
-        assert answer.status_code == 200
-        deadline = time.monotonic() + 20
-        while len(read_spans(spans_file)) < 4:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-    finally:
-        process.terminate()
-        process.wait(10)
-    line = by_name(read_spans(spans_file))["three_node_python"]
-    assert (line["trace_id"], line["parent_id"]) == (CLIENT_TRACE, "00f067aa0ba902b7")
-    assert answer.headers["traceparent"] == f"00-{CLIENT_TRACE}-{line['span_id']}-01"  # this hop recorded
 
 
 def test_a_bulk_run_traces_every_line_and_trace_list_reads_the_file(tmp_path: Path, home: Path) -> None:
