@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import importlib.util
 import json
 import shutil
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,23 @@ async def test_a_dag_line_is_one_trace_with_a_span_per_node(traced: tuple[Tracin
         assert span["attributes"]["gen_ai.operation.name"] == "execute_tool"
         assert line["start"] <= span["start"] <= span["end"] <= line["end"]
     assert "flowport.inputs" not in line["attributes"]  # content is kept only when asked for
+
+
+async def test_an_exported_line_is_freed_without_the_garbage_collector(traced: tuple[Tracing, Spans]) -> None:
+    """The line span's node-span builder refers to the span: once exported, nothing keeps the line
+    (its record, node runs, inputs and outputs) in a reference cycle."""
+    _, spans = traced
+    executor = FlowExecutor.load(FLOWS / "three_node_python")
+    gc.disable()
+    try:
+        result = await executor.run_line({"text": "a b c"})
+        line = weakref.ref(result.run)
+        del result
+        assert len(spans()) == 4  # exported
+        assert line() is None
+    finally:
+        gc.enable()
+        executor.close()
 
 
 async def test_a_failed_node_fails_its_span_and_the_line(traced: tuple[Tracing, Spans]) -> None:
