@@ -477,6 +477,7 @@ async def test_spans_are_exported_to_azure_monitor(
 ) -> None:
     # nothing goes to Azure's own endpoints (the exporter's statsbeat)
     monkeypatch.setenv("APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL", "true")
+    monkeypatch.setenv("APPLICATIONINSIGHTS_SDKSTATS_DISABLED", "true")  # its metrics to the receiver
     app = BreezeReceiver()
     with ThreadedServer(app) as server:
         key = "00000000-0000-0000-0000-000000000000"
