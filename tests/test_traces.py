@@ -500,6 +500,22 @@ async def test_spans_are_exported_to_azure_monitor(
     assert not [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]  # no traceback in the log
 
 
+@pytest.mark.skipif(not AZURE_INSTALLED, reason="needs pip install 'flowport[azure]'")
+def test_an_invalid_connection_string_is_one_note_and_the_builtin_store(tmp_path: Path) -> None:
+    with open(tmp_path / "spans.jsonl", "ab") as file:
+        tracing = configure(
+            "t", {"APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=x"}, builtin=file
+        )
+        assert tracing is not None
+        try:
+            assert tracing.exporters == ["builtin"]
+            [note] = tracing.notes
+            assert note.startswith("APPLICATIONINSIGHTS_CONNECTION_STRING is not valid (")
+            assert "Traceback" not in note
+        finally:
+            tracing.shutdown()
+
+
 @without_azure
 def test_app_insights_settings_say_where_traces_go() -> None:
     spec = parse_deployment(

@@ -102,7 +102,10 @@ def _azure(environ: Mapping[str, str], resource: Any) -> tuple[Any, str]:
     # The exporter reads the resource from a tracer provider (else it logs a traceback per
     # export): one of its own, never installed as the global one.
     provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-    exporter = AzureMonitorTraceExporter(connection_string=environ[AZURE_ENV], tracer_provider=provider)
+    try:
+        exporter = AzureMonitorTraceExporter(connection_string=environ[AZURE_ENV], tracer_provider=provider)
+    except ValueError as exc:  # the package's check of the connection string
+        return None, f"{AZURE_ENV} is not valid ({exc}); traces go to the built-in store instead"
     return exporter, "azure-monitor"
 
 
