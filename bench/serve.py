@@ -195,6 +195,8 @@ class Result:
     open_files_limit: int = 0
     cpu_ms_per_request: float = 0.0
     """User + system CPU time of the server's process tree during the measured load, per answer."""
+    trace_dropped: int | None = None
+    """Spans the traced server dropped (its ``flowport_trace_spans_dropped_total``), warm-up included."""
     runs: list[dict[str, float]] = field(default_factory=list)
     """Every repeat's figures, when this is the median of several runs."""
 
@@ -393,6 +395,15 @@ def serving(ctx: Context, spec: ServerSpec, flow: Path) -> Iterator[Server]:
         yield Server(spec, process, port, time.perf_counter() - began, log_path)
     finally:
         stop(process)
+
+
+def spans_dropped(port: int) -> int | None:
+    """``flowport_trace_spans_dropped_total`` from the server's ``/metrics`` (None: not there)."""
+    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=10) as answer:
+        for line in answer.read().decode().splitlines():
+            if line.startswith("flowport_trace_spans_dropped_total"):
+                return int(float(line.split()[-1]))
+    return None
 
 
 def wait_healthy(port: int, process: subprocess.Popen[bytes], log_path: Path, limit: float = 120.0) -> None:
@@ -707,6 +718,8 @@ def measure(
                 result = from_tally(tally, seconds, scenario, spec, connections, streamed)
         cpu = tree_cpu_seconds(server.process.pid) - cpu_before
         result.cpu_ms_per_request = cpu * 1000 / result.ok if result.ok else 0.0
+        if spec.tracing:
+            result.trace_dropped = spans_dropped(server.port)
         result.startup_s = server.startup_s
         result.workers = spec.workers
         result.worker_peak_mib = memory.worker_peak_mib()
@@ -717,6 +730,7 @@ def measure(
         f"  {result.ok} ok, {result.rate:,.0f} req/s, p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms,"
         f" {result.errors} errors, worker peak RSS {result.worker_peak_mib:.1f} MiB,"
         f" CPU {result.cpu_ms_per_request:.3f} ms/request"
+        + (f", {result.trace_dropped} spans dropped" if result.trace_dropped is not None else "")
     )
     return result
 
