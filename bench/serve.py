@@ -31,6 +31,17 @@ every server it starts.
     .venv/bin/python bench/serve.py --repeat 3       # scenarios 1 and 2 three times, median kept
     .venv/bin/python bench/serve.py --quick          # 10 s runs, 250 streaming clients: < 2 minutes
     .venv/bin/python bench/serve.py --only python    # or chat, stream; --seconds, --stream-clients ...
+    .venv/bin/python bench/serve.py --tracing --repeat 3 --seconds 8   # the cost of tracing
+
+``--tracing`` measures what tracing costs instead of comparing with prompt flow: scenarios 1 and 2
+serve flowport (1 worker) three ways, interleaved in every round: untraced, tracing to the
+built-in store (``FLOWPORT_TRACE_FILE``, a JSON lines file in the scratch folder), and exporting
+over OTLP/HTTP (``OTEL_EXPORTER_OTLP_ENDPOINT``) to a receiver in its own process
+(``python -m flowport.testing.otlp``, which decodes every request). It prints each traced
+variant's req/s and p50 against the untraced one's. Targets: the store costs at most 10 % of the
+Python flow's req/s; the chat flow's p50 moves by no more than the spread of the untraced runs.
+Every row also reports the server's CPU time per request (user + system time of its process
+tree during the measured load, over the requests answered).
 """
 
 from __future__ import annotations
@@ -72,6 +83,7 @@ from _common import (
     percentile,
     python_output_ok,
     read_chunks,
+    tree_cpu_seconds,
     verdict,
     write_results,
 )
@@ -124,17 +136,25 @@ class ServerSpec:
     tool: str
     """``flowport`` or ``promptflow``."""
     workers: int = 1
+    tracing: str = ""
+    """flowport only: ``store`` (the built-in store's file), ``otlp`` (OTLP/HTTP export), or untraced."""
 
     @property
     def label(self) -> str:
         if self.tool == "flowport":
-            return f"flowport x{self.workers} worker" + ("s" if self.workers > 1 else "")
+            traced = {"store": ", trace store", "otlp": ", trace OTLP"}.get(self.tracing, "")
+            return f"flowport x{self.workers} worker" + ("s" if self.workers > 1 else "") + traced
         return f"promptflow {PF_VERSION}"
 
 
 PF = ServerSpec("promptflow")
 FP1 = ServerSpec("flowport", 1)
 FP2 = ServerSpec("flowport", 2)
+FP1_STORE = ServerSpec("flowport", 1, "store")
+FP1_OTLP = ServerSpec("flowport", 1, "otlp")
+TRACED = (FP1, FP1_STORE, FP1_OTLP)
+TRACING_TARGET = 0.90
+"""Traced to the built-in store, the Python flow keeps at least this share of its untraced req/s."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +163,8 @@ class Context:
     flowport_home: Path
     pf_home: Path
     use_wrk: bool
+    otlp_url: str = ""
+    """The OTLP receiver's URL, with ``--tracing``."""
 
 
 @dataclass
@@ -171,6 +193,10 @@ class Result:
     tree_peak_mib: float = 0.0
     processes: list[dict[str, Any]] = field(default_factory=list)
     open_files_limit: int = 0
+    cpu_ms_per_request: float = 0.0
+    """User + system CPU time of the server's process tree during the measured load, per answer."""
+    trace_dropped: int | None = None
+    """Spans the traced server dropped (its ``flowport_trace_spans_dropped_total``), warm-up included."""
     runs: list[dict[str, float]] = field(default_factory=list)
     """Every repeat's figures, when this is the median of several runs."""
 
@@ -190,6 +216,7 @@ class Result:
             "p99_ms": self.p99_ms,
             "worker_peak_mib": self.worker_peak_mib,
             "startup_s": self.startup_s,
+            "cpu_ms_per_request": self.cpu_ms_per_request,
         }
 
     def summary(self) -> dict[str, Any]:
@@ -349,11 +376,15 @@ def serving(ctx: Context, spec: ServerSpec, flow: Path) -> Iterator[Server]:
     if spec.tool == "flowport":
         command = [str(FLOWPORT), "flow", "serve", "--source", source, "--host", HOST, "--port", str(port)]
         env = flowport_env(ctx, spec.workers)
+        if spec.tracing == "store":
+            env["FLOWPORT_TRACE_FILE"] = str(ctx.scratch / f"spans-{port}.jsonl")
+        elif spec.tracing == "otlp":
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = ctx.otlp_url
     else:
         command = [str(venv_pf()), "flow", "serve", "--source", source, "--port", str(port), "--host", HOST]
         command += ["--engine", "fastapi", "--skip-open-browser"]
         env = pf_env(ctx.pf_home, {"PF_LOGGING_LEVEL": "WARNING"})
-    log_path = ctx.scratch / f"{spec.tool}-{spec.workers}-{flow.name}-{port}.log"
+    log_path = ctx.scratch / f"{spec.tool}-{spec.workers}{spec.tracing}-{flow.name}-{port}.log"
     with log_path.open("wb") as out:
         began = time.perf_counter()
         process = subprocess.Popen(
@@ -364,6 +395,15 @@ def serving(ctx: Context, spec: ServerSpec, flow: Path) -> Iterator[Server]:
         yield Server(spec, process, port, time.perf_counter() - began, log_path)
     finally:
         stop(process)
+
+
+def spans_dropped(port: int) -> int | None:
+    """``flowport_trace_spans_dropped_total`` from the server's ``/metrics`` (None: not there)."""
+    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=10) as answer:
+        for line in answer.read().decode().splitlines():
+            if line.startswith("flowport_trace_spans_dropped_total"):
+                return int(float(line.split()[-1]))
+    return None
 
 
 def wait_healthy(
@@ -665,6 +705,7 @@ def measure(
             run_async(
                 python_load(server.port, body, check, connections=min(connections, 64), accept=accept, **warm)
             )
+        cpu_before = tree_cpu_seconds(server.process.pid)
         with RssSampler(server.process.pid) as memory:
             if client == "wrk":
                 figures = wrk(ctx, server.url, body, connections, sizes.seconds)
@@ -677,6 +718,10 @@ def measure(
                 load = python_load(server.port, body, check, connections=connections, accept=accept, **limits)
                 tally, seconds = run_async(load)
                 result = from_tally(tally, seconds, scenario, spec, connections, streamed)
+        cpu = tree_cpu_seconds(server.process.pid) - cpu_before
+        result.cpu_ms_per_request = cpu * 1000 / result.ok if result.ok else 0.0
+        if spec.tracing:
+            result.trace_dropped = spans_dropped(server.port)
         result.startup_s = server.startup_s
         result.workers = spec.workers
         result.worker_peak_mib = memory.worker_peak_mib()
@@ -685,7 +730,9 @@ def measure(
         result.open_files_limit = open_files_limit(server.process.pid)
     log(
         f"  {result.ok} ok, {result.rate:,.0f} req/s, p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms,"
-        f" {result.errors} errors, worker peak RSS {result.worker_peak_mib:.1f} MiB"
+        f" {result.errors} errors, worker peak RSS {result.worker_peak_mib:.1f} MiB,"
+        f" CPU {result.cpu_ms_per_request:.3f} ms/request"
+        + (f", {result.trace_dropped} spans dropped" if result.trace_dropped is not None else "")
     )
     return result
 
@@ -753,13 +800,13 @@ def repeated(jobs: list[Job], repeat: int) -> list[Result]:
     return chosen
 
 
-def python_scenario(ctx: Context, sizes: Sizes, repeat: int) -> list[Result]:
+def python_scenario(ctx: Context, sizes: Sizes, repeat: int, tracing: bool = False) -> list[Result]:
     c = sizes.python_connections
 
     def job(spec: ServerSpec) -> Job:
         return lambda: measure(ctx, "python", spec, PYTHON_FLOW, PYTHON_BODY, python_output_ok, sizes, c)
 
-    return repeated([job(spec) for spec in (PF, FP1, FP2)], repeat)
+    return repeated([job(spec) for spec in (TRACED if tracing else (PF, FP1, FP2))], repeat)
 
 
 def create_connections(ctx: Context, base_url: str) -> None:
@@ -770,7 +817,9 @@ def create_connections(ctx: Context, base_url: str) -> None:
     run_quiet([str(venv_pf()), "connection", "create", "--file", str(spec)], pf_env(ctx.pf_home))
 
 
-def chat_scenarios(ctx: Context, sizes: Sizes, repeat: int, chat: bool, stream: bool) -> list[Result]:
+def chat_scenarios(
+    ctx: Context, sizes: Sizes, repeat: int, chat: bool, stream: bool, tracing: bool = False
+) -> list[Result]:
     """Scenarios 2 and 3, against one test LLM server (200 ms, streamed chunks without pause)."""
     rows = []
     with llm_server_process(sizes.latency_ms, chunk_delay_ms=0) as base_url:
@@ -781,7 +830,7 @@ def chat_scenarios(ctx: Context, sizes: Sizes, repeat: int, chat: bool, stream: 
             def job(spec: ServerSpec) -> Job:
                 return lambda: measure(ctx, "chat", spec, CHAT_FLOW, CHAT_BODY, chat_output_ok, sizes, c)
 
-            rows += repeated([job(spec) for spec in (PF, FP1)], repeat)
+            rows += repeated([job(spec) for spec in (TRACED if tracing else (PF, FP1))], repeat)
         if stream:
             c = sizes.stream_clients
             rows += [
@@ -815,7 +864,7 @@ def spread(r: Result) -> str:
 
 def print_results(rows: list[Result]) -> None:
     header = ("scenario", "server", "load", "conns", "seconds", "ok", "req/s", "range", "p50 ms", "p99 ms")
-    header += ("first p50", "first p99", "non-2xx", "socket", "wrong")
+    header += ("first p50", "first p99", "CPU ms/req", "non-2xx", "socket", "wrong")
     print_rows(
         header,
         [
@@ -832,6 +881,7 @@ def print_results(rows: list[Result]) -> None:
                 ms(r.p99_ms),
                 ms(r.first_p50_ms),
                 ms(r.first_p99_ms),
+                f"{r.cpu_ms_per_request:.3f}",
                 str(r.non_2xx),
                 str(r.socket_errors),
                 str(r.wrong),
@@ -921,6 +971,81 @@ def verdicts(rows: list[Result], sizes: Sizes) -> dict[str, Any]:
     return out
 
 
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def tracing_verdicts(rows: list[Result]) -> dict[str, Any]:
+    """Print each traced variant against the untraced server, per scenario; return the figures."""
+    by = {(r.scenario, r.server): r for r in rows}
+    out: dict[str, Any] = {}
+    for scenario in ("python", "chat"):
+        base = by.get((scenario, FP1.label))
+        if base is None:
+            continue
+        base_p50s = [run["p50_ms"] for run in base.runs] or [base.p50_ms]
+        noise = max(max(base_p50s) - min(base_p50s), 0.01 * median(base_p50s))
+        for spec in (FP1_STORE, FP1_OTLP):
+            traced = by.get((scenario, spec.label))
+            if traced is None:
+                continue
+            p50s = [run["p50_ms"] for run in traced.runs] or [traced.p50_ms]
+            ratio = traced.rate / base.rate if base.rate else 0.0
+            p50_delta = median(p50s) - median(base_p50s)
+            cpu = traced.cpu_ms_per_request / base.cpu_ms_per_request if base.cpu_ms_per_request else 0.0
+            out[f"{scenario}_{spec.tracing}"] = {
+                "req_per_s_ratio": ratio,
+                "p50_ms": median(p50s),
+                "untraced_p50_ms": median(base_p50s),
+                "p50_delta_ms": p50_delta,
+                "untraced_p50_spread_ms": noise,
+                "cpu_ms_per_request": traced.cpu_ms_per_request,
+                "untraced_cpu_ms_per_request": base.cpu_ms_per_request,
+            }
+            line = (
+                f"{scenario:<7} {spec.tracing:<5}  req/s {traced.rate:,.0f} / {base.rate:,.0f} untraced"
+                f" = {ratio:.3f}"
+                f"   p50 {median(p50s):.1f} / {median(base_p50s):.1f} ms ({p50_delta:+.1f})"
+                f"   CPU/req {traced.cpu_ms_per_request:.3f} / {base.cpu_ms_per_request:.3f} ms = {cpu:.2f}x"
+            )
+            if scenario == "python" and spec.tracing == "store":
+                line += f"   target >= {TRACING_TARGET:.2f}: {verdict(ratio >= TRACING_TARGET)}"
+            if scenario == "chat":
+                line += (
+                    f"   target |p50 change| <= {noise:.1f} ms (noise): {verdict(abs(p50_delta) <= noise)}"
+                )
+            print(line)
+    return out
+
+
+@contextlib.contextmanager
+def otlp_receiver(scratch: Path) -> Iterator[str]:
+    """``python -m flowport.testing.otlp`` in its own process; yields its URL, logs its span count."""
+    port = free_port()
+    command = [sys.executable, "-m", "flowport.testing.otlp", "--port", str(port)]
+    with (scratch / "otlp-receiver.log").open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://{HOST}:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/count", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    said = tail(scratch / "otlp-receiver.log")
+                    raise RuntimeError(f"the OTLP receiver did not start:\n{said}") from None
+                time.sleep(0.05)
+        yield url
+        with urllib.request.urlopen(f"{url}/count", timeout=5) as answer:
+            log(f"OTLP receiver: {json.loads(answer.read())['spans']:,} spans received")
+    finally:
+        stop(process)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -939,6 +1064,11 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat", type=int, default=1, help="runs of scenarios 1 and 2, median kept (default 1)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (server logs, flows)")
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="scenarios 1 and 2: flowport untraced, tracing to the built-in store and over OTLP (no pf)",
+    )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else DEFAULT
     overrides = {
@@ -958,13 +1088,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     log(f"open-file limit: {open_files}; prompt flow venv: {ensure_venv().parent.parent}")
     scratch = Path(tempfile.mkdtemp(prefix="flowport-serve-"))
-    ctx = Context(scratch, scratch / "flowport-home", scratch / "pf-home", use_wrk)
     source_before = src_fingerprint()
+    tracing = args.tracing and args.only != "stream"
     try:
-        rows = python_scenario(ctx, sizes, repeat) if args.only in (None, "python") else []
-        if args.only in (None, "chat", "stream"):
-            chat, stream = args.only in (None, "chat"), args.only in (None, "stream")
-            rows += chat_scenarios(ctx, sizes, repeat, chat, stream)
+        with contextlib.ExitStack() as stack:
+            otlp_url = stack.enter_context(otlp_receiver(scratch)) if tracing else ""
+            ctx = Context(scratch, scratch / "flowport-home", scratch / "pf-home", use_wrk, otlp_url)
+            rows = python_scenario(ctx, sizes, repeat, tracing) if args.only in (None, "python") else []
+            if args.only in (None, "chat", "stream"):
+                chat = args.only in (None, "chat")
+                stream = args.only == "stream" or (args.only is None and not tracing)
+                rows += chat_scenarios(ctx, sizes, repeat, chat, stream, tracing)
     finally:
         if args.keep:
             log(f"scratch folder kept: {scratch}")
@@ -979,6 +1113,8 @@ def main(argv: list[str] | None = None) -> int:
     print_results(rows)
     print()
     figures = verdicts(rows, sizes)
+    if tracing:
+        figures["tracing"] = tracing_verdicts(rows)
     payload = {
         "benchmark": "serve",
         "machine": machine(),
@@ -989,6 +1125,7 @@ def main(argv: list[str] | None = None) -> int:
         "flowport_env": FLOWPORT_LOAD_ENV,
         "sizes": asdict(sizes),
         "repeat": repeat,
+        "tracing": tracing,
         "src_changed_during_run": source_changed,
         "rows": [r.summary() for r in rows],
         "verdicts": figures,

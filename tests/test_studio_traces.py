@@ -84,3 +84,38 @@ def test_the_test_tab_links_an_answer_to_its_trace(studio: tuple[Flowport, Any])
         assert time.monotonic() < deadline
         page.get_by_role("button", name="Refresh").click()
         time.sleep(0.3)
+
+
+def test_monitoring_outliers_and_log_request_ids_open_their_traces(studio: tuple[Flowport, Any]) -> None:
+    server, page = studio
+    server.endpoint("outliers")
+    server.deploy("outliers", "blue")
+    server.traffic("outliers", blue=100)
+    assert server.score("outliers", {"text": "fine"}, **{"x-request-id": "outlier-ok"}).status_code == 200
+    failed = server.score("outliers", {"fail": True}, **{"x-request-id": "outlier-bad"})
+    assert failed.status_code == 424
+    wait_for_trace(server, "outlier-ok", 3)
+    bad_trace = wait_for_trace(server, "outlier-bad", 3)
+
+    page.goto(f"{server.url}/studio/endpoints/outliers#monitoring")
+    failed_list = page.locator("#monitor-failed")
+    bad_link = failed_list.get_by_role("link", name="outlier-bad")
+    bad_link.wait_for()
+    assert failed_list.get_by_role("link", name="outlier-ok").count() == 0
+    slowest = page.locator("#monitor-slowest")
+    assert slowest.get_by_role("link", name="outlier-ok").count() == 1
+    assert "Failed" in failed_list.locator("tr", has_text="outlier-bad").inner_text()
+    bad_link.click()
+    page.wait_for_url(f"**/studio/traces/{bad_trace['trace_id']}")
+    page.get_by_role("list", name="Spans").locator(".span-name").first.wait_for()
+
+    page.goto(f"{server.url}/studio/endpoints/outliers#logs")
+    log_link = page.locator("#logs-output a", has_text="outlier-bad")
+    deadline = time.monotonic() + 20
+    while log_link.count() == 0:  # the instance's log line may not be written yet
+        assert time.monotonic() < deadline, page.locator("#logs-output").inner_text()
+        page.get_by_role("button", name="Refresh").click()
+        time.sleep(0.3)
+    log_link.first.click()
+    page.wait_for_url("**/studio/traces?request_id=outlier-bad")
+    page.locator("#traces-table a", has_text="outlier-bad").wait_for()

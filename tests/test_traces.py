@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import gzip
+import importlib.util
 import json
 import os
 import shutil
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,7 @@ from flowport.runtime.instance import start_tracing
 from flowport.runtime.local.logs import masking
 from flowport.serving import ScoringApp
 from flowport.testing.llm_server import LLMServer
+from flowport.testing.otlp import GrpcReceiver, OTLPReceiver, attributes
 from flowport.testing.threaded_server import ThreadedServer
 from flowport.tracing.setup import Tracing, configure
 from tests.endpoint_harness import Flowport
@@ -86,6 +91,23 @@ async def test_a_dag_line_is_one_trace_with_a_span_per_node(traced: tuple[Tracin
         assert span["attributes"]["gen_ai.operation.name"] == "execute_tool"
         assert line["start"] <= span["start"] <= span["end"] <= line["end"]
     assert "flowport.inputs" not in line["attributes"]  # content is kept only when asked for
+
+
+async def test_an_exported_line_is_freed_without_the_garbage_collector(traced: tuple[Tracing, Spans]) -> None:
+    """The line span's node-span builder refers to the span: once exported, nothing keeps the line
+    (its record, node runs, inputs and outputs) in a reference cycle."""
+    _, spans = traced
+    executor = FlowExecutor.load(FLOWS / "three_node_python")
+    gc.disable()
+    try:
+        result = await executor.run_line({"text": "a b c"})
+        line = weakref.ref(result.run)
+        del result
+        assert len(spans()) == 4  # exported
+        assert line() is None
+    finally:
+        gc.enable()
+        executor.close()
 
 
 async def test_a_failed_node_fails_its_span_and_the_line(traced: tuple[Tracing, Spans]) -> None:
@@ -346,57 +368,6 @@ def await_line(executor: FlowExecutor) -> Any:
     return asyncio.run(executor.run_line({"text": "a"}))
 
 
-class OTLPReceiver:
-    """A tiny OTLP/HTTP trace receiver: decodes each protobuf export request with opentelemetry-proto."""
-
-    def __init__(self) -> None:
-        self.spans: list[tuple[dict[str, Any], Any]] = []
-        self.requests: list[str] = []
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-            ExportTraceServiceRequest,
-            ExportTraceServiceResponse,
-        )
-
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        headers = dict(scope["headers"])
-        self.requests.append(
-            f"{scope['method']} {scope['path']} {headers.get(b'content-type', b'').decode()}"
-        )
-        request = ExportTraceServiceRequest()
-        request.ParseFromString(body)
-        for resource_spans in request.resource_spans:
-            resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
-            for scope_spans in resource_spans.scope_spans:
-                self.spans.extend((resource, span) for span in scope_spans.spans)
-        answer = ExportTraceServiceResponse().SerializeToString()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"application/x-protobuf")],
-            }
-        )
-        await send({"type": "http.response.body", "body": answer})
-
-    def named(self, name: str) -> tuple[dict[str, Any], Any]:
-        return next((r, s) for r, s in self.spans if s.name == name)
-
-
-def attributes(span: Any) -> dict[str, Any]:
-    found = {}
-    for attribute in span.attributes:
-        value = attribute.value
-        found[attribute.key] = getattr(value, value.WhichOneof("value"))
-    return found
-
-
 @pytest.fixture
 def receiver() -> Iterator[tuple[OTLPReceiver, str]]:
     app = OTLPReceiver()
@@ -451,6 +422,96 @@ def test_a_deployment_exports_over_otlp_when_its_variables_say_so(
         assert (gateway["trace_id"], gateway["span_id"]) == (line.trace_id.hex(), line.parent_span_id.hex())
 
 
+def test_flow_serve_exports_over_otlp_grpc(tmp_path: Path) -> None:
+    with GrpcReceiver() as grpc_receiver:
+        process, url = start(
+            FLOWS / "three_node_python",
+            tmp_path / "home",
+            OTEL_EXPORTER_OTLP_ENDPOINT=grpc_receiver.endpoint,
+            OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+        )
+        try:
+            answer = httpx.post(f"{url}/score", json={"text": "x y"}, headers={"traceparent": CLIENT_PARENT})
+            assert answer.status_code == 200
+            deadline = time.monotonic() + 20
+            while len(grpc_receiver.spans) < 4:  # the line and its three nodes
+                assert time.monotonic() < deadline, grpc_receiver.spans
+                time.sleep(0.1)
+        finally:
+            process.terminate()
+            process.wait(10)
+        assert grpc_receiver.requests[0].startswith("Export OTel-OTLP-Exporter-Python")
+        resource, line = grpc_receiver.named("three_node_python")
+        assert resource["service.name"] == "flowport-serve"
+        assert (line.trace_id.hex(), line.parent_span_id.hex()) == (CLIENT_TRACE, "00f067aa0ba902b7")
+        _, node = grpc_receiver.named("count_words")
+        assert node.parent_span_id == line.span_id
+        assert attributes(node)["flowport.node"] == "count_words"
+
+
+AZURE_INSTALLED = importlib.util.find_spec("azure.monitor.opentelemetry.exporter") is not None
+without_azure = pytest.mark.skipif(AZURE_INSTALLED, reason="the Azure Monitor exporter is installed")
+
+
+class BreezeReceiver:
+    """Azure Monitor's ingestion API on loopback: ``POST /v2.1/track``, gzip'd JSON envelopes."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[dict[str, Any]] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if dict(scope["headers"]).get(b"content-encoding") == b"gzip":
+            body = gzip.decompress(body)
+        assert scope["path"] == "/v2.1/track", scope["path"]
+        envelopes = json.loads(body)
+        self.envelopes.extend(envelopes)
+        answer = json.dumps({"itemsReceived": len(envelopes), "itemsAccepted": len(envelopes), "errors": []})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": answer.encode()})
+
+
+@pytest.mark.skipif(not AZURE_INSTALLED, reason="needs pip install 'flowport[azure]'")
+async def test_spans_are_exported_to_azure_monitor(
+    tmp_path: Path, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # nothing goes to Azure's own endpoints (the exporter's statsbeat)
+    monkeypatch.setenv("APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL", "true")
+    monkeypatch.setenv("APPLICATIONINSIGHTS_SDKSTATS_DISABLED", "true")  # its metrics to the receiver
+    app = BreezeReceiver()
+    with ThreadedServer(app) as server:
+        key = "00000000-0000-0000-0000-000000000000"
+        connection = f"InstrumentationKey={key};IngestionEndpoint={server.url}"
+        tracing = configure("azure-test", {"APPLICATIONINSIGHTS_CONNECTION_STRING": connection}, builtin=None)
+        assert tracing is not None and tracing.exporters == ["azure-monitor"]
+        executor = chat_executor(tmp_path, llm_server)
+        try:
+            assert (await executor.run_line({"question": "exported"})).ok  # "Echo: exported": 2 tokens
+        finally:
+            executor.close()
+            tracing.shutdown()
+    spans = {e["data"]["baseData"]["name"]: e for e in app.envelopes if "RemoteDependency" in e["name"]}
+    llm, node = spans["chat gpt-test"], spans["chat"]
+    assert llm["iKey"] == key and llm["tags"]["ai.cloud.role"] == "azure-test"
+    assert llm["tags"]["ai.operation.id"] == node["tags"]["ai.operation.id"]  # one trace
+    assert llm["tags"]["ai.operation.parentId"] == node["data"]["baseData"]["id"]
+    assert llm["data"]["baseData"]["properties"]["gen_ai.usage.output_tokens"] == "2"
+    assert tracing.dropped == 0
+    assert not [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]  # no traceback in the log
+
+
+@without_azure
 def test_app_insights_settings_say_where_traces_go() -> None:
     spec = parse_deployment(
         {
@@ -465,7 +526,8 @@ def test_app_insights_settings_say_where_traces_go() -> None:
     assert "pip install 'flowport[azure]'" in notes  # the exporter package is not installed here
 
 
-def test_azure_monitor_without_its_package_is_one_note_and_the_builtin_store(tmp_path: Path) -> None:
+def test_azure_monitor_that_cannot_export_is_one_note_and_the_builtin_store(tmp_path: Path) -> None:
+    """Without its package; with it, a connection string it rejects (the key is not a UUID)."""
     with open(tmp_path / "spans.jsonl", "ab") as file:
         tracing = configure(
             "t", {"APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=x"}, builtin=file
@@ -474,16 +536,22 @@ def test_azure_monitor_without_its_package_is_one_note_and_the_builtin_store(tmp
         try:
             assert tracing.exporters == ["builtin"]
             [note] = tracing.notes
-            assert "azure-monitor-opentelemetry-exporter is not installed" in note
+            if AZURE_INSTALLED:
+                assert note.startswith("APPLICATIONINSIGHTS_CONNECTION_STRING is not valid (")
+            else:
+                assert "azure-monitor-opentelemetry-exporter is not installed" in note
         finally:
             tracing.shutdown()
 
 
-def test_flow_serve_traces_to_a_file_and_continues_the_callers_trace(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sampled", ["01", "00"])
+def test_flow_serve_traces_to_a_file_and_continues_the_callers_trace(tmp_path: Path, sampled: str) -> None:
+    """A client's trace is continued and recorded, sampled or not (``-00``: docs/traces.md)."""
     spans_file = tmp_path / "serve.traces.jsonl"
     process, url = start(FLOWS / "three_node_python", tmp_path / "home", FLOWPORT_TRACE_FILE=str(spans_file))
     try:
-        answer = httpx.post(f"{url}/score", json={"text": "x y"}, headers={"traceparent": CLIENT_PARENT})
+        parent = CLIENT_PARENT[:-2] + sampled
+        answer = httpx.post(f"{url}/score", json={"text": "x y"}, headers={"traceparent": parent})
         assert answer.status_code == 200
         returned = answer.headers["traceparent"]
         deadline = time.monotonic() + 20
@@ -496,7 +564,7 @@ def test_flow_serve_traces_to_a_file_and_continues_the_callers_trace(tmp_path: P
     spans = by_name(read_spans(spans_file))
     line = spans["three_node_python"]
     assert (line["trace_id"], line["parent_id"]) == (CLIENT_TRACE, "00f067aa0ba902b7")
-    assert returned == f"00-{CLIENT_TRACE}-{line['span_id']}-01"
+    assert returned == f"00-{CLIENT_TRACE}-{line['span_id']}-01"  # this hop recorded
     assert line["attributes"]["service.name"] == "flowport-serve"
 
 

@@ -14,6 +14,7 @@ from time import time as clock
 from typing import Any
 
 from flowport.tools.usage import Usage
+from flowport.tracing.propagation import traceparent
 
 
 class Status(StrEnum):
@@ -110,8 +111,14 @@ class LineRun(_Times):
     error: dict[str, Any] | None = None
     span: Any = field(default=None, repr=False, compare=False)
     """Its open trace span, while tracing (``engine.spans``)."""
-    traceparent: str | None = None
-    """The W3C ``traceparent`` of the line's span (when traced): what the caller's next hop continues."""
+    traced: Any = field(default=None, repr=False, compare=False)
+    """The line's span (``tracing.spans.Parent``) once traced, kept after it ends for ``traceparent``."""
+
+    @property
+    def traceparent(self) -> str | None:
+        """The W3C ``traceparent`` of the line's span (when traced): what the caller's next hop
+        continues. Formatted when asked for, not on every traced line."""
+        return traceparent(self.traced) if self.traced is not None else None
 
     @property
     def usage(self) -> Usage:

@@ -14,8 +14,16 @@ from typing import Any
 
 from flowport import tracing
 from flowport.engine.records import LineRun, NodeRun, Status
-from flowport.tracing.propagation import traceparent
-from flowport.tracing.spans import STATE, Parent, Span, exception_event, new_id
+from flowport.tracing.spans import (
+    CURRENT,
+    INTERNAL,
+    STATE,
+    Parent,
+    Span,
+    exception_event,
+    new_id,
+    new_trace_id,
+)
 
 LINE_KIND = "flowport.span_type"
 
@@ -31,14 +39,15 @@ def start_line(name: str, run: LineRun, attributes: Mapping[str, Any] | None = N
         attrs.update(attributes)
     if run.line_number is not None:
         attrs["flowport.line_number"] = run.line_number
-    span = tracing.start(attrs["flowport.flow"], attrs)
-    if span is None:
-        return None
+    parent = CURRENT.get()
+    if parent is None:
+        span = Span(attrs["flowport.flow"], new_trace_id(), None, INTERNAL, attrs)
+    else:
+        span = Span(attrs["flowport.flow"], parent.trace_id, parent.span_id, INTERNAL, attrs)
     if STATE.content:
-        span.attributes["flowport.inputs"] = tracing.content(run.inputs)
-    run.span = span
-    run.traceparent = traceparent(span)
-    return tracing.activate(span)
+        attrs["flowport.inputs"] = tracing.content(run.inputs)
+    run.span = run.traced = span
+    return CURRENT.set(span)
 
 
 def end_line(run: LineRun, token: Any, outputs: Mapping[str, Any] | None, node_attributes: Any) -> None:

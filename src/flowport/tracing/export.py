@@ -89,6 +89,7 @@ class QueueProcessor:
     def on_end(self, span: Span) -> None:
         queue = self._queue
         if len(queue) >= self.queue_size or self._stopped:
+            span.expand = None  # (see _export)
             self._drop(1)
             return
         queue.append(span)
@@ -129,6 +130,7 @@ class QueueProcessor:
                 batch.append(span)
                 if span.expand is not None:
                     batch.extend(span.expand())
+                    span.expand = None  # it refers to the span: let reference counting free the line
             for exporter in self.exporters:
                 time.sleep(0)  # let a waiting thread have the GIL between exports
                 try:

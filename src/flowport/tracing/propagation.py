@@ -1,7 +1,9 @@
 """W3C ``traceparent``: read a caller's (a client's, or the gateway's) and write one for the next hop.
 
 Hand-written: the gateway reads and writes one header per request and needs neither baggage
-nor ``tracestate``. Every request is recorded, whatever the caller's sampled flag says.
+nor ``tracestate``. Every request is recorded, whatever the caller's sampled flag says (the
+operator's traces are not the client's to turn off; docs/traces.md), and the ``traceparent`` sent on
+says ``01``: this hop's span was recorded.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ class Tracing:
         self.processor.shutdown()
 
 
-def _otlp(environ: Mapping[str, str]) -> tuple[Any, str]:
+def _otlp(environ: Mapping[str, str], resource: Any) -> tuple[Any, str]:
     protocol = (
         environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or ""
     ).strip()
@@ -89,7 +89,7 @@ def _otlp(environ: Mapping[str, str]) -> tuple[Any, str]:
     return Http(endpoint=endpoint), "otlp-http"
 
 
-def _azure(environ: Mapping[str, str]) -> tuple[Any, str]:
+def _azure(environ: Mapping[str, str], resource: Any) -> tuple[Any, str]:
     try:
         from azure.monitor.opentelemetry.exporter import AzureMonitorTraceExporter
     except ImportError:
@@ -97,7 +97,16 @@ def _azure(environ: Mapping[str, str]) -> tuple[Any, str]:
             f"{AZURE_ENV} is set, but {AZURE_PACKAGE} is not installed (pip install 'flowport[azure]'); "
             "traces go to the built-in store instead"
         )
-    return AzureMonitorTraceExporter(connection_string=environ[AZURE_ENV]), "azure-monitor"
+    from opentelemetry.sdk.trace import TracerProvider
+
+    # The exporter reads the resource from a tracer provider (else it logs a traceback per
+    # export): one of its own, never installed as the global one.
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+    try:
+        exporter = AzureMonitorTraceExporter(connection_string=environ[AZURE_ENV], tracer_provider=provider)
+    except ValueError as exc:  # the package's check of the connection string
+        return None, f"{AZURE_ENV} is not valid ({exc}); traces go to the built-in store instead"
+    return exporter, "azure-monitor"
 
 
 def configure(
@@ -124,13 +133,14 @@ def configure(
     for wanted, make in ((otlp_configured(environ), _otlp), (bool(environ.get(AZURE_ENV)), _azure)):
         if not wanted:
             continue
-        exporter, said = make(environ)
+        from opentelemetry.sdk.resources import Resource  # only when exporting through the SDK
+
+        sdk_resource = Resource.create(attributes)
+        exporter, said = make(environ, sdk_resource)
         if exporter is None:
             notes.append(said)
         else:
-            from opentelemetry.sdk.resources import Resource  # only when exporting through the SDK
-
-            exporters.append(SdkExporter(exporter, Resource.create(attributes), scrub))
+            exporters.append(SdkExporter(exporter, sdk_resource, scrub))
             names.append(said)
     if builtin is not None and (not exporters or force):
         exporters.append(JsonLinesExporter(builtin, dict(attributes), scrub))

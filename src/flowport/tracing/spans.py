@@ -141,7 +141,7 @@ def start(
     if parent is None:
         parent = CURRENT.get()
     if parent is None:
-        return Span(name, _ids.getrandbits(128) or 1, None, kind, dict(attributes or {}))
+        return Span(name, new_trace_id(), None, kind, dict(attributes or {}))
     return Span(name, parent.trace_id, parent.span_id, kind, dict(attributes or {}))
 
 
@@ -156,6 +156,10 @@ def exception_event(exc: BaseException) -> dict[str, Any]:
 
 def new_id() -> int:
     return _ids.getrandbits(64) or 1
+
+
+def new_trace_id() -> int:
+    return _ids.getrandbits(128) or 1
 
 
 def fail(span: Span, exc: BaseException | None, message: str | None = None) -> None:

@@ -1,4 +1,5 @@
 // Logs tab: a deployment's instance logs, filtered client-side; Follow polls every 2 s while visible.
+// A line's request id links to that request's trace.
 "use strict";
 
 flowport.tabs["logs"] = async (panel, page) => {
@@ -22,11 +23,30 @@ flowport.tabs["logs"] = async (panel, page) => {
   const output = el("pre", { id: "logs-output", class: "logs", role: "log", "aria-live": "polite",
     "aria-label": "Deployment logs", tabindex: 0 });
 
+  const REQUEST_ID = /("request_id":\s*")([^"\\]+)"/;
+  function appendLine(into, line) {
+    const found = REQUEST_ID.exec(line);
+    if (!found) {
+      into.append(line);
+      return;
+    }
+    const at = found.index + found[1].length;
+    into.append(line.slice(0, at),
+      el("a", { href: `/studio/traces?request_id=${encodeURIComponent(found[2])}`, title: "Open this request's trace" }, found[2]),
+      line.slice(at + found[2].length));
+  }
+
   function show() {
     const needle = filter.value.trim().toLowerCase();
     const kept = needle ? lines.filter((line) => line.toLowerCase().includes(needle)) : lines;
     const atBottom = output.scrollHeight - output.scrollTop - output.clientHeight < 24;
-    output.textContent = kept.length ? kept.join("\n") : (lines.length ? "No line matches the filter." : "No log lines yet.");
+    if (kept.length) {
+      const text = document.createDocumentFragment();
+      kept.forEach((line, i) => { if (i) text.append("\n"); appendLine(text, line); });
+      output.replaceChildren(text);
+    } else {
+      output.textContent = lines.length ? "No line matches the filter." : "No log lines yet.";
+    }
     if (atBottom || !output.dataset.loaded) output.scrollTop = output.scrollHeight;
     output.dataset.loaded = "1";
     status.textContent = needle ? `${kept.length} of ${lines.length} lines` : `${lines.length} lines`;

@@ -135,14 +135,16 @@ flowport.tabs["monitoring"] = async (panel, page) => {
   const updated = el("span", { class: "muted", "aria-live": "off" });
   const headline = el("dl", { class: "headline", "aria-live": "polite", id: "monitor-headline" });
   const charts = el("div", { class: "charts" });
+  const outliers = el("div", { class: "outliers", id: "monitor-outliers" });
   const status = el("p", { class: "error", role: "alert" });
   panel.append(
     el("div", { class: "monitor-bar" },
       el("div", {}, el("label", { for: "monitor-deployment" }, "Deployment"), select),
       el("p", { class: "muted" }, "Last 60 minutes · refreshes every 10 s while this tab is open. ", updated)),
-    status, headline, charts);
+    status, headline, charts, outliers);
 
   let stats = null;
+  let traces = null; // the endpoint's traces of the last hour (newest first), or an error text
   let deployments = {}; // name -> the deployment as shown (instances, scaling)
   const usage = {}; // deployment -> {tokens, history: [{t, prompt, completion}]}
   let chosen = "";
@@ -285,6 +287,52 @@ flowport.tabs["monitoring"] = async (panel, page) => {
         codes.length ? null : "No errors in the last hour."),
       tokensFigure(scope),
     );
+    renderOutliers();
+  }
+
+  // The slowest and the failed requests of the last hour (from the built-in trace store): each
+  // request id opens its trace.
+  const OUTLIERS = 5;
+  function outlierTable(id, caption, rows, empty) {
+    const body = rows.length ? rows.map((t) => el("tr", {},
+      el("td", {}, new Date(t.start_time).toLocaleTimeString()),
+      el("td", {}, el("a", { href: `/studio/traces/${t.trace_id}` }, t.request_id || t.trace_id)),
+      el("td", {}, t.deployment || ""),
+      el("td", {}, el("span", { class: `state ${t.status === "Failed" ? "failed" : "succeeded"}` }, t.status)),
+      el("td", { class: "number" }, `${short(Math.round(t.duration_ms))} ms`)))
+      : [el("tr", {}, el("td", { colspan: 5, class: "muted" }, empty))];
+    return el("section", { class: "card chart-card", "aria-labelledby": `${id}-title` },
+      el("h3", { id: `${id}-title` }, caption),
+      el("table", { class: "grid compact", id },
+        el("thead", {}, el("tr", {}, ["Time", "Request id", "Deployment", "Status", "Latency"]
+          .map((h) => el("th", { scope: "col" }, h)))),
+        el("tbody", {}, body)));
+  }
+  function renderOutliers() {
+    if (traces === null) return;
+    if (typeof traces === "string") {
+      outliers.replaceChildren(el("p", { class: "muted" }, traces));
+      return;
+    }
+    const shown = chosen ? traces.filter((t) => t.deployment === chosen) : traces;
+    const slowest = [...shown].sort((a, b) => b.duration_ms - a.duration_ms).slice(0, OUTLIERS);
+    const failed = shown.filter((t) => t.status === "Failed").slice(0, OUTLIERS);
+    outliers.replaceChildren(
+      el("h2", {}, "Outliers"),
+      el("p", { class: "muted small" }, `The last hour's traces (up to ${TRACE_LIMIT} newest); a request id opens its trace.`),
+      el("div", { class: "charts" },
+        outlierTable("monitor-slowest", "Slowest requests", slowest, "No traced requests in the last hour."),
+        outlierTable("monitor-failed", "Failed requests", failed, "No failed requests in the last hour.")));
+  }
+  const TRACE_LIMIT = 500;
+  async function loadTraces() {
+    const since = new Date(Date.now() - 3600 * 1000).toISOString();
+    const query = new URLSearchParams({ endpoint: page.name, since, limit: String(TRACE_LIMIT) });
+    try {
+      traces = (await call("GET", `/traces?${query}`)).value;
+    } catch (error) {
+      traces = `Could not read the traces: ${error.message}`;
+    }
   }
 
   // Ready instances now; for one autoscaled deployment its bounds and its last change.
@@ -374,6 +422,7 @@ flowport.tabs["monitoring"] = async (panel, page) => {
           if (error.status !== 404) throw error;
         }
       }));
+      await loadTraces();
       status.textContent = "";
       updated.textContent = `Updated ${new Date().toLocaleTimeString()}.`;
       render();
