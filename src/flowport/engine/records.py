@@ -98,7 +98,7 @@ class NodeRun(_Times):
         }
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)  # weakly referable: tests check a traced line is freed
 class LineRun(_Times):
     run_id: str
     line_number: int | None
