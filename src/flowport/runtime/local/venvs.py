@@ -51,6 +51,11 @@ class _Builder:
     def separate(self) -> bool:
         return self.folder is not None
 
+    @property
+    def owner(self) -> tuple[int, int]:
+        user = self.isolation.user if self.isolation is not None else None
+        return (user.uid, user.gid) if user is not None else (os.getuid(), os.getgid())
+
     async def run(
         self, *args: str, cwd: Path | None = None, progress: Progress | None = None
     ) -> tuple[int, str]:
@@ -157,8 +162,13 @@ class VenvCache:
             await self._create(builder, target)
             python = str(target / "bin" / "python")
             listing = (builder.folder or self.root) / f"{venv.name}.conda.txt"
+            steps = _installs(requirements, extra, listing)
+            if builder.folder is not None:
+                _chown_tree(builder.folder / "src", *builder.owner)
+                if listing.exists():
+                    os.chown(listing, *builder.owner)
             outputs = []
-            for what, args, cwd in _installs(requirements, extra, listing):
+            for what, args, cwd in steps:
                 code, output = await builder.run(
                     python,
                     "-m",
@@ -225,9 +235,8 @@ class VenvCache:
         site_packages = Path(output.strip().splitlines()[-1])
         lines = [f"import site; site.addsitedir({path!r})" for path in parent["site"]]
         (site_packages / PARENT_PTH).write_text("\n".join(lines) + "\n", encoding="utf-8")
-        if builder.isolation is not None and builder.isolation.user is not None:
-            user = builder.isolation.user
-            os.chown(site_packages / PARENT_PTH, user.uid, user.gid)
+        if builder.separate:
+            os.chown(site_packages / PARENT_PTH, *builder.owner)
 
 
 def _installs(
@@ -264,8 +273,7 @@ def _copy_sources(
     """What pip reads, copied where the build user reads it (the originals sit in ``FLOWPORT_HOME``):
     the folder of ``requirements.txt`` whole (its relative paths keep working), and each local
     path of the extra lines, which are rewritten to name the copies."""
-    assert builder.folder is not None and builder.isolation is not None and builder.isolation.user
-    user = builder.isolation.user
+    assert builder.folder is not None
     sources = builder.folder / "src"
     copied: dict[str, str] = {}
 
@@ -308,7 +316,6 @@ def _copy_sources(
                 value = scheme + copy(local, whole_folder=listing and local.is_file())
                 tokens[index] = f"{flag}={value}" if flag else value
         lines.append(" ".join(tokens))
-    _chown_tree(sources, user.uid, user.gid)
     return new_requirements, lines
 
 
