@@ -16,6 +16,8 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import tarfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +35,11 @@ _INSPECT = (
     "'site': site.getsitepackages(), 'pip': importlib.util.find_spec('pip') is not None}))"
 )
 _PURELIB = "import sysconfig; print(sysconfig.get_path('purelib'))"
+_WRITE = "import pathlib, sys; pathlib.Path(sys.argv[1]).write_text(sys.argv[2], encoding='utf-8')"
+_PACK = (
+    "import sys, tarfile\n"
+    "with tarfile.open(fileobj=sys.stdout.buffer, mode='w|') as archive: archive.add(sys.argv[1], '.')"
+)
 
 
 Progress = Callable[[str], None]
@@ -159,14 +166,12 @@ class VenvCache:
             target = builder.folder / "venv" if builder.folder is not None else venv
             if builder.folder is not None:
                 requirements, extra = await asyncio.to_thread(_copy_sources, builder, requirements, extra)
-            await self._create(builder, target)
-            python = str(target / "bin" / "python")
             listing = (builder.folder or self.root) / f"{venv.name}.conda.txt"
             steps = _installs(requirements, extra, listing)
-            if builder.folder is not None:
-                _chown_tree(builder.folder / "src", *builder.owner)
-                if listing.exists():
-                    os.chown(listing, *builder.owner)
+            if builder.folder is not None:  # all written: now (and only now) the build user's
+                _hand_over(builder.folder, *builder.owner)
+            await self._create(builder, target)
+            python = str(target / "bin" / "python")
             outputs = []
             for what, args, cwd in steps:
                 code, output = await builder.run(
@@ -187,7 +192,7 @@ class VenvCache:
                     hint = _missing(output, what)
                     raise DeploymentFailed(f"{reason}: {hint}" if hint else reason, _tail(output))
             if builder.folder is not None:
-                await asyncio.to_thread(_take_over, builder.folder, target, venv)
+                await asyncio.to_thread(_take_over, builder, self.python, target, venv)
             make_private(venv)
         except BaseException:
             shutil.rmtree(venv, ignore_errors=True)
@@ -203,7 +208,6 @@ class VenvCache:
         isolation = self.isolation
         if isolation is None or isolation.user is None:
             return _Builder()
-        user = isolation.user
         folder = isolation.root / f"b-{digest}"
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(mode=0o700)
@@ -214,7 +218,6 @@ class VenvCache:
         environment.update({k: v for k, v in os.environ.items() if k.startswith("PIP_")})
         environment.update(_pip_configuration(folder / "home"))
         environment.update(HOME=str(folder / "home"), TMPDIR=str(folder / "tmp"))
-        _chown_tree(folder, user.uid, user.gid)
         return _Builder(isolation, folder, environment)
 
     async def _create(self, builder: _Builder, venv: Path) -> None:
@@ -234,9 +237,16 @@ class VenvCache:
             raise DeploymentFailed("the new virtualenv does not run", _tail(output))
         site_packages = Path(output.strip().splitlines()[-1])
         lines = [f"import site; site.addsitedir({path!r})" for path in parent["site"]]
-        (site_packages / PARENT_PTH).write_text("\n".join(lines) + "\n", encoding="utf-8")
-        if builder.separate:
-            os.chown(site_packages / PARENT_PTH, *builder.owner)
+        text = "\n".join(lines) + "\n"
+        if not builder.separate:
+            (site_packages / PARENT_PTH).write_text(text, encoding="utf-8")
+            return
+        # in the build user's folder, written by that user: the server follows no path of theirs
+        code, output = await builder.run(
+            self.python, "-I", "-c", _WRITE, str(site_packages / PARENT_PTH), text
+        )
+        if code != 0:
+            raise DeploymentFailed("the new virtualenv cannot be written", _tail(output))
 
 
 def _installs(
@@ -339,15 +349,55 @@ def _pip_configuration(home: Path) -> dict[str, str]:
     return {}
 
 
-def _chown_tree(top: Path, uid: int, gid: int) -> None:
-    """Everything under ``top`` to ``uid:gid``, from the top down, never following a link."""
-    for folder, dirs, files in os.walk(top):
-        for path in (folder, *(os.path.join(folder, name) for name in (*dirs, *files))):
-            os.chown(path, uid, gid, follow_symlinks=False)
+def _hand_over(top: Path, uid: int, gid: int) -> None:
+    """The prepared build folder to ``uid:gid``, from the bottom up, never following a link: the
+    top goes last, so that user cannot reach into it while the server still walks it."""
+    for folder, dirs, files in os.walk(top, topdown=False):
+        for name in (*files, *dirs):
+            os.chown(os.path.join(folder, name), uid, gid, follow_symlinks=False)
+        os.chown(folder, uid, gid, follow_symlinks=False)
 
 
-def _take_over(folder: Path, built: Path, venv: Path) -> None:
-    """The build user's venv becomes the server's: its folder is the server's again first (from the
-    top down, so nothing of that user's can change it any more), then it is copied into the cache."""
-    _chown_tree(folder, 0, 0)
-    shutil.copytree(built, venv, symlinks=True)
+def _take_over(builder: _Builder, python: str, built: Path, venv: Path) -> None:
+    """The build user's venv, packed by that user and unpacked by the server into the cache,
+    root-owned: the server reads no path of the build user's (which a process the build left
+    behind could swap for a link), and the archive cannot write outside ``venv``."""
+    assert builder.folder is not None and builder.isolation is not None
+    process = subprocess.Popen(
+        [python, "-I", "-c", _PACK, str(built)],
+        cwd=builder.folder,
+        env=dict(builder.environment),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=builder.isolation.become(),
+    )
+    assert process.stdout is not None
+    try:
+        with tarfile.open(fileobj=process.stdout, mode="r|") as archive:
+            archive.extractall(venv, filter=_as_root)
+        _, errors = process.communicate()
+    except (tarfile.TarError, OSError) as exc:
+        process.kill()
+        _, errors = process.communicate()
+        raise DeploymentFailed(
+            f"taking over the built virtualenv failed: {exc}",
+            errors.decode("utf-8", "replace").splitlines()[-5:],
+        ) from None
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+    if process.returncode != 0:
+        raise DeploymentFailed(
+            "taking over the built virtualenv failed", errors.decode("utf-8", "replace").splitlines()[-5:]
+        )
+
+
+def _as_root(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo:
+    """tarfile's ``tar`` filter (nothing outside the destination, no set-id bits), owned by root;
+    only files, folders and symbolic links (a hard link could name a file of the server's)."""
+    if not (member.isreg() or member.isdir() or member.issym()):
+        raise tarfile.SpecialFileError(member)
+    checked = tarfile.tar_filter(member, destination)
+    return checked.replace(uid=0, gid=0, uname="root", gname="root", deep=False)
