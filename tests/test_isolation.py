@@ -388,3 +388,21 @@ async def test_a_requirement_builds_as_the_instance_user_and_still_installs(
     assert imported.stdout.startswith(answer["prefix"])  # installed in the venv, not an editable link
     assert built and built[0].stat().st_uid == 0  # the cached venv is the server's
     assert not builds  # the build's folder is gone
+
+
+def test_a_built_venv_is_taken_over_without_links_to_the_servers_files(tmp_path: Path) -> None:
+    import tarfile
+
+    from flowport.runtime.local.venvs import _as_root
+
+    link = tarfile.TarInfo("lib/stolen")
+    link.type, link.linkname = tarfile.LNKTYPE, "../../secret.key"
+    with pytest.raises(tarfile.FilterError):
+        _as_root(link, str(tmp_path))
+    escape = tarfile.TarInfo("../outside")
+    with pytest.raises(tarfile.FilterError):
+        _as_root(escape, str(tmp_path))
+    regular = tarfile.TarInfo("bin/tool")
+    regular.mode, regular.uid = 0o4755, 65534
+    taken = _as_root(regular, str(tmp_path))
+    assert (taken.uid, taken.gid, taken.mode) == (0, 0, 0o755)  # root's, no set-id bit
