@@ -320,3 +320,89 @@ def test_model_create_imports_the_tools_as_the_instance_user(
         shutil.rmtree(report)
     assert (int(uid), seen) == (pwd.getpwnam("nobody").pw_uid, "PermissionError")
     assert (snapshot / "a.py").stat().st_uid == 0  # the snapshot itself stays the server's
+
+
+SPY_BACKEND = """import os
+from wheel_backend import *  # noqa: F403 - the real build
+
+try:
+    seen = open({secret!r}).read()
+except OSError as exc:
+    seen = type(exc).__name__
+open({report!r}, "w").write(f"{{os.getuid()}} {{seen}}")
+"""
+
+
+@as_root
+@pytest.mark.parametrize("listed_in", ["requirements.txt", "conda pip list"])
+async def test_a_requirement_builds_as_the_instance_user_and_still_installs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_python: str, listed_in: str
+) -> None:
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "secret.key").write_text("the key\n")
+    report = Path(tempfile.mkdtemp(prefix="fp-report-", dir="/tmp"))
+    report.chmod(0o777)
+    flow = home / "flow"  # a snapshot in FLOWPORT_HOME: the instance user cannot read it
+    shutil.copytree(Path(__file__).parent / "tool_packages" / "my_tools", flow / "my_tools")
+    spy = SPY_BACKEND.format(secret=str(home / "secret.key"), report=str(report / "seen"))
+    (flow / "my_tools" / "spy_backend.py").write_text(spy)
+    pyproject = flow / "my_tools" / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"wheel_backend"', '"spy_backend"'))
+    (flow / "requirements.txt").write_text("./my_tools\n")
+    isolation = Isolation(instance_user({"FLOWPORT_INSTANCE_USER": "nobody"}))
+    runtime = LocalRuntime(home / "runtime", python=shared_python, drain_seconds=5, isolation=isolation)
+    key = DeploymentKey("ep", "blue")
+    nobody = pwd.getpwnam("nobody")
+    try:
+        config = InstanceConfig(source=str(INFO), environment_variables={"FLAVOR": "venv"})
+        if listed_in == "requirements.txt":
+            plan = DeploymentPlan(key, "r1", 1, config, requirements=flow / "requirements.txt")
+        else:  # an absolute path into FLOWPORT_HOME (editable: installed from a copy instead)
+            plan = DeploymentPlan(key, "r1", 1, config, pip_requirements=(f"-e {flow / 'my_tools'}",))
+        await runtime.apply(plan)
+        (state,) = runtime.instances(key)
+        answer = await score(state.address)
+        imported = subprocess.run(
+            [
+                str(Path(answer["prefix"]) / "bin" / "python"),
+                "-c",
+                "import my_tools; print(my_tools.__file__)",
+            ],
+            user=nobody.pw_uid,
+            group=nobody.pw_gid,
+            extra_groups=[],
+            cwd="/",
+            capture_output=True,
+            text=True,
+        )
+        uid, seen = (report / "seen").read_text().split(" ", 1)
+        built = list((home / "runtime" / "venvs").glob("*/lib/*/site-packages/my_tools/__init__.py"))
+        builds = list(isolation.root.glob("b-*"))
+    finally:
+        await runtime.close()
+        shutil.rmtree(report)
+    assert (int(uid), seen) == (nobody.pw_uid, "PermissionError")
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.startswith(answer["prefix"])  # installed in the venv, not an editable link
+    assert built and built[0].stat().st_uid == 0  # the cached venv is the server's
+    assert not builds  # the build's folder is gone
+
+
+def test_a_built_venv_is_taken_over_without_links_to_the_servers_files(tmp_path: Path) -> None:
+    import tarfile
+
+    from flowport.runtime.local.venvs import _as_root
+
+    link = tarfile.TarInfo("lib/stolen")
+    link.type, link.linkname = tarfile.LNKTYPE, "../../secret.key"
+    with pytest.raises(tarfile.FilterError):
+        _as_root(link, str(tmp_path))
+    escape = tarfile.TarInfo("../outside")
+    with pytest.raises(tarfile.FilterError):
+        _as_root(escape, str(tmp_path))
+    regular = tarfile.TarInfo("bin/tool")
+    regular.mode, regular.uid = 0o4755, 65534
+    taken = _as_root(regular, str(tmp_path))
+    assert (taken.uid, taken.gid, taken.mode) == (0, 0, 0o755)  # root's, no set-id bit

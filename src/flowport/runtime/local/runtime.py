@@ -41,8 +41,8 @@ class LocalRuntime(SupervisedRuntime):
         self.state_dir = Path(state_dir)
         self.python = python
         self._logs = LogFiles(self.state_dir / "logs")
-        self._venvs = VenvCache(self.state_dir / "venvs", python)
         self.isolation = isolation or Isolation.from_environment()
+        self._venvs = VenvCache(self.state_dir / "venvs", python, self.isolation)
         self._closed = False
 
     async def apply(self, plan: DeploymentPlan) -> None:

@@ -1,18 +1,29 @@
-"""Virtualenvs for flows with a ``requirements.txt``, built once per distinct file content."""
+"""Virtualenvs for flows with a ``requirements.txt``, built once per distinct file content.
+
+A build runs package code (an sdist's ``setup.py``, a build backend, a local folder), which is
+as untrusted as flow code: when instances run as another user (the server is root), the whole
+build runs as that user in a private folder of the runtime's (``/tmp/fp-*/b-<hash>``), and only
+its result is taken over by the server.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
-from collections.abc import Callable, Sequence
+import signal
+import subprocess
+import tarfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from flowport.runtime.base import DeploymentFailed
-from flowport.runtime.local.isolation import INHERITED, INHERITED_PREFIXES
+from flowport.runtime.local.isolation import INHERITED, INHERITED_PREFIXES, Isolation
 from flowport.settings import make_private
 
 READY_MARK = ".flowport-ready"
@@ -24,32 +35,68 @@ _INSPECT = (
     "'site': site.getsitepackages(), 'pip': importlib.util.find_spec('pip') is not None}))"
 )
 _PURELIB = "import sysconfig; print(sysconfig.get_path('purelib'))"
+_WRITE = "import pathlib, sys; pathlib.Path(sys.argv[1]).write_text(sys.argv[2], encoding='utf-8')"
+_PACK = (
+    "import sys, tarfile\n"
+    "with tarfile.open(fileobj=sys.stdout.buffer, mode='w|') as archive: archive.add(sys.argv[1], '.')"
+)
 
 
 Progress = Callable[[str], None]
 """Told each line of output of an install as it comes (the deployment's provisioning log)."""
 
 
-async def _run(*args: str, cwd: Path | None = None, progress: Progress | None = None) -> tuple[int, str]:
-    """Run a command; its exit code and its output (stdout and stderr together)."""
-    process = await asyncio.create_subprocess_exec(
-        *args,
-        cwd=cwd,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**_build_environment(), "PIP_NO_INPUT": "1", "PYTHONUNBUFFERED": "1"},
-    )
-    assert process.stdout is not None
-    lines: list[str] = []
-    async for raw in process.stdout:
-        line = raw.decode("utf-8", "replace").rstrip("\n")
-        lines.append(line)
-        if progress is not None:
-            progress(line)
-    await process.wait()
-    assert process.returncode is not None
-    return process.returncode, "\n".join(lines)
+@dataclass
+class _Builder:
+    """Who runs a build's commands: the server itself, or (as root) the instance user in ``folder``."""
+
+    isolation: Isolation | None = None
+    folder: Path | None = None
+    environment: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def separate(self) -> bool:
+        return self.folder is not None
+
+    @property
+    def owner(self) -> tuple[int, int]:
+        user = self.isolation.user if self.isolation is not None else None
+        return (user.uid, user.gid) if user is not None else (os.getuid(), os.getgid())
+
+    async def run(
+        self, *args: str, cwd: Path | None = None, progress: Progress | None = None
+    ) -> tuple[int, str]:
+        """Run a command; its exit code and its output (stdout and stderr together).
+
+        As the instance user it runs in a session of its own, killed whole when it ends: nothing
+        it started outlives the build to change the result while the server takes it over.
+        """
+        env = dict(self.environment) if self.separate else _build_environment()
+        process = await asyncio.create_subprocess_exec(
+            *args,
+            cwd=cwd or self.folder,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**env, "PIP_NO_INPUT": "1", "PYTHONUNBUFFERED": "1"},
+            start_new_session=self.separate,
+            preexec_fn=self.isolation.become() if self.isolation is not None and self.separate else None,
+        )
+        try:
+            assert process.stdout is not None
+            lines: list[str] = []
+            async for raw in process.stdout:
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                lines.append(line)
+                if progress is not None:
+                    progress(line)
+            await process.wait()
+        finally:
+            if self.separate:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(process.pid, signal.SIGKILL)
+        assert process.returncode is not None
+        return process.returncode, "\n".join(lines)
 
 
 def _build_environment() -> dict[str, str]:
@@ -75,9 +122,10 @@ class VenvCache:
     server's site-packages after the venv's own.
     """
 
-    def __init__(self, root: Path, python: str) -> None:
+    def __init__(self, root: Path, python: str, isolation: Isolation | None = None) -> None:
         self.root = root
         self.python = python
+        self.isolation = isolation
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def python_for(
@@ -113,12 +161,20 @@ class VenvCache:
     ) -> None:
         shutil.rmtree(venv, ignore_errors=True)  # a build that was interrupted
         self.root.mkdir(parents=True, exist_ok=True)
+        builder = self._builder(venv.name)
         try:
-            await self._create(venv)
-            python = str(venv / "bin" / "python")
+            target = builder.folder / "venv" if builder.folder is not None else venv
+            if builder.folder is not None:
+                requirements, extra = await asyncio.to_thread(_copy_sources, builder, requirements, extra)
+            listing = (builder.folder or self.root) / f"{venv.name}.conda.txt"
+            steps = _installs(requirements, extra, listing)
+            if builder.folder is not None:  # all written: now (and only now) the build user's
+                _hand_over(builder.folder, *builder.owner)
+            await self._create(builder, target)
+            python = str(target / "bin" / "python")
             outputs = []
-            for what, args, cwd in _installs(requirements, extra, self.root / f"{venv.name}.conda.txt"):
-                code, output = await _run(
+            for what, args, cwd in steps:
+                code, output = await builder.run(
                     python,
                     "-m",
                     "pip",
@@ -135,29 +191,62 @@ class VenvCache:
                     reason = f"installing {what} failed (pip exited with code {code})"
                     hint = _missing(output, what)
                     raise DeploymentFailed(f"{reason}: {hint}" if hint else reason, _tail(output))
+            if builder.folder is not None:
+                await asyncio.to_thread(_take_over, builder, self.python, target, venv)
             make_private(venv)
         except BaseException:
             shutil.rmtree(venv, ignore_errors=True)
             raise
+        finally:
+            if builder.folder is not None:
+                shutil.rmtree(builder.folder, ignore_errors=True)
 
-    async def _create(self, venv: Path) -> None:
-        code, output = await _run(self.python, "-c", _INSPECT)
+    def _builder(self, digest: str) -> _Builder:
+        """The server itself; or, when instances run as another user, that user in a private folder
+        (``<runtime folder>/b-<hash>``, 0700, its ``HOME`` and ``TMPDIR`` there) with the instances'
+        environment plus pip's settings."""
+        isolation = self.isolation
+        if isolation is None or isolation.user is None:
+            return _Builder()
+        folder = isolation.root / f"b-{digest}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(mode=0o700)
+        for name in ("home", "tmp", "src"):
+            (folder / name).mkdir(mode=0o700)
+        environment = isolation.environment(None, self.python)
+        environment.pop("VIRTUAL_ENV", None)
+        environment.update({k: v for k, v in os.environ.items() if k.startswith("PIP_")})
+        environment.update(_pip_configuration(folder / "home"))
+        environment.update(HOME=str(folder / "home"), TMPDIR=str(folder / "tmp"))
+        return _Builder(isolation, folder, environment)
+
+    async def _create(self, builder: _Builder, venv: Path) -> None:
+        code, output = await builder.run(self.python, "-c", _INSPECT)
         if code != 0:
             raise DeploymentFailed(f"cannot run {self.python}", _tail(output))
         parent = json.loads(output.strip().splitlines()[-1])
         # With pip among the server's packages the venv borrows it: no ensurepip, seconds saved.
         without_pip = ["--without-pip"] if parent["pip"] else []
-        code, output = await _run(
+        code, output = await builder.run(
             self.python, "-m", "venv", "--system-site-packages", *without_pip, str(venv)
         )
         if code != 0:
             raise DeploymentFailed("creating the virtualenv for requirements.txt failed", _tail(output))
-        code, output = await _run(str(venv / "bin" / "python"), "-c", _PURELIB)
+        code, output = await builder.run(str(venv / "bin" / "python"), "-c", _PURELIB)
         if code != 0:
             raise DeploymentFailed("the new virtualenv does not run", _tail(output))
         site_packages = Path(output.strip().splitlines()[-1])
         lines = [f"import site; site.addsitedir({path!r})" for path in parent["site"]]
-        (site_packages / PARENT_PTH).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        text = "\n".join(lines) + "\n"
+        if not builder.separate:
+            (site_packages / PARENT_PTH).write_text(text, encoding="utf-8")
+            return
+        # in the build user's folder, written by that user: the server follows no path of theirs
+        code, output = await builder.run(
+            self.python, "-I", "-c", _WRITE, str(site_packages / PARENT_PTH), text
+        )
+        if code != 0:
+            raise DeploymentFailed("the new virtualenv cannot be written", _tail(output))
 
 
 def _installs(
@@ -181,3 +270,134 @@ def _missing(output: str, what: str) -> str | None:
         return None
     hint = "; a conda-only package cannot be installed with pip" if "conda" in what else ""
     return f"no package {found[1]!r} on the package index{hint}"
+
+
+_EDITABLE = re.compile(r"^\s*(?:-e|--editable)(?:\s+|=)(?=[./~]|file:)", re.M)
+"""An editable install of a local folder: installed as a copy instead (the build's folder goes)."""
+_PATH_FLAGS = ("-e", "--editable", "-r", "--requirement", "-c", "--constraint", "-f", "--find-links")
+
+
+def _copy_sources(
+    builder: _Builder, requirements: Path | None, extra: Sequence[str]
+) -> tuple[Path | None, list[str]]:
+    """What pip reads, copied where the build user reads it (the originals sit in ``FLOWPORT_HOME``):
+    the folder of ``requirements.txt`` whole (its relative paths keep working), and each local
+    path of the extra lines, which are rewritten to name the copies."""
+    assert builder.folder is not None
+    sources = builder.folder / "src"
+    copied: dict[str, str] = {}
+
+    def copy(path: Path, whole_folder: bool) -> str:
+        """The copy of ``path`` (with its folder for a requirements or constraints file)."""
+        key = f"{path}:{whole_folder}"
+        if key not in copied:
+            target = sources / str(len(copied) + 1)
+            top = path.parent if whole_folder else path
+            if top.is_dir():
+                shutil.copytree(top, target / top.name, symlinks=True)
+            else:
+                target.mkdir()
+                shutil.copy2(top, target / top.name)
+            copied[key] = str(target / top.name / path.name) if whole_folder else str(target / top.name)
+        return copied[key]
+
+    new_requirements = None
+    if requirements is not None:
+        new_requirements = Path(copy(requirements.resolve(), whole_folder=True))
+        text = new_requirements.read_text(encoding="utf-8")
+        new_requirements.write_text(_EDITABLE.sub("", text), encoding="utf-8")
+    lines = []
+    for line in extra:
+        tokens = _EDITABLE.sub("", line).split()
+        for index, token in enumerate(tokens):
+            flag, eq, value = token.partition("=")
+            if not (eq and flag in _PATH_FLAGS):
+                flag, value = "", token
+            scheme = "file://" if value.startswith("file://") else ""
+            local = Path(value.removeprefix(scheme))
+            if local.is_absolute() and local.exists():
+                previous = tokens[index - 1] if index else ""
+                listing = previous in ("-r", "--requirement", "-c", "--constraint") or flag in (
+                    "-r",
+                    "--requirement",
+                    "-c",
+                    "--constraint",
+                )
+                value = scheme + copy(local, whole_folder=listing and local.is_file())
+                tokens[index] = f"{flag}={value}" if flag else value
+        lines.append(" ".join(tokens))
+    return new_requirements, lines
+
+
+def _pip_configuration(home: Path) -> dict[str, str]:
+    """The server user's own pip configuration files, copied into the build user's ``HOME`` (the
+    originals under the server's ``HOME`` are out of that user's reach); ``PIP_CONFIG_FILE`` to its
+    copy. The site-wide ``/etc/pip.conf`` and ``/etc/xdg/pip/pip.conf`` apply as they are."""
+    server_home = Path(os.environ.get("HOME") or Path.home())
+    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or server_home / ".config")
+    for source, relative in (
+        (config_home / "pip" / "pip.conf", ".config/pip/pip.conf"),
+        (server_home / ".pip" / "pip.conf", ".pip/pip.conf"),
+    ):
+        if source.is_file():
+            (home / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, home / relative)
+    named = os.environ.get("PIP_CONFIG_FILE")
+    if named and named != os.devnull and Path(named).is_file():
+        shutil.copyfile(named, home / "pip-config-file.conf")
+        return {"PIP_CONFIG_FILE": str(home / "pip-config-file.conf")}
+    return {}
+
+
+def _hand_over(top: Path, uid: int, gid: int) -> None:
+    """The prepared build folder to ``uid:gid``, from the bottom up, never following a link: the
+    top goes last, so that user cannot reach into it while the server still walks it."""
+    for folder, dirs, files in os.walk(top, topdown=False):
+        for name in (*files, *dirs):
+            os.chown(os.path.join(folder, name), uid, gid, follow_symlinks=False)
+        os.chown(folder, uid, gid, follow_symlinks=False)
+
+
+def _take_over(builder: _Builder, python: str, built: Path, venv: Path) -> None:
+    """The build user's venv, packed by that user and unpacked by the server into the cache,
+    root-owned: the server reads no path of the build user's (which a process the build left
+    behind could swap for a link), and the archive cannot write outside ``venv``."""
+    assert builder.folder is not None and builder.isolation is not None
+    process = subprocess.Popen(
+        [python, "-I", "-c", _PACK, str(built)],
+        cwd=builder.folder,
+        env=dict(builder.environment),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=builder.isolation.become(),
+    )
+    assert process.stdout is not None
+    try:
+        with tarfile.open(fileobj=process.stdout, mode="r|") as archive:
+            archive.extractall(venv, filter=_as_root)
+        _, errors = process.communicate()
+    except (tarfile.TarError, OSError) as exc:
+        process.kill()
+        _, errors = process.communicate()
+        raise DeploymentFailed(
+            f"taking over the built virtualenv failed: {exc}",
+            errors.decode("utf-8", "replace").splitlines()[-5:],
+        ) from None
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+    if process.returncode != 0:
+        raise DeploymentFailed(
+            "taking over the built virtualenv failed", errors.decode("utf-8", "replace").splitlines()[-5:]
+        )
+
+
+def _as_root(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo:
+    """tarfile's ``tar`` filter (nothing outside the destination, no set-id bits), owned by root;
+    only files, folders and symbolic links (a hard link could name a file of the server's)."""
+    if not (member.isreg() or member.isdir() or member.issym()):
+        raise tarfile.SpecialFileError(member)
+    checked = tarfile.tar_filter(member, destination)
+    return checked.replace(uid=0, gid=0, uname="root", gname="root", deep=False)
