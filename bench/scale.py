@@ -29,6 +29,11 @@ Ray Serve is not in flowport's dev extras; install it into the venv first:
     .venv/bin/pip install 'ray[serve]==<the installed ray version>'
     .venv/bin/python bench/scale.py                 # about 3 minutes on 2 cores
     .venv/bin/python bench/scale.py --quick         # 4 s runs, one round
+    FLOWPORT_TRACING=off .venv/bin/python bench/scale.py   # no spans (servers and Ray nodes inherit it)
+
+Tracing is as configured (on by default): local instances write every request's spans to the
+server's built-in trace store, Ray instances do not have that store yet (docs/ray.md), which
+weighs on the local figures; ``FLOWPORT_TRACING=off`` compares the bare request paths.
 """
 
 from __future__ import annotations
@@ -351,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             "flowport": importlib.metadata.version("flowport"),
             "ray": importlib.metadata.version("ray"),
         },
+        "flowport_tracing": os.environ.get("FLOWPORT_TRACING", "(unset: on, built-in store on local)"),
         "sizes": asdict(sizes),
         "rounds": rounds,
         "request_settings": REQUEST_SETTINGS,
