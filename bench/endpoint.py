@@ -335,10 +335,11 @@ def checked(workload: Workload, status: int, body: bytes, who: str) -> bytes:
 
 @contextlib.contextmanager
 def endpoint_with(
-    fp: FlowportServer, name: str, flow: Path, instance_count: int, workload: Workload
+    fp: FlowportServer, name: str, flow: Path, instance_count: int, workload: Workload, **endpoint: Any
 ) -> Iterator[Target]:
-    """An endpoint with deployment blue (100% traffic); yields the load target; deletes it after."""
-    fp.create_endpoint(name)
+    """An endpoint (``endpoint``: its other fields, e.g. ``compute``) with deployment blue (100% traffic);
+    yields the load target; deletes it after."""
+    fp.create_endpoint(name, **endpoint)
     operation = fp.wait(fp.create_deployment(name, "blue", deployment_spec(flow, instance_count)))
     if operation["status"] != "Succeeded":
         raise RuntimeError(f"deployment {name}/blue failed: {json.dumps(operation)[:2000]}")
