@@ -10,7 +10,15 @@ from typing import Any
 
 import orjson
 
-from flowport.gateway.compare import MAX_PENDING, MAX_STORED_BYTES, Comparisons, Side, report
+from flowport.gateway.compare import (
+    MAX_PENDING,
+    MAX_STORED_BYTES,
+    Comparisons,
+    Side,
+    field_agreement,
+    report,
+    same_json,
+)
 from tests.endpoint_harness import FLOWS, Flowport
 from tests.studio_harness import screenshot
 
@@ -321,3 +329,12 @@ def test_token_deltas_come_from_the_answers_usage_and_streams_compare_by_events(
     assert found["agreed"] == 1  # the two identical streams
     assert comparisons.pairs("ep")[-1]["primary"]["answer"][1]["delta"] == "llo"
     comparisons.close()
+
+
+def test_answers_agree_only_when_equal_as_json() -> None:
+    """Python's ``==`` takes ``true`` for ``1`` and ``1`` for ``1.0``; a JSON answer does not."""
+    assert same_json({"a": [1, "x", None], "b": {"c": True}}, {"b": {"c": True}, "a": [1, "x", None]})
+    assert not same_json({"ok": True}, {"ok": 1})
+    assert not same_json([1], [1.0])
+    assert not same_json({"a": 1}, {"a": 1, "b": 2})
+    assert field_agreement({"ok": True, "n": 2}, {"ok": 1, "n": 2}) == {"ok": False, "n": True}

@@ -85,11 +85,22 @@ def _tokens(answer: Any) -> int | None:
     return None
 
 
+def same_json(a: Any, b: Any) -> bool:
+    """Equal as JSON values: ``true`` is not ``1``, ``1`` is not ``1.0`` (Python's ``==`` says they are)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same_json(v, b[k]) for k, v in a.items())
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
 def field_agreement(a: Any, b: Any) -> dict[str, bool]:
     """For two JSON objects, whether each output field (of either) is equal; {} otherwise."""
     if not isinstance(a, dict) or not isinstance(b, dict):
         return {}
-    return {name: name in a and name in b and a[name] == b[name] for name in dict.fromkeys([*a, *b])}
+    return {name: name in a and name in b and same_json(a[name], b[name]) for name in dict.fromkeys([*a, *b])}
 
 
 def _pair(pending: Pending, mirror: str) -> dict[str, Any]:
@@ -121,7 +132,7 @@ def _pair(pending: Pending, mirror: str) -> dict[str, Any]:
         "request_truncated": request_cut,
         "primary": sides[pending.primary],
         "mirror": sides[mirror],
-        "agree": statuses_equal and complete and a == b,
+        "agree": statuses_equal and complete and same_json(a, b),
         "fields": fields,
     }
 
