@@ -14,7 +14,7 @@ import pytest
 
 from flowport.cli.api_client import ApiClient
 from flowport.cli.build_cmds import _environment
-from flowport.control.environments import conda_requirements, read_dockerfile
+from flowport.control.environments import conda_environment, read_dockerfile
 from flowport.control.errors import ApiError
 from flowport.control.specs import SpecError, parse_deployment, parse_environment, read_yaml
 from tests.endpoint_harness import Flowport
@@ -202,7 +202,7 @@ def test_the_environment_yaml_is_read_as_azure_documents_it(tmp_path: Path) -> N
 
 def test_an_inline_conda_mapping_reads_its_local_paths_from_the_files_folder(tmp_path: Path) -> None:
     inline = {"dependencies": ["pip", {"pip": ["./wheels/x-1.0-py3-none-any.whl", "six==1.16"]}]}
-    pip = conda_requirements(None, inline, "environment.conda_file", tmp_path)
+    pip = conda_environment(None, inline, "environment.conda_file", tmp_path).pip
     assert pip == (str(tmp_path / "wheels" / "x-1.0-py3-none-any.whl"), "six==1.16")
     spec = parse_deployment(
         read_yaml(
@@ -215,7 +215,7 @@ def test_an_inline_conda_mapping_reads_its_local_paths_from_the_files_folder(tmp
     )
     assert spec.conda_inline == {"dependencies": ["numpy=1.26"]} and spec.base_dir == tmp_path
     with pytest.raises(ApiError) as refused:
-        conda_requirements(None, {"dependencies": ["cudatoolkit=11.8"]}, "environment.conda_file")
+        conda_environment(None, {"dependencies": ["cudatoolkit=11.8"]}, "environment.conda_file")
     assert "cudatoolkit" in refused.value.message
 
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from flowport.flow.errors import FlowError, Problem
-from flowport.flow.yaml import YamlMap, load_yaml_file
+from flowport.flow.yaml import YamlMap, load_yaml_file, to_plain
 
 PIP_NAMES = {
     "pytorch": "torch",
@@ -51,6 +52,8 @@ class CondaEnvironment:
     pip: tuple[str, ...]
     """Requirement lines for pip, in order."""
     notes: tuple[str, ...] = ()
+    document: dict[str, Any] = field(default_factory=dict)
+    """The file's mapping as plain data (what an environment version keeps)."""
 
 
 def _line_of(text: str, item: str, fallback: int | None) -> int | None:
@@ -140,7 +143,7 @@ def read_conda_file(path: Path, shown: str | None = None, base: Path | None = No
             pip.append(requirement)
     if problems:
         raise FlowError(problems)
-    return CondaEnvironment(tuple(pip), tuple(notes))
+    return CondaEnvironment(tuple(pip), tuple(notes), to_plain(raw))
 
 
 def _conda_requirement(item: str, file: str, line: int | None, problems: list[Problem]) -> str | None:

@@ -18,7 +18,7 @@ from flowport.connections import Cipher, ConnectionService, ConnectionSpecError,
 from flowport.connections.references import parse_connection_reference, resolve_connection_references
 from flowport.control import scaling
 from flowport.control.computes import Computes
-from flowport.control.environments import EnvironmentRegistry, conda_requirements, read_dockerfile
+from flowport.control.environments import EnvironmentRegistry, conda_environment, read_dockerfile
 from flowport.control.errors import ApiError
 from flowport.control.models import ModelRegistry, flow_folder_name, snapshot_files
 from flowport.control.operations import Operations
@@ -540,9 +540,9 @@ class ControlPlane:
         pip: list[str] = []
         notes: list[str] = []
         if spec.conda_inline is not None:
-            pip += conda_requirements(None, spec.conda_inline, "environment.conda_file", spec.base_dir)
+            pip += conda_environment(None, spec.conda_inline, "environment.conda_file", spec.base_dir).pip
         if spec.conda_file is not None:
-            pip += conda_requirements(spec.conda_file, None, str(spec.conda_file))
+            pip += conda_environment(spec.conda_file, None, str(spec.conda_file)).pip
             if isinstance(environment, dict):
                 environment = stored["extras"]["environment"] = {
                     **environment,

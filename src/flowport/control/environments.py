@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from flowport.control.conda import absolute_requirement, read_conda_file
+from flowport.control.conda import CondaEnvironment, absolute_requirement, read_conda_file
 from flowport.control.errors import ApiError
 from flowport.control.models import shown_version as _shown
 from flowport.control.models import snapshot_files, version_order
@@ -153,20 +153,20 @@ def read_dockerfile(folder: Path, dockerfile: str) -> LocalRequirements:
     return LocalRequirements(tuple(pip), tuple(notes))
 
 
-def conda_requirements(
+def conda_environment(
     conda_file: Path | None, inline: dict[str, Any] | None, shown: str, base: Path | None = None
-) -> tuple[str, ...]:
-    """The pip lines of a conda file (a path, or its mapping given inline, its local paths relative
-    to ``base``); 400 naming file and line."""
+) -> CondaEnvironment:
+    """A conda file read once (a path, or its mapping given inline, its local paths relative to
+    ``base``): its pip lines and its document; 400 naming file and line."""
     try:
         if inline is not None:
             with tempfile.TemporaryDirectory(prefix="flowport-conda-") as scratch:
                 path = Path(scratch) / "conda.yml"
                 path.write_text(yaml.safe_dump(inline), encoding="utf-8")
-                return read_conda_file(path, shown, base or Path.cwd()).pip
+                return read_conda_file(path, shown, base or Path.cwd())
         if conda_file is None:
-            return ()
-        return read_conda_file(conda_file, shown).pip
+            return CondaEnvironment(())
+        return read_conda_file(conda_file, shown)
     except FlowError as exc:
         raise ApiError(400, "InvalidCondaFile", str(exc), problems=exc.problems) from None
 
@@ -187,13 +187,9 @@ class EnvironmentRegistry:
                 "Leave out version to get the next one.",
             )
         shown = str(spec.conda_file) if spec.conda_file else "conda_file"
-        pip = list(conda_requirements(spec.conda_file, spec.conda_inline, shown, spec.base_dir))
-        conda = spec.conda_inline
-        if spec.conda_file is not None:
-            try:
-                conda = yaml.safe_load(spec.conda_file.read_text(encoding="utf-8"))
-            except (OSError, yaml.YAMLError):  # read_conda_file has reported it already
-                conda = None
+        environment = conda_environment(spec.conda_file, spec.conda_inline, shown, spec.base_dir)
+        pip = list(environment.pip)
+        conda = spec.conda_inline if spec.conda_file is None else environment.document
         document: dict[str, Any] = {
             "description": spec.description,
             "tags": spec.tags,
