@@ -51,7 +51,9 @@ def traced(tmp_path: Path) -> Iterator[tuple[Tracing, Spans]]:
     """Tracing on in this process, to a built-in store file; spans() flushes and reads it."""
     path = tmp_path / "spans.jsonl"
     with open(path, "ab") as file:
-        tracing = configure("test", {}, builtin=file, resource={"flowport.deployment": "blue"})
+        tracing = configure(
+            "test", {"FLOWPORT_TRACE_RATE": "all"}, builtin=file, resource={"flowport.deployment": "blue"}
+        )
         assert tracing is not None
 
         def spans() -> list[dict[str, Any]]:
@@ -548,27 +550,42 @@ def test_azure_monitor_that_cannot_export_is_one_note_and_the_builtin_store(tmp_
 
 
 @pytest.mark.parametrize("sampled", ["01", "00"])
-def test_flow_serve_traces_to_a_file_and_continues_the_callers_trace(tmp_path: Path, sampled: str) -> None:
-    """A client's trace is continued and recorded, sampled or not (``-00``: docs/traces.md)."""
+def test_flow_serve_follows_the_callers_flag_and_keeps_failed_lines(tmp_path: Path, sampled: str) -> None:
+    """A client's trace is continued: recorded when its ``traceparent`` says sampled (``-01``);
+    with ``-00`` a line that succeeds is not, one that fails still is (docs/traces.md)."""
     spans_file = tmp_path / "serve.traces.jsonl"
-    process, url = start(FLOWS / "three_node_python", tmp_path / "home", FLOWPORT_TRACE_FILE=str(spans_file))
+    process, url = start(FLOWS / "tool_error", tmp_path / "home", FLOWPORT_TRACE_FILE=str(spans_file))
     try:
         parent = CLIENT_PARENT[:-2] + sampled
-        answer = httpx.post(f"{url}/score", json={"text": "x y"}, headers={"traceparent": parent})
+        answer = httpx.post(f"{url}/score", json={"text": "fine"}, headers={"traceparent": parent})
         assert answer.status_code == 200
-        returned = answer.headers["traceparent"]
+        returned = answer.headers.get("traceparent")
+        failed = httpx.post(f"{url}/score", json={"text": "bad"}, headers={"traceparent": parent})
+        assert failed.status_code >= 400
         deadline = time.monotonic() + 20
-        while len(read_spans(spans_file)) < 4:
+        while not any(span["status"] == "ERROR" for span in read_spans(spans_file)):
             assert time.monotonic() < deadline
             time.sleep(0.1)
     finally:
         process.terminate()
         process.wait(10)
-    spans = by_name(read_spans(spans_file))
-    line = spans["three_node_python"]
-    assert (line["trace_id"], line["parent_id"]) == (CLIENT_TRACE, "00f067aa0ba902b7")
-    assert returned == f"00-{CLIENT_TRACE}-{line['span_id']}-01"  # this hop recorded
-    assert line["attributes"]["service.name"] == "flowport-serve"
+    spans = read_spans(spans_file)
+    lines = [span for span in spans if span["name"] == "tool_error"]
+    assert all((line["trace_id"], line["parent_id"]) == (CLIENT_TRACE, "00f067aa0ba902b7") for line in lines)
+    assert all(line["attributes"]["service.name"] == "flowport-serve" for line in lines)
+    failed_line = lines[-1]
+    assert failed_line["status"] == "ERROR"
+    nodes = {span["name"]: span for span in spans if span["parent_id"] == failed_line["span_id"]}
+    assert nodes["check"]["status"] == "ERROR"  # the failed line's nodes, even when kept late
+    assert nodes["check"]["events"][0]["name"] == "exception"
+    assert nodes["prepare"]["status"] == "UNSET"
+    if sampled == "01":
+        [ok, _] = lines
+        assert ok["status"] == "UNSET"
+        assert returned == f"00-{CLIENT_TRACE}-{ok['span_id']}-01"  # this hop recorded
+    else:
+        assert len(lines) == 1  # the line that succeeded was not recorded, nor named in its answer
+        assert returned is None
 
 
 def test_a_bulk_run_traces_every_line_and_trace_list_reads_the_file(tmp_path: Path, home: Path) -> None:

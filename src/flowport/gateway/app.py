@@ -91,6 +91,8 @@ def _end_span(span: Any, status: int, reply: dict[str, str]) -> None:
         span.set_attribute("flowport.deployment", reply["azureml-model-deployment"])
     if status >= 500 or status == 424:
         tracing.fail(span, None, f"HTTP {status}")
+    elif status >= 400 and status != 429:  # kept as the instance keeps its failed line (not overload)
+        span.keep()
     span.end()
 
 
@@ -291,6 +293,7 @@ class Gateway:
             {"http.request.method": scope["method"], "url.path": scope["path"]},
             tracing.SERVER,
             parse_traceparent(client),
+            edge=True,
         )
         if span is None:
             return await self._handle(scope, receive, reply, None)

@@ -224,8 +224,8 @@ class ScoringApp:
                     if tracing.enabled()
                     else None,
                 )
-            if result.run.traceparent and headers is not None:
-                headers[TRACEPARENT] = result.run.traceparent
+            if headers is not None and (line_parent := result.run.traceparent):
+                headers[TRACEPARENT] = line_parent
         except TimeoutError:
             await self.limit.__aexit__()
             raise Refused(408, self.timed_out()) from None

@@ -1,9 +1,8 @@
 """W3C ``traceparent``: read a caller's (a client's, or the gateway's) and write one for the next hop.
 
 Hand-written: the gateway reads and writes one header per request and needs neither baggage
-nor ``tracestate``. Every request is recorded, whatever the caller's sampled flag says (the
-operator's traces are not the client's to turn off; docs/traces.md), and the ``traceparent`` sent on
-says ``01``: this hop's span was recorded.
+nor ``tracestate``. The sampled flag is read (a parent's decision, followed by an instance:
+``sampling.py``) and written (``01`` when this hop's span is being recorded).
 """
 
 from __future__ import annotations
@@ -37,9 +36,9 @@ def parse(value: str | bytes | None) -> Parent | None:
     trace_number, span_number = int(trace_id, 16), int(span_id, 16)
     if not trace_number or not span_number:
         return None
-    return Parent(trace_number, span_number)
+    return Parent(trace_number, span_number, bool(int(flags, 16) & 1), remote=True)
 
 
 def traceparent(span: Parent) -> str:
     """The ``traceparent`` value that makes the next hop's spans children of ``span``."""
-    return f"00-{span.trace_id:032x}-{span.span_id:016x}-01"
+    return f"00-{span.trace_id:032x}-{span.span_id:016x}-{'01' if span.sampled else '00'}"

@@ -5,6 +5,7 @@
 - ``APPLICATIONINSIGHTS_CONNECTION_STRING``: Azure Monitor, when its exporter package is installed.
 - neither: the built-in store (a JSON lines file the server reads), when the caller gives one.
 
+Which traces are recorded: ``sampling.py`` (``FLOWPORT_TRACE_RATE``, ``OTEL_TRACES_SAMPLER``).
 ``FLOWPORT_TRACING=off`` turns all of it off; ``FLOWPORT_TRACE_CONTENT`` (or OpenTelemetry's
 ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``) keeps inputs, outputs and LLM messages.
 """
@@ -18,6 +19,7 @@ from typing import Any, BinaryIO
 
 from flowport.tracing import spans
 from flowport.tracing.export import Exporter, JsonLinesExporter, QueueProcessor, SdkExporter
+from flowport.tracing.sampling import Sampler, sampler_from
 
 log = logging.getLogger("flowport.tracing")
 
@@ -122,7 +124,7 @@ def configure(
     """Install a tracer for this process, or None when tracing is off or has nowhere to go.
 
     ``builtin``: the built-in store's file, used when no exporter is configured (or ``force``,
-    as ``flow test --trace`` does, which always keeps its own copy).
+    as ``flow test --trace`` does, which always keeps its own copy and records every trace).
     """
     if tracing_off(environ) and not force:
         return None
@@ -145,11 +147,15 @@ def configure(
     if builtin is not None and (not exporters or force):
         exporters.append(JsonLinesExporter(builtin, dict(attributes), scrub))
         names.append("builtin")
+    sampler, said = (Sampler(), None) if force else sampler_from(environ)
+    if said is not None:
+        notes.append(said)
     for note in notes:
         log.warning("tracing: %s", note)
     if not exporters:
         return None
     processor = QueueProcessor(exporters, on_drop)
     processor.start()
-    spans.install(processor.on_end, wants_content(environ))
+    spans.install(processor.on_end, wants_content(environ), sampler)
+    log.info("tracing to %s: %s, and every failed or slow one", ", ".join(names), sampler.describe())
     return Tracing(processor, names, notes)

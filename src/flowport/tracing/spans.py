@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from flowport.tracing.sampling import Sampler
+
 CONTENT_LIMIT = 32 * 1024
 """Characters of one input, output or message list kept on a span."""
 INTERNAL, SERVER, CLIENT = "INTERNAL", "SERVER", "CLIENT"
@@ -26,13 +28,16 @@ _ids = random.Random()
 
 
 class Parent:
-    """A span's parent as ids: a caller's (from ``traceparent``), or a span of this process."""
+    """A span's parent as ids: a caller's (from ``traceparent``, ``remote``), or a span of this
+    process; ``sampled``: its trace is being recorded (``sampling.py``)."""
 
-    __slots__ = ("span_id", "trace_id")
+    __slots__ = ("remote", "sampled", "span_id", "trace_id")
 
-    def __init__(self, trace_id: int, span_id: int) -> None:
+    def __init__(self, trace_id: int, span_id: int, sampled: bool = True, remote: bool = False) -> None:
         self.trace_id = trace_id
         self.span_id = span_id
+        self.sampled = sampled
+        self.remote = remote
 
 
 class Span(Parent):
@@ -52,10 +57,18 @@ class Span(Parent):
     )
 
     def __init__(
-        self, name: str, trace_id: int, parent_id: int | None, kind: str, attributes: dict[str, Any]
+        self,
+        name: str,
+        trace_id: int,
+        parent_id: int | None,
+        kind: str,
+        attributes: dict[str, Any],
+        sampled: bool = True,
     ) -> None:
         self.trace_id = trace_id
         self.span_id = _ids.getrandbits(64) or 1
+        self.sampled = sampled
+        self.remote = False
         self.parent_id = parent_id
         self.name = name
         self.kind = kind
@@ -86,7 +99,12 @@ class Span(Parent):
         span.status, span.status_message = status
         span.events = events or []
         span.expand = None
+        span.sampled, span.remote = True, False
         return span
+
+    def keep(self) -> None:
+        """Record this span whatever the sampler decided (a request that failed its caller)."""
+        self.sampled = True
 
     def set_attribute(self, key: str, value: Any) -> None:
         self.attributes[key] = value
@@ -95,29 +113,43 @@ class Span(Parent):
         self.events.append((name, time.time_ns(), attributes))
 
     def end(self) -> None:
-        """Close the span (once) and hand it to the sink."""
+        """Close the span (once) and hand it to the sink if it is kept: sampled, failed or slow
+        (an unsampled span is this process's first of its trace: its children were never made)."""
         if self.end_time is not None:
             return
         self.end_time = time.time_ns()
         sink = STATE.sink
-        if sink is not None:
+        if sink is None:
+            return
+        if (
+            self.sampled
+            or self.status == "ERROR"
+            or STATE.sampler.slow(self.name, self.end_time - self.start_time)
+        ):
+            self.sampled = True
             sink(self)
+        else:
+            self.expand = None
 
 
 class _State:
     sink: Callable[[Span], None] | None = None
     content: bool = False
+    sampler: Sampler = Sampler()
 
 
 STATE = _State()
 CURRENT: ContextVar[Parent | None] = ContextVar("flowport_span", default=None)
 
 
-def install(sink: Callable[[Span], None] | None, content: bool = False) -> None:
+def install(
+    sink: Callable[[Span], None] | None, content: bool = False, sampler: Sampler | None = None
+) -> None:
     """Trace from now on, ended spans going to ``sink`` (None: stop); ``content``: keep inputs,
-    outputs and LLM messages."""
+    outputs and LLM messages; ``sampler``: which traces are recorded (default: every one)."""
     STATE.sink = sink
     STATE.content = content
+    STATE.sampler = sampler or Sampler()
 
 
 def enabled() -> bool:
@@ -134,15 +166,29 @@ def start(
     attributes: Mapping[str, Any] | None = None,
     kind: str = INTERNAL,
     parent: Parent | None = None,
+    edge: bool = False,
 ) -> Span | None:
-    """A started span, child of ``parent`` (else of the current span); None when not tracing."""
+    """A started span, child of ``parent`` (else of the current span); None when not tracing, or
+    when its parent is a span of this process that is not recorded.
+
+    A span with no parent in this process is recorded when its caller's trace is (a remote
+    parent's sampled flag) or, with no caller or at the ``edge`` (the gateway: the operator's
+    sampler decides, not the client's), when the sampler takes it. One that is not recorded still
+    ends kept if it fails or is slow (``Span.end``); its children are never made."""
     if STATE.sink is None:
         return None
     if parent is None:
         parent = CURRENT.get()
     if parent is None:
-        return Span(name, new_trace_id(), None, kind, dict(attributes or {}))
-    return Span(name, parent.trace_id, parent.span_id, kind, dict(attributes or {}))
+        trace_id = new_trace_id()
+        return Span(name, trace_id, None, kind, dict(attributes or {}), STATE.sampler.root(trace_id))
+    if edge:
+        sampled = STATE.sampler.root(parent.trace_id)
+    elif parent.sampled or parent.remote:
+        sampled = parent.sampled
+    else:
+        return None
+    return Span(name, parent.trace_id, parent.span_id, kind, dict(attributes or {}), sampled)
 
 
 def exception_event(exc: BaseException) -> dict[str, Any]:

@@ -57,9 +57,10 @@ INHERITED = frozenset(
         "FLOWPORT_INLINE_FAST_TOOLS",
         "FLOWPORT_MAX_QUEUE_WAIT_MS",
         "FLOWPORT_MAX_BODY_BYTES",
-        # tracing: off, content, and where spans go (the OTEL_ prefix below; Azure Monitor)
+        # tracing: off, content, how many, and where spans go (the OTEL_ prefix below; Azure Monitor)
         "FLOWPORT_TRACING",
         "FLOWPORT_TRACE_CONTENT",
+        "FLOWPORT_TRACE_RATE",
     }
 )
 """The server's variables an instance inherits: everything it needs to run, nothing of the control plane."""
