@@ -40,7 +40,7 @@ flowport.traceList = async (container, fixed) => {
       const found = (await call("GET", `/traces?${query}`)).value;
       body.replaceChildren(...(found.length ? found.map(row)
         : [el("tr", {}, el("td", { colspan: 7, class: "muted" }, "No traces yet: score the endpoint to see one."))]));
-      note.textContent = `${found.length} trace${found.length === 1 ? "" : "s"}`;
+      note.textContent = `${found.length} trace${found.length === 1 ? "" : "s"} (every failed or slow request; the others up to a rate: 10 a second per process unless FLOWPORT_TRACE_RATE says otherwise)`;
     } catch (error) {
       note.textContent = `Could not read the traces: ${error.message}`;
     }
