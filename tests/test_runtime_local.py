@@ -20,6 +20,7 @@ import pytest
 
 from flowport.runtime.base import DeploymentFailed, DeploymentKey, DeploymentPlan, InstanceConfig, Probe
 from flowport.runtime.local import LocalRuntime, supervisor
+from flowport.runtime.local.venvs import environment_digest
 
 FLOWS = Path(__file__).parent / "runtime_flows"
 INFO = FLOWS / "info"
@@ -447,3 +448,44 @@ async def test_failing_requirements_name_pip_output(
     assert any("requirement" in line.lower() for line in failed.value.log_tail)
     assert runtime.instances(KEY) == []
     assert [p for p in (runtime.state_dir / "venvs").iterdir() if p.is_dir()] == []
+
+
+def test_a_venv_is_named_by_its_local_packages_content_too(tmp_path: Path) -> None:
+    """The same requirement lines naming a local wheel, folder or ``-r`` file whose content changed
+    name another venv (else the cached one would keep the old package)."""
+    flow = tmp_path / "flow"
+    (flow / "pkg").mkdir(parents=True)
+    (flow / "pkg" / "setup.py").write_text("version = 1\n")
+    (flow / "more.txt").write_text("pyyaml\n")
+    wheel = tmp_path / "dist" / "tool-1.0-py3-none-any.whl"
+    wheel.parent.mkdir()
+    wheel.write_bytes(b"wheel one")
+    requirements = flow / "requirements.txt"
+    requirements.write_text(f"./pkg\n-r more.txt\nrequests  # a package name, not a path\n{wheel}\n")
+    extra = [f"file://{wheel}"]
+
+    content, first = environment_digest(requirements, extra)
+    assert content.startswith(requirements.read_bytes())
+    assert environment_digest(requirements, extra)[1] == first  # nothing changed: the cached venv
+    (flow / "pkg" / "__pycache__").mkdir()
+    (flow / "pkg" / "__pycache__" / "x.pyc").write_bytes(b"cache")
+    assert environment_digest(requirements, extra)[1] == first  # caches do not count
+
+    seen = {first}
+    for change in (
+        lambda: (flow / "pkg" / "setup.py").write_text("version = 2\n"),
+        lambda: (flow / "more.txt").write_text("pyyaml\nhttpx\n"),
+        lambda: wheel.write_bytes(b"wheel two"),
+    ):
+        change()
+        digest = environment_digest(requirements, extra)[1]
+        assert digest not in seen
+        seen.add(digest)
+
+    only_extra = environment_digest(None, [f"file://{wheel}"])[1]
+    wheel.write_bytes(b"wheel three")
+    assert environment_digest(None, [f"file://{wheel}"])[1] != only_extra
+    assert (
+        environment_digest(None, ["requests", "pyyaml==6.0"])[1]
+        == environment_digest(None, ["requests", "pyyaml==6.0"])[1]
+    )

@@ -21,6 +21,7 @@ import tarfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from flowport.runtime.base import DeploymentFailed
 from flowport.runtime.local.isolation import INHERITED, INHERITED_PREFIXES, Isolation
@@ -133,15 +134,7 @@ class VenvCache:
     ) -> str:
         """The interpreter of the venv for ``requirements`` plus ``extra`` requirement lines (a conda
         file's pip packages), built (pip install) unless cached by their content."""
-        content = b""
-        if requirements is not None:
-            try:
-                content = requirements.read_bytes()
-            except OSError as exc:
-                raise DeploymentFailed(f"cannot read {requirements}: {exc.strerror}") from None
-        if extra:  # a flow's requirements.txt alone keeps the digest of its bytes
-            content += b"\0conda_file pip:\n" + "\n".join(extra).encode()
-        digest = hashlib.sha256(content).hexdigest()[:16]
+        content, digest = environment_digest(requirements, extra)
         venv = self.root / digest
         python = str(venv / "bin" / "python")
         async with self._locks.setdefault(digest, asyncio.Lock()):
@@ -247,6 +240,85 @@ class VenvCache:
         )
         if code != 0:
             raise DeploymentFailed("the new virtualenv cannot be written", _tail(output))
+
+
+def environment_digest(requirements: Path | None, extra: Sequence[str] = ()) -> tuple[bytes, str]:
+    """What a venv is built from (the requirement lines), and the digest that names it: of those
+    bytes and of every local file or folder they name (a wheel, a package folder, a ``-r`` file),
+    so a changed local package gets a new venv instead of the stale cached one."""
+    content = b""
+    if requirements is not None:
+        try:
+            content = requirements.read_bytes()
+        except OSError as exc:
+            raise DeploymentFailed(f"cannot read {requirements}: {exc.strerror}") from None
+    if extra:  # a flow's requirements.txt alone keeps the digest of its bytes
+        content += b"\0conda_file pip:\n" + "\n".join(extra).encode()
+    digest = hashlib.sha256(content)
+    locals_: dict[Path, None] = {}
+    if requirements is not None:
+        _local_paths(
+            content.split(b"\0", 1)[0].decode("utf-8", "replace"), requirements.resolve().parent, locals_
+        )
+    _local_paths("\n".join(extra), None, locals_)
+    for path in locals_:
+        digest.update(b"\0" + str(path).encode())
+        _hash_path(path, digest)
+    return content, digest.hexdigest()[:16]
+
+
+_LOCAL_SUFFIXES = (".whl", ".tar.gz", ".zip", ".tar.bz2", ".tgz")
+_LISTING_FLAGS = ("-r", "--requirement", "-c", "--constraint")
+
+
+def _local_paths(text: str, base: Path | None, found: dict[Path, None]) -> None:
+    """The local paths requirement lines name, as pip would read them (relative to ``base``;
+    without one, only absolute paths count), into ``found``; ``-r``/``-c`` files are read too."""
+    for line in text.splitlines():
+        tokens = line.split("#", 1)[0].split()
+        for index, token in enumerate(tokens):
+            flag, eq, value = token.partition("=")
+            if not eq:
+                flag, value = (tokens[index - 1] if index else ""), token
+            value = value.removeprefix("file://")
+            named = flag in _PATH_FLAGS or value.startswith((".", "/", "~")) or "/" in value
+            if "://" in value or not (named or value.endswith(_LOCAL_SUFFIXES)):
+                continue
+            path = Path(value).expanduser()
+            if not path.is_absolute():
+                if base is None:
+                    continue
+                path = base / path
+            path = path.resolve()
+            if path in found or not path.exists():
+                continue
+            found[path] = None
+            if flag in _LISTING_FLAGS and path.is_file():
+                try:
+                    _local_paths(path.read_text(encoding="utf-8", errors="replace"), path.parent, found)
+                except OSError:
+                    continue
+
+
+def _hash_path(path: Path, digest: Any) -> None:
+    """A file's bytes, or a folder's files (names and bytes, in order; caches and VCS left out)."""
+    files = (
+        [path]
+        if path.is_file()
+        else sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file() and not {"__pycache__", ".git"} & set(p.relative_to(path).parts)
+        )
+    )
+    for file in files:
+        digest.update(b"\0" + str(file.relative_to(path) if file != path else file.name).encode() + b"\0")
+        try:
+            with file.open("rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+        except OSError:
+            continue
 
 
 def _installs(
