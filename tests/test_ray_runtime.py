@@ -25,6 +25,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.endpoint_harness import FLOWS, Flowport, score_continuously
+from tests.test_traces import wait_for_trace
 
 pytest.importorskip("ray", reason="Ray is not installed (pip install 'flowport[ray]')")
 
@@ -132,8 +133,9 @@ def ray_cluster() -> Iterator[RayCluster]:
 
 
 def test_deployments_run_on_a_ray_cluster_behind_the_gateway(
-    ray_cluster: RayCluster, home: Path, tmp_path: Path
+    ray_cluster: RayCluster, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("FLOWPORT_TRACE_RATE", "all")  # the gateway records every request's trace
     with Flowport(home) as fp:
         fp.cli("compute", "create", "--name", "lab", "--type", "ray", "--address", ray_cluster.address)
         fp.endpoint("shop", compute="azureml:lab")
@@ -157,6 +159,17 @@ def test_deployments_run_on_a_ray_cluster_behind_the_gateway(
         assert colors == {"blue", "green"}
         pinned = fp.score("shop", {"text": "x"}, **{"azureml-model-deployment": "green"})
         assert pinned.json() == {"echoed": "x", "color": "green"}
+
+        # an instance's spans come from its node to the built-in trace store
+        traced = fp.score(
+            "shop", {"text": "x"}, **{"azureml-model-deployment": "green", "x-request-id": "on-ray"}
+        )
+        assert traced.status_code == 200
+        trace = wait_for_trace(fp, "on-ray", 3)
+        spans = {span["name"]: span for span in trace["spans"]}
+        assert spans["probe"]["parent_id"] == spans["POST /endpoints/shop/score"]["span_id"]
+        assert spans["answer"]["parent_id"] == spans["probe"]["span_id"]
+        assert spans["probe"]["attributes"]["flowport.deployment"] == "green"
 
         # an update rolls instance by instance and stays spread
         assert fp.update("shop", "blue", "environment_variables.COLOR=navy")["status"] == "Succeeded"

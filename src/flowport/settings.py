@@ -42,6 +42,12 @@ def admin_token(home: Path) -> str:
     return path.read_text().strip()
 
 
+def instance_log_dirs(home: Path) -> list[Path]:
+    """Where the instances' logs and span files are (``<endpoint>/<deployment>/<instance>.*``):
+    the local runtime's folder, then the Ray runtime's."""
+    return [home / "runtime" / "logs", home / "runtime" / "ray" / "logs"]
+
+
 def run_dir(home: Path) -> Path:
     """The private folder of the server's sockets (the data plane's and the control plane's)."""
     return home / "run"

@@ -37,6 +37,7 @@ from flowport.control.specs import (
 from flowport.control.traces import MAX_TRACES, TraceQuery, TraceStore
 from flowport.control.usage import deployment_tokens
 from flowport.dataplane.client import DataPlaneUnavailable
+from flowport.settings import instance_log_dirs
 
 
 class SpecBody(BaseModel):
@@ -446,7 +447,8 @@ def build_api(
 
     # -- traces ---------------------------------------------------------------------------
 
-    trace_store = traces or TraceStore(data_dir.parent / "runtime" / "logs")
+    local_logs, *other_logs = instance_log_dirs(data_dir.parent)
+    trace_store = traces or TraceStore(local_logs, also=other_logs)
 
     @api.get("/traces", dependencies=secured, tags=["traces"])
     async def list_traces(query: TraceQuery = Depends()) -> dict[str, Any]:

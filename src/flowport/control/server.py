@@ -31,7 +31,7 @@ from flowport.control.traces import TraceStore
 from flowport.dataplane.client import DataPlaneClient
 from flowport.gateway import TokenSigner
 from flowport.gateway.tokens import DEFAULT_TTL_SECONDS, signing_key
-from flowport.settings import admin_token, private_home
+from flowport.settings import admin_token, instance_log_dirs, private_home
 from flowport.store import ConnectionRows, Documents, open_database
 from flowport.store.tables import computes, deployments, endpoints, environments, models, operations
 from flowport.studio import build_studio
@@ -88,7 +88,8 @@ def build_control(home: Path, base_url: str, dataplane: DataPlaneClient) -> Cont
             await dataplane.aclose()
             db.dispose()
 
-    api = build_api(control, sessions, home / "data", base_url, TraceStore(home / "runtime" / "logs"))
+    local_logs, *other_logs = instance_log_dirs(home)
+    api = build_api(control, sessions, home / "data", base_url, TraceStore(local_logs, also=other_logs))
     studio = build_studio(lambda request: sessions.get(request.cookies.get(COOKIE)) is not None)
     app = Starlette(routes=[Mount("/api/v1", app=api), *studio], lifespan=lifespan)
     return ControlServer(app, control, sessions)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -170,11 +170,18 @@ def add_spans(
 
 
 class TraceStore:
-    """Recent traces from the span files under ``root`` (or the one file it names), bounded by
-    count and age."""
+    """Recent traces from the span files under ``root`` (or the one file it names) and the
+    instance log folders in ``also`` (another runtime's), bounded by count and age."""
 
-    def __init__(self, root: Path, max_traces: int = MAX_TRACES, max_age: float = MAX_AGE_SECONDS) -> None:
+    def __init__(
+        self,
+        root: Path,
+        max_traces: int = MAX_TRACES,
+        max_age: float = MAX_AGE_SECONDS,
+        also: Sequence[Path] = (),
+    ) -> None:
         self.root = root
+        self.roots = [root, *also]
         self.max_traces = max_traces
         self.max_age = max_age
         self._files: dict[Path, _File] = {}
@@ -187,7 +194,7 @@ class TraceStore:
             if self.root.is_file():
                 paths = [self.root]
             else:
-                paths = sorted(self.root.glob(TRACE_GLOB)) if self.root.is_dir() else []
+                paths = sorted(path for root in self.roots if root.is_dir() for path in root.glob(TRACE_GLOB))
             for path in paths:
                 self._read(path, self._identity(path))
             for gone in set(self._files) - set(paths):
@@ -196,13 +203,12 @@ class TraceStore:
 
     def _identity(self, path: Path) -> dict[str, str] | None:
         """An instance's file (``<endpoint>/<deployment>/<instance>.traces.jsonl``): who wrote it."""
-        try:
-            parts = path.relative_to(self.root).parts
-        except ValueError:
-            return None
-        if len(parts) != 3:
-            return None
-        return {"flowport.endpoint": parts[0], "flowport.deployment": parts[1]}
+        for root in self.roots:
+            if path.is_relative_to(root):
+                parts = path.relative_to(root).parts
+                if len(parts) == 3:
+                    return {"flowport.endpoint": parts[0], "flowport.deployment": parts[1]}
+        return None
 
     def _read(self, path: Path, identity: dict[str, str] | None = None) -> None:
         state = self._files.setdefault(path, _File())

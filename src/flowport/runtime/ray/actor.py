@@ -28,8 +28,13 @@ from flowport.runtime.local.isolation import INHERITED, INHERITED_PREFIXES
 from flowport.runtime.local.logs import tail_lines
 from flowport.runtime.local.process import preexec
 from flowport.runtime.ray.sealing import Opener
+from flowport.serving.traced import TRACE_FILE_ENV
 
 TAIL_LINES = 30
+
+
+SPANS_FILE = "spans.jsonl"
+"""The instance's built-in trace file on its node, which the data plane pulls (``instance.py``)."""
 
 
 def free_port(host: str) -> int:
@@ -71,13 +76,14 @@ class InstanceActor:
         config["source"] = str(source)
         host = ray.util.get_node_ip_address()
         port = free_port(host)
+        env = {**minimal_environment(folder), TRACE_FILE_ENV: str(folder / SPANS_FILE)}
         with open(folder / "instance.log", "ab") as log:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "flowport.runtime.instance", "--host", host, "--port", str(port)],
                 stdin=subprocess.PIPE,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=minimal_environment(folder),
+                env=env,
                 cwd=folder,
                 start_new_session=True,
                 preexec_fn=preexec(),  # SIGTERM when this actor dies, even by -9
@@ -98,6 +104,24 @@ class InstanceActor:
 
     def tail(self, lines: int) -> list[str]:
         return tail_lines(self._folder / "instance.log", lines) if self._folder else []
+
+    def spans(self, offset: int, limit: int) -> tuple[bytes, int]:
+        """The whole span lines the instance wrote to its built-in trace file from ``offset`` (at
+        most ``limit`` bytes), and the offset after them: from 0 again once the file started over."""
+        if self._folder is None:
+            return b"", 0
+        try:
+            with open(self._folder / SPANS_FILE, "rb") as file:
+                if os.fstat(file.fileno()).st_size < offset:
+                    offset = 0
+                file.seek(offset)
+                data = file.read(limit)
+        except OSError:
+            return b"", offset
+        end = data.rfind(b"\n") + 1
+        if not end and len(data) == limit:  # one line longer than the limit: skipped, never stuck on
+            return b"", offset + limit
+        return data[:end], offset + end
 
     def stop(self, drain_seconds: float) -> None:
         """SIGTERM (in-flight requests finish), SIGKILL after ``drain_seconds``; remove the folder."""

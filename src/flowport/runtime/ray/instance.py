@@ -18,16 +18,20 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from flowport.runtime.base import DeploymentFailed, DeploymentPlan, InstanceState
-from flowport.runtime.local.logs import masking
+from flowport.runtime.local.logs import TRACE_SUFFIX, masking
 from flowport.runtime.local.probes import InstanceClient
 from flowport.runtime.local.supervisor import ManagedInstance
 from flowport.runtime.ray.actor import InstanceActor
 from flowport.runtime.ray.sealing import seal
+from flowport.tracing.export import FILE_LIMIT
 
 ACTOR_START_SECONDS = 900.0
 """How long an actor may take to be created (Ray may build a virtualenv for it first)."""
 STOP_GRACE = 10.0
 """Seconds the actor gets beyond the drain time to answer ``stop`` before it is killed."""
+SPAN_PULL_SECONDS = 1.0
+"""How often an instance's new spans are brought from its node to the built-in store's file."""
+SPAN_PULL_BYTES = 4 * 1024 * 1024
 
 Placer = Callable[["RayInstance"], Awaitable[str]]
 """Picks the node for an instance (the least used by its deployment)."""
@@ -47,6 +51,28 @@ class ActorProcess:
         self.returncode: int | None = None
         self.tail: list[str] = []
         self._watch: asyncio.Future[int] | None = None
+        self._spans_offset = 0
+        self._spans_path: Path | None = None
+        self._puller: asyncio.Task[None] | None = None
+
+    def pull_spans_into(self, path: Path) -> None:
+        """Bring the instance's spans from its node into ``path`` (the built-in store's file for
+        this instance, as a local instance writes it) every ``SPAN_PULL_SECONDS`` until ``stop``."""
+        self._spans_path = path
+        self._puller = asyncio.create_task(self._pull_every(path))
+
+    async def _pull_every(self, path: Path) -> None:
+        while self.returncode is None:  # a gone actor has nothing more to give
+            await asyncio.sleep(SPAN_PULL_SECONDS)
+            await self._pull(path)
+
+    async def _pull(self, path: Path) -> None:
+        try:
+            data, self._spans_offset = await self.actor.spans.remote(self._spans_offset, SPAN_PULL_BYTES)
+        except ray.exceptions.RayError:
+            return
+        if data:
+            await asyncio.to_thread(_append, path, data)
 
     async def wait(self) -> int:
         if self._watch is None:
@@ -62,13 +88,30 @@ class ActorProcess:
         return code
 
     async def stop(self, drain_seconds: float) -> None:
-        """Ask the actor to drain and stop its server, then end the actor."""
+        """Ask the actor to drain and stop its server, then end the actor (its last spans pulled first)."""
+        if self._puller is not None:
+            self._puller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._puller
+            self._puller = None
+        if self._spans_path is not None and self.returncode is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._pull(self._spans_path), STOP_GRACE)
         with contextlib.suppress(ray.exceptions.RayError, TimeoutError):
             await asyncio.wait_for(self.actor.stop.remote(drain_seconds), drain_seconds + STOP_GRACE)
         with contextlib.suppress(ray.exceptions.RayError):
             ray.kill(self.actor, no_restart=True)
         if self.returncode is None:
             self.returncode = -15
+
+
+def _append(path: Path, data: bytes) -> None:
+    """Append span lines to a built-in store file, which starts over past ``FILE_LIMIT`` as an
+    instance's own does."""
+    with open(path, "ab") as file:
+        if file.tell() + len(data) > FILE_LIMIT:
+            file.truncate(0)
+        file.write(data)
 
 
 class RayInstance(ManagedInstance):
@@ -150,6 +193,7 @@ class RayInstance(ManagedInstance):
             await self._discard()
             raise DeploymentFailed(f"instance {self.id} could not start on Ray: {reason}") from None
         self.node, self.url, process.pid = started["node"], started["address"], started["pid"]
+        process.pull_spans_into(self.log_path.with_suffix(TRACE_SUFFIX))
         self.client = InstanceClient(url=self.url)
         await self._gate()
 
