@@ -439,3 +439,6 @@ def test_model_create_checks_the_flows_tools_before_registering(tmp_path: Path) 
         assert fp.ok("GET", "/models") == []
         probe = fp.cli("model", "create", "-n", "probe", "-p", str(FLOWS / "probe"), "-d", "010")
         assert json.loads(probe.stdout)["description"] == "010"
+        [archived] = json.loads(fp.cli("model", "archive", "-n", "probe", "-v", "1").stdout)
+        assert (archived["id"], archived["archived"]) == ("azureml:probe:1", True)
+        assert fp.ok("GET", "/models") == []  # archived: out of the list

@@ -31,6 +31,25 @@ ForceStringOption = typer.Option(False, "--force-string", help="Keep --set/--add
 GroupOption = typer.Option(None, "--resource-group", "-g", hidden=True)
 WorkspaceOption = typer.Option(None, "--workspace-name", "-w", hidden=True)
 SubscriptionOption = typer.Option(None, "--subscription", hidden=True)
+
+
+def version_command(app: typer.Typer, resource: str, verb: str, method: str, suffix: str, what: str) -> None:
+    """``app``'s ``verb``: ``method`` on one version (``--version``) or every version of a
+    ``/{resource}/{name}`` (models, environments)."""
+
+    @app.command(verb, help=what)
+    def command(
+        name: str = typer.Option(..., "--name", "-n"),
+        version: str | None = typer.Option(None, "--version", "-v", help="Default: every version."),
+        output: Output = OutputOption,
+        resource_group: str | None = GroupOption,
+        workspace_name: str | None = WorkspaceOption,
+        subscription: str | None = SubscriptionOption,
+    ) -> None:
+        params = {"version": version} if version else None
+        emit(ApiClient.discover().call(method, f"/{resource}/{name}{suffix}", params=params), output)
+
+
 LocalOption = typer.Option(False, "--local", hidden=True)
 WebOption = typer.Option(False, "--web", hidden=True)
 PolicyTokenOption = typer.Option(None, "--acquire-policy-token", hidden=True)

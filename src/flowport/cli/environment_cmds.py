@@ -14,6 +14,7 @@ from flowport.cli.endpoint_cmds import (
     SubscriptionOption,
     WorkspaceOption,
     spec_body,
+    version_command,
 )
 from flowport.cli.output import Output, OutputOption, emit
 
@@ -96,30 +97,18 @@ def show(
     emit(ApiClient.discover().call("GET", f"/environments/{name}", params=params), output)
 
 
-def _on_versions(verb: str, method: str, suffix: str, what: str) -> None:
-    """A command on one version (``--version``) or every version of an environment."""
-
-    @app.command(verb, help=what)
-    def command(
-        name: str = typer.Option(..., "--name", "-n"),
-        version: str | None = typer.Option(None, "--version", "-v", help="Default: every version."),
-        output: Output = OutputOption,
-        resource_group: str | None = GroupOption,
-        workspace_name: str | None = WorkspaceOption,
-        subscription: str | None = SubscriptionOption,
-    ) -> None:
-        params = {"version": version} if version else None
-        emit(ApiClient.discover().call(method, f"/environments/{name}{suffix}", params=params), output)
-
-
-_on_versions(
+version_command(
+    app,
+    "environments",
     "archive",
     "POST",
     "/archive",
     "Archive a version (or all): left out of list and @latest, still usable by name:version.",
 )
-_on_versions("restore", "POST", "/restore", "Restore an archived version (or all).")
-_on_versions(
+version_command(app, "environments", "restore", "POST", "/restore", "Restore an archived version (or all).")
+version_command(
+    app,
+    "environments",
     "delete",
     "DELETE",
     "",

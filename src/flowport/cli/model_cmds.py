@@ -14,6 +14,7 @@ from flowport.cli.endpoint_cmds import (
     SubscriptionOption,
     WorkspaceOption,
     spec_body,
+    version_command,
 )
 from flowport.cli.output import Output, OutputOption, emit
 
@@ -82,15 +83,11 @@ def show(
     emit(ApiClient.discover().call("GET", f"/models/{name}", params=params), output)
 
 
-@app.command()
-def archive(
-    name: str = typer.Option(..., "--name", "-n"),
-    version: str | None = typer.Option(None, "--version", "-v", help="Default: every version."),
-    output: Output = OutputOption,
-    resource_group: str | None = GroupOption,
-    workspace_name: str | None = WorkspaceOption,
-    subscription: str | None = SubscriptionOption,
-) -> None:
-    """Archive a model version (or all): hidden from list, still usable by existing deployments."""
-    params = {"version": version} if version else None
-    emit(ApiClient.discover().call("POST", f"/models/{name}/archive", params=params), output)
+version_command(
+    app,
+    "models",
+    "archive",
+    "POST",
+    "/archive",
+    "Archive a model version (or all): hidden from list, still usable by existing deployments.",
+)
