@@ -2,11 +2,11 @@
 
 A trace that starts in this process (no caller's ``traceparent``) is recorded while the rate
 allows: ``per_second`` traces a second, in bursts of as many (a token bucket). Past that, a
-request runs with a span that is only kept when it ends badly: failed, or slow (more than
-``SLOW_FACTOR`` times the recent mean of its kind). A trace a caller continues follows the
-caller's sampled flag (the gateway's decision reaches its instances this way). Recording costs
-a line of a small Python flow as much again; deciding costs well under a microsecond
-(docs/traces.md).
+request is recorded only if it ends badly: failed, or slow (more than ``SLOW_FACTOR`` times the
+recent mean of its kind), its spans then made after the fact (``Span.end``, ``engine/spans.py``).
+A trace a caller continues follows the caller's sampled flag (the gateway's decision reaches its
+instances this way). Recording costs about as much as a line of a small Python flow; deciding
+costs well under a microsecond (docs/traces.md).
 """
 
 from __future__ import annotations
