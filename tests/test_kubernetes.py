@@ -146,6 +146,7 @@ def test_every_exported_object_is_valid_for_kubernetes(exported: Path) -> None:
     assert sorted(kind for name, kind in kinds if name == "shop-blue.yaml") == [
         "Deployment",
         "HorizontalPodAutoscaler",
+        "NetworkPolicy",
         "PodDisruptionBudget",
         "Secret",
         "Secret",
@@ -153,6 +154,7 @@ def test_every_exported_object_is_valid_for_kubernetes(exported: Path) -> None:
     ]
     assert sorted(kind for name, kind in kinds if name == "shop-green.yaml") == [
         "Deployment",
+        "NetworkPolicy",
         "PodDisruptionBudget",
         "Secret",  # its connections; it has no secret variable
         "Service",
@@ -279,6 +281,16 @@ def test_pods_run_locked_down_and_labels_tie_the_objects_together(exported: Path
             assert selector == selected
             assert selector.items() <= labels.items()
         assert by_kind(objects, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+        if path.name != "shop.yaml":  # a deployment's pods: only the endpoint's gateway gets in
+            policy = by_kind(objects, "NetworkPolicy")["spec"]
+            assert policy["podSelector"]["matchLabels"] == selected
+            [rule] = policy["ingress"]
+            gateway_pods = by_kind(load(exported / "shop.yaml"), "Deployment")["spec"]["template"]
+            assert (
+                rule["from"][0]["podSelector"]["matchLabels"].items()
+                <= gateway_pods["metadata"]["labels"].items()
+            )
+            assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
         for obj in objects:
             assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "flowport"
 
@@ -325,7 +337,13 @@ def test_one_deployment_alone_and_to_stdout(shop: tuple[Flowport, dict[str, str]
         "registry.example/shop-green:7",
     ).stdout
     objects = [o for o in yaml.safe_load_all(printed) if o]
-    assert sorted(o["kind"] for o in objects) == ["Deployment", "PodDisruptionBudget", "Secret", "Service"]
+    assert sorted(o["kind"] for o in objects) == [
+        "Deployment",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "Secret",
+        "Service",
+    ]
     for obj in objects:
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
         assert obj["metadata"]["namespace"] == "prod"

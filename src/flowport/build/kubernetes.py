@@ -369,7 +369,8 @@ def connection_files(document: Mapping[str, Any]) -> dict[str, str]:
 def deployment_objects(
     endpoint: str, document: Mapping[str, Any], options: ExportOptions
 ) -> list[dict[str, Any]]:
-    """The objects of one deployment: Secrets, Deployment, Service, autoscaler, disruption budget."""
+    """The objects of one deployment: Secrets, Deployment, Service, autoscaler, disruption budget,
+    and the network policy that lets only the endpoint's gateway in."""
     name = document["name"]
     labels = _labels(endpoint, "deployment", name)
     base = object_name(endpoint, name)
@@ -442,7 +443,31 @@ def deployment_objects(
             }
         )
     objects.append(_pdb(base, labels, options))
+    objects.append(_only_from_gateway(base, endpoint, labels, options))
     return objects
+
+
+def _only_from_gateway(
+    name: str, endpoint: str, labels: Mapping[str, str], options: ExportOptions
+) -> dict[str, Any]:
+    """Ingress to a deployment's pods only from its endpoint's gateway pods, on the http port: the
+    gateway checks keys, the instances do not (where the cluster's network plugin enforces
+    NetworkPolicy; the kubelet's probes come from the node and are not affected)."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(name, labels, options),
+        "spec": {
+            "podSelector": {"matchLabels": _selector(labels)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [{"podSelector": {"matchLabels": _selector(_labels(endpoint, "gateway"))}}],
+                    "ports": [{"port": "http", "protocol": "TCP"}],
+                }
+            ],
+        },
+    }
 
 
 def _behavior(auto: Scaling) -> dict[str, Any]:
