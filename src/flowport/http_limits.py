@@ -150,8 +150,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             raise HeadTooLarge
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)  # with ": " and CRLF
-        super().on_header(name, value)
+        # _count inlined, and the parent called directly: this runs for every header line
+        size = len(name) + len(value) + 4  # with ": " and CRLF
+        self._line_bytes += size
+        if size > MAX_LINE_BYTES or self._line_bytes > MAX_HEADER_BYTES:
+            self._refused = True
+            raise HeadTooLarge
+        HttpToolsProtocol.on_header(self, name, value)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
