@@ -184,3 +184,45 @@ def test_the_relay_keeps_each_answer_with_its_request(flowport: Flowport) -> Non
     big = fp.api("POST", "/endpoints", content=b"x" * (3 * 1024 * 1024))
     assert (big.status_code, big.json()["error"]["code"]) == (413, "RequestTooLarge")
     assert fp.api("GET", "/endpoints/expecting").status_code == 200  # the server is fine after all that
+
+
+def test_only_the_relay_takes_the_client_from_a_trusted_proxys_headers() -> None:
+    """uvicorn's X-Forwarded-* handling applies to the control plane's paths (the relay sends the
+    client's address on); the scoring path, which never reads it, skips that work."""
+    from starlette.types import ASGIApp, Receive, Scope, Send
+
+    from flowport.dataplane.server import public_app
+
+    seen: dict[str, dict[str, object]] = {}
+
+    def recorder(name: str) -> ASGIApp:
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            seen[name] = {"client": scope["client"], "scheme": scope["scheme"]}
+
+        return app
+
+    gateway = recorder("gateway")
+    app = public_app(gateway, recorder("relay"), "admin", "127.0.0.1")  # type: ignore[arg-type]
+    headers = [(b"x-forwarded-for", b"203.0.113.7"), (b"x-forwarded-proto", b"https")]
+    for path in ("/api/v1/health", "/endpoints/e/score"):
+        scope = {
+            "type": "http",
+            "path": path,
+            "client": ("127.0.0.1", 5000),
+            "scheme": "http",
+            "headers": headers,
+        }
+        asyncio.run(app(scope, None, None))  # type: ignore[arg-type]
+    assert seen["relay"] == {"client": ("203.0.113.7", 0), "scheme": "https"}
+    assert seen["gateway"] == {"client": ("127.0.0.1", 5000), "scheme": "http"}
+
+    untrusted = public_app(gateway, recorder("relay"), "admin", "10.0.0.1")  # type: ignore[arg-type]
+    scope = {
+        "type": "http",
+        "path": "/api/v1/x",
+        "client": ("127.0.0.1", 5000),
+        "scheme": "http",
+        "headers": headers,
+    }
+    asyncio.run(untrusted(scope, None, None))  # type: ignore[arg-type]
+    assert seen["relay"] == {"client": ("127.0.0.1", 5000), "scheme": "http"}

@@ -811,3 +811,50 @@ def test_a_response_header_http_cannot_carry_is_a_run_failure_not_a_lost_slot(
         assert client.post("/score", content=b"fine").headers["x-echo"] == "fine"
     err = capfd.readouterr().err
     assert "run() failed for request" in err and "Traceback" not in err
+
+
+AWAITABLE_SCRIPT = """\
+import asyncio
+import json
+
+
+def init():
+    pass
+
+
+async def _later(data):
+    await asyncio.sleep(data["sleep"])
+    return {"slept": data["sleep"]}
+
+
+def run(raw_data):
+    return _later(json.loads(raw_data))
+"""
+
+
+def test_an_inline_run_that_returns_an_awaitable_still_times_out(tmp_path: Path) -> None:
+    """A sync run() on the event loop arms no timer, but the awaitable it returns runs under one."""
+    import asyncio
+
+    from flowport.serving.script_app import ScriptApp
+    from flowport.serving.settings import ServeSettings
+    from flowport.serving.user_script import UserScript
+
+    folder = tmp_path / "code"
+    _script(folder, AWAITABLE_SCRIPT)
+
+    async def scenario() -> list[tuple[int, Any]]:
+        app = ScriptApp(UserScript.load(folder, "score.py"), ServeSettings(request_timeout_ms=300))
+        answers = []
+        async with app.app.router.lifespan_context(app.app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://instance") as client:
+                for sleep in (0.0, 2.0):
+                    app.inline_policy.inline = True  # as the policy does once run() proved fast
+                    answer = await client.post("/score", json={"sleep": sleep})
+                    answers.append((answer.status_code, answer.json()))
+        return answers
+
+    fast, slow = asyncio.run(scenario())
+    assert fast == (200, {"slept": 0.0})
+    assert slow == (408, {"message": "Scoring timeout after 300 ms"})

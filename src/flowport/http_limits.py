@@ -1,10 +1,15 @@
-"""Bounded request heads for every server flowport runs with uvicorn.
+"""Bounded request heads, and answers in one write, for every server flowport runs with uvicorn.
 
 uvicorn's httptools protocol reads a request's headers whole, however large. Here a request
 line or header line over ``MAX_LINE_BYTES``, or a head (request line plus headers) over
 ``MAX_HEADER_BYTES``, is answered ``431 Request Header Fields Too Large`` and the connection
 is closed before the rest arrives. ``flowport server``, ``flowport flow serve`` and the
 instances pass ``uvicorn_options()`` to uvicorn.
+
+uvicorn writes an answer's head as soon as the app starts it and its body with the next
+message: two writes, two packets and two wake-ups of the reader for every small answer. Here
+the head waits for the body's first bytes when they come in the same turn of the event loop
+(a whole answer, the usual case), and goes alone at the end of that turn otherwise (a stream).
 """
 
 from __future__ import annotations
@@ -41,6 +46,50 @@ def _refusal() -> tuple[bytes, bytes]:
         b"connection: close\r\n"
     )
     return head, body
+
+
+class _HeadWithBody:
+    """What one request's response cycle writes to: its first write (the head) is held until the
+    next write, which carries it, or until the event loop's next turn, which sends it alone.
+
+    Bytes leave in the order they were written, and all of them before a close.
+    """
+
+    __slots__ = ("_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.write(held + data)
+        elif self._loop is not None:  # the first write of the cycle: its head (or a 100 Continue)
+            self._held = data
+            self._loop.call_soon(self.flush)
+            self._loop = None
+        else:
+            self._transport.write(data)
+
+    def flush(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            if not self._transport.is_closing():
+                self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -101,12 +150,27 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             raise HeadTooLarge
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)  # with ": " and CRLF
-        super().on_header(name, value)
+        # _count inlined, and the parent called directly: this runs for every header line
+        size = len(name) + len(value) + 4  # with ": " and CRLF
+        self._line_bytes += size
+        if size > MAX_LINE_BYTES or self._line_bytes > MAX_HEADER_BYTES:
+            self._refused = True
+            raise HeadTooLarge
+        HttpToolsProtocol.on_header(self, name, value)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         super().on_headers_complete()
+        cycle = self.cycle
+        # A new request's cycle (HEAD answers have no body to carry their head).
+        if cycle is not None and cycle.transport is self.transport and self.scope["method"] != "HEAD":
+            cycle.transport = _HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
+
+    def _flush_held(self) -> None:
+        """What the protocol writes itself goes after the head its cycle may hold."""
+        held = self.cycle.transport if self.cycle is not None else None
+        if isinstance(held, _HeadWithBody):
+            held.flush()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -114,6 +178,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         """The parser stopped: because a callback found a line too long, or the request was malformed."""
+        self._flush_held()
         if self._refused:
             self._refuse()
         else:
@@ -121,6 +186,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _refuse(self) -> None:
         self._refused = True
+        self._flush_held()
         cycle = self.cycle
         if cycle is None or cycle.response_complete:  # else an answer is being written: just close
             head, body = _refusal()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import re
-import uuid
 
 MAX_REQUEST_ID_LENGTH = 128
 _REQUEST_ID = re.compile(rf"[\x21-\x7e]{{1,{MAX_REQUEST_ID_LENGTH}}}")
@@ -17,9 +16,18 @@ _REQUEST_ID = re.compile(rf"[\x21-\x7e]{{1,{MAX_REQUEST_ID_LENGTH}}}")
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
 
 
+_KEEP = ~((0xC000 << 48) | (0xF000 << 64))
+_SET = (0x8000 << 48) | (4 << 76)
+"""The version (4) and variant (RFC 4122) bits of a UUID, as ``uuid.UUID(version=4)`` sets them."""
+
+
 def new_request_id() -> str:
-    """A random version-4 UUID (an id, not a secret: no system call per request)."""
-    return str(uuid.UUID(int=random.getrandbits(128), version=4))
+    """A random version-4 UUID (an id, not a secret: no system call per request).
+
+    Formatted here: building a ``uuid.UUID`` and its ``str`` cost several times more.
+    """
+    h = "%032x" % (random.getrandbits(128) & _KEEP | _SET)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def request_id(value: str | None) -> str:

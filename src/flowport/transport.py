@@ -8,7 +8,8 @@ instance's CPU on LLM calls. This transport keeps idle connections in a LIFO lis
 request in one call and parses answers with httptools (the C parser uvicorn uses). A
 connection the server closes leaves the list as soon as the event loop sees it go.
 
-``request()`` is the interface: raw header pairs in, an ``UpstreamResponse`` out. Addresses
+``request()`` is the interface: raw header pairs in, an ``UpstreamResponse`` out (its header
+names in lower case). Addresses
 are ``unix:/path.sock``, ``http://host[:port]`` or ``https://host[:port]`` (TLS with the
 given ``ssl.SSLContext``, else the default one). No proxies, no redirects, no compression.
 Failures raise the ``TransportError`` family below, named after httpx's: ``ConnectError`` and
@@ -101,13 +102,15 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
+        self.loop = asyncio.get_running_loop()
+        """Kept: ``get_running_loop()`` costs a system call (a fork check) each time."""
+        self.parser = httptools.HttpResponseParser(self)
+        """One per connection: after a whole keep-alive answer it is ready for the next."""
         self._reset()
         self._write_ready: asyncio.Future[None] | None = None
 
     def _reset(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.parser = httptools.HttpResponseParser(self)
-        self.head: asyncio.Future[tuple[int, list[tuple[bytes, bytes]]]] = loop.create_future()
+        self.head: asyncio.Future[tuple[int, list[tuple[bytes, bytes]]]] = self.loop.create_future()
         self.headers: list[tuple[bytes, bytes]] = []
         self.chunks: collections.deque[bytes] = collections.deque()
         self.buffered = 0
@@ -145,7 +148,7 @@ class _Connection(asyncio.Protocol):
             self._write_ready.set_result(None)
 
     def pause_writing(self) -> None:
-        self._write_ready = asyncio.get_running_loop().create_future()
+        self._write_ready = self.loop.create_future()
 
     def resume_writing(self) -> None:
         if self._write_ready is not None and not self._write_ready.done():
@@ -155,7 +158,7 @@ class _Connection(asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        self.headers.append((name.lower(), value))  # lower case once, as the callers compare
 
     def on_headers_complete(self) -> None:
         if not self.head.done():
@@ -196,18 +199,24 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(data)
         if self._write_ready is not None:
-            try:
-                async with asyncio.timeout(write_timeout):
-                    await self._write_ready
-            except TimeoutError:
-                self._close()
-                raise WriteTimeout("the server did not take the request in time") from None
+            await self.drain(write_timeout)
+
+    async def drain(self, write_timeout: float | None) -> None:
+        """Wait until the transport takes more (it paused writing: its buffer is full)."""
+        if self._write_ready is None:
+            return
+        try:
+            async with asyncio.timeout(write_timeout):
+                await self._write_ready
+        except TimeoutError:
+            self._close()
+            raise WriteTimeout("the server did not take the request in time") from None
 
     async def read_head(self, read_timeout: float | None) -> tuple[int, list[tuple[bytes, bytes]]]:
         if read_timeout is None:
             return await self.head
         # A bare timer: asyncio.timeout() costs several times more on every request.
-        timer = asyncio.get_running_loop().call_later(read_timeout, self._head_timed_out)
+        timer = self.loop.call_later(read_timeout, self._head_timed_out)
         try:
             return await self.head
         finally:
@@ -231,7 +240,7 @@ class _Connection(asyncio.Protocol):
                 return
             if self.error is not None:
                 raise self.error
-            self.waiter = asyncio.get_running_loop().create_future()
+            self.waiter = self.loop.create_future()
             try:
                 async with asyncio.timeout(read_timeout):
                     await self.waiter
@@ -273,14 +282,28 @@ class UpstreamResponse:
         self._done = False
 
     def header(self, name: bytes) -> bytes | None:
-        """The first value of header ``name`` (lower case)."""
+        """The first value of header ``name`` (lower case, as ``headers`` holds them)."""
         for key, value in self.headers:
-            if key.lower() == name:
+            if key == name:
                 return value
         return None
 
     def aiter_raw(self) -> AsyncIterator[bytes]:
         return self._connection.body(self._read_timeout)
+
+    def arrived(self) -> bytes | None:
+        """The rest of the body when all of it has already arrived (taking it), else None.
+
+        A small answer is relayed so, with no iteration; when this is None, read with ``aiter_raw``.
+        """
+        connection = self._connection
+        if not connection.complete or connection.paused:
+            return None
+        chunks = connection.chunks
+        body = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        connection.buffered = 0
+        return body
 
     async def aread(self) -> bytes:
         return b"".join([chunk async for chunk in self.aiter_raw()])
@@ -368,7 +391,10 @@ class HTTP11Transport:
         else:
             connection._reset()
         try:
-            await connection.send(data, timeout)
+            assert connection.transport is not None
+            connection.transport.write(data)  # not through send(): one coroutine less per request
+            if connection._write_ready is not None:
+                await connection.drain(timeout)
             status, returned = await connection.read_head(timeout)
         except RemoteProtocolError as exc:
             connection._close()
@@ -383,17 +409,19 @@ class HTTP11Transport:
         return UpstreamResponse(status, returned, connection, self, timeout)
 
     def _encode(self, method: str, target: bytes, headers: Headers, body: bytes | None) -> bytes:
-        parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\nhost: ", self.authority, b"\r\n"]
-        for name, value in headers:
-            if b"\r" in value or b"\n" in value or b"\r" in name or b"\n" in name:
-                raise LocalProtocolError(f"header {name!r} holds a line break")
-            if name.lower() in _SET_HERE:
-                continue
-            parts += (name, b": ", value, b"\r\n")
+        lines = [name + b": " + value for name, value in headers if name.lower() not in _SET_HERE]
         if body or method not in ("GET", "HEAD"):
-            parts += (b"content-length: ", str(len(body or b"")).encode(), b"\r\n")
-        parts += (b"\r\n", body or b"")
-        return b"".join(parts)
+            lines.append(b"content-length: " + str(len(body or b"")).encode())
+        block = b"\r\n".join(lines)
+        # One count of each over the whole block: a line break inside a name or value adds one.
+        breaks = len(lines) - 1 if lines else 0
+        if block.count(b"\n") != breaks or block.count(b"\r") != breaks:
+            bad = next(n for n, v in headers if any(c in n + v for c in (b"\r", b"\n")))
+            raise LocalProtocolError(f"header {bad!r} holds a line break")
+        head = b" ".join((method.encode("ascii"), target, b"HTTP/1.1\r\nhost:", self.authority))
+        if lines:
+            return b"".join((head, b"\r\n", block, b"\r\n\r\n", body or b""))
+        return b"".join((head, b"\r\n\r\n", body or b""))
 
     def _take_idle(self) -> _Connection | None:
         idle = self._idle

@@ -20,6 +20,7 @@ from typing import BinaryIO
 
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from flowport.connections import load_or_create_key
 from flowport.dataplane.agent import Agent
@@ -70,8 +71,14 @@ def ray_runtime(home: Path) -> Callable[[ComputeTarget], Runtime]:
     return make
 
 
-def public_app(gateway: Gateway, relay: ControlRelay, admin: str) -> ASGIApp:
+def public_app(
+    gateway: Gateway, relay: ControlRelay, admin: str, trusted_proxies: str = "127.0.0.1"
+) -> ASGIApp:
+    """The public port's app. Only the relay looks at the client's address and scheme, so only
+    it sits behind uvicorn's ``X-Forwarded-*`` handling (from ``trusted_proxies``): the scoring
+    path skips that middleware's work (a pass over every header, each request)."""
     expected = admin.encode()
+    relayed = ProxyHeadersMiddleware(relay, trusted_hosts=trusted_proxies)
 
     async def metrics(scope: Scope, receive: Receive, send: Send) -> None:
         scheme, _, presented = dict(scope["headers"]).get(b"authorization", b"").partition(b" ")
@@ -92,7 +99,7 @@ def public_app(gateway: Gateway, relay: ControlRelay, admin: str) -> ASGIApp:
         elif path == "/metrics":
             await metrics(scope, receive, send)
         else:
-            await relay(scope, receive, send)
+            await relayed(scope, receive, send)
 
     return app
 
@@ -138,9 +145,12 @@ async def serve(home: Path, listener: socket.socket, base_url: str) -> int:
         "ws": "none",
     }
     agent_server = _QuietServer(uvicorn.Config(agent, **options))
+    # uvicorn's default, applied to the relay only (public_app)
+    trusted_proxies = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
     public = uvicorn.Server(
         uvicorn.Config(
-            public_app(gateway, relay, admin_token(home)),
+            public_app(gateway, relay, admin_token(home), trusted_proxies),
+            proxy_headers=False,
             timeout_graceful_shutdown=GRACEFUL_SECONDS,
             **options,
             **uvicorn_options(),

@@ -483,14 +483,20 @@ class Gateway:
         """Count an answer under labels the control plane published, never a caller's name."""
         metrics = self.metrics
         if state is not None and state.live:
-            endpoint, deployment = state.endpoint, state.name
             state.stats.record(status, elapsed)
-        else:  # before a deployment was chosen, or one withdrawn while the request ran
-            deployment = ""
-            if endpoint not in self._tables:
-                endpoint = UNKNOWN
-        metrics.child(metrics.requests, endpoint, deployment, str(status)).inc()
-        metrics.child(metrics.latency, endpoint, deployment).observe(elapsed)
+            series = state.series.get(status)
+            if series is None:  # looked up once per status: the state goes (not live) with its series
+                requests = metrics.child(metrics.requests, state.endpoint, state.name, str(status))
+                latency = metrics.child(metrics.latency, state.endpoint, state.name)
+                series = state.series[status] = (requests, latency)
+            series[0].inc()
+            series[1].observe(elapsed)
+            return
+        # before a deployment was chosen, or one withdrawn while the request ran
+        if endpoint not in self._tables:
+            endpoint = UNKNOWN
+        metrics.child(metrics.requests, endpoint, "", str(status)).inc()
+        metrics.child(metrics.latency, endpoint, "").observe(elapsed)
 
     def _count_retry(self, state: DeploymentState) -> None:
         if state.live:

@@ -21,6 +21,7 @@ _NOT_RETURNED = HOP_BY_HOP | {b"date", b"server", b"x-request-id", b"azureml-mod
 
 _IDS = frozenset({b"x-request-id", b"x-ms-client-request-id"})
 """Replaced by the ids the gateway accepted (``flowport.request_ids``)."""
+_NOT_FORWARDED_OR_IDS = _NOT_FORWARDED | _IDS
 
 PIN_HEADERS = (b"azureml-model-deployment", b"flowport-model-deployment")
 TRACEPARENT = b"traceparent"
@@ -28,13 +29,29 @@ TRACEPARENT = b"traceparent"
 Headers = list[tuple[bytes, bytes]]
 
 
-def _connection_tokens(headers: Headers) -> set[bytes]:
+def _connection_tokens(value: bytes) -> set[bytes]:
     """Headers named in ``Connection`` are hop-by-hop too."""
-    named: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            named.update(token.strip().lower() for token in value.split(b","))
-    return named
+    return {token.strip().lower() for token in value.split(b",")}
+
+
+def _kept(raw: Headers, dropped: frozenset[bytes], traceparent: str | None) -> Headers:
+    """``raw`` without the ``dropped`` names, those that ``Connection`` names and, when the gateway
+    sets its own, ``traceparent``: one pass, each name lowered once (most requests have no
+    ``Connection`` header; the pairs it names are taken out after)."""
+    out: Headers = []
+    named: set[bytes] | None = None
+    for pair in raw:
+        lower = pair[0].lower()
+        if lower in dropped:
+            if lower == b"connection":
+                named = _connection_tokens(pair[1]) | (named or set())
+            continue
+        if traceparent and lower == TRACEPARENT:
+            continue
+        out.append(pair)
+    if named:
+        out = [pair for pair in out if pair[0].lower() not in named]
+    return out
 
 
 def upstream_headers(
@@ -42,14 +59,7 @@ def upstream_headers(
 ) -> Headers:
     """The request headers an instance gets, with the request ids the gateway accepted and,
     while the gateway traces, its span's ``traceparent`` in place of the client's."""
-    extra = _connection_tokens(raw)
-    if traceparent:
-        extra.add(TRACEPARENT)
-    out = [
-        (name, value)
-        for name, value in raw
-        if (lower := name.lower()) not in _NOT_FORWARDED and lower not in _IDS and lower not in extra
-    ]
+    out = _kept(raw, _NOT_FORWARDED_OR_IDS, traceparent)
     out.append((b"x-request-id", request_id.encode("latin-1")))
     if client_id:
         out.append((b"x-ms-client-request-id", client_id.encode("latin-1")))
@@ -63,14 +73,7 @@ def downstream_headers(
 ) -> Headers:
     """The instance's response headers the client gets, plus the request id and the deployment
     (and the gateway span's ``traceparent`` in place of the instance's, while tracing)."""
-    extra = _connection_tokens(raw)
-    if traceparent:
-        extra.add(TRACEPARENT)
-    out = [
-        (name, value)
-        for name, value in raw
-        if (lower := name.lower()) not in _NOT_RETURNED and lower not in extra
-    ]
+    out = _kept(raw, _NOT_RETURNED, traceparent)
     out.append((b"x-request-id", request_id.encode("latin-1")))
     out.append((b"azureml-model-deployment", deployment.encode("latin-1")))
     if traceparent:

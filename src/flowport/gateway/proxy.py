@@ -148,7 +148,13 @@ class StreamedResponse(Response):
         try:
             start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
             await send(start)
-            if self.watch:
+            whole = None if self.watch else self.upstream.arrived()
+            if whole is not None:  # a small answer, already here: one message, no iteration
+                if self.capture:
+                    self._keep(whole)
+                self._ended = True
+                await send({"type": "http.response.body", "body": whole, "more_body": False})
+            elif self.watch:
                 async with anyio.create_task_group() as group:
                     group.start_soon(self._watch_disconnect, receive, group.cancel_scope)
                     await self._relay(send)

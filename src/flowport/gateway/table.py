@@ -6,6 +6,7 @@ import random
 from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from itertools import accumulate
+from typing import Any
 
 from flowport.gateway.routes import DeploymentRoute, EndpointRoute
 from flowport.gateway.stats import MinuteStats
@@ -30,6 +31,8 @@ class DeploymentState:
         self.stats = MinuteStats()
         self.live = True
         """False once the gateway dropped it: its late answers no longer add labelled series."""
+        self.series: dict[int, tuple[Any, Any]] = {}
+        """Its request counter (per status) and latency histogram children, as the gateway counts them."""
 
 
 class EndpointTable:
