@@ -13,6 +13,7 @@ ALLOWED: dict[str, set[str]] = {
     "store": set(),
     "settings": set(),
     "request_ids": set(),
+    "instance_keys": set(),
     "metrics": set(),
     "http_limits": set(),
     "transport": set(),
@@ -25,8 +26,8 @@ ALLOWED: dict[str, set[str]] = {
     "engine": {"flow", "tools", "connections", "tracing"},
     "serving": {"engine", "flow", "tools", "request_ids", "metrics", "http_limits", "tracing"},
     "build": {"flow"},
-    "runtime": {"serving", "engine", "flow", "connections", "build", "settings", "tracing"},
-    "gateway": {"transport", "request_ids", "metrics", "tracing", "scrub"},
+    "runtime": {"serving", "engine", "flow", "connections", "build", "settings", "tracing", "instance_keys"},
+    "gateway": {"transport", "request_ids", "metrics", "tracing", "scrub", "instance_keys"},
     "dataplane": {"gateway", "runtime", "connections", "transport", "http_limits", "settings", "tracing"},
     "control": {
         *("store", "dataplane", "runtime", "gateway", "flow", "connections"),

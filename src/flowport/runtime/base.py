@@ -62,12 +62,15 @@ class InstanceConfig:
     """Set: the instance runs this Azure-style script (``init()``/``run()``), relative to ``source``."""
     model_dir: str = ""
     """Set: ``AZUREML_MODEL_DIR``, the folder holding the deployment's model (Azure's layout)."""
+    access_key: str = ""
+    """Set: every request must carry it (``instance_keys.py``): an instance listening on a network."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "secret_variables": list(self.secret_variables),
             **({"scoring_script": self.scoring_script} if self.scoring_script else {}),
             **({"model_dir": self.model_dir} if self.model_dir else {}),
+            **({"access_key": self.access_key} if self.access_key else {}),
             "source": self.source,
             "name": self.name,
             "environment_variables": dict(self.environment_variables),
@@ -88,6 +91,7 @@ class InstanceConfig:
             secret_variables=tuple(data.get("secret_variables") or ()),
             scoring_script=str(data.get("scoring_script") or ""),
             model_dir=str(data.get("model_dir") or ""),
+            access_key=str(data.get("access_key") or ""),
         )
 
 

@@ -17,10 +17,12 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from flowport.connections import SCRUBBED, ConnectionResolver, ConnectionSpecError, StaticConnections
 from flowport.engine import load_executor
 from flowport.flow import FlowError
+from flowport.instance_keys import KeyedApp
 from flowport.runtime.base import IDENTITY_ENV, InstanceConfig
 from flowport.runtime.local.logs import MIN_MASKED, masking
 from flowport.serving import ScoringApp, ServeSettings
@@ -55,10 +57,20 @@ def apply_environment(config: InstanceConfig) -> None:
         os.environ["AZUREML_MODEL_DIR"] = config.model_dir
 
 
-def create_app() -> ScoringApp | ScriptApp:
-    """Build the scoring app from the config in the environment (the uvicorn factory)."""
-    keep_private()  # again in each worker: exec made it dumpable
+def create_app() -> Any:
+    """The scoring app of the config in the environment, behind its access key when it has one
+    (the uvicorn factory of each worker)."""
     config = InstanceConfig.from_json(json.loads(os.environ[CONFIG_ENV]))
+    return guarded(scoring_app(config), config.access_key)
+
+
+def guarded(app: ScoringApp | ScriptApp, access_key: str) -> Any:
+    return KeyedApp(app, access_key) if access_key else app
+
+
+def scoring_app(config: InstanceConfig) -> ScoringApp | ScriptApp:
+    """The scoring app of ``config``: a flow's, or a scoring script's."""
+    keep_private()  # again in each worker: exec made it dumpable
     os.chdir(config.source)
     settings = ServeSettings.from_env()
     if config.scoring_script:  # init() runs when the server starts (the app's lifespan)
@@ -134,7 +146,7 @@ def serve(config: InstanceConfig, *, host: str = "127.0.0.1", port: int = 0, uds
     os.environ[CONFIG_ENV] = json.dumps(config.to_json())
     workers = int(os.environ.get(WORKERS_ENV) or 1)
     try:
-        app = create_app()
+        app = scoring_app(config)
     except (FlowError, ConnectionSpecError) as exc:  # the log's tail shows the problem, no traceback
         print(f"the flow failed to load:\n{exc}", file=sys.stderr, flush=True)
         sys.exit(1)
@@ -148,7 +160,7 @@ def serve(config: InstanceConfig, *, host: str = "127.0.0.1", port: int = 0, uds
     print(message, file=sys.stderr, flush=True)
     if workers > 1:  # a worker does not inherit the trace file's descriptor: its number is another file
         os.environ.pop(TRACE_FD_ENV, None)
-    target = "flowport.runtime.instance:create_app" if workers > 1 else app
+    target = "flowport.runtime.instance:create_app" if workers > 1 else guarded(app, config.access_key)
     run(target, host=host, port=port, uds=uds, workers=workers)
 
 

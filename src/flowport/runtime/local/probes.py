@@ -8,9 +8,9 @@ import httpx
 class InstanceClient:
     """Asks an instance's ``/health`` or ``/ready`` whether it answers 200 in time."""
 
-    def __init__(self, socket: str = "", url: str = "") -> None:
+    def __init__(self, socket: str = "", url: str = "", headers: dict[str, str] | None = None) -> None:
         if url:
-            self._client = httpx.AsyncClient(base_url=url, trust_env=False)
+            self._client = httpx.AsyncClient(base_url=url, trust_env=False, headers=headers)
         else:
             self._client = httpx.AsyncClient(
                 transport=httpx.AsyncHTTPTransport(uds=socket), base_url="http://instance"

@@ -17,6 +17,7 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from flowport.instance_keys import HEADER
 from flowport.runtime.base import DeploymentFailed, DeploymentPlan, InstanceState
 from flowport.runtime.local.logs import TRACE_SUFFIX, masking
 from flowport.runtime.local.probes import InstanceClient
@@ -125,6 +126,7 @@ class RayInstance(ManagedInstance):
         flow: ray.ObjectRef,
         runtime_env: dict[str, Any] | None,
         place: Placer,
+        access_key: str,
     ) -> None:
         super().__init__(
             id=id,
@@ -139,6 +141,8 @@ class RayInstance(ManagedInstance):
         self._flow = flow
         self._runtime_env = runtime_env
         self._place = place
+        self._access_key = access_key
+        """What every request to the instance must carry: it listens on the node's network address."""
         self.actor_process: ActorProcess | None = None
 
     @property
@@ -185,7 +189,7 @@ class RayInstance(ManagedInstance):
         self.process = self.actor_process = process = ActorProcess(actor)  # type: ignore[assignment]
         try:  # the actor's creation includes building its pip environment on the node
             public_key = await asyncio.wait_for(actor.public_key.remote(), ACTOR_START_SECONDS)
-            config = json.dumps(self.plan.config.to_json()).encode()
+            config = json.dumps({**self.plan.config.to_json(), "access_key": self._access_key}).encode()
             started = await actor.start.remote(self._flow, seal(public_key, config))
         except (ray.exceptions.RayError, TimeoutError) as exc:
             reason = _reason(exc) if str(exc) else f"no actor running after {ACTOR_START_SECONDS:g} s"
@@ -194,7 +198,7 @@ class RayInstance(ManagedInstance):
             raise DeploymentFailed(f"instance {self.id} could not start on Ray: {reason}") from None
         self.node, self.url, process.pid = started["node"], started["address"], started["pid"]
         process.pull_spans_into(self.log_path.with_suffix(TRACE_SUFFIX))
-        self.client = InstanceClient(url=self.url)
+        self.client = InstanceClient(url=self.url, headers={HEADER.decode(): self._access_key})
         await self._gate()
 
     async def _discard(self) -> None:

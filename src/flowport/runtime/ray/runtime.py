@@ -23,6 +23,7 @@ from typing import Any
 
 import ray
 
+from flowport.instance_keys import derive
 from flowport.runtime.base import ComputeTarget, DeploymentFailed, DeploymentKey, DeploymentPlan
 from flowport.runtime.local.deployment import SupervisedRuntime
 from flowport.runtime.local.logs import LogFiles
@@ -92,9 +93,18 @@ def zip_folder(folder: Path) -> bytes:
 
 
 class RayRuntime(SupervisedRuntime):
-    def __init__(self, compute: ComputeTarget, state_dir: Path, *, drain_seconds: float = 30) -> None:
+    def __init__(
+        self,
+        compute: ComputeTarget,
+        state_dir: Path,
+        *,
+        instance_secret: bytes,
+        drain_seconds: float = 30,
+    ) -> None:
         super().__init__(drain_seconds)
         self.compute = compute
+        self.instance_secret = instance_secret
+        """What each deployment's instance key derives from (``instance_keys.py``): the gateway's too."""
         self._logs = LogFiles(Path(state_dir) / "logs")
         self._flows: dict[str, tuple[ray.ObjectRef, dict[str, Any] | None]] = {}
         """Per revision: the flow's zip in the object store and its runtime environment."""
@@ -152,6 +162,7 @@ class RayRuntime(SupervisedRuntime):
             flow=flow,
             runtime_env=runtime_env,
             place=lambda instance: self._place(key, instance),
+            access_key=derive(self.instance_secret, key.endpoint, key.deployment),
         )
 
     async def _place(self, key: DeploymentKey, instance: RayInstance) -> str:
