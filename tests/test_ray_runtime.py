@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import free_port
@@ -33,6 +34,22 @@ RAY = str(Path(sys.executable).parent / "ray")
 NODE_IP = "127.0.0.1"
 SECRET = "ray-secret-value-8d1f"
 RUNTIME_FLOWS = Path(__file__).parent / "runtime_flows"
+
+
+def listening_address(pid: int) -> str:
+    """``host:port`` a process listens on over IPv4 (the two nodes run on this machine), from /proc."""
+    sockets = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                sockets.add(target[8:-1])
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and fields[9] in sockets:  # LISTEN
+            host, port = fields[1].split(":")
+            return f"{'.'.join(str(b) for b in reversed(bytes.fromhex(host)))}:{int(port, 16)}"
+    raise AssertionError(f"process {pid} listens on no TCP port")
 
 
 class RayCluster:
@@ -159,6 +176,13 @@ def test_deployments_run_on_a_ray_cluster_behind_the_gateway(
         assert colors == {"blue", "green"}
         pinned = fp.score("shop", {"text": "x"}, **{"azureml-model-deployment": "green"})
         assert pinned.json() == {"echoed": "x", "color": "green"}
+
+        # an instance listens on its node's address, but answers only its deployment's gateway
+        for instance in instances:
+            url = f"http://{listening_address(instance['pid'])}"
+            refused = httpx.post(f"{url}/score", json={"text": "x"}, timeout=10)
+            assert refused.status_code == 401 and "echoed" not in refused.text
+            assert httpx.get(f"{url}/health", timeout=10).status_code == 401
 
         # an instance's spans come from its node to the built-in trace store
         traced = fp.score(

@@ -27,7 +27,7 @@ import errno
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from urllib.parse import urlsplit
 
 import httptools
@@ -339,7 +339,9 @@ class HTTP11Transport:
         max_idle: int = MAX_IDLE,
         idle_seconds: float = IDLE_SECONDS,
         tls: ssl.SSLContext | None = None,
+        fixed_headers: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
+        """``fixed_headers``: sent with every request (an instance's access key)."""
         self.address = address
         self.tls: ssl.SSLContext | None = None
         if address.startswith("unix:"):
@@ -358,6 +360,10 @@ class HTTP11Transport:
                 self.tls = tls or ssl.create_default_context()
             host = f"[{self.host}]" if ":" in self.host else self.host
             self.authority = (host if self.port == default_port else f"{host}:{self.port}").encode("idna")
+        if any(c in name + value for name, value in fixed_headers for c in (b"\r", b"\n")):
+            raise ValueError("a fixed header holds a line break")
+        self._host_line = self.authority + b"".join(b"\r\n" + n + b": " + v for n, v in fixed_headers)
+        """The ``host`` header's value and the fixed headers' lines after it."""
         self.max_idle = max_idle
         self.idle_seconds = idle_seconds
         self._idle: list[_Connection] = []
@@ -418,7 +424,7 @@ class HTTP11Transport:
         if block.count(b"\n") != breaks or block.count(b"\r") != breaks:
             bad = next(n for n, v in headers if any(c in n + v for c in (b"\r", b"\n")))
             raise LocalProtocolError(f"header {bad!r} holds a line break")
-        head = b" ".join((method.encode("ascii"), target, b"HTTP/1.1\r\nhost:", self.authority))
+        head = b" ".join((method.encode("ascii"), target, b"HTTP/1.1\r\nhost:", self._host_line))
         if lines:
             return b"".join((head, b"\r\n", block, b"\r\n\r\n", body or b""))
         return b"".join((head, b"\r\n\r\n", body or b""))

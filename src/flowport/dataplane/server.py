@@ -55,8 +55,9 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
-def ray_runtime(home: Path) -> Callable[[ComputeTarget], Runtime]:
-    """The factory of a Ray compute's runtime; Ray is imported only when one is used."""
+def ray_runtime(home: Path, instance_secret: bytes) -> Callable[[ComputeTarget], Runtime]:
+    """The factory of a Ray compute's runtime; Ray is imported only when one is used.
+    ``instance_secret``: what its instances' keys derive from (the gateway's)."""
 
     def make(compute: ComputeTarget) -> Runtime:
         try:
@@ -66,7 +67,7 @@ def ray_runtime(home: Path) -> Callable[[ComputeTarget], Runtime]:
                 f"compute {compute.name!r} is a Ray cluster, but Ray is not installed where "
                 f"flowport server runs ({exc}); install it with: pip install 'flowport[ray]'"
             ) from None
-        return RayRuntime(compute, home / "runtime" / "ray")
+        return RayRuntime(compute, home / "runtime" / "ray", instance_secret=instance_secret)
 
     return make
 
@@ -123,13 +124,18 @@ async def serve(home: Path, listener: socket.socket, base_url: str) -> int:
     os.chmod(run, 0o700)
     agent_socket, control_socket = run / DATAPLANE_SOCKET, run / CONTROL_SOCKET
 
-    gateway = Gateway(TokenSigner(signing_key(load_or_create_key(home))), data_dir=home / "data")
+    instance_secret = secrets.token_bytes(32)  # the instances on networks live as long as this process
+    gateway = Gateway(
+        TokenSigner(signing_key(load_or_create_key(home))),
+        data_dir=home / "data",
+        instance_secret=instance_secret,
+    )
     traces = gateway_traces(home)
     tracing = configure(
         "flowport-gateway", os.environ, builtin=traces, on_drop=gateway.metrics.trace_dropped.inc
     )
     runtime = ComputeRouter(
-        LocalRuntime(home / "runtime", python=instance_python()), {"ray": ray_runtime(home)}
+        LocalRuntime(home / "runtime", python=instance_python()), {"ray": ray_runtime(home, instance_secret)}
     )
     runtime.set_listener(
         lambda key, addresses: gateway.set_instances(key.endpoint, key.deployment, addresses)

@@ -25,7 +25,7 @@ from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from flowport import tracing
+from flowport import instance_keys, tracing
 from flowport.gateway import errors
 from flowport.gateway.auth import authorize
 from flowport.gateway.collector import DataCollector, Record
@@ -46,6 +46,7 @@ from flowport.gateway.stats import MINUTES
 from flowport.gateway.table import DeploymentState, EndpointTable
 from flowport.gateway.tokens import TokenSigner
 from flowport.gateway.upstream import Upstream
+from flowport.instance_keys import derive
 from flowport.request_ids import client_request_id
 from flowport.request_ids import request_id as accepted_request_id
 from flowport.tracing.propagation import parse as parse_traceparent
@@ -137,8 +138,12 @@ class Gateway:
         timeout_grace_seconds: float = 5.0,
         max_body_bytes: int = MAX_BODY_BYTES,
         mirror_limit: int = 64,
+        instance_secret: bytes | None = None,
     ) -> None:
         self.tokens = tokens
+        self.instance_secret = instance_secret
+        """Set: requests to instances on a network address carry their deployment's key
+        (``instance_keys.py``); the runtime derives the same from it."""
         self.timeout_grace_seconds = timeout_grace_seconds
         """The gateway gives an instance request_timeout_ms plus this before answering 408."""
         self.max_body_bytes = max_body_bytes
@@ -239,12 +244,17 @@ class Gateway:
     def _state(self, endpoint: str, deployment: str) -> DeploymentState:
         state = self._states.get((endpoint, deployment))
         if state is None:
-            state = DeploymentState(endpoint, deployment, self._on_idle, self._new_upstream)
+            new_upstream = partial(self._new_upstream, endpoint, deployment)
+            state = DeploymentState(endpoint, deployment, self._on_idle, new_upstream)
             self._states[(endpoint, deployment)] = state
         return state
 
-    def _new_upstream(self, address: str) -> Upstream:
-        upstream = Upstream(address)
+    def _new_upstream(self, endpoint: str, deployment: str, address: str) -> Upstream:
+        """An instance's upstream; one on a network address gets its deployment's key on every request."""
+        fixed = []
+        if self.instance_secret is not None and not address.startswith("unix:"):
+            fixed.append((instance_keys.HEADER, derive(self.instance_secret, endpoint, deployment).encode()))
+        upstream = Upstream(address, fixed)
         self._upstreams.add(upstream)
         return upstream
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from flowport import instance_keys
+
 HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -15,7 +17,7 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
-_NOT_FORWARDED = HOP_BY_HOP | {b"host", b"authorization", b"content-length", b"expect"}
+_NOT_FORWARDED = HOP_BY_HOP | {b"host", b"authorization", b"content-length", b"expect", instance_keys.HEADER}
 _NOT_RETURNED = HOP_BY_HOP | {b"date", b"server", b"x-request-id", b"azureml-model-deployment"}
 """The gateway's server writes its own date and server; request id and deployment are the gateway's."""
 

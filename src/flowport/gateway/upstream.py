@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from flowport.transport import HTTP11Transport
 
@@ -22,9 +22,9 @@ class Upstream:
 
     __slots__ = ("address", "closed", "failed_until", "outstanding", "retired", "transport")
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, fixed_headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
         self.address = address
-        self.transport = HTTP11Transport(address)
+        self.transport = HTTP11Transport(address, fixed_headers=fixed_headers)
         self.outstanding = 0
         self.retired = False
         self.closed = False
