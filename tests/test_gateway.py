@@ -33,6 +33,7 @@ from flowport.gateway import (
 )
 from flowport.gateway.collector import DataCollector, Record, partition
 from flowport.gateway.stats import MINUTES
+from flowport.instance_keys import HEADER, derive
 from flowport.testing.threaded_server import ThreadedServer
 from tests.conftest import free_port
 
@@ -45,6 +46,7 @@ DRIP = HERE / "gateway_flows" / "drip"
 KEY, SECOND_KEY = "primary-key-0123456789", "secondary-key-9876543210"
 AUTH = {"authorization": f"Bearer {KEY}"}
 SIGNER = TokenSigner(b"gateway-test-secret-0123456789ab", ttl_seconds=3600)
+INSTANCE_SECRET = b"instance-test-secret-0123456789a"
 GRACE = 1.0
 """The gateway's allowance over request_timeout_ms in these tests (5 s in production)."""
 
@@ -134,7 +136,12 @@ def instances(sockets: Path) -> Iterator[dict[str, Instance]]:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    yield Gateway(SIGNER, data_dir=tmp_path_factory.mktemp("collected"), timeout_grace_seconds=GRACE)
+    yield Gateway(
+        SIGNER,
+        data_dir=tmp_path_factory.mktemp("collected"),
+        timeout_grace_seconds=GRACE,
+        instance_secret=INSTANCE_SECRET,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -620,11 +627,13 @@ def test_response_headers_and_request_ids(
 def test_headers_forwarded_to_the_instance(gateway: Gateway, client: httpx.Client) -> None:
     """What an instance receives, seen by a recording app on a real port."""
     seen: list[dict[str, str]] = []
+    keys: list[bytes] = []
 
     async def recorder(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
         if scope["type"] != "http":
             return
         seen.append({k.decode(): v.decode() for k, v in scope["headers"]})
+        keys.extend(v for k, v in scope["headers"] if k == HEADER)
         await receive()
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/x")]})
         await send({"type": "http.response.body", "body": b"ok"})
@@ -642,9 +651,12 @@ def test_headers_forwarded_to_the_instance(gateway: Gateway, client: httpx.Clien
                 "connection": "keep-alive, x-hop",
                 "x-hop": "dropped",
                 "te": "trailers",
+                HEADER.decode(): "forged",
             },
         )
     assert response.status_code == 200 and response.text == "ok"
+    # an instance on a network address gets its deployment's key, never a client's
+    assert keys == [derive(INSTANCE_SECRET, "ep-forward", "blue").encode()]
     headers = seen[-1]
     assert "authorization" not in headers and "x-hop" not in headers and "te" not in headers
     assert headers["content-type"] == "application/json"
