@@ -58,7 +58,7 @@ from flowport.flow import FlowDef, FlowError, ValueType
 from flowport.flow.flex import FLEX_MARK, FlexDef, describe_flow_path, is_flex, load_flex
 from flowport.flow.prompty import is_prompty
 from flowport.tools.compat import install_promptflow_shim
-from flowport.tools.usage import current_usage
+from flowport.tools.usage import usage_owner
 from flowport.tracing.spans import STATE
 
 logger = logging.getLogger("flowport.flex")
@@ -252,17 +252,17 @@ class FlexExecutor:
             values = prepare_inputs(self.flow, inputs, line_number)
         except ExecutionError as exc:
             return _failed(run, exc)
-        node_run = NodeRun(self.entry_name, started=run.started)  # one clock reading for both
+        node_run = NodeRun(self.entry_name, Status.RUNNING, run.started)  # one clock reading for both
         run.node_runs[self.entry_name] = node_run
         if record_io:
             node_run.inputs = values
-        token = current_usage.set(node_run.usage)
+        token = usage_owner.set(node_run)
         span_token = None if run.span is None else start_node(node_run, run.span)
         streaming = False
         try:
             if self.inline_policy.inline:
                 # On the loop the call cannot be interrupted: the line timeout can only fire in a stream.
-                result = contextvars.copy_context().run(self._timed_call, values, True)
+                result = contextvars.copy_context().run(self.inline_policy.call_inline, self.func, values)
                 if isinstance(result, _STREAMS):
                     async with asyncio.timeout(self.line_timeout):
                         outputs, bare = await self._shape(result, stream, node_run)
@@ -284,7 +284,7 @@ class FlexExecutor:
         finally:
             if span_token is not None:
                 tracing.deactivate(span_token)
-            current_usage.reset(token)
+            usage_owner.reset(token)
         ended = clock()
         if not streaming:  # a stream's node run ends with the stream
             node_run.status = Status.COMPLETED

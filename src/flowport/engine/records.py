@@ -68,21 +68,58 @@ class _Times:
         return _duration(self.started, self.ended)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)  # built by hand: one per node of every line
 class NodeRun(_Times):
     node: str
-    status: Status = Status.RUNNING
-    started: float | None = None
+    status: Status
+    started: float | None
     """When it started (``clock()``); ``start_time`` gives it as a datetime."""
-    ended: float | None = None
-    inputs: dict[str, Any] | None = None
-    output: Any = None
-    error: dict[str, Any] | None = None
-    usage: Usage = field(default_factory=Usage)
-    span_id: int | None = field(default=None, repr=False, compare=False)
+    ended: float | None
+    inputs: dict[str, Any] | None
+    output: Any
+    error: dict[str, Any] | None
+    _usage: Usage | None = field(repr=False, compare=False)
+    """Its token usage, made when first asked for (most node runs never use a token)."""
+    span_id: int | None = field(repr=False, compare=False)
     """Its trace span's id, while tracing (``engine.spans``: the span is built from this record)."""
-    exception: BaseException | None = field(default=None, repr=False, compare=False)
+    exception: BaseException | None = field(repr=False, compare=False)
     """What it raised, when it failed while tracing (its span's ``exception`` event)."""
+
+    def __init__(
+        self,
+        node: str,
+        status: Status = Status.RUNNING,
+        started: float | None = None,
+        ended: float | None = None,
+        inputs: dict[str, Any] | None = None,
+        output: Any = None,
+        error: dict[str, Any] | None = None,
+        usage: Usage | None = None,
+        span_id: int | None = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        self.node = node
+        self.status = status
+        self.started = started
+        self.ended = ended
+        self.inputs = inputs
+        self.output = output
+        self.error = error
+        self._usage = usage
+        self.span_id = span_id
+        self.exception = exception
+
+    @property
+    def usage(self) -> Usage:
+        """Tokens its LLM calls used (``tools.usage.record_usage`` adds to it)."""
+        usage = self._usage
+        if usage is None:
+            usage = self._usage = Usage()
+        return usage
+
+    @usage.setter
+    def usage(self, usage: Usage) -> None:
+        self._usage = usage
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -98,21 +135,45 @@ class NodeRun(_Times):
         }
 
 
-@dataclass(slots=True, weakref_slot=True)  # weakly referable: tests check a traced line is freed
+@dataclass(slots=True, weakref_slot=True, init=False)  # weakly referable: tests check a traced line is freed
 class LineRun(_Times):
     run_id: str
     line_number: int | None
     inputs: dict[str, Any]
-    status: Status = Status.RUNNING
-    started: float = field(default_factory=clock)
+    status: Status
+    started: float
     """When it started (``clock()``); ``start_time`` gives it as a datetime."""
-    ended: float | None = None
-    node_runs: dict[str, NodeRun] = field(default_factory=dict)
-    error: dict[str, Any] | None = None
-    span: Any = field(default=None, repr=False, compare=False)
+    ended: float | None
+    node_runs: dict[str, NodeRun]
+    error: dict[str, Any] | None
+    span: Any = field(repr=False, compare=False)
     """Its open trace span, while tracing (``engine.spans``)."""
-    traced: Any = field(default=None, repr=False, compare=False)
+    traced: Any = field(repr=False, compare=False)
     """The line's span (``tracing.spans.Parent``) once traced, kept after it ends for ``traceparent``."""
+
+    def __init__(
+        self,
+        run_id: str,
+        line_number: int | None,
+        inputs: dict[str, Any],
+        status: Status = Status.RUNNING,
+        started: float | None = None,
+        ended: float | None = None,
+        node_runs: dict[str, NodeRun] | None = None,
+        error: dict[str, Any] | None = None,
+        span: Any = None,
+        traced: Any = None,
+    ) -> None:
+        self.run_id = run_id
+        self.line_number = line_number
+        self.inputs = inputs
+        self.status = status
+        self.started = clock() if started is None else started
+        self.ended = ended
+        self.node_runs = {} if node_runs is None else node_runs
+        self.error = error
+        self.span = span
+        self.traced = traced
 
     @property
     def traceparent(self) -> str | None:
@@ -124,7 +185,8 @@ class LineRun(_Times):
     def usage(self) -> Usage:
         total = Usage()
         for run in self.node_runs.values():
-            total.add(run.usage.prompt_tokens, run.usage.completion_tokens)
+            if (usage := run._usage) is not None:
+                total.add(usage.prompt_tokens, usage.completion_tokens)
         return total
 
     def to_dict(self) -> dict[str, Any]:
