@@ -256,13 +256,16 @@ class FlexExecutor:
         run.node_runs[self.entry_name] = node_run
         if record_io:
             node_run.inputs = values
-        token = usage_owner.set(node_run)
         span_token = None if run.span is None else start_node(node_run, run.span)
         streaming = False
         try:
             if self.inline_policy.inline:
-                # On the loop the call cannot be interrupted: the line timeout can only fire in a stream.
-                result = contextvars.copy_context().run(self.inline_policy.call_inline, self.func, values)
+                # The entry runs in a copy of the context, as in a worker thread; its LLM calls'
+                # tokens count to its node run. On the loop the call cannot be interrupted: the
+                # line timeout can only fire in a stream.
+                context = contextvars.copy_context()
+                context.run(usage_owner.set, node_run)
+                result = context.run(self.inline_policy.call_inline, self.func, values)
                 if isinstance(result, _STREAMS):
                     async with asyncio.timeout(self.line_timeout):
                         outputs, bare = await self._shape(result, stream, node_run)
@@ -270,9 +273,13 @@ class FlexExecutor:
                 else:
                     outputs, bare = _shape_value(result)
             else:
-                async with asyncio.timeout(self.line_timeout):
-                    result = await self._call(values)
-                    outputs, bare = await self._shape(result, stream, node_run)
+                token = usage_owner.set(node_run)
+                try:
+                    async with asyncio.timeout(self.line_timeout):
+                        result = await self._call(values)
+                        outputs, bare = await self._shape(result, stream, node_run)
+                finally:
+                    usage_owner.reset(token)
                 streaming = stream and _is_stream(result)
         except TimeoutError:
             message = f"Line {line_number} execution timeout for exceeding {self.line_timeout:g} seconds"
@@ -284,7 +291,6 @@ class FlexExecutor:
         finally:
             if span_token is not None:
                 tracing.deactivate(span_token)
-            usage_owner.reset(token)
         ended = clock()
         if not streaming:  # a stream's node run ends with the stream
             node_run.status = Status.COMPLETED

@@ -12,6 +12,10 @@ from flowport.flow.values import InputValueError, convert, type_name
 from flowport.tools.multimedia import has_media_dict, image_from, images_in
 
 
+_ABSENT = object()
+_STRING = ValueType.STRING
+
+
 def prepare_inputs(flow: FlowDef, given: Mapping[str, Any], line_number: int | None = None) -> dict[str, Any]:
     """Return the line's inputs, or raise a UserError naming the input at fault.
 
@@ -20,13 +24,12 @@ def prepare_inputs(flow: FlowDef, given: Mapping[str, Any], line_number: int | N
     """
     values: dict[str, Any] = {}
     for name, spec in flow.inputs.items():
-        if name not in given:
+        if (value := given.get(name, _ABSENT)) is _ABSENT:
             if spec.default is MISSING:
                 _raise_missing(flow, given)
             values[name] = spec.default
             continue
-        value = given[name]
-        if type(value) is str and spec.type is ValueType.STRING:  # the common case, nothing to convert
+        if type(value) is str and spec.type is _STRING:  # the common case, nothing to convert
             values[name] = value
             continue
         try:
