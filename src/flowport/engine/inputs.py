@@ -11,7 +11,6 @@ from flowport.flow.model import ValueType
 from flowport.flow.values import InputValueError, convert, type_name
 from flowport.tools.multimedia import has_media_dict, image_from, images_in
 
-
 _ABSENT = object()
 _STRING = ValueType.STRING
 
