@@ -22,7 +22,7 @@ import os
 import sys
 import types
 import uuid
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -217,7 +217,7 @@ class FlexExecutor:
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
-    async def run_line(
+    def run_line(
         self,
         inputs: Mapping[str, Any],
         *,
@@ -227,10 +227,25 @@ class FlexExecutor:
         record_io: bool = False,
         deadline: float | None = None,
         span_attributes: Mapping[str, Any] | None = None,
-    ) -> LineResult:
-        """Call the entry on one line's inputs. Errors come back in the result, never raised."""
+    ) -> Coroutine[Any, Any, LineResult]:
+        """Call the entry on one line's inputs (await it, as an ``async def``). Errors come back
+        in the result, never raised. Not traced, the line is one coroutine, not two."""
+        if STATE.sink is not None:
+            return self._traced_line(inputs, stream, line_number, run_id, record_io, span_attributes)
         run = LineRun(run_id or f"{self._run_prefix}_{next(self._run_numbers)}", line_number, dict(inputs))
-        token = None if STATE.sink is None else start_line(self.flow_name, run, span_attributes)
+        return self._run_line(run, inputs, stream, line_number, record_io)
+
+    async def _traced_line(
+        self,
+        inputs: Mapping[str, Any],
+        stream: bool,
+        line_number: int | None,
+        run_id: str | None,
+        record_io: bool,
+        span_attributes: Mapping[str, Any] | None,
+    ) -> LineResult:
+        run = LineRun(run_id or f"{self._run_prefix}_{next(self._run_numbers)}", line_number, dict(inputs))
+        token = start_line(self.flow_name, run, span_attributes)
         if token is None:
             return await self._run_line(run, inputs, stream, line_number, record_io)
         record_io = record_io or tracing.capture_content()
@@ -252,27 +267,34 @@ class FlexExecutor:
             values = prepare_inputs(self.flow, inputs, line_number)
         except ExecutionError as exc:
             return _failed(run, exc)
-        node_run = NodeRun(self.entry_name, Status.RUNNING, run.started)  # one clock reading for both
-        run.node_runs[self.entry_name] = node_run
-        if record_io:
-            node_run.inputs = values
-        span_token = None if run.span is None else start_node(node_run, run.span)
+        inline = self.inline_policy.inline
+        node_run: NodeRun | None = None
+        if inline and run.span is None:  # the common case: its NodeRun is made when asked for
+            one = run.one_node(self.entry_name, values if record_io else None)
+        else:
+            node_run = NodeRun(self.entry_name, Status.RUNNING, run.started)  # one clock reading for both
+            run.node_runs[self.entry_name] = node_run
+            if record_io:
+                node_run.inputs = values
+        span_token = None if node_run is None or run.span is None else start_node(node_run, run.span)
         streaming = False
         try:
-            if self.inline_policy.inline:
+            if inline:
                 # The entry runs in a copy of the context, as in a worker thread; its LLM calls'
                 # tokens count to its node run. On the loop the call cannot be interrupted: the
                 # line timeout can only fire in a stream.
                 context = contextvars.copy_context()
-                context.run(usage_owner.set, node_run)
+                context.run(usage_owner.set, run if node_run is None else node_run)
                 result = context.run(self.inline_policy.call_inline, self.func, values)
                 if isinstance(result, _STREAMS):
+                    node_run = run.node_runs[self.entry_name]  # running until the stream ends
                     async with asyncio.timeout(self.line_timeout):
                         outputs, bare = await self._shape(result, stream, node_run)
                     streaming = stream
                 else:
                     outputs, bare = _shape_value(result)
             else:
+                assert node_run is not None
                 token = usage_owner.set(node_run)
                 try:
                     async with asyncio.timeout(self.line_timeout):
@@ -283,16 +305,20 @@ class FlexExecutor:
                 streaming = stream and _is_stream(result)
         except TimeoutError:
             message = f"Line {line_number} execution timeout for exceeding {self.line_timeout:g} seconds"
-            return _failed(run, user_error(message, "LineExecutionTimeoutError"), node_run)
+            error = user_error(message, "LineExecutionTimeoutError")
+            return _failed(run, error, run.node_runs[self.entry_name])
         except ExecutionError as exc:
-            return _failed(run, exc, node_run)
+            return _failed(run, exc, run.node_runs[self.entry_name])
         except Exception as exc:
-            return _failed(run, tool_error(self.entry_name, exc), node_run, exc)
+            return _failed(run, tool_error(self.entry_name, exc), run.node_runs[self.entry_name], exc)
         finally:
             if span_token is not None:
                 tracing.deactivate(span_token)
         ended = clock()
-        if not streaming:  # a stream's node run ends with the stream
+        if node_run is None:  # made when read, with the line's status and times
+            if record_io:
+                one[2] = outputs
+        elif not streaming:  # a stream's node run ends with the stream
             node_run.status = Status.COMPLETED
             node_run.ended = ended
             if record_io:

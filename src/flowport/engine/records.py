@@ -121,6 +121,10 @@ class NodeRun(_Times):
     def usage(self, usage: Usage) -> None:
         self._usage = usage
 
+    def add_usage(self, prompt: int | None, completion: int | None) -> None:
+        """Tokens its LLM calls used: what they count to while it runs."""
+        self.usage.add(prompt, completion)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "node": self.node,
@@ -144,12 +148,15 @@ class LineRun(_Times):
     started: float
     """When it started (``clock()``); ``start_time`` gives it as a datetime."""
     ended: float | None
-    node_runs: dict[str, NodeRun]
+    _node_runs: dict[str, NodeRun] | None = field(repr=False, compare=False)
     error: dict[str, Any] | None
     span: Any = field(repr=False, compare=False)
     """Its open trace span, while tracing (``engine.spans``)."""
     traced: Any = field(repr=False, compare=False)
     """The line's span (``tracing.spans.Parent``) once traced, kept after it ends for ``traceparent``."""
+    _one: list[Any] | None = field(repr=False, compare=False)
+    """A line whose one node is the line itself (a flex entry): the node's name, inputs, output
+    and token usage, made into its ``NodeRun`` only when ``node_runs`` is read."""
 
     def __init__(
         self,
@@ -170,10 +177,44 @@ class LineRun(_Times):
         self.status = status
         self.started = clock() if started is None else started
         self.ended = ended
-        self.node_runs = {} if node_runs is None else node_runs
+        self._node_runs = {} if node_runs is None else node_runs
         self.error = error
         self.span = span
         self.traced = traced
+        self._one = None
+
+    @property
+    def node_runs(self) -> dict[str, NodeRun]:
+        """Each node's run, by node name."""
+        runs = self._node_runs
+        if runs is None:  # the line's one node, recorded when first asked for
+            name, inputs, output, usage = self._one  # type: ignore[misc]
+            node = NodeRun(name, self.status, self.started, self.ended, inputs, output, None, usage)
+            runs = self._node_runs = {name: node}
+        return runs
+
+    @node_runs.setter
+    def node_runs(self, runs: dict[str, NodeRun]) -> None:
+        self._node_runs = runs
+
+    def one_node(self, name: str, inputs: dict[str, Any] | None) -> list[Any]:
+        """Make the line's one node (``name``) run with the line, its ``NodeRun`` made when
+        ``node_runs`` is first read (with the line's status and times then, and the output set
+        in the list returned: name, inputs, output, usage). Before any node has run."""
+        one = self._one = [name, inputs, None, None]
+        self._node_runs = None
+        return one
+
+    def add_usage(self, prompt: int | None, completion: int | None) -> None:
+        """Tokens used by the line's one node (see ``one_node``): what LLM calls count to."""
+        runs = self._node_runs
+        if runs is not None:
+            runs[self._one[0]].usage.add(prompt, completion)  # type: ignore[index]
+        else:
+            one = self._one
+            if one[3] is None:  # type: ignore[index]
+                one[3] = Usage()  # type: ignore[index]
+            one[3].add(prompt, completion)  # type: ignore[index]
 
     @property
     def traceparent(self) -> str | None:

@@ -29,10 +29,9 @@ class Usage:
 
 
 class UsageOwner(Protocol):
-    """What tokens are counted to (the engine's node run): its ``usage`` made when first read."""
+    """What tokens are counted to: the engine's run of the node making the LLM calls."""
 
-    @property
-    def usage(self) -> Usage: ...
+    def add_usage(self, prompt: int | None, completion: int | None) -> None: ...
 
 
 usage_owner: ContextVar[UsageOwner | None] = ContextVar("flowport_usage_owner", default=None)
@@ -42,4 +41,4 @@ usage_owner: ContextVar[UsageOwner | None] = ContextVar("flowport_usage_owner", 
 def record_usage(prompt: int | None, completion: int | None) -> None:
     owner = usage_owner.get()
     if owner is not None:
-        owner.usage.add(prompt, completion)
+        owner.add_usage(prompt, completion)
