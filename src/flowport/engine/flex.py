@@ -150,6 +150,8 @@ class FlexExecutor:
         self._run_numbers = itertools.count()
         self.span_attributes = node_attributes(name, "flex", name, None)
         self.flow_name = flow.name
+        self._one_node = (name, None, None, None)
+        """A line's one node (``LineRun.one_node``) until it records inputs, output or usage."""
 
     @classmethod
     def load(
@@ -232,7 +234,9 @@ class FlexExecutor:
         in the result, never raised. Not traced, the line is one coroutine, not two."""
         if STATE.sink is not None:
             return self._traced_line(inputs, stream, line_number, run_id, record_io, span_attributes)
-        run = LineRun(run_id or f"{self._run_prefix}_{next(self._run_numbers)}", line_number, dict(inputs))
+        run_id = run_id or f"{self._run_prefix}_{next(self._run_numbers)}"
+        # the entry's node run is made when read (``LineRun.one_node``)
+        run = LineRun(run_id, line_number, dict(inputs), one_node=self._one_node)
         return self._run_line(run, inputs, stream, line_number, record_io)
 
     async def _traced_line(
@@ -244,7 +248,8 @@ class FlexExecutor:
         record_io: bool,
         span_attributes: Mapping[str, Any] | None,
     ) -> LineResult:
-        run = LineRun(run_id or f"{self._run_prefix}_{next(self._run_numbers)}", line_number, dict(inputs))
+        run_id = run_id or f"{self._run_prefix}_{next(self._run_numbers)}"
+        run = LineRun(run_id, line_number, dict(inputs), one_node=self._one_node)
         token = start_line(self.flow_name, run, span_attributes)
         if token is None:
             return await self._run_line(run, inputs, stream, line_number, record_io)
@@ -266,16 +271,14 @@ class FlexExecutor:
         try:
             values = prepare_inputs(self.flow, inputs, line_number)
         except ExecutionError as exc:
+            run.node_runs = {}  # the entry never ran
             return _failed(run, exc)
+        if record_io:
+            run.one_node = [self.entry_name, values, None, None]
         inline = self.inline_policy.inline
-        node_run: NodeRun | None = None
-        if inline and run.span is None:  # the common case: its NodeRun is made when asked for
-            one = run.one_node(self.entry_name, values if record_io else None)
-        else:
-            node_run = NodeRun(self.entry_name, Status.RUNNING, run.started)  # one clock reading for both
-            run.node_runs[self.entry_name] = node_run
-            if record_io:
-                node_run.inputs = values
+        node_run: NodeRun | None = None  # the common case: made when asked for
+        if not inline or run.span is not None:
+            node_run = run.node_runs[self.entry_name]  # running now
         span_token = None if node_run is None or run.span is None else start_node(node_run, run.span)
         streaming = False
         try:
@@ -286,7 +289,7 @@ class FlexExecutor:
                 context = contextvars.copy_context()
                 context.run(usage_owner.set, run if node_run is None else node_run)
                 result = context.run(self.inline_policy.call_inline, self.func, values)
-                if isinstance(result, _STREAMS):
+                if type(result) is not dict and isinstance(result, _STREAMS):
                     node_run = run.node_runs[self.entry_name]  # running until the stream ends
                     async with asyncio.timeout(self.line_timeout):
                         outputs, bare = await self._shape(result, stream, node_run)
@@ -317,7 +320,7 @@ class FlexExecutor:
         ended = clock()
         if node_run is None:  # made when read, with the line's status and times
             if record_io:
-                one[2] = outputs
+                run.one_node[2] = outputs  # type: ignore[index]
         elif not streaming:  # a stream's node run ends with the stream
             node_run.status = Status.COMPLETED
             node_run.ended = ended
@@ -326,7 +329,7 @@ class FlexExecutor:
         run.status = Status.COMPLETED
         run.ended = ended
         result_value = outputs["output"] if bare else outputs
-        return LineResult(outputs, run, None, {"result": result_value}, values, bare=bare)
+        return LineResult(outputs, run, None, {"result": result_value}, values, bare)  # positional: faster
 
     async def _call(self, values: dict[str, Any]) -> Any:
         """The entry's result: awaited when async, else from a worker thread."""

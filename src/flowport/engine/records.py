@@ -7,6 +7,7 @@ Times are kept as the wall clock's seconds (``clock()``, one cheap read) and rea
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -154,9 +155,11 @@ class LineRun(_Times):
     """Its open trace span, while tracing (``engine.spans``)."""
     traced: Any = field(repr=False, compare=False)
     """The line's span (``tracing.spans.Parent``) once traced, kept after it ends for ``traceparent``."""
-    _one: list[Any] | None = field(repr=False, compare=False)
-    """A line whose one node is the line itself (a flex entry): the node's name, inputs, output
-    and token usage, made into its ``NodeRun`` only when ``node_runs`` is read."""
+    one_node: Sequence[Any] | None = field(repr=False, compare=False)
+    """A line whose one node is the line itself (a flex entry's): the node's name, inputs, output
+    and token usage (``(name, None, None, None)`` when made; a list once one is set), made into
+    its ``NodeRun`` when ``node_runs`` is first read, with the line's status and times then.
+    Until that read, token usage counts to the line run (``add_usage``)."""
 
     def __init__(
         self,
@@ -170,6 +173,7 @@ class LineRun(_Times):
         error: dict[str, Any] | None = None,
         span: Any = None,
         traced: Any = None,
+        one_node: Sequence[Any] | None = None,
     ) -> None:
         self.run_id = run_id
         self.line_number = line_number
@@ -177,18 +181,18 @@ class LineRun(_Times):
         self.status = status
         self.started = clock() if started is None else started
         self.ended = ended
-        self._node_runs = {} if node_runs is None else node_runs
+        self._node_runs = {} if node_runs is None and one_node is None else node_runs
         self.error = error
         self.span = span
         self.traced = traced
-        self._one = None
+        self.one_node = one_node
 
     @property
     def node_runs(self) -> dict[str, NodeRun]:
         """Each node's run, by node name."""
         runs = self._node_runs
         if runs is None:  # the line's one node, recorded when first asked for
-            name, inputs, output, usage = self._one  # type: ignore[misc]
+            name, inputs, output, usage = self.one_node  # type: ignore[misc]
             node = NodeRun(name, self.status, self.started, self.ended, inputs, output, None, usage)
             runs = self._node_runs = {name: node}
         return runs
@@ -197,24 +201,16 @@ class LineRun(_Times):
     def node_runs(self, runs: dict[str, NodeRun]) -> None:
         self._node_runs = runs
 
-    def one_node(self, name: str, inputs: dict[str, Any] | None) -> list[Any]:
-        """Make the line's one node (``name``) run with the line, its ``NodeRun`` made when
-        ``node_runs`` is first read (with the line's status and times then, and the output set
-        in the list returned: name, inputs, output, usage). Before any node has run."""
-        one = self._one = [name, inputs, None, None]
-        self._node_runs = None
-        return one
-
     def add_usage(self, prompt: int | None, completion: int | None) -> None:
         """Tokens used by the line's one node (see ``one_node``): what LLM calls count to."""
+        one = self.one_node
         runs = self._node_runs
         if runs is not None:
-            runs[self._one[0]].usage.add(prompt, completion)  # type: ignore[index]
-        else:
-            one = self._one
-            if one[3] is None:  # type: ignore[index]
-                one[3] = Usage()  # type: ignore[index]
-            one[3].add(prompt, completion)  # type: ignore[index]
+            runs[one[0]].usage.add(prompt, completion)  # type: ignore[index]
+            return
+        if one[3] is None:  # type: ignore[index]
+            one = self.one_node = [one[0], one[1], one[2], Usage()]  # type: ignore[index]
+        one[3].add(prompt, completion)  # type: ignore[index]
 
     @property
     def traceparent(self) -> str | None:
