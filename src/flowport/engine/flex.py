@@ -64,6 +64,7 @@ from flowport.tracing.spans import STATE
 logger = logging.getLogger("flowport.flex")
 _STREAMS = (types.GeneratorType, types.AsyncGeneratorType)
 _SCALARS = frozenset((str, int, float, bool, type(None)))
+_COMPLETED = Status.COMPLETED
 
 
 def _import_entry(definition: FlexDef) -> Any:
@@ -326,10 +327,9 @@ class FlexExecutor:
             node_run.ended = ended
             if record_io:
                 node_run.output = outputs
-        run.status = Status.COMPLETED
+        run.status = _COMPLETED
         run.ended = ended
-        result_value = outputs["output"] if bare else outputs
-        return LineResult(outputs, run, None, {"result": result_value}, values, bare)  # positional: faster
+        return _FlexResult(outputs, run, values, bare)
 
     async def _call(self, values: dict[str, Any]) -> Any:
         """The entry's result: awaited when async, else from a worker thread."""
@@ -369,6 +369,24 @@ class FlexExecutor:
             source = NodeStream(result, node_run, self.pool, lambda exc: tool_error(self.entry_name, exc))
             return {"output": source if stream else await join_async(source)}, True
         return _shape_value(result)
+
+
+class _FlexResult(LineResult):
+    """A completed flex line's result: its ``node_outputs`` (the entry's ``result``, what
+    ``__aggregate__`` gets) made when read."""
+
+    __slots__ = ()
+
+    def __init__(self, outputs: dict[str, Any], run: LineRun, inputs: dict[str, Any], bare: bool) -> None:
+        self.outputs = outputs
+        self.run = run
+        self.error = None
+        self.inputs = inputs
+        self.bare = bare
+
+    @property  # type: ignore[override]
+    def node_outputs(self) -> dict[str, Any]:
+        return {"result": self.outputs["output"] if self.bare else self.outputs}
 
 
 def _is_stream(result: Any) -> bool:
