@@ -392,6 +392,33 @@ async def test_an_entry_records_the_same_on_the_loop_as_in_the_pool(tmp_path: Pa
     executor.close()
 
 
+def test_planned_inputs_are_prepared_as_prepare_inputs_prepares_them() -> None:
+    from flowport.engine.errors import ExecutionError
+    from flowport.engine.inputs import input_plan, prepare_inputs, prepare_planned
+
+    executor = load_executor(FLOWS / "flex_function")
+    flow, plan = executor.flow, input_plan(executor.flow)
+    lines: list[dict[str, object]] = [
+        {"question": "q"}, {"question": "q", "count": 3}, {"question": "q", "count": "3"}, {"question": 7},
+        {}, {"count": "x"}, {"question": "q", "count": "x"}, {"question": "q", "tags": '["a"]'},
+        {"question": "q", "loud": "true", "ratio": 0.5, "extra": 1}, {"question": None},
+    ]  # fmt: skip
+    for given in lines:
+        for line_number in (None, 4):
+            try:
+                expected: object = prepare_inputs(flow, given, line_number)
+            except ExecutionError as exc:
+                expected = exc.to_dict()
+            try:
+                got: object = prepare_planned(plan, flow, given, line_number)
+            except ExecutionError as exc:
+                got = exc.to_dict()
+            assert got == expected, given
+            if isinstance(got, dict) and "question" in given:
+                assert [type(v) for v in got.values()] == [type(v) for v in expected.values()]  # type: ignore[union-attr]
+    executor.close()
+
+
 def test_async_and_generator_entries_never_run_inline() -> None:
     for flow in ("flex_async", "flex_generator"):
         executor = load_executor(FLOWS / flow)

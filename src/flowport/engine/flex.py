@@ -50,7 +50,7 @@ from flowport.engine.flex_signature import (
     signature_inputs,
 )
 from flowport.engine.inline import InlinePolicy
-from flowport.engine.inputs import prepare_inputs
+from flowport.engine.inputs import input_plan, prepare_planned
 from flowport.engine.records import LineRun, NodeRun, Status, clock
 from flowport.engine.spans import cancel_line, end_line, node_attributes, node_failed, start_line, start_node
 from flowport.engine.streams import NodeStream, join_async
@@ -151,6 +151,7 @@ class FlexExecutor:
         self._run_numbers = itertools.count()
         self.span_attributes = node_attributes(name, "flex", name, None)
         self.flow_name = flow.name
+        self._input_plan = input_plan(flow)
         self._one_node = (name, None, None, None)
         """A line's one node (``LineRun.one_node``) until it records inputs, output or usage."""
 
@@ -270,7 +271,7 @@ class FlexExecutor:
         self, run: LineRun, inputs: Mapping[str, Any], stream: bool, line_number: int | None, record_io: bool
     ) -> LineResult:
         try:
-            values = prepare_inputs(self.flow, inputs, line_number)
+            values = prepare_planned(self._input_plan, self.flow, inputs, line_number)
         except ExecutionError as exc:
             run.node_runs = {}  # the entry never ran
             return _failed(run, exc)

@@ -43,6 +43,7 @@ import gc
 import os
 from asyncio import AbstractEventLoop
 from asyncio.events import _get_running_loop
+from threading import get_ident
 from collections.abc import Callable
 from time import perf_counter
 from typing import Any
@@ -61,6 +62,16 @@ Mark = tuple[float, int, int, float, int]
 """Where a run started: wall clock, the thread's voluntary and involuntary context switches,
 the garbage collector's seconds so far and the trace exporter's activity count (a plain tuple:
 it is made for every run)."""
+
+
+Base = tuple[int, float, int, int, int, AbstractEventLoop]
+"""The counters inline runs measure from: the thread, when read (``perf_counter``), its voluntary
+and involuntary context switches, the trace exporter's activity count, and the event loop."""
+
+BASE_SECONDS = 0.05
+"""How long a reading may serve at most: a safety net for a loop that closed before it turned
+(which forgets the reading); the thread is compared, not the running loop (``asyncio``'s check
+for that calls ``getpid``, a system call)."""
 
 
 def _switches() -> tuple[int, int]:
@@ -114,9 +125,8 @@ class InlinePolicy:
         self._inline_runs = 0
         self._last_heavy = -heavy_window - 1
         """The inline run (by number) that last computed for longer than ``demote_seconds``."""
-        self._base: tuple[AbstractEventLoop, int, int, int] | None = None
-        """The loop thread's counters, read in this loop iteration: the event loop, the voluntary
-        and involuntary context switches and the trace exporter's activity count."""
+        self._base: Base | None = None
+        """The loop thread's counters as read in this loop iteration."""
 
     def start(self) -> Mark:
         """Call in the thread about to run the chain; pass the mark to ``finish``."""
@@ -129,24 +139,25 @@ class InlinePolicy:
         """``start`` for a run on the running event loop: the thread's counters as last read in
         this loop iteration (read now if they were not)."""
         base = self._base
-        if base is None or base[0] is not _get_running_loop():
+        began = perf_counter()
+        if base is None or base[0] != get_ident() or began - base[1] > BASE_SECONDS:
             base = self._rebase()
-        return (perf_counter(), base[1], base[2], _collector.seconds, base[3])
+        return (began, base[2], base[3], _collector.seconds, base[4])
 
-    def _rebase(self, switches: tuple[int, int] | None = None) -> tuple[Any, int, int, int]:
+    def _rebase(self, switches: tuple[int, int] | None = None) -> Base:
         """Read (or take) the loop thread's counters as the base of the next inline runs; they
         are forgotten when the event loop next turns (it may wait in its selector then)."""
         voluntary, involuntary = _switches() if switches is None else switches
         loop = _get_running_loop()
-        base = (loop, voluntary, involuntary, ACTIVITY.count)
+        base = (get_ident(), perf_counter(), voluntary, involuntary, ACTIVITY.count, loop)
         if loop is not None:
-            if self._base is None or self._base[0] is not loop:
-                loop.call_soon(self._forget, base)
+            if self._base is None or self._base[5] is not loop:  # else its forgetting is due
+                loop.call_soon(self._forget, loop)
             self._base = base
-        return base
+        return base  # type: ignore[return-value]
 
-    def _forget(self, base: tuple[Any, int, int, int]) -> None:
-        if self._base is not None and self._base[0] is base[0]:
+    def _forget(self, loop: AbstractEventLoop) -> None:
+        if self._base is not None and self._base[5] is loop:
             self._base = None
 
     def finish(self, mark: Mark, inline: bool) -> None:
@@ -216,10 +227,10 @@ class InlinePolicy:
     def call_inline(self, func: Callable[..., Any], arguments: dict[str, Any]) -> Any:
         """``call(func, arguments, inline=True)`` in one frame: what every inline run goes through."""
         base = self._base
-        if base is None or base[0] is not _get_running_loop():
+        began = perf_counter()
+        if base is None or base[0] != get_ident() or began - base[1] > BASE_SECONDS:
             base = self._rebase()
         collected = _collector.seconds
-        began = perf_counter()
         try:
             result = func(**arguments)
         except BaseException:
@@ -228,7 +239,7 @@ class InlinePolicy:
         if perf_counter() - began <= self.demote_seconds:  # the inline mode's steady state
             self._inline_runs += 1
         else:
-            self.finish((began, base[1], base[2], collected, base[3]), True)
+            self.finish((began, base[2], base[3], collected, base[4]), True)
         return result
 
     def failed(self) -> None:

@@ -54,6 +54,33 @@ def prepare_inputs(flow: FlowDef, given: Mapping[str, Any], line_number: int | N
     return values
 
 
+InputPlan = tuple[tuple[str, Any, bool], ...]
+"""A flow's inputs as ``prepare_planned`` reads them: name, default, whether of type string."""
+
+
+def input_plan(flow: FlowDef) -> InputPlan:
+    """The flow's inputs, read once for ``prepare_planned``."""
+    return tuple((name, spec.default, spec.type is _STRING) for name, spec in flow.inputs.items())
+
+
+def prepare_planned(
+    plan: InputPlan, flow: FlowDef, given: Mapping[str, Any], line_number: int | None = None
+) -> dict[str, Any]:
+    """``prepare_inputs`` for a line whose inputs need nothing done but defaults filled in (string
+    inputs given as strings); any other line goes to ``prepare_inputs``, which decides."""
+    values: dict[str, Any] = {}
+    for name, default, string in plan:
+        if (value := given.get(name, _ABSENT)) is _ABSENT:
+            if default is MISSING:
+                return prepare_inputs(flow, given, line_number)
+            values[name] = default
+        elif string and type(value) is str:
+            values[name] = value
+        else:
+            return prepare_inputs(flow, given, line_number)
+    return values
+
+
 def _raise_missing(flow: FlowDef, given: Mapping[str, Any]) -> None:
     """Raise the error naming every required input ``given`` lacks, if it lacks any."""
     missing = [name for name, spec in flow.inputs.items() if spec.required and name not in given]
