@@ -43,8 +43,8 @@ import gc
 import os
 from asyncio import AbstractEventLoop
 from asyncio.events import _get_running_loop
-from threading import get_ident
 from collections.abc import Callable
+from threading import get_ident
 from time import perf_counter
 from typing import Any
 
