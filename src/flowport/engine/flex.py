@@ -24,6 +24,7 @@ import types
 import uuid
 from collections.abc import Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import copy_context
 from pathlib import Path
 from typing import Any
 
@@ -277,7 +278,8 @@ class FlexExecutor:
             return _failed(run, exc)
         if record_io:
             run.one_node = [self.entry_name, values, None, None]
-        inline = self.inline_policy.inline
+        policy = self.inline_policy
+        inline = policy.inline
         node_run: NodeRun | None = None  # the common case: made when asked for
         if not inline or run.span is not None:
             node_run = run.node_runs[self.entry_name]  # running now
@@ -288,9 +290,9 @@ class FlexExecutor:
                 # The entry runs in a copy of the context, as in a worker thread; its LLM calls'
                 # tokens count to its node run. On the loop the call cannot be interrupted: the
                 # line timeout can only fire in a stream.
-                context = contextvars.copy_context()
+                context = copy_context()
                 context.run(usage_owner.set, run if node_run is None else node_run)
-                result = context.run(self.inline_policy.call_inline, self.func, values)
+                result = context.run(policy.call_inline, self.func, values)
                 if type(result) is not dict and isinstance(result, _STREAMS):
                     node_run = run.node_runs[self.entry_name]  # running until the stream ends
                     async with asyncio.timeout(self.line_timeout):
