@@ -8,10 +8,10 @@ first time an inline run is slow or fails.
 
 Wall time alone misjudges a busy machine: a 50 µs run that the OS preempts for a few
 milliseconds looks slow although it neither waited nor worked. So a slow run is looked at
-again through the thread's context switches (``getrusage(RUSAGE_THREAD)``, read once when a run
-starts, again only when it turns out slow): a voluntary one means the run waited (I/O, sleep, a
-lock); an involuntary one means the OS took the core away; a slow run with neither computed all
-along (a heavy tool). A run that was only preempted neither breaks the proof nor ends the inline
+again through the thread's context switches (``getrusage(RUSAGE_THREAD)``, read before a run,
+again only when it turns out slow): a voluntary one means the run waited (I/O, sleep, a
+lock); an involuntary one means the OS took the core away; a slow run with neither computed
+all along (a heavy tool). A run that was only preempted neither breaks the proof nor ends the inline
 mode. Time the garbage collector took during a run is not the run's either: a full collection
 stops the whole process wherever the tool runs (one of 9 ms, in a process holding many lines,
 used to end the inline mode of a 7 µs flex entry). A run that blocked ends the inline mode at
@@ -26,15 +26,18 @@ Few system calls: the thread's CPU clock (``time.thread_time``), which used to t
 is a system call of its own; the involuntary switches tell a preempted run without it (a run
 both preempted and heavy is given the benefit of the doubt: a heavy tool is caught on its runs
 that were not preempted). And an inline run does not read the counters when it starts
-(``start_inline``): they are read by the first inline run of an event loop iteration, and again
-at the end of every slow run; a run measures from the latest reading. Between two readings the
-loop thread never waits in its selector (a reading is forgotten when the loop next turns), so
-what the counts gained since is the run's own doing plus that of the loop's callbacks before it
-in the same iteration: a run that waited still shows its voluntary switch and ends the inline
-mode at once; a voluntary switch of another callback earlier in the iteration (rare: blocking
-I/O on the loop, or waiting for the GIL) may make a slow run look as if it waited too, and the
-trace exporter's activity excuses over the same span. ``getrusage`` and the mark used to cost
-about 0.6 µs a run, an eighth of what the engine added to a small flex entry's line.
+(``start_inline``, ``call_inline``): they are read by the first inline run of an event loop
+iteration, again at the end of every slow run, and at least every ``BASE_SECONDS``; a run
+measures from the latest reading. Between two readings the loop thread never waits in its
+selector (a reading is forgotten when the loop next turns), so what the counts gained since is
+the run's own doing plus that of the loop's callbacks before it in the same iteration: a run
+that waited still shows its voluntary switch and ends the inline mode at once (a blocking entry
+is still caught the first time it blocks); a voluntary switch of another callback earlier in the
+iteration (rare: blocking I/O on the loop, or waiting for the GIL) may make a slow run look as
+if it waited too, and the trace exporter's activity excuses over the same span. Reading the
+counters before every run (a system call, and the mark) cost about 0.6 µs a run, a seventh of
+what the engine added to a small flex entry's line; so did ``asyncio``'s running-loop check
+(it calls ``getpid``), so a reading is matched to its thread instead.
 """
 
 from __future__ import annotations
