@@ -8,6 +8,7 @@ init sources, and what ``flow test`` says about paths it cannot run.
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -375,6 +376,9 @@ async def test_an_entry_records_the_same_on_the_loop_as_in_the_pool(tmp_path: Pa
         assert shape["node_runs"]["count"]["usage"]["total_tokens"] == 7
         assert shape["node_runs"]["count"]["status"] == "Completed"
     plain = await executor.run_line({"text": "x"})
+    copied = pickle.loads(pickle.dumps(plain))  # records made when read travel as the others
+    assert (copied.outputs, copied.node_outputs) == (plain.outputs, {"result": plain.outputs})
+    assert copied.run.to_dict() == plain.run.to_dict()
     assert plain.run.node_runs["count"].inputs is None and plain.run.node_runs["count"].output is None
     streamed = await executor.run_line({"text": "x", "chunks": True}, stream=True)
     node = streamed.run.node_runs["count"]

@@ -374,6 +374,9 @@ class FlexExecutor:
         return _shape_value(result)
 
 
+_NODE_OUTPUTS: Any = LineResult.__dict__["node_outputs"]  # the slot, which _FlexResult's property wraps
+
+
 class _FlexResult(LineResult):
     """A completed flex line's result: its ``node_outputs`` (the entry's ``result``, what
     ``__aggregate__`` gets) made when read."""
@@ -389,7 +392,16 @@ class _FlexResult(LineResult):
 
     @property  # type: ignore[override]
     def node_outputs(self) -> dict[str, Any]:
-        return {"result": self.outputs["output"] if self.bare else self.outputs}
+        try:
+            return _NODE_OUTPUTS.__get__(self)  # type: ignore[no-any-return]
+        except AttributeError:  # not made yet
+            made = {"result": self.outputs["output"] if self.bare else self.outputs}
+            _NODE_OUTPUTS.__set__(self, made)
+            return made
+
+    @node_outputs.setter
+    def node_outputs(self, value: dict[str, Any]) -> None:
+        _NODE_OUTPUTS.__set__(self, value)
 
 
 def _is_stream(result: Any) -> bool:
