@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import enum
+import json
+import math
 import os
 import time
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 
 from flowport.connections import CustomConnection
 from flowport.engine import FlowExecutor, NodeStream, Status, inline
+from flowport.engine.executor import json_ready
 from flowport.engine.inline import InlinePolicy
 from flowport.flow import FlowError
 from tests.test_flow_definition import write_flow
@@ -637,6 +643,87 @@ def test_inline_policy_tells_a_slow_run_by_its_context_switches(
     policy.finish(policy.start(), inline=False)
     slow_run(policy, (1, 2))  # a voluntary switch: it waited, at once
     assert policy.demoted
+
+
+async def test_inline_runs_read_the_thread_counters_once_per_loop_iteration(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Inline runs measure from the counters read by the iteration's first run or by the last
+    slow run; the next iteration (the loop may have waited in its selector) reads them again."""
+    counts = [(5, 5)]
+    reads: list[tuple[int, int]] = []
+
+    def switches() -> tuple[int, int]:
+        reads.append(counts[-1])
+        return counts[-1]
+
+    monkeypatch.setattr(inline, "_switches", switches)
+    policy = InlinePolicy(True, fast_seconds=0.001, proof_runs=1, demote_seconds=0.005)
+    policy.record(0.0001, inline=False)
+    assert policy.inline
+
+    def slow(switches: tuple[int, int]) -> str:
+        time.sleep(0.02)
+        counts.append(switches)
+        return "slow"
+
+    async def one_iteration() -> None:
+        for _ in range(50):
+            assert policy.call(lambda: "fast", {}, True) == "fast"
+        assert len(reads) == 1  # the first run read them
+        counts.append((9, 9))  # the loop waited between iterations: it is not the runs' doing
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        policy.call(lambda: "fast", {}, True)
+        assert len(reads) == 2 and policy.inline
+        policy.call(slow, {"switches": (9, 10)}, True)  # preempted only: excused
+        assert policy.inline and len(reads) == 3
+        policy.call(slow, {"switches": (9, 11)}, True)  # measured from the last slow run
+        assert policy.inline and len(reads) == 4
+        policy.call(slow, {"switches": (10, 11)}, True)  # it waited: at once
+        assert policy.demoted
+
+    await one_iteration()
+
+
+def _round_trip(value: Any) -> Any:
+    try:
+        return orjson.loads(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS))
+    except TypeError:
+        return json.loads(json.dumps(value, ensure_ascii=False))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, type for type, NaN equal to NaN."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+def test_json_ready_gives_what_a_json_round_trip_gives() -> None:
+    class Color(enum.StrEnum):
+        RED = "red"
+
+    nested: list[Any] = []
+    for _ in range(300):
+        nested = [nested]
+    values = [
+        ["a", "b"], [1, 2.5, True, None, "x"], [-0.0, 1e300], [2**70, "big"], ["\ud800", "é"],
+        {"a": [1, {"b": [2.0, None]}], "c": {}}, [[]], [{}], [("t", 1)], [1, float("nan")],
+        [float("inf"), 2**70], {"k": float("-inf")}, {1: "one", "1": "string"}, [Color.RED],
+        [True, 1, 1.0], {"x": (1, 2)}, nested, [[[["deep"]]]],
+    ]  # fmt: skip
+    for value in values:
+        ready = json_ready("out", value)
+        assert _same(ready, _round_trip(value)), value
+        if isinstance(value, list | dict):
+            assert ready is not value  # a copy: the tool may change its own afterwards
 
 
 async def test_fast_chains_go_inline_and_slow_ones_stay_in_threads(tmp_path: Path) -> None:

@@ -8,13 +8,14 @@ init sources, and what ``flow test`` says about paths it cannot run.
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from flowport.engine import FlexExecutor, load_executor, parse_init
+from flowport.engine import FlexExecutor, Status, load_executor, parse_init
 from flowport.engine.inline import InlinePolicy
 from flowport.flow import FlowError
 from flowport.serving import ScoringApp, ServeSettings
@@ -335,6 +336,90 @@ async def test_a_fast_sync_entry_runs_on_the_loop_until_it_blocks(tmp_path: Path
     assert slow.ok and slow.outputs == {"thread": "MainThread"}  # ran inline once, then demoted
     assert executor.inline_policy.demoted
     assert (await executor.run_line({})).outputs["thread"].startswith("flowport-flex")
+    executor.close()
+
+
+async def test_an_entry_records_the_same_on_the_loop_as_in_the_pool(tmp_path: Path) -> None:
+    """Token usage, the node run's inputs and outputs, failures and streams: the same records
+    whether the entry ran in a worker thread or inline (where its node run is made when read)."""
+    (tmp_path / "flow.flex.yaml").write_text("entry: tokens:count\n")
+    (tmp_path / "tokens.py").write_text(
+        "import contextvars, threading\n"
+        "from flowport.tools.usage import record_usage\n"
+        "seen = contextvars.ContextVar('seen', default=0)\n"
+        "def count(text: str, fail: bool = False, chunks: bool = False):\n"
+        "    record_usage(3, 4)\n"
+        "    seen.set(seen.get() + 1)  # stays in the line's own context\n"
+        "    if fail:\n"
+        "        raise ValueError('no')\n"
+        "    if chunks:\n"
+        "        return (chunk for chunk in [text, '!'])\n"
+        "    return {'text': text, 'seen': seen.get(), 'thread': threading.current_thread().name}\n"
+    )
+    executor = load_executor(tmp_path)
+    assert isinstance(executor, FlexExecutor)
+    executor.inline_policy = InlinePolicy(True, fast_seconds=1.0, proof_runs=3, demote_seconds=1.0)
+    results = [await executor.run_line({"text": f"t{i}"}, record_io=True) for i in range(5)]
+    assert results[0].outputs["thread"].startswith("flowport-flex")
+    assert results[-1].outputs["thread"] == "MainThread"
+    for result in results:
+        assert result.outputs["seen"] == 1
+        node = result.run.node_runs["count"]
+        assert node.status is Status.COMPLETED
+        assert (node.started, node.ended) == (result.run.started, result.run.ended)
+        assert node.inputs == {"text": result.inputs["text"], "fail": False, "chunks": False}
+        assert node.output == result.outputs
+        assert (node.usage.prompt_tokens, node.usage.completion_tokens) == (3, 4)
+        assert result.run.usage.total_tokens == 7
+        shape = result.run.to_dict()
+        assert shape["usage"]["total_tokens"] == 7
+        assert shape["node_runs"]["count"]["usage"]["total_tokens"] == 7
+        assert shape["node_runs"]["count"]["status"] == "Completed"
+    plain = await executor.run_line({"text": "x"})
+    copied = pickle.loads(pickle.dumps(plain))  # records made when read travel as the others
+    assert (copied.outputs, copied.node_outputs) == (plain.outputs, {"result": plain.outputs})
+    assert copied.run.to_dict() == plain.run.to_dict()
+    assert plain.run.node_runs["count"].inputs is None and plain.run.node_runs["count"].output is None
+    streamed = await executor.run_line({"text": "x", "chunks": True}, stream=True)
+    node = streamed.run.node_runs["count"]
+    assert node.status is Status.RUNNING and node.usage.total_tokens == 7
+    assert [chunk async for chunk in streamed.outputs["output"]] == ["x", "!"]
+    assert node.status is Status.COMPLETED
+    joined = await executor.run_line({"text": "x", "chunks": True})
+    assert joined.outputs == {"output": "x!"} and joined.run.node_runs["count"].status is Status.COMPLETED
+    failed = await executor.run_line({"text": "x", "fail": True})
+    assert executor.inline_policy.demoted  # a failure on the loop ends the inline mode
+    node = failed.run.node_runs["count"]
+    assert (node.status, failed.run.status) == (Status.FAILED, Status.FAILED)
+    assert node.error == failed.run.error and node.ended is not None
+    assert node.usage.total_tokens == 7
+    executor.close()
+
+
+def test_planned_inputs_are_prepared_as_prepare_inputs_prepares_them() -> None:
+    from flowport.engine.errors import ExecutionError
+    from flowport.engine.inputs import input_plan, prepare_inputs, prepare_planned
+
+    executor = load_executor(FLOWS / "flex_function")
+    flow, plan = executor.flow, input_plan(executor.flow)
+    lines: list[dict[str, object]] = [
+        {"question": "q"}, {"question": "q", "count": 3}, {"question": "q", "count": "3"}, {"question": 7},
+        {}, {"count": "x"}, {"question": "q", "count": "x"}, {"question": "q", "tags": '["a"]'},
+        {"question": "q", "loud": "true", "ratio": 0.5, "extra": 1}, {"question": None},
+    ]  # fmt: skip
+    for given in lines:
+        for line_number in (None, 4):
+            try:
+                expected: object = prepare_inputs(flow, given, line_number)
+            except ExecutionError as exc:
+                expected = exc.to_dict()
+            try:
+                got: object = prepare_planned(plan, flow, given, line_number)
+            except ExecutionError as exc:
+                got = exc.to_dict()
+            assert got == expected, given
+            if isinstance(got, dict) and "question" in given:
+                assert [type(v) for v in got.values()] == [type(v) for v in expected.values()]  # type: ignore[union-attr]
     executor.close()
 
 

@@ -46,7 +46,7 @@ from flowport.tools.compat import install_promptflow_shim
 from flowport.tools.llm import ClientPool, LLMCallError, LLMParamError, line_deadline
 from flowport.tools.metrics import collect_metrics, stop_collecting
 from flowport.tools.multimedia import PFBytes, has_image
-from flowport.tools.usage import current_usage
+from flowport.tools.usage import usage_owner
 
 LINE_TIMEOUT_ENV = "PF_LINE_TIMEOUT_SEC"
 WORKER_THREADS_ENV = "PROMPTFLOW_WORKER_THREADS"
@@ -54,17 +54,33 @@ DEFAULT_LINE_TIMEOUT = 600.0
 DEFAULT_WORKER_THREADS = 16
 
 
-@dataclass
+@dataclass(slots=True, init=False)  # built by hand: one for every line
 class LineResult:
     outputs: dict[str, Any]
     run: LineRun
-    error: ExecutionError | None = None
-    node_outputs: dict[str, Any] = field(default_factory=dict)
-    inputs: dict[str, Any] = field(default_factory=dict)
+    error: ExecutionError | None
+    node_outputs: dict[str, Any]
+    inputs: dict[str, Any]
     """The flow inputs as the line ran them: defaults filled in, types converted."""
-    bare: bool = False
+    bare: bool
     """A flex entry returned a non-dict, held as ``outputs["output"]``: prompt flow's server
     answers that value itself on ``/score`` (JSON), where ``flow test`` shows ``{"output": ...}``."""
+
+    def __init__(
+        self,
+        outputs: dict[str, Any],
+        run: LineRun,
+        error: ExecutionError | None = None,
+        node_outputs: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
+        bare: bool = False,
+    ) -> None:
+        self.outputs = outputs
+        self.run = run
+        self.error = error
+        self.node_outputs = {} if node_outputs is None else node_outputs
+        self.inputs = {} if inputs is None else inputs
+        self.bare = bare
 
     @property
     def ok(self) -> bool:
@@ -422,7 +438,7 @@ class FlowExecutor:
             if kwargs is None:
                 continue
             streaming = line.stream and node.name in self.stream_nodes
-            token = current_usage.set(node_run.usage)
+            token = usage_owner.set(node_run)
             span_token = start_node(node_run, line.run.span)
             try:
                 result = _call_sync(node, kwargs, streaming)
@@ -432,7 +448,7 @@ class FlowExecutor:
             finally:
                 if span_token is not None:
                     tracing.deactivate(span_token)
-                current_usage.reset(token)
+                usage_owner.reset(token)
             if inspect.isgenerator(result):
                 result = NodeStream(result, node_run, self.pool, partial(self._as_error, node.name))
             self._finish_node(node, line, node_run, result)
@@ -461,7 +477,7 @@ class FlowExecutor:
     ) -> Any:
         """Call the node's tool the way its kind needs; a stream is wrapped or joined."""
         tool = node.tool
-        token = current_usage.set(node_run.usage)
+        token = usage_owner.set(node_run)
         try:
             if tool.mode is CallMode.INLINE:
                 return tool.func(**kwargs)
@@ -476,7 +492,7 @@ class FlowExecutor:
                 ctx = contextvars.copy_context()
                 result = await loop.run_in_executor(self.pool, ctx.run, _call_sync, node, kwargs, streaming)
         finally:
-            current_usage.reset(token)
+            usage_owner.reset(token)
         if streaming and (inspect.isgenerator(result) or hasattr(result, "__anext__")):
             return NodeStream(result, node_run, self.pool, partial(self._as_error, node.name))
         if isinstance(result, SharedGenerator):
@@ -565,14 +581,26 @@ class FlowExecutor:
 
 
 _PASS_THROUGH = (str, int, float, bool, type(None), NodeStream)
+_ATOMS = frozenset((str, int, bool, type(None)))
+"""What a JSON round trip gives back as it was, exactly these types (a float too, when finite)."""
+_NOT_PLAIN = object()
+_PLAIN_DEPTH = 64
 
 
 def json_ready(name: str, value: Any) -> Any:
     """A flow output as JSON will carry it (tuples become lists, keys strings), as prompt flow
     gives it; a value JSON cannot hold is a UserError naming the output. Streams pass as they are.
     """
+    if type(value) is list:  # the common case: a list of strings or numbers, copied as it is
+        for item in value:
+            if type(item) not in _ATOMS:
+                break
+        else:
+            return value[:]
     if isinstance(value, _PASS_THROUGH):
         return value
+    if (plain := _plain_copy(value, 0)) is not _NOT_PLAIN:
+        return plain
     try:
         return orjson.loads(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS))
     except TypeError:
@@ -588,6 +616,35 @@ def json_ready(name: str, value: Any) -> Any:
             "sure the value serializable.",
             "FlowOutputUnserializable",
         ) from None
+
+
+def _plain_copy(value: Any, depth: int) -> Any:
+    """What a JSON round trip of ``value`` gives, without one, when ``value`` holds only lists,
+    dicts with string keys, strings, ints, bools, None and finite floats (exactly these types):
+    the same values in new containers. Anything else (tuples, a non-string key, a subclass, NaN,
+    deep nesting...) is ``_NOT_PLAIN``: the round trip decides."""
+    kind = type(value)
+    if kind in _ATOMS:
+        return value
+    if kind is float:
+        return value if value - value == 0.0 else _NOT_PLAIN  # inf - inf and nan - nan are nan
+    if depth > _PLAIN_DEPTH:
+        return _NOT_PLAIN
+    if kind is list:
+        copied = []
+        for item in value:
+            if (item := _plain_copy(item, depth + 1)) is _NOT_PLAIN:
+                return _NOT_PLAIN
+            copied.append(item)
+        return copied
+    if kind is dict:
+        copied_dict = {}
+        for key, item in value.items():
+            if type(key) is not str or (item := _plain_copy(item, depth + 1)) is _NOT_PLAIN:
+                return _NOT_PLAIN
+            copied_dict[key] = item
+        return copied_dict
+    return _NOT_PLAIN
 
 
 def _ready_around_images(name: str, value: Any) -> Any:

@@ -22,8 +22,9 @@ import os
 import sys
 import types
 import uuid
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import copy_context
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ from flowport.engine.flex_signature import (
     signature_inputs,
 )
 from flowport.engine.inline import InlinePolicy
-from flowport.engine.inputs import prepare_inputs
+from flowport.engine.inputs import input_plan, prepare_planned
 from flowport.engine.records import LineRun, NodeRun, Status, clock
 from flowport.engine.spans import cancel_line, end_line, node_attributes, node_failed, start_line, start_node
 from flowport.engine.streams import NodeStream, join_async
@@ -58,12 +59,13 @@ from flowport.flow import FlowDef, FlowError, ValueType
 from flowport.flow.flex import FLEX_MARK, FlexDef, describe_flow_path, is_flex, load_flex
 from flowport.flow.prompty import is_prompty
 from flowport.tools.compat import install_promptflow_shim
-from flowport.tools.usage import current_usage
+from flowport.tools.usage import usage_owner
 from flowport.tracing.spans import STATE
 
 logger = logging.getLogger("flowport.flex")
 _STREAMS = (types.GeneratorType, types.AsyncGeneratorType)
 _SCALARS = frozenset((str, int, float, bool, type(None)))
+_COMPLETED = Status.COMPLETED
 
 
 def _import_entry(definition: FlexDef) -> Any:
@@ -150,6 +152,9 @@ class FlexExecutor:
         self._run_numbers = itertools.count()
         self.span_attributes = node_attributes(name, "flex", name, None)
         self.flow_name = flow.name
+        self._input_plan = input_plan(flow)
+        self._one_node = (name, None, None, None)
+        """A line's one node (``LineRun.one_node``) until it records inputs, output or usage."""
 
     @classmethod
     def load(
@@ -217,7 +222,7 @@ class FlexExecutor:
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
-    async def run_line(
+    def run_line(
         self,
         inputs: Mapping[str, Any],
         *,
@@ -227,10 +232,28 @@ class FlexExecutor:
         record_io: bool = False,
         deadline: float | None = None,
         span_attributes: Mapping[str, Any] | None = None,
+    ) -> Coroutine[Any, Any, LineResult]:
+        """Call the entry on one line's inputs (await it, as an ``async def``). Errors come back
+        in the result, never raised. Not traced, the line is one coroutine, not two."""
+        if STATE.sink is not None:
+            return self._traced_line(inputs, stream, line_number, run_id, record_io, span_attributes)
+        run_id = run_id or f"{self._run_prefix}_{next(self._run_numbers)}"
+        # the entry's node run is made when read (``LineRun.one_node``)
+        run = LineRun(run_id, line_number, dict(inputs), one_node=self._one_node)
+        return self._run_line(run, inputs, stream, line_number, record_io)
+
+    async def _traced_line(
+        self,
+        inputs: Mapping[str, Any],
+        stream: bool,
+        line_number: int | None,
+        run_id: str | None,
+        record_io: bool,
+        span_attributes: Mapping[str, Any] | None,
     ) -> LineResult:
-        """Call the entry on one line's inputs. Errors come back in the result, never raised."""
-        run = LineRun(run_id or f"{self._run_prefix}_{next(self._run_numbers)}", line_number, dict(inputs))
-        token = None if STATE.sink is None else start_line(self.flow_name, run, span_attributes)
+        run_id = run_id or f"{self._run_prefix}_{next(self._run_numbers)}"
+        run = LineRun(run_id, line_number, dict(inputs), one_node=self._one_node)
+        token = start_line(self.flow_name, run, span_attributes)
         if token is None:
             return await self._run_line(run, inputs, stream, line_number, record_io)
         record_io = record_io or tracing.capture_content()
@@ -249,52 +272,67 @@ class FlexExecutor:
         self, run: LineRun, inputs: Mapping[str, Any], stream: bool, line_number: int | None, record_io: bool
     ) -> LineResult:
         try:
-            values = prepare_inputs(self.flow, inputs, line_number)
+            values = prepare_planned(self._input_plan, self.flow, inputs, line_number)
         except ExecutionError as exc:
+            run.node_runs = {}  # the entry never ran
             return _failed(run, exc)
-        node_run = NodeRun(self.entry_name, started=run.started)  # one clock reading for both
-        run.node_runs[self.entry_name] = node_run
         if record_io:
-            node_run.inputs = values
-        token = current_usage.set(node_run.usage)
-        span_token = None if run.span is None else start_node(node_run, run.span)
+            run.one_node = [self.entry_name, values, None, None]
+        policy = self.inline_policy
+        inline = policy.inline
+        node_run: NodeRun | None = None  # the common case: made when asked for
+        if not inline or run.span is not None:
+            node_run = run.node_runs[self.entry_name]  # running now
+        span_token = None if node_run is None or run.span is None else start_node(node_run, run.span)
         streaming = False
         try:
-            if self.inline_policy.inline:
-                # On the loop the call cannot be interrupted: the line timeout can only fire in a stream.
-                result = contextvars.copy_context().run(self._timed_call, values, True)
-                if isinstance(result, _STREAMS):
+            if inline:
+                # The entry runs in a copy of the context, as in a worker thread; its LLM calls'
+                # tokens count to its node run. On the loop the call cannot be interrupted: the
+                # line timeout can only fire in a stream.
+                context = copy_context()
+                context.run(usage_owner.set, run if node_run is None else node_run)
+                result = context.run(policy.call_inline, self.func, values)
+                if type(result) is not dict and isinstance(result, _STREAMS):
+                    node_run = run.node_runs[self.entry_name]  # running until the stream ends
                     async with asyncio.timeout(self.line_timeout):
                         outputs, bare = await self._shape(result, stream, node_run)
                     streaming = stream
                 else:
                     outputs, bare = _shape_value(result)
             else:
-                async with asyncio.timeout(self.line_timeout):
-                    result = await self._call(values)
-                    outputs, bare = await self._shape(result, stream, node_run)
+                assert node_run is not None
+                token = usage_owner.set(node_run)
+                try:
+                    async with asyncio.timeout(self.line_timeout):
+                        result = await self._call(values)
+                        outputs, bare = await self._shape(result, stream, node_run)
+                finally:
+                    usage_owner.reset(token)
                 streaming = stream and _is_stream(result)
         except TimeoutError:
             message = f"Line {line_number} execution timeout for exceeding {self.line_timeout:g} seconds"
-            return _failed(run, user_error(message, "LineExecutionTimeoutError"), node_run)
+            error = user_error(message, "LineExecutionTimeoutError")
+            return _failed(run, error, run.node_runs[self.entry_name])
         except ExecutionError as exc:
-            return _failed(run, exc, node_run)
+            return _failed(run, exc, run.node_runs[self.entry_name])
         except Exception as exc:
-            return _failed(run, tool_error(self.entry_name, exc), node_run, exc)
+            return _failed(run, tool_error(self.entry_name, exc), run.node_runs[self.entry_name], exc)
         finally:
             if span_token is not None:
                 tracing.deactivate(span_token)
-            current_usage.reset(token)
         ended = clock()
-        if not streaming:  # a stream's node run ends with the stream
+        if node_run is None:  # made when read, with the line's status and times
+            if record_io:
+                run.one_node[2] = outputs  # type: ignore[index]
+        elif not streaming:  # a stream's node run ends with the stream
             node_run.status = Status.COMPLETED
             node_run.ended = ended
             if record_io:
                 node_run.output = outputs
-        run.status = Status.COMPLETED
+        run.status = _COMPLETED
         run.ended = ended
-        result_value = outputs["output"] if bare else outputs
-        return LineResult(outputs, run, None, {"result": result_value}, values, bare=bare)
+        return _FlexResult(outputs, run, values, bare)
 
     async def _call(self, values: dict[str, Any]) -> Any:
         """The entry's result: awaited when async, else from a worker thread."""
@@ -334,6 +372,36 @@ class FlexExecutor:
             source = NodeStream(result, node_run, self.pool, lambda exc: tool_error(self.entry_name, exc))
             return {"output": source if stream else await join_async(source)}, True
         return _shape_value(result)
+
+
+_NODE_OUTPUTS: Any = LineResult.__dict__["node_outputs"]  # the slot, which _FlexResult's property wraps
+
+
+class _FlexResult(LineResult):
+    """A completed flex line's result: its ``node_outputs`` (the entry's ``result``, what
+    ``__aggregate__`` gets) made when read."""
+
+    __slots__ = ()
+
+    def __init__(self, outputs: dict[str, Any], run: LineRun, inputs: dict[str, Any], bare: bool) -> None:
+        self.outputs = outputs
+        self.run = run
+        self.error = None
+        self.inputs = inputs
+        self.bare = bare
+
+    @property  # type: ignore[override]
+    def node_outputs(self) -> dict[str, Any]:
+        try:
+            return _NODE_OUTPUTS.__get__(self)  # type: ignore[no-any-return]
+        except AttributeError:  # not made yet
+            made = {"result": self.outputs["output"] if self.bare else self.outputs}
+            _NODE_OUTPUTS.__set__(self, made)
+            return made
+
+    @node_outputs.setter
+    def node_outputs(self, value: dict[str, Any]) -> None:
+        _NODE_OUTPUTS.__set__(self, value)
 
 
 def _is_stream(result: Any) -> bool:

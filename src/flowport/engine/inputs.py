@@ -11,6 +11,9 @@ from flowport.flow.model import ValueType
 from flowport.flow.values import InputValueError, convert, type_name
 from flowport.tools.multimedia import has_media_dict, image_from, images_in
 
+_ABSENT = object()
+_STRING = ValueType.STRING
+
 
 def prepare_inputs(flow: FlowDef, given: Mapping[str, Any], line_number: int | None = None) -> dict[str, Any]:
     """Return the line's inputs, or raise a UserError naming the input at fault.
@@ -20,13 +23,12 @@ def prepare_inputs(flow: FlowDef, given: Mapping[str, Any], line_number: int | N
     """
     values: dict[str, Any] = {}
     for name, spec in flow.inputs.items():
-        if name not in given:
+        if (value := given.get(name, _ABSENT)) is _ABSENT:
             if spec.default is MISSING:
                 _raise_missing(flow, given)
             values[name] = spec.default
             continue
-        value = given[name]
-        if type(value) is str and spec.type is ValueType.STRING:  # the common case, nothing to convert
+        if type(value) is str and spec.type is _STRING:  # the common case, nothing to convert
             values[name] = value
             continue
         try:
@@ -49,6 +51,33 @@ def prepare_inputs(flow: FlowDef, given: Mapping[str, Any], line_number: int | N
                 "type or adjust the input value in your input data.",
                 "InputTypeError",
             ) from None
+    return values
+
+
+InputPlan = tuple[tuple[str, Any, bool], ...]
+"""A flow's inputs as ``prepare_planned`` reads them: name, default, whether of type string."""
+
+
+def input_plan(flow: FlowDef) -> InputPlan:
+    """The flow's inputs, read once for ``prepare_planned``."""
+    return tuple((name, spec.default, spec.type is _STRING) for name, spec in flow.inputs.items())
+
+
+def prepare_planned(
+    plan: InputPlan, flow: FlowDef, given: Mapping[str, Any], line_number: int | None = None
+) -> dict[str, Any]:
+    """``prepare_inputs`` for a line whose inputs need nothing done but defaults filled in (string
+    inputs given as strings); any other line goes to ``prepare_inputs``, which decides."""
+    values: dict[str, Any] = {}
+    for name, default, string in plan:
+        if (value := given.get(name, _ABSENT)) is _ABSENT:
+            if default is MISSING:
+                return prepare_inputs(flow, given, line_number)
+            values[name] = default
+        elif string and type(value) is str:
+            values[name] = value
+        else:
+            return prepare_inputs(flow, given, line_number)
     return values
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from flowport.engine.errors import ExecutionError, tool_error
 from flowport.engine.records import NodeRun, Status, clock
 from flowport.engine.spans import node_failed
-from flowport.tools.usage import current_usage
+from flowport.tools.usage import usage_owner
 
 _DONE = object()
 
@@ -100,13 +100,13 @@ class NodeStream:
             if inspect.isasyncgen(self._source) or hasattr(self._source, "__anext__"):
                 iterator = self._source.__aiter__()
                 while True:
-                    token = current_usage.set(self._node_run.usage)
+                    token = usage_owner.set(self._node_run)
                     try:
                         item = await iterator.__anext__()
                     except StopAsyncIteration:
                         break
                     finally:
-                        current_usage.reset(token)
+                        usage_owner.reset(token)
                     yield self._keep(item)
             else:
                 loop = asyncio.get_running_loop()

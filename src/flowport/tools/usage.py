@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass
@@ -27,10 +28,17 @@ class Usage:
         }
 
 
-current_usage: ContextVar[Usage | None] = ContextVar("flowport_usage", default=None)
+class UsageOwner(Protocol):
+    """What tokens are counted to: the engine's run of the node making the LLM calls."""
+
+    def add_usage(self, prompt: int | None, completion: int | None) -> None: ...
+
+
+usage_owner: ContextVar[UsageOwner | None] = ContextVar("flowport_usage_owner", default=None)
+"""The node run that LLM calls made now count their tokens to (set by the engine)."""
 
 
 def record_usage(prompt: int | None, completion: int | None) -> None:
-    usage = current_usage.get()
-    if usage is not None:
-        usage.add(prompt, completion)
+    owner = usage_owner.get()
+    if owner is not None:
+        owner.add_usage(prompt, completion)
