@@ -835,6 +835,7 @@ def run(raw_data):
 def test_an_inline_run_that_returns_an_awaitable_still_times_out(tmp_path: Path) -> None:
     """A sync run() on the event loop arms no timer, but the awaitable it returns runs under one."""
     import asyncio
+    import concurrent.futures
 
     from flowport.serving.script_app import ScriptApp
     from flowport.serving.settings import ServeSettings
@@ -855,6 +856,8 @@ def test_an_inline_run_that_returns_an_awaitable_still_times_out(tmp_path: Path)
                     answers.append((answer.status_code, answer.json()))
         return answers
 
-    fast, slow = asyncio.run(scenario())
+    # in a thread of its own: a browser test's Playwright may hold this thread's event loop
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        fast, slow = pool.submit(asyncio.run, scenario()).result()
     assert fast == (200, {"slept": 0.0})
     assert slow == (408, {"message": "Scoring timeout after 300 ms"})

@@ -153,3 +153,34 @@ def test_the_gateway_decides_and_keeps_what_failed(home: Path, monkeypatch: pyte
         assert 400 <= invalid.status_code < 500
         wait_for_trace(fp, "invalid", 1)
         assert fp.ok("GET", "/traces", params={"request_id": "quiet"})["value"] == []
+
+
+T, S = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+
+
+@pytest.mark.parametrize(
+    ("value", "sampled"),
+    [
+        (f"00-{T}-{S}-01", True),
+        (f"00-{T}-{S}-00", False),
+        (f"00-{T}-{S}-03", True),  # other flag bits do not matter
+        (f" 00-{T}-{S}-01\n", True),
+        (f"01-{T}-{S}-01-more", True),  # a later version may add fields
+        (f"00-{T}-{S}-01-more", None),  # version 00 may not
+        (f"ff-{T}-{S}-01", None),
+        (f"00-{T.upper()}-{S}-01", None),
+        (f"00-{'0' * 32}-{S}-01", None),
+        (f"00-{T}-{'0' * 16}-01", None),
+        (f"00-{T[:-1]}-{S}-01", None),
+        (f"00-{T}-{S}-1", None),
+        ("", None),
+        ("garbage", None),
+    ],
+)
+def test_a_traceparent_is_read_as_w3c_says(value: str, sampled: bool | None) -> None:
+    parent = parse(value)
+    if sampled is None:
+        assert parent is None
+    else:
+        assert parent is not None and parent.remote
+        assert (parent.trace_id, parent.span_id, parent.sampled) == (int(T, 16), int(S, 16), sampled)

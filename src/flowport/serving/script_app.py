@@ -92,6 +92,12 @@ class ScriptApp:
     ) -> None:
         self.script = script
         self.name = name or script.folder.name
+        self._span_attributes = {
+            "flowport.span_type": "scoring_script",
+            "flowport.flow": self.name,
+            "flowport.scoring_script": script.name,
+        }
+        """A request span's fixed attributes."""
         self.settings = settings or ServeSettings()
         self.limit = ConcurrencyLimit(
             self.settings.max_concurrent_requests, self.settings.max_queue_wait_ms / 1000
@@ -306,18 +312,16 @@ class ScriptApp:
 
     def _start_span(self, request: Request, request_id: str, headers: dict[str, str]) -> Span | None:
         """The request's span, child of the caller's ``traceparent`` (the gateway's); the answer
-        names it in its own ``traceparent``."""
+        names it in its own ``traceparent`` when it is recorded."""
         attributes = {
-            "flowport.span_type": "scoring_script",
-            "flowport.flow": self.name,
+            **self._span_attributes,
             "flowport.run_id": request_id,
             "flowport.request_id": request_id,
-            "flowport.scoring_script": self.script.name,
             "http.request.method": request.method,
         }
         parent = parse_traceparent(request.headers.get(TRACEPARENT))
         span = tracing.start(self.name, attributes, tracing.SERVER, parent)
-        if span is not None:
+        if span is not None and span.sampled:  # an unrecorded request names no trace
             headers[TRACEPARENT] = traceparent(span)
         return span
 

@@ -7,10 +7,13 @@ nor ``tracestate``. The sampled flag is read (a parent's decision, followed by a
 
 from __future__ import annotations
 
+import re
+
 from flowport.tracing.spans import Parent
 
 HEADER = "traceparent"
-_HEX = frozenset("0123456789abcdef")
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?", re.S)
+"""Version, trace id, parent id, flags; a later version may add fields after a dash."""
 
 
 def parse(value: str | bytes | None) -> Parent | None:
@@ -19,19 +22,11 @@ def parse(value: str | bytes | None) -> Parent | None:
         return None
     if isinstance(value, bytes):
         value = value.decode("latin-1")
-    parts = value.strip().split("-")
-    if len(parts) < 4:
+    found = _TRACEPARENT.fullmatch(value.strip())
+    if found is None:
         return None
-    version, trace_id, span_id, flags = parts[:4]
-    if (
-        len(version) != 2
-        or version == "ff"
-        or (version == "00" and len(parts) != 4)
-        or len(trace_id) != 32
-        or len(span_id) != 16
-        or len(flags) != 2
-        or not _HEX.issuperset(version + trace_id + span_id + flags)
-    ):
+    version, trace_id, span_id, flags, rest = found.groups()
+    if version == "ff" or (version == "00" and rest):
         return None
     trace_number, span_number = int(trace_id, 16), int(span_id, 16)
     if not trace_number or not span_number:
