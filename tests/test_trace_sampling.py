@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from flowport.engine import FlowExecutor
@@ -148,7 +149,13 @@ def test_the_gateway_decides_and_keeps_what_failed(home: Path, monkeypatch: pyte
         assert failed.status_code == 424
         trace = wait_for_trace(fp, "loud", 3)
         assert trace["status"] == "Failed"
-        assert {span["name"] for span in trace["spans"]} == {"POST /endpoints/rated/score", "probe", "answer"}
+        spans = {span["name"]: span for span in trace["spans"]}
+        assert set(spans) == {"POST /endpoints/rated/score", "probe", "answer"}
+        gateway = spans["POST /endpoints/rated/score"]  # made after the fact: the request failed
+        assert (gateway["status"], gateway["kind"]) == ("ERROR", "SERVER")
+        assert gateway["attributes"]["http.response.status_code"] == 424
+        assert gateway["attributes"]["flowport.endpoint"] == "rated"
+        assert spans["probe"]["parent_id"] == gateway["span_id"]  # the -00 traceparent carried the ids
         invalid = fp.score("rated", [1, 2], **{"x-request-id": "invalid"})
         assert 400 <= invalid.status_code < 500
         wait_for_trace(fp, "invalid", 1)
@@ -184,3 +191,36 @@ def test_a_traceparent_is_read_as_w3c_says(value: str, sampled: bool | None) -> 
     else:
         assert parent is not None and parent.remote
         assert (parent.trace_id, parent.span_id, parent.sampled) == (int(T, 16), int(S, 16), sampled)
+
+
+SCRIPT = """
+def init():
+    pass
+
+
+def run(raw_data):
+    if "boom" in raw_data:
+        raise ValueError("boom")
+    return {"ok": True}
+"""
+
+
+async def test_a_scoring_script_request_is_kept_only_when_it_fails(unsampled: Any, tmp_path: Path) -> None:
+    from flowport.serving.script_app import ScriptApp
+    from flowport.serving.settings import ServeSettings
+    from flowport.serving.user_script import UserScript
+
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "score.py").write_text(SCRIPT)
+    app = ScriptApp(UserScript.load(tmp_path / "code", "score.py"), ServeSettings())
+    async with app.app.router.lifespan_context(app.app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://instance") as client:
+            ok = await client.post("/score", json={"x": 1}, headers={"x-request-id": "fine"})
+            assert ok.status_code == 200 and "traceparent" not in ok.headers
+            failed = await client.post("/score", json={"x": "boom"}, headers={"x-request-id": "bad"})
+            assert failed.status_code == 500
+    [span] = unsampled()
+    assert (span["name"], span["status"], span["kind"]) == ("code", "ERROR", "SERVER")
+    assert span["attributes"]["flowport.request_id"] == "bad"
+    assert span["attributes"]["http.response.status_code"] == 500

@@ -97,6 +97,35 @@ def _end_span(span: Any, status: int, reply: dict[str, str]) -> None:
     span.end()
 
 
+def _finish_unrecorded(request: tracing.Unrecorded, scope: Scope, status: int, reply: dict[str, str]) -> None:
+    """A request the sampler passed over becomes a span after all when ``_end_span`` would have
+    kept one (424, 5xx, another 4xx), or when it was slow; never one refused before its caller was
+    authorized (anyone can send those)."""
+    if status in _REFUSED_UNAUTHORIZED:
+        return
+    error = f"HTTP {status}" if status >= 500 or status == 424 else None
+
+    def attributes() -> dict[str, Any]:
+        found = {
+            "http.request.method": scope["method"],
+            "url.path": scope["path"],
+            "http.response.status_code": status,
+            "flowport.request_id": reply.get("x-request-id"),
+        }
+        parts = scope["path"].split("/")
+        if len(parts) > 2 and parts[1] == "endpoints":
+            found[AUTHORIZED] = parts[2]
+        if "azureml-model-deployment" in reply:
+            found["flowport.deployment"] = reply["azureml-model-deployment"]
+        return found
+
+    request.finish(tracing.SERVER, attributes, error, keep=status >= 400)
+
+
+_REFUSED_UNAUTHORIZED = frozenset({401, 403, 404, 405, 429})
+"""Answers a caller gets before it is authorized, or when the server is overloaded: no trace."""
+
+
 class ClientGone(Exception):
     """The client disconnected before its request body arrived."""
 
@@ -298,7 +327,7 @@ class Gateway:
         if not tracing.enabled():
             return await self._handle(scope, receive, reply, None)
         client = next((value for name, value in scope["headers"] if name == TRACEPARENT), None)
-        span = tracing.start(
+        span = tracing.begin(
             f"{scope['method']} {scope['path']}",
             {"http.request.method": scope["method"], "url.path": scope["path"]},
             tracing.SERVER,
@@ -308,6 +337,10 @@ class Gateway:
         if span is None:
             return await self._handle(scope, receive, reply, None)
         reply["traceparent"] = traceparent(span)
+        if type(span) is tracing.Unrecorded:
+            response = await self._handle(scope, receive, reply, None)
+            _finish_unrecorded(span, scope, response.status_code, reply)
+            return response
         holder = [span]
         try:
             response = await self._handle(scope, receive, reply, holder)

@@ -44,7 +44,7 @@ from flowport.serving.user_script import FAILED_TO_START, InputMode, ScriptError
 from flowport.tracing.propagation import HEADER as TRACEPARENT
 from flowport.tracing.propagation import parse as parse_traceparent
 from flowport.tracing.propagation import traceparent
-from flowport.tracing.spans import Span
+from flowport.tracing.spans import Span, Unrecorded
 
 RUN_FAILED = "An unexpected error occurred in scoring script. Check the logs for more info."
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -253,7 +253,14 @@ class ScriptApp:
         request_id = headers["x-request-id"]
         status = 200
         streaming = False
-        span = self._start_span(request, request_id, headers) if tracing.enabled() else None
+        span: Span | None = None
+        unrecorded = None
+        if tracing.enabled():
+            traced = self._start_span(request, request_id, headers)
+            if type(traced) is Unrecorded:
+                unrecorded = traced
+            else:
+                span = traced
         try:
             if request.method == "OPTIONS":
                 return Response(b"", 200, headers)
@@ -309,21 +316,41 @@ class ScriptApp:
         finally:
             if not streaming:
                 self.finish_request(status, started, request_id, span=span)
+            if unrecorded is not None:  # a stream is judged as it starts
+                self._finish_unrecorded(unrecorded, request, request_id, status)
 
-    def _start_span(self, request: Request, request_id: str, headers: dict[str, str]) -> Span | None:
-        """The request's span, child of the caller's ``traceparent`` (the gateway's); the answer
-        names it in its own ``traceparent`` when it is recorded."""
+    def _start_span(
+        self, request: Request, request_id: str, headers: dict[str, str]
+    ) -> Span | Unrecorded | None:
+        """The request's span, child of the caller's ``traceparent`` (the gateway's), or what one
+        would need when the caller's trace is not recorded; the answer names a recorded one in its
+        own ``traceparent``."""
+        parent = parse_traceparent(request.headers.get(TRACEPARENT))
         attributes = {
             **self._span_attributes,
             "flowport.run_id": request_id,
             "flowport.request_id": request_id,
             "http.request.method": request.method,
         }
-        parent = parse_traceparent(request.headers.get(TRACEPARENT))
-        span = tracing.start(self.name, attributes, tracing.SERVER, parent)
-        if span is not None and span.sampled:  # an unrecorded request names no trace
+        span = tracing.begin(self.name, attributes, tracing.SERVER, parent)
+        if type(span) is Span:
             headers[TRACEPARENT] = traceparent(span)
         return span
+
+    def _finish_unrecorded(self, request: Unrecorded, http: Request, request_id: str, status: int) -> None:
+        """A request that was not recorded becomes a span after all if it failed (408, 5xx) or was slow."""
+        error = f"HTTP {status}" if status >= 500 or status == 408 else None
+
+        def attributes() -> dict[str, Any]:
+            return {
+                **self._span_attributes,
+                "flowport.run_id": request_id,
+                "flowport.request_id": request_id,
+                "http.request.method": http.method,
+                "http.response.status_code": status,
+            }
+
+        request.finish(tracing.SERVER, attributes, error)
 
     def _answer(
         self, result: Any, headers: dict[str, str], started: float, request_id: str, span: Span | None = None

@@ -166,15 +166,14 @@ def start(
     attributes: Mapping[str, Any] | None = None,
     kind: str = INTERNAL,
     parent: Parent | None = None,
-    edge: bool = False,
 ) -> Span | None:
     """A started span, child of ``parent`` (else of the current span); None when not tracing, or
     when its parent is a span of this process that is not recorded.
 
     A span with no parent in this process is recorded when its caller's trace is (a remote
-    parent's sampled flag) or, with no caller or at the ``edge`` (the gateway: the operator's
-    sampler decides, not the client's), when the sampler takes it. One that is not recorded still
-    ends kept if it fails or is slow (``Span.end``); its children are never made."""
+    parent's sampled flag) or, with no caller, when the sampler takes it. One that is not recorded
+    still ends kept if it fails or is slow (``Span.end``); its children are never made. A request's
+    own span comes from ``begin``, which makes no span object for a request that is not recorded."""
     if STATE.sink is None:
         return None
     if parent is None:
@@ -182,13 +181,62 @@ def start(
     if parent is None:
         trace_id = new_trace_id()
         return Span(name, trace_id, None, kind, dict(attributes or {}), STATE.sampler.root(trace_id))
-    if edge:
-        sampled = STATE.sampler.root(parent.trace_id)
-    elif parent.sampled or parent.remote:
-        sampled = parent.sampled
-    else:
+    if not parent.sampled and not parent.remote:
         return None
-    return Span(name, parent.trace_id, parent.span_id, kind, dict(attributes or {}), sampled)
+    return Span(name, parent.trace_id, parent.span_id, kind, dict(attributes or {}), parent.sampled)
+
+
+class Unrecorded(Parent):
+    """A request the sampler passed over, as ids and a start: its ``traceparent`` says ``-00``
+    and no span object is made for it unless ``finish`` keeps it (failed, or slow)."""
+
+    __slots__ = ("name", "parent_id", "start_time")
+
+    def __init__(self, name: str, trace_id: int, parent_id: int | None) -> None:
+        super().__init__(trace_id, new_id(), sampled=False)
+        self.name = name
+        self.parent_id = parent_id
+        self.start_time = time.time_ns()
+
+    def finish(
+        self,
+        kind: str,
+        attributes: Callable[[], dict[str, Any]],
+        error: str | None = None,
+        keep: bool = False,
+    ) -> None:
+        """Record it after all, as a span of ``kind`` with ``attributes()``, if it failed (``error``:
+        why), ``keep`` says so, or it was slow for its name; else forget it."""
+        ended = time.time_ns()
+        sink = STATE.sink
+        if sink is None:
+            return
+        if error is None and not keep and not STATE.sampler.slow(self.name, ended - self.start_time):
+            return
+        ids = (self.trace_id, self.span_id, self.parent_id)
+        status = ("ERROR", error) if error is not None else ("UNSET", None)
+        span = Span.finished(self.name, ids, (self.start_time, ended), attributes(), status)
+        span.kind = kind
+        sink(span)
+
+
+def begin(
+    name: str, attributes: dict[str, Any], kind: str, parent: Parent | None, edge: bool = False
+) -> Span | Unrecorded | None:
+    """A request's span when the sampler takes it, its ``Unrecorded`` when not, None when not
+    tracing. ``parent``: the caller's, whose decision is followed, except at the ``edge`` (the
+    gateway: the operator's sampler decides, not the client's). ``attributes`` become the span's."""
+    if STATE.sink is None:
+        return None
+    if parent is None:
+        trace_id, parent_id = new_trace_id(), None
+        sampled = STATE.sampler.root(trace_id)
+    else:
+        trace_id, parent_id = parent.trace_id, parent.span_id
+        sampled = STATE.sampler.root(trace_id) if edge else parent.sampled
+    if sampled:
+        return Span(name, trace_id, parent_id, kind, attributes)
+    return Unrecorded(name, trace_id, parent_id)
 
 
 def exception_event(exc: BaseException) -> dict[str, Any]:
