@@ -302,3 +302,27 @@ def test_a_sealed_config_opens_only_for_its_actor() -> None:
         other.open(sealed)
     with pytest.raises(InvalidTag):
         actor.open(sealed[:-1] + bytes([sealed[-1] ^ 1]))
+
+
+def test_span_lines_come_whole_from_a_node_file(tmp_path: Path) -> None:
+    """What the data plane pulls from an instance's span file: whole lines only, after a line too
+    long to take, and after the file started over, from 0 or past where it was read."""
+    from flowport.runtime.ray.actor import whole_lines
+
+    path = tmp_path / "spans.jsonl"
+    path.write_bytes(b"a1\nb22\nc3")
+    assert whole_lines(path, 0, 100) == (b"a1\nb22\n", 7)
+    assert whole_lines(path, 7, 100) == (b"", 7)  # c3 is still being written
+    with path.open("ab") as file:
+        file.write(b"\n" + b"x" * 50 + b"\nd4\n")
+    assert whole_lines(path, 7, 100) == (b"c3\n" + b"x" * 50 + b"\nd4\n", 64)
+    path.write_bytes(b"long" * 10 + b"\ne5\n")  # a line longer than the limit
+    data, offset = whole_lines(path, 0, 8)
+    assert (data, offset) == (b"", 8)
+    data, offset = whole_lines(path, offset, 100)
+    assert (data, offset) == (b"e5\n", 44)  # the rest of the long line dropped, never a fragment
+    path.write_bytes(b"f6\n" + b"g" * 60 + b"\nh7\n")  # started over and grew past 44 in between
+    assert whole_lines(path, 44, 100) == (b"h7\n", 67)
+    path.write_bytes(b"i8\n")  # started over, shorter
+    assert whole_lines(path, 67, 100) == (b"i8\n", 3)
+    assert whole_lines(tmp_path / "gone.jsonl", 5, 100) == (b"", 5)

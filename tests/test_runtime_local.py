@@ -489,3 +489,15 @@ def test_a_venv_is_named_by_its_local_packages_content_too(tmp_path: Path) -> No
         environment_digest(None, ["requests", "pyyaml==6.0"])[1]
         == environment_digest(None, ["requests", "pyyaml==6.0"])[1]
     )
+
+
+def test_requirement_lines_that_are_no_local_path_leave_the_digest_to_pip(tmp_path: Path) -> None:
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(f"~nosuchuser/pkg\n./{'x' * 300}/pkg\n-e .\n")
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / "big").write_bytes(b"an environment is not the package")
+    _, first = environment_digest(requirements)  # no error: pip will say what is wrong
+    (tmp_path / ".venv" / "big").write_bytes(b"changed")
+    assert environment_digest(requirements)[1] == first
+    (tmp_path / "module.py").write_text("x = 1\n")  # the package itself (-e .) changed
+    assert environment_digest(requirements)[1] != first

@@ -224,3 +224,30 @@ async def test_a_scoring_script_request_is_kept_only_when_it_fails(unsampled: An
     assert (span["name"], span["status"], span["kind"]) == ("code", "ERROR", "SERVER")
     assert span["attributes"]["flowport.request_id"] == "bad"
     assert span["attributes"]["http.response.status_code"] == 500
+
+
+def test_a_rate_under_one_a_second_still_records() -> None:
+    clock = Clock()
+    sampler = Sampler(0.5, clock=clock)
+    assert [sampler.root(1), sampler.root(1)] == [True, False]
+    clock.now += 1.0
+    assert not sampler.root(1)
+    clock.now += 1.0  # two seconds: one trace's worth
+    assert sampler.root(1)
+
+
+async def test_at_the_edge_a_client_cannot_pick_a_sampled_trace_id(tmp_path: Path) -> None:
+    """A ratio decides on the trace id, except at the gateway: there a client chooses its ids."""
+    with open(tmp_path / "spans.jsonl", "ab") as file:
+        tracing = configure(
+            "test", {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.001"}, builtin=file
+        )
+        assert tracing is not None
+        try:
+            lucky = parse(f"00-{'0' * 31}1-{S}-01")  # low 64 bits 1: under any ratio
+            assert lucky is not None
+            made = [light.begin("r", {}, light.SERVER, lucky, edge=True) for _ in range(200)]
+            assert sum(type(span) is light.Span for span in made) < 20
+            assert type(light.begin("r", {}, light.SERVER, lucky)) is light.Span  # a hop follows its caller
+        finally:
+            tracing.shutdown()

@@ -338,7 +338,15 @@ class Gateway:
             return await self._handle(scope, receive, reply, None)
         reply["traceparent"] = traceparent(span)
         if type(span) is tracing.Unrecorded:
-            response = await self._handle(scope, receive, reply, None)
+            try:
+                response = await self._handle(scope, receive, reply, None)
+            except ClientGone:
+                raise
+            except BaseException as exc:  # kept, as a recorded request's span is
+                span.finish(
+                    tracing.SERVER, lambda: {"url.path": scope["path"]}, f"{type(exc).__name__}: {exc}"
+                )
+                raise
             _finish_unrecorded(span, scope, response.status_code, reply)
             return response
         holder = [span]

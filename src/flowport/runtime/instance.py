@@ -99,6 +99,8 @@ def start_tracing(config: InstanceConfig, app: ScoringApp | ScriptApp) -> Tracin
     }
     for connection in config.connections.values():
         secrets.update(v for v in (connection.get("secrets") or {}).values() if isinstance(v, str))
+    if config.access_key:
+        secrets.add(config.access_key)
     # captured content is JSON text: a secret with a quote or a backslash is in it escaped
     secrets |= {json.dumps(value, ensure_ascii=False)[1:-1] for value in secrets}
     resource = {

@@ -34,7 +34,7 @@ class Sampler:
     """The decision for a trace that starts here (``root``), and whether an unsampled span that
     ended is slow (``slow``). ``per_second`` None: every trace; ``ratio``: a share of trace ids."""
 
-    __slots__ = ("_clock", "_last", "_means", "_tokens", "per_second", "ratio")
+    __slots__ = ("_capacity", "_clock", "_last", "_means", "_tokens", "per_second", "ratio")
 
     def __init__(
         self,
@@ -45,7 +45,8 @@ class Sampler:
         self.per_second = per_second
         self.ratio = ratio
         self._clock = clock
-        self._tokens = per_second or 0.0
+        self._tokens = self._capacity = max(per_second or 0.0, 1.0) if per_second else 0.0
+        """The bucket holds a second's worth, at least one trace (a rate under 1 still records)."""
         self._last = clock()
         self._means: dict[str, tuple[float, int]] = {}
 
@@ -57,7 +58,7 @@ class Sampler:
         if rate is None:
             return True
         now = self._clock()
-        tokens = min(rate, self._tokens + (now - self._last) * rate)
+        tokens = min(self._capacity, self._tokens + (now - self._last) * rate)
         self._last = now
         if tokens >= 1.0:
             self._tokens = tokens - 1.0

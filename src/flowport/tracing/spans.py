@@ -233,7 +233,8 @@ def begin(
         sampled = STATE.sampler.root(trace_id)
     else:
         trace_id, parent_id = parent.trace_id, parent.span_id
-        sampled = STATE.sampler.root(trace_id) if edge else parent.sampled
+        # at the edge a ratio is decided on a number of ours: the client picks its trace ids
+        sampled = STATE.sampler.root(new_trace_id()) if edge else parent.sampled
     if sampled:
         return Span(name, trace_id, parent_id, kind, attributes)
     return Unrecorded(name, trace_id, parent_id)

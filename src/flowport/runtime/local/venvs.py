@@ -134,7 +134,8 @@ class VenvCache:
     ) -> str:
         """The interpreter of the venv for ``requirements`` plus ``extra`` requirement lines (a conda
         file's pip packages), built (pip install) unless cached by their content."""
-        content, digest = environment_digest(requirements, extra)
+        # off the event loop: local packages named by the lines are read whole
+        content, digest = await asyncio.to_thread(environment_digest, requirements, extra)
         venv = self.root / digest
         python = str(venv / "bin" / "python")
         async with self._locks.setdefault(digest, asyncio.Lock()):
@@ -268,6 +269,8 @@ def environment_digest(requirements: Path | None, extra: Sequence[str] = ()) -> 
 
 
 _LOCAL_SUFFIXES = (".whl", ".tar.gz", ".zip", ".tar.bz2", ".tgz")
+_UNHASHED = frozenset({"__pycache__", ".git", ".venv", "node_modules", ".promptflow"})
+"""Folders of a local package that pip does not install from: caches, VCS, environments, run output."""
 _LISTING_FLAGS = ("-r", "--requirement", "-c", "--constraint")
 
 
@@ -284,13 +287,16 @@ def _local_paths(text: str, base: Path | None, found: dict[Path, None]) -> None:
             named = flag in _PATH_FLAGS or value.startswith((".", "/", "~")) or "/" in value
             if "://" in value or not (named or value.endswith(_LOCAL_SUFFIXES)):
                 continue
-            path = Path(value).expanduser()
-            if not path.is_absolute():
-                if base is None:
+            try:
+                path = Path(value).expanduser()
+                if not path.is_absolute():
+                    if base is None:
+                        continue
+                    path = base / path
+                path = path.resolve()
+                if path in found or not path.exists():
                     continue
-                path = base / path
-            path = path.resolve()
-            if path in found or not path.exists():
+            except (OSError, RuntimeError, ValueError):  # not a path here: pip says what it is
                 continue
             found[path] = None
             if flag in _LISTING_FLAGS and path.is_file():
@@ -306,9 +312,7 @@ def _hash_path(path: Path, digest: Any) -> None:
         [path]
         if path.is_file()
         else sorted(
-            p
-            for p in path.rglob("*")
-            if p.is_file() and not {"__pycache__", ".git"} & set(p.relative_to(path).parts)
+            p for p in path.rglob("*") if p.is_file() and not _UNHASHED & set(p.relative_to(path).parts)
         )
     )
     for file in files:

@@ -110,18 +110,7 @@ class InstanceActor:
         most ``limit`` bytes), and the offset after them: from 0 again once the file started over."""
         if self._folder is None:
             return b"", 0
-        try:
-            with open(self._folder / SPANS_FILE, "rb") as file:
-                if os.fstat(file.fileno()).st_size < offset:
-                    offset = 0
-                file.seek(offset)
-                data = file.read(limit)
-        except OSError:
-            return b"", offset
-        end = data.rfind(b"\n") + 1
-        if not end and len(data) == limit:  # one line longer than the limit: skipped, never stuck on
-            return b"", offset + limit
-        return data[:end], offset + end
+        return whole_lines(self._folder / SPANS_FILE, offset, limit)
 
     def stop(self, drain_seconds: float) -> None:
         """SIGTERM (in-flight requests finish), SIGKILL after ``drain_seconds``; remove the folder."""
@@ -137,3 +126,28 @@ class InstanceActor:
                 process.wait()
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
+
+
+def whole_lines(path: Path, offset: int, limit: int) -> tuple[bytes, int]:
+    """The whole lines of ``path`` from ``offset`` (at most ``limit`` bytes) and the offset after
+    them. From 0 again when the file is shorter (it started over); a line cut by a skip or by a
+    start-over is dropped up to its end, so only whole lines are ever given."""
+    try:
+        with open(path, "rb") as file:
+            if os.fstat(file.fileno()).st_size < offset:
+                offset = 0
+            file.seek(max(offset - 1, 0))
+            data = file.read(limit + (1 if offset else 0))
+    except OSError:
+        return b"", offset
+    if offset:  # the byte before: a line's end, unless the file started over or a line was skipped
+        whole, data = data[:1] == b"\n", data[1:]
+        if not whole:
+            cut = data.find(b"\n") + 1
+            if not cut:
+                return b"", offset + len(data)
+            offset, data = offset + cut, data[cut:]
+    end = data.rfind(b"\n") + 1
+    if not end and len(data) == limit:  # one line longer than the limit: skipped, never stuck on
+        return b"", offset + limit
+    return data[:end], offset + end

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from flowport.tracing.export import FILE_LIMIT
 
 ACTOR_START_SECONDS = 900.0
 """How long an actor may take to be created (Ray may build a virtualenv for it first)."""
+log = logging.getLogger("flowport.runtime.ray")
+
 STOP_GRACE = 10.0
 """Seconds the actor gets beyond the drain time to answer ``stop`` before it is killed."""
 SPAN_PULL_SECONDS = 1.0
@@ -68,12 +71,15 @@ class ActorProcess:
             await self._pull(path)
 
     async def _pull(self, path: Path) -> None:
+        """One pull; a failure loses those spans (logged), never the instance's supervision."""
         try:
             data, self._spans_offset = await self.actor.spans.remote(self._spans_offset, SPAN_PULL_BYTES)
+            if data:
+                await asyncio.to_thread(_append, path, data)
         except ray.exceptions.RayError:
             return
-        if data:
-            await asyncio.to_thread(_append, path, data)
+        except Exception as exc:  # a full disk, a reply of the wrong shape
+            log.warning("spans of a Ray instance could not be kept in %s: %s", path, exc)
 
     async def wait(self) -> int:
         if self._watch is None:
@@ -92,7 +98,7 @@ class ActorProcess:
         """Ask the actor to drain and stop its server, then end the actor (its last spans pulled first)."""
         if self._puller is not None:
             self._puller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._puller
             self._puller = None
         if self._spans_path is not None and self.returncode is None:
