@@ -33,6 +33,7 @@ from flowport.connections import Connection
 from flowport.engine.compile import apply_environment, resolve_environment_variables
 from flowport.engine.errors import ExecutionError, tool_error, user_error
 from flowport.engine.executor import (
+    _ATOMS,
     DEFAULT_LINE_TIMEOUT,
     DEFAULT_WORKER_THREADS,
     LINE_TIMEOUT_ENV,
@@ -153,6 +154,10 @@ class FlexExecutor:
         self.span_attributes = node_attributes(name, "flex", name, None)
         self.flow_name = flow.name
         self._input_plan = input_plan(flow)
+        plan = self._input_plan
+        self._text_input = plan[0][0] if len(plan) == 1 and plan[0][2] else None
+        """The flow's one input when it is its only one and a string (the common case): a line
+        giving it a string needs nothing more done (``prepare_planned`` would say so)."""
         self._one_node = (name, None, None, None)
         """A line's one node (``LineRun.one_node``) until it records inputs, output or usage."""
 
@@ -239,7 +244,7 @@ class FlexExecutor:
             return self._traced_line(inputs, stream, line_number, run_id, record_io, span_attributes)
         run_id = run_id or f"{self._run_prefix}_{next(self._run_numbers)}"
         # the entry's node run is made when read (``LineRun.one_node``)
-        run = LineRun(run_id, line_number, dict(inputs), one_node=self._one_node)
+        run = LineRun.one_node_line(run_id, line_number, dict(inputs), self._one_node)
         return self._run_line(run, inputs, stream, line_number, record_io)
 
     async def _traced_line(
@@ -252,7 +257,7 @@ class FlexExecutor:
         span_attributes: Mapping[str, Any] | None,
     ) -> LineResult:
         run_id = run_id or f"{self._run_prefix}_{next(self._run_numbers)}"
-        run = LineRun(run_id, line_number, dict(inputs), one_node=self._one_node)
+        run = LineRun.one_node_line(run_id, line_number, dict(inputs), self._one_node)
         token = start_line(self.flow_name, run, span_attributes)
         if token is None:
             return await self._run_line(run, inputs, stream, line_number, record_io)
@@ -271,8 +276,12 @@ class FlexExecutor:
     async def _run_line(
         self, run: LineRun, inputs: Mapping[str, Any], stream: bool, line_number: int | None, record_io: bool
     ) -> LineResult:
+        name = self._text_input
         try:
-            values = prepare_planned(self._input_plan, self.flow, inputs, line_number)
+            if name is not None and type(value := inputs.get(name)) is str:
+                values = {name: value}
+            else:
+                values = prepare_planned(self._input_plan, self.flow, inputs, line_number)
         except ExecutionError as exc:
             run.node_runs = {}  # the entry never ran
             return _failed(run, exc)
@@ -290,9 +299,8 @@ class FlexExecutor:
                 # The entry runs in a copy of the context, as in a worker thread; its LLM calls'
                 # tokens count to its node run. On the loop the call cannot be interrupted: the
                 # line timeout can only fire in a stream.
-                context = copy_context()
-                context.run(usage_owner.set, run if node_run is None else node_run)
-                result = context.run(policy.call_inline, self.func, values)
+                owner = run if node_run is None else node_run
+                result = copy_context().run(policy.call_inline, self.func, values, owner)
                 if type(result) is not dict and isinstance(result, _STREAMS):
                     node_run = run.node_runs[self.entry_name]  # running until the stream ends
                     async with asyncio.timeout(self.line_timeout):
@@ -419,8 +427,19 @@ def _shape_value(result: Any) -> tuple[dict[str, Any], bool]:
     for key, value in result.items():
         if type(key) is not str:
             key = str(key)
-        # a plain scalar is ready as it is (json_ready would say so, one call later)
-        outputs[key] = value if type(value) in _SCALARS else json_ready(key, value)
+        # a plain scalar, or a list of atoms, is ready as it is (json_ready would say so, one call later)
+        kind = type(value)
+        if kind in _SCALARS:
+            outputs[key] = value
+        elif kind is list:
+            for item in value:
+                if type(item) not in _ATOMS:
+                    outputs[key] = json_ready(key, value)
+                    break
+            else:
+                outputs[key] = value[:]
+        else:
+            outputs[key] = json_ready(key, value)
     return outputs, False
 
 

@@ -51,6 +51,7 @@ from threading import get_ident
 from time import perf_counter
 from typing import Any
 
+from flowport.tools.usage import UsageOwner, usage_owner
 from flowport.tracing.export import ACTIVITY, exporting_since
 
 try:
@@ -227,8 +228,14 @@ class InlinePolicy:
         self.finish(mark, inline)
         return result
 
-    def call_inline(self, func: Callable[..., Any], arguments: dict[str, Any]) -> Any:
-        """``call(func, arguments, inline=True)`` in one frame: what every inline run goes through."""
+    def call_inline(
+        self, func: Callable[..., Any], arguments: dict[str, Any], owner: UsageOwner | None = None
+    ) -> Any:
+        """``call(func, arguments, inline=True)`` in one frame: what every inline run goes through.
+        ``owner``: what the run's LLM calls count their tokens to (``usage_owner``, set here: the
+        caller runs this in a context of the run's own)."""
+        if owner is not None:
+            usage_owner.set(owner)
         base = self._base
         began = perf_counter()
         if base is None or base[0] != get_ident() or began - base[1] > BASE_SECONDS:

@@ -187,6 +187,26 @@ class LineRun(_Times):
         self.traced = traced
         self.one_node = one_node
 
+    @classmethod
+    def one_node_line(
+        cls, run_id: str, line_number: int | None, inputs: dict[str, Any], one_node: Sequence[Any]
+    ) -> LineRun:
+        """``LineRun(run_id, line_number, inputs, one_node=one_node)``, spared the constructor's
+        defaults (one for every flex line)."""
+        run = _new_record(cls)
+        run.run_id = run_id
+        run.line_number = line_number
+        run.inputs = inputs
+        run.status = _RUNNING
+        run.started = clock()
+        run.ended = None
+        run._node_runs = None
+        run.error = None
+        run.span = None
+        run.traced = None
+        run.one_node = one_node
+        return run
+
     @property
     def node_runs(self) -> dict[str, NodeRun]:
         """Each node's run, by node name."""
@@ -239,6 +259,10 @@ class LineRun(_Times):
             "usage": self.usage.to_dict(),
             "node_runs": {name: run.to_dict() for name, run in self.node_runs.items()},
         }
+
+
+_new_record = object.__new__
+_RUNNING = Status.RUNNING
 
 
 def _isoformat(seconds: float | None) -> str | None:
