@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 from _common import FlowportServer, LoadPool, Target, descendants
-from scoring import FLOWPORT, REQUEST_SETTINGS, SCORE_PY, checked_target
+from scoring import FLOWPORT, SCORE_PY, checked_target, deploy_script
 
 
 def own_cpu_seconds(pid: int) -> float:
@@ -47,15 +47,7 @@ def deployment(
     """A server running ``src`` with the deployment: its target, data plane pid and instance pid."""
     env = {"FLOWPORT_TRACING": tracing, "PYTHONPATH": src, "FLOWPORT_INSTANCE_PASS_ENV": "PYTHONPATH"}
     fp = stack.enter_context(FlowportServer(scratch / f"home-{name}", FLOWPORT, env))
-    fp.create_endpoint("bench-script")
-    spec = {
-        "code_configuration": {"code": str(scratch / "code"), "scoring_script": "score.py"},
-        "instance_count": 1,
-        "request_settings": REQUEST_SETTINGS,
-    }
-    operation = fp.wait(fp.create_deployment("bench-script", "green", spec, all_traffic=True))
-    if operation["status"] != "Succeeded":
-        raise RuntimeError(f"{name}: the deployment failed: {operation}")
+    deploy_script(fp, scratch)
     headers = {"Authorization": f"Bearer {fp.key('bench-script')}"}
     target = checked_target(name, fp.port, "/endpoints/bench-script/score", headers)
     assert fp.process is not None

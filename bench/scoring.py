@@ -342,9 +342,9 @@ def started_ways(stack: contextlib.ExitStack, scratch: Path, args: argparse.Name
     return ways
 
 
-def deployment_way(stack: contextlib.ExitStack, scratch: Path) -> Way:
-    fp = stack.enter_context(FlowportServer(scratch / "server-home", FLOWPORT))
-    began = time.monotonic()
+def deploy_script(fp: FlowportServer, scratch: Path) -> None:
+    """Endpoint ``bench-script`` with deployment ``green``: ``scratch/code/score.py``, 1 instance,
+    all traffic (raises RuntimeError with the operation when it fails)."""
     fp.create_endpoint("bench-script")
     spec = {
         "code_configuration": {"code": str(scratch / "code"), "scoring_script": "score.py"},
@@ -354,6 +354,12 @@ def deployment_way(stack: contextlib.ExitStack, scratch: Path) -> Way:
     operation = fp.wait(fp.create_deployment("bench-script", "green", spec, all_traffic=True))
     if operation["status"] != "Succeeded":
         raise RuntimeError(f"deployment failed: {json.dumps(operation)[:2000]}")
+
+
+def deployment_way(stack: contextlib.ExitStack, scratch: Path) -> Way:
+    fp = stack.enter_context(FlowportServer(scratch / "server-home", FLOWPORT))
+    began = time.monotonic()
+    deploy_script(fp, scratch)
     key = fp.key("bench-script")
     headers = {"Authorization": f"Bearer {key}"}
     target = checked_target("deployment", fp.port, "/endpoints/bench-script/score", headers)
