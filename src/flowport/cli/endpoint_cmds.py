@@ -33,6 +33,22 @@ WorkspaceOption = typer.Option(None, "--workspace-name", "-w", hidden=True)
 SubscriptionOption = typer.Option(None, "--subscription", hidden=True)
 
 
+def list_command(app: typer.Typer, resource: str, columns: list[str], what: str) -> None:
+    """``app``'s ``list``: the versions of ``/{resource}`` (models, environments), by name, archived too."""
+
+    @app.command("list", help=what)
+    def list_(
+        name: str | None = typer.Option(None, "--name", "-n"),
+        archived: bool = typer.Option(False, "--include-archived", help="Also list archived versions."),
+        output: Output = OutputOption,
+        resource_group: str | None = GroupOption,
+        workspace_name: str | None = WorkspaceOption,
+        subscription: str | None = SubscriptionOption,
+    ) -> None:
+        params = {"archived": str(archived).lower(), **({"name": name} if name else {})}
+        emit(ApiClient.discover().call("GET", f"/{resource}", params=params), output, columns)
+
+
 def version_command(app: typer.Typer, resource: str, verb: str, method: str, suffix: str, what: str) -> None:
     """``app``'s ``verb``: ``method`` on one version (``--version``) or every version of a
     ``/{resource}/{name}`` (models, environments)."""

@@ -13,6 +13,7 @@ from flowport.cli.endpoint_cmds import (
     SetOption,
     SubscriptionOption,
     WorkspaceOption,
+    list_command,
     spec_body,
     version_command,
 )
@@ -66,18 +67,7 @@ def create(
     emit(result, output)
 
 
-@app.command("list")
-def list_(
-    name: str | None = typer.Option(None, "--name", "-n"),
-    archived: bool = typer.Option(False, "--include-archived", help="Also list archived versions."),
-    output: Output = OutputOption,
-    resource_group: str | None = GroupOption,
-    workspace_name: str | None = WorkspaceOption,
-    subscription: str | None = SubscriptionOption,
-) -> None:
-    """List environment versions."""
-    params = {"archived": str(archived).lower(), **({"name": name} if name else {})}
-    emit(ApiClient.discover().call("GET", "/environments", params=params), output, ENVIRONMENT_COLUMNS)
+list_command(app, "environments", ENVIRONMENT_COLUMNS, "List environment versions.")
 
 
 @app.command()

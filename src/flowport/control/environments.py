@@ -21,8 +21,8 @@ import yaml
 
 from flowport.control.conda import CondaEnvironment, absolute_requirement, read_conda_file
 from flowport.control.errors import ApiError
+from flowport.control.models import next_version, set_archived, snapshot_files, version_order
 from flowport.control.models import shown_version as _shown
-from flowport.control.models import snapshot_files, version_order
 from flowport.control.specs import EnvironmentSpec
 from flowport.flow import FlowError
 from flowport.store import Documents
@@ -178,7 +178,7 @@ class EnvironmentRegistry:
         """``<home>/environments``: build folders, snapshotted by content."""
 
     def register(self, spec: EnvironmentSpec) -> dict[str, Any]:
-        version = spec.version or self._next_version(spec.name)
+        version = spec.version or next_version(self.rows, spec.name)
         if self.rows.get(name=spec.name, version=version) is not None:
             raise ApiError(
                 409,
@@ -215,10 +215,6 @@ class EnvironmentRegistry:
         self.rows.put({"name": spec.name, "version": version}, document, archived=False, created_at=utcnow())
         return self.get(spec.name, version)
 
-    def _next_version(self, name: str) -> str:
-        numbers = [int(e["version"]) for e in self.rows.list(name=name) if str(e["version"]).isdigit()]
-        return str(max(numbers, default=0) + 1)
-
     def find(self, name: str, version: str | None = None) -> dict[str, Any] | None:
         """One version, or the newest one that is not archived; None when there is none."""
         if version is not None:
@@ -245,12 +241,7 @@ class EnvironmentRegistry:
         if not found:
             raise ApiError(404, "EnvironmentNotFound", f"environment {name!r} does not exist")
         for environment in found:
-            row = self.rows.get(name=name, version=environment["version"])
-            assert row is not None
-            document = {
-                k: v for k, v in row.items() if k not in ("name", "version", "archived", "created_at")
-            }
-            self.rows.put({"name": name, "version": environment["version"]}, document, archived=archived)
+            set_archived(self.rows, name, environment["version"], archived)
         return [self.get(name, e["version"]) for e in found]
 
     def delete(self, name: str, version: str | None = None) -> list[dict[str, Any]]:

@@ -180,7 +180,7 @@ class ModelRegistry:
         if spec.path.exists() and not _holds_a_flow(spec.path):
             return self.register_files(spec)
         snapshot, digest, flow = snapshot_flow(spec.path, self.models_dir)
-        version = spec.version or self._next_version(spec.name)
+        version = spec.version or next_version(self.rows, spec.name)
         if self.rows.get(name=spec.name, version=version) is not None:
             raise ApiError(
                 409,
@@ -210,7 +210,7 @@ class ModelRegistry:
     def register_files(self, spec: ModelSpec) -> dict[str, Any]:
         """A model that is files for a scoring script, not a flow: snapshotted in Azure's layout."""
         snapshot = snapshot_files(spec.path, self.models_dir, self.models_dir.parent, spec.path.name)
-        version = spec.version or self._next_version(spec.name)
+        version = spec.version or next_version(self.rows, spec.name)
         if self.rows.get(name=spec.name, version=version) is not None:
             raise ApiError(409, "ModelVersionExists", f"model {spec.name}:{version} already exists")
         document = {
@@ -241,10 +241,6 @@ class ModelRegistry:
         name = model.get("flow_name") or "model"
         return snapshot_files(Path(model["path"]), self.models_dir, None, name)
 
-    def _next_version(self, name: str) -> str:
-        numbers = [int(m["version"]) for m in self.rows.list(name=name) if str(m["version"]).isdigit()]
-        return str(max(numbers, default=0) + 1)
-
     def get(self, name: str, version: str | None = None) -> dict[str, Any]:
         """One version, or the newest version that is not archived."""
         if version is None:
@@ -269,10 +265,7 @@ class ModelRegistry:
                 404, "ModelNotFound", f"model {name}{':' + version if version else ''} does not exist"
             )
         for row in found:
-            document = {
-                k: v for k, v in row.items() if k not in ("name", "version", "archived", "created_at")
-            }
-            self.rows.put({"name": name, "version": row["version"]}, document, archived=True)
+            set_archived(self.rows, name, row["version"], True)
         return [self.get(name, r["version"]) for r in found]
 
 
@@ -302,6 +295,20 @@ def flow_interface(flow: FlowDef) -> dict[str, Any]:
             else {}
         ),
     }
+
+
+def next_version(rows: Documents, name: str) -> str:
+    """The number after the highest numbered version of ``name`` (models, environments)."""
+    numbers = [int(r["version"]) for r in rows.list(name=name) if str(r["version"]).isdigit()]
+    return str(max(numbers, default=0) + 1)
+
+
+def set_archived(rows: Documents, name: str, version: str, archived: bool) -> None:
+    """Archive or restore one version, its document as it is."""
+    row = rows.get(name=name, version=version)
+    assert row is not None
+    document = {k: v for k, v in row.items() if k not in ("name", "version", "archived", "created_at")}
+    rows.put({"name": name, "version": version}, document, archived=archived)
 
 
 def version_order(row: dict[str, Any]) -> tuple[int, str]:
