@@ -26,6 +26,8 @@ from typing import IO, Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
+FLOWPORT = Path(sys.executable).with_name("flowport")
+"""The CLI next to the Python running the bench (``.venv/bin/flowport``)."""
 RESULTS_DIR = BENCH_DIR / "results"
 PYTHON_FLOW = REPO / "tests" / "flows" / "three_node_python"
 CHAT_FLOW = REPO / "src" / "flowport" / "examples" / "chat_basic"

@@ -28,11 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import PYTHON_FLOW, machine, python_inputs, python_output_ok, verdict, write_results
+from _common import FLOWPORT, PYTHON_FLOW, machine, python_inputs, python_output_ok, verdict, write_results
 from _promptflow import PF_VERSION, ensure_venv, pf_env, venv_pf
 
-FLOWPORT = Path(sys.executable).with_name("flowport")
-"""The CLI next to the Python running this script (``.venv/bin/flowport``)."""
 TARGET = 20.0
 WARMUP_LINES = 20
 MAPPING = "text=${data.text}"

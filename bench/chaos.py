@@ -41,6 +41,7 @@ from typing import Any
 from _common import (
     CHAT_FLOW,
     CONNECTION_NAME,
+    FLOWPORT,
     PYTHON_FLOW,
     FlowportServer,
     LoadPool,
@@ -51,7 +52,6 @@ from _common import (
 )
 from rollout import Phase, failure_list, print_rows, python_flow_target, rows_of
 
-FLOWPORT = Path(sys.executable).with_name("flowport")
 ENDPOINT = "chaos"
 CHAT = "talk"
 REQUEST_SETTINGS = {"max_concurrent_requests_per_instance": 100, "request_timeout_ms": 10_000}

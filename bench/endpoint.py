@@ -68,6 +68,7 @@ from _common import (
     API_KEY,
     CHAT_FLOW,
     CONNECTION_NAME,
+    FLOWPORT,
     PYTHON_FLOW,
     FlowportServer,
     LoadPool,
@@ -95,13 +96,12 @@ from serve import (
     raise_open_files,
     run_quiet,
     serving,
+    source_changed,
     src_fingerprint,
     wrk,
     wrk_version,
 )
 
-FLOWPORT = Path(sys.executable).with_name("flowport")
-"""The CLI next to the Python running this script (``.venv/bin/flowport``)."""
 REQUEST_SETTINGS = {"max_concurrent_requests_per_instance": 256, "request_timeout_ms": 60_000}
 GATEWAY_TARGET = 15.0
 """(a) gateway path / (c) pf flow serve, req/s, Python flow."""
@@ -716,9 +716,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"scratch folder kept: {scratch}")
         else:
             shutil.rmtree(scratch, ignore_errors=True)
-    source_changed = src_fingerprint() != source_before
-    if source_changed:
-        log("WARNING: files under src/ changed during the run; servers may have run different code")
+    changed = source_changed(source_before, log)
 
     print()
     print_rows(rows)
@@ -735,7 +733,7 @@ def main(argv: list[str] | None = None) -> int:
         "skip_pf": skip_pf,
         "load_generator": "wrk" if ctx.use_wrk else "python",
         "wrk": wrk_version() if ctx.use_wrk else None,
-        "src_changed_during_run": source_changed,
+        "src_changed_during_run": changed,
         "rows": [asdict(r) for r in rows],
         "ratios": figures,
         "problems": problems,

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
+    FLOWPORT,
     PYTHON_FLOW,
     FlowportServer,
     LoadPool,
@@ -57,8 +58,6 @@ from _common import (
     write_results,
 )
 
-FLOWPORT = Path(sys.executable).with_name("flowport")
-"""The CLI next to the Python running this script (``.venv/bin/flowport``)."""
 ENDPOINT = "rollout"
 BODY = {"text": "hello world"}
 REQUEST_SETTINGS = {"max_concurrent_requests_per_instance": 100, "request_timeout_ms": 10_000}

@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
+    FLOWPORT,
     FlowportServer,
     LoadPool,
     LoadRecord,
@@ -70,10 +71,8 @@ from _common import (
     verdict,
     write_results,
 )
-from serve import raise_open_files, src_fingerprint, stop, wait_healthy
+from serve import raise_open_files, source_changed, src_fingerprint, stop, wait_healthy
 
-FLOWPORT = Path(sys.executable).with_name("flowport")
-"""The CLI next to the Python running this script (``.venv/bin/flowport``)."""
 HOST = "127.0.0.1"
 BENCH_DIR = Path(__file__).resolve().parent
 VENV_ENV = "FLOWPORT_BENCH_AZML_VENV"
@@ -532,9 +531,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"scratch folder kept: {scratch}")
         else:
             shutil.rmtree(scratch, ignore_errors=True)
-    source_changed = src_fingerprint() != source_before
-    if source_changed:
-        log("WARNING: files under src/ changed during the run; servers may have run different code")
+    changed = source_changed(source_before, log)
 
     print()
     print_table(ways, results)
@@ -559,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
         "ways": [{k: v for k, v in asdict(w).items() if k != "target"} for w in ways],
         "rows": [m.summary() for m in results.values()],
         "verdicts": figures,
-        "src_changed_during_run": source_changed,
+        "src_changed_during_run": changed,
     }
     print(f"\nresults: {write_results('scoring', payload)}")
     return 0

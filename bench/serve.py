@@ -73,6 +73,7 @@ from _common import (
     API_KEY,
     CHAT_FLOW,
     CONNECTION_NAME,
+    FLOWPORT,
     PYTHON_FLOW,
     REPO,
     chat_output_ok,
@@ -89,8 +90,6 @@ from _common import (
 )
 from _promptflow import PF_VERSION, ensure_venv, pf_env, venv_pf
 
-FLOWPORT = Path(sys.executable).with_name("flowport")
-"""The CLI next to the Python running this script (``.venv/bin/flowport``)."""
 HOST = "127.0.0.1"
 PYTHON_BODY: dict[str, Any] = {"text": "hello world"}
 CHAT_BODY: dict[str, Any] = {"question": "How do I deploy a flow to an endpoint?", "chat_history": []}
@@ -234,6 +233,14 @@ def src_fingerprint() -> str:
         stat = path.stat()
         digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:12]
+
+
+def source_changed(before: str, say: Callable[[str], None] = log) -> bool:
+    """Whether flowport's sources changed since ``before`` (``src_fingerprint``), said with ``say``."""
+    changed = src_fingerprint() != before
+    if changed:
+        say("WARNING: files under src/ changed during the run; servers may have run different code")
+    return changed
 
 
 def raise_open_files() -> int:
@@ -1105,9 +1112,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(scratch, ignore_errors=True)
 
-    source_changed = src_fingerprint() != source_before
-    if source_changed:
-        log("WARNING: files under src/ changed during the run; servers may have run different code")
+    changed = source_changed(source_before)
 
     print()
     print_results(rows)
@@ -1126,7 +1131,7 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": asdict(sizes),
         "repeat": repeat,
         "tracing": tracing,
-        "src_changed_during_run": source_changed,
+        "src_changed_during_run": changed,
         "rows": [r.summary() for r in rows],
         "verdicts": figures,
     }
