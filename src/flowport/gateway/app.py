@@ -92,8 +92,6 @@ def _end_span(span: Any, status: int, reply: dict[str, str]) -> None:
         span.set_attribute("flowport.deployment", reply["azureml-model-deployment"])
     if status >= 500 or status == 424:
         tracing.fail(span, None, f"HTTP {status}")
-    elif status >= 400 and status != 429:  # kept as the instance keeps its failed line (not overload)
-        span.keep()
     span.end()
 
 

@@ -102,10 +102,6 @@ class Span(Parent):
         span.sampled, span.remote = True, False
         return span
 
-    def keep(self) -> None:
-        """Record this span whatever the sampler decided (a request that failed its caller)."""
-        self.sampled = True
-
     def set_attribute(self, key: str, value: Any) -> None:
         self.attributes[key] = value
 
